@@ -1,0 +1,197 @@
+//! A game client in a few lines: connect, send requests, read replies and pushes. Requests and
+//! replies can be written as JSON: the proto contract embedded in `mortar-pb` says how each route's
+//! messages encode, so no code is written per module.
+
+use bytes::Bytes;
+use futures::{SinkExt as _, StreamExt as _};
+use mortar_pb::UserMessage;
+use prost::Message as _;
+use prost_reflect::{DynamicMessage, MessageDescriptor};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
+
+/// What went wrong talking to a node.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Connecting or the WebSocket itself failed.
+    #[error("websocket: {0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    /// The server closed the connection.
+    #[error("the server closed the connection{}", .0.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Closed(Option<String>),
+    /// The server sent a frame that is not a `UserMessage`.
+    #[error("the server sent an undecodable frame: {0}")]
+    BadFrame(#[from] prost::DecodeError),
+    /// The route is `main.sub`-shaped but not in the contract, so JSON cannot be encoded for it.
+    #[error(
+        "route `{0}` is not in the proto contract; only an empty body (`{{}}`) can be sent to it"
+    )]
+    UnknownRoute(String),
+    /// The route is not `main.sub`.
+    #[error("route `{0}` must be `main.sub`")]
+    BadRoute(String),
+    /// The JSON does not fit the route's request type.
+    #[error("request JSON does not fit {message}")]
+    Json {
+        /// The request type's full name.
+        message: String,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// One WebSocket connection to a gateway.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_seq: u32,
+}
+
+impl Client {
+    /// Connects to `url` (`ws://HOST:PORT/ws`).
+    ///
+    /// # Errors
+    /// When the TCP connection or the WebSocket upgrade fails.
+    pub async fn connect(url: &str) -> Result<Self, ClientError> {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        Ok(Self { ws, next_seq: 1 })
+    }
+
+    /// Sends a request with a fresh seq and returns that seq.
+    ///
+    /// # Errors
+    /// When the connection fails.
+    pub async fn send(&mut self, main: &str, sub: &str, data: Bytes) -> Result<u32, ClientError> {
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1).max(1);
+        let msg = UserMessage {
+            main_type: main.into(),
+            sub_type: sub.into(),
+            data,
+            seq,
+            code: 0,
+        };
+        self.ws
+            .send(Message::Binary(msg.encode_to_vec().into()))
+            .await?;
+        Ok(seq)
+    }
+
+    /// The next message from the server: a reply or a push (`seq` 0).
+    ///
+    /// # Errors
+    /// When the server closes the connection (with its close reason) or sends a bad frame.
+    pub async fn next(&mut self) -> Result<UserMessage, ClientError> {
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Binary(frame))) => return Ok(UserMessage::decode(frame)?),
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(ClientError::Closed(
+                        frame.map(|f| format!("{} {}", u16::from(f.code), f.reason)),
+                    ));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => return Err(error.into()),
+                None => return Err(ClientError::Closed(None)),
+            }
+        }
+    }
+
+    /// Sends one request and waits for its reply; pushes that arrive meanwhile are passed to
+    /// `on_push`.
+    ///
+    /// # Errors
+    /// As [`Client::send`] and [`Client::next`].
+    pub async fn request(
+        &mut self,
+        main: &str,
+        sub: &str,
+        data: Bytes,
+        mut on_push: impl FnMut(UserMessage),
+    ) -> Result<UserMessage, ClientError> {
+        let seq = self.send(main, sub, data).await?;
+        loop {
+            let msg = self.next().await?;
+            if msg.seq == seq {
+                return Ok(msg);
+            }
+            on_push(msg);
+        }
+    }
+}
+
+/// Splits `main.sub`.
+///
+/// # Errors
+/// [`ClientError::BadRoute`] when there is no dot.
+pub fn split_route(route: &str) -> Result<(&str, &str), ClientError> {
+    route
+        .split_once('.')
+        .ok_or_else(|| ClientError::BadRoute(route.into()))
+}
+
+/// Encodes a request given as JSON for `main.sub`, using the route's request type.
+///
+/// # Errors
+/// When the route is not in the contract (unless `json` is an empty object), or the JSON does
+/// not fit the request type.
+pub fn encode_request(main: &str, sub: &str, json: &str) -> Result<Bytes, ClientError> {
+    let Some(method) = mortar_pb::route_method(main, sub) else {
+        return match serde_json::from_str::<serde_json::Value>(json) {
+            Ok(serde_json::Value::Object(map)) if map.is_empty() => Ok(Bytes::new()),
+            _ => Err(ClientError::UnknownRoute(format!("{main}.{sub}"))),
+        };
+    };
+    from_json(&method.input(), json)
+}
+
+fn from_json(desc: &MessageDescriptor, json: &str) -> Result<Bytes, ClientError> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    let message = DynamicMessage::deserialize(desc.clone(), &mut de)
+        .and_then(|message| de.end().map(|()| message))
+        .map_err(|source| ClientError::Json {
+            message: desc.full_name().into(),
+            source,
+        })?;
+    Ok(message.encode_to_vec().into())
+}
+
+/// A reply or push as JSON: `{"route":"main.sub","seq":N,"code":"OK","data":{…}}`.
+///
+/// `route` and `seq` are left out when `with_route` is false. `data` is decoded with the route's
+/// reply type (or push type); it is left out when empty on an error, and given as `{"hex": "…"}`
+/// when the route is not in the contract or the bytes do not decode.
+pub fn reply_json(msg: &UserMessage, with_route: bool) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    if with_route {
+        out.insert(
+            "route".into(),
+            format!("{}.{}", msg.main_type, msg.sub_type).into(),
+        );
+        out.insert("seq".into(), msg.seq.into());
+    }
+    out.insert(
+        "code".into(),
+        mortar_pb::ErrorCode::name_of(msg.code).into(),
+    );
+    let known = mortar_pb::route_method(&msg.main_type, &msg.sub_type)
+        // A reply's route is the request's; `sys.pong` answers `sys.ping`.
+        .or_else(|| {
+            (msg.main_type == "sys" && msg.sub_type == "pong")
+                .then(|| mortar_pb::route_method("sys", "ping"))
+                .flatten()
+        });
+    if msg.code == 0 || !msg.data.is_empty() {
+        let data = known
+            .and_then(|method| DynamicMessage::decode(method.output(), msg.data.clone()).ok())
+            .and_then(|message| serde_json::to_value(&message).ok())
+            .unwrap_or_else(|| serde_json::json!({ "hex": hex(&msg.data) }));
+        out.insert("data".into(), data);
+    }
+    serde_json::Value::Object(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,8 @@
+//! The `mortar` command's library: the subcommands' code, so tests can drive them in-process.
+//!
+//! Layout:
+//! - [`client`]: a WebSocket game client with JSON encoding of any route's messages.
+//! - [`modules`]: the module crates linked into this binary.
+
+pub mod client;
+pub mod modules;

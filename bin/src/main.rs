@@ -1,0 +1,173 @@
+//! `mortar`: the one executable. `mortar dev` runs a whole node in one process; `mortar client`
+//! sends one request and prints the reply.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use mortar_cli::client::{self, Client};
+use mortar_host::NodeConfig;
+use std::{io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+/// Log filter when `RUST_LOG` is unset. tarpc's server warns when an in-process client hangs up
+/// at shutdown, which is expected, so only its errors are shown.
+const DEFAULT_LOG: &str = "info,tarpc::server=error";
+
+#[derive(Parser)]
+#[command(name = "mortar", version, about = "A game-server host made of modules")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a gateway and a worker with every module in one process (no external servers).
+    Dev {
+        /// Node config file (TOML); every key has a default, so none is needed.
+        #[arg(long)]
+        conf: Option<PathBuf>,
+        /// Address for WebSocket clients, overriding `gateway.listen` (port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Send one request and print the reply as JSON. Exits 1 when the reply's code is not OK.
+    Client {
+        /// The gateway's WebSocket URL.
+        #[arg(long, default_value = "ws://127.0.0.1:4000/ws")]
+        url: String,
+        /// Seconds to wait for the reply.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+        /// Print pushes that arrive before the reply (to stderr).
+        #[arg(long)]
+        show_pushes: bool,
+        /// The route, `main.sub` (e.g. `echo.say`).
+        route: String,
+        /// The request as JSON, in the proto3 JSON mapping of the route's request type.
+        #[arg(default_value = "{}")]
+        json: String,
+    },
+    /// Run a gateway node of a cluster (not available yet: use `mortar dev`).
+    Gateway {
+        /// Node config file (TOML).
+        #[arg(long)]
+        conf: Option<PathBuf>,
+    },
+    /// Run a worker node of a cluster (not available yet: use `mortar dev`).
+    Worker {
+        /// Node config file (TOML).
+        #[arg(long)]
+        conf: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("mortar: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("mortar: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Dev { conf, listen } => {
+            let mut config = NodeConfig::load(conf.as_deref())?;
+            if let Some(listen) = listen {
+                config.gateway.listen = listen;
+            }
+            let listener = tokio::net::TcpListener::bind(config.gateway.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
+            let addr = listener.local_addr()?;
+            println!("mortar: gateway listening on ws://{addr}/ws");
+            std::io::stdout().flush()?;
+            mortar_host::node::dev::run(config, listener, shutdown_signal()).await?;
+            tracing::info!("stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Client {
+            url,
+            timeout,
+            show_pushes,
+            route,
+            json,
+        } => {
+            let (main, sub) = client::split_route(&route)?;
+            let body = client::encode_request(main, sub, &json)?;
+            let exchange = async {
+                let mut client = Client::connect(&url)
+                    .await
+                    .with_context(|| format!("cannot connect to {url}"))?;
+                let reply = client
+                    .request(main, sub, body, |push| {
+                        if show_pushes {
+                            eprintln!("{}", client::reply_json(&push, true));
+                        }
+                    })
+                    .await?;
+                anyhow::Ok(reply)
+            };
+            let reply = tokio::time::timeout(Duration::from_secs_f64(timeout), exchange)
+                .await
+                .with_context(|| format!("no reply within {timeout} s"))??;
+            println!("{}", client::reply_json(&reply, false));
+            Ok(if reply.code == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Gateway { .. } | Command::Worker { .. } => {
+            eprintln!(
+                "mortar: cluster nodes are not available yet; `mortar dev` runs gateway and worker in one process"
+            );
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

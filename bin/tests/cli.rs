@@ -1,0 +1,106 @@
+//! The `mortar` binary as a user runs it: `mortar dev` in one process, `mortar client` in another.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Child, Command, Stdio},
+};
+
+const MORTAR: &str = env!("CARGO_BIN_EXE_mortar");
+
+/// A `mortar dev` process, killed on drop.
+struct DevProcess {
+    child: Child,
+    url: String,
+}
+
+impl DevProcess {
+    fn start() -> Self {
+        let mut child = Command::new(MORTAR)
+            .args(["dev", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mortar dev starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout is piped"))
+            .read_line(&mut line)
+            .expect("readiness line");
+        let url = line
+            .trim()
+            .strip_prefix("mortar: gateway listening on ")
+            .unwrap_or_else(|| panic!("unexpected readiness line {line:?}"))
+            .to_owned();
+        assert!(
+            url.starts_with("ws://127.0.0.1:") && url.ends_with("/ws"),
+            "{url}"
+        );
+        Self { child, url }
+    }
+
+    fn client(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(MORTAR)
+            .args(["client", "--url", &self.url])
+            .args(args)
+            .output()
+            .expect("mortar client runs");
+        let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("utf-8 output");
+        (
+            out.status.code().unwrap_or(-1),
+            text(out.stdout),
+            text(out.stderr),
+        )
+    }
+}
+
+impl Drop for DevProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn dev_and_client_from_the_command_line() {
+    let mut dev = DevProcess::start();
+
+    let (status, stdout, _) = dev.client(&["echo.say", r#"{"text":"hi"}"#]);
+    assert_eq!(
+        (status, stdout.as_str()),
+        (0, "{\"code\":\"OK\",\"data\":{\"text\":\"hi\"}}\n")
+    );
+
+    let (status, stdout, _) = dev.client(&["nothing.here"]);
+    assert_eq!((status, stdout.as_str()), (1, "{\"code\":\"NO_ROUTE\"}\n"));
+
+    let (status, _, stderr) = dev.client(&["echo.say", r#"{"txt":"hi"}"#]);
+    assert_eq!(status, 1);
+    assert!(stderr.contains("does not fit echo.EchoReq"), "{stderr}");
+
+    // SIGTERM stops the node cleanly.
+    let terminated = Command::new("kill")
+        .args(["-TERM", &dev.child.id().to_string()])
+        .status();
+    assert!(terminated.expect("kill runs").success());
+    let status = dev.child.wait().expect("mortar dev exits");
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn bad_config_is_refused_at_start() {
+    let out = Command::new(MORTAR)
+        .args(["dev", "--conf", "/nonexistent/dev.toml"])
+        .output()
+        .expect("mortar dev runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/dev.toml"), "{stderr}");
+}
+
+#[test]
+fn cluster_commands_say_not_yet() {
+    let out = Command::new(MORTAR)
+        .args(["gateway"])
+        .output()
+        .expect("mortar gateway runs");
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,0 +1,283 @@
+//! Node configuration: one TOML file per node, every field defaulted, environment overrides.
+//!
+//! Sources, later ones winning: the defaults below, the TOML file (if any), then environment
+//! variables `MORTAR_<SECTION>__<KEY>` (e.g. `MORTAR_GATEWAY__LISTEN=0.0.0.0:4000`). Unknown keys
+//! and bad values are refused with the file, the key and the reason.
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read or parsed, or a key is unknown or has the wrong type.
+    #[error("{0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// A value parsed but is out of range.
+    #[error("config key `{key}`: {reason}")]
+    Invalid {
+        /// The dotted key, e.g. `gateway.max_frame_bytes`.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// Everything one node reads at start.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's identity.
+    pub node: NodeSection,
+    /// The client-facing side (used by gateway and dev nodes).
+    pub gateway: GatewayConfig,
+    /// The module-running side (used by worker and dev nodes).
+    pub worker: WorkerConfig,
+}
+
+/// This node's identity.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// Unique id of the node within its cluster.
+    pub id: String,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self { id: "dev-1".into() }
+    }
+}
+
+/// The gateway: WebSocket clients and the limits on what they may do.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address the WebSocket listener binds; clients connect to `ws://LISTEN/ws`.
+    pub listen: SocketAddr,
+    /// Largest WebSocket message a client may send; a larger one closes the connection (1009).
+    pub max_frame_bytes: usize,
+    /// Requests of one session handled at once; further frames wait unread (TCP backpressure).
+    /// Replies always come back in request order.
+    pub max_in_flight: usize,
+    /// Frames queued for one client's writer before the agent waits for the client to read.
+    pub outbound_queue: usize,
+    /// Size of each connection's read buffer. Small buffers keep idle connections cheap.
+    pub read_buffer_bytes: usize,
+    /// A connection that sends nothing (no frame, no ping) for this long is closed (1000).
+    pub read_timeout_ms: u64,
+    /// A TCP connection that has not completed the WebSocket upgrade by then is dropped.
+    pub handshake_timeout_ms: u64,
+    /// Deadline of each relayed request; past it the client gets `TIMEOUT`.
+    pub request_timeout_ms: u64,
+    /// On shutdown, how long sessions get to finish their in-flight requests.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            max_frame_bytes: 64 * 1024,
+            max_in_flight: 1,
+            outbound_queue: 256,
+            read_buffer_bytes: 4096,
+            read_timeout_ms: 60_000,
+            handshake_timeout_ms: 10_000,
+            request_timeout_ms: 10_000,
+            shutdown_grace_ms: 5_000,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// [`GatewayConfig::read_timeout_ms`] as a duration.
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_timeout_ms)
+    }
+
+    /// [`GatewayConfig::handshake_timeout_ms`] as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    /// [`GatewayConfig::request_timeout_ms`] as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// [`GatewayConfig::shutdown_grace_ms`] as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// The worker: which modules this node runs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Names of the modules to enable; empty enables every module linked into the binary.
+    pub modules: Vec<String>,
+}
+
+impl NodeConfig {
+    /// Loads the defaults, then `file` if given, then `MORTAR_*__*` environment variables.
+    ///
+    /// # Errors
+    /// A missing or malformed file, an unknown key, or a value out of range.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(NodeConfig::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let env = Env::prefixed("MORTAR_")
+            .filter(|key| key.as_str().contains("__"))
+            .split("__");
+        let config: NodeConfig = figment.merge(env).extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the ranges serde cannot express.
+    ///
+    /// # Errors
+    /// The first key whose value is out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let g = &self.gateway;
+        let checks: [(&'static str, bool, &'static str); 8] = [
+            ("node.id", !self.node.id.is_empty(), "must not be empty"),
+            (
+                "gateway.max_frame_bytes",
+                g.max_frame_bytes >= 64,
+                "must be at least 64",
+            ),
+            (
+                "gateway.max_in_flight",
+                g.max_in_flight >= 1,
+                "must be at least 1",
+            ),
+            (
+                "gateway.outbound_queue",
+                g.outbound_queue >= 1,
+                "must be at least 1",
+            ),
+            (
+                "gateway.read_buffer_bytes",
+                g.read_buffer_bytes >= 512,
+                "must be at least 512",
+            ),
+            (
+                "gateway.read_timeout_ms",
+                g.read_timeout_ms >= 100,
+                "must be at least 100",
+            ),
+            (
+                "gateway.handshake_timeout_ms",
+                g.handshake_timeout_ms >= 100,
+                "must be at least 100",
+            ),
+            (
+                "gateway.request_timeout_ms",
+                g.request_timeout_ms >= 1,
+                "must be at least 1",
+            ),
+        ];
+        match checks.into_iter().find(|(_, ok, _)| !ok) {
+            Some((key, _, reason)) => Err(ConfigError::Invalid { key, reason }),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    fn write_conf(text: &str) -> tempfile_like::TempConf {
+        tempfile_like::TempConf::new(text)
+    }
+
+    /// A config file in the target's temp dir, removed on drop.
+    mod tempfile_like {
+        use super::*;
+        pub struct TempConf(pub std::path::PathBuf);
+        impl TempConf {
+            pub fn new(text: &str) -> Self {
+                static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let path = std::env::temp_dir()
+                    .join(format!("mortar-conf-{}-{n}.toml", std::process::id()));
+                let mut file = std::fs::File::create(&path).unwrap();
+                file.write_all(text.as_bytes()).unwrap();
+                Self(path)
+            }
+        }
+        impl Drop for TempConf {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let config = NodeConfig::load(None).unwrap();
+        assert_eq!(config.gateway.listen.port(), 4000);
+        assert!(config.worker.modules.is_empty());
+    }
+
+    #[test]
+    fn file_overrides_defaults() {
+        let conf = write_conf(
+            "[gateway]\nlisten = \"127.0.0.1:0\"\nmax_in_flight = 4\n[worker]\nmodules = [\"echo\"]\n",
+        );
+        let config = NodeConfig::load(Some(&conf.0)).unwrap();
+        assert_eq!(config.gateway.listen.port(), 0);
+        assert_eq!(config.gateway.max_in_flight, 4);
+        assert_eq!(config.worker.modules, ["echo"]);
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_file_and_key() {
+        let conf = write_conf("[gateway]\nmax_frame = 10\n");
+        let error = NodeConfig::load(Some(&conf.0)).unwrap_err().to_string();
+        assert!(error.contains("max_frame"), "{error}");
+        assert!(error.contains(&conf.0.display().to_string()), "{error}");
+    }
+
+    #[test]
+    fn bad_value_is_refused_with_key() {
+        let conf = write_conf("[gateway]\nmax_in_flight = 0\n");
+        let error = NodeConfig::load(Some(&conf.0)).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "config key `gateway.max_in_flight`: must be at least 1"
+        );
+        let conf = write_conf("[gateway]\nlisten = \"nowhere\"\n");
+        let error = NodeConfig::load(Some(&conf.0)).unwrap_err().to_string();
+        assert!(error.contains("listen"), "{error}");
+    }
+
+    #[test]
+    fn shipped_dev_config_states_the_defaults() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/dev.toml");
+        let config = NodeConfig::load(Some(&shipped)).unwrap();
+        let defaults = NodeConfig::default();
+        assert_eq!(format!("{config:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let error = NodeConfig::load(Some(Path::new("/nonexistent/mortar.toml"))).unwrap_err();
+        assert!(
+            error.to_string().contains("/nonexistent/mortar.toml"),
+            "{error}"
+        );
+    }
+}

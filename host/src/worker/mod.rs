@@ -1,0 +1,176 @@
+//! The worker: runs module handlers for requests relayed by gateways.
+//!
+//! Layout:
+//! - [`routes`]: the route table built from the registry and the enabled modules.
+//! - this file: [`Worker`], which dispatches a request to its handler (catching panics), serves
+//!   the [`WorkerRpc`] tarpc service, and runs internal calls between modules.
+
+pub mod routes;
+
+use crate::rpc::{AgentMessage, Reply, WorkerRpc, WorkerRpcRequest, WorkerRpcResponse};
+use bytes::Bytes;
+use futures::{FutureExt as _, StreamExt as _};
+use mortar::{
+    Code, Ctx, Session,
+    ctx::{BoxFuture, Host, Request},
+    module::ModuleError,
+    route::Route,
+};
+use routes::RouteTable;
+use std::{panic::AssertUnwindSafe, sync::Arc};
+use tarpc::server::{BaseChannel, Channel as _};
+
+/// How deep internal calls may nest before the innermost is refused with `INTERNAL`.
+pub const MAX_CALL_DEPTH: u8 = 16;
+
+/// A module failed to start.
+#[derive(Debug, thiserror::Error)]
+#[error("module `{module}` failed to start: {source}")]
+pub struct StartError {
+    /// The module's name.
+    pub module: &'static str,
+    /// What it said.
+    #[source]
+    pub source: ModuleError,
+}
+
+/// The module-running side of a node. Cheap to clone.
+#[derive(Clone)]
+pub struct Worker {
+    core: Arc<Core>,
+}
+
+struct Core {
+    routes: RouteTable,
+}
+
+impl Worker {
+    /// A worker serving the routes of `routes`. Call [`Worker::start`] before serving.
+    pub fn new(routes: RouteTable) -> Self {
+        Self {
+            core: Arc::new(Core { routes }),
+        }
+    }
+
+    /// The worker's route table.
+    pub fn routes(&self) -> &RouteTable {
+        &self.core.routes
+    }
+
+    /// Runs every enabled module's `on_start`, in no particular order.
+    ///
+    /// # Errors
+    /// The first module that fails; modules started before it are stopped again.
+    pub fn start(&self) -> Result<(), StartError> {
+        let mut started = Vec::new();
+        for module in self.core.routes.modules() {
+            if let Err(source) = module.on_start() {
+                started
+                    .into_iter()
+                    .for_each(|m: &dyn mortar::Module| m.on_stop());
+                return Err(StartError {
+                    module: module.name(),
+                    source,
+                });
+            }
+            started.push(module);
+        }
+        Ok(())
+    }
+
+    /// Runs every enabled module's `on_stop`.
+    pub fn stop(&self) {
+        self.core
+            .routes
+            .modules()
+            .for_each(|module| module.on_stop());
+    }
+
+    /// Handles one client request. Always answers: an unknown or internal route is `NO_ROUTE`, a
+    /// body that does not decode is `BAD_REQUEST`, a panicking handler is `INTERNAL`.
+    pub async fn handle(&self, msg: AgentMessage, trace_id: u128) -> Reply {
+        let Some(route) = self.core.routes.get_for_client(&msg.main, &msg.sub) else {
+            return Reply::code(Code::NO_ROUTE);
+        };
+        let request = Request {
+            session: Session {
+                id: msg.session,
+                user: msg.user,
+                ip: msg.client_ip,
+                gateway: msg.gateway,
+            },
+            route: route.path.to_owned(),
+            seq: msg.seq,
+            trace_id,
+            depth: 0,
+        };
+        let ctx = Ctx::new(request, self.core.clone());
+        run(route, ctx, msg.data).await.into()
+    }
+
+    /// Serves the worker's tarpc service on one transport (an in-process channel or a TCP
+    /// connection) until the peer hangs up. Each request runs on its own task.
+    pub async fn serve<T>(self, transport: T)
+    where
+        T: tarpc::Transport<
+                tarpc::Response<WorkerRpcResponse>,
+                tarpc::ClientMessage<WorkerRpcRequest>,
+            > + Send
+            + 'static,
+    {
+        BaseChannel::with_defaults(transport)
+            .execute(WorkerServer(self).serve())
+            .for_each(|request| async {
+                tokio::spawn(request);
+            })
+            .await;
+    }
+}
+
+/// The tarpc face of a [`Worker`].
+#[derive(Clone)]
+pub struct WorkerServer(Worker);
+
+impl WorkerRpc for WorkerServer {
+    async fn handle(self, cx: tarpc::context::Context, msg: AgentMessage) -> Reply {
+        self.0.handle(msg, cx.trace_context.trace_id.into()).await
+    }
+}
+
+impl Host for Core {
+    fn call(&self, from: &Ctx, path: &str, body: Bytes) -> BoxFuture<Result<Bytes, Code>> {
+        let caller = &from.request().route;
+        if from.request().depth >= MAX_CALL_DEPTH {
+            tracing::error!(%caller, callee = %path, "internal calls nest too deep");
+            return Box::pin(std::future::ready(Err(Code::INTERNAL)));
+        }
+        let route = path
+            .split_once('.')
+            .and_then(|(main, sub)| self.routes.get(main, sub));
+        let Some(route) = route else {
+            tracing::warn!(%caller, callee = %path, "internal call to a route this node does not serve");
+            return Box::pin(std::future::ready(Err(Code::NO_ROUTE)));
+        };
+        Box::pin(run(route, from.for_call(route.path), body))
+    }
+}
+
+/// Runs a route's handler; a panic becomes `INTERNAL` and a log line, never a dead node.
+async fn run(route: &'static Route, ctx: Ctx, body: Bytes) -> Result<Bytes, Code> {
+    let session = ctx.session_id();
+    match AssertUnwindSafe(async move { (route.handler)(ctx, body).await })
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(route = route.path, session, panic = %message, "handler panicked");
+            Err(Code::INTERNAL)
+        }
+    }
+}

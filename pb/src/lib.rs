@@ -1,0 +1,158 @@
+//! The client contract of mortar: the `.proto` files under `pb/proto/` and their Rust types.
+//!
+//! Layout:
+//! - [`mortar`] (re-exported at the crate root): the [`UserMessage`] envelope, [`ErrorCode`] and the
+//!   gateway's `sys.*` messages.
+//! - one module per business module's package, e.g. [`echo`].
+//! - [`descriptors`] and [`route_method`]: the embedded descriptor set, so a client can encode and
+//!   decode any route's message from JSON without code written for it.
+//!
+//! Routes map to services: route `main.sub` is the method whose snake_case name is `sub` in the
+//! service whose lower-cased name is `main`; a server-streaming method declares a push route.
+
+use prost_reflect::{DescriptorPool, MethodDescriptor};
+use std::sync::LazyLock;
+
+/// The envelope, error codes and `sys.*` messages (proto package `mortar`).
+#[allow(missing_docs, clippy::all)]
+pub mod mortar {
+    include!(concat!(env!("OUT_DIR"), "/mortar.rs"));
+}
+
+/// The echo demo module's messages (proto package `echo`).
+#[allow(missing_docs, clippy::all)]
+pub mod echo {
+    include!(concat!(env!("OUT_DIR"), "/echo.rs"));
+}
+
+pub use mortar::{Empty, ErrorCode, Kick, Ping, Pong, UserMessage};
+
+static DESCRIPTORS: LazyLock<DescriptorPool> = LazyLock::new(|| {
+    DescriptorPool::decode(include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin")).as_ref())
+        .expect("the descriptor set embedded at build time decodes")
+});
+
+/// Every message, enum and service of the contract, as compiled at build time.
+pub fn descriptors() -> &'static DescriptorPool {
+    &DESCRIPTORS
+}
+
+/// The proto method that declares route `main.sub`, if any.
+///
+/// For a request route its input type is the request and its output type the reply; for a push
+/// route (server-streaming) its output type is the push body.
+pub fn route_method(main: &str, sub: &str) -> Option<MethodDescriptor> {
+    descriptors()
+        .services()
+        .filter(|service| service.name().eq_ignore_ascii_case(main))
+        .find_map(|service| {
+            service
+                .methods()
+                .find(|method| snake_case(method.name()) == sub)
+        })
+}
+
+/// `SayHello` → `say_hello`: how a proto method name becomes the `sub` of its route.
+pub fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, ch) in name.chars().enumerate() {
+        if ch.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(ch.to_ascii_lowercase());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+impl ErrorCode {
+    /// The wire name of a code number (`"NO_ROUTE"`), or the number itself for module codes.
+    pub fn name_of(code: i32) -> String {
+        match ErrorCode::try_from(code) {
+            Ok(known) => known.as_str_name().to_owned(),
+            Err(_) => code.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message as _;
+    use std::collections::HashSet;
+
+    #[test]
+    fn envelope_round_trips_and_keeps_field_numbers() {
+        let msg = UserMessage {
+            main_type: "echo".into(),
+            sub_type: "say".into(),
+            code: ErrorCode::NoRoute as i32,
+            data: bytes::Bytes::from_static(b"\x0a\x02hi"),
+            seq: 7,
+        };
+        let wire = msg.encode_to_vec();
+        // Field 1 (main_type) is a length-delimited field: tag byte 0x0a.
+        assert_eq!(wire[0], 0x0a);
+        assert_eq!(UserMessage::decode(wire.as_slice()).unwrap(), msg);
+    }
+
+    #[test]
+    fn error_codes_are_the_contract() {
+        let expected = [
+            ("OK", 0),
+            ("NO_ROUTE", 1),
+            ("BAD_REQUEST", 2),
+            ("NOT_LOGGED_IN", 3),
+            ("UNAVAILABLE", 4),
+            ("TIMEOUT", 5),
+            ("RATE_LIMITED", 6),
+            ("INTERNAL", 7),
+            ("CONFLICT", 8),
+            ("NOT_FOUND", 9),
+            ("ALREADY_EXISTS", 10),
+            ("PERMISSION_DENIED", 11),
+            ("LOGGED_IN_ELSEWHERE", 12),
+            ("SERVER_SHUTDOWN", 13),
+        ];
+        for (name, number) in expected {
+            assert_eq!(
+                ErrorCode::from_str_name(name).map(|c| c as i32),
+                Some(number)
+            );
+            assert_eq!(ErrorCode::name_of(number), name);
+        }
+        assert_eq!(ErrorCode::name_of(1001), "1001");
+    }
+
+    #[test]
+    fn routes_resolve_to_methods() {
+        let say = route_method("echo", "say").unwrap();
+        assert_eq!(say.input().full_name(), "echo.EchoReq");
+        assert_eq!(say.output().full_name(), "echo.EchoResp");
+        let kick = route_method("sys", "kick").unwrap();
+        assert!(kick.is_server_streaming());
+        assert!(route_method("echo", "nope").is_none());
+        assert_eq!(snake_case("AddItems"), "add_items");
+    }
+
+    #[test]
+    fn route_names_are_unique_across_the_contract() {
+        let mut seen = HashSet::new();
+        for service in descriptors().services() {
+            for method in service.methods() {
+                let route = format!(
+                    "{}.{}",
+                    service.name().to_lowercase(),
+                    snake_case(method.name())
+                );
+                assert!(
+                    seen.insert(route.clone()),
+                    "route {route} is declared twice"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace: unit tests, end-to-end tests against real nodes on loopback,
+# and the `mortar` binary's command-line tests. Installs and starts whatever the tests need.
+# Usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The tests so far need only the Rust toolchain. (Redis/MongoDB setup lands here with the issues
+# that bring those backends.)
+command -v cargo >/dev/null || { echo "scripts/test.sh: cargo is required (https://rustup.rs)" >&2; exit 1; }
+
+cargo test --workspace --locked "$@"

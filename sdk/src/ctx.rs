@@ -1,0 +1,129 @@
+//! [`Ctx`]: what a handler knows about its request and what it can ask of the host.
+
+use crate::code::Code;
+use bytes::Bytes;
+use prost::Message;
+use std::{fmt, future::Future, net::IpAddr, pin::Pin, sync::Arc};
+
+/// A boxed future that the host returns to the SDK.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Who sent a request: the client session it came from, as the gateway saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// The session id, unique within its gateway for the gateway's lifetime.
+    pub id: u64,
+    /// The logged-in user, if the session has logged in.
+    pub user: Option<u64>,
+    /// The client's IP address as the gateway saw the connection.
+    pub ip: IpAddr,
+    /// The id of the gateway node holding the session.
+    pub gateway: String,
+}
+
+/// The request being handled.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The session the request (or the client request that led to this internal call) came from.
+    pub session: Session,
+    /// The route being handled, `main.sub`.
+    pub route: String,
+    /// The client's request id (0 for internal calls).
+    pub seq: u32,
+    /// Trace id shared by every call made on behalf of one client request.
+    pub trace_id: u128,
+    /// How many internal calls deep this request is (0 for a client request).
+    pub depth: u8,
+}
+
+/// What the host does for handlers. Implemented by the host; module code uses [`Ctx`].
+pub trait Host: Send + Sync + 'static {
+    /// Runs internal or client route `route` with an encoded body on behalf of `from`, on this
+    /// node if it serves the route's module, otherwise on a node that does.
+    fn call(&self, from: &Ctx, route: &str, body: Bytes) -> BoxFuture<Result<Bytes, Code>>;
+}
+
+/// The handle a handler receives: the request's session and route, and the host's services.
+///
+/// Cheap to clone; clones share the request.
+#[derive(Clone)]
+pub struct Ctx {
+    request: Arc<Request>,
+    host: Arc<dyn Host>,
+}
+
+impl Ctx {
+    /// Made by the host for each request.
+    pub fn new(request: Request, host: Arc<dyn Host>) -> Self {
+        Self {
+            request: Arc::new(request),
+            host,
+        }
+    }
+
+    /// The request being handled.
+    pub fn request(&self) -> &Request {
+        &self.request
+    }
+
+    /// The session id.
+    pub fn session_id(&self) -> u64 {
+        self.request.session.id
+    }
+
+    /// The logged-in user of the session, if any.
+    pub fn user_id(&self) -> Option<u64> {
+        self.request.session.user
+    }
+
+    /// The client's IP address.
+    pub fn client_ip(&self) -> IpAddr {
+        self.request.session.ip
+    }
+
+    /// Calls another module's route (typically an internal one) and decodes its reply.
+    ///
+    /// The callee sees the same session and trace id.
+    ///
+    /// # Errors
+    /// The callee's code; `NO_ROUTE` when no module serves `route`; `INTERNAL` when calls nest
+    /// too deep or the reply does not decode as `Resp`.
+    pub async fn call<Req, Resp>(&self, route: &str, req: &Req) -> Result<Resp, Code>
+    where
+        Req: Message,
+        Resp: Message + Default,
+    {
+        let reply = self
+            .host
+            .call(self, route, Bytes::from(req.encode_to_vec()))
+            .await?;
+        Resp::decode(reply).map_err(|_| Code::INTERNAL)
+    }
+}
+
+impl fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ctx")
+            .field("request", &self.request)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ctx {
+    /// The context of an internal call made from this request to `route`: same session and trace,
+    /// one level deeper. Used by the host to run [`Ctx::call`].
+    #[doc(hidden)]
+    pub fn for_call(&self, route: &str) -> Ctx {
+        let request = Request {
+            session: self.request.session.clone(),
+            route: route.to_owned(),
+            seq: 0,
+            trace_id: self.request.trace_id,
+            depth: self.request.depth.saturating_add(1),
+        };
+        Ctx {
+            request: Arc::new(request),
+            host: Arc::clone(&self.host),
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Helpers for mortar's end-to-end tests: a dev node on a real socket and a module made for
+//! testing the host (panics, slow handlers, internal calls).
+//!
+//! The helpers start what they need and stop it on drop.
+
+pub mod testkit;
+
+use bytes::Bytes;
+use futures::{SinkExt as _, StreamExt as _};
+use mortar_host::{NodeConfig, node::NodeError};
+use mortar_pb::{UserMessage, echo::EchoReq};
+use prost::Message as _;
+use std::net::SocketAddr;
+use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{Message, protocol::CloseFrame},
+};
+
+/// Links the module crates of the `mortar` binary, so the dev node here has the same modules.
+pub use mortar_cli::modules;
+
+/// A dev node (gateway + worker + every linked module) serving on `127.0.0.1:0`.
+pub struct DevNode {
+    /// The bound client address.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), NodeError>>>,
+}
+
+impl DevNode {
+    /// Starts a node with the default config.
+    pub async fn start() -> Self {
+        Self::with_config(|_| {}).await
+    }
+
+    /// Starts a node with the default config changed by `change`.
+    pub async fn with_config(change: impl FnOnce(&mut NodeConfig)) -> Self {
+        let mut config = NodeConfig::default();
+        change(&mut config);
+        config.validate().expect("test config is valid");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("bound address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let task = tokio::spawn(mortar_host::node::dev::run(config, listener, shutdown));
+        Self {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// `ws://ADDR/ws`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Shuts the node down and waits until it has stopped.
+    ///
+    /// # Panics
+    /// When the node's task panicked.
+    pub async fn stop(mut self) -> Result<(), NodeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = self.task.take().expect("not stopped twice");
+        task.await.expect("the node's task does not panic")
+    }
+
+    /// Whether the node's task is still running.
+    pub fn is_running(&self) -> bool {
+        self.task.as_ref().is_some_and(|task| !task.is_finished())
+    }
+}
+
+impl Drop for DevNode {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A raw WebSocket connection, for sending what a well-behaved client would not.
+pub type RawSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Opens a raw WebSocket connection.
+pub async fn raw(url: &str) -> RawSocket {
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket connects")
+        .0
+}
+
+/// A request envelope.
+pub fn request(route: &str, seq: u32, data: impl Into<Bytes>) -> Message {
+    let (main, sub) = route.split_once('.').unwrap_or((route, ""));
+    let msg = UserMessage {
+        main_type: main.into(),
+        sub_type: sub.into(),
+        seq,
+        data: data.into(),
+        code: 0,
+    };
+    Message::Binary(msg.encode_to_vec().into())
+}
+
+/// An encoded `EchoReq`.
+pub fn echo_body(text: &str) -> Bytes {
+    EchoReq { text: text.into() }.encode_to_vec().into()
+}
+
+/// What the server sent next on a raw socket: a message, or the close frame that ended it.
+#[derive(Debug)]
+pub enum Received {
+    /// A reply or push.
+    Message(UserMessage),
+    /// The server closed the connection (with its close frame, if any).
+    Closed(Option<CloseFrame>),
+}
+
+/// Reads the next message or the close from a raw socket, skipping control frames.
+pub async fn receive(socket: &mut RawSocket) -> Received {
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Binary(frame))) => {
+                return Received::Message(
+                    UserMessage::decode(frame).expect("server frames decode"),
+                );
+            }
+            Some(Ok(Message::Close(frame))) => return Received::Closed(frame),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return Received::Closed(None),
+        }
+    }
+}
+
+/// Sends one frame on a raw socket.
+pub async fn send(socket: &mut RawSocket, message: Message) {
+    socket.send(message).await.expect("send to the server");
+}

@@ -1,0 +1,48 @@
+//! `testkit`: a module for testing the host, linked only into the tests. Its routes reuse the echo
+//! messages.
+
+use mortar::pb::echo::{EchoReq, EchoResp};
+use mortar::prelude::*;
+use std::time::Duration;
+
+mortar::module!("testkit");
+
+/// Panics: the host must answer `INTERNAL` and keep running.
+#[mortar::handler("testkit.panic")]
+async fn panic(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
+    panic!("testkit.panic was asked to panic: {}", req.text);
+}
+
+/// Sleeps for the number of milliseconds in `text`, then echoes it.
+#[mortar::handler("testkit.slow")]
+async fn slow(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
+    let millis = req.text.parse().map_err(|_| Code::BAD_REQUEST)?;
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+    Ok(EchoResp { text: req.text })
+}
+
+/// Calls the internal `testkit.double` and returns its answer.
+#[mortar::handler("testkit.relay")]
+async fn relay(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
+    ctx.call("testkit.double", &req).await
+}
+
+/// Internal: repeats the text twice, and says which session asked.
+#[mortar::handler("testkit.double", internal)]
+async fn double(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
+    Ok(EchoResp {
+        text: format!("{0}{0} from session {1}", req.text, ctx.session_id()),
+    })
+}
+
+/// Calls itself until the host refuses the depth.
+#[mortar::handler("testkit.recurse")]
+async fn recurse(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
+    ctx.call("testkit.recurse", &req).await
+}
+
+/// Answers a module code.
+#[mortar::handler("testkit.fail")]
+async fn fail(_ctx: Ctx, _req: EchoReq) -> Result<EchoResp, Code> {
+    Err(Code::module(1001))
+}

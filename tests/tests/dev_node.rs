@@ -1,0 +1,331 @@
+//! The walking skeleton end to end: a dev node on a real socket, driven by real WebSocket clients.
+
+use bytes::Bytes;
+use mortar_cli::client::Client;
+use mortar_pb::{ErrorCode, Kick, UserMessage, echo::EchoResp};
+use mortar_tests::{DevNode, Received, echo_body, raw, receive, request, send};
+use prost::Message as _;
+use tokio_tungstenite::tungstenite::{Message, protocol::frame::coding::CloseCode};
+
+fn text_of(reply: &UserMessage) -> String {
+    EchoResp::decode(reply.data.clone())
+        .expect("reply decodes as EchoResp")
+        .text
+}
+
+async fn echo(client: &mut Client, text: &str) -> UserMessage {
+    client
+        .request("echo", "say", echo_body(text), |_| {})
+        .await
+        .expect("echo reply")
+}
+
+#[tokio::test]
+async fn echo_round_trip() {
+    let node = DevNode::start().await;
+    let mut client = Client::connect(&node.url()).await.unwrap();
+    let reply = echo(&mut client, "hi").await;
+    assert_eq!(
+        (reply.main_type.as_str(), reply.sub_type.as_str()),
+        ("echo", "say")
+    );
+    assert_eq!(reply.code, ErrorCode::Ok as i32);
+    assert_eq!(reply.seq, 1);
+    assert_eq!(text_of(&reply), "hi");
+    node.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn pipelined_requests_come_back_in_order() {
+    let node = DevNode::start().await;
+    let mut socket = raw(&node.url()).await;
+    for seq in 1..=100u32 {
+        send(
+            &mut socket,
+            request("echo.say", seq, echo_body(&format!("n{seq}"))),
+        )
+        .await;
+    }
+    for seq in 1..=100u32 {
+        let Received::Message(reply) = receive(&mut socket).await else {
+            panic!("closed at {seq}")
+        };
+        assert_eq!(reply.seq, seq);
+        assert_eq!(text_of(&reply), format!("n{seq}"));
+    }
+}
+
+#[tokio::test]
+async fn replies_keep_request_order_with_several_in_flight() {
+    let node = DevNode::with_config(|config| config.gateway.max_in_flight = 8).await;
+    let mut socket = raw(&node.url()).await;
+    // Later requests finish first; replies must still come back in request order.
+    let delays = [80, 40, 0, 60, 20, 0, 10, 0, 30, 0];
+    for (seq, delay) in (1u32..).zip(delays) {
+        send(
+            &mut socket,
+            request("testkit.slow", seq, echo_body(&delay.to_string())),
+        )
+        .await;
+    }
+    for (seq, delay) in (1u32..).zip(delays) {
+        let Received::Message(reply) = receive(&mut socket).await else {
+            panic!("closed at {seq}")
+        };
+        assert_eq!((reply.seq, reply.code), (seq, 0));
+        assert_eq!(text_of(&reply), delay.to_string());
+    }
+}
+
+#[tokio::test]
+async fn ping_is_answered_with_pong() {
+    let node = DevNode::start().await;
+    let mut client = Client::connect(&node.url()).await.unwrap();
+    let reply = client
+        .request("sys", "ping", Bytes::new(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (reply.main_type.as_str(), reply.sub_type.as_str()),
+        ("sys", "pong")
+    );
+    assert_eq!((reply.code, reply.seq), (0, 1));
+}
+
+#[tokio::test]
+async fn unknown_and_internal_routes_get_no_route_with_their_seq() {
+    let node = DevNode::start().await;
+    let mut client = Client::connect(&node.url()).await.unwrap();
+    for (main, sub) in [
+        ("nothing", "here"),
+        ("echo", "shout"),
+        ("sys", "reboot"),
+        ("", ""),
+        ("testkit", "double"),
+    ] {
+        let reply = client
+            .request(main, sub, echo_body("x"), |_| {})
+            .await
+            .unwrap();
+        assert_eq!(reply.code, ErrorCode::NoRoute as i32, "{main}.{sub}");
+        assert_eq!(
+            (reply.main_type.as_str(), reply.sub_type.as_str()),
+            (main, sub)
+        );
+        assert!(reply.data.is_empty());
+    }
+    // The connection is still usable.
+    assert_eq!(
+        text_of(&echo(&mut client, "still here").await),
+        "still here"
+    );
+}
+
+#[tokio::test]
+async fn undecodable_body_gets_bad_request() {
+    let node = DevNode::start().await;
+    let mut client = Client::connect(&node.url()).await.unwrap();
+    // Field 1 as a varint: EchoReq.text is a string, so this does not decode.
+    let reply = client
+        .request(
+            "echo",
+            "say",
+            Bytes::from_static(&[0x08, 0x01, 0xff]),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.code, ErrorCode::BadRequest as i32);
+    assert_eq!(reply.seq, 1);
+}
+
+#[tokio::test]
+async fn module_codes_and_panics_are_replies() {
+    let node = DevNode::start().await;
+    let mut client = Client::connect(&node.url()).await.unwrap();
+    let reply = client
+        .request("testkit", "fail", echo_body(""), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(reply.code, 1001);
+    let reply = client
+        .request("testkit", "panic", echo_body("boom"), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(reply.code, ErrorCode::Internal as i32);
+    // Neither the session nor the node noticed.
+    assert_eq!(
+        text_of(&echo(&mut client, "after panic").await),
+        "after panic"
+    );
+    assert!(node.is_running());
+}
+
+#[tokio::test]
+async fn modules_call_internal_routes() {
+    let node = DevNode::start().await;
+    let mut client = Client::connect(&node.url()).await.unwrap();
+    let reply = client
+        .request("testkit", "relay", echo_body("ab"), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(reply.code, 0);
+    assert!(
+        text_of(&reply).starts_with("abab from session "),
+        "{}",
+        text_of(&reply)
+    );
+    let reply = client
+        .request("testkit", "recurse", echo_body(""), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(reply.code, ErrorCode::Internal as i32);
+}
+
+#[tokio::test]
+async fn slow_handler_times_out() {
+    let node = DevNode::with_config(|config| config.gateway.request_timeout_ms = 100).await;
+    let mut client = Client::connect(&node.url()).await.unwrap();
+    let reply = client
+        .request("testkit", "slow", echo_body("2000"), |_| {})
+        .await
+        .unwrap();
+    assert_eq!((reply.code, reply.seq), (ErrorCode::Timeout as i32, 1));
+    assert_eq!(text_of(&echo(&mut client, "next").await), "next");
+}
+
+async fn expect_close(socket: &mut mortar_tests::RawSocket, code: CloseCode, reason_part: &str) {
+    match receive(socket).await {
+        Received::Closed(Some(frame)) => {
+            assert_eq!(frame.code, code, "{frame:?}");
+            assert!(frame.reason.contains(reason_part), "{frame:?}");
+        }
+        other => panic!("expected a close with {code:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn garbage_frame_closes_only_that_connection() {
+    let node = DevNode::start().await;
+    let mut bystander = Client::connect(&node.url()).await.unwrap();
+    let mut socket = raw(&node.url()).await;
+    send(
+        &mut socket,
+        Message::Binary(Bytes::from_static(&[0xff, 0xff, 0xff, 0xff])),
+    )
+    .await;
+    expect_close(&mut socket, CloseCode::Invalid, "bad envelope").await;
+    assert_eq!(text_of(&echo(&mut bystander, "fine").await), "fine");
+    let mut newcomer = Client::connect(&node.url()).await.unwrap();
+    assert_eq!(
+        text_of(&echo(&mut newcomer, "also fine").await),
+        "also fine"
+    );
+}
+
+#[tokio::test]
+async fn text_frame_closes_the_connection_with_a_reason() {
+    let node = DevNode::start().await;
+    let mut socket = raw(&node.url()).await;
+    send(&mut socket, Message::text("{\"main_type\":\"echo\"}")).await;
+    expect_close(&mut socket, CloseCode::Unsupported, "text frames").await;
+    let mut client = Client::connect(&node.url()).await.unwrap();
+    assert_eq!(text_of(&echo(&mut client, "ok").await), "ok");
+}
+
+#[tokio::test]
+async fn oversize_frame_closes_the_connection() {
+    let node = DevNode::with_config(|config| config.gateway.max_frame_bytes = 1024).await;
+    let mut socket = raw(&node.url()).await;
+    send(
+        &mut socket,
+        request("echo.say", 1, echo_body(&"x".repeat(4096))),
+    )
+    .await;
+    expect_close(&mut socket, CloseCode::Size, "exceeds the limit of 1024").await;
+    let mut client = Client::connect(&node.url()).await.unwrap();
+    assert_eq!(text_of(&echo(&mut client, "small").await), "small");
+}
+
+#[tokio::test]
+async fn requests_read_before_a_bad_frame_still_get_replies() {
+    let node = DevNode::start().await;
+    let mut socket = raw(&node.url()).await;
+    send(&mut socket, request("testkit.slow", 1, echo_body("50"))).await;
+    send(&mut socket, request("echo.say", 2, echo_body("two"))).await;
+    send(&mut socket, Message::text("nope")).await;
+    for seq in [1, 2] {
+        let Received::Message(reply) = receive(&mut socket).await else {
+            panic!("closed before reply {seq}")
+        };
+        assert_eq!((reply.seq, reply.code), (seq, 0));
+    }
+    expect_close(&mut socket, CloseCode::Unsupported, "text frames").await;
+}
+
+#[tokio::test]
+async fn wrong_path_is_refused() {
+    let node = DevNode::start().await;
+    let error = tokio_tungstenite::connect_async(format!("ws://{}/other", node.addr))
+        .await
+        .err();
+    match error {
+        Some(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 404)
+        }
+        other => panic!("expected a 404, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn idle_connection_is_closed() {
+    let node = DevNode::with_config(|config| config.gateway.read_timeout_ms = 200).await;
+    let mut socket = raw(&node.url()).await;
+    expect_close(&mut socket, CloseCode::Normal, "idle timeout").await;
+}
+
+#[tokio::test]
+async fn many_concurrent_connections() {
+    let node = DevNode::start().await;
+    let url = node.url();
+    let clients = (0..200).map(|n| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let mut client = Client::connect(&url).await.unwrap();
+            for i in 0..20 {
+                let text = format!("client {n} message {i}");
+                let reply = echo(&mut client, &text).await;
+                assert_eq!((reply.code, reply.seq), (0, i + 1));
+                assert_eq!(text_of(&reply), text);
+            }
+        })
+    });
+    for client in futures::future::join_all(clients).await {
+        client.expect("client task succeeds");
+    }
+}
+
+#[tokio::test]
+async fn shutdown_kicks_sessions_and_stops() {
+    let node = DevNode::start().await;
+    let mut socket = raw(&node.url()).await;
+    send(&mut socket, request("echo.say", 1, echo_body("before"))).await;
+    let Received::Message(reply) = receive(&mut socket).await else {
+        panic!("closed too early")
+    };
+    assert_eq!(reply.seq, 1);
+    let stopping = tokio::spawn(node.stop());
+    let Received::Message(kick) = receive(&mut socket).await else {
+        panic!("no kick before close")
+    };
+    assert_eq!(
+        (kick.main_type.as_str(), kick.sub_type.as_str(), kick.seq),
+        ("sys", "kick", 0)
+    );
+    assert_eq!(
+        Kick::decode(kick.data).unwrap().reason,
+        ErrorCode::ServerShutdown as i32
+    );
+    expect_close(&mut socket, CloseCode::Away, "server shutdown").await;
+    stopping.await.unwrap().unwrap();
+}
