@@ -27,7 +27,7 @@ pub struct Request {
     /// The session the request (or the client request that led to this internal call) came from.
     pub session: Session,
     /// The route being handled, `main.sub`.
-    pub route: String,
+    pub route: &'static str,
     /// The client's request id (0 for internal calls).
     pub seq: u32,
     /// Trace id shared by every call made on behalf of one client request.
@@ -113,10 +113,10 @@ impl Ctx {
     /// The context of an internal call made from this request to `route`: same session and trace,
     /// one level deeper. Used by the host to run [`Ctx::call`].
     #[doc(hidden)]
-    pub fn for_call(&self, route: &str) -> Ctx {
+    pub fn for_call(&self, route: &'static str) -> Ctx {
         let request = Request {
             session: self.request.session.clone(),
-            route: route.to_owned(),
+            route,
             seq: 0,
             trace_id: self.request.trace_id,
             depth: self.request.depth.saturating_add(1),

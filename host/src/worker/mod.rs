@@ -99,7 +99,7 @@ impl Worker {
                 ip: msg.client_ip,
                 gateway: msg.gateway,
             },
-            route: route.path.to_owned(),
+            route: route.path,
             seq: msg.seq,
             trace_id,
             depth: 0,
@@ -139,7 +139,7 @@ impl WorkerRpc for WorkerServer {
 
 impl Host for Core {
     fn call(&self, from: &Ctx, path: &str, body: Bytes) -> BoxFuture<Result<Bytes, Code>> {
-        let caller = &from.request().route;
+        let caller = from.request().route;
         if from.request().depth >= MAX_CALL_DEPTH {
             tracing::error!(%caller, callee = %path, "internal calls nest too deep");
             return Box::pin(std::future::ready(Err(Code::INTERNAL)));
