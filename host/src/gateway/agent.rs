@@ -243,3 +243,38 @@ where
     }
     let _ = sink.close().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reason_is_cut_to_the_protocol_limit_on_a_char_boundary() {
+        let reason = "é".repeat(100); // 200 bytes
+        let frame = close(CloseCode::Invalid, &reason);
+        assert!(frame.reason.len() <= 123);
+        assert_eq!(frame.reason.len(), 122);
+        assert_eq!(
+            close(CloseCode::Normal, "idle timeout").reason.as_str(),
+            "idle timeout"
+        );
+    }
+
+    #[test]
+    fn frames_encode_as_user_messages() {
+        let kick = push(
+            "sys",
+            "kick",
+            Kick {
+                reason: Code::SERVER_SHUTDOWN.get(),
+            }
+            .encode_to_vec(),
+        );
+        let Message::Binary(frame) = encode(&kick) else {
+            panic!("binary frame")
+        };
+        let decoded = UserMessage::decode(frame).unwrap();
+        assert_eq!((decoded.seq, decoded.code), (0, 0));
+        assert_eq!(Kick::decode(decoded.data).unwrap().reason, 13);
+    }
+}
