@@ -15,9 +15,6 @@ fn main() -> Result<(), Box<dyn Error>> {
     let fds = protox::compile(&files, ["proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("descriptor.bin"), fds.encode_to_vec())?;
-    prost_build::Config::new()
-        .bytes(["."])
-        .enable_type_names()
-        .compile_fds(fds)?;
+    prost_build::Config::new().bytes(["."]).enable_type_names().compile_fds(fds)?;
     Ok(())
 }

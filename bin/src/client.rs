@@ -24,9 +24,7 @@ pub enum ClientError {
     #[error("the server sent an undecodable frame: {0}")]
     BadFrame(#[from] prost::DecodeError),
     /// The route is `main.sub`-shaped but not in the contract, so JSON cannot be encoded for it.
-    #[error(
-        "route `{0}` is not in the proto contract; only an empty body (`{{}}`) can be sent to it"
-    )]
+    #[error("route `{0}` is not in the proto contract; only an empty body (`{{}}`) can be sent to it")]
     UnknownRoute(String),
     /// The route is not `main.sub`.
     #[error("route `{0}` must be `main.sub`")]
@@ -65,16 +63,8 @@ impl Client {
     pub async fn send(&mut self, main: &str, sub: &str, data: Bytes) -> Result<u32, ClientError> {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1).max(1);
-        let msg = UserMessage {
-            main_type: main.into(),
-            sub_type: sub.into(),
-            data,
-            seq,
-            code: 0,
-        };
-        self.ws
-            .send(Message::Binary(msg.encode_to_vec().into()))
-            .await?;
+        let msg = UserMessage { main_type: main.into(), sub_type: sub.into(), data, seq, code: 0 };
+        self.ws.send(Message::Binary(msg.encode_to_vec().into())).await?;
         Ok(seq)
     }
 
@@ -126,9 +116,7 @@ impl Client {
 /// # Errors
 /// [`ClientError::BadRoute`] when there is no dot.
 pub fn split_route(route: &str) -> Result<(&str, &str), ClientError> {
-    route
-        .split_once('.')
-        .ok_or_else(|| ClientError::BadRoute(route.into()))
+    route.split_once('.').ok_or_else(|| ClientError::BadRoute(route.into()))
 }
 
 /// Encodes a request given as JSON for `main.sub`, using the route's request type.
@@ -150,10 +138,7 @@ fn from_json(desc: &MessageDescriptor, json: &str) -> Result<Bytes, ClientError>
     let mut de = serde_json::Deserializer::from_str(json);
     let message = DynamicMessage::deserialize(desc.clone(), &mut de)
         .and_then(|message| de.end().map(|()| message))
-        .map_err(|source| ClientError::Json {
-            message: desc.full_name().into(),
-            source,
-        })?;
+        .map_err(|source| ClientError::Json { message: desc.full_name().into(), source })?;
     Ok(message.encode_to_vec().into())
 }
 
@@ -165,16 +150,10 @@ fn from_json(desc: &MessageDescriptor, json: &str) -> Result<Bytes, ClientError>
 pub fn reply_json(msg: &UserMessage, with_route: bool) -> serde_json::Value {
     let mut out = serde_json::Map::new();
     if with_route {
-        out.insert(
-            "route".into(),
-            format!("{}.{}", msg.main_type, msg.sub_type).into(),
-        );
+        out.insert("route".into(), format!("{}.{}", msg.main_type, msg.sub_type).into());
         out.insert("seq".into(), msg.seq.into());
     }
-    out.insert(
-        "code".into(),
-        mortar_pb::ErrorCode::name_of(msg.code).into(),
-    );
+    out.insert("code".into(), mortar_pb::ErrorCode::name_of(msg.code).into());
     let known = mortar_pb::route_method(&msg.main_type, &msg.sub_type)
         // A reply's route is the request's; `sys.pong` answers `sys.ping`.
         .or_else(|| {

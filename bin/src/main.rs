@@ -4,8 +4,9 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use mortar_cli::client::{self, Client};
-use mortar_host::NodeConfig;
+use mortar_host::{NodeConfig, node::Listeners};
 use std::{io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use tokio::net::TcpListener;
 
 /// Log filter when `RUST_LOG` is unset. tarpc's server warns when an in-process client hangs up
 /// at shutdown, which is expected, so only its errors are shown.
@@ -92,29 +93,35 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             if let Some(listen) = listen {
                 config.gateway.listen = listen;
             }
-            let listener = tokio::net::TcpListener::bind(config.gateway.listen)
+            mortar_host::metrics::install();
+            let gateway = TcpListener::bind(config.gateway.listen)
                 .await
-                .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
-            let addr = listener.local_addr()?;
-            println!("mortar: gateway listening on ws://{addr}/ws");
+                .with_context(|| format!("cannot listen for clients on {}", config.gateway.listen))?;
+            let admin = match config.admin.enabled {
+                true => Some(TcpListener::bind(config.admin.listen).await.with_context(|| {
+                    format!(
+                        "cannot listen for admin on {} (set admin.listen or admin.enabled = false)",
+                        config.admin.listen
+                    )
+                })?),
+                false => None,
+            };
+            if let Some(admin) = &admin {
+                tracing::info!("admin listening on http://{}/metrics", admin.local_addr()?);
+            }
+            println!("mortar: gateway listening on ws://{}/ws", gateway.local_addr()?);
             std::io::stdout().flush()?;
-            mortar_host::node::dev::run(config, listener, shutdown_signal()).await?;
+            let listeners = Listeners { gateway, admin };
+            mortar_host::node::dev::run(config, listeners, shutdown_signal()).await?;
             tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Client {
-            url,
-            timeout,
-            show_pushes,
-            route,
-            json,
-        } => {
+        Command::Client { url, timeout, show_pushes, route, json } => {
             let (main, sub) = client::split_route(&route)?;
             let body = client::encode_request(main, sub, &json)?;
             let exchange = async {
-                let mut client = Client::connect(&url)
-                    .await
-                    .with_context(|| format!("cannot connect to {url}"))?;
+                let mut client =
+                    Client::connect(&url).await.with_context(|| format!("cannot connect to {url}"))?;
                 let reply = client
                     .request(main, sub, body, |push| {
                         if show_pushes {
@@ -128,11 +135,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("no reply within {timeout} s"))??;
             println!("{}", client::reply_json(&reply, false));
-            Ok(if reply.code == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(if reply.code == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Gateway { .. } | Command::Worker { .. } => {
             eprintln!(

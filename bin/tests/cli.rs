@@ -17,6 +17,7 @@ impl DevProcess {
     fn start() -> Self {
         let mut child = Command::new(MORTAR)
             .args(["dev", "--listen", "127.0.0.1:0"])
+            .env("MORTAR_ADMIN__LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -30,10 +31,7 @@ impl DevProcess {
             .strip_prefix("mortar: gateway listening on ")
             .unwrap_or_else(|| panic!("unexpected readiness line {line:?}"))
             .to_owned();
-        assert!(
-            url.starts_with("ws://127.0.0.1:") && url.ends_with("/ws"),
-            "{url}"
-        );
+        assert!(url.starts_with("ws://127.0.0.1:") && url.ends_with("/ws"), "{url}");
         Self { child, url }
     }
 
@@ -44,11 +42,7 @@ impl DevProcess {
             .output()
             .expect("mortar client runs");
         let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("utf-8 output");
-        (
-            out.status.code().unwrap_or(-1),
-            text(out.stdout),
-            text(out.stderr),
-        )
+        (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
     }
 }
 
@@ -64,10 +58,7 @@ fn dev_and_client_from_the_command_line() {
     let mut dev = DevProcess::start();
 
     let (status, stdout, _) = dev.client(&["echo.say", r#"{"text":"hi"}"#]);
-    assert_eq!(
-        (status, stdout.as_str()),
-        (0, "{\"code\":\"OK\",\"data\":{\"text\":\"hi\"}}\n")
-    );
+    assert_eq!((status, stdout.as_str()), (0, "{\"code\":\"OK\",\"data\":{\"text\":\"hi\"}}\n"));
 
     let (status, stdout, _) = dev.client(&["nothing.here"]);
     assert_eq!((status, stdout.as_str()), (1, "{\"code\":\"NO_ROUTE\"}\n"));
@@ -77,9 +68,7 @@ fn dev_and_client_from_the_command_line() {
     assert!(stderr.contains("does not fit echo.EchoReq"), "{stderr}");
 
     // SIGTERM stops the node cleanly.
-    let terminated = Command::new("kill")
-        .args(["-TERM", &dev.child.id().to_string()])
-        .status();
+    let terminated = Command::new("kill").args(["-TERM", &dev.child.id().to_string()]).status();
     assert!(terminated.expect("kill runs").success());
     let status = dev.child.wait().expect("mortar dev exits");
     assert!(status.success(), "{status}");
@@ -98,9 +87,6 @@ fn bad_config_is_refused_at_start() {
 
 #[test]
 fn cluster_commands_say_not_yet() {
-    let out = Command::new(MORTAR)
-        .args(["gateway"])
-        .output()
-        .expect("mortar gateway runs");
+    let out = Command::new(MORTAR).args(["gateway"]).output().expect("mortar gateway runs");
     assert_eq!(out.status.code(), Some(2));
 }

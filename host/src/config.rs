@@ -38,6 +38,8 @@ pub struct NodeConfig {
     pub gateway: GatewayConfig,
     /// The module-running side (used by worker and dev nodes).
     pub worker: WorkerConfig,
+    /// Metrics and health endpoints.
+    pub admin: AdminConfig,
 }
 
 /// This node's identity.
@@ -54,24 +56,47 @@ impl Default for NodeSection {
     }
 }
 
-/// The gateway: WebSocket clients and the limits on what they may do.
+/// The gateway: WebSocket clients and the limits on what they may do. Every limit is described in
+/// `docs/limits.md`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Address the WebSocket listener binds; clients connect to `ws://LISTEN/ws`.
     pub listen: SocketAddr,
-    /// Largest WebSocket message a client may send; a larger one closes the connection (1009).
+    /// Largest WebSocket message a client may send; a larger one closes the connection (1009)
+    /// before it is buffered.
     pub max_frame_bytes: usize,
-    /// Requests of one session handled at once; further frames wait unread (TCP backpressure).
-    /// Replies always come back in request order.
+    /// Longest route (`main_type` plus `sub_type`, in bytes); a longer one is answered
+    /// `BAD_REQUEST`.
+    pub max_route_bytes: usize,
+    /// Requests of one session read but not yet answered; further requests are answered
+    /// `RATE_LIMITED` at once.
     pub max_in_flight: usize,
-    /// Frames queued for one client's writer before the agent waits for the client to read.
+    /// Requests of one session handled at the same time. Replies always come back in request
+    /// order; 1 also makes handlers of one session run one after another.
+    pub session_concurrency: usize,
+    /// Requests per second one session may send on average (token bucket); 0 turns the limit off.
+    /// Requests over it are answered `RATE_LIMITED`.
+    pub rate_per_sec: u32,
+    /// Requests one session may send in a burst above `rate_per_sec`.
+    pub rate_burst: u32,
+    /// Client connections open at once; further upgrades are refused with HTTP 503.
+    pub max_connections: usize,
+    /// Client connections from one IP address at once; further upgrades are refused with HTTP
+    /// 429. 0 turns the limit off.
+    pub max_connections_per_ip: usize,
+    /// TCP connections still in the WebSocket handshake at once; further ones are closed at once.
+    pub max_handshakes: usize,
+    /// Frames queued for one client's writer. While it is full the gateway reads nothing more from
+    /// that client.
     pub outbound_queue: usize,
+    /// A client whose outgoing queue stays full this long (it does not read) is disconnected.
+    pub write_timeout_ms: u64,
     /// Size of each connection's read buffer. Small buffers keep idle connections cheap.
     pub read_buffer_bytes: usize,
     /// A connection that sends nothing (no frame, no ping) for this long is closed (1000).
     pub read_timeout_ms: u64,
-    /// A TCP connection that has not completed the WebSocket upgrade by then is dropped.
+    /// A TCP connection that has not completed the WebSocket upgrade by then is closed.
     pub handshake_timeout_ms: u64,
     /// Deadline of each relayed request; past it the client gets `TIMEOUT`.
     pub request_timeout_ms: u64,
@@ -84,8 +109,16 @@ impl Default for GatewayConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
             max_frame_bytes: 64 * 1024,
-            max_in_flight: 1,
+            max_route_bytes: 64,
+            max_in_flight: 128,
+            session_concurrency: 1,
+            rate_per_sec: 100,
+            rate_burst: 200,
+            max_connections: 100_000,
+            max_connections_per_ip: 1_000,
+            max_handshakes: 1_000,
             outbound_queue: 256,
+            write_timeout_ms: 5_000,
             read_buffer_bytes: 4096,
             read_timeout_ms: 60_000,
             handshake_timeout_ms: 10_000,
@@ -101,6 +134,11 @@ impl GatewayConfig {
         Duration::from_millis(self.read_timeout_ms)
     }
 
+    /// [`GatewayConfig::write_timeout_ms`] as a duration.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+
     /// [`GatewayConfig::handshake_timeout_ms`] as a duration.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
@@ -114,6 +152,22 @@ impl GatewayConfig {
     /// [`GatewayConfig::shutdown_grace_ms`] as a duration.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// The admin HTTP listener: `/metrics` (Prometheus), `/healthz`, `/readyz`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Whether to serve the admin endpoints at all.
+    pub enabled: bool,
+    /// Address of the admin listener. Keep it off the public internet.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 9100)) }
     }
 }
 
@@ -135,9 +189,7 @@ impl NodeConfig {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        let env = Env::prefixed("MORTAR_")
-            .filter(|key| key.as_str().contains("__"))
-            .split("__");
+        let env = Env::prefixed("MORTAR_").filter(|key| key.as_str().contains("__")).split("__");
         let config: NodeConfig = figment.merge(env).extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
@@ -149,44 +201,32 @@ impl NodeConfig {
     /// The first key whose value is out of range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let g = &self.gateway;
-        let checks: [(&'static str, bool, &'static str); 8] = [
+        let checks: [(&'static str, bool, &'static str); 12] = [
             ("node.id", !self.node.id.is_empty(), "must not be empty"),
-            (
-                "gateway.max_frame_bytes",
-                g.max_frame_bytes >= 64,
-                "must be at least 64",
-            ),
-            (
-                "gateway.max_in_flight",
-                g.max_in_flight >= 1,
-                "must be at least 1",
-            ),
-            (
-                "gateway.outbound_queue",
-                g.outbound_queue >= 1,
-                "must be at least 1",
-            ),
-            (
-                "gateway.read_buffer_bytes",
-                g.read_buffer_bytes >= 512,
-                "must be at least 512",
-            ),
-            (
-                "gateway.read_timeout_ms",
-                g.read_timeout_ms >= 100,
-                "must be at least 100",
-            ),
-            (
-                "gateway.handshake_timeout_ms",
-                g.handshake_timeout_ms >= 100,
-                "must be at least 100",
-            ),
-            (
-                "gateway.request_timeout_ms",
-                g.request_timeout_ms >= 1,
-                "must be at least 1",
-            ),
+            ("gateway.max_frame_bytes", g.max_frame_bytes >= 64, "must be at least 64"),
+            ("gateway.max_route_bytes", g.max_route_bytes >= 3, "must be at least 3"),
+            ("gateway.max_in_flight", g.max_in_flight >= 1, "must be at least 1"),
+            ("gateway.session_concurrency", g.session_concurrency >= 1, "must be at least 1"),
+            ("gateway.rate_burst", g.rate_per_sec == 0 || g.rate_burst >= 1, "must be at least 1"),
+            ("gateway.max_connections", g.max_connections >= 1, "must be at least 1"),
+            ("gateway.max_handshakes", g.max_handshakes >= 1, "must be at least 1"),
+            ("gateway.outbound_queue", g.outbound_queue >= 1, "must be at least 1"),
+            ("gateway.read_buffer_bytes", g.read_buffer_bytes >= 512, "must be at least 512"),
+            ("gateway.read_timeout_ms", g.read_timeout_ms >= 100, "must be at least 100"),
+            ("gateway.handshake_timeout_ms", g.handshake_timeout_ms >= 100, "must be at least 100"),
         ];
+        if g.write_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "gateway.write_timeout_ms",
+                reason: "must be at least 1",
+            });
+        }
+        if g.request_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "gateway.request_timeout_ms",
+                reason: "must be at least 1",
+            });
+        }
         match checks.into_iter().find(|(_, ok, _)| !ok) {
             Some((key, _, reason)) => Err(ConfigError::Invalid { key, reason }),
             None => Ok(()),
@@ -211,8 +251,7 @@ mod tests {
             pub fn new(text: &str) -> Self {
                 static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
                 let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let path = std::env::temp_dir()
-                    .join(format!("mortar-conf-{}-{n}.toml", std::process::id()));
+                let path = std::env::temp_dir().join(format!("mortar-conf-{}-{n}.toml", std::process::id()));
                 let mut file = std::fs::File::create(&path).unwrap();
                 file.write_all(text.as_bytes()).unwrap();
                 Self(path)
@@ -235,11 +274,11 @@ mod tests {
     #[test]
     fn file_overrides_defaults() {
         let conf = write_conf(
-            "[gateway]\nlisten = \"127.0.0.1:0\"\nmax_in_flight = 4\n[worker]\nmodules = [\"echo\"]\n",
+            "[gateway]\nlisten = \"127.0.0.1:0\"\nsession_concurrency = 4\n[worker]\nmodules = [\"echo\"]\n",
         );
         let config = NodeConfig::load(Some(&conf.0)).unwrap();
         assert_eq!(config.gateway.listen.port(), 0);
-        assert_eq!(config.gateway.max_in_flight, 4);
+        assert_eq!(config.gateway.session_concurrency, 4);
         assert_eq!(config.worker.modules, ["echo"]);
     }
 
@@ -255,10 +294,7 @@ mod tests {
     fn bad_value_is_refused_with_key() {
         let conf = write_conf("[gateway]\nmax_in_flight = 0\n");
         let error = NodeConfig::load(Some(&conf.0)).unwrap_err().to_string();
-        assert_eq!(
-            error,
-            "config key `gateway.max_in_flight`: must be at least 1"
-        );
+        assert_eq!(error, "config key `gateway.max_in_flight`: must be at least 1");
         let conf = write_conf("[gateway]\nlisten = \"nowhere\"\n");
         let error = NodeConfig::load(Some(&conf.0)).unwrap_err().to_string();
         assert!(error.contains("listen"), "{error}");
@@ -275,9 +311,6 @@ mod tests {
     #[test]
     fn missing_file_is_an_error() {
         let error = NodeConfig::load(Some(Path::new("/nonexistent/mortar.toml"))).unwrap_err();
-        assert!(
-            error.to_string().contains("/nonexistent/mortar.toml"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("/nonexistent/mortar.toml"), "{error}");
     }
 }

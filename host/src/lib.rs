@@ -1,16 +1,22 @@
 //! The mortar runtime: everything between a game client's socket and a module's handler.
 //!
 //! Layout:
+//! - [`admin`]: the admin HTTP listener (`/metrics`, `/healthz`, `/readyz`).
 //! - [`config`]: node configuration (TOML, defaults, environment overrides, validation).
 //! - [`gateway`]: WebSocket listener and per-connection agents that relay requests.
 //! - [`rpc`]: the tarpc services nodes offer each other and their messages.
 //! - [`worker`]: the route table and the dispatch of requests to module handlers.
+//! - [`metrics`]: metric names and the Prometheus recorder.
 //! - [`node`]: what each kind of node starts and how it stops (`dev` so far).
+//! - [`trace`]: per-request trace ids carried across processes.
 
+pub mod admin;
 pub mod config;
 pub mod gateway;
+pub mod metrics;
 pub mod node;
 pub mod rpc;
+pub mod trace;
 pub mod worker;
 
 pub use config::NodeConfig;

@@ -45,11 +45,7 @@ pub fn route_method(main: &str, sub: &str) -> Option<MethodDescriptor> {
     descriptors()
         .services()
         .filter(|service| service.name().eq_ignore_ascii_case(main))
-        .find_map(|service| {
-            service
-                .methods()
-                .find(|method| snake_case(method.name()) == sub)
-        })
+        .find_map(|service| service.methods().find(|method| snake_case(method.name()) == sub))
 }
 
 /// `SayHello` → `say_hello`: how a proto method name becomes the `sub` of its route.
@@ -118,10 +114,7 @@ mod tests {
             ("SERVER_SHUTDOWN", 13),
         ];
         for (name, number) in expected {
-            assert_eq!(
-                ErrorCode::from_str_name(name).map(|c| c as i32),
-                Some(number)
-            );
+            assert_eq!(ErrorCode::from_str_name(name).map(|c| c as i32), Some(number));
             assert_eq!(ErrorCode::name_of(number), name);
         }
         assert_eq!(ErrorCode::name_of(1001), "1001");
@@ -143,15 +136,8 @@ mod tests {
         let mut seen = HashSet::new();
         for service in descriptors().services() {
             for method in service.methods() {
-                let route = format!(
-                    "{}.{}",
-                    service.name().to_lowercase(),
-                    snake_case(method.name())
-                );
-                assert!(
-                    seen.insert(route.clone()),
-                    "route {route} is declared twice"
-                );
+                let route = format!("{}.{}", service.name().to_lowercase(), snake_case(method.name()));
+                assert!(seen.insert(route.clone()), "route {route} is declared twice");
             }
         }
     }

@@ -55,10 +55,7 @@ pub struct Ctx {
 impl Ctx {
     /// Made by the host for each request.
     pub fn new(request: Request, host: Arc<dyn Host>) -> Self {
-        Self {
-            request: Arc::new(request),
-            host,
-        }
+        Self { request: Arc::new(request), host }
     }
 
     /// The request being handled.
@@ -93,19 +90,14 @@ impl Ctx {
         Req: Message,
         Resp: Message + Default,
     {
-        let reply = self
-            .host
-            .call(self, route, Bytes::from(req.encode_to_vec()))
-            .await?;
+        let reply = self.host.call(self, route, Bytes::from(req.encode_to_vec())).await?;
         Resp::decode(reply).map_err(|_| Code::INTERNAL)
     }
 }
 
 impl fmt::Debug for Ctx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ctx")
-            .field("request", &self.request)
-            .finish_non_exhaustive()
+        f.debug_struct("Ctx").field("request", &self.request).finish_non_exhaustive()
     }
 }
 
@@ -121,9 +113,6 @@ impl Ctx {
             trace_id: self.request.trace_id,
             depth: self.request.depth.saturating_add(1),
         };
-        Ctx {
-            request: Arc::new(request),
-            host: Arc::clone(&self.host),
-        }
+        Ctx { request: Arc::new(request), host: Arc::clone(&self.host) }
     }
 }

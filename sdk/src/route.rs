@@ -42,9 +42,7 @@ pub struct Route {
 impl Route {
     /// The module part of the path.
     pub fn module(&self) -> &'static str {
-        self.path
-            .split_once('.')
-            .map_or(self.path, |(main, _)| main)
+        self.path.split_once('.').map_or(self.path, |(main, _)| main)
     }
 }
 

@@ -7,11 +7,19 @@ pub mod testkit;
 
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
-use mortar_host::{NodeConfig, node::NodeError};
+use mortar_host::{
+    NodeConfig,
+    node::{Listeners, NodeError},
+};
 use mortar_pb::{UserMessage, echo::EchoReq};
 use prost::Message as _;
 use std::net::SocketAddr;
-use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+    sync::oneshot,
+    task::JoinHandle,
+};
 use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream,
     tungstenite::{Message, protocol::CloseFrame},
@@ -20,10 +28,13 @@ use tokio_tungstenite::{
 /// Links the module crates of the `mortar` binary, so the dev node here has the same modules.
 pub use mortar_cli::modules;
 
-/// A dev node (gateway + worker + every linked module) serving on `127.0.0.1:0`.
+/// A dev node (gateway + worker + every linked module) serving on `127.0.0.1:0`, with its admin
+/// endpoints on another port of `127.0.0.1`.
 pub struct DevNode {
     /// The bound client address.
     pub addr: SocketAddr,
+    /// The bound admin address.
+    pub admin: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), NodeError>>>,
 }
@@ -39,20 +50,17 @@ impl DevNode {
         let mut config = NodeConfig::default();
         change(&mut config);
         config.validate().expect("test config is valid");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("bound address");
+        mortar_host::metrics::install();
+        let gateway = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let (addr, admin_addr) = (gateway.local_addr().expect("bound"), admin.local_addr().expect("bound"));
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let task = tokio::spawn(mortar_host::node::dev::run(config, listener, shutdown));
-        Self {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        let listeners = Listeners { gateway, admin: Some(admin) };
+        let task = tokio::spawn(mortar_host::node::dev::run(config, listeners, shutdown));
+        Self { addr, admin: admin_addr, stop: Some(stop), task: Some(task) }
     }
 
     /// `ws://ADDR/ws`.
@@ -91,22 +99,13 @@ pub type RawSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Opens a raw WebSocket connection.
 pub async fn raw(url: &str) -> RawSocket {
-    tokio_tungstenite::connect_async(url)
-        .await
-        .expect("websocket connects")
-        .0
+    tokio_tungstenite::connect_async(url).await.expect("websocket connects").0
 }
 
 /// A request envelope.
 pub fn request(route: &str, seq: u32, data: impl Into<Bytes>) -> Message {
     let (main, sub) = route.split_once('.').unwrap_or((route, ""));
-    let msg = UserMessage {
-        main_type: main.into(),
-        sub_type: sub.into(),
-        seq,
-        data: data.into(),
-        code: 0,
-    };
+    let msg = UserMessage { main_type: main.into(), sub_type: sub.into(), seq, data: data.into(), code: 0 };
     Message::Binary(msg.encode_to_vec().into())
 }
 
@@ -129,9 +128,7 @@ pub async fn receive(socket: &mut RawSocket) -> Received {
     loop {
         match socket.next().await {
             Some(Ok(Message::Binary(frame))) => {
-                return Received::Message(
-                    UserMessage::decode(frame).expect("server frames decode"),
-                );
+                return Received::Message(UserMessage::decode(frame).expect("server frames decode"));
             }
             Some(Ok(Message::Close(frame))) => return Received::Closed(frame),
             Some(Ok(_)) => continue,
@@ -143,4 +140,16 @@ pub async fn receive(socket: &mut RawSocket) -> Received {
 /// Sends one frame on a raw socket.
 pub async fn send(socket: &mut RawSocket, message: Message) {
     socket.send(message).await.expect("send to the server");
+}
+
+/// `GET path` on the admin listener: the status code and body.
+pub async fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(admin).await.expect("admin listener accepts");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send the request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read the response");
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
 }

@@ -30,9 +30,7 @@ async fn relay(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
 /// Internal: repeats the text twice, and says which session asked.
 #[mortar::handler("testkit.double", internal)]
 async fn double(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
-    Ok(EchoResp {
-        text: format!("{0}{0} from session {1}", req.text, ctx.session_id()),
-    })
+    Ok(EchoResp { text: format!("{0}{0} from session {1}", req.text, ctx.session_id()) })
 }
 
 /// Calls itself until the host refuses the depth.
@@ -45,4 +43,17 @@ async fn recurse(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
 #[mortar::handler("testkit.fail")]
 async fn fail(_ctx: Ctx, _req: EchoReq) -> Result<EchoResp, Code> {
     Err(Code::module(1001))
+}
+
+/// Answers its own trace id and the one an internal call sees, as `OWN|INNER` in hex.
+#[mortar::handler("testkit.trace")]
+async fn trace(ctx: Ctx, _req: EchoReq) -> Result<EchoResp, Code> {
+    let inner: EchoResp = ctx.call("testkit.trace_inner", &EchoReq::default()).await?;
+    Ok(EchoResp { text: format!("{:032x}|{}", ctx.request().trace_id, inner.text) })
+}
+
+/// Internal: answers the trace id it sees, in hex.
+#[mortar::handler("testkit.trace_inner", internal)]
+async fn trace_inner(ctx: Ctx, _req: EchoReq) -> Result<EchoResp, Code> {
+    Ok(EchoResp { text: format!("{:032x}", ctx.request().trace_id) })
 }

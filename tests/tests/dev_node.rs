@@ -1,4 +1,5 @@
 //! The walking skeleton end to end: a dev node on a real socket, driven by real WebSocket clients.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use bytes::Bytes;
 use mortar_cli::client::Client;
@@ -8,16 +9,11 @@ use prost::Message as _;
 use tokio_tungstenite::tungstenite::{Message, protocol::frame::coding::CloseCode};
 
 fn text_of(reply: &UserMessage) -> String {
-    EchoResp::decode(reply.data.clone())
-        .expect("reply decodes as EchoResp")
-        .text
+    EchoResp::decode(reply.data.clone()).expect("reply decodes as EchoResp").text
 }
 
 async fn echo(client: &mut Client, text: &str) -> UserMessage {
-    client
-        .request("echo", "say", echo_body(text), |_| {})
-        .await
-        .expect("echo reply")
+    client.request("echo", "say", echo_body(text), |_| {}).await.expect("echo reply")
 }
 
 #[tokio::test]
@@ -25,10 +21,7 @@ async fn echo_round_trip() {
     let node = DevNode::start().await;
     let mut client = Client::connect(&node.url()).await.unwrap();
     let reply = echo(&mut client, "hi").await;
-    assert_eq!(
-        (reply.main_type.as_str(), reply.sub_type.as_str()),
-        ("echo", "say")
-    );
+    assert_eq!((reply.main_type.as_str(), reply.sub_type.as_str()), ("echo", "say"));
     assert_eq!(reply.code, ErrorCode::Ok as i32);
     assert_eq!(reply.seq, 1);
     assert_eq!(text_of(&reply), "hi");
@@ -40,16 +33,10 @@ async fn pipelined_requests_come_back_in_order() {
     let node = DevNode::start().await;
     let mut socket = raw(&node.url()).await;
     for seq in 1..=100u32 {
-        send(
-            &mut socket,
-            request("echo.say", seq, echo_body(&format!("n{seq}"))),
-        )
-        .await;
+        send(&mut socket, request("echo.say", seq, echo_body(&format!("n{seq}")))).await;
     }
     for seq in 1..=100u32 {
-        let Received::Message(reply) = receive(&mut socket).await else {
-            panic!("closed at {seq}")
-        };
+        let Received::Message(reply) = receive(&mut socket).await else { panic!("closed at {seq}") };
         assert_eq!(reply.seq, seq);
         assert_eq!(text_of(&reply), format!("n{seq}"));
     }
@@ -57,21 +44,15 @@ async fn pipelined_requests_come_back_in_order() {
 
 #[tokio::test]
 async fn replies_keep_request_order_with_several_in_flight() {
-    let node = DevNode::with_config(|config| config.gateway.max_in_flight = 8).await;
+    let node = DevNode::with_config(|config| config.gateway.session_concurrency = 8).await;
     let mut socket = raw(&node.url()).await;
     // Later requests finish first; replies must still come back in request order.
     let delays = [80, 40, 0, 60, 20, 0, 10, 0, 30, 0];
     for (seq, delay) in (1u32..).zip(delays) {
-        send(
-            &mut socket,
-            request("testkit.slow", seq, echo_body(&delay.to_string())),
-        )
-        .await;
+        send(&mut socket, request("testkit.slow", seq, echo_body(&delay.to_string()))).await;
     }
     for (seq, delay) in (1u32..).zip(delays) {
-        let Received::Message(reply) = receive(&mut socket).await else {
-            panic!("closed at {seq}")
-        };
+        let Received::Message(reply) = receive(&mut socket).await else { panic!("closed at {seq}") };
         assert_eq!((reply.seq, reply.code), (seq, 0));
         assert_eq!(text_of(&reply), delay.to_string());
     }
@@ -81,14 +62,8 @@ async fn replies_keep_request_order_with_several_in_flight() {
 async fn ping_is_answered_with_pong() {
     let node = DevNode::start().await;
     let mut client = Client::connect(&node.url()).await.unwrap();
-    let reply = client
-        .request("sys", "ping", Bytes::new(), |_| {})
-        .await
-        .unwrap();
-    assert_eq!(
-        (reply.main_type.as_str(), reply.sub_type.as_str()),
-        ("sys", "pong")
-    );
+    let reply = client.request("sys", "ping", Bytes::new(), |_| {}).await.unwrap();
+    assert_eq!((reply.main_type.as_str(), reply.sub_type.as_str()), ("sys", "pong"));
     assert_eq!((reply.code, reply.seq), (0, 1));
 }
 
@@ -96,29 +71,16 @@ async fn ping_is_answered_with_pong() {
 async fn unknown_and_internal_routes_get_no_route_with_their_seq() {
     let node = DevNode::start().await;
     let mut client = Client::connect(&node.url()).await.unwrap();
-    for (main, sub) in [
-        ("nothing", "here"),
-        ("echo", "shout"),
-        ("sys", "reboot"),
-        ("", ""),
-        ("testkit", "double"),
-    ] {
-        let reply = client
-            .request(main, sub, echo_body("x"), |_| {})
-            .await
-            .unwrap();
+    for (main, sub) in
+        [("nothing", "here"), ("echo", "shout"), ("sys", "reboot"), ("", ""), ("testkit", "double")]
+    {
+        let reply = client.request(main, sub, echo_body("x"), |_| {}).await.unwrap();
         assert_eq!(reply.code, ErrorCode::NoRoute as i32, "{main}.{sub}");
-        assert_eq!(
-            (reply.main_type.as_str(), reply.sub_type.as_str()),
-            (main, sub)
-        );
+        assert_eq!((reply.main_type.as_str(), reply.sub_type.as_str()), (main, sub));
         assert!(reply.data.is_empty());
     }
     // The connection is still usable.
-    assert_eq!(
-        text_of(&echo(&mut client, "still here").await),
-        "still here"
-    );
+    assert_eq!(text_of(&echo(&mut client, "still here").await), "still here");
 }
 
 #[tokio::test]
@@ -126,15 +88,7 @@ async fn undecodable_body_gets_bad_request() {
     let node = DevNode::start().await;
     let mut client = Client::connect(&node.url()).await.unwrap();
     // Field 1 as a varint: EchoReq.text is a string, so this does not decode.
-    let reply = client
-        .request(
-            "echo",
-            "say",
-            Bytes::from_static(&[0x08, 0x01, 0xff]),
-            |_| {},
-        )
-        .await
-        .unwrap();
+    let reply = client.request("echo", "say", Bytes::from_static(&[0x08, 0x01, 0xff]), |_| {}).await.unwrap();
     assert_eq!(reply.code, ErrorCode::BadRequest as i32);
     assert_eq!(reply.seq, 1);
 }
@@ -143,21 +97,12 @@ async fn undecodable_body_gets_bad_request() {
 async fn module_codes_and_panics_are_replies() {
     let node = DevNode::start().await;
     let mut client = Client::connect(&node.url()).await.unwrap();
-    let reply = client
-        .request("testkit", "fail", echo_body(""), |_| {})
-        .await
-        .unwrap();
+    let reply = client.request("testkit", "fail", echo_body(""), |_| {}).await.unwrap();
     assert_eq!(reply.code, 1001);
-    let reply = client
-        .request("testkit", "panic", echo_body("boom"), |_| {})
-        .await
-        .unwrap();
+    let reply = client.request("testkit", "panic", echo_body("boom"), |_| {}).await.unwrap();
     assert_eq!(reply.code, ErrorCode::Internal as i32);
     // Neither the session nor the node noticed.
-    assert_eq!(
-        text_of(&echo(&mut client, "after panic").await),
-        "after panic"
-    );
+    assert_eq!(text_of(&echo(&mut client, "after panic").await), "after panic");
     assert!(node.is_running());
 }
 
@@ -165,20 +110,10 @@ async fn module_codes_and_panics_are_replies() {
 async fn modules_call_internal_routes() {
     let node = DevNode::start().await;
     let mut client = Client::connect(&node.url()).await.unwrap();
-    let reply = client
-        .request("testkit", "relay", echo_body("ab"), |_| {})
-        .await
-        .unwrap();
+    let reply = client.request("testkit", "relay", echo_body("ab"), |_| {}).await.unwrap();
     assert_eq!(reply.code, 0);
-    assert!(
-        text_of(&reply).starts_with("abab from session "),
-        "{}",
-        text_of(&reply)
-    );
-    let reply = client
-        .request("testkit", "recurse", echo_body(""), |_| {})
-        .await
-        .unwrap();
+    assert!(text_of(&reply).starts_with("abab from session "), "{}", text_of(&reply));
+    let reply = client.request("testkit", "recurse", echo_body(""), |_| {}).await.unwrap();
     assert_eq!(reply.code, ErrorCode::Internal as i32);
 }
 
@@ -186,10 +121,7 @@ async fn modules_call_internal_routes() {
 async fn slow_handler_times_out() {
     let node = DevNode::with_config(|config| config.gateway.request_timeout_ms = 100).await;
     let mut client = Client::connect(&node.url()).await.unwrap();
-    let reply = client
-        .request("testkit", "slow", echo_body("2000"), |_| {})
-        .await
-        .unwrap();
+    let reply = client.request("testkit", "slow", echo_body("2000"), |_| {}).await.unwrap();
     assert_eq!((reply.code, reply.seq), (ErrorCode::Timeout as i32, 1));
     assert_eq!(text_of(&echo(&mut client, "next").await), "next");
 }
@@ -209,18 +141,11 @@ async fn garbage_frame_closes_only_that_connection() {
     let node = DevNode::start().await;
     let mut bystander = Client::connect(&node.url()).await.unwrap();
     let mut socket = raw(&node.url()).await;
-    send(
-        &mut socket,
-        Message::Binary(Bytes::from_static(&[0xff, 0xff, 0xff, 0xff])),
-    )
-    .await;
+    send(&mut socket, Message::Binary(Bytes::from_static(&[0xff, 0xff, 0xff, 0xff]))).await;
     expect_close(&mut socket, CloseCode::Invalid, "bad envelope").await;
     assert_eq!(text_of(&echo(&mut bystander, "fine").await), "fine");
     let mut newcomer = Client::connect(&node.url()).await.unwrap();
-    assert_eq!(
-        text_of(&echo(&mut newcomer, "also fine").await),
-        "also fine"
-    );
+    assert_eq!(text_of(&echo(&mut newcomer, "also fine").await), "also fine");
 }
 
 #[tokio::test]
@@ -237,11 +162,7 @@ async fn text_frame_closes_the_connection_with_a_reason() {
 async fn oversize_frame_closes_the_connection() {
     let node = DevNode::with_config(|config| config.gateway.max_frame_bytes = 1024).await;
     let mut socket = raw(&node.url()).await;
-    send(
-        &mut socket,
-        request("echo.say", 1, echo_body(&"x".repeat(4096))),
-    )
-    .await;
+    send(&mut socket, request("echo.say", 1, echo_body(&"x".repeat(4096)))).await;
     expect_close(&mut socket, CloseCode::Size, "exceeds the limit of 1024").await;
     let mut client = Client::connect(&node.url()).await.unwrap();
     assert_eq!(text_of(&echo(&mut client, "small").await), "small");
@@ -266,9 +187,7 @@ async fn requests_read_before_a_bad_frame_still_get_replies() {
 #[tokio::test]
 async fn wrong_path_is_refused() {
     let node = DevNode::start().await;
-    let error = tokio_tungstenite::connect_async(format!("ws://{}/other", node.addr))
-        .await
-        .err();
+    let error = tokio_tungstenite::connect_async(format!("ws://{}/other", node.addr)).await.err();
     match error {
         Some(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), 404)
@@ -310,22 +229,12 @@ async fn shutdown_kicks_sessions_and_stops() {
     let node = DevNode::start().await;
     let mut socket = raw(&node.url()).await;
     send(&mut socket, request("echo.say", 1, echo_body("before"))).await;
-    let Received::Message(reply) = receive(&mut socket).await else {
-        panic!("closed too early")
-    };
+    let Received::Message(reply) = receive(&mut socket).await else { panic!("closed too early") };
     assert_eq!(reply.seq, 1);
     let stopping = tokio::spawn(node.stop());
-    let Received::Message(kick) = receive(&mut socket).await else {
-        panic!("no kick before close")
-    };
-    assert_eq!(
-        (kick.main_type.as_str(), kick.sub_type.as_str(), kick.seq),
-        ("sys", "kick", 0)
-    );
-    assert_eq!(
-        Kick::decode(kick.data).unwrap().reason,
-        ErrorCode::ServerShutdown as i32
-    );
+    let Received::Message(kick) = receive(&mut socket).await else { panic!("no kick before close") };
+    assert_eq!((kick.main_type.as_str(), kick.sub_type.as_str(), kick.seq), ("sys", "kick", 0));
+    assert_eq!(Kick::decode(kick.data).unwrap().reason, ErrorCode::ServerShutdown as i32);
     expect_close(&mut socket, CloseCode::Away, "server shutdown").await;
     stopping.await.unwrap().unwrap();
 }

@@ -1,25 +1,35 @@
-//! The agent: one per client connection. Its task reads frames and relays requests; a writer task
-//! fed by a bounded channel sends replies and pushes.
+//! The agent: one per client connection. Its task reads frames, checks them against the session's
+//! limits and relays requests; a writer task fed by a bounded channel sends replies and pushes.
 //!
 //! The agent's loop ends when:
 //! 1. the client closes the connection or the socket fails;
 //! 2. the client sends a frame that is not a binary `UserMessage`, or one over the size limit
 //!    (closed with 1007, 1003 or 1009 and a reason);
 //! 3. the client is silent for the read timeout (closed with 1000, "idle timeout");
-//! 4. the client stops reading and its outgoing queue stays full for the read timeout;
+//! 4. the client's outgoing queue stays full for the write timeout because it does not read
+//!    (disconnected; while the queue is full the agent reads nothing from that client);
 //! 5. the node shuts down (`sys.kick` with `SERVER_SHUTDOWN`, then closed with 1001).
 //!
-//! In every case but 1 and 4, requests already read get their replies before the close frame.
+//! In cases 2, 3 and 5 every request already read gets its reply before the close frame (on
+//! shutdown, requests not yet started are answered `SERVER_SHUTDOWN`).
 
-use super::Shared;
-use crate::rpc::{AgentMessage, Reply};
+use super::{
+    Shared,
+    envelope::{self, Inbound},
+};
+use crate::{metrics as m, rpc::AgentMessage, trace};
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _, stream::FuturesOrdered};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use mortar::Code;
 use mortar_pb::{Kick, UserMessage};
 use prost::Message as _;
-use std::{future::Future, net::IpAddr, pin::Pin, sync::Arc};
-use tokio::{net::TcpStream, sync::mpsc, time::Instant};
+use std::{collections::VecDeque, future::Future, net::IpAddr, num::NonZeroU32, pin::Pin, sync::Arc};
+use tokio::{
+    net::TcpStream,
+    sync::mpsc::{self, error::TrySendError},
+    time::Instant,
+};
 use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{
@@ -29,6 +39,7 @@ use tokio_tungstenite::{
     },
 };
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 type PendingReply = Pin<Box<dyn Future<Output = UserMessage> + Send>>;
 
@@ -40,12 +51,25 @@ enum Outbound {
 
 /// Why the agent's loop ended.
 enum End {
-    /// The client is gone, or will not read: nothing more can be sent.
-    Gone,
-    /// Close with this frame after the pending replies.
-    Close(CloseFrame),
+    /// Nothing more can be sent: the client is gone, or does not read. The label is the reason.
+    Gone(&'static str),
+    /// Close with this frame after the pending replies. The label is the reason.
+    Close(CloseFrame, &'static str),
     /// The node is shutting down.
     Shutdown,
+}
+
+/// One session's request state.
+struct Agent {
+    shared: Arc<Shared>,
+    session: u64,
+    ip: IpAddr,
+    out: mpsc::Sender<Outbound>,
+    /// Requests read and admitted, not started yet, in arrival order.
+    waiting: VecDeque<UserMessage>,
+    /// Requests started, yielding replies in arrival order.
+    running: FuturesOrdered<PendingReply>,
+    limiter: Option<DefaultDirectRateLimiter>,
 }
 
 /// Runs one client's session until it ends (see the module docs).
@@ -56,11 +80,27 @@ pub(super) async fn run(
     ip: IpAddr,
     shutdown: CancellationToken,
 ) {
-    let config = &shared.config;
+    let span = tracing::info_span!("session", node = %shared.node_id, session, %ip);
+    run_session(shared, ws, session, ip, shutdown).instrument(span).await;
+}
+
+async fn run_session(
+    shared: Arc<Shared>,
+    ws: WebSocketStream<TcpStream>,
+    session: u64,
+    ip: IpAddr,
+    shutdown: CancellationToken,
+) {
+    let config = shared.config.clone();
     let (sink, mut frames) = ws.split();
     let (out, out_rx) = mpsc::channel(config.outbound_queue);
     let writer = tokio::spawn(write(sink, out_rx));
-    let mut pending: FuturesOrdered<PendingReply> = FuturesOrdered::new();
+    let limiter = NonZeroU32::new(config.rate_per_sec).map(|rate| {
+        let burst = NonZeroU32::new(config.rate_burst).unwrap_or(rate);
+        RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+    });
+    let mut agent =
+        Agent { shared, session, ip, out, waiting: VecDeque::new(), running: FuturesOrdered::new(), limiter };
     let idle = tokio::time::sleep(config.read_timeout());
     tokio::pin!(idle);
 
@@ -68,127 +108,184 @@ pub(super) async fn run(
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break End::Shutdown,
-            Some(reply) = pending.next(), if !pending.is_empty() => {
-                if !send(&out, Outbound::Frame(encode(&reply)), config.read_timeout()).await {
-                    break End::Gone;
+            Some(reply) = agent.running.next(), if !agent.running.is_empty() => {
+                if let Err(end) = agent.reply(reply).await {
+                    break end;
                 }
+                agent.start_ready();
                 idle.as_mut().reset(Instant::now() + config.read_timeout());
             }
-            frame = frames.next(), if pending.len() < config.max_in_flight => {
+            frame = frames.next() => {
                 idle.as_mut().reset(Instant::now() + config.read_timeout());
-                match frame {
-                    Some(Ok(Message::Binary(data))) => match UserMessage::decode(data) {
-                        Ok(msg) => pending.push_back(request(&shared, msg, session, ip)),
-                        Err(error) => break End::Close(close(CloseCode::Invalid, &format!("bad envelope: {error}"))),
-                    },
-                    Some(Ok(Message::Text(_))) => {
-                        break End::Close(close(CloseCode::Unsupported, "text frames are not supported: send binary UserMessage frames"));
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => break End::Gone,
+                let handled = match frame {
+                    Some(Ok(Message::Binary(data))) => agent.accept(data).await,
+                    Some(Ok(Message::Text(_))) => Err(End::Close(
+                        close(CloseCode::Unsupported, "text frames are not supported: send binary UserMessage frames"),
+                        "text_frame",
+                    )),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(()),
+                    Some(Ok(Message::Close(_))) | None => Err(End::Gone("client")),
                     Some(Err(tungstenite::Error::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
-                        break End::Close(close(CloseCode::Size, &format!("frame of {size} bytes exceeds the limit of {max_size}")));
+                        let reason = format!("frame of {size} bytes exceeds the limit of {max_size}");
+                        Err(End::Close(close(CloseCode::Size, &reason), "frame_too_large"))
                     }
                     Some(Err(error)) => {
-                        tracing::debug!(session, %error, "client connection failed");
-                        break End::Gone;
+                        tracing::debug!(%error, "client connection failed");
+                        Err(End::Gone("error"))
                     }
+                };
+                if let Err(end) = handled {
+                    break end;
                 }
             }
-            () = &mut idle => break End::Close(close(CloseCode::Normal, "idle timeout")),
+            () = &mut idle => break End::Close(close(CloseCode::Normal, "idle timeout"), "idle"),
         }
     };
 
-    let gone = matches!(end, End::Gone);
-    if !gone {
-        // Every request read gets its reply, also when the session is being closed.
-        while let Some(reply) = pending.next().await {
-            if !send(&out, Outbound::Frame(encode(&reply)), config.read_timeout()).await {
-                break;
+    let reason = match &end {
+        End::Gone(reason) | End::Close(_, reason) => *reason,
+        End::Shutdown => "shutdown",
+    };
+    metrics::counter!(m::SESSIONS_CLOSED, "reason" => reason).increment(1);
+    tracing::debug!(reason, "session ending");
+    let finished = match end {
+        End::Gone(_) => false,
+        End::Close(frame, _) => agent.drain(false).await && agent.close(frame).await,
+        End::Shutdown => {
+            agent.drain(true).await && {
+                let kick = push("sys", "kick", Kick { reason: Code::SERVER_SHUTDOWN.get() }.encode_to_vec());
+                metrics::counter!(m::KICKS, "reason" => m::code_label(Code::SERVER_SHUTDOWN.get()))
+                    .increment(1);
+                metrics::counter!(m::PUSHES, "route" => "sys.kick").increment(1);
+                agent.send(Outbound::Frame(encode(&kick))).await.is_ok()
+                    && agent.close(close(CloseCode::Away, "server shutdown")).await
             }
         }
-        let frame = match end {
-            End::Close(frame) => frame,
-            _ => {
-                let kick = push(
-                    "sys",
-                    "kick",
-                    Kick {
-                        reason: Code::SERVER_SHUTDOWN.get(),
-                    }
-                    .encode_to_vec(),
-                );
-                send(&out, Outbound::Frame(encode(&kick)), config.read_timeout()).await;
-                close(CloseCode::Away, "server shutdown")
-            }
-        };
-        send(&out, Outbound::Close(frame), config.read_timeout()).await;
-    }
-    drop(out);
-    if gone {
+    };
+    drop(agent);
+    if !finished {
         writer.abort();
     }
     let _ = writer.await;
 }
 
-/// The reply to one request: answered here for `sys.*`, relayed to a worker otherwise.
-fn request(shared: &Arc<Shared>, msg: UserMessage, session: u64, ip: IpAddr) -> PendingReply {
-    let UserMessage {
-        main_type,
-        sub_type,
-        data,
-        seq,
-        ..
-    } = msg;
-    if main_type == "sys" {
-        let reply = match sub_type.as_str() {
-            "ping" => UserMessage {
-                main_type,
-                sub_type: "pong".into(),
-                seq,
-                ..Default::default()
-            },
-            _ => UserMessage {
-                main_type,
-                sub_type,
-                seq,
-                code: Code::NO_ROUTE.get(),
-                ..Default::default()
-            },
+impl Agent {
+    /// Takes one binary frame: a request is queued (or refused at once with `RATE_LIMITED` /
+    /// `BAD_REQUEST`), a malformed frame ends the session.
+    async fn accept(&mut self, frame: Bytes) -> Result<(), End> {
+        let config = &self.shared.config;
+        let msg = match envelope::inspect(frame, config.max_route_bytes) {
+            Inbound::Request(msg) => msg,
+            Inbound::Refuse(reply) => return self.reply(reply).await,
+            Inbound::Malformed(reason) => {
+                return Err(End::Close(close(CloseCode::Invalid, &reason), "bad_envelope"));
+            }
         };
-        return Box::pin(std::future::ready(reply));
-    }
-    let relay = shared.relay.clone();
-    let agent_message = AgentMessage {
-        main: main_type.clone(),
-        sub: sub_type.clone(),
-        seq,
-        data,
-        session,
-        user: None,
-        client_ip: ip,
-        gateway: shared.node_id.clone(),
-    };
-    Box::pin(async move {
-        let Reply { code, data } = relay.relay(agent_message).await;
-        UserMessage {
-            main_type,
-            sub_type,
-            code,
-            data,
-            seq,
+        let over_rate = self.limiter.as_ref().is_some_and(|limiter| limiter.check().is_err());
+        if over_rate || self.waiting.len() + self.running.len() >= config.max_in_flight {
+            let refusal = envelope::reply_code(msg.main_type, msg.sub_type, msg.seq, Code::RATE_LIMITED);
+            return self.reply(refusal).await;
         }
-    })
+        self.waiting.push_back(msg);
+        self.start_ready();
+        Ok(())
+    }
+
+    /// Starts waiting requests while fewer than `session_concurrency` run.
+    fn start_ready(&mut self) {
+        while self.running.len() < self.shared.config.session_concurrency {
+            let Some(msg) = self.waiting.pop_front() else { return };
+            let reply = self.request(msg);
+            self.running.push_back(reply);
+        }
+    }
+
+    /// The reply to one request: answered here for `sys.*`, relayed to a worker otherwise.
+    fn request(&self, msg: UserMessage) -> PendingReply {
+        let UserMessage { main_type, sub_type, data, seq, .. } = msg;
+        if main_type == "sys" {
+            let reply = match sub_type.as_str() {
+                "ping" => UserMessage { main_type, sub_type: "pong".into(), seq, ..Default::default() },
+                _ => envelope::reply_code(main_type, sub_type, seq, Code::NO_ROUTE),
+            };
+            return Box::pin(std::future::ready(reply));
+        }
+        let relay = self.shared.relay.clone();
+        let agent_message = AgentMessage {
+            main: main_type.clone(),
+            sub: sub_type.clone(),
+            seq,
+            data,
+            session: self.session,
+            user: None,
+            client_ip: self.ip,
+            gateway: self.shared.node_id.clone(),
+            trace_id: trace::new_trace_id(),
+        };
+        Box::pin(async move {
+            let reply = relay.relay(agent_message).await;
+            UserMessage { main_type, sub_type, code: reply.code, data: reply.data, seq }
+        })
+    }
+
+    /// Sends a reply to the client.
+    async fn reply(&mut self, reply: UserMessage) -> Result<(), End> {
+        metrics::counter!(m::GATEWAY_REPLIES, "code" => m::code_label(reply.code)).increment(1);
+        self.send(Outbound::Frame(encode(&reply))).await
+    }
+
+    /// Queues a frame for the writer. When the queue is full the agent waits (reading nothing
+    /// meanwhile) up to the write timeout for the client to take its frames.
+    ///
+    /// # Errors
+    /// `End::Gone` when the writer is gone, or the queue stayed full for the write timeout (the
+    /// client does not read).
+    async fn send(&mut self, item: Outbound) -> Result<(), End> {
+        let item = match self.out.try_send(item) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Closed(_)) => return Err(End::Gone("error")),
+            Err(TrySendError::Full(item)) => item,
+        };
+        match tokio::time::timeout(self.shared.config.write_timeout(), self.out.send(item)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone("error")),
+            Err(_) => {
+                metrics::counter!(m::QUEUE_FULL).increment(1);
+                tracing::info!(
+                    "client does not read: outgoing queue full for the write timeout, disconnecting"
+                );
+                Err(End::Gone("queue_full"))
+            }
+        }
+    }
+
+    /// Answers every request read: running ones with their replies, waiting ones by running them,
+    /// or with `SERVER_SHUTDOWN` when `shutting_down`. False when the client stopped taking replies.
+    async fn drain(&mut self, shutting_down: bool) -> bool {
+        if shutting_down {
+            for msg in std::mem::take(&mut self.waiting) {
+                let reply = envelope::reply_code(msg.main_type, msg.sub_type, msg.seq, Code::SERVER_SHUTDOWN);
+                self.running.push_back(Box::pin(std::future::ready(reply)));
+            }
+        }
+        loop {
+            self.start_ready();
+            let Some(reply) = self.running.next().await else { return true };
+            if self.reply(reply).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Queues the close frame; true when queued.
+    async fn close(&mut self, frame: CloseFrame) -> bool {
+        self.send(Outbound::Close(frame)).await.is_ok()
+    }
 }
 
 /// A server push: `seq` 0.
 fn push(main: &str, sub: &str, data: Vec<u8>) -> UserMessage {
-    UserMessage {
-        main_type: main.into(),
-        sub_type: sub.into(),
-        data: data.into(),
-        ..Default::default()
-    }
+    UserMessage { main_type: main.into(), sub_type: sub.into(), data: data.into(), ..Default::default() }
 }
 
 fn encode(msg: &UserMessage) -> Message {
@@ -201,19 +298,7 @@ fn close(code: CloseCode, reason: &str) -> CloseFrame {
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    CloseFrame {
-        code,
-        reason: reason[..end].to_owned().into(),
-    }
-}
-
-/// Queues `item` for the writer; false when the writer is gone or the queue stayed full for
-/// `patience` (the client is not reading).
-async fn send(out: &mpsc::Sender<Outbound>, item: Outbound, patience: std::time::Duration) -> bool {
-    matches!(
-        tokio::time::timeout(patience, out.send(item)).await,
-        Ok(Ok(()))
-    )
+    CloseFrame { code, reason: reason[..end].to_owned().into() }
 }
 
 /// The writer task: sends what is queued, flushing once per batch, until the queue closes, a
@@ -252,27 +337,14 @@ mod tests {
     fn close_reason_is_cut_to_the_protocol_limit_on_a_char_boundary() {
         let reason = "é".repeat(100); // 200 bytes
         let frame = close(CloseCode::Invalid, &reason);
-        assert!(frame.reason.len() <= 123);
         assert_eq!(frame.reason.len(), 122);
-        assert_eq!(
-            close(CloseCode::Normal, "idle timeout").reason.as_str(),
-            "idle timeout"
-        );
+        assert_eq!(close(CloseCode::Normal, "idle timeout").reason.as_str(), "idle timeout");
     }
 
     #[test]
     fn frames_encode_as_user_messages() {
-        let kick = push(
-            "sys",
-            "kick",
-            Kick {
-                reason: Code::SERVER_SHUTDOWN.get(),
-            }
-            .encode_to_vec(),
-        );
-        let Message::Binary(frame) = encode(&kick) else {
-            panic!("binary frame")
-        };
+        let kick = push("sys", "kick", Kick { reason: Code::SERVER_SHUTDOWN.get() }.encode_to_vec());
+        let Message::Binary(frame) = encode(&kick) else { panic!("binary frame") };
         let decoded = UserMessage::decode(frame).unwrap();
         assert_eq!((decoded.seq, decoded.code), (0, 0));
         assert_eq!(Kick::decode(decoded.data).unwrap().reason, 13);

@@ -2,13 +2,18 @@
 //!
 //! Layout:
 //! - this file: [`Gateway`] and [`serve`], the accept loop with its shutdown.
+//! - [`admission`]: connection limits (total, per IP, in handshake).
 //! - [`agent`]: one task pair per connection (reader relays requests, writer sends frames).
+//! - [`envelope`]: the first check of each client frame.
 //! - [`relay`]: the tarpc client to a worker, with deadlines.
 
+pub mod admission;
 mod agent;
+pub mod envelope;
 pub mod relay;
 
-use crate::config::GatewayConfig;
+use crate::{config::GatewayConfig, metrics as m};
+use admission::{Admission, Refusal};
 use relay::Relay;
 use std::{
     future::Future,
@@ -39,21 +44,17 @@ struct Shared {
     config: GatewayConfig,
     node_id: String,
     relay: Relay,
+    admission: Arc<Admission>,
     next_session: AtomicU64,
 }
 
 impl Gateway {
     /// A gateway named `node_id` relaying client requests through `relay`.
     pub fn new(config: GatewayConfig, node_id: String, relay: Relay) -> Self {
-        let shared = Shared {
-            config,
-            node_id,
-            relay,
-            next_session: AtomicU64::new(1),
-        };
-        Self {
-            shared: Arc::new(shared),
-        }
+        let admission =
+            Admission::new(config.max_connections, config.max_connections_per_ip, config.max_handshakes);
+        let shared = Shared { config, node_id, relay, admission, next_session: AtomicU64::new(1) };
+        Self { shared: Arc::new(shared) }
     }
 }
 
@@ -87,57 +88,86 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, shutdown: impl Futur
     stop.cancel();
     let grace = shared.config.shutdown_grace();
     if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
-        tracing::warn!(
-            remaining = sessions.len(),
-            "sessions still open after the shutdown grace period"
-        );
+        tracing::warn!(remaining = sessions.len(), "sessions still open after the shutdown grace period");
     }
 }
 
 /// Upgrades one TCP connection to a WebSocket (within the handshake timeout) and runs its agent.
-async fn connection(
-    shared: Arc<Shared>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    stop: CancellationToken,
-) {
+///
+/// A connection over the handshake limit is closed at once; one over the total or per-IP limit is
+/// answered HTTP 503 or 429 at the upgrade.
+async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, stop: CancellationToken) {
     let config = &shared.config;
+    let handshake_slot = match shared.admission.handshake() {
+        Ok(slot) => slot,
+        Err(refusal) => return refused(refusal, peer),
+    };
+    let admitted = shared.admission.connect(peer.ip());
+    let refusal = admitted.as_ref().err().copied();
     let _ = stream.set_nodelay(true);
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(config.read_buffer_bytes)
         .max_message_size(Some(config.max_frame_bytes))
         .max_frame_size(Some(config.max_frame_bytes));
-    let handshake =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(ws_config));
-    let ws = tokio::select! {
+    #[allow(clippy::result_large_err)] // the signature tungstenite asks for
+    let callback = move |request: &Request, response: Response| check_upgrade(request, response, refusal);
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config));
+    let upgraded = tokio::select! {
         () = stop.cancelled() => return,
-        upgraded = tokio::time::timeout(config.handshake_timeout(), handshake) => match upgraded {
-            Ok(Ok(ws)) => ws,
-            Ok(Err(error)) => {
-                tracing::debug!(%peer, %error, "websocket handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "websocket handshake timed out");
-                return;
-            }
-        },
+        upgraded = tokio::time::timeout(config.handshake_timeout(), handshake) => upgraded,
     };
+    drop(handshake_slot);
+    let ws = match (upgraded, admitted) {
+        (Ok(Ok(ws)), Ok(guard)) => (ws, guard),
+        (Ok(Err(error)), admitted) => {
+            match admitted {
+                Err(refusal) => refused(refusal, peer),
+                Ok(_) => {
+                    metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "handshake_failed").increment(1);
+                    tracing::debug!(%peer, %error, "websocket handshake failed");
+                }
+            }
+            return;
+        }
+        (Err(_), _) => {
+            metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "handshake_timeout").increment(1);
+            tracing::debug!(%peer, "websocket handshake timed out");
+            return;
+        }
+        (Ok(Ok(_)), Err(refusal)) => return refused(refusal, peer),
+    };
+    let (ws, _slot) = ws;
     let session = shared.next_session.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(%peer, session, "session opened");
+    metrics::counter!(m::CONNECTIONS_ACCEPTED).increment(1);
+    metrics::gauge!(m::CONNECTIONS).increment(1.0);
     agent::run(shared.clone(), ws, session, peer.ip(), stop).await;
-    tracing::debug!(%peer, session, "session closed");
+    metrics::gauge!(m::CONNECTIONS).decrement(1.0);
 }
 
-/// Accepts the upgrade only on [`WS_PATH`].
+fn refused(refusal: Refusal, peer: SocketAddr) {
+    metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => refusal.as_str()).increment(1);
+    tracing::debug!(%peer, reason = refusal.as_str(), "connection refused");
+}
+
+/// Accepts the upgrade only on [`WS_PATH`], and when the connection limits admit it (429 over the
+/// per-IP limit, 503 over the total).
 #[allow(clippy::result_large_err)] // the signature tungstenite asks for
-fn check_path(request: &Request, response: Response) -> Result<Response, ErrorResponse> {
-    if request.uri().path() == WS_PATH {
-        return Ok(response);
-    }
-    let mut refusal = ErrorResponse::new(Some(format!(
-        "mortar serves WebSocket clients at {WS_PATH}\n"
-    )));
-    *refusal.status_mut() = StatusCode::NOT_FOUND;
+fn check_upgrade(
+    request: &Request,
+    response: Response,
+    refusal: Option<Refusal>,
+) -> Result<Response, ErrorResponse> {
+    let (status, body) = match refusal {
+        _ if request.uri().path() != WS_PATH => {
+            (StatusCode::NOT_FOUND, format!("mortar serves WebSocket clients at {WS_PATH}\n"))
+        }
+        None => return Ok(response),
+        Some(Refusal::PerIp) => {
+            (StatusCode::TOO_MANY_REQUESTS, "too many connections from your address\n".into())
+        }
+        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "the server is full\n".into()),
+    };
+    let mut refusal = ErrorResponse::new(Some(body));
+    *refusal.status_mut() = status;
     Err(refusal)
 }

@@ -1,7 +1,11 @@
-//! The gateway's way to a worker: one tarpc client, a deadline on every call, and RPC failures
-//! turned into codes.
+//! The gateway's way to a worker: one tarpc client, a deadline on every call, RPC failures turned
+//! into codes, and the call's latency recorded by peer.
 
-use crate::rpc::{AgentMessage, Reply, WorkerRpcClient};
+use crate::{
+    metrics as m,
+    rpc::{AgentMessage, Reply, WorkerRpcClient},
+    trace,
+};
 use mortar::Code;
 use std::time::{Duration, Instant};
 use tarpc::client::RpcError;
@@ -10,13 +14,16 @@ use tarpc::client::RpcError;
 #[derive(Clone)]
 pub struct Relay {
     worker: WorkerRpcClient,
+    peer: String,
     timeout: Duration,
+    latency: metrics::Histogram,
 }
 
 impl Relay {
-    /// Relays over `worker`, giving each call `timeout` to complete.
-    pub fn new(worker: WorkerRpcClient, timeout: Duration) -> Self {
-        Self { worker, timeout }
+    /// Relays over `worker` (the node `peer`), giving each call `timeout` to complete.
+    pub fn new(worker: WorkerRpcClient, peer: String, timeout: Duration) -> Self {
+        let latency = metrics::histogram!(m::RPC_DURATION, "peer" => peer.clone());
+        Self { worker, peer, timeout, latency }
     }
 
     /// Relays `msg` to the worker.
@@ -28,14 +35,23 @@ impl Relay {
     /// None: failures are replies with `TIMEOUT` (deadline passed), `UNAVAILABLE` (the worker is
     /// gone) or `INTERNAL`.
     pub async fn relay(&self, msg: AgentMessage) -> Reply {
+        let started = Instant::now();
         let mut cx = tarpc::context::current();
-        cx.deadline = Instant::now() + self.timeout;
-        let session = msg.session;
-        match self.worker.handle(cx, msg).await {
-            Ok(reply) => reply,
+        cx.deadline = started + self.timeout;
+        cx.trace_context.trace_id = msg.trace_id.into();
+        let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
+        let result = self.worker.handle(cx, msg).await;
+        self.latency.record(started.elapsed());
+        match result {
+            Ok(reply) => {
+                tracing::debug!(peer = %self.peer, session, seq, trace = %trace::display(trace_id), code = %m::code_label(reply.code), "relayed");
+                reply
+            }
             Err(error) => {
                 let code = code_of(&error);
-                tracing::warn!(session, %error, ?code, "relay to worker failed");
+                metrics::counter!(m::RPC_ERRORS, "peer" => self.peer.clone(), "code" => m::code_label(code.get()))
+                    .increment(1);
+                tracing::warn!(peer = %self.peer, session, seq, trace = %trace::display(trace_id), %error, ?code, "relay to worker failed");
                 Reply::code(code)
             }
         }

@@ -3,43 +3,60 @@
 //! They talk over tarpc's in-process channel transport: the same service and the same gateway
 //! code as a cluster over TCP, without sockets between them.
 
-use super::NodeError;
+use super::{Listeners, NodeError};
 use crate::{
+    admin::{self, Health},
     config::NodeConfig,
     gateway::{self, Gateway, relay::Relay},
     rpc::WorkerRpcClient,
     worker::{Worker, routes::RouteTable},
 };
 use std::future::Future;
-use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
-/// Runs a dev node serving clients on `listener` until `shutdown` completes.
+/// Runs a dev node serving clients on `listeners` until `shutdown` completes.
 ///
-/// Stops when `shutdown` completes: the gateway closes every session (see [`gateway::serve`]),
-/// then the worker's modules are stopped.
+/// Stops when `shutdown` completes: `/readyz` turns 503, the gateway closes every session (see
+/// [`gateway::serve`]), the worker's modules are stopped, and the admin listener closes last.
 ///
 /// # Errors
 /// When the route table cannot be built or a module fails to start; nothing is served then.
 pub async fn run(
     config: NodeConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let worker = Worker::new(RouteTable::from_registry(&config.worker.modules)?);
     worker.start()?;
+    let health = Health::default();
+    let admin_stop = CancellationToken::new();
+    let admin = listeners.admin.map(|listener| {
+        let stop = admin_stop.clone();
+        tokio::spawn(admin::serve(listener, health.clone(), async move { stop.cancelled().await }))
+    });
+
     let (client_side, server_side) = tarpc::transport::channel::unbounded();
     let server = tokio::spawn(worker.clone().serve(server_side));
     let mut rpc_config = tarpc::client::Config::default();
     // Each session bounds its own in-flight requests; the client need not queue on top.
     rpc_config.max_in_flight_requests = usize::MAX;
     let client = WorkerRpcClient::new(rpc_config, client_side).spawn();
-    let relay = Relay::new(client, config.gateway.request_timeout());
+    let relay = Relay::new(client, config.node.id.clone(), config.gateway.request_timeout());
     let gateway = Gateway::new(config.gateway, config.node.id, relay);
 
-    gateway::serve(listener, gateway, shutdown).await;
+    health.set_ready(true);
+    let shutdown = async {
+        shutdown.await;
+        health.set_ready(false);
+    };
+    gateway::serve(listeners.gateway, gateway, shutdown).await;
 
     // The gateway (and with it the last tarpc client) is gone: the server sees its channel close.
     let _ = server.await;
     worker.stop();
+    admin_stop.cancel();
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
     Ok(())
 }

@@ -5,6 +5,15 @@
 pub mod dev;
 
 use crate::worker::{StartError, routes::RouteError};
+use tokio::net::TcpListener;
+
+/// The sockets a node serves on, bound by the caller (so port 0 and readiness lines work).
+pub struct Listeners {
+    /// WebSocket clients.
+    pub gateway: TcpListener,
+    /// The admin endpoints (`/metrics`, `/healthz`, `/readyz`); none to serve no admin endpoints.
+    pub admin: Option<TcpListener>,
+}
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]

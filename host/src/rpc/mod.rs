@@ -27,6 +27,8 @@ pub struct AgentMessage {
     pub client_ip: IpAddr,
     /// The id of the gateway holding the session.
     pub gateway: String,
+    /// The request's trace id (see `trace`), shared by its log lines in every process.
+    pub trace_id: u128,
 }
 
 /// A worker's answer to one request.
@@ -41,20 +43,14 @@ pub struct Reply {
 impl Reply {
     /// A reply carrying only a code.
     pub fn code(code: Code) -> Self {
-        Self {
-            code: code.get(),
-            data: Bytes::new(),
-        }
+        Self { code: code.get(), data: Bytes::new() }
     }
 }
 
 impl From<Result<Bytes, Code>> for Reply {
     fn from(result: Result<Bytes, Code>) -> Self {
         match result {
-            Ok(data) => Self {
-                code: Code::OK.get(),
-                data,
-            },
+            Ok(data) => Self { code: Code::OK.get(), data },
             Err(code) => Self::code(code),
         }
     }

@@ -7,7 +7,11 @@
 
 pub mod routes;
 
-use crate::rpc::{AgentMessage, Reply, WorkerRpc, WorkerRpcRequest, WorkerRpcResponse};
+use crate::{
+    metrics as m,
+    rpc::{AgentMessage, Reply, WorkerRpc, WorkerRpcRequest, WorkerRpcResponse},
+    trace,
+};
 use bytes::Bytes;
 use futures::{FutureExt as _, StreamExt as _};
 use mortar::{
@@ -17,8 +21,9 @@ use mortar::{
     route::Route,
 };
 use routes::RouteTable;
-use std::{panic::AssertUnwindSafe, sync::Arc};
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Instant};
 use tarpc::server::{BaseChannel, Channel as _};
+use tracing::Instrument as _;
 
 /// How deep internal calls may nest before the innermost is refused with `INTERNAL`.
 pub const MAX_CALL_DEPTH: u8 = 16;
@@ -47,9 +52,7 @@ struct Core {
 impl Worker {
     /// A worker serving the routes of `routes`. Call [`Worker::start`] before serving.
     pub fn new(routes: RouteTable) -> Self {
-        Self {
-            core: Arc::new(Core { routes }),
-        }
+        Self { core: Arc::new(Core { routes }) }
     }
 
     /// The worker's route table.
@@ -65,13 +68,8 @@ impl Worker {
         let mut started = Vec::new();
         for module in self.core.routes.modules() {
             if let Err(source) = module.on_start() {
-                started
-                    .into_iter()
-                    .for_each(|m: &dyn mortar::Module| m.on_stop());
-                return Err(StartError {
-                    module: module.name(),
-                    source,
-                });
+                started.into_iter().for_each(|m: &dyn mortar::Module| m.on_stop());
+                return Err(StartError { module: module.name(), source });
             }
             started.push(module);
         }
@@ -80,42 +78,53 @@ impl Worker {
 
     /// Runs every enabled module's `on_stop`.
     pub fn stop(&self) {
-        self.core
-            .routes
-            .modules()
-            .for_each(|module| module.on_stop());
+        self.core.routes.modules().for_each(|module| module.on_stop());
     }
 
     /// Handles one client request. Always answers: an unknown or internal route is `NO_ROUTE`, a
     /// body that does not decode is `BAD_REQUEST`, a panicking handler is `INTERNAL`.
-    pub async fn handle(&self, msg: AgentMessage, trace_id: u128) -> Reply {
+    ///
+    /// Each request runs in a `request` span carrying its route, seq, session, user and trace id,
+    /// and is counted in the request metrics by route and code.
+    pub async fn handle(&self, msg: AgentMessage) -> Reply {
         let Some(route) = self.core.routes.get_for_client(&msg.main, &msg.sub) else {
+            metrics::counter!(m::REQUESTS, "route" => "_unknown", "code" => m::code_label(Code::NO_ROUTE.get()))
+                .increment(1);
             return Reply::code(Code::NO_ROUTE);
         };
+        let span = tracing::info_span!(
+            "request",
+            route = route.path,
+            seq = msg.seq,
+            session = msg.session,
+            user = msg.user,
+            trace = %trace::display(msg.trace_id),
+        );
+        let trace_id = msg.trace_id;
         let request = Request {
-            session: Session {
-                id: msg.session,
-                user: msg.user,
-                ip: msg.client_ip,
-                gateway: msg.gateway,
-            },
+            session: Session { id: msg.session, user: msg.user, ip: msg.client_ip, gateway: msg.gateway },
             route: route.path,
             seq: msg.seq,
             trace_id,
             depth: 0,
         };
         let ctx = Ctx::new(request, self.core.clone());
-        run(route, ctx, msg.data).await.into()
+        let started = Instant::now();
+        let reply: Reply = run(route, ctx, msg.data).instrument(span.clone()).await.into();
+        let elapsed = started.elapsed();
+        span.in_scope(|| tracing::debug!(code = %m::code_label(reply.code), elapsed_us = elapsed.as_micros() as u64, "handled"));
+        metrics::histogram!(m::REQUEST_DURATION, "route" => route.path).record(elapsed);
+        metrics::counter!(m::REQUESTS, "route" => route.path, "code" => m::code_label(reply.code))
+            .increment(1);
+        reply
     }
 
     /// Serves the worker's tarpc service on one transport (an in-process channel or a TCP
     /// connection) until the peer hangs up. Each request runs on its own task.
     pub async fn serve<T>(self, transport: T)
     where
-        T: tarpc::Transport<
-                tarpc::Response<WorkerRpcResponse>,
-                tarpc::ClientMessage<WorkerRpcRequest>,
-            > + Send
+        T: tarpc::Transport<tarpc::Response<WorkerRpcResponse>, tarpc::ClientMessage<WorkerRpcRequest>>
+            + Send
             + 'static,
     {
         BaseChannel::with_defaults(transport)
@@ -132,8 +141,8 @@ impl Worker {
 pub struct WorkerServer(Worker);
 
 impl WorkerRpc for WorkerServer {
-    async fn handle(self, cx: tarpc::context::Context, msg: AgentMessage) -> Reply {
-        self.0.handle(msg, cx.trace_context.trace_id.into()).await
+    async fn handle(self, _: tarpc::context::Context, msg: AgentMessage) -> Reply {
+        self.0.handle(msg).await
     }
 }
 
@@ -144,9 +153,7 @@ impl Host for Core {
             tracing::error!(%caller, callee = %path, "internal calls nest too deep");
             return Box::pin(std::future::ready(Err(Code::INTERNAL)));
         }
-        let route = path
-            .split_once('.')
-            .and_then(|(main, sub)| self.routes.get(main, sub));
+        let route = path.split_once('.').and_then(|(main, sub)| self.routes.get(main, sub));
         let Some(route) = route else {
             tracing::warn!(%caller, callee = %path, "internal call to a route this node does not serve");
             return Box::pin(std::future::ready(Err(Code::NO_ROUTE)));
@@ -158,10 +165,7 @@ impl Host for Core {
 /// Runs a route's handler; a panic becomes `INTERNAL` and a log line, never a dead node.
 async fn run(route: &'static Route, ctx: Ctx, body: Bytes) -> Result<Bytes, Code> {
     let session = ctx.session_id();
-    match AssertUnwindSafe(async move { (route.handler)(ctx, body).await })
-        .catch_unwind()
-        .await
-    {
+    match AssertUnwindSafe(async move { (route.handler)(ctx, body).await }).catch_unwind().await {
         Ok(result) => result,
         Err(panic) => {
             let message = panic
@@ -169,7 +173,7 @@ async fn run(route: &'static Route, ctx: Ctx, body: Bytes) -> Result<Bytes, Code
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            tracing::error!(route = route.path, session, panic = %message, "handler panicked");
+            tracing::error!(route = route.path, session, panic = %message, "handler panicked; answered INTERNAL");
             Err(Code::INTERNAL)
         }
     }

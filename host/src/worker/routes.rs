@@ -44,9 +44,7 @@ pub enum RouteError {
         defined_at: &'static str,
     },
     /// The config enables a module that is not linked into this binary.
-    #[error(
-        "config enables module `{name}`, which this binary does not have (it has: {available})"
-    )]
+    #[error("config enables module `{name}`, which this binary does not have (it has: {available})")]
     UnknownModule {
         /// The name in the config.
         name: String,
@@ -70,11 +68,7 @@ impl RouteTable {
     /// See [`RouteError`]: duplicates and orphans are errors even for modules not enabled, so a
     /// broken binary is caught on any node.
     pub fn from_registry(enabled: &[String]) -> Result<Self, RouteError> {
-        Self::build(
-            mortar::module::registered(),
-            mortar::route::registered(),
-            enabled,
-        )
+        Self::build(mortar::module::registered(), mortar::route::registered(), enabled)
     }
 
     /// Builds the table from the given declarations.
@@ -91,11 +85,7 @@ impl RouteTable {
             let module = (decl.build)();
             let name = module.name();
             if let Some((first, _)) = declared.get(name) {
-                return Err(RouteError::DuplicateModule {
-                    name,
-                    first,
-                    second: decl.defined_at,
-                });
+                return Err(RouteError::DuplicateModule { name, first, second: decl.defined_at });
             }
             declared.insert(name, (decl.defined_at, module));
         }
@@ -103,16 +93,12 @@ impl RouteTable {
         for name in enabled {
             if !names.contains(name.as_str()) {
                 let available = names.iter().copied().collect::<Vec<_>>().join(", ");
-                return Err(RouteError::UnknownModule {
-                    name: name.clone(),
-                    available,
-                });
+                return Err(RouteError::UnknownModule { name: name.clone(), available });
             }
         }
         let is_enabled = |name: &str| enabled.is_empty() || enabled.iter().any(|e| e == name);
 
-        let mut table: HashMap<&'static str, HashMap<&'static str, &'static Route>> =
-            HashMap::new();
+        let mut table: HashMap<&'static str, HashMap<&'static str, &'static Route>> = HashMap::new();
         for route in routes {
             let (main, sub) = route.path.split_once('.').unwrap_or((route.path, ""));
             if !names.contains(main) {
@@ -137,10 +123,7 @@ impl RouteTable {
             .filter(|(name, _)| is_enabled(name))
             .map(|(_, (_, module))| module)
             .collect();
-        Ok(Self {
-            routes: table,
-            modules,
-        })
+        Ok(Self { routes: table, modules })
     }
 
     /// The route `main.sub`, if an enabled module serves it.
@@ -150,8 +133,7 @@ impl RouteTable {
 
     /// The route `main.sub` as a client may reach it: internal routes are hidden.
     pub fn get_for_client(&self, main: &str, sub: &str) -> Option<&'static Route> {
-        self.get(main, sub)
-            .filter(|route| route.access == Access::Client)
+        self.get(main, sub).filter(|route| route.access == Access::Client)
     }
 
     /// The enabled modules.
@@ -180,13 +162,7 @@ mod tests {
     }
 
     const fn route(path: &'static str, access: Access, defined_at: &'static str) -> Route {
-        Route {
-            path,
-            access,
-            handler,
-            types,
-            defined_at,
-        }
+        Route { path, access, handler, types, defined_at }
     }
 
     static SAY: Route = route("echo.say", Access::Client, "a::say");
@@ -194,14 +170,8 @@ mod tests {
     static SECRET: Route = route("echo.secret", Access::Internal, "a::secret");
     static QUERY: Route = route("pack.query", Access::Client, "p::query");
 
-    const ECHO: ModuleDecl = ModuleDecl {
-        build: || Box::new(Named("echo")),
-        defined_at: "a",
-    };
-    const PACK: ModuleDecl = ModuleDecl {
-        build: || Box::new(Named("pack")),
-        defined_at: "p",
-    };
+    const ECHO: ModuleDecl = ModuleDecl { build: || Box::new(Named("echo")), defined_at: "a" };
+    const PACK: ModuleDecl = ModuleDecl { build: || Box::new(Named("pack")), defined_at: "p" };
 
     fn names(table: &RouteTable) -> Vec<&'static str> {
         let mut names: Vec<_> = table.routes().map(|route| route.path).collect();
@@ -212,10 +182,7 @@ mod tests {
     #[test]
     fn looks_up_by_main_and_sub() {
         let table = RouteTable::build(&[ECHO, PACK], [&SAY, &SECRET, &QUERY], &[]).unwrap();
-        assert_eq!(
-            table.get("echo", "say").map(|r| r.defined_at),
-            Some("a::say")
-        );
+        assert_eq!(table.get("echo", "say").map(|r| r.defined_at), Some("a::say"));
         assert!(table.get("echo", "shout").is_none());
         assert!(table.get("mail", "say").is_none());
         assert_eq!(names(&table), ["echo.say", "echo.secret", "pack.query"]);
@@ -233,54 +200,30 @@ mod tests {
     fn serves_only_enabled_modules() {
         let table = RouteTable::build(&[ECHO, PACK], [&SAY, &QUERY], &["pack".into()]).unwrap();
         assert_eq!(names(&table), ["pack.query"]);
-        assert_eq!(
-            table.modules().map(|m| m.name()).collect::<Vec<_>>(),
-            ["pack"]
-        );
+        assert_eq!(table.modules().map(|m| m.name()).collect::<Vec<_>>(), ["pack"]);
     }
 
     #[test]
     fn duplicate_route_names_both_handlers() {
-        let error = RouteTable::build(&[ECHO], [&SAY, &SAY_AGAIN], &[])
-            .err()
-            .unwrap();
-        assert_eq!(
-            error.to_string(),
-            "route `echo.say` is declared twice: by a::say and by b::say"
-        );
+        let error = RouteTable::build(&[ECHO], [&SAY, &SAY_AGAIN], &[]).err().unwrap();
+        assert_eq!(error.to_string(), "route `echo.say` is declared twice: by a::say and by b::say");
     }
 
     #[test]
     fn duplicate_module_is_refused() {
         let error = RouteTable::build(&[ECHO, ECHO], [], &[]).err().unwrap();
-        assert!(
-            matches!(error, RouteError::DuplicateModule { name: "echo", .. }),
-            "{error}"
-        );
+        assert!(matches!(error, RouteError::DuplicateModule { name: "echo", .. }), "{error}");
     }
 
     #[test]
     fn route_without_module_is_refused() {
-        let error = RouteTable::build(&[ECHO], [&SAY, &QUERY], &[])
-            .err()
-            .unwrap();
-        assert!(
-            matches!(
-                error,
-                RouteError::Orphan {
-                    route: "pack.query",
-                    ..
-                }
-            ),
-            "{error}"
-        );
+        let error = RouteTable::build(&[ECHO], [&SAY, &QUERY], &[]).err().unwrap();
+        assert!(matches!(error, RouteError::Orphan { route: "pack.query", .. }), "{error}");
     }
 
     #[test]
     fn unknown_enabled_module_lists_the_available_ones() {
-        let error = RouteTable::build(&[ECHO, PACK], [], &["mail".into()])
-            .err()
-            .unwrap();
+        let error = RouteTable::build(&[ECHO, PACK], [], &["mail".into()]).err().unwrap();
         assert_eq!(
             error.to_string(),
             "config enables module `mail`, which this binary does not have (it has: echo, pack)"

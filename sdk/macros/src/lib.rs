@@ -24,10 +24,7 @@ impl Parse for HandlerArgs {
             input.parse::<Token![,]>()?;
             let flag: Ident = input.parse()?;
             if flag != "internal" {
-                return Err(syn::Error::new(
-                    flag.span(),
-                    "expected `internal` or nothing",
-                ));
+                return Err(syn::Error::new(flag.span(), "expected `internal` or nothing"));
             }
             internal = true;
         }
@@ -46,9 +43,7 @@ fn check_route(route: &str) -> Result<(), String> {
     };
     for part in [main, sub] {
         let valid = part.starts_with(|c: char| c.is_ascii_lowercase())
-            && part
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !valid {
             return Err(format!(
                 "route `{route}`: `{part}` must be lower-case letters, digits and `_`, starting with a letter"
@@ -72,9 +67,7 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     let args = parse_macro_input!(attr as HandlerArgs);
     let function = parse_macro_input!(item as ItemFn);
     if let Err(reason) = check_route(&args.route.value()) {
-        return syn::Error::new(args.route.span(), reason)
-            .to_compile_error()
-            .into();
+        return syn::Error::new(args.route.span(), reason).to_compile_error().into();
     }
     if function.sig.asyncness.is_none() {
         return syn::Error::new(function.sig.ident.span(), "a handler must be an `async fn`")

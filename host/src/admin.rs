@@ -1,0 +1,95 @@
+//! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz` (the process answers) and
+//! `/readyz` (the node serves clients and is not shutting down).
+
+use crate::metrics;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
+use std::{
+    convert::Infallible,
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+use tokio::net::TcpListener;
+
+/// Whether the node is ready to serve; shared by the node and its admin listener.
+#[derive(Clone, Default)]
+pub struct Health {
+    ready: Arc<AtomicBool>,
+}
+
+impl Health {
+    /// Marks the node ready (serving) or not (starting, or shutting down).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Whether the node is ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` completes.
+///
+/// Also runs the Prometheus recorder's upkeep every few seconds. Each HTTP connection answers
+/// one request and closes.
+pub async fn serve(listener: TcpListener, health: Health, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut upkeep = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = upkeep.tick() => {
+                if let Some(handle) = metrics::handle() {
+                    handle.run_upkeep();
+                }
+            }
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let health = health.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        std::future::ready(Ok::<_, Infallible>(answer(&request, &health)))
+                    });
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(false)
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    let _ = tokio::time::timeout(Duration::from_secs(30), connection).await;
+                });
+            }
+        }
+    }
+}
+
+fn answer(request: &Request<Incoming>, health: &Health) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
+    }
+    match request.uri().path() {
+        "/metrics" => match metrics::handle() {
+            Some(handle) => text(StatusCode::OK, handle.render()),
+            None => text(StatusCode::SERVICE_UNAVAILABLE, "metrics recorder not installed\n".into()),
+        },
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" if health.is_ready() => text(StatusCode::OK, "ready\n".into()),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into()),
+        _ => text(StatusCode::NOT_FOUND, "admin endpoints: /metrics /healthz /readyz\n".into()),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4"));
+    response
+}

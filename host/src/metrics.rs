@@ -1,0 +1,71 @@
+//! Metrics: names, labels and the Prometheus recorder. Everything is recorded through the
+//! `metrics` facade; [`install`] puts a Prometheus recorder behind it, rendered by the admin
+//! listener at `/metrics`. `docs/operations.md` lists every metric.
+
+use metrics::SharedString;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use mortar_pb::ErrorCode;
+use std::sync::OnceLock;
+
+/// Gauge: client connections open now.
+pub const CONNECTIONS: &str = "mortar_gateway_connections";
+/// Counter: client connections accepted (upgraded to WebSocket).
+pub const CONNECTIONS_ACCEPTED: &str = "mortar_gateway_connections_accepted_total";
+/// Counter: connections refused, by `reason` (`handshakes`, `total`, `per_ip`, `handshake_timeout`,
+/// `handshake_failed`).
+pub const CONNECTIONS_REFUSED: &str = "mortar_gateway_connections_refused_total";
+/// Counter: sessions closed, by `reason` (see `docs/operations.md`).
+pub const SESSIONS_CLOSED: &str = "mortar_gateway_sessions_closed_total";
+/// Counter: replies the gateway sent to clients, by `code`.
+pub const GATEWAY_REPLIES: &str = "mortar_gateway_replies_total";
+/// Counter: clients disconnected because their outgoing queue was full (they stopped reading).
+pub const QUEUE_FULL: &str = "mortar_gateway_outbound_queue_full_total";
+/// Counter: pushes sent to clients, by `route`.
+pub const PUSHES: &str = "mortar_gateway_pushes_total";
+/// Counter: sessions kicked, by `reason` code.
+pub const KICKS: &str = "mortar_gateway_kicks_total";
+/// Histogram: seconds from relaying a request to its reply, by worker `peer`.
+pub const RPC_DURATION: &str = "mortar_rpc_duration_seconds";
+/// Counter: relays that failed at the RPC layer, by `peer` and `code`.
+pub const RPC_ERRORS: &str = "mortar_rpc_errors_total";
+/// Counter: requests handled by a worker, by `route` and `code`.
+pub const REQUESTS: &str = "mortar_requests_total";
+/// Histogram: seconds a worker spent handling a request, by `route`.
+pub const REQUEST_DURATION: &str = "mortar_request_duration_seconds";
+
+/// Histogram buckets in seconds: 50 µs to 10 s.
+const BUCKETS: [f64; 16] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder as the process's metrics recorder, once; later calls return
+/// the same handle. If another recorder was installed first, metrics go there and `/metrics`
+/// renders nothing.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&BUCKETS)
+            .map(PrometheusBuilder::build_recorder)
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was installed before mortar's; /metrics will be empty");
+        }
+        handle
+    })
+}
+
+/// The Prometheus handle, if [`install`] ran.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE.get()
+}
+
+/// A code as a label: its name (`NO_ROUTE`) or, for module codes, its number.
+pub fn code_label(code: i32) -> SharedString {
+    match ErrorCode::try_from(code) {
+        Ok(known) => SharedString::const_str(known.as_str_name()),
+        Err(_) => SharedString::from(code.to_string()),
+    }
+}
