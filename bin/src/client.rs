@@ -111,6 +111,19 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Closes the connection with a normal close handshake.
+    ///
+    /// # Errors
+    /// When the connection already failed.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        self.ws.close(None).await?;
+        // Read until the server's close frame, so the server sees a clean close.
+        while let Some(Ok(_)) = self.ws.next().await {}
+        Ok(())
+    }
+}
+
 /// Splits `main.sub`.
 ///
 /// # Errors

@@ -129,6 +129,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                         }
                     })
                     .await?;
+                client.close().await?;
                 anyhow::Ok(reply)
             };
             let reply = tokio::time::timeout(Duration::from_secs_f64(timeout), exchange)

@@ -15,11 +15,17 @@ struct DevProcess {
 
 impl DevProcess {
     fn start() -> Self {
+        Self::start_with(&[], Stdio::null())
+    }
+
+    /// Starts `mortar dev` with extra environment variables and stderr going to `stderr`.
+    fn start_with(env: &[(&str, &str)], stderr: Stdio) -> Self {
         let mut child = Command::new(MORTAR)
             .args(["dev", "--listen", "127.0.0.1:0"])
             .env("MORTAR_ADMIN__LISTEN", "127.0.0.1:0")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("mortar dev starts");
         let mut line = String::new();
@@ -72,6 +78,34 @@ fn dev_and_client_from_the_command_line() {
     assert!(terminated.expect("kill runs").success());
     let status = dev.child.wait().expect("mortar dev exits");
     assert!(status.success(), "{status}");
+}
+
+/// One request's log lines, at debug level, share one trace id: the gateway's "relayed" line and
+/// the worker's "handled" line inside its request span.
+#[test]
+fn one_trace_id_in_the_gateway_and_worker_log_lines() {
+    let log_path = std::env::temp_dir().join(format!("mortar-trace-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let env = [("RUST_LOG", "mortar_host=debug"), ("NO_COLOR", "1")];
+    let mut dev = DevProcess::start_with(&env, Stdio::from(log));
+    let (status, _, _) = dev.client(&["echo.say", r#"{"text":"traced"}"#]);
+    assert_eq!(status, 0);
+    let _ = Command::new("kill").args(["-TERM", &dev.child.id().to_string()]).status();
+    let _ = dev.child.wait();
+    let logs = std::fs::read_to_string(&log_path).expect("log written");
+    let _ = std::fs::remove_file(&log_path);
+    let trace_of = |needle: &str| {
+        let line = logs
+            .lines()
+            .find(|line| line.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} line in:\n{logs}"));
+        let start = line.find("trace=").unwrap_or_else(|| panic!("no trace id in {line:?}")) + "trace=".len();
+        line[start..start + 32].to_owned()
+    };
+    let relayed = trace_of("relayed");
+    let handled = trace_of("handled");
+    assert_eq!(relayed, handled, "{logs}");
+    assert!(relayed.chars().all(|c| c.is_ascii_hexdigit()), "{relayed}");
 }
 
 #[test]

@@ -26,7 +26,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    let worker = Worker::new(RouteTable::from_registry(&config.worker.modules)?);
+    let worker = Worker::new(config.node.id.clone(), RouteTable::from_registry(&config.worker.modules)?);
     worker.start()?;
     let health = Health::default();
     let admin_stop = CancellationToken::new();

@@ -46,13 +46,15 @@ pub struct Worker {
 }
 
 struct Core {
+    node_id: String,
     routes: RouteTable,
 }
 
 impl Worker {
-    /// A worker serving the routes of `routes`. Call [`Worker::start`] before serving.
-    pub fn new(routes: RouteTable) -> Self {
-        Self { core: Arc::new(Core { routes }) }
+    /// The worker of node `node_id`, serving the routes of `routes`. Call [`Worker::start`]
+    /// before serving.
+    pub fn new(node_id: String, routes: RouteTable) -> Self {
+        Self { core: Arc::new(Core { node_id, routes }) }
     }
 
     /// The worker's route table.
@@ -94,6 +96,7 @@ impl Worker {
         };
         let span = tracing::info_span!(
             "request",
+            node = %self.core.node_id,
             route = route.path,
             seq = msg.seq,
             session = msg.session,
