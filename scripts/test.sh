@@ -9,4 +9,7 @@ cd "$(dirname "$0")/.."
 # that bring those backends.)
 command -v cargo >/dev/null || { echo "scripts/test.sh: cargo is required (https://rustup.rs)" >&2; exit 1; }
 
+# The idle-connection test holds 5,000 WebSocket connections (10,000 sockets on loopback).
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
 cargo test --workspace --locked "$@"

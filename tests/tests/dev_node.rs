@@ -238,3 +238,17 @@ async fn shutdown_kicks_sessions_and_stops() {
     expect_close(&mut socket, CloseCode::Away, "server shutdown").await;
     stopping.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn shutdown_aborts_sessions_still_busy_after_the_grace_period() {
+    let node = DevNode::with_config(|config| {
+        config.gateway.shutdown_grace_ms = 200;
+        config.gateway.request_timeout_ms = 60_000;
+    })
+    .await;
+    let mut socket = raw(&node.url()).await;
+    send(&mut socket, request("testkit.slow", 1, echo_body("30000"))).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), node.stop()).await;
+    stopped.expect("the node stops soon after the grace period").unwrap();
+}

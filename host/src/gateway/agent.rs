@@ -148,20 +148,8 @@ async fn run_session(
     };
     metrics::counter!(m::SESSIONS_CLOSED, "reason" => reason).increment(1);
     tracing::debug!(reason, "session ending");
-    let finished = match end {
-        End::Gone(_) => false,
-        End::Close(frame, _) => agent.drain(false).await && agent.close(frame).await,
-        End::Shutdown => {
-            agent.drain(true).await && {
-                let kick = push("sys", "kick", Kick { reason: Code::SERVER_SHUTDOWN.get() }.encode_to_vec());
-                metrics::counter!(m::KICKS, "reason" => m::code_label(Code::SERVER_SHUTDOWN.get()))
-                    .increment(1);
-                metrics::counter!(m::PUSHES, "route" => "sys.kick").increment(1);
-                agent.send(Outbound::Frame(encode(&kick))).await.is_ok()
-                    && agent.close(close(CloseCode::Away, "server shutdown")).await
-            }
-        }
-    };
+    // Boxed: the goodbye runs once; its state need not be part of every idle connection's task.
+    let finished = Box::pin(agent.finish(end)).await;
     drop(agent);
     if !finished {
         writer.abort();
@@ -246,7 +234,10 @@ impl Agent {
             Err(TrySendError::Closed(_)) => return Err(End::Gone("error")),
             Err(TrySendError::Full(item)) => item,
         };
-        match tokio::time::timeout(self.shared.config.write_timeout(), self.out.send(item)).await {
+        // Boxed: this slow path's state (a timer and a channel permit) would otherwise be part of
+        // every idle connection's task.
+        let wait = Box::pin(tokio::time::timeout(self.shared.config.write_timeout(), self.out.send(item)));
+        match wait.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(End::Gone("error")),
             Err(_) => {
@@ -273,6 +264,26 @@ impl Agent {
             let Some(reply) = self.running.next().await else { return true };
             if self.reply(reply).await.is_err() {
                 return false;
+            }
+        }
+    }
+
+    /// Says goodbye after the loop ended: answers what was read, kicks on shutdown, queues the
+    /// close frame. False when the client cannot be written to (the writer is to be aborted).
+    async fn finish(&mut self, end: End) -> bool {
+        match end {
+            End::Gone(_) => false,
+            End::Close(frame, _) => self.drain(false).await && self.close(frame).await,
+            End::Shutdown => {
+                if !self.drain(true).await {
+                    return false;
+                }
+                let kick = push("sys", "kick", Kick { reason: Code::SERVER_SHUTDOWN.get() }.encode_to_vec());
+                metrics::counter!(m::KICKS, "reason" => m::code_label(Code::SERVER_SHUTDOWN.get()))
+                    .increment(1);
+                metrics::counter!(m::PUSHES, "route" => "sys.kick").increment(1);
+                self.send(Outbound::Frame(encode(&kick))).await.is_ok()
+                    && self.close(close(CloseCode::Away, "server shutdown")).await
             }
         }
     }

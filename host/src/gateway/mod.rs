@@ -25,12 +25,13 @@ use std::{
     time::Duration,
 };
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::{
     handshake::server::{ErrorResponse, Request, Response},
     http::StatusCode,
     protocol::WebSocketConfig,
 };
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 
 /// The path clients connect to.
 pub const WS_PATH: &str = "/ws";
@@ -62,15 +63,18 @@ impl Gateway {
 ///
 /// Stops when `shutdown` completes: it stops accepting, tells every session to finish its
 /// in-flight requests, push `sys.kick` (`SERVER_SHUTDOWN`) and close, and returns once all
-/// sessions have ended or the configured grace period has passed.
+/// sessions have ended, or once the configured grace period has passed (the sessions still open
+/// then are aborted, so nothing of the gateway outlives this call).
 pub async fn serve(listener: TcpListener, gateway: Gateway, shutdown: impl Future<Output = ()>) {
     let shared = gateway.shared;
     let stop = CancellationToken::new();
-    let sessions = TaskTracker::new();
+    let mut sessions = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            // Reap finished sessions so the set holds only live ones.
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     sessions.spawn(connection(shared.clone(), stream, peer, stop.clone()));
@@ -84,11 +88,15 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, shutdown: impl Futur
         }
     }
     drop(listener);
-    sessions.close();
     stop.cancel();
     let grace = shared.config.shutdown_grace();
-    if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
-        tracing::warn!(remaining = sessions.len(), "sessions still open after the shutdown grace period");
+    let all_ended = async { while sessions.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, all_ended).await.is_err() {
+        tracing::warn!(
+            remaining = sessions.len(),
+            "sessions still open after the shutdown grace period: aborting them"
+        );
+        sessions.shutdown().await;
     }
 }
 
@@ -111,7 +119,10 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, st
         .max_frame_size(Some(config.max_frame_bytes));
     #[allow(clippy::result_large_err)] // the signature tungstenite asks for
     let callback = move |request: &Request, response: Response| check_upgrade(request, response, refusal);
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config));
+    // Boxed: the handshake state is large and needed only until the upgrade, not for the
+    // connection's whole life (the task keeps the size of its largest state).
+    let handshake =
+        Box::pin(tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config)));
     let upgraded = tokio::select! {
         () = stop.cancelled() => return,
         upgraded = tokio::time::timeout(config.handshake_timeout(), handshake) => upgraded,
