@@ -260,6 +260,9 @@ async fn client_that_never_reads_is_disconnected_when_its_queue_is_full() {
         }
     };
     tokio::time::timeout(GUARD, send_all).await.expect("sending ends");
+    // Keep not reading for well past the write timeout: the sends above may all fit in socket
+    // buffers before the server's patience runs out.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
     // Whatever was delivered before the disconnect can still be read; then the stream ends.
     let mut replies = 0u32;
     tokio::time::timeout(GUARD, async {
@@ -270,7 +273,9 @@ async fn client_that_never_reads_is_disconnected_when_its_queue_is_full() {
         }
     })
     .await
-    .expect("the server disconnected the client");
+    .unwrap_or_else(|_| {
+        panic!("the server never disconnected the client: sent {sent}, read {replies} replies")
+    });
     assert!(replies < sent, "all {sent} requests were answered: the client was never disconnected");
     let (_, metrics) = admin_get(node.admin, "/metrics").await;
     assert!(metrics.contains("mortar_gateway_outbound_queue_full_total"), "{metrics}");
