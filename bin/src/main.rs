@@ -47,6 +47,9 @@ enum Command {
         #[arg(default_value = "{}")]
         json: String,
     },
+    /// Load a gateway with N WebSocket clients running a scenario; report throughput, errors by
+    /// code and latency percentiles.
+    Bot(mortar_cli::bot::BotOptions),
     /// Run a gateway node of a cluster (not available yet: use `mortar dev`).
     Gateway {
         /// Node config file (TOML).
@@ -137,6 +140,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("no reply within {timeout} s"))??;
             println!("{}", client::reply_json(&reply, false));
             Ok(if reply.code == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Bot(options) => {
+            let report = mortar_cli::bot::run(options).await?;
+            println!("{report}");
+            Ok(ExitCode::SUCCESS)
         }
         Command::Gateway { .. } | Command::Worker { .. } => {
             eprintln!(

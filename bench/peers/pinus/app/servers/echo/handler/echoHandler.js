@@ -1,0 +1,14 @@
+// Reached through the connector and Pinus RPC: the peer of mortar's gateway -> worker relay.
+class Handler {
+  constructor(app) {
+    this.app = app;
+  }
+
+  async echo(msg) {
+    return { text: msg.text };
+  }
+}
+
+exports.default = function (app) {
+  return new Handler(app);
+};

@@ -1,0 +1,153 @@
+//! The bot's report: throughput, errors by code, latency percentiles from an HDR histogram.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::{collections::BTreeMap, fmt, time::Duration};
+
+/// What one client saw during the measured run.
+pub struct ClientStats {
+    /// Reply latencies in microseconds.
+    pub latency: Histogram<u64>,
+    /// Requests sent.
+    pub sent: u64,
+    /// Replies with code OK.
+    pub ok: u64,
+    /// Failures by code name (`RATE_LIMITED`, …) or kind (`connect`, `closed`, `send`).
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl ClientStats {
+    /// Empty stats.
+    pub fn new() -> Self {
+        // 1 µs to 60 s at 3 significant digits.
+        let latency = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+        Self { latency, sent: 0, ok: 0, errors: BTreeMap::new() }
+    }
+
+    /// Counts one failure of `kind`.
+    pub fn error(&mut self, kind: impl Into<String>) {
+        *self.errors.entry(kind.into()).or_default() += 1;
+    }
+
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, other: ClientStats) {
+        let _ = self.latency.add(&other.latency);
+        self.sent += other.sent;
+        self.ok += other.ok;
+        for (kind, count) in other.errors {
+            *self.errors.entry(kind).or_default() += count;
+        }
+    }
+}
+
+impl Default for ClientStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Serialize, Clone, Copy, PartialEq)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Slowest reply.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+/// A bot run's result; `--json` writes it as is.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// Wire protocol (`mortar` or `pinus`).
+    pub protocol: String,
+    /// Target URL.
+    pub url: String,
+    /// Clients asked for.
+    pub clients: usize,
+    /// Clients that connected (and finished setup).
+    pub connected: usize,
+    /// Length of the measured run in seconds (after all clients connected).
+    pub duration_s: f64,
+    /// Requests sent during the run.
+    pub sent: u64,
+    /// Replies with code OK.
+    pub ok: u64,
+    /// Failures by code or kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Replies (OK and error codes) per second.
+    pub requests_per_sec: f64,
+    /// Latency of all replies.
+    pub latency_ms: Latency,
+}
+
+impl Report {
+    /// The report of a run from merged client stats.
+    pub fn new(
+        scenario: &str,
+        protocol: &str,
+        url: &str,
+        clients: usize,
+        connected: usize,
+        elapsed: Duration,
+        stats: &ClientStats,
+    ) -> Self {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        let h = &stats.latency;
+        let latency = Latency {
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+            mean: h.mean() / 1000.0,
+        };
+        let seconds = elapsed.as_secs_f64().max(f64::EPSILON);
+        Self {
+            scenario: scenario.into(),
+            protocol: protocol.into(),
+            url: url.into(),
+            clients,
+            connected,
+            duration_s: seconds,
+            sent: stats.sent,
+            ok: stats.ok,
+            errors: stats.errors.clone(),
+            requests_per_sec: h.len() as f64 / seconds,
+            latency_ms: latency,
+        }
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let l = &self.latency_ms;
+        writeln!(
+            f,
+            "{} over {}: {}/{} clients connected, {:.1} s",
+            self.scenario, self.protocol, self.connected, self.clients, self.duration_s
+        )?;
+        writeln!(f, "  requests/s  {:.0}", self.requests_per_sec)?;
+        writeln!(f, "  sent {}, ok {}", self.sent, self.ok)?;
+        if self.errors.is_empty() {
+            writeln!(f, "  errors      none")?;
+        } else {
+            let errors: Vec<_> = self.errors.iter().map(|(kind, n)| format!("{kind} {n}")).collect();
+            writeln!(f, "  errors      {}", errors.join(", "))?;
+        }
+        write!(
+            f,
+            "  latency ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  mean {:.3}",
+            l.p50, l.p90, l.p99, l.p999, l.max, l.mean
+        )
+    }
+}

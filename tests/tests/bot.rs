@@ -1,0 +1,79 @@
+//! `mortar bot` against a real dev node: a short run writes a JSON report of the expected shape
+//! with nonzero counts.
+
+use mortar_cli::bot::{self, BotOptions, Protocol};
+use mortar_tests::DevNode;
+use std::time::Duration;
+
+fn options(url: String, json: std::path::PathBuf) -> BotOptions {
+    BotOptions {
+        url,
+        clients: 8,
+        duration: Duration::from_secs(2),
+        scenario: "echo".into(),
+        ramp_up: 0.0,
+        rate: 0.0,
+        payload: 16,
+        protocol: Protocol::Mortar,
+        route: None,
+        json: Some(json),
+        quiet: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bot_run_writes_a_json_report() {
+    let node = DevNode::with_config(|config| config.gateway.rate_per_sec = 0).await;
+    let path = std::env::temp_dir().join(format!("mortar-bot-{}.json", std::process::id()));
+    let report = bot::run(options(node.url(), path.clone())).await.expect("bot runs");
+    assert_eq!((report.clients, report.connected), (8, 8));
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("report written")).unwrap();
+    let _ = std::fs::remove_file(&path);
+    for key in [
+        "scenario",
+        "protocol",
+        "url",
+        "clients",
+        "connected",
+        "duration_s",
+        "sent",
+        "ok",
+        "errors",
+        "requests_per_sec",
+    ] {
+        assert!(json.get(key).is_some(), "missing {key} in {json}");
+    }
+    for key in ["p50", "p90", "p99", "p999", "max", "mean"] {
+        assert!(json["latency_ms"][key].as_f64().is_some_and(|ms| ms > 0.0), "latency {key} in {json}");
+    }
+    assert_eq!(json["scenario"], "echo");
+    assert!(json["ok"].as_u64().is_some_and(|ok| ok > 0), "{json}");
+    assert!(json["requests_per_sec"].as_f64().is_some_and(|rps| rps > 0.0), "{json}");
+    assert_eq!(json["errors"], serde_json::json!({}), "no errors against a healthy node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bot_reports_rate_limited_replies_by_code() {
+    let node = DevNode::with_config(|config| {
+        config.gateway.rate_per_sec = 5;
+        config.gateway.rate_burst = 5;
+    })
+    .await;
+    let path = std::env::temp_dir().join(format!("mortar-bot-limited-{}.json", std::process::id()));
+    let mut options = options(node.url(), path.clone());
+    options.clients = 2;
+    options.duration = Duration::from_millis(500);
+    let report = bot::run(options).await.expect("bot runs");
+    let _ = std::fs::remove_file(&path);
+    assert!(report.errors.get("RATE_LIMITED").is_some_and(|n| *n > 0), "{report}");
+}
+
+#[tokio::test]
+async fn bot_says_why_nothing_connected() {
+    let error = bot::run(options("ws://127.0.0.1:9/ws".into(), std::env::temp_dir().join("unused.json")))
+        .await
+        .expect_err("nothing listens on port 9");
+    assert!(error.to_string().contains("no client could connect"), "{error}");
+}
