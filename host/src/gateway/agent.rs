@@ -39,7 +39,6 @@ use tokio_tungstenite::{
     },
 };
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
 
 type PendingReply = Pin<Box<dyn Future<Output = UserMessage> + Send>>;
 
@@ -73,18 +72,10 @@ struct Agent {
 }
 
 /// Runs one client's session until it ends (see the module docs).
+///
+/// Its log events carry `node`, `session` and `ip` as fields rather than through a span: entering
+/// a span on every poll of every connection costs more than the few events it would label.
 pub(super) async fn run(
-    shared: Arc<Shared>,
-    ws: WebSocketStream<TcpStream>,
-    session: u64,
-    ip: IpAddr,
-    shutdown: CancellationToken,
-) {
-    let span = tracing::info_span!("session", node = %shared.node_id, session, %ip);
-    run_session(shared, ws, session, ip, shutdown).instrument(span).await;
-}
-
-async fn run_session(
     shared: Arc<Shared>,
     ws: WebSocketStream<TcpStream>,
     session: u64,
@@ -130,7 +121,7 @@ async fn run_session(
                         Err(End::Close(close(CloseCode::Size, &reason), "frame_too_large"))
                     }
                     Some(Err(error)) => {
-                        tracing::debug!(%error, "client connection failed");
+                        tracing::debug!(node = %agent.shared.node_id, session, %ip, %error, "client connection failed");
                         Err(End::Gone("error"))
                     }
                 };
@@ -147,7 +138,7 @@ async fn run_session(
         End::Shutdown => "shutdown",
     };
     metrics::counter!(m::SESSIONS_CLOSED, "reason" => reason).increment(1);
-    tracing::debug!(reason, "session ending");
+    tracing::debug!(node = %agent.shared.node_id, session, %ip, reason, "session ending");
     // Boxed: the goodbye runs once; its state need not be part of every idle connection's task.
     let finished = Box::pin(agent.finish(end)).await;
     drop(agent);
@@ -218,7 +209,7 @@ impl Agent {
 
     /// Sends a reply to the client.
     async fn reply(&mut self, reply: UserMessage) -> Result<(), End> {
-        metrics::counter!(m::GATEWAY_REPLIES, "code" => m::code_label(reply.code)).increment(1);
+        self.shared.count_reply(reply.code);
         self.send(Outbound::Frame(encode(&reply))).await
     }
 
@@ -243,6 +234,9 @@ impl Agent {
             Err(_) => {
                 metrics::counter!(m::QUEUE_FULL).increment(1);
                 tracing::info!(
+                    node = %self.shared.node_id,
+                    session = self.session,
+                    ip = %self.ip,
                     "client does not read: outgoing queue full for the write timeout, disconnecting"
                 );
                 Err(End::Gone("queue_full"))

@@ -14,6 +14,7 @@ pub mod relay;
 
 use crate::{config::GatewayConfig, metrics as m};
 use admission::{Admission, Refusal};
+use mortar::Code;
 use relay::Relay;
 use std::{
     future::Future,
@@ -47,6 +48,18 @@ struct Shared {
     relay: Relay,
     admission: Arc<Admission>,
     next_session: AtomicU64,
+    /// `GATEWAY_REPLIES` by protocol code, registered once (a labelled lookup per reply costs).
+    replies: Vec<metrics::Counter>,
+}
+
+impl Shared {
+    /// Counts one reply sent to a client.
+    fn count_reply(&self, code: i32) {
+        match usize::try_from(code).ok().and_then(|code| self.replies.get(code)) {
+            Some(counter) => counter.increment(1),
+            None => metrics::counter!(m::GATEWAY_REPLIES, "code" => m::code_label(code)).increment(1),
+        }
+    }
 }
 
 impl Gateway {
@@ -54,7 +67,10 @@ impl Gateway {
     pub fn new(config: GatewayConfig, node_id: String, relay: Relay) -> Self {
         let admission =
             Admission::new(config.max_connections, config.max_connections_per_ip, config.max_handshakes);
-        let shared = Shared { config, node_id, relay, admission, next_session: AtomicU64::new(1) };
+        let replies = (0..=Code::SERVER_SHUTDOWN.get())
+            .map(|code| metrics::counter!(m::GATEWAY_REPLIES, "code" => m::code_label(code)))
+            .collect();
+        let shared = Shared { config, node_id, relay, admission, next_session: AtomicU64::new(1), replies };
         Self { shared: Arc::new(shared) }
     }
 }

@@ -21,7 +21,7 @@ use mortar::{
     route::Route,
 };
 use routes::RouteTable;
-use std::{panic::AssertUnwindSafe, sync::Arc, time::Instant};
+use std::{collections::HashMap, panic::AssertUnwindSafe, sync::Arc, time::Instant};
 use tarpc::server::{BaseChannel, Channel as _};
 use tracing::Instrument as _;
 
@@ -48,13 +48,28 @@ pub struct Worker {
 struct Core {
     node_id: String,
     routes: RouteTable,
+    /// Per-route metric handles, registered once (a labelled lookup per request costs).
+    metrics: HashMap<&'static str, RouteMetrics>,
+}
+
+struct RouteMetrics {
+    ok: metrics::Counter,
+    duration: metrics::Histogram,
 }
 
 impl Worker {
     /// The worker of node `node_id`, serving the routes of `routes`. Call [`Worker::start`]
     /// before serving.
     pub fn new(node_id: String, routes: RouteTable) -> Self {
-        Self { core: Arc::new(Core { node_id, routes }) }
+        let metrics = routes
+            .routes()
+            .map(|route| {
+                let ok = metrics::counter!(m::REQUESTS, "route" => route.path, "code" => m::code_label(0));
+                let duration = metrics::histogram!(m::REQUEST_DURATION, "route" => route.path);
+                (route.path, RouteMetrics { ok, duration })
+            })
+            .collect();
+        Self { core: Arc::new(Core { node_id, routes, metrics }) }
     }
 
     /// The worker's route table.
@@ -94,7 +109,9 @@ impl Worker {
                 .increment(1);
             return Reply::code(Code::NO_ROUTE);
         };
-        let span = tracing::info_span!(
+        // Debug level: a span per request is created only when someone listens to it (formatting
+        // its fields for every request would cost more than the request itself).
+        let span = tracing::debug_span!(
             "request",
             node = %self.core.node_id,
             route = route.path,
@@ -116,9 +133,17 @@ impl Worker {
         let reply: Reply = run(route, ctx, msg.data).instrument(span.clone()).await.into();
         let elapsed = started.elapsed();
         span.in_scope(|| tracing::debug!(code = %m::code_label(reply.code), elapsed_us = elapsed.as_micros() as u64, "handled"));
-        metrics::histogram!(m::REQUEST_DURATION, "route" => route.path).record(elapsed);
-        metrics::counter!(m::REQUESTS, "route" => route.path, "code" => m::code_label(reply.code))
-            .increment(1);
+        match self.core.metrics.get(route.path) {
+            Some(stats) if reply.code == 0 => {
+                stats.ok.increment(1);
+                stats.duration.record(elapsed);
+            }
+            stats => {
+                stats.inspect(|stats| stats.duration.record(elapsed));
+                metrics::counter!(m::REQUESTS, "route" => route.path, "code" => m::code_label(reply.code))
+                    .increment(1);
+            }
+        }
         reply
     }
 
@@ -167,7 +192,7 @@ impl Host for Core {
 
 /// Runs a route's handler; a panic becomes `INTERNAL` and a log line, never a dead node.
 async fn run(route: &'static Route, ctx: Ctx, body: Bytes) -> Result<Bytes, Code> {
-    let session = ctx.session_id();
+    let (session, trace_id) = (ctx.session_id(), ctx.request().trace_id);
     match AssertUnwindSafe(async move { (route.handler)(ctx, body).await }).catch_unwind().await {
         Ok(result) => result,
         Err(panic) => {
@@ -176,7 +201,7 @@ async fn run(route: &'static Route, ctx: Ctx, body: Bytes) -> Result<Bytes, Code
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            tracing::error!(route = route.path, session, panic = %message, "handler panicked; answered INTERNAL");
+            tracing::error!(route = route.path, session, trace = %trace::display(trace_id), panic = %message, "handler panicked; answered INTERNAL");
             Err(Code::INTERNAL)
         }
     }
