@@ -1,0 +1,95 @@
+//! The per-request hot paths: envelope decode/encode, route lookup, handler dispatch.
+//! Run with `cargo bench -p mortar-host`; numbers are in docs/benchmarks.md.
+#![allow(missing_docs)]
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use mortar::{
+    Code, Ctx,
+    module::{ModuleDecl, Named},
+    route::{Access, HandlerFuture, Route},
+};
+use mortar_echo as _;
+use mortar_host::{
+    gateway::envelope::{Inbound, inspect},
+    rpc::AgentMessage,
+    worker::{Worker, routes::RouteTable},
+};
+use mortar_pb::{UserMessage, echo::EchoReq};
+use prost::Message as _;
+use std::hint::black_box;
+
+fn echo_frame() -> Bytes {
+    let body = EchoReq { text: "0123456789abcdef".into() }.encode_to_vec();
+    let msg =
+        UserMessage { main_type: "echo".into(), sub_type: "say".into(), seq: 42, data: body.into(), code: 0 };
+    msg.encode_to_vec().into()
+}
+
+fn envelope(c: &mut Criterion) {
+    let frame = echo_frame();
+    c.bench_function("envelope/decode+check", |b| {
+        b.iter(|| match inspect(black_box(frame.clone()), 64) {
+            Inbound::Request(msg) => msg.seq,
+            _ => unreachable!("a valid frame"),
+        })
+    });
+    let reply = UserMessage::decode(frame.clone()).expect("valid");
+    c.bench_function("envelope/encode reply", |b| b.iter(|| Bytes::from(black_box(&reply).encode_to_vec())));
+}
+
+fn noop(_: Ctx, _: Bytes) -> HandlerFuture {
+    Box::pin(async { Err(Code::INTERNAL) })
+}
+
+/// Twenty modules, `module0` to `module19`: `ModuleDecl::build` is a plain fn, so one per name.
+macro_rules! modules {
+    ($($n:literal),*) => { [$(ModuleDecl { build: || Box::new(Named(concat!("module", $n))), defined_at: "bench" }),*] };
+}
+const MODULES: [ModuleDecl; 20] =
+    modules!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19);
+
+fn route_lookup(c: &mut Criterion) {
+    // 10 routes per module, 200 in all; routes are 'static, as the registry's are.
+    let routes: Vec<&'static Route> = (0..20)
+        .flat_map(|m| (0..10).map(move |r| (m, r)))
+        .map(|(m, r)| {
+            let path: &'static str = format!("module{m}.route{r}").leak();
+            let route = Route {
+                path,
+                access: Access::Client,
+                handler: noop,
+                types: Default::default,
+                defined_at: "bench",
+            };
+            &*Box::leak(Box::new(route))
+        })
+        .collect();
+    let table = RouteTable::build(&MODULES, routes, &[]).expect("route table");
+    c.bench_function("route lookup (200 routes)", |b| {
+        b.iter(|| table.get_for_client(black_box("module19"), black_box("route9")).is_some())
+    });
+}
+
+fn dispatch(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let worker = Worker::new("bench".into(), RouteTable::from_registry(&[]).expect("route table"));
+    let body: Bytes = EchoReq { text: "0123456789abcdef".into() }.encode_to_vec().into();
+    let message = AgentMessage {
+        main: "echo".into(),
+        sub: "say".into(),
+        seq: 1,
+        data: body,
+        session: 1,
+        user: None,
+        client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        gateway: "bench".into(),
+        trace_id: 1,
+    };
+    c.bench_function("dispatch echo.say (worker)", |b| {
+        b.iter(|| runtime.block_on(worker.handle(black_box(message.clone()))).code)
+    });
+}
+
+criterion_group!(benches, envelope, route_lookup, dispatch);
+criterion_main!(benches);

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# The benchmark of docs/benchmarks.md, on one machine, everything on loopback:
+#   1. `mortar dev` echo with the bot at 1, 100 and 1,000 clients (closed loop);
+#   2. the gateway's resident memory with 10,000 idle connections;
+#   3. the same echo against Pinus (bench/peers/pinus): its connector answering itself, and its
+#      connector forwarding to a backend server over Pinus RPC, at 100 and 1,000 clients.
+# Each row is the median of RUNS runs of SECONDS seconds. Results (one JSON per run and a summary
+# table) go to target/bench/<time>/.
+# Usage: scripts/bench.sh [SECONDS=20] [RUNS=3]   (needs cargo, node and npm; python3 for the table)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-20}
+runs=${2:-3}
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+cargo build --release --locked -p mortar-cli
+bin=target/release/mortar
+out=target/bench/$(date +%Y%m%d-%H%M%S)
+mkdir -p "$out"
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+# Starts `mortar dev` with the per-session limits off (the bot is one IP sending as fast as it
+# can) and sets DEV_PID, DEV_URL, DEV_ADMIN.
+start_dev() {
+  MORTAR_GATEWAY__RATE_PER_SEC=0 MORTAR_GATEWAY__MAX_CONNECTIONS_PER_IP=0 \
+  MORTAR_ADMIN__LISTEN=127.0.0.1:0 RUST_LOG=info NO_COLOR=1 \
+    setsid "$bin" dev --listen 127.0.0.1:0 >"$out/dev.out" 2>"$out/dev.err" &
+  DEV_PID=$!
+  pids+=("$DEV_PID")
+  for _ in $(seq 100); do grep -q "listening on" "$out/dev.out" 2>/dev/null && break; sleep 0.1; done
+  DEV_URL=$(sed -n 's/^mortar: gateway listening on //p' "$out/dev.out")
+  DEV_ADMIN=$(sed -n 's|.*admin listening on http://\([^/]*\)/metrics.*|\1|p' "$out/dev.err")
+}
+stop_dev() { kill "$DEV_PID"; wait "$DEV_PID" 2>/dev/null || true; }
+
+bot() { # name clients [bot args...]
+  local name=$1 clients=$2; shift 2
+  for run in $(seq "$runs"); do
+    "$bin" bot --clients "$clients" --duration "${seconds}s" --quiet --json "$out/$name-c$clients-r$run.json" "$@" \
+      | sed -n 's/^  requests\/s/  '"$name"' c='"$clients"' run '"$run"': req\/s/p'
+  done
+}
+
+echo "== mortar dev, echo"
+start_dev
+for clients in 1 100 1000; do bot mortar-dev "$clients" --url "$DEV_URL"; done
+stop_dev
+
+echo "== mortar dev, 10,000 idle connections"
+start_dev
+rss() { awk '/VmRSS/ {print $2}' "/proc/$DEV_PID/status"; }
+before=$(rss)
+"$bin" bot --url "$DEV_URL" --clients 10000 --scenario idle --duration 60s --quiet >/dev/null &
+idle_bot=$!
+for _ in $(seq 600); do
+  open=$(curl -s "http://$DEV_ADMIN/metrics" | awk '/^mortar_gateway_connections / {print $2}')
+  [ "${open:-0}" -ge 10000 ] && break
+  sleep 0.1
+done
+sleep 2
+after=$(rss)
+echo "{\"connections\": 10000, \"rss_before_kib\": $before, \"rss_after_kib\": $after}" >"$out/mortar-idle.json"
+echo "  RSS $before KiB -> $after KiB: $(( (after - before) * 1024 / 10000 )) bytes per idle connection"
+kill "$idle_bot"; wait "$idle_bot" 2>/dev/null || true
+stop_dev
+
+echo "== Pinus 1.7.4"
+(cd bench/peers/pinus && { [ -d node_modules ] || npm ci --no-audit --no-fund >/dev/null; })
+(cd bench/peers/pinus && exec setsid node app.js >"../../../$out/pinus.log" 2>&1) &
+pinus_pid=$!
+pids+=("$pinus_pid")
+for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/3010) 2>/dev/null && break; sleep 0.1; done
+sleep 2
+for clients in 100 1000; do
+  bot pinus-connector "$clients" --url ws://127.0.0.1:3010 --protocol pinus --route connector.entryHandler.echo
+  bot pinus-forward "$clients" --url ws://127.0.0.1:3010 --protocol pinus --route echo.echoHandler.echo
+done
+kill -- "-$pinus_pid" 2>/dev/null || true
+
+python3 - "$out" <<'PY'
+import json, glob, os, statistics, sys
+out = sys.argv[1]
+rows = {}
+for path in glob.glob(os.path.join(out, "*-c*-r*.json")):
+    name, rest = os.path.basename(path).rsplit("-c", 1)
+    clients = int(rest.split("-r")[0])
+    report = json.load(open(path))
+    rows.setdefault((name, clients), []).append(report)
+def median(reports, key):
+    return statistics.median(r[key] if key == "requests_per_sec" else r["latency_ms"][key] for r in reports)
+lines = ["| target | clients | req/s (median) | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|---|"]
+for (name, clients), reports in sorted(rows.items()):
+    errors = sum(sum(r["errors"].values()) for r in reports)
+    lines.append(f"| {name} | {clients} | {median(reports, 'requests_per_sec'):,.0f} | {median(reports, 'p50'):.2f} | {median(reports, 'p99'):.2f} | {errors} |")
+def rps(name, clients):
+    return median(rows[(name, clients)], "requests_per_sec") if (name, clients) in rows else None
+for clients in (100, 1000):
+    m, p = rps("mortar-dev", clients), rps("pinus-connector", clients)
+    if m and p:
+        lines.append(f"\nmortar dev ÷ Pinus connector at {clients} clients: {m / p:.2f}×")
+    f = rps("pinus-forward", clients)
+    if m and f:
+        lines.append(f"mortar dev ÷ Pinus forwarding at {clients} clients: {m / f:.2f}×")
+table = "\n".join(lines)
+open(os.path.join(out, "summary.md"), "w").write(table + "\n")
+print(table)
+PY
+echo "results in $out"
