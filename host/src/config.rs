@@ -119,7 +119,7 @@ impl Default for GatewayConfig {
             max_handshakes: 1_000,
             outbound_queue: 256,
             write_timeout_ms: 5_000,
-            read_buffer_bytes: 4096,
+            read_buffer_bytes: 2048,
             read_timeout_ms: 60_000,
             handshake_timeout_ms: 10_000,
             request_timeout_ms: 10_000,

@@ -42,9 +42,10 @@ use tokio_util::sync::CancellationToken;
 
 type PendingReply = Pin<Box<dyn Future<Output = UserMessage> + Send>>;
 
-/// What the writer task sends to the client.
+/// What the writer task sends to the client. An encoded frame rather than a `Message`: the
+/// queue's first block (32 items) is allocated for every connection, idle or not.
 enum Outbound {
-    Frame(Message),
+    Frame(Bytes),
     Close(CloseFrame),
 }
 
@@ -82,7 +83,8 @@ pub(super) async fn run(
     ip: IpAddr,
     shutdown: CancellationToken,
 ) {
-    let config = shared.config.clone();
+    let owner = shared.clone();
+    let config = &owner.config;
     let (sink, mut frames) = ws.split();
     let (out, out_rx) = mpsc::channel(config.outbound_queue);
     let writer = tokio::spawn(write(sink, out_rx));
@@ -293,8 +295,8 @@ fn push(main: &str, sub: &str, data: Vec<u8>) -> UserMessage {
     UserMessage { main_type: main.into(), sub_type: sub.into(), data: data.into(), ..Default::default() }
 }
 
-fn encode(msg: &UserMessage) -> Message {
-    Message::Binary(Bytes::from(msg.encode_to_vec()))
+fn encode(msg: &UserMessage) -> Bytes {
+    Bytes::from(msg.encode_to_vec())
 }
 
 /// A close frame; the reason is cut to the 123 bytes the protocol allows.
@@ -316,7 +318,7 @@ where
         let mut next = Some(first);
         while let Some(item) = next {
             let fed = match item {
-                Outbound::Frame(message) => sink.feed(message).await,
+                Outbound::Frame(frame) => sink.feed(Message::Binary(frame)).await,
                 Outbound::Close(frame) => {
                     let _ = sink.send(Message::Close(Some(frame))).await;
                     return;
@@ -349,8 +351,7 @@ mod tests {
     #[test]
     fn frames_encode_as_user_messages() {
         let kick = push("sys", "kick", Kick { reason: Code::SERVER_SHUTDOWN.get() }.encode_to_vec());
-        let Message::Binary(frame) = encode(&kick) else { panic!("binary frame") };
-        let decoded = UserMessage::decode(frame).unwrap();
+        let decoded = UserMessage::decode(encode(&kick)).unwrap();
         assert_eq!((decoded.seq, decoded.code), (0, 0));
         assert_eq!(Kick::decode(decoded.data).unwrap().reason, 13);
     }
