@@ -237,31 +237,22 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write as _;
 
-    fn write_conf(text: &str) -> tempfile_like::TempConf {
-        tempfile_like::TempConf::new(text)
+    /// A config file in the temp dir, removed on drop.
+    struct TempConf(std::path::PathBuf);
+
+    impl Drop for TempConf {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 
-    /// A config file in the target's temp dir, removed on drop.
-    mod tempfile_like {
-        use super::*;
-        pub struct TempConf(pub std::path::PathBuf);
-        impl TempConf {
-            pub fn new(text: &str) -> Self {
-                static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let path = std::env::temp_dir().join(format!("mortar-conf-{}-{n}.toml", std::process::id()));
-                let mut file = std::fs::File::create(&path).unwrap();
-                file.write_all(text.as_bytes()).unwrap();
-                Self(path)
-            }
-        }
-        impl Drop for TempConf {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_file(&self.0);
-            }
-        }
+    fn write_conf(text: &str) -> TempConf {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("mortar-conf-{}-{n}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        TempConf(path)
     }
 
     #[test]

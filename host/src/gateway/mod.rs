@@ -144,16 +144,13 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, st
         upgraded = tokio::time::timeout(config.handshake_timeout(), handshake) => upgraded,
     };
     drop(handshake_slot);
-    let ws = match (upgraded, admitted) {
-        (Ok(Ok(ws)), Ok(guard)) => (ws, guard),
-        (Ok(Err(error)), admitted) => {
-            match admitted {
-                Err(refusal) => refused(refusal, peer),
-                Ok(_) => {
-                    metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "handshake_failed").increment(1);
-                    tracing::debug!(%peer, %error, "websocket handshake failed");
-                }
-            }
+    let (ws, _connection_slot) = match (upgraded, admitted) {
+        (Ok(Ok(ws)), Ok(slot)) => (ws, slot),
+        // Refused by a limit: the callback answered 429/503, which fails the handshake.
+        (Ok(_), Err(refusal)) => return refused(refusal, peer),
+        (Ok(Err(error)), Ok(_)) => {
+            metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "handshake_failed").increment(1);
+            tracing::debug!(%peer, %error, "websocket handshake failed");
             return;
         }
         (Err(_), _) => {
@@ -161,9 +158,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, st
             tracing::debug!(%peer, "websocket handshake timed out");
             return;
         }
-        (Ok(Ok(_)), Err(refusal)) => return refused(refusal, peer),
     };
-    let (ws, _slot) = ws;
     let session = shared.next_session.fetch_add(1, Ordering::Relaxed);
     metrics::counter!(m::CONNECTIONS_ACCEPTED).increment(1);
     metrics::gauge!(m::CONNECTIONS).increment(1.0);
