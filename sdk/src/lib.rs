@@ -15,7 +15,7 @@
 //! ```
 //!
 //! Layout:
-//! - [`module`]: the [`Module`] trait and the [`module!`] macro that registers one.
+//! - [`module`](mod@module): the [`Module`] trait and the [`module!`] macro that registers one.
 //! - [`route`]: routes as [`#[handler]`](handler) registers them, and the decode/encode glue.
 //! - [`ctx`]: [`Ctx`], a handler's view of its request and of the host.
 //! - [`code`]: [`Code`], the outcome a client sees.

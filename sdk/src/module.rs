@@ -34,7 +34,7 @@ impl fmt::Display for ModuleError {
 
 impl std::error::Error for ModuleError {}
 
-/// A module as [`module!`](crate::module) registers it.
+/// A module as [`module!`](macro@crate::module) registers it.
 #[derive(Debug)]
 pub struct ModuleDecl {
     /// Makes the module; called once per node that enables it.

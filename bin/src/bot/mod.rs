@@ -4,7 +4,7 @@
 //! Layout:
 //! - this file: options and the run (connect all clients, then measure for the duration).
 //! - [`scenario`]: what a client does (`echo`, `idle`; add one by implementing [`Scenario`]).
-//! - [`wire`]: the client side of each wire protocol (mortar's `UserMessage`, Pinus packets).
+//! - `wire`: the client side of each wire protocol (mortar's `UserMessage`, Pinus packets).
 //! - [`pinus`]: the Pomelo/Pinus packet format.
 //! - [`report`]: the HDR histogram and the report.
 

@@ -3,7 +3,7 @@
 //! Layout:
 //! - this file: [`Gateway`] and [`serve`], the accept loop with its shutdown.
 //! - [`admission`]: connection limits (total, per IP, in handshake).
-//! - [`agent`]: one task pair per connection (reader relays requests, writer sends frames).
+//! - `agent`: one task pair per connection (reader relays requests, writer sends frames).
 //! - [`envelope`]: the first check of each client frame.
 //! - [`relay`]: the tarpc client to a worker, with deadlines.
 
