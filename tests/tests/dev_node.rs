@@ -252,3 +252,29 @@ async fn shutdown_aborts_sessions_still_busy_after_the_grace_period() {
     let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), node.stop()).await;
     stopped.expect("the node stops soon after the grace period").unwrap();
 }
+
+#[tokio::test]
+async fn websocket_ping_frames_are_answered_and_keep_the_connection_alive() {
+    let node = DevNode::with_config(|config| config.gateway.read_timeout_ms = 300).await;
+    let mut socket = raw(&node.url()).await;
+    for round in 0..4u8 {
+        send(&mut socket, Message::Ping(vec![round].into())).await;
+        let pong = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                match futures::StreamExt::next(&mut socket).await {
+                    Some(Ok(Message::Pong(data))) => break data,
+                    Some(Ok(_)) => continue,
+                    other => panic!("connection ended: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("a pong");
+        assert_eq!(pong.as_ref(), &[round]);
+        // Pings alone keep a connection with a 300 ms read timeout open past it.
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    send(&mut socket, request("echo.say", 1, echo_body("still open"))).await;
+    let Received::Message(reply) = receive(&mut socket).await else { panic!("closed") };
+    assert_eq!(text_of(&reply), "still open");
+}
