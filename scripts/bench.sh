@@ -48,6 +48,25 @@ start_dev
 for clients in 1 100 1000; do bot mortar-dev "$clients" --url "$DEV_URL"; done
 stop_dev
 
+# A steadier yardstick than closed-loop throughput: the node's CPU time per request at a fixed
+# open-loop load (100 clients x 400 req/s = 40k req/s).
+echo "== mortar dev, CPU per request at 40k req/s"
+start_dev
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$DEV_PID/stat"; }
+ticks_before=$(cpu_ticks)
+"$bin" bot --url "$DEV_URL" --clients 100 --rate 400 --duration "${seconds}s" --quiet --json "$out/mortar-cpu.json" >/dev/null
+ticks_after=$(cpu_ticks)
+python3 - "$out/mortar-cpu.json" "$ticks_before" "$ticks_after" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+ticks = int(sys.argv[3]) - int(sys.argv[2])
+micros = ticks / int(sys.argv[4]) * 1e6 / max(report["ok"], 1)
+report["cpu_us_per_request"] = round(micros, 2)
+json.dump(report, open(sys.argv[1], "w"), indent=2)
+print(f"  {report['requests_per_sec']:.0f} req/s, {micros:.1f} µs of node CPU per request")
+PY
+stop_dev
+
 echo "== mortar dev, 10,000 idle connections"
 start_dev
 rss() { awk '/VmRSS/ {print $2}' "/proc/$DEV_PID/status"; }
