@@ -38,8 +38,9 @@ pub struct Request {
 
 /// What the host does for handlers. Implemented by the host; module code uses [`Ctx`].
 pub trait Host: Send + Sync + 'static {
-    /// Runs internal or client route `route` with an encoded body on behalf of `from`, on this
-    /// node if it serves the route's module, otherwise on a node that does.
+    /// Runs internal or client route `route` with an encoded body on behalf of `from`, on a node
+    /// that serves the route's module: this node when it does. (Until the cluster lands that is
+    /// the only node asked; a route it does not serve is `NO_ROUTE`.)
     fn call(&self, from: &Ctx, route: &str, body: Bytes) -> BoxFuture<Result<Bytes, Code>>;
 }
 
