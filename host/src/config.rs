@@ -102,6 +102,11 @@ pub struct GatewayConfig {
     pub request_timeout_ms: u64,
     /// On shutdown, how long sessions get to finish their in-flight requests.
     pub shutdown_grace_ms: u64,
+    /// When this node also runs the worker (`mortar dev`), run its handlers in-process on the
+    /// session's task. `false` relays them through the worker's tarpc service over an in-process
+    /// channel instead: the code path of a remote worker, slower by several task hand-offs per
+    /// request; meant for testing that path.
+    pub local_dispatch: bool,
 }
 
 impl Default for GatewayConfig {
@@ -124,6 +129,7 @@ impl Default for GatewayConfig {
             handshake_timeout_ms: 10_000,
             request_timeout_ms: 10_000,
             shutdown_grace_ms: 5_000,
+            local_dispatch: true,
         }
     }
 }

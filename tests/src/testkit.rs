@@ -3,7 +3,11 @@
 
 use mortar::pb::echo::{EchoReq, EchoResp};
 use mortar::prelude::*;
-use std::time::Duration;
+use std::{
+    collections::HashSet,
+    sync::{LazyLock, Mutex},
+    time::Duration,
+};
 
 mortar::module!("testkit");
 
@@ -56,4 +60,20 @@ async fn trace(ctx: Ctx, _req: EchoReq) -> Result<EchoResp, Code> {
 #[mortar::handler("testkit.trace_inner", internal)]
 async fn trace_inner(ctx: Ctx, _req: EchoReq) -> Result<EchoResp, Code> {
     Ok(EchoResp { text: format!("{:032x}", ctx.request().trace_id) })
+}
+
+/// Texts of the `testkit.finish` requests whose handlers ran to their end.
+static FINISHED: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::default);
+
+/// Whether a `testkit.finish` request with `text` ran to its end.
+pub fn finished(text: &str) -> bool {
+    FINISHED.lock().is_ok_and(|finished| finished.contains(text))
+}
+
+/// Sleeps 300 ms, then records `text` as finished (see [`finished`]) and echoes it.
+#[mortar::handler("testkit.finish")]
+async fn finish(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    FINISHED.lock().map_err(|_| Code::INTERNAL)?.insert(req.text.clone());
+    Ok(EchoResp { text: req.text })
 }

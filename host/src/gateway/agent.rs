@@ -11,7 +11,10 @@
 //! 5. the node shuts down (`sys.kick` with `SERVER_SHUTDOWN`, then closed with 1001).
 //!
 //! In cases 2, 3 and 5 every request already read gets its reply before the close frame (on
-//! shutdown, requests not yet started are answered `SERVER_SHUTDOWN`).
+//! shutdown, requests not yet started are answered `SERVER_SHUTDOWN`). In every case a request
+//! already started runs to completion (or its deadline) before the session's task ends, so a
+//! client that leaves mid-request never cuts a handler short between two writes; requests not
+//! started yet are dropped. Only the node's shutdown grace period cuts them short.
 
 use super::{
     Shared,
@@ -264,24 +267,34 @@ impl Agent {
         }
     }
 
+    /// Lets every started request finish when its reply can no longer be sent; the replies are
+    /// dropped.
+    async fn abandon(&mut self) {
+        self.waiting.clear();
+        while self.running.next().await.is_some() {}
+    }
+
     /// Says goodbye after the loop ended: answers what was read, kicks on shutdown, queues the
     /// close frame. False when the client cannot be written to (the writer is to be aborted).
     async fn finish(&mut self, end: End) -> bool {
-        match end {
+        let finished = match end {
             End::Gone(_) => false,
             End::Close(frame, _) => self.drain(false).await && self.close(frame).await,
-            End::Shutdown => {
-                if !self.drain(true).await {
-                    return false;
-                }
-                let kick = push("sys", "kick", Kick { reason: Code::SERVER_SHUTDOWN.get() }.encode_to_vec());
-                metrics::counter!(m::KICKS, "reason" => m::code_label(Code::SERVER_SHUTDOWN.get()))
-                    .increment(1);
-                metrics::counter!(m::PUSHES, "route" => "sys.kick").increment(1);
-                self.send(Outbound::Frame(encode(&kick))).await.is_ok()
-                    && self.close(close(CloseCode::Away, "server shutdown")).await
-            }
+            End::Shutdown => self.drain(true).await && self.goodbye().await,
+        };
+        if !finished {
+            self.abandon().await;
         }
+        finished
+    }
+
+    /// Kicks the session for the node's shutdown and queues the close frame; true when queued.
+    async fn goodbye(&mut self) -> bool {
+        let kick = push("sys", "kick", Kick { reason: Code::SERVER_SHUTDOWN.get() }.encode_to_vec());
+        metrics::counter!(m::KICKS, "reason" => m::code_label(Code::SERVER_SHUTDOWN.get())).increment(1);
+        metrics::counter!(m::PUSHES, "route" => "sys.kick").increment(1);
+        self.send(Outbound::Frame(encode(&kick))).await.is_ok()
+            && self.close(close(CloseCode::Away, "server shutdown")).await
     }
 
     /// Queues the close frame; true when queued.

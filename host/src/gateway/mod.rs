@@ -5,7 +5,7 @@
 //! - [`admission`]: connection limits (total, per IP, in handshake).
 //! - `agent`: one task pair per connection (reader relays requests, writer sends frames).
 //! - [`envelope`]: the first check of each client frame.
-//! - [`relay`]: the tarpc client to a worker, with deadlines.
+//! - [`relay`]: the way to a worker (in-process, or its tarpc service), with deadlines.
 
 pub mod admission;
 mod agent;

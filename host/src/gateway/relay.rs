@@ -1,58 +1,92 @@
-//! The gateway's way to a worker: one tarpc client, a deadline on every call, RPC failures turned
-//! into codes, and the call's latency recorded by peer.
+//! The gateway's way to a worker: the node's own worker called in-process, or a worker's tarpc
+//! service; a deadline on every request either way, failures turned into codes.
 
 use crate::{
     metrics as m,
     rpc::{AgentMessage, Reply, WorkerRpcClient},
     trace,
+    worker::Worker,
 };
 use mortar::Code;
 use std::time::{Duration, Instant};
 use tarpc::client::RpcError;
 
-/// Relays client requests to a worker.
+/// Relays client requests to a worker. Cheap to clone.
 #[derive(Clone)]
 pub struct Relay {
-    worker: WorkerRpcClient,
-    peer: String,
+    target: Target,
     timeout: Duration,
-    latency: metrics::Histogram,
+}
+
+#[derive(Clone)]
+enum Target {
+    /// This node's own worker: handlers run on the session's task, no RPC.
+    Local(Worker),
+    /// A worker's tarpc service (a remote node, or this node's worker through an in-process
+    /// channel), with the call latency recorded by peer.
+    Rpc { worker: WorkerRpcClient, peer: String, latency: metrics::Histogram },
 }
 
 impl Relay {
-    /// Relays over `worker` (the node `peer`), giving each call `timeout` to complete.
-    pub fn new(worker: WorkerRpcClient, peer: String, timeout: Duration) -> Self {
+    /// Relays to `worker` in this process: the handler runs on the calling session's task, as
+    /// Pitaya handles a frontend server's own routes, without a task hand-off or a serialisation.
+    /// Each request gets `timeout` to complete.
+    pub fn local(worker: Worker, timeout: Duration) -> Self {
+        Self { target: Target::Local(worker), timeout }
+    }
+
+    /// Relays over the tarpc client `worker` (the node `peer`), giving each call `timeout` to
+    /// complete.
+    pub fn rpc(worker: WorkerRpcClient, peer: String, timeout: Duration) -> Self {
         let latency = metrics::histogram!(m::RPC_DURATION, "peer" => peer.clone());
-        Self { worker, peer, timeout, latency }
+        Self { target: Target::Rpc { worker, peer, latency }, timeout }
     }
 
     /// Relays `msg` to the worker.
     ///
     /// Completes when the worker replies or the deadline passes, whichever comes first, so the
-    /// client always receives exactly one reply.
+    /// client always receives exactly one reply. Dropping the future cancels the request (the
+    /// gateway does not: it lets started requests finish even when their client has left).
     ///
     /// # Errors
     /// None: failures are replies with `TIMEOUT` (deadline passed), `UNAVAILABLE` (the worker is
     /// gone) or `INTERNAL`.
     pub async fn relay(&self, msg: AgentMessage) -> Reply {
-        let started = Instant::now();
-        let mut cx = tarpc::context::current();
-        cx.deadline = started + self.timeout;
-        cx.trace_context.trace_id = msg.trace_id.into();
-        let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
-        let result = self.worker.handle(cx, msg).await;
-        self.latency.record(started.elapsed());
-        match result {
-            Ok(reply) => {
-                tracing::debug!(peer = %self.peer, session, seq, trace = %trace::display(trace_id), code = %m::code_label(reply.code), "relayed");
-                reply
+        match &self.target {
+            Target::Local(worker) => {
+                let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
+                match tokio::time::timeout(self.timeout, worker.handle(msg)).await {
+                    Ok(reply) => {
+                        tracing::debug!(session, seq, trace = %trace::display(trace_id), code = %m::code_label(reply.code), "relayed");
+                        reply
+                    }
+                    Err(_) => {
+                        tracing::warn!(session, seq, trace = %trace::display(trace_id), "request timed out");
+                        Reply::code(Code::TIMEOUT)
+                    }
+                }
             }
-            Err(error) => {
-                let code = code_of(&error);
-                metrics::counter!(m::RPC_ERRORS, "peer" => self.peer.clone(), "code" => m::code_label(code.get()))
-                    .increment(1);
-                tracing::warn!(peer = %self.peer, session, seq, trace = %trace::display(trace_id), %error, ?code, "relay to worker failed");
-                Reply::code(code)
+            Target::Rpc { worker, peer, latency } => {
+                let started = Instant::now();
+                let mut cx = tarpc::context::current();
+                cx.deadline = started + self.timeout;
+                cx.trace_context.trace_id = msg.trace_id.into();
+                let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
+                let result = worker.handle(cx, msg).await;
+                latency.record(started.elapsed());
+                match result {
+                    Ok(reply) => {
+                        tracing::debug!(%peer, session, seq, trace = %trace::display(trace_id), code = %m::code_label(reply.code), "relayed");
+                        reply
+                    }
+                    Err(error) => {
+                        let code = code_of(&error);
+                        metrics::counter!(m::RPC_ERRORS, "peer" => peer.clone(), "code" => m::code_label(code.get()))
+                            .increment(1);
+                        tracing::warn!(%peer, session, seq, trace = %trace::display(trace_id), %error, ?code, "relay to worker failed");
+                        Reply::code(code)
+                    }
+                }
             }
         }
     }

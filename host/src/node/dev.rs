@@ -1,7 +1,9 @@
 //! `mortar dev`: a gateway and a worker with every enabled module in one process.
 //!
-//! They talk over tarpc's in-process channel transport: the same service and the same gateway
-//! code as a cluster over TCP, without sockets between them.
+//! The gateway runs the worker's handlers in-process on each session's task (no RPC, as Pitaya
+//! does for a frontend server's own routes). With `gateway.local_dispatch = false` it relays them
+//! over tarpc's in-process channel transport instead: the same service and the same gateway code
+//! as a cluster over TCP, without sockets between them.
 
 use super::{Listeners, NodeError};
 use crate::{
@@ -35,13 +37,18 @@ pub async fn run(
         tokio::spawn(admin::serve(listener, health.clone(), async move { stop.cancelled().await }))
     });
 
-    let (client_side, server_side) = tarpc::transport::channel::unbounded();
-    let server = tokio::spawn(worker.clone().serve(server_side));
-    let mut rpc_config = tarpc::client::Config::default();
-    // Each session bounds its own in-flight requests; the client need not queue on top.
-    rpc_config.max_in_flight_requests = usize::MAX;
-    let client = WorkerRpcClient::new(rpc_config, client_side).spawn();
-    let relay = Relay::new(client, config.node.id.clone(), config.gateway.request_timeout());
+    let timeout = config.gateway.request_timeout();
+    let (relay, server) = if config.gateway.local_dispatch {
+        (Relay::local(worker.clone(), timeout), None)
+    } else {
+        let (client_side, server_side) = tarpc::transport::channel::unbounded();
+        let server = tokio::spawn(worker.clone().serve(server_side));
+        let mut rpc_config = tarpc::client::Config::default();
+        // Each session bounds its own in-flight requests; the client need not queue on top.
+        rpc_config.max_in_flight_requests = usize::MAX;
+        let client = WorkerRpcClient::new(rpc_config, client_side).spawn();
+        (Relay::rpc(client, config.node.id.clone(), timeout), Some(server))
+    };
     let gateway = Gateway::new(config.gateway, config.node.id, relay);
 
     health.set_ready(true);
@@ -52,7 +59,9 @@ pub async fn run(
     gateway::serve(listeners.gateway, gateway, shutdown).await;
 
     // The gateway (and with it the last tarpc client) is gone: the server sees its channel close.
-    let _ = server.await;
+    if let Some(server) = server {
+        let _ = server.await;
+    }
     worker.stop();
     admin_stop.cancel();
     if let Some(admin) = admin {
