@@ -74,14 +74,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("mortar: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli.command)) {
+    match run(cli.command) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("mortar: {error:#}");
@@ -90,35 +83,23 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<ExitCode> {
+/// A multi-thread runtime with `threads` workers (0: one per CPU core).
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    builder.enable_all().build().context("cannot start the async runtime")
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Dev { conf, listen } => {
             let mut config = NodeConfig::load(conf.as_deref())?;
             if let Some(listen) = listen {
                 config.gateway.listen = listen;
             }
-            mortar_host::metrics::install();
-            let gateway = TcpListener::bind(config.gateway.listen)
-                .await
-                .with_context(|| format!("cannot listen for clients on {}", config.gateway.listen))?;
-            let admin = match config.admin.enabled {
-                true => Some(TcpListener::bind(config.admin.listen).await.with_context(|| {
-                    format!(
-                        "cannot listen for admin on {} (set admin.listen or admin.enabled = false)",
-                        config.admin.listen
-                    )
-                })?),
-                false => None,
-            };
-            if let Some(admin) = &admin {
-                tracing::info!("admin listening on http://{}/metrics", admin.local_addr()?);
-            }
-            println!("mortar: gateway listening on ws://{}/ws", gateway.local_addr()?);
-            std::io::stdout().flush()?;
-            let listeners = Listeners { gateway, admin };
-            mortar_host::node::dev::run(config, listeners, shutdown_signal()).await?;
-            tracing::info!("stopped");
-            Ok(ExitCode::SUCCESS)
+            runtime(config.node.worker_threads)?.block_on(dev(config))
         }
         Command::Client { url, timeout, show_pushes, route, json } => {
             let (main, sub) = client::split_route(&route)?;
@@ -136,14 +117,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 client.close().await?;
                 anyhow::Ok(reply)
             };
-            let reply = tokio::time::timeout(Duration::from_secs_f64(timeout), exchange)
-                .await
+            let reply = runtime(1)?
+                .block_on(async { tokio::time::timeout(Duration::from_secs_f64(timeout), exchange).await })
                 .with_context(|| format!("no reply within {timeout} s"))??;
             println!("{}", client::reply_json(&reply, false));
             Ok(if reply.code == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Bot(options) => {
-            let report = mortar_cli::bot::run(options).await?;
+            let report = runtime(options.threads)?.block_on(mortar_cli::bot::run(options))?;
             println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
@@ -154,6 +135,32 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(2))
         }
     }
+}
+
+/// `mortar dev`: binds the listeners, prints the readiness line and runs until Ctrl-C/SIGTERM.
+async fn dev(config: NodeConfig) -> anyhow::Result<ExitCode> {
+    mortar_host::metrics::install();
+    let gateway = TcpListener::bind(config.gateway.listen)
+        .await
+        .with_context(|| format!("cannot listen for clients on {}", config.gateway.listen))?;
+    let admin = match config.admin.enabled {
+        true => Some(TcpListener::bind(config.admin.listen).await.with_context(|| {
+            format!(
+                "cannot listen for admin on {} (set admin.listen or admin.enabled = false)",
+                config.admin.listen
+            )
+        })?),
+        false => None,
+    };
+    if let Some(admin) = &admin {
+        tracing::info!("admin listening on http://{}/metrics", admin.local_addr()?);
+    }
+    println!("mortar: gateway listening on ws://{}/ws", gateway.local_addr()?);
+    std::io::stdout().flush()?;
+    let listeners = Listeners { gateway, admin };
+    mortar_host::node::dev::run(config, listeners, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -48,11 +48,14 @@ pub struct NodeConfig {
 pub struct NodeSection {
     /// Unique id of the node within its cluster.
     pub id: String,
+    /// Threads of the node's async runtime; 0 starts one per CPU core. Fewer leave cores to
+    /// other processes on the machine (a load generator, a database).
+    pub worker_threads: usize,
 }
 
 impl Default for NodeSection {
     fn default() -> Self {
-        Self { id: "dev-1".into() }
+        Self { id: "dev-1".into(), worker_threads: 0 }
     }
 }
 
@@ -207,8 +210,15 @@ impl NodeConfig {
     /// The first key whose value is out of range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let g = &self.gateway;
-        let checks: [(&'static str, bool, &'static str); 12] = [
+        let checks: [(&'static str, bool, &'static str); 15] = [
             ("node.id", !self.node.id.is_empty(), "must not be empty"),
+            (
+                "node.worker_threads",
+                self.node.worker_threads <= 1024,
+                "must be at most 1024 (0: one per core)",
+            ),
+            ("gateway.write_timeout_ms", g.write_timeout_ms >= 1, "must be at least 1"),
+            ("gateway.request_timeout_ms", g.request_timeout_ms >= 1, "must be at least 1"),
             ("gateway.max_frame_bytes", g.max_frame_bytes >= 64, "must be at least 64"),
             ("gateway.max_route_bytes", g.max_route_bytes >= 3, "must be at least 3"),
             ("gateway.max_in_flight", g.max_in_flight >= 1, "must be at least 1"),
@@ -221,18 +231,6 @@ impl NodeConfig {
             ("gateway.read_timeout_ms", g.read_timeout_ms >= 100, "must be at least 100"),
             ("gateway.handshake_timeout_ms", g.handshake_timeout_ms >= 100, "must be at least 100"),
         ];
-        if g.write_timeout_ms == 0 {
-            return Err(ConfigError::Invalid {
-                key: "gateway.write_timeout_ms",
-                reason: "must be at least 1",
-            });
-        }
-        if g.request_timeout_ms == 0 {
-            return Err(ConfigError::Invalid {
-                key: "gateway.request_timeout_ms",
-                reason: "must be at least 1",
-            });
-        }
         match checks.into_iter().find(|(_, ok, _)| !ok) {
             Some((key, _, reason)) => Err(ConfigError::Invalid { key, reason }),
             None => Ok(()),

@@ -18,6 +18,7 @@ fn options(url: String, json: std::path::PathBuf) -> BotOptions {
         route: None,
         json: Some(json),
         quiet: true,
+        threads: 0,
     }
 }
 

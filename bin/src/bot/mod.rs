@@ -108,6 +108,10 @@ pub struct BotOptions {
     /// No live progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// Threads of the bot's async runtime; 0 starts one per CPU core. On a machine shared with
+    /// the server under test, fewer leave it cores of its own.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 /// Parses `30s`, `500ms`, `2m`, `1h` or a bare number of seconds.
