@@ -1,4 +1,5 @@
-//! The per-request hot paths: envelope decode/encode, route lookup, handler dispatch.
+//! The per-request hot paths: envelope decode/encode, route lookup, handler dispatch, and a push
+//! fanned out to 1,000 sessions.
 //! Run with `cargo bench -p mortar-host`; numbers are in docs/benchmarks.md.
 #![allow(missing_docs)]
 
@@ -11,7 +12,10 @@ use mortar::{
 };
 use mortar_echo as _;
 use mortar_host::{
-    gateway::envelope::{Inbound, inspect},
+    gateway::{
+        envelope::{Inbound, inspect},
+        sessions::{Outbound, SessionTable},
+    },
     rpc::AgentMessage,
     worker::{Worker, routes::RouteTable},
 };
@@ -91,5 +95,36 @@ fn dispatch(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, envelope, route_lookup, dispatch);
+/// One push to 1,000 sessions: encode once, queue the shared bytes for each session (the gateway's
+/// work; the writers' socket writes are not included), then the writers take their frames.
+fn push_fan_out(c: &mut Criterion) {
+    let table = SessionTable::default();
+    let mut queues = Vec::new();
+    for session in 1..=1_000u64 {
+        let (queue, frames) = tokio::sync::mpsc::channel(4);
+        table.insert(session, queue);
+        queues.push(frames);
+    }
+    let sessions: Vec<u64> = (1..=1_000).collect();
+    let body: Bytes = EchoReq { text: "0123456789abcdef".into() }.encode_to_vec().into();
+    c.bench_function("push fan-out to 1,000 sessions", |b| {
+        b.iter(|| {
+            let msg = UserMessage {
+                main_type: "chat".into(),
+                sub_type: "message".into(),
+                data: body.clone(),
+                ..Default::default()
+            };
+            let frame = Bytes::from(msg.encode_to_vec());
+            let report = table.push(black_box(&sessions), &frame);
+            for frames in &mut queues {
+                let Ok(Outbound::Frame(frame)) = frames.try_recv() else { unreachable!("queued") };
+                black_box(frame);
+            }
+            report.delivered
+        })
+    });
+}
+
+criterion_group!(benches, envelope, route_lookup, dispatch, push_fan_out);
 criterion_main!(benches);

@@ -22,6 +22,8 @@ pub const GATEWAY_REPLIES: &str = "mortar_gateway_replies_total";
 pub const QUEUE_FULL: &str = "mortar_gateway_outbound_queue_full_total";
 /// Counter: pushes sent to clients, by `route`.
 pub const PUSHES: &str = "mortar_gateway_pushes_total";
+/// Counter: pushes not sent because the client's outgoing queue was full, by `route`.
+pub const PUSHES_DROPPED: &str = "mortar_gateway_pushes_dropped_total";
 /// Counter: sessions kicked, by `reason` code.
 pub const KICKS: &str = "mortar_gateway_kicks_total";
 /// Histogram: seconds from relaying a request to its reply, by worker `peer`.

@@ -77,3 +77,9 @@ async fn finish(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
     FINISHED.lock().map_err(|_| Code::INTERNAL)?.insert(req.text.clone());
     Ok(EchoResp { text: req.text })
 }
+
+/// Answers the session id the worker sees for this client, in decimal.
+#[mortar::handler("testkit.whoami")]
+async fn whoami(ctx: Ctx, _req: EchoReq) -> Result<EchoResp, Code> {
+    Ok(EchoResp { text: ctx.session_id().to_string() })
+}

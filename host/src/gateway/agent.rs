@@ -19,6 +19,7 @@
 use super::{
     Shared,
     envelope::{self, Inbound},
+    sessions::Outbound,
 };
 use crate::{metrics as m, rpc::AgentMessage, trace};
 use bytes::Bytes;
@@ -44,13 +45,6 @@ use tokio_tungstenite::{
 use tokio_util::sync::CancellationToken;
 
 type PendingReply = Pin<Box<dyn Future<Output = UserMessage> + Send>>;
-
-/// What the writer task sends to the client. An encoded frame rather than a `Message`: the
-/// queue's first block (32 items) is allocated for every connection, idle or not.
-enum Outbound {
-    Frame(Bytes),
-    Close(CloseFrame),
-}
 
 /// Why the agent's loop ended.
 enum End {
@@ -91,6 +85,7 @@ pub(super) async fn run(
     let (sink, mut frames) = ws.split();
     let (out, out_rx) = mpsc::channel(config.outbound_queue);
     let writer = tokio::spawn(write(sink, out_rx));
+    let registered = Registered::new(&owner, session, out.clone());
     let limiter = NonZeroU32::new(config.rate_per_sec).map(|rate| {
         let burst = NonZeroU32::new(config.rate_burst).unwrap_or(rate);
         RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
@@ -138,6 +133,8 @@ pub(super) async fn run(
         }
     };
 
+    // No more pushes: the session is ending.
+    drop(registered);
     let reason = match &end {
         End::Gone(reason) | End::Close(_, reason) => *reason,
         End::Shutdown => "shutdown",
@@ -300,6 +297,26 @@ impl Agent {
     /// Queues the close frame; true when queued.
     async fn close(&mut self, frame: CloseFrame) -> bool {
         self.send(Outbound::Close(frame)).await.is_ok()
+    }
+}
+
+/// The session's entry in the gateway's session table, removed when dropped (also when the
+/// session's task is aborted), so pushes never find a session that is gone.
+struct Registered<'a> {
+    shared: &'a Shared,
+    session: u64,
+}
+
+impl<'a> Registered<'a> {
+    fn new(shared: &'a Shared, session: u64, queue: mpsc::Sender<Outbound>) -> Self {
+        shared.sessions.insert(session, queue);
+        Self { shared, session }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.shared.sessions.remove(self.session);
     }
 }
 

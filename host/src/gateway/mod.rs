@@ -5,17 +5,23 @@
 //! - [`admission`]: connection limits (total, per IP, in handshake).
 //! - `agent`: one task pair per connection (reader relays requests, writer sends frames).
 //! - [`envelope`]: the first check of each client frame.
+//! - [`sessions`]: the live sessions, through which pushes reach clients.
 //! - [`relay`]: the way to a worker (in-process, or its tarpc service), with deadlines.
 
 pub mod admission;
 mod agent;
 pub mod envelope;
 pub mod relay;
+pub mod sessions;
 
 use crate::{config::GatewayConfig, metrics as m};
 use admission::{Admission, Refusal};
+use bytes::Bytes;
 use mortar::Code;
+use mortar_pb::UserMessage;
+use prost::Message as _;
 use relay::Relay;
+use sessions::{PushReport, SessionTable};
 use std::{
     future::Future,
     net::SocketAddr,
@@ -37,7 +43,9 @@ use tokio_util::sync::CancellationToken;
 /// The path clients connect to.
 pub const WS_PATH: &str = "/ws";
 
-/// A gateway: its config, its identity and its way to the workers.
+/// A gateway: its config, its identity, its way to the workers and its live sessions. Cheap to
+/// clone: clones share the sessions, so one can push while [`serve`] runs with another.
+#[derive(Clone)]
 pub struct Gateway {
     shared: Arc<Shared>,
 }
@@ -48,6 +56,7 @@ struct Shared {
     relay: Relay,
     admission: Arc<Admission>,
     next_session: AtomicU64,
+    sessions: SessionTable,
     /// `GATEWAY_REPLIES` by protocol code, registered once (a labelled lookup per reply costs).
     replies: Vec<metrics::Counter>,
 }
@@ -70,8 +79,34 @@ impl Gateway {
         let replies = (0..=Code::SERVER_SHUTDOWN.get())
             .map(|code| metrics::counter!(m::GATEWAY_REPLIES, "code" => m::code_label(code)))
             .collect();
-        let shared = Shared { config, node_id, relay, admission, next_session: AtomicU64::new(1), replies };
+        let next_session = AtomicU64::new(1);
+        let sessions = SessionTable::default();
+        let shared = Shared { config, node_id, relay, admission, next_session, sessions, replies };
         Self { shared: Arc::new(shared) }
+    }
+
+    /// Pushes the message `main.sub` with body `data` to each of `sessions` (ids of this
+    /// gateway's sessions), as a server push (`seq` 0).
+    ///
+    /// The message is encoded once and never waits on a client: a session whose outgoing queue is
+    /// full (its client does not read) misses this push, which is counted in
+    /// `mortar_gateway_pushes_dropped_total`.
+    pub fn push(&self, sessions: &[u64], main: &str, sub: &str, data: Bytes) -> PushReport {
+        let msg = UserMessage { main_type: main.into(), sub_type: sub.into(), data, ..Default::default() };
+        let frame = Bytes::from(msg.encode_to_vec());
+        let report = self.shared.sessions.push(sessions, &frame);
+        let route = format!("{main}.{sub}");
+        metrics::counter!(m::PUSHES, "route" => route.clone()).increment(report.delivered as u64);
+        if report.dropped > 0 {
+            metrics::counter!(m::PUSHES_DROPPED, "route" => route).increment(report.dropped as u64);
+            tracing::debug!(node = %self.shared.node_id, main, sub, dropped = report.dropped, "push dropped for clients that do not read");
+        }
+        report
+    }
+
+    /// Sessions connected to this gateway now.
+    pub fn session_count(&self) -> usize {
+        self.shared.sessions.len()
     }
 }
 

@@ -1,0 +1,121 @@
+//! The gateway's live sessions: how a push finds a session's outgoing queue.
+//!
+//! Each agent registers its writer's queue here for as long as its connection lives. A push
+//! encodes its message once and hands the same bytes (reference-counted, never copied) to every
+//! addressed session's queue without waiting: a session whose queue is full does not read, so its
+//! copy is dropped and counted rather than holding up the others.
+
+use bytes::Bytes;
+use std::{
+    collections::HashMap,
+    sync::{PoisonError, RwLock},
+};
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+/// What a session's writer task sends to its client.
+///
+/// An encoded frame rather than a tungstenite `Message`: the queue's first block (32 items) is
+/// allocated for every connection, idle or not, so items are kept small.
+#[derive(Debug)]
+pub enum Outbound {
+    /// One binary frame: an encoded `UserMessage` (a reply or a push).
+    Frame(Bytes),
+    /// The close frame; the writer stops after it.
+    Close(CloseFrame),
+}
+
+/// Shards of the table: connects and disconnects of different sessions rarely share a lock.
+const SHARDS: usize = 16;
+
+/// Live sessions by id, each with its writer's queue.
+pub struct SessionTable {
+    shards: [RwLock<HashMap<u64, mpsc::Sender<Outbound>>>; SHARDS],
+}
+
+/// What became of one push, by session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PushReport {
+    /// Queued for the session's client.
+    pub delivered: usize,
+    /// No such session on this gateway (it ended, or never was).
+    pub offline: usize,
+    /// The session's outgoing queue was full (its client does not read) or closing: not sent.
+    pub dropped: usize,
+}
+
+impl Default for SessionTable {
+    fn default() -> Self {
+        Self { shards: std::array::from_fn(|_| RwLock::default()) }
+    }
+}
+
+impl SessionTable {
+    fn shard(&self, session: u64) -> &RwLock<HashMap<u64, mpsc::Sender<Outbound>>> {
+        // Session ids are sequential, so the low bits spread them evenly.
+        &self.shards[(session % SHARDS as u64) as usize]
+    }
+
+    /// Registers `session` with its writer's queue, replacing any earlier entry of that id.
+    pub fn insert(&self, session: u64, queue: mpsc::Sender<Outbound>) {
+        self.shard(session).write().unwrap_or_else(PoisonError::into_inner).insert(session, queue);
+    }
+
+    /// Forgets `session`; pushes to it count as offline from now on.
+    pub fn remove(&self, session: u64) {
+        self.shard(session).write().unwrap_or_else(PoisonError::into_inner).remove(&session);
+    }
+
+    /// Live sessions.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|shard| shard.read().unwrap_or_else(PoisonError::into_inner).len()).sum()
+    }
+
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Queues `frame` for each of `sessions`, without waiting on any of them.
+    pub fn push(&self, sessions: &[u64], frame: &Bytes) -> PushReport {
+        let mut report = PushReport::default();
+        for &session in sessions {
+            let shard = self.shard(session).read().unwrap_or_else(PoisonError::into_inner);
+            match shard.get(&session).map(|queue| queue.try_send(Outbound::Frame(frame.clone()))) {
+                Some(Ok(())) => report.delivered += 1,
+                None => report.offline += 1,
+                Some(Err(TrySendError::Full(_) | TrySendError::Closed(_))) => report.dropped += 1,
+            }
+        }
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_push_reaches_live_sessions_and_reports_the_rest() {
+        let table = SessionTable::default();
+        let (live, mut live_rx) = mpsc::channel(4);
+        let (full, _full_rx) = mpsc::channel(1);
+        let (closed, closed_rx) = mpsc::channel(4);
+        drop(closed_rx);
+        table.insert(1, live);
+        table.insert(2, full.clone());
+        table.insert(3, closed);
+        full.try_send(Outbound::Frame(Bytes::new())).unwrap();
+
+        let frame = Bytes::from_static(b"push");
+        let report = table.push(&[1, 2, 3, 4], &frame);
+        assert_eq!(report, PushReport { delivered: 1, offline: 1, dropped: 2 });
+        let Ok(Outbound::Frame(got)) = live_rx.try_recv() else { panic!("no frame queued") };
+        // The same bytes, not a copy.
+        assert_eq!(got.as_ptr(), frame.as_ptr());
+
+        table.remove(1);
+        assert_eq!(table.push(&[1], &frame).offline, 1);
+        assert_eq!(table.len(), 2);
+    }
+}
