@@ -1,5 +1,6 @@
-//! The agent: one per client connection. Its task reads frames, checks them against the session's
-//! limits and relays requests; a writer task fed by a bounded channel sends replies and pushes.
+//! The agent: one task per client connection. It reads frames, checks them against the session's
+//! limits, runs or relays requests, and writes replies and pushes through the connection's
+//! outgoing queue ([`Socket`]).
 //!
 //! The agent's loop ends when:
 //! 1. the client closes the connection or the socket fails;
@@ -20,19 +21,27 @@ use super::{
     Shared,
     envelope::{self, Inbound},
     sessions::Outbound,
+    socket::{Io, Socket},
 };
 use crate::{metrics as m, rpc::AgentMessage, trace};
 use bytes::Bytes;
-use futures::{SinkExt as _, StreamExt as _, stream::FuturesOrdered};
+use futures::{StreamExt as _, stream::FuturesOrdered};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use mortar::Code;
 use mortar_pb::{Kick, UserMessage};
 use prost::Message as _;
-use std::{collections::VecDeque, future::Future, net::IpAddr, num::NonZeroU32, pin::Pin, sync::Arc};
+use std::{
+    collections::VecDeque,
+    future::{Future, poll_fn},
+    net::IpAddr,
+    num::NonZeroU32,
+    pin::Pin,
+    sync::Arc,
+};
 use tokio::{
     net::TcpStream,
-    sync::mpsc::{self, error::TrySendError},
-    time::Instant,
+    sync::mpsc,
+    time::{Instant, Sleep},
 };
 use tokio_tungstenite::{
     WebSocketStream,
@@ -61,7 +70,7 @@ struct Agent {
     shared: Arc<Shared>,
     session: u64,
     ip: IpAddr,
-    out: mpsc::Sender<Outbound>,
+    socket: Socket,
     /// Requests read and admitted, not started yet, in arrival order.
     waiting: VecDeque<UserMessage>,
     /// Requests started, yielding replies in arrival order.
@@ -82,34 +91,50 @@ pub(super) async fn run(
 ) {
     let owner = shared.clone();
     let config = &owner.config;
-    let (sink, mut frames) = ws.split();
-    let (out, out_rx) = mpsc::channel(config.outbound_queue);
-    let writer = tokio::spawn(write(sink, out_rx));
-    let registered = Registered::new(&owner, session, out.clone());
+    let (pusher, mut pushes) = mpsc::channel(config.outbound_queue);
+    let registered = Registered::new(&owner, session, pusher);
     let limiter = NonZeroU32::new(config.rate_per_sec).map(|rate| {
         let burst = NonZeroU32::new(config.rate_burst).unwrap_or(rate);
         RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
     });
-    let mut agent =
-        Agent { shared, session, ip, out, waiting: VecDeque::new(), running: FuturesOrdered::new(), limiter };
+    let socket = Socket::new(ws, config.outbound_queue);
+    let mut agent = Agent {
+        shared,
+        session,
+        ip,
+        socket,
+        waiting: VecDeque::new(),
+        running: FuturesOrdered::new(),
+        limiter,
+    };
     let idle = tokio::time::sleep(config.read_timeout());
     tokio::pin!(idle);
+    // Boxed and only while the outgoing queue is full: most connections never need it.
+    let mut stalled: Option<Pin<Box<Sleep>>> = None;
 
     let end = loop {
+        if agent.socket.has_room() {
+            stalled = None;
+        } else if stalled.is_none() {
+            stalled = Some(Box::pin(tokio::time::sleep(config.write_timeout())));
+        }
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break End::Shutdown,
-            Some(reply) = agent.running.next(), if !agent.running.is_empty() => {
-                if let Err(end) = agent.reply(reply).await {
-                    break end;
-                }
+            Some(reply) = agent.running.next(), if !agent.running.is_empty() && agent.socket.has_room() => {
+                agent.reply(reply);
                 agent.start_ready();
                 idle.as_mut().reset(Instant::now() + config.read_timeout());
             }
-            frame = frames.next() => {
+            Some(push) = pushes.recv(), if agent.socket.has_room() => agent.socket.queue(push),
+            io = agent.socket.io() => {
+                let frame = match io {
+                    Io::Read(frame) => frame,
+                    Io::WriteFailed => break End::Gone("error"),
+                };
                 idle.as_mut().reset(Instant::now() + config.read_timeout());
                 let handled = match frame {
-                    Some(Ok(Message::Binary(data))) => agent.accept(data).await,
+                    Some(Ok(Message::Binary(data))) => agent.accept(data),
                     Some(Ok(Message::Text(_))) => Err(End::Close(
                         close(CloseCode::Unsupported, "text frames are not supported: send binary UserMessage frames"),
                         "text_frame",
@@ -130,6 +155,10 @@ pub(super) async fn run(
                 }
             }
             () = &mut idle => break End::Close(close(CloseCode::Normal, "idle timeout"), "idle"),
+            () = expired(&mut stalled) => {
+                agent.does_not_read();
+                break End::Gone("queue_full");
+            }
         }
     };
 
@@ -142,30 +171,36 @@ pub(super) async fn run(
     metrics::counter!(m::SESSIONS_CLOSED, "reason" => reason).increment(1);
     tracing::debug!(node = %agent.shared.node_id, session, %ip, reason, "session ending");
     // Boxed: the goodbye runs once; its state need not be part of every idle connection's task.
-    let finished = Box::pin(agent.finish(end)).await;
-    drop(agent);
-    if !finished {
-        writer.abort();
+    Box::pin(agent.finish(end)).await;
+}
+
+/// Completes when the timer is set and has fired.
+async fn expired(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(timer) => timer.await,
+        None => std::future::pending().await,
     }
-    let _ = writer.await;
 }
 
 impl Agent {
     /// Takes one binary frame: a request is queued (or refused at once with `RATE_LIMITED` /
     /// `BAD_REQUEST`), a malformed frame ends the session.
-    async fn accept(&mut self, frame: Bytes) -> Result<(), End> {
+    fn accept(&mut self, frame: Bytes) -> Result<(), End> {
         let config = &self.shared.config;
         let msg = match envelope::inspect(frame, config.max_route_bytes) {
             Inbound::Request(msg) => msg,
-            Inbound::Refuse(reply) => return self.reply(reply).await,
+            Inbound::Refuse(reply) => {
+                self.reply(reply);
+                return Ok(());
+            }
             Inbound::Malformed(reason) => {
                 return Err(End::Close(close(CloseCode::Invalid, &reason), "bad_envelope"));
             }
         };
         let over_rate = self.limiter.as_ref().is_some_and(|limiter| limiter.check().is_err());
         if over_rate || self.waiting.len() + self.running.len() >= config.max_in_flight {
-            let refusal = envelope::reply_code(msg.main_type, msg.sub_type, msg.seq, Code::RATE_LIMITED);
-            return self.reply(refusal).await;
+            self.reply(envelope::reply_code(msg.main_type, msg.sub_type, msg.seq, Code::RATE_LIMITED));
+            return Ok(());
         }
         self.waiting.push_back(msg);
         self.start_ready();
@@ -209,41 +244,49 @@ impl Agent {
         })
     }
 
-    /// Sends a reply to the client.
-    async fn reply(&mut self, reply: UserMessage) -> Result<(), End> {
+    /// Queues a reply for the client.
+    fn reply(&mut self, reply: UserMessage) {
         self.shared.count_reply(reply.code);
-        self.send(Outbound::Frame(encode(&reply))).await
+        self.socket.queue(Outbound::Frame(encode(&reply)));
     }
 
-    /// Queues a frame for the writer. When the queue is full the agent waits (reading nothing
-    /// meanwhile) up to the write timeout for the client to take its frames.
+    /// Counts and logs a client disconnected because it does not read.
+    fn does_not_read(&self) {
+        metrics::counter!(m::QUEUE_FULL).increment(1);
+        tracing::info!(
+            node = %self.shared.node_id,
+            session = self.session,
+            ip = %self.ip,
+            "client does not read: outgoing queue full for the write timeout, disconnecting"
+        );
+    }
+
+    /// Waits, writing, until the outgoing queue has room again.
     ///
     /// # Errors
-    /// `End::Gone` when the writer is gone, or the queue stayed full for the write timeout (the
-    /// client does not read).
-    async fn send(&mut self, item: Outbound) -> Result<(), End> {
-        let item = match self.out.try_send(item) {
-            Ok(()) => return Ok(()),
-            Err(TrySendError::Closed(_)) => return Err(End::Gone("error")),
-            Err(TrySendError::Full(item)) => item,
-        };
-        // Boxed: this slow path's state (a timer and a channel permit) would otherwise be part of
-        // every idle connection's task.
-        let wait = Box::pin(tokio::time::timeout(self.shared.config.write_timeout(), self.out.send(item)));
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Gone("error")),
+    /// When the socket fails, or the queue stays full for the write timeout (the client does not
+    /// read).
+    async fn make_room(&mut self) -> Result<(), ()> {
+        if self.socket.has_room() {
+            return Ok(());
+        }
+        match tokio::time::timeout(self.shared.config.write_timeout(), self.socket.make_room()).await {
+            Ok(written) => written.map_err(drop),
             Err(_) => {
-                metrics::counter!(m::QUEUE_FULL).increment(1);
-                tracing::info!(
-                    node = %self.shared.node_id,
-                    session = self.session,
-                    ip = %self.ip,
-                    "client does not read: outgoing queue full for the write timeout, disconnecting"
-                );
-                Err(End::Gone("queue_full"))
+                self.does_not_read();
+                Err(())
             }
         }
+    }
+
+    /// The next reply of the requests started, writing what is queued meanwhile.
+    async fn next_reply(&mut self) -> Option<UserMessage> {
+        poll_fn(|cx| {
+            // Write errors surface at the next `make_room` or flush.
+            let _ = self.socket.poll_write(cx);
+            self.running.poll_next_unpin(cx)
+        })
+        .await
     }
 
     /// Answers every request read: running ones with their replies, waiting ones by running them,
@@ -257,8 +300,9 @@ impl Agent {
         }
         loop {
             self.start_ready();
-            let Some(reply) = self.running.next().await else { return true };
-            if self.reply(reply).await.is_err() {
+            let Some(reply) = self.next_reply().await else { return true };
+            self.reply(reply);
+            if self.make_room().await.is_err() {
                 return false;
             }
         }
@@ -271,32 +315,28 @@ impl Agent {
         while self.running.next().await.is_some() {}
     }
 
-    /// Says goodbye after the loop ended: answers what was read, kicks on shutdown, queues the
-    /// close frame. False when the client cannot be written to (the writer is to be aborted).
-    async fn finish(&mut self, end: End) -> bool {
-        let finished = match end {
-            End::Gone(_) => false,
-            End::Close(frame, _) => self.drain(false).await && self.close(frame).await,
-            End::Shutdown => self.drain(true).await && self.goodbye().await,
+    /// Says goodbye after the loop ended: answers what was read, kicks on shutdown, sends the
+    /// close frame. Requests whose replies cannot be sent any more are left to finish.
+    async fn finish(&mut self, end: End) {
+        let (shutting_down, frame) = match end {
+            End::Gone(_) => return self.abandon().await,
+            End::Close(frame, _) => (false, frame),
+            End::Shutdown => (true, close(CloseCode::Away, "server shutdown")),
         };
-        if !finished {
-            self.abandon().await;
+        if !self.drain(shutting_down).await {
+            return self.abandon().await;
         }
-        finished
-    }
-
-    /// Kicks the session for the node's shutdown and queues the close frame; true when queued.
-    async fn goodbye(&mut self) -> bool {
-        let kick = push("sys", "kick", Kick { reason: Code::SERVER_SHUTDOWN.get() }.encode_to_vec());
-        metrics::counter!(m::KICKS, "reason" => m::code_label(Code::SERVER_SHUTDOWN.get())).increment(1);
-        metrics::counter!(m::PUSHES, "route" => "sys.kick").increment(1);
-        self.send(Outbound::Frame(encode(&kick))).await.is_ok()
-            && self.close(close(CloseCode::Away, "server shutdown")).await
-    }
-
-    /// Queues the close frame; true when queued.
-    async fn close(&mut self, frame: CloseFrame) -> bool {
-        self.send(Outbound::Close(frame)).await.is_ok()
+        if shutting_down {
+            let kick = push("sys", "kick", Kick { reason: Code::SERVER_SHUTDOWN.get() }.encode_to_vec());
+            metrics::counter!(m::KICKS, "reason" => m::code_label(Code::SERVER_SHUTDOWN.get())).increment(1);
+            metrics::counter!(m::PUSHES, "route" => "sys.kick").increment(1);
+            self.socket.queue(Outbound::Frame(encode(&kick)));
+        }
+        self.socket.queue(Outbound::Close(frame));
+        let write_timeout = self.shared.config.write_timeout();
+        if !matches!(tokio::time::timeout(write_timeout, self.socket.flush()).await, Ok(Ok(()))) {
+            tracing::debug!(node = %self.shared.node_id, session = self.session, "goodbye not delivered");
+        }
     }
 }
 
@@ -336,34 +376,6 @@ fn close(code: CloseCode, reason: &str) -> CloseFrame {
         end -= 1;
     }
     CloseFrame { code, reason: reason[..end].to_owned().into() }
-}
-
-/// The writer task: sends what is queued, flushing once per batch, until the queue closes, a
-/// close frame is sent, or the socket fails.
-async fn write<S>(mut sink: S, mut queue: mpsc::Receiver<Outbound>)
-where
-    S: futures::Sink<Message, Error = tungstenite::Error> + Unpin,
-{
-    while let Some(first) = queue.recv().await {
-        let mut next = Some(first);
-        while let Some(item) = next {
-            let fed = match item {
-                Outbound::Frame(frame) => sink.feed(Message::Binary(frame)).await,
-                Outbound::Close(frame) => {
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    return;
-                }
-            };
-            if fed.is_err() {
-                return;
-            }
-            next = queue.try_recv().ok();
-        }
-        if sink.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = sink.close().await;
 }
 
 #[cfg(test)]

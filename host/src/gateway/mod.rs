@@ -3,7 +3,8 @@
 //! Layout:
 //! - this file: [`Gateway`] and [`serve`], the accept loop with its shutdown.
 //! - [`admission`]: connection limits (total, per IP, in handshake).
-//! - `agent`: one task pair per connection (reader relays requests, writer sends frames).
+//! - `agent`: one task per connection: reads requests, relays them, writes replies and pushes.
+//! - `socket`: a connection's WebSocket with its bounded outgoing queue.
 //! - [`envelope`]: the first check of each client frame.
 //! - [`sessions`]: the live sessions, through which pushes reach clients.
 //! - [`relay`]: the way to a worker (in-process, or its tarpc service), with deadlines.
@@ -13,6 +14,7 @@ mod agent;
 pub mod envelope;
 pub mod relay;
 pub mod sessions;
+mod socket;
 
 use crate::{config::GatewayConfig, metrics as m};
 use admission::{Admission, Refusal};
