@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The benchmark of docs/benchmarks.md, on one machine, everything on loopback:
-#   1. `mortar dev` echo with the bot at 1, 100 and 1,000 clients (closed loop);
+#   1. `mortar dev` echo with the bot at 1, 100 and 1,000 clients (closed loop), each process with
+#      one runtime thread per core; then "split": node and bot one thread each, so that on a
+#      small machine they do not fight over the cores (the OS's time slices become the tail);
 #   2. the gateway's resident memory with 10,000 idle connections;
 #   3. the same echo against Pinus (bench/peers/pinus): its connector answering itself, and its
-#      connector forwarding to a backend server over Pinus RPC, at 100 and 1,000 clients.
+#      connector forwarding to a backend server over Pinus RPC, at 100 and 1,000 clients (and
+#      "split": the bot on one thread, as Pinus's connector is a single Node.js thread).
 # Each row is the median of RUNS runs of SECONDS seconds. Results (one JSON per run and a summary
 # table) go to target/bench/<time>/.
 # Usage: scripts/bench.sh [SECONDS=20] [RUNS=3]   (needs cargo, node and npm; python3 for the table)
@@ -22,9 +25,9 @@ cleanup() { for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || kill "$pi
 trap cleanup EXIT
 
 # Starts `mortar dev` with the per-session limits off (the bot is one IP sending as fast as it
-# can) and sets DEV_PID, DEV_URL, DEV_ADMIN.
+# can) and DEV_THREADS runtime threads (0: one per core); sets DEV_PID, DEV_URL, DEV_ADMIN.
 start_dev() {
-  MORTAR_GATEWAY__RATE_PER_SEC=0 MORTAR_GATEWAY__MAX_CONNECTIONS_PER_IP=0 \
+  MORTAR_NODE__WORKER_THREADS=${DEV_THREADS:-0} MORTAR_GATEWAY__RATE_PER_SEC=0 MORTAR_GATEWAY__MAX_CONNECTIONS_PER_IP=0 \
   MORTAR_ADMIN__LISTEN=127.0.0.1:0 RUST_LOG=info NO_COLOR=1 \
     setsid "$bin" dev --listen 127.0.0.1:0 >"$out/dev.out" 2>"$out/dev.err" &
   DEV_PID=$!
@@ -46,6 +49,10 @@ bot() { # name clients [bot args...]
 echo "== mortar dev, echo"
 start_dev
 for clients in 1 100 1000; do bot mortar-dev "$clients" --url "$DEV_URL"; done
+stop_dev
+echo "== mortar dev, echo, split: node and bot one runtime thread each"
+DEV_THREADS=1 start_dev
+for clients in 100 1000; do bot mortar-dev-split "$clients" --url "$DEV_URL" --threads 1; done
 stop_dev
 
 # A steadier yardstick than closed-loop throughput: the node's CPU time per request at a fixed
@@ -95,6 +102,7 @@ sleep 2
 for clients in 100 1000; do
   bot pinus-connector "$clients" --url ws://127.0.0.1:3010 --protocol pinus --route connector.entryHandler.echo
   bot pinus-forward "$clients" --url ws://127.0.0.1:3010 --protocol pinus --route echo.echoHandler.echo
+  bot pinus-connector-split "$clients" --url ws://127.0.0.1:3010 --protocol pinus --route connector.entryHandler.echo --threads 1
 done
 kill -- "-$pinus_pid" 2>/dev/null || true
 
@@ -115,13 +123,14 @@ for (name, clients), reports in sorted(rows.items()):
     lines.append(f"| {name} | {clients} | {median(reports, 'requests_per_sec'):,.0f} | {median(reports, 'p50'):.2f} | {median(reports, 'p99'):.2f} | {errors} |")
 def rps(name, clients):
     return median(rows[(name, clients)], "requests_per_sec") if (name, clients) in rows else None
+lines.append("")
 for clients in (100, 1000):
-    m, p = rps("mortar-dev", clients), rps("pinus-connector", clients)
-    if m and p:
-        lines.append(f"\nmortar dev ÷ Pinus connector at {clients} clients: {m / p:.2f}×")
-    f = rps("pinus-forward", clients)
-    if m and f:
-        lines.append(f"mortar dev ÷ Pinus forwarding at {clients} clients: {m / f:.2f}×")
+    for mortar, peer, label in [("mortar-dev", "pinus-connector", "Pinus connector"),
+                                ("mortar-dev", "pinus-forward", "Pinus forwarding"),
+                                ("mortar-dev-split", "pinus-connector-split", "Pinus connector, split")]:
+        m, p = rps(mortar, clients), rps(peer, clients)
+        if m and p:
+            lines.append(f"{mortar} ÷ {label} at {clients} clients: {m / p:.2f}×")
 table = "\n".join(lines)
 open(os.path.join(out, "summary.md"), "w").write(table + "\n")
 print(table)
