@@ -83,12 +83,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// A multi-thread runtime with `threads` workers (0: one per CPU core).
-fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+/// How often the bot's runtime threads take a task from the shared queue; see
+/// `node.global_queue_interval` (the bot measures latency, so it must serve its clients fairly).
+const BOT_GLOBAL_QUEUE_INTERVAL: u32 = 2;
+
+/// A multi-thread runtime with `threads` workers (0: one per CPU core), each taking a task from
+/// the shared queue every `global_queue_interval` tasks.
+fn runtime(threads: usize, global_queue_interval: u32) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if threads > 0 {
         builder.worker_threads(threads);
     }
+    builder.global_queue_interval(global_queue_interval);
     builder.enable_all().build().context("cannot start the async runtime")
 }
 
@@ -99,7 +105,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             if let Some(listen) = listen {
                 config.gateway.listen = listen;
             }
-            runtime(config.node.worker_threads)?.block_on(dev(config))
+            runtime(config.node.worker_threads, config.node.global_queue_interval)?.block_on(dev(config))
         }
         Command::Client { url, timeout, show_pushes, route, json } => {
             let (main, sub) = client::split_route(&route)?;
@@ -117,14 +123,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 client.close().await?;
                 anyhow::Ok(reply)
             };
-            let reply = runtime(1)?
+            let reply = runtime(1, BOT_GLOBAL_QUEUE_INTERVAL)?
                 .block_on(async { tokio::time::timeout(Duration::from_secs_f64(timeout), exchange).await })
                 .with_context(|| format!("no reply within {timeout} s"))??;
             println!("{}", client::reply_json(&reply, false));
             Ok(if reply.code == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Bot(options) => {
-            let report = runtime(options.threads)?.block_on(mortar_cli::bot::run(options))?;
+            let report = runtime(options.threads, BOT_GLOBAL_QUEUE_INTERVAL)?
+                .block_on(mortar_cli::bot::run(options))?;
             println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
