@@ -83,3 +83,15 @@ async fn finish(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
 async fn whoami(ctx: Ctx, _req: EchoReq) -> Result<EchoResp, Code> {
     Ok(EchoResp { text: ctx.session_id().to_string() })
 }
+
+/// Sleeps 50 ms, then answers a text of as many bytes as the number in `text` (at most 1 MiB):
+/// big, late replies to small requests.
+#[mortar::handler("testkit.big")]
+async fn big(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
+    let len: usize = req.text.parse().map_err(|_| Code::BAD_REQUEST)?;
+    if len > 1 << 20 {
+        return Err(Code::BAD_REQUEST);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Ok(EchoResp { text: "z".repeat(len) })
+}

@@ -321,3 +321,35 @@ async fn one_trace_id_follows_a_request_into_internal_calls() {
     }
     assert_ne!(ids[0], ids[1], "each request has its own trace id");
 }
+
+/// A client that stops reading for a moment (its queue fills) and then catches up is not a
+/// client that does not read: it gets every reply and keeps its connection.
+#[tokio::test]
+async fn slow_reader_that_catches_up_gets_every_reply() {
+    let node = DevNode::with_config(|config| {
+        config.gateway.outbound_queue = 2;
+        config.gateway.write_timeout_ms = 2_000;
+        config.gateway.rate_per_sec = 0;
+        config.gateway.session_concurrency = 16;
+    })
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(node.addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(node.url(), stream).await.unwrap();
+    // Small requests, big late replies: all requests are read and running before the replies
+    // (16 MiB) overflow the socket buffers and the session's queue.
+    for seq in 1..=16u32 {
+        ws.send(request("testkit.big", seq, echo_body("1048576"))).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for seq in 1..=16u32 {
+        let next = tokio::time::timeout(GUARD, ws.next()).await.expect("a reply comes");
+        let Some(Ok(Message::Binary(frame))) = next else { panic!("connection ended at {seq}: {next:?}") };
+        let reply = mortar_pb::UserMessage::decode(frame).unwrap();
+        assert_eq!((reply.seq, reply.code), (seq, 0));
+    }
+    ws.send(request("echo.say", 17, echo_body("still here"))).await.unwrap();
+    let next = tokio::time::timeout(GUARD, ws.next()).await.expect("a reply comes");
+    assert!(matches!(next, Some(Ok(Message::Binary(_)))), "{next:?}");
+}

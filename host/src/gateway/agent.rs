@@ -130,6 +130,8 @@ pub(super) async fn run(
             io = agent.socket.io() => {
                 let frame = match io {
                     Io::Read(frame) => frame,
+                    // Take replies and pushes again (the loop re-checks the queue).
+                    Io::Room => continue,
                     Io::WriteFailed => break End::Gone("error"),
                 };
                 idle.as_mut().reset(Instant::now() + config.read_timeout());

@@ -23,6 +23,8 @@ use tokio_tungstenite::{
 pub(super) enum Io {
     /// The client's next frame: `None` when it closed the connection.
     Read(Option<Result<Message, tungstenite::Error>>),
+    /// The queue was full and has room again: the agent may take more work.
+    Room,
     /// Writing failed: nothing more reaches the client.
     WriteFailed,
 }
@@ -54,12 +56,16 @@ impl Socket {
         self.outgoing.len() < self.capacity
     }
 
-    /// Writes what the socket takes, then waits for the client's next frame (while the queue has
-    /// room) or for a write failure.
+    /// Writes what the socket takes, and waits for the client's next frame (while the queue has
+    /// room), for room in a queue that was full, or for a write failure.
     pub(super) async fn io(&mut self) -> Io {
+        let full = !self.has_room();
         poll_fn(|cx| {
             if let Poll::Ready(Err(_)) = self.poll_write(cx) {
                 return Poll::Ready(Io::WriteFailed);
+            }
+            if full && self.has_room() {
+                return Poll::Ready(Io::Room);
             }
             if self.has_room()
                 && let Poll::Ready(frame) = self.ws.poll_next_unpin(cx)
