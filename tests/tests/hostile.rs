@@ -21,6 +21,15 @@ async fn echo_ok(client: &mut Client, text: &str) {
     assert_eq!(EchoResp::decode(reply.data).unwrap().text, text);
 }
 
+/// A WebSocket client whose socket has a 4 KiB receive buffer, so that what it does not read
+/// soon backs up into the server.
+async fn small_window_client(node: &DevNode) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(node.addr).await.unwrap();
+    tokio_tungstenite::client_async(node.url(), stream).await.unwrap().0
+}
+
 /// Frames that are never a `UserMessage`: each starts with a field tag of wire type 6 or 7 (which
 /// do not exist), or cuts a field short, followed by pseudo-random bytes.
 fn garbage(n: u64) -> Bytes {
@@ -245,10 +254,7 @@ async fn client_that_never_reads_is_disconnected_when_its_queue_is_full() {
         config.gateway.max_in_flight = 100_000;
     })
     .await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(node.addr).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(node.url(), stream).await.unwrap();
+    let mut ws = small_window_client(&node).await;
     let text = "x".repeat(16 * 1024);
     let mut sent = 0u32;
     let send_all = async {
@@ -333,10 +339,7 @@ async fn slow_reader_that_catches_up_gets_every_reply() {
         config.gateway.session_concurrency = 16;
     })
     .await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(node.addr).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(node.url(), stream).await.unwrap();
+    let mut ws = small_window_client(&node).await;
     // Small requests, big late replies: all requests are read and running before the replies
     // (16 MiB) overflow the socket buffers and the session's queue.
     for seq in 1..=16u32 {
