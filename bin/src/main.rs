@@ -83,9 +83,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// How often the bot's runtime threads take a task from the shared queue; see
-/// `node.global_queue_interval` (the bot measures latency, so it must serve its clients fairly).
-const BOT_GLOBAL_QUEUE_INTERVAL: u32 = 2;
+/// How often the runtime threads of `mortar bot` and `mortar client` take a task from the shared
+/// queue; see `node.global_queue_interval` (the bot measures latency, so it must serve its
+/// clients fairly).
+const CLIENT_GLOBAL_QUEUE_INTERVAL: u32 = 2;
 
 /// A multi-thread runtime with `threads` workers (0: one per CPU core), each taking a task from
 /// the shared queue every `global_queue_interval` tasks.
@@ -123,14 +124,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 client.close().await?;
                 anyhow::Ok(reply)
             };
-            let reply = runtime(1, BOT_GLOBAL_QUEUE_INTERVAL)?
+            let reply = runtime(1, CLIENT_GLOBAL_QUEUE_INTERVAL)?
                 .block_on(async { tokio::time::timeout(Duration::from_secs_f64(timeout), exchange).await })
                 .with_context(|| format!("no reply within {timeout} s"))??;
             println!("{}", client::reply_json(&reply, false));
             Ok(if reply.code == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Bot(options) => {
-            let report = runtime(options.threads, BOT_GLOBAL_QUEUE_INTERVAL)?
+            let report = runtime(options.threads, CLIENT_GLOBAL_QUEUE_INTERVAL)?
                 .block_on(mortar_cli::bot::run(options))?;
             println!("{report}");
             Ok(ExitCode::SUCCESS)
