@@ -81,7 +81,9 @@ pub struct GatewayConfig {
     /// `RATE_LIMITED` at once.
     pub max_in_flight: usize,
     /// Requests of one session handled at the same time. Replies always come back in request
-    /// order; 1 also makes handlers of one session run one after another.
+    /// order; 1 also makes handlers of one session run one after another. With
+    /// `local_dispatch` a session's handlers share its task: they interleave at `.await`s but do
+    /// not run on two threads at once.
     pub session_concurrency: usize,
     /// Requests per second one session may send on average (token bucket); 0 turns the limit off.
     /// Requests over it are answered `RATE_LIMITED`.
