@@ -52,26 +52,23 @@ impl Relay {
     /// None: failures are replies with `TIMEOUT` (deadline passed), `UNAVAILABLE` (the worker is
     /// gone) or `INTERNAL`.
     pub async fn relay(&self, msg: AgentMessage) -> Reply {
+        let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
         match &self.target {
-            Target::Local(worker) => {
-                let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
-                match tokio::time::timeout(self.timeout, worker.handle(msg)).await {
-                    Ok(reply) => {
-                        tracing::debug!(session, seq, trace = %trace::display(trace_id), code = %m::code_label(reply.code), "relayed");
-                        reply
-                    }
-                    Err(_) => {
-                        tracing::warn!(session, seq, trace = %trace::display(trace_id), "request timed out");
-                        Reply::code(Code::TIMEOUT)
-                    }
+            Target::Local(worker) => match tokio::time::timeout(self.timeout, worker.handle(msg)).await {
+                Ok(reply) => {
+                    tracing::debug!(session, seq, trace = %trace::display(trace_id), code = %m::code_label(reply.code), "relayed");
+                    reply
                 }
-            }
+                Err(_) => {
+                    tracing::warn!(session, seq, trace = %trace::display(trace_id), "request timed out");
+                    Reply::code(Code::TIMEOUT)
+                }
+            },
             Target::Rpc { worker, peer, latency } => {
                 let started = Instant::now();
                 let mut cx = tarpc::context::current();
                 cx.deadline = started + self.timeout;
-                cx.trace_context.trace_id = msg.trace_id.into();
-                let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
+                cx.trace_context.trace_id = trace_id.into();
                 let result = worker.handle(cx, msg).await;
                 latency.record(started.elapsed());
                 match result {
