@@ -1,17 +1,24 @@
-//! `mortar`: the one executable. `mortar dev` runs a whole node in one process; `mortar client`
-//! sends one request and prints the reply.
+//! `mortar`: the one executable. `mortar dev` runs a whole node in one process; `mortar gateway`
+//! and `mortar worker` run the nodes of a cluster; `mortar client` sends one request and prints
+//! the reply; `mortar bot` loads a gateway.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use mortar_cli::client::{self, Client};
-use mortar_host::{NodeConfig, node::Listeners};
-use std::{io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use mortar_host::{
+    NodeConfig,
+    node::{Listeners, gateway::GatewayListeners, worker::WorkerListeners},
+};
+use std::{
+    io::IsTerminal as _, io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration,
+};
 use tokio::net::TcpListener;
 
 /// Log filter when `RUST_LOG` is unset. tarpc opens an info-level span for every RPC (formatting
-/// its fields costs about as much as a small request) and warns when an in-process client hangs
-/// up at shutdown, which is expected, so only its errors are shown.
-const DEFAULT_LOG: &str = "info,tarpc=error";
+/// its fields costs about as much as a small request), warns when an in-process client hangs up at
+/// shutdown, which is expected, and logs every missed deadline as an error; mortar logs each
+/// failed relay itself, with the session and trace id, so tarpc's own lines are off.
+const DEFAULT_LOG: &str = "info,tarpc=off";
 
 #[derive(Parser)]
 #[command(name = "mortar", version, about = "A game-server host made of modules")]
@@ -51,17 +58,24 @@ enum Command {
     /// Load a gateway with N WebSocket clients running a scenario; report throughput, errors by
     /// code and latency percentiles.
     Bot(mortar_cli::bot::BotOptions),
-    /// Run a gateway node of a cluster (not available yet: use `mortar dev`).
+    /// Run a gateway node of a cluster: holds clients, relays to workers found in the registry.
     Gateway {
         /// Node config file (TOML).
         #[arg(long)]
         conf: Option<PathBuf>,
+        /// Address for WebSocket clients, overriding `gateway.listen` (port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
     },
-    /// Run a worker node of a cluster (not available yet: use `mortar dev`).
+    /// Run a worker node of a cluster: serves the modules its config enables to gateways.
     Worker {
         /// Node config file (TOML).
         #[arg(long)]
         conf: Option<PathBuf>,
+        /// Address of the worker's RPC service, overriding `worker.listen` (port 0 picks a free
+        /// port).
+        #[arg(long)]
+        rpc_listen: Option<SocketAddr>,
     },
 }
 
@@ -72,6 +86,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in files or CI logs.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     let cli = Cli::parse();
     match run(cli.command) {
@@ -136,35 +152,77 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Gateway { .. } | Command::Worker { .. } => {
-            eprintln!(
-                "mortar: cluster nodes are not available yet; `mortar dev` runs gateway and worker in one process"
-            );
-            Ok(ExitCode::from(2))
+        Command::Gateway { conf, listen } => {
+            let mut config = NodeConfig::load(conf.as_deref())?;
+            if let Some(listen) = listen {
+                config.gateway.listen = listen;
+            }
+            runtime(config.node.worker_threads, config.node.global_queue_interval)?.block_on(gateway(config))
+        }
+        Command::Worker { conf, rpc_listen } => {
+            let mut config = NodeConfig::load(conf.as_deref())?;
+            if let Some(rpc_listen) = rpc_listen {
+                config.worker.listen = rpc_listen;
+            }
+            runtime(config.node.worker_threads, config.node.global_queue_interval)?.block_on(worker(config))
         }
     }
+}
+
+/// Binds `addr` for `what`, saying which key sets it when that fails.
+async fn bind(addr: SocketAddr, what: &str, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen for {what} on {addr} (set {key})"))
+}
+
+/// The admin listener, when enabled; logs its address.
+async fn admin_listener(config: &NodeConfig) -> anyhow::Result<Option<TcpListener>> {
+    if !config.admin.enabled {
+        return Ok(None);
+    }
+    let admin = bind(config.admin.listen, "admin", "admin.listen or admin.enabled = false").await?;
+    tracing::info!("admin listening on http://{}/metrics", admin.local_addr()?);
+    Ok(Some(admin))
+}
+
+/// Prints a readiness line on stdout, at once.
+fn ready_line(line: String) {
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+}
+
+/// `mortar gateway`: binds the listeners, prints the readiness line once it serves, runs until
+/// Ctrl-C/SIGTERM.
+async fn gateway(config: NodeConfig) -> anyhow::Result<ExitCode> {
+    mortar_host::metrics::install();
+    let clients = bind(config.gateway.listen, "clients", "gateway.listen or --listen").await?;
+    let rpc = bind(config.gateway.rpc_listen, "workers", "gateway.rpc_listen").await?;
+    let admin = admin_listener(&config).await?;
+    let line = format!("mortar: gateway listening on ws://{}/ws", clients.local_addr()?);
+    let listeners = GatewayListeners { clients, rpc, admin };
+    mortar_host::node::gateway::run(config, listeners, || ready_line(line), shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mortar worker`: binds the listeners, prints the readiness line once registered, runs until
+/// Ctrl-C/SIGTERM.
+async fn worker(config: NodeConfig) -> anyhow::Result<ExitCode> {
+    mortar_host::metrics::install();
+    let rpc = bind(config.worker.listen, "gateways", "worker.listen or --rpc-listen").await?;
+    let admin = admin_listener(&config).await?;
+    let line = format!("mortar: worker {} listening on tcp://{}", config.node.id, rpc.local_addr()?);
+    let listeners = WorkerListeners { rpc, admin };
+    mortar_host::node::worker::run(config, listeners, || ready_line(line), shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `mortar dev`: binds the listeners, prints the readiness line and runs until Ctrl-C/SIGTERM.
 async fn dev(config: NodeConfig) -> anyhow::Result<ExitCode> {
     mortar_host::metrics::install();
-    let gateway = TcpListener::bind(config.gateway.listen)
-        .await
-        .with_context(|| format!("cannot listen for clients on {}", config.gateway.listen))?;
-    let admin = match config.admin.enabled {
-        true => Some(TcpListener::bind(config.admin.listen).await.with_context(|| {
-            format!(
-                "cannot listen for admin on {} (set admin.listen or admin.enabled = false)",
-                config.admin.listen
-            )
-        })?),
-        false => None,
-    };
-    if let Some(admin) = &admin {
-        tracing::info!("admin listening on http://{}/metrics", admin.local_addr()?);
-    }
-    println!("mortar: gateway listening on ws://{}/ws", gateway.local_addr()?);
-    std::io::stdout().flush()?;
+    let gateway = bind(config.gateway.listen, "clients", "gateway.listen or --listen").await?;
+    let admin = admin_listener(&config).await?;
+    ready_line(format!("mortar: gateway listening on ws://{}/ws", gateway.local_addr()?));
     let listeners = Listeners { gateway, admin };
     mortar_host::node::dev::run(config, listeners, shutdown_signal()).await?;
     tracing::info!("stopped");

@@ -1,7 +1,7 @@
 //! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz` (the process answers) and
 //! `/readyz` (the node serves clients and is not shutting down).
 
-use crate::metrics;
+use crate::{config::AdminConfig, metrics};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
@@ -14,12 +14,19 @@ use std::{
     },
     time::Duration,
 };
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Semaphore};
 
 /// Whether the node is ready to serve; shared by the node and its admin listener.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Health {
     ready: Arc<AtomicBool>,
+    peers_ok: Arc<AtomicBool>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self { ready: Arc::default(), peers_ok: Arc::new(AtomicBool::new(true)) }
+    }
 }
 
 impl Health {
@@ -28,18 +35,31 @@ impl Health {
         self.ready.store(ready, Ordering::Release);
     }
 
-    /// Whether the node is ready.
+    /// Says whether the peers the node needs are there (a gateway: at least one live worker).
+    pub fn set_peers_ok(&self, ok: bool) {
+        self.peers_ok.store(ok, Ordering::Release);
+    }
+
+    /// Whether the node is ready: serving, and its peers are there.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.peers_ok.load(Ordering::Acquire)
     }
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` completes.
 ///
 /// Also runs the Prometheus recorder's upkeep every few seconds. Each HTTP connection answers
-/// one request and closes.
-pub async fn serve(listener: TcpListener, health: Health, shutdown: impl Future<Output = ()>) {
+/// one request and closes; at most `admin.max_connections` are open at once (more are closed at
+/// once), and each gets `admin.request_timeout_ms` in all.
+pub async fn serve(
+    listener: TcpListener,
+    health: Health,
+    config: AdminConfig,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let timeout = config.request_timeout();
     let mut upkeep = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
@@ -54,15 +74,20 @@ pub async fn serve(listener: TcpListener, health: Health, shutdown: impl Future<
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::debug!("admin connection refused: admin.max_connections reached");
+                    continue;
+                };
                 let health = health.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let service = hyper::service::service_fn(move |request| {
                         std::future::ready(Ok::<_, Infallible>(answer(&request, &health)))
                     });
                     let connection = hyper::server::conn::http1::Builder::new()
                         .keep_alive(false)
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                    let _ = tokio::time::timeout(Duration::from_secs(30), connection).await;
+                    let _ = tokio::time::timeout(timeout, connection).await;
                 });
             }
         }

@@ -4,10 +4,11 @@
 //! - [`admin`]: the admin HTTP listener (`/metrics`, `/healthz`, `/readyz`).
 //! - [`config`]: node configuration (TOML, defaults, environment overrides, validation).
 //! - [`gateway`]: WebSocket listener and per-connection agents that relay requests.
-//! - [`rpc`]: the tarpc services nodes offer each other and their messages.
+//! - [`rpc`]: the tarpc services nodes offer each other, their messages, framing and handshake.
 //! - [`worker`]: the route table and the dispatch of requests to module handlers.
 //! - [`metrics`]: metric names and the Prometheus recorder.
-//! - [`node`]: what each kind of node starts and how it stops (`dev` so far).
+//! - [`node`]: what each kind of node starts and how it stops (`dev`, `gateway`, `worker`).
+//! - [`registry`]: how nodes find each other (in-process, static list, Redis).
 //! - [`trace`]: per-request trace ids carried across processes.
 
 pub mod admin;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod gateway;
 pub mod metrics;
 pub mod node;
+pub mod registry;
 pub mod rpc;
 pub mod trace;
 pub mod worker;

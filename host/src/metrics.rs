@@ -30,6 +30,16 @@ pub const KICKS: &str = "mortar_gateway_kicks_total";
 pub const RPC_DURATION: &str = "mortar_rpc_duration_seconds";
 /// Counter: relays that failed at the RPC layer, by `peer` and `code`.
 pub const RPC_ERRORS: &str = "mortar_rpc_errors_total";
+/// Counter: peer connections refused at the handshake or over the connection cap, by `reason`.
+pub const RPC_REFUSED: &str = "mortar_rpc_refused_total";
+/// Gauge: workers a gateway is connected to now (the ones requests can go to).
+pub const WORKERS_LIVE: &str = "mortar_gateway_workers_live";
+/// Gauge: nodes the registry lists, by `kind` (`gateway`, `worker`).
+pub const REGISTRY_NODES: &str = "mortar_registry_nodes";
+/// Gauge: 1 while the registry's backend answers, 0 while the node serves from its last list.
+pub const REGISTRY_UP: &str = "mortar_registry_up";
+/// Counter: registry commands that failed (backend unreachable or erroring).
+pub const REGISTRY_ERRORS: &str = "mortar_registry_errors_total";
 /// Counter: requests handled by a worker, by `route` and `code`.
 pub const REQUESTS: &str = "mortar_requests_total";
 /// Histogram: seconds a worker spent handling a request, by `route`.

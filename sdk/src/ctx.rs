@@ -38,6 +38,9 @@ pub struct Request {
 
 /// What the host does for handlers. Implemented by the host; module code uses [`Ctx`].
 pub trait Host: Send + Sync + 'static {
+    /// The id of the node running the handler.
+    fn node_id(&self) -> &str;
+
     /// Runs internal or client route `route` with an encoded body on behalf of `from`, on a node
     /// that serves the route's module: this node when it does. (Until the cluster lands that is
     /// the only node asked; a route it does not serve is `NO_ROUTE`.)
@@ -77,6 +80,11 @@ impl Ctx {
     /// The client's IP address.
     pub fn client_ip(&self) -> IpAddr {
         self.request.session.ip
+    }
+
+    /// The id of the node running this handler (`node.id` of its config).
+    pub fn node_id(&self) -> &str {
+        self.host.node_id()
     }
 
     /// Calls another module's route (typically an internal one) and decodes its reply.

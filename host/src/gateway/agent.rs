@@ -9,10 +9,13 @@
 //! 3. the client is silent for the read timeout (closed with 1000, "idle timeout");
 //! 4. the client's outgoing queue stays full for the write timeout because it does not read
 //!    (disconnected; while the queue is full the agent reads nothing from that client);
-//! 5. the node shuts down (`sys.kick` with `SERVER_SHUTDOWN`, then closed with 1001).
+//! 5. the node shuts down (`sys.kick` with `SERVER_SHUTDOWN`, then closed with 1001);
+//! 6. the session is kicked (a worker's `kick`: `sys.kick` with its reason, then closed with
+//!    1008).
 //!
-//! In cases 2, 3 and 5 every request already read gets its reply before the close frame (on
-//! shutdown, requests not yet started are answered `SERVER_SHUTDOWN`). In every case a request
+//! In cases 2, 3, 5 and 6 every request already read gets its reply before the close frame (on
+//! shutdown and kick, requests not yet started are answered `SERVER_SHUTDOWN` or the kick's
+//! reason). In every case a request
 //! already started runs to completion (or its deadline) before the session's task ends, so a
 //! client that leaves mid-request never cuts a handler short between two writes; requests not
 //! started yet are dropped. Only the node's shutdown grace period cuts them short.
@@ -20,7 +23,7 @@
 use super::{
     Shared,
     envelope::{self, Inbound},
-    sessions::Outbound,
+    sessions::{KickSignal, Outbound},
     socket::{Io, Socket},
 };
 use crate::{metrics as m, rpc::AgentMessage, trace};
@@ -63,6 +66,8 @@ enum End {
     Close(CloseFrame, &'static str),
     /// The node is shutting down.
     Shutdown,
+    /// The session was kicked with this reason code.
+    Kicked(i32),
 }
 
 /// One session's request state.
@@ -92,7 +97,8 @@ pub(super) async fn run(
     let owner = shared.clone();
     let config = &owner.config;
     let (pusher, mut pushes) = mpsc::channel(config.outbound_queue);
-    let registered = Registered::new(&owner, session, pusher);
+    let kick = Arc::new(KickSignal::default());
+    let registered = Registered::new(&owner, session, pusher, kick.clone());
     let limiter = NonZeroU32::new(config.rate_per_sec).map(|rate| {
         let burst = NonZeroU32::new(config.rate_burst).unwrap_or(rate);
         RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
@@ -121,6 +127,7 @@ pub(super) async fn run(
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break End::Shutdown,
+            reason = kick.kicked() => break End::Kicked(reason),
             Some(reply) = agent.running.next(), if !agent.running.is_empty() && agent.socket.has_room() => {
                 agent.reply(reply);
                 agent.start_ready();
@@ -169,6 +176,7 @@ pub(super) async fn run(
     let reason = match &end {
         End::Gone(reason) | End::Close(_, reason) => *reason,
         End::Shutdown => "shutdown",
+        End::Kicked(_) => "kicked",
     };
     metrics::counter!(m::SESSIONS_CLOSED, "reason" => reason).increment(1);
     tracing::debug!(node = %agent.shared.node_id, session, %ip, reason, "session ending");
@@ -292,11 +300,11 @@ impl Agent {
     }
 
     /// Answers every request read: running ones with their replies, waiting ones by running them,
-    /// or with `SERVER_SHUTDOWN` when `shutting_down`. False when the client stopped taking replies.
-    async fn drain(&mut self, shutting_down: bool) -> bool {
-        if shutting_down {
+    /// or with code `refuse` when given. False when the client stopped taking replies.
+    async fn drain(&mut self, refuse: Option<Code>) -> bool {
+        if let Some(code) = refuse {
             for msg in std::mem::take(&mut self.waiting) {
-                let reply = envelope::reply_code(msg.main_type, msg.sub_type, msg.seq, Code::SERVER_SHUTDOWN);
+                let reply = envelope::reply_code(msg.main_type, msg.sub_type, msg.seq, code);
                 self.running.push_back(Box::pin(std::future::ready(reply)));
             }
         }
@@ -317,20 +325,22 @@ impl Agent {
         while self.running.next().await.is_some() {}
     }
 
-    /// Says goodbye after the loop ended: answers what was read, kicks on shutdown, sends the
-    /// close frame. Requests whose replies cannot be sent any more are left to finish.
+    /// Says goodbye after the loop ended: answers what was read, pushes `sys.kick` on shutdown
+    /// and kick, sends the close frame. Requests whose replies cannot be sent any more are left
+    /// to finish.
     async fn finish(&mut self, end: End) {
-        let (shutting_down, frame) = match end {
+        let (kick, frame) = match end {
             End::Gone(_) => return self.abandon().await,
-            End::Close(frame, _) => (false, frame),
-            End::Shutdown => (true, close(CloseCode::Away, "server shutdown")),
+            End::Close(frame, _) => (None, frame),
+            End::Shutdown => (Some(Code::SERVER_SHUTDOWN), close(CloseCode::Away, "server shutdown")),
+            End::Kicked(reason) => (Some(Code::from_wire(reason)), close(CloseCode::Policy, "kicked")),
         };
-        if !self.drain(shutting_down).await {
+        if !self.drain(kick).await {
             return self.abandon().await;
         }
-        if shutting_down {
-            let kick = push("sys", "kick", Kick { reason: Code::SERVER_SHUTDOWN.get() }.encode_to_vec());
-            metrics::counter!(m::KICKS, "reason" => m::code_label(Code::SERVER_SHUTDOWN.get())).increment(1);
+        if let Some(reason) = kick {
+            let kick = push("sys", "kick", Kick { reason: reason.get() }.encode_to_vec());
+            metrics::counter!(m::KICKS, "reason" => m::code_label(reason.get())).increment(1);
             metrics::counter!(m::PUSHES, "route" => "sys.kick").increment(1);
             self.socket.queue(Outbound::Frame(encode(&kick)));
         }
@@ -350,8 +360,8 @@ struct Registered<'a> {
 }
 
 impl<'a> Registered<'a> {
-    fn new(shared: &'a Shared, session: u64, queue: mpsc::Sender<Outbound>) -> Self {
-        shared.sessions.insert(session, queue);
+    fn new(shared: &'a Shared, session: u64, queue: mpsc::Sender<Outbound>, kick: Arc<KickSignal>) -> Self {
+        shared.sessions.insert(session, queue, kick);
         Self { shared, session }
     }
 }

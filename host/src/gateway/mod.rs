@@ -8,13 +8,19 @@
 //! - [`envelope`]: the first check of each client frame.
 //! - [`sessions`]: the live sessions, through which pushes reach clients.
 //! - [`relay`]: the way to a worker (in-process, or its tarpc service), with deadlines.
+//! - [`workers`]: a cluster gateway's connections to its workers, and the choice among them.
+//! - [`rendezvous`]: weighted rendezvous hashing, so a player sticks to one worker.
+//! - [`service`]: the gateway's own tarpc service, which workers call to push and kick.
 
 pub mod admission;
 mod agent;
 pub mod envelope;
 pub mod relay;
+pub mod rendezvous;
+pub mod service;
 pub mod sessions;
 mod socket;
+pub mod workers;
 
 use crate::{config::GatewayConfig, metrics as m};
 use admission::{Admission, Refusal};
@@ -104,6 +110,12 @@ impl Gateway {
             tracing::debug!(node = %self.shared.node_id, main, sub, dropped = report.dropped, "push dropped for clients that do not read");
         }
         report
+    }
+
+    /// Kicks session `session`: it answers the requests it has read, gets `sys.kick` with
+    /// `reason` and is closed. False when no such session is connected.
+    pub fn kick(&self, session: u64, reason: Code) -> bool {
+        self.shared.sessions.kick(session, reason.get())
     }
 
     /// Sessions connected to this gateway now.

@@ -1,15 +1,16 @@
-//! The gateway's way to a worker: the node's own worker called in-process, or a worker's tarpc
-//! service; a deadline on every request either way, failures turned into codes.
+//! The gateway's way to a worker: the node's own worker called in-process, one worker's tarpc
+//! service, or the cluster's workers chosen per request; a deadline on every request either way,
+//! failures turned into codes.
 
+use super::workers::{WorkerPool, code_of};
 use crate::{
     metrics as m,
-    rpc::{AgentMessage, Reply, WorkerRpcClient},
+    rpc::{AgentMessage, Handled, Reply, WorkerRpcClient},
     trace,
     worker::Worker,
 };
 use mortar::Code;
 use std::time::{Duration, Instant};
-use tarpc::client::RpcError;
 
 /// Relays client requests to a worker. Cheap to clone.
 #[derive(Clone)]
@@ -25,6 +26,8 @@ enum Target {
     /// A worker's tarpc service (a remote node, or this node's worker through an in-process
     /// channel), with the call latency recorded by peer.
     Rpc { worker: WorkerRpcClient, peer: String, latency: metrics::Histogram },
+    /// The cluster's workers, one chosen per request.
+    Cluster(WorkerPool),
 }
 
 impl Relay {
@@ -40,6 +43,12 @@ impl Relay {
     pub fn rpc(worker: WorkerRpcClient, peer: String, timeout: Duration) -> Self {
         let latency = metrics::histogram!(m::RPC_DURATION, "peer" => peer.clone());
         Self { target: Target::Rpc { worker, peer, latency }, timeout }
+    }
+
+    /// Relays to the live workers of `pool`, choosing one per request (see
+    /// [`WorkerPool::relay`]), giving each request `timeout` to complete.
+    pub fn cluster(pool: WorkerPool, timeout: Duration) -> Self {
+        Self { target: Target::Cluster(pool), timeout }
     }
 
     /// Relays `msg` to the worker.
@@ -72,10 +81,11 @@ impl Relay {
                 let result = worker.handle(cx, msg).await;
                 latency.record(started.elapsed());
                 match result {
-                    Ok(reply) => {
+                    Ok(Handled::Reply(reply)) => {
                         tracing::debug!(%peer, session, seq, trace = %trace::display(trace_id), code = %m::code_label(reply.code), "relayed");
                         reply
                     }
+                    Ok(Handled::Draining) => Reply::code(Code::UNAVAILABLE),
                     Err(error) => {
                         let code = code_of(&error);
                         metrics::counter!(m::RPC_ERRORS, "peer" => peer.clone(), "code" => m::code_label(code.get()))
@@ -85,15 +95,7 @@ impl Relay {
                     }
                 }
             }
+            Target::Cluster(pool) => pool.relay(msg, self.timeout).await,
         }
-    }
-}
-
-fn code_of(error: &RpcError) -> Code {
-    match error {
-        RpcError::DeadlineExceeded => Code::TIMEOUT,
-        RpcError::Server(server) if server.kind == std::io::ErrorKind::TimedOut => Code::TIMEOUT,
-        RpcError::Shutdown | RpcError::Send(_) | RpcError::Channel(_) => Code::UNAVAILABLE,
-        RpcError::Server(_) => Code::INTERNAL,
     }
 }

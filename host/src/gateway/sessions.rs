@@ -8,9 +8,15 @@
 use bytes::Bytes;
 use std::{
     collections::HashMap,
-    sync::{PoisonError, RwLock},
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicI32, Ordering},
+    },
 };
-use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::{
+    Notify,
+    mpsc::{self, error::TrySendError},
+};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 /// What a session's writer task sends to its client.
@@ -25,16 +31,44 @@ pub enum Outbound {
     Close(CloseFrame),
 }
 
+/// Tells a session's agent to end: it answers what it has read, pushes `sys.kick` with the
+/// reason and closes. Never lost to a full outgoing queue: it does not travel in it.
+#[derive(Default)]
+pub struct KickSignal {
+    reason: AtomicI32,
+    notify: Notify,
+}
+
+impl KickSignal {
+    /// Kicks with `reason` (a code); the first reason given wins.
+    pub fn kick(&self, reason: i32) {
+        let _ = self.reason.compare_exchange(0, reason, Ordering::AcqRel, Ordering::Acquire);
+        self.notify.notify_one();
+    }
+
+    /// Completes when the session is kicked, with the reason.
+    pub async fn kicked(&self) -> i32 {
+        self.notify.notified().await;
+        self.reason.load(Ordering::Acquire)
+    }
+}
+
+/// A live session's ways in: its outgoing queue and its kick signal.
+struct Entry {
+    queue: mpsc::Sender<Outbound>,
+    kick: Arc<KickSignal>,
+}
+
 /// Shards of the table: connects and disconnects of different sessions rarely share a lock.
 const SHARDS: usize = 16;
 
 /// Live sessions by id, each with its writer's queue.
 pub struct SessionTable {
-    shards: [RwLock<HashMap<u64, mpsc::Sender<Outbound>>>; SHARDS],
+    shards: [RwLock<HashMap<u64, Entry>>; SHARDS],
 }
 
 /// What became of one push, by session.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PushReport {
     /// Queued for the session's client.
     pub delivered: usize,
@@ -51,14 +85,24 @@ impl Default for SessionTable {
 }
 
 impl SessionTable {
-    fn shard(&self, session: u64) -> &RwLock<HashMap<u64, mpsc::Sender<Outbound>>> {
+    fn shard(&self, session: u64) -> &RwLock<HashMap<u64, Entry>> {
         // Session ids are sequential, so the low bits spread them evenly.
         &self.shards[(session % SHARDS as u64) as usize]
     }
 
-    /// Registers `session` with its writer's queue, replacing any earlier entry of that id.
-    pub fn insert(&self, session: u64, queue: mpsc::Sender<Outbound>) {
-        self.shard(session).write().unwrap_or_else(PoisonError::into_inner).insert(session, queue);
+    /// Registers `session` with its writer's queue and kick signal, replacing any earlier entry
+    /// of that id.
+    pub fn insert(&self, session: u64, queue: mpsc::Sender<Outbound>, kick: Arc<KickSignal>) {
+        self.shard(session)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(session, Entry { queue, kick });
+    }
+
+    /// Kicks `session` with `reason`; false when no such session is live.
+    pub fn kick(&self, session: u64, reason: i32) -> bool {
+        let shard = self.shard(session).read().unwrap_or_else(PoisonError::into_inner);
+        shard.get(&session).map(|entry| entry.kick.kick(reason)).is_some()
     }
 
     /// Forgets `session`; pushes to it count as offline from now on.
@@ -81,7 +125,7 @@ impl SessionTable {
         let mut report = PushReport::default();
         for &session in sessions {
             let shard = self.shard(session).read().unwrap_or_else(PoisonError::into_inner);
-            match shard.get(&session).map(|queue| queue.try_send(Outbound::Frame(frame.clone()))) {
+            match shard.get(&session).map(|entry| entry.queue.try_send(Outbound::Frame(frame.clone()))) {
                 Some(Ok(())) => report.delivered += 1,
                 None => report.offline += 1,
                 Some(Err(TrySendError::Full(_) | TrySendError::Closed(_))) => report.dropped += 1,
@@ -102,9 +146,9 @@ mod tests {
         let (full, _full_rx) = mpsc::channel(1);
         let (closed, closed_rx) = mpsc::channel(4);
         drop(closed_rx);
-        table.insert(1, live);
-        table.insert(2, full.clone());
-        table.insert(3, closed);
+        table.insert(1, live, Arc::default());
+        table.insert(2, full.clone(), Arc::default());
+        table.insert(3, closed, Arc::default());
         full.try_send(Outbound::Frame(Bytes::new())).unwrap();
 
         let frame = Bytes::from_static(b"push");
@@ -117,5 +161,16 @@ mod tests {
         table.remove(1);
         assert_eq!(table.push(&[1], &frame).offline, 1);
         assert_eq!(table.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_kick_reaches_its_session_once_with_the_first_reason() {
+        let table = SessionTable::default();
+        let signal = Arc::new(KickSignal::default());
+        table.insert(7, mpsc::channel(1).0, signal.clone());
+        assert!(table.kick(7, 12));
+        assert!(table.kick(7, 13));
+        assert!(!table.kick(8, 12));
+        assert_eq!(signal.kicked().await, 12);
     }
 }

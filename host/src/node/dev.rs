@@ -5,16 +5,15 @@
 //! over tarpc's in-process channel transport instead: the same service and the same gateway code
 //! as a cluster over TCP, without sockets between them.
 
-use super::{Listeners, NodeError};
+use super::{AdminTask, Listeners, NodeError};
 use crate::{
-    admin::{self, Health},
+    admin::Health,
     config::NodeConfig,
     gateway::{self, Gateway, relay::Relay},
     rpc::WorkerRpcClient,
     worker::{Worker, routes::RouteTable},
 };
 use std::future::Future;
-use tokio_util::sync::CancellationToken;
 
 /// Runs a dev node serving clients on `listeners` until `shutdown` completes.
 ///
@@ -31,11 +30,7 @@ pub async fn run(
     let worker = Worker::new(config.node.id.clone(), RouteTable::from_registry(&config.worker.modules)?);
     worker.start()?;
     let health = Health::default();
-    let admin_stop = CancellationToken::new();
-    let admin = listeners.admin.map(|listener| {
-        let stop = admin_stop.clone();
-        tokio::spawn(admin::serve(listener, health.clone(), async move { stop.cancelled().await }))
-    });
+    let admin = AdminTask::spawn(listeners.admin, &health, &config.admin);
 
     let timeout = config.gateway.request_timeout();
     let (relay, server) = if config.gateway.local_dispatch {
@@ -63,9 +58,6 @@ pub async fn run(
         let _ = server.await;
     }
     worker.stop();
-    admin_stop.cancel();
-    if let Some(admin) = admin {
-        let _ = admin.await;
-    }
+    admin.stop().await;
     Ok(())
 }

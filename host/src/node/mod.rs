@@ -1,11 +1,22 @@
 //! Node lifecycle: what each kind of node starts, and in which order it stops.
 //!
-//! - [`dev`]: gateway and worker in one process over tarpc's in-process transport.
+//! - [`dev`]: gateway and worker in one process, no RPC between them.
+//! - [`gateway`]: a cluster gateway: clients, the workers found through the registry.
+//! - [`worker`]: a cluster worker: the enabled modules behind the worker RPC service.
 
 pub mod dev;
+pub mod gateway;
+pub mod worker;
 
-use crate::worker::{StartError, routes::RouteError};
-use tokio::net::TcpListener;
+use crate::{
+    admin::{self, Health},
+    config::{AdminConfig, NodeConfig},
+    registry::{NodeEntry, NodeKind, RegistryError},
+    rpc::handshake::Identity,
+    worker::{StartError, routes::RouteError},
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
 
 /// The sockets a node serves on, bound by the caller (so port 0 and readiness lines work).
 pub struct Listeners {
@@ -25,4 +36,78 @@ pub enum NodeError {
     /// A module's `on_start` failed.
     #[error(transparent)]
     Start(#[from] StartError),
+    /// The registry could not be opened, or the node could not register.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The config lacks what this kind of node needs.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// The admin listener's task and the way to stop it.
+pub(crate) struct AdminTask {
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl AdminTask {
+    /// Serves the admin endpoints on `listener`, if any.
+    pub(crate) fn spawn(listener: Option<TcpListener>, health: &Health, config: &AdminConfig) -> Self {
+        let stop = CancellationToken::new();
+        let task = listener.map(|listener| {
+            let stop = stop.clone();
+            tokio::spawn(admin::serve(listener, health.clone(), config.clone(), async move {
+                stop.cancelled().await
+            }))
+        });
+        Self { stop, task }
+    }
+
+    /// Stops the admin listener and waits for it.
+    pub(crate) async fn stop(self) {
+        self.stop.cancel();
+        if let Some(task) = self.task {
+            let _ = task.await;
+        }
+    }
+}
+
+/// This node as it introduces itself to peers and registers: its entry says `kind`, the address
+/// `advertise` (or the bound `rpc_addr`), and `modules`.
+///
+/// # Errors
+/// When `cluster.secret` is empty, or the node would register an address no peer can dial.
+pub(crate) fn identity(
+    config: &NodeConfig,
+    kind: NodeKind,
+    rpc_addr: std::net::SocketAddr,
+    advertise: &str,
+    modules: Vec<String>,
+) -> Result<Identity, NodeError> {
+    if config.cluster.secret.is_empty() {
+        return Err(NodeError::Config(
+            "cluster.secret is empty: every node of a cluster needs the same secret (set MORTAR_CLUSTER__SECRET)".into(),
+        ));
+    }
+    let addr = match advertise {
+        "" if rpc_addr.ip().is_unspecified() => {
+            return Err(NodeError::Config(format!(
+                "the RPC listener binds {rpc_addr}, which peers cannot dial: set the address to register ({})",
+                if kind == NodeKind::Worker { "worker.advertise" } else { "gateway.rpc_advertise" }
+            )));
+        }
+        "" => rpc_addr.to_string(),
+        given => given.to_owned(),
+    };
+    let entry = NodeEntry {
+        id: config.node.id.clone(),
+        kind,
+        addr,
+        modules,
+        version: env!("CARGO_PKG_VERSION").into(),
+        weight: config.worker.weight,
+        tags: config.worker.tags.clone(),
+        started_at_ms: crate::registry::now_ms(),
+    };
+    Ok(Identity { cluster: config.cluster.name.clone(), secret: config.cluster.secret.clone(), entry })
 }

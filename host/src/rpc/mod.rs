@@ -1,8 +1,19 @@
-//! What nodes say to each other over tarpc: the worker service and its messages.
+//! What nodes say to each other over tarpc: the worker and gateway services and their messages.
 //!
-//! The same service runs over tarpc's in-process channel transport (`mortar dev`) and over TCP
+//! The same services run over tarpc's in-process channel transport (`mortar dev`) and over TCP
 //! (the cluster), so the gateway's code path is the same in both.
+//!
+//! Layout:
+//! - this file: the services ([`WorkerRpc`], [`GatewayRpc`]) and their messages.
+//! - [`codec`]: the postcard serde format over length-delimited frames.
+//! - [`handshake`]: the first exchange on every connection (cluster secret, who is who).
+//! - [`listener`]: accepting peer connections with a cap, the handshake, then a service.
 
+pub mod codec;
+pub mod handshake;
+pub mod listener;
+
+use crate::gateway::sessions::PushReport;
 use bytes::Bytes;
 use mortar::Code;
 use serde::{Deserialize, Serialize};
@@ -56,9 +67,47 @@ impl From<Result<Bytes, Code>> for Reply {
     }
 }
 
+/// What a worker did with a relayed request.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Handled {
+    /// It ran the request; this is the reply.
+    Reply(Reply),
+    /// It is shutting down and did not run the request: the gateway may send it to another
+    /// worker (and stops sending this one more).
+    Draining,
+}
+
+/// One payload for many sessions of one gateway: a server push.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PushBatch {
+    /// The gateway's session ids.
+    pub sessions: Vec<u64>,
+    /// Module part of the push route (`mail`).
+    pub main: String,
+    /// Handler part of the push route (`new`).
+    pub sub: String,
+    /// The encoded push body.
+    pub data: Bytes,
+}
+
 /// The service every worker node serves.
 #[tarpc::service]
 pub trait WorkerRpc {
     /// Handles one client request relayed by a gateway. Always answers: failures are codes.
-    async fn handle(msg: AgentMessage) -> Reply;
+    async fn handle(msg: AgentMessage) -> Handled;
+    /// Answers at once: the gateway's liveness check.
+    async fn ping();
+}
+
+/// The service every cluster gateway serves to workers.
+#[tarpc::service]
+pub trait GatewayRpc {
+    /// Pushes one payload to each of the batch's sessions (`seq` 0), without waiting on any
+    /// client; says what became of it.
+    async fn push(batch: PushBatch) -> PushReport;
+    /// Kicks session `session`: it gets `sys.kick` with `reason`, then is closed. False when no
+    /// such session is connected.
+    async fn kick(session: u64, reason: i32) -> bool;
+    /// Answers at once: a liveness check.
+    async fn ping();
 }

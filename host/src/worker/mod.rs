@@ -9,7 +9,7 @@ pub mod routes;
 
 use crate::{
     metrics as m,
-    rpc::{AgentMessage, Reply, WorkerRpc, WorkerRpcRequest, WorkerRpcResponse},
+    rpc::{AgentMessage, Handled, Reply, WorkerRpc, WorkerRpcRequest, WorkerRpcResponse},
     trace,
 };
 use bytes::Bytes;
@@ -21,7 +21,15 @@ use mortar::{
     route::Route,
 };
 use routes::RouteTable;
-use std::{collections::HashMap, panic::AssertUnwindSafe, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    panic::AssertUnwindSafe,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
 use tarpc::server::{BaseChannel, Channel as _};
 use tracing::Instrument as _;
 
@@ -48,6 +56,12 @@ pub struct Worker {
 struct Core {
     node_id: String,
     routes: RouteTable,
+    /// Set when the node begins to shut down: relayed requests are handed back unhandled.
+    draining: AtomicBool,
+    /// Relayed requests running now.
+    in_flight: AtomicUsize,
+    /// When the last relayed request arrived.
+    last_arrival: Mutex<Instant>,
     /// Per-route metric handles, registered once (a labelled lookup per request costs).
     metrics: HashMap<&'static str, RouteMetrics>,
 }
@@ -69,7 +83,42 @@ impl Worker {
                 (route.path, RouteMetrics { ok, duration })
             })
             .collect();
-        Self { core: Arc::new(Core { node_id, routes, metrics }) }
+        let core = Core {
+            node_id,
+            routes,
+            draining: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            last_arrival: Mutex::new(Instant::now()),
+            metrics,
+        };
+        Self { core: Arc::new(core) }
+    }
+
+    /// Starts draining: from now on requests relayed over RPC are answered
+    /// [`Handled::Draining`] without running, so their gateways send them to another worker.
+    pub fn start_draining(&self) {
+        self.core.draining.store(true, Ordering::Release);
+    }
+
+    /// Waits until no relayed request runs and none has arrived for `quiet`, or until `grace`
+    /// has passed. True when it drained in time.
+    pub async fn drained(&self, quiet: Duration, grace: Duration) -> bool {
+        let deadline = Instant::now() + grace;
+        loop {
+            let idle_for = self.core.last_arrival.lock().unwrap_or_else(PoisonError::into_inner).elapsed();
+            if self.core.in_flight.load(Ordering::Acquire) == 0 && idle_for >= quiet {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Relayed requests running now.
+    pub fn in_flight(&self) -> usize {
+        self.core.in_flight.load(Ordering::Acquire)
     }
 
     /// The worker's route table.
@@ -169,12 +218,35 @@ impl Worker {
 pub struct WorkerServer(Worker);
 
 impl WorkerRpc for WorkerServer {
-    async fn handle(self, _: tarpc::context::Context, msg: AgentMessage) -> Reply {
-        self.0.handle(msg).await
+    async fn handle(self, _: tarpc::context::Context, msg: AgentMessage) -> Handled {
+        let core = &self.0.core;
+        *core.last_arrival.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        if core.draining.load(Ordering::Acquire) {
+            return Handled::Draining;
+        }
+        core.in_flight.fetch_add(1, Ordering::AcqRel);
+        // Decremented also when the call is cancelled (its deadline passed).
+        let _running = InFlight(core);
+        Handled::Reply(self.0.handle(msg).await)
+    }
+
+    async fn ping(self, _: tarpc::context::Context) {}
+}
+
+/// Counts one relayed request as running while it lives.
+struct InFlight<'a>(&'a Core);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl Host for Core {
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
     fn call(&self, from: &Ctx, path: &str, body: Bytes) -> BoxFuture<Result<Bytes, Code>> {
         let caller = from.request().route;
         if from.request().depth >= MAX_CALL_DEPTH {

@@ -1,0 +1,41 @@
+//! The gateway's tarpc service: what workers ask of the gateway holding a player's session.
+
+use super::Gateway;
+use crate::gateway::sessions::PushReport;
+use crate::rpc::{GatewayRpc, GatewayRpcRequest, GatewayRpcResponse, PushBatch};
+use futures::StreamExt as _;
+use mortar::Code;
+use tarpc::server::{BaseChannel, Channel as _};
+
+/// The tarpc face of a [`Gateway`].
+#[derive(Clone)]
+pub struct GatewayServer(pub Gateway);
+
+impl GatewayRpc for GatewayServer {
+    async fn push(self, _: tarpc::context::Context, batch: PushBatch) -> PushReport {
+        self.0.push(&batch.sessions, &batch.main, &batch.sub, batch.data)
+    }
+
+    async fn kick(self, _: tarpc::context::Context, session: u64, reason: i32) -> bool {
+        self.0.kick(session, Code::from_wire(reason))
+    }
+
+    async fn ping(self, _: tarpc::context::Context) {}
+}
+
+impl Gateway {
+    /// Serves the gateway's tarpc service on one transport until the peer hangs up.
+    pub async fn serve_rpc<T>(self, transport: T)
+    where
+        T: tarpc::Transport<tarpc::Response<GatewayRpcResponse>, tarpc::ClientMessage<GatewayRpcRequest>>
+            + Send
+            + 'static,
+    {
+        BaseChannel::with_defaults(transport)
+            .execute(GatewayServer(self).serve())
+            .for_each(|request| async {
+                tokio::spawn(request);
+            })
+            .await;
+    }
+}

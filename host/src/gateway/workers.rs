@@ -1,0 +1,339 @@
+//! A cluster gateway's workers: one connection per worker the registry lists, the live ones
+//! among them, and the choice of a worker for each request.
+//!
+//! The pool follows the registry. For each worker listed it runs a peer task that, until the
+//! worker leaves the registry or the pool closes:
+//! 1. dials the worker and takes its handshake (the worker's entry says what it serves);
+//! 2. puts it in the live view, where requests find it;
+//! 3. pings it every `rpc.ping_interval_ms`, and takes it out of the view when the connection
+//!    closes, a ping is unanswered for `rpc.ping_timeout_ms` (frozen), or a request finds it gone
+//!    or draining ([`WorkerPool::relay`] marks it down at once);
+//! 4. waits (backoff from `rpc.backoff_min_ms`, doubling to `rpc.backoff_max_ms`, with jitter)
+//!    and dials again.
+//!
+//! Taking a worker out of the view never cuts requests already sent to it: they finish, or get
+//! `TIMEOUT` at their deadline, or `UNAVAILABLE` when its connection closes.
+
+use super::rendezvous;
+use crate::{
+    admin::Health,
+    config::RpcConfig,
+    metrics as m,
+    registry::{Change, NodeEntry, NodeKind, Registry},
+    rpc::{
+        AgentMessage, Handled, Reply, WorkerRpcClient, codec,
+        handshake::{self, Identity},
+    },
+    trace,
+};
+use mortar::Code;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError, RwLock},
+    time::{Duration, Instant},
+};
+use tarpc::client::RpcError;
+use tokio::{sync::Notify, task::JoinHandle};
+
+/// How many workers one request tries when the first ones are draining.
+const MAX_ATTEMPTS: usize = 3;
+
+/// The gateway's workers; cheap to clone.
+#[derive(Clone)]
+pub struct WorkerPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    me: Arc<Identity>,
+    config: RpcConfig,
+    health: Health,
+    /// What requests choose from; replaced whole on every change, read per request.
+    view: RwLock<Arc<Vec<Live>>>,
+    peers: Mutex<HashMap<String, Peer>>,
+    follower: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A worker the pool connects to.
+struct Peer {
+    entry: NodeEntry,
+    task: JoinHandle<()>,
+    /// Wakes the peer task when a request found the worker gone.
+    down: Arc<Notify>,
+    /// The connection now in the view, by generation.
+    generation: Option<u64>,
+}
+
+/// A connected worker, as requests see it.
+#[derive(Clone)]
+struct Live {
+    id: Arc<str>,
+    hash: u64,
+    weight: u32,
+    modules: Arc<[String]>,
+    client: WorkerRpcClient,
+    generation: u64,
+    latency: metrics::Histogram,
+}
+
+impl WorkerPool {
+    /// A pool for the gateway `me`, following `registry` from now on. `health` is kept not ready
+    /// while no worker is connected.
+    pub fn start(me: Arc<Identity>, config: RpcConfig, registry: Arc<dyn Registry>, health: Health) -> Self {
+        health.set_peers_ok(false);
+        let inner = Arc::new(Inner {
+            me,
+            config,
+            health,
+            view: RwLock::default(),
+            peers: Mutex::default(),
+            follower: Mutex::default(),
+        });
+        let pool = Self { inner };
+        let mut watcher = registry.watch();
+        let follower = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                while let Some(changes) = watcher.changed().await {
+                    changes.into_iter().for_each(|change| pool.apply(change));
+                    let nodes = registry.snapshot();
+                    for kind in [NodeKind::Gateway, NodeKind::Worker] {
+                        let count = nodes.values().filter(|node| node.kind == kind).count();
+                        metrics::gauge!(m::REGISTRY_NODES, "kind" => kind.as_str()).set(count as f64);
+                    }
+                }
+            }
+        });
+        *pool.inner.follower.lock().unwrap_or_else(PoisonError::into_inner) = Some(follower);
+        pool
+    }
+
+    /// Stops following the registry and dialling workers. Requests in flight finish.
+    pub fn close(&self) {
+        if let Some(follower) = self.inner.follower.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            follower.abort();
+        }
+        let peers = std::mem::take(&mut *self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner));
+        peers.into_values().for_each(|peer| peer.task.abort());
+        self.rebuild();
+    }
+
+    /// Workers connected now.
+    pub fn live_count(&self) -> usize {
+        self.view().len()
+    }
+
+    /// Relays `msg` to a live worker serving its module, chosen by rendezvous hashing on the
+    /// user id (the session id before login), with the deadline `timeout` from now.
+    ///
+    /// Completes when a worker replies or the deadline passes, so the client always gets one
+    /// reply. A worker that answers "draining" did not run the request: it is marked down and
+    /// the request goes to the next choice.
+    ///
+    /// # Errors
+    /// None: failures are replies. `UNAVAILABLE`: no live worker serves the module, or the
+    /// worker's connection failed (it is marked down at once); `TIMEOUT`: the deadline passed.
+    pub async fn relay(&self, msg: AgentMessage, timeout: Duration) -> Reply {
+        let key = msg.user.unwrap_or(msg.session);
+        let deadline = Instant::now() + timeout;
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(worker) = self.pick(&msg.main, key) else { break };
+            let mut cx = tarpc::context::current();
+            cx.deadline = deadline;
+            cx.trace_context.trace_id = msg.trace_id.into();
+            let started = Instant::now();
+            let result = worker.client.handle(cx, msg.clone()).await;
+            worker.latency.record(started.elapsed());
+            match result {
+                Ok(Handled::Reply(reply)) => return reply,
+                Ok(Handled::Draining) => self.mark_down(&worker, "draining"),
+                Err(error) => {
+                    let code = code_of(&error);
+                    if code == Code::UNAVAILABLE {
+                        self.mark_down(&worker, "call failed");
+                    }
+                    metrics::counter!(m::RPC_ERRORS, "peer" => worker.id.to_string(), "code" => m::code_label(code.get()))
+                        .increment(1);
+                    tracing::warn!(peer = %worker.id, session = msg.session, seq = msg.seq, trace = %trace::display(msg.trace_id), %error, ?code, "relay to worker failed");
+                    return Reply::code(code);
+                }
+            }
+        }
+        tracing::debug!(main = %msg.main, session = msg.session, "no live worker serves the module");
+        Reply::code(Code::UNAVAILABLE)
+    }
+
+    fn view(&self) -> Arc<Vec<Live>> {
+        self.inner.view.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The live worker for `key` among those serving `main`.
+    fn pick(&self, main: &str, key: u64) -> Option<Live> {
+        let view = self.view();
+        let serving: Vec<&Live> = view.iter().filter(|live| live.modules.iter().any(|m| m == main)).collect();
+        let winner = rendezvous::pick(key, serving.iter().map(|live| (live.hash, live.weight)))?;
+        serving.get(winner).map(|live| (*live).clone())
+    }
+
+    /// Takes `worker`'s connection out of the view and tells its peer task, unless it has been
+    /// replaced already.
+    fn mark_down(&self, worker: &Live, reason: &'static str) {
+        let peers = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(peer) = peers.get(&*worker.id)
+            && peer.generation == Some(worker.generation)
+        {
+            tracing::warn!(peer = %worker.id, reason, "worker marked down");
+            peer.down.notify_one();
+        }
+    }
+
+    fn apply(&self, change: Change) {
+        match change {
+            Change::Added(entry) | Change::Updated(entry) => {
+                if entry.kind != NodeKind::Worker || entry.id == self.inner.me.entry.id {
+                    return;
+                }
+                let mut peers = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner);
+                if peers.get(&entry.id).is_some_and(|peer| peer.entry.addr == entry.addr) {
+                    return; // same worker, same address: what it serves comes from its handshake
+                }
+                let down = Arc::new(Notify::new());
+                let task = tokio::spawn(self.clone().run_peer(entry.clone(), down.clone()));
+                if let Some(old) =
+                    peers.insert(entry.id.clone(), Peer { entry, task, down, generation: None })
+                {
+                    old.task.abort();
+                }
+            }
+            Change::Removed(id) => {
+                let removed = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+                if let Some(peer) = removed {
+                    tracing::info!(peer = %id, "worker left the registry");
+                    peer.task.abort();
+                }
+            }
+        }
+        self.rebuild();
+    }
+
+    /// One worker's connection, again and again (see the module docs).
+    async fn run_peer(self, entry: NodeEntry, down: Arc<Notify>) {
+        let config = &self.inner.config;
+        let mut backoff = config.backoff_min();
+        let mut failing = false;
+        let mut generation = 0u64;
+        loop {
+            match handshake::dial(&entry.addr, &entry.id, &self.inner.me, config).await {
+                Ok((worker, frames)) => {
+                    failing = false;
+                    backoff = config.backoff_min();
+                    generation += 1;
+                    let mut client_config = tarpc::client::Config::default();
+                    // Each session bounds its own in-flight requests; the client need not queue on top.
+                    client_config.max_in_flight_requests = usize::MAX;
+                    client_config.pending_request_buffer = 1024;
+                    let new = WorkerRpcClient::new(client_config, codec::transport(frames));
+                    // The dispatch outlives this connection's time in the view: requests already
+                    // sent on it finish (or time out) after the worker is marked down.
+                    let mut dispatch = tokio::spawn(new.dispatch);
+                    let client = new.client;
+                    tracing::info!(peer = %entry.id, addr = %entry.addr, modules = ?worker.modules, "worker up");
+                    self.set_live(
+                        &entry.id,
+                        generation,
+                        Live {
+                            id: entry.id.as_str().into(),
+                            hash: rendezvous::node_hash(&entry.id),
+                            weight: worker.weight.max(1),
+                            modules: worker.modules.into(),
+                            client: client.clone(),
+                            generation,
+                            latency: metrics::histogram!(m::RPC_DURATION, "peer" => entry.id.clone()),
+                        },
+                    );
+                    let reason = tokio::select! {
+                        _ = &mut dispatch => "connection closed",
+                        reason = ping(&client, config) => reason,
+                        () = down.notified() => "a request found it gone or draining",
+                    };
+                    self.clear_live(&entry.id, generation);
+                    tracing::warn!(peer = %entry.id, reason, "worker down");
+                }
+                Err(error) if !failing => {
+                    failing = true;
+                    tracing::warn!(peer = %entry.id, %error, "cannot reach worker; retrying with backoff");
+                }
+                Err(error) => tracing::debug!(peer = %entry.id, %error, "cannot reach worker"),
+            }
+            tokio::time::sleep(jitter(backoff)).await;
+            backoff = (backoff * 2).min(config.backoff_max());
+        }
+    }
+
+    fn set_live(&self, id: &str, generation: u64, live: Live) {
+        {
+            let mut peers = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(peer) = peers.get_mut(id) else { return };
+            peer.generation = Some(generation);
+            let mut view = self.inner.view.write().unwrap_or_else(PoisonError::into_inner);
+            let mut next: Vec<Live> = view.iter().filter(|l| &*l.id != id).cloned().collect();
+            next.push(live);
+            *view = Arc::new(next);
+        }
+        self.rebuild();
+    }
+
+    fn clear_live(&self, id: &str, generation: u64) {
+        if let Some(peer) = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner).get_mut(id)
+            && peer.generation == Some(generation)
+        {
+            peer.generation = None;
+        }
+        self.rebuild();
+    }
+
+    /// Makes the view hold exactly the peers with a live connection.
+    fn rebuild(&self) {
+        let peers = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut view = self.inner.view.write().unwrap_or_else(PoisonError::into_inner);
+        let next: Vec<Live> = view
+            .iter()
+            .filter(|live| peers.get(&*live.id).is_some_and(|peer| peer.generation == Some(live.generation)))
+            .cloned()
+            .collect();
+        metrics::gauge!(m::WORKERS_LIVE).set(next.len() as f64);
+        self.inner.health.set_peers_ok(!next.is_empty());
+        *view = Arc::new(next);
+    }
+}
+
+/// Pings until a ping fails; says how.
+async fn ping(client: &WorkerRpcClient, config: &RpcConfig) -> &'static str {
+    loop {
+        tokio::time::sleep(config.ping_interval()).await;
+        let mut cx = tarpc::context::current();
+        cx.deadline = Instant::now() + config.ping_timeout();
+        match client.ping(cx).await {
+            Ok(()) => {}
+            Err(RpcError::DeadlineExceeded) => return "ping unanswered (frozen or overloaded)",
+            Err(_) => return "ping failed",
+        }
+    }
+}
+
+/// `wait` plus up to a quarter more, so gateways that lost one worker do not redial in step.
+fn jitter(wait: Duration) -> Duration {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    let nanos = now.map_or(0, |now| now.subsec_nanos()) ^ std::process::id();
+    wait + wait.mul_f64(f64::from(nanos % 1024) / 4096.0)
+}
+
+/// The reply code of a failed call.
+pub(super) fn code_of(error: &RpcError) -> Code {
+    match error {
+        RpcError::DeadlineExceeded => Code::TIMEOUT,
+        RpcError::Server(server) if server.kind == std::io::ErrorKind::TimedOut => Code::TIMEOUT,
+        RpcError::Shutdown | RpcError::Send(_) | RpcError::Channel(_) => Code::UNAVAILABLE,
+        RpcError::Server(_) => Code::INTERNAL,
+    }
+}

@@ -1,0 +1,92 @@
+//! `mortar gateway`: holds clients and relays their requests to the workers the registry lists.
+//!
+//! Starts in this order: the registry, the worker pool (it dials every listed worker), the
+//! gateway's own RPC service (workers push and kick through it), the registration, then clients.
+//! `/readyz` is 503 until a worker is connected, and whenever none is.
+//!
+//! Stops when `shutdown` completes: `/readyz` turns 503, the gateway stops accepting clients,
+//! every session finishes its read requests, gets `sys.kick` (`SERVER_SHUTDOWN`) and is closed
+//! (see [`gateway::serve`]); then the node deregisters, its RPC service and worker connections
+//! close, and the admin listener closes last.
+
+use super::{AdminTask, NodeError, identity};
+use crate::{
+    admin::Health,
+    config::NodeConfig,
+    gateway::{self, Gateway, relay::Relay, workers::WorkerPool},
+    registry::{self, NodeKind, keeper::Keeper},
+    rpc::{codec, listener},
+};
+use std::{future::Future, sync::Arc};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The sockets a gateway serves on, bound by the caller (so port 0 and readiness lines work).
+pub struct GatewayListeners {
+    /// WebSocket clients.
+    pub clients: TcpListener,
+    /// The gateway's RPC service, for workers.
+    pub rpc: TcpListener,
+    /// The admin endpoints; none to serve none.
+    pub admin: Option<TcpListener>,
+}
+
+/// Runs a cluster gateway until `shutdown` completes (see the module docs). `ready` is called
+/// once it serves clients.
+///
+/// # Errors
+/// A config that lacks the cluster secret, a registry that cannot be opened or registered with;
+/// nothing is served then.
+pub async fn run(
+    config: NodeConfig,
+    listeners: GatewayListeners,
+    ready: impl FnOnce(),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let rpc_addr = listeners.rpc.local_addr().map_err(|error| NodeError::Config(error.to_string()))?;
+    let me =
+        Arc::new(identity(&config, NodeKind::Gateway, rpc_addr, &config.gateway.rpc_advertise, Vec::new())?);
+    let registry = registry::open(&config).await?;
+    let health = Health::default();
+    let admin = AdminTask::spawn(listeners.admin, &health, &config.admin);
+
+    let pool = WorkerPool::start(me.clone(), config.rpc.clone(), registry.clone(), health.clone());
+    let relay = Relay::cluster(pool.clone(), config.gateway.request_timeout());
+    let gateway = Gateway::new(config.gateway.clone(), config.node.id.clone(), relay);
+
+    let rpc_stop = CancellationToken::new();
+    let rpc = tokio::spawn({
+        let (gateway, stop) = (gateway.clone(), rpc_stop.clone());
+        listener::serve(
+            listeners.rpc,
+            NodeKind::Worker,
+            me.clone(),
+            config.rpc.clone(),
+            stop.cancelled_owned(),
+            move |_, frames| gateway.clone().serve_rpc(codec::transport(frames)),
+        )
+    });
+    let keeper = match Keeper::start(registry.clone(), me.entry.clone(), config.registry.heartbeat()).await {
+        Ok(keeper) => keeper,
+        Err(error) => {
+            pool.close();
+            return Err(error.into());
+        }
+    };
+
+    health.set_ready(true);
+    ready();
+    let shutdown = async {
+        shutdown.await;
+        health.set_ready(false);
+    };
+    gateway::serve(listeners.clients, gateway, shutdown).await;
+
+    keeper.leave().await;
+    rpc_stop.cancel();
+    // Dropping the connections cuts them: no session is left to push to.
+    drop(rpc.await);
+    pool.close();
+    admin.stop().await;
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! The first exchange on every connection between nodes, before any RPC.
+//!
+//! The dialling node sends one frame, a [`Hello`] with the cluster's name and secret and its own
+//! id and kind; the listening node answers one frame, [`Welcome::Accepted`] with its own registry
+//! entry (so a gateway learns what a worker serves from the worker itself), or
+//! [`Welcome::Refused`] with the reason, and closes. A peer that sends anything else, or nothing
+//! within `rpc.handshake_timeout_ms`, is dropped and logged. The secret travels in the clear:
+//! keep RPC ports on a private network (docs/cluster.md).
+
+use super::codec::{self, Frames};
+use crate::{
+    config::RpcConfig,
+    metrics as m,
+    registry::{NodeEntry, NodeKind},
+};
+use futures::{SinkExt as _, StreamExt as _};
+use serde::{Deserialize, Serialize};
+use std::{io, net::SocketAddr};
+use tokio::net::TcpStream;
+
+/// The version of the node-to-node protocol; a peer speaking another is refused.
+pub const PROTOCOL: u32 = 1;
+
+/// What a dialling node says first.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`PROTOCOL`].
+    pub protocol: u32,
+    /// The cluster's name.
+    pub cluster: String,
+    /// The cluster's secret.
+    pub secret: String,
+    /// The dialling node's id.
+    pub node: String,
+    /// The dialling node's kind.
+    pub kind: NodeKind,
+}
+
+/// The listening node's answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Welcome {
+    /// Go ahead; this is who you reached.
+    Accepted(NodeEntry),
+    /// Refused, and why; the connection closes.
+    Refused(String),
+}
+
+/// Who this node is, as it introduces itself on connections.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The cluster's name.
+    pub cluster: String,
+    /// The cluster's secret.
+    pub secret: String,
+    /// This node's registry entry.
+    pub entry: NodeEntry,
+}
+
+/// Why a connection to a peer failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialError {
+    /// No TCP connection within the connect timeout, or it failed.
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// The address dialled.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The peer did not complete the handshake in time, or broke it.
+    #[error("handshake with {addr} failed: {reason}")]
+    Handshake {
+        /// The address dialled.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The peer refused this node.
+    #[error("{addr} refused this node: {reason}")]
+    Refused {
+        /// The address dialled.
+        addr: String,
+        /// The peer's reason.
+        reason: String,
+    },
+    /// Another node than the one expected answers at that address.
+    #[error("{addr} is node `{found}`, not `{expected}`")]
+    WrongNode {
+        /// The address dialled.
+        addr: String,
+        /// The id expected there.
+        expected: String,
+        /// The id that answered.
+        found: String,
+    },
+}
+
+/// Connects to node `expected` at `addr` and introduces this node.
+///
+/// # Errors
+/// See [`DialError`]; every step is bounded by the connect or handshake timeout.
+pub async fn dial(
+    addr: &str,
+    expected: &str,
+    me: &Identity,
+    config: &RpcConfig,
+) -> Result<(NodeEntry, Frames), DialError> {
+    let connect_error = |reason: String| DialError::Connect { addr: addr.to_owned(), reason };
+    let stream = tokio::time::timeout(config.connect_timeout(), TcpStream::connect(addr))
+        .await
+        .map_err(|_| connect_error(format!("no answer within {} ms", config.connect_timeout_ms)))?
+        .map_err(|error| connect_error(error.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let mut frames = codec::frames(stream, config.max_frame_bytes);
+    let hello = Hello {
+        protocol: PROTOCOL,
+        cluster: me.cluster.clone(),
+        secret: me.secret.clone(),
+        node: me.entry.id.clone(),
+        kind: me.entry.kind,
+    };
+    let handshake_error = |reason: String| DialError::Handshake { addr: addr.to_owned(), reason };
+    let exchange = async {
+        frames.send(codec::encode(&hello)?).await?;
+        let frame = frames.next().await.ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))??;
+        codec::decode::<Welcome>(&frame)
+    };
+    let welcome = tokio::time::timeout(config.handshake_timeout(), exchange)
+        .await
+        .map_err(|_| handshake_error(format!("no answer within {} ms", config.handshake_timeout_ms)))?
+        .map_err(|error| handshake_error(error.to_string()))?;
+    match welcome {
+        Welcome::Accepted(entry) if entry.id == expected => Ok((entry, frames)),
+        Welcome::Accepted(entry) => Err(DialError::WrongNode {
+            addr: addr.to_owned(),
+            expected: expected.to_owned(),
+            found: entry.id,
+        }),
+        Welcome::Refused(reason) => Err(DialError::Refused { addr: addr.to_owned(), reason }),
+    }
+}
+
+/// Takes the handshake of a connection a peer of kind `peer_kind` opened; answers with this
+/// node's entry, or refuses it (and logs why).
+///
+/// Returns the peer's node id and the connection, or `None` when it was refused or broke off.
+pub async fn accept(
+    stream: TcpStream,
+    peer: SocketAddr,
+    peer_kind: NodeKind,
+    me: &Identity,
+    config: &RpcConfig,
+) -> Option<(String, Frames)> {
+    let _ = stream.set_nodelay(true);
+    let mut frames = codec::frames(stream, config.max_frame_bytes);
+    let first = tokio::time::timeout(config.handshake_timeout(), frames.next()).await;
+    let hello = match first {
+        Ok(Some(Ok(frame))) => codec::decode::<Hello>(&frame).ok(),
+        _ => None,
+    };
+    let verdict = match &hello {
+        None => Err("the first frame is not a mortar handshake"),
+        Some(hello) if hello.protocol != PROTOCOL => Err("protocol version differs"),
+        Some(hello) if hello.cluster != me.cluster => Err("another cluster"),
+        Some(hello) if !same_secret(hello.secret.as_bytes(), me.secret.as_bytes()) => {
+            Err("wrong cluster secret")
+        }
+        Some(hello) if hello.kind != peer_kind => Err("this service is not for that kind of node"),
+        Some(_) => Ok(()),
+    };
+    let claimed = hello.as_ref().map_or("?", |hello| hello.node.as_str());
+    match verdict {
+        Ok(()) => {
+            let welcome = codec::encode(&Welcome::Accepted(me.entry.clone())).ok()?;
+            tokio::time::timeout(config.handshake_timeout(), frames.send(welcome)).await.ok()?.ok()?;
+            tracing::debug!(node = %me.entry.id, %peer, peer_node = claimed, "peer connected");
+            Some((claimed.to_owned(), frames))
+        }
+        Err(reason) => {
+            metrics::counter!(m::RPC_REFUSED, "reason" => reason).increment(1);
+            tracing::warn!(node = %me.entry.id, %peer, peer_node = claimed, reason, "peer refused");
+            if hello.is_some() {
+                let refusal = codec::encode(&Welcome::Refused(reason.to_owned())).ok()?;
+                let _ = tokio::time::timeout(config.handshake_timeout(), frames.send(refusal)).await;
+            }
+            None
+        }
+    }
+}
+
+/// Compares secrets in time that depends on their length only.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_compare_by_every_byte() {
+        assert!(super::same_secret(b"s3cret", b"s3cret"));
+        assert!(!super::same_secret(b"s3cret", b"s3creT"));
+        assert!(!super::same_secret(b"s3cret", b"s3cre"));
+    }
+}
