@@ -5,9 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The tests so far need only the Rust toolchain. (Redis/MongoDB setup lands here with the issues
-# that bring those backends.)
 command -v cargo >/dev/null || { echo "scripts/test.sh: cargo is required (https://rustup.rs)" >&2; exit 1; }
+
+# The cluster tests start their own Redis servers on free loopback ports: they need the binary.
+if ! command -v redis-server >/dev/null; then
+  echo "scripts/test.sh: installing redis-server (Debian package)" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+fi
 
 # The idle-connection test holds 5,000 WebSocket connections (10,000 sockets on loopback).
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

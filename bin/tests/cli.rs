@@ -120,7 +120,28 @@ fn bad_config_is_refused_at_start() {
 }
 
 #[test]
-fn cluster_commands_say_not_yet() {
-    let out = Command::new(MORTAR).args(["gateway"]).output().expect("mortar gateway runs");
-    assert_eq!(out.status.code(), Some(2));
+fn cluster_nodes_refuse_to_start_without_a_secret() {
+    let out = Command::new(MORTAR)
+        .args(["worker", "--rpc-listen", "127.0.0.1:0"])
+        .env("MORTAR_ADMIN__ENABLED", "false")
+        .output()
+        .expect("mortar worker runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cluster.secret is empty"), "{stderr}");
+}
+
+#[test]
+fn a_value_out_of_range_names_its_environment_variable() {
+    let out = Command::new(MORTAR)
+        .args(["dev", "--listen", "127.0.0.1:0"])
+        .env("MORTAR_GATEWAY__MAX_IN_FLIGHT", "0")
+        .output()
+        .expect("mortar dev runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`gateway.max_in_flight` from MORTAR_GATEWAY__MAX_IN_FLIGHT: 0 is out of range"),
+        "{stderr}"
+    );
 }

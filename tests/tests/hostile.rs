@@ -251,7 +251,7 @@ async fn client_that_never_reads_is_disconnected_when_its_queue_is_full() {
         config.gateway.outbound_queue = 4;
         config.gateway.write_timeout_ms = 200;
         config.gateway.rate_per_sec = 0;
-        config.gateway.max_in_flight = 100_000;
+        config.gateway.max_in_flight = 65_536;
     })
     .await;
     let mut ws = small_window_client(&node).await;

@@ -145,7 +145,10 @@ impl WorkerPool {
             let result = worker.client.handle(cx, msg.clone()).await;
             worker.latency.record(started.elapsed());
             match result {
-                Ok(Handled::Reply(reply)) => return reply,
+                Ok(Handled::Reply(reply)) => {
+                    tracing::debug!(peer = %worker.id, session = msg.session, seq = msg.seq, trace = %trace::display(msg.trace_id), code = %m::code_label(reply.code), "relayed");
+                    return reply;
+                }
                 Ok(Handled::Draining) => self.mark_down(&worker, "draining"),
                 Err(error) => {
                     let code = code_of(&error);

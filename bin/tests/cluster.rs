@@ -1,0 +1,308 @@
+//! The cluster as a user runs it: `mortar worker` and `mortar gateway` as separate processes,
+//! found through the static or the Redis registry, driven by WebSocket clients. Workers are
+//! killed, frozen, restarted and refused; Redis is restarted under them.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+mod support;
+
+use mortar_cli::client::Client;
+use mortar_pb::{ErrorCode, Kick, echo::NodeResp};
+use prost::Message as _;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use support::{Node, Redis, TempDir, gateway, static_registry, worker};
+
+/// Waits (at most 20 s) until the gateway's metrics say it has `live` workers connected.
+fn wait_live(gateway: &Node, live: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let want = format!("mortar_gateway_workers_live {live}\n");
+    loop {
+        let (_, metrics) = gateway.admin_get("/metrics");
+        if metrics.contains(&want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{} never had {live} live workers:\n{metrics}", gateway.name);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends `echo.node`; the reply's code and the node that ran it ("" unless OK).
+async fn where_ran(client: &mut Client) -> (i32, String) {
+    let reply = tokio::time::timeout(
+        Duration::from_secs(15),
+        client.request("echo", "node", Default::default(), |_| {}),
+    )
+    .await
+    .expect("every request gets a reply: none hangs")
+    .expect("the connection stays up");
+    let node = if reply.code == 0 { NodeResp::decode(reply.data).unwrap().node } else { String::new() };
+    (reply.code, node)
+}
+
+/// Opens `n` connections and asks each where its requests run.
+async fn spread(url: &str, n: usize) -> BTreeMap<String, usize> {
+    let mut nodes = BTreeMap::new();
+    for _ in 0..n {
+        let mut client = Client::connect(url).await.unwrap();
+        let (code, node) = where_ran(&mut client).await;
+        assert_eq!(code, 0);
+        *nodes.entry(node).or_default() += 1;
+    }
+    nodes
+}
+
+/// Every connection's requests stay on one worker; many connections use both.
+async fn serves_sticky_and_spread(url: &str) {
+    let mut seen = BTreeSet::new();
+    for _ in 0..16 {
+        let mut client = Client::connect(url).await.unwrap();
+        let (code, first) = where_ran(&mut client).await;
+        assert_eq!(code, 0);
+        for _ in 0..10 {
+            assert_eq!(
+                where_ran(&mut client).await,
+                (0, first.clone()),
+                "a session's requests stay on one worker"
+            );
+        }
+        seen.insert(first);
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["worker-1", "worker-2"], "sessions spread over both");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_registry_serves_sticky_sessions_over_both_workers() {
+    let dir = TempDir::new("static");
+    let w1 = worker(&dir, "worker-1", "127.0.0.1:0", "", &[]);
+    let w2 = worker(&dir, "worker-2", "127.0.0.1:0", "", &[]);
+    let gw = gateway(&dir, "gateway-1", &static_registry(&[&w1, &w2]), &[]);
+    wait_live(&gw, 2);
+    serves_sticky_and_spread(&gw.addr).await;
+    let (_, metrics) = gw.admin_get("/metrics");
+    assert!(metrics.contains("mortar_registry_nodes{kind=\"worker\"} 2"), "{metrics}");
+    assert!(metrics.contains("mortar_rpc_duration_seconds_count{peer=\"worker-1\"}"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_registry_serves_and_survives_a_redis_restart() {
+    let mut redis = Redis::start();
+    let dir = TempDir::new("redis");
+    let url = redis.url();
+    let env = [("MORTAR_REGISTRY__URL", url.as_str())];
+    let w1 = worker(&dir, "worker-1", "127.0.0.1:0", "", &env);
+    let w2 = worker(&dir, "worker-2", "127.0.0.1:0", "", &env);
+    let gw = gateway(&dir, "gateway-1", "", &env);
+    wait_live(&gw, 2);
+    serves_sticky_and_spread(&gw.addr).await;
+    assert_eq!(redis.command("EXISTS mortar:mortar:node:gateway-1").as_deref(), Some(":1"));
+
+    // Redis goes away: the cluster keeps serving from what it knows.
+    redis.kill();
+    let mut client = Client::connect(&gw.addr).await.unwrap();
+    for _ in 0..20 {
+        assert_eq!(where_ran(&mut client).await.0, 0);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(where_ran(&mut client).await.0, 0);
+    assert!(gw.log().contains("registry unreachable"), "{}", gw.log());
+
+    // Redis comes back empty: every node registers again, and a new worker joins.
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis.command("EXISTS mortar:mortar:node:worker-2").as_deref() != Some(":1") {
+        assert!(Instant::now() < deadline, "worker-2 did not register again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let w3 = worker(&dir, "worker-3", "127.0.0.1:0", "", &env);
+    wait_live(&gw, 3);
+    let nodes = spread(&gw.addr, 30).await;
+    assert!(nodes.contains_key("worker-3"), "{nodes:?}");
+    drop((w1, w2, w3));
+}
+
+/// Clients sending `echo.node` in a loop until stopped: (started at, code, node) per request.
+fn load(
+    url: &str,
+    clients: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Vec<(Instant, i32, String)>>> {
+    (0..clients)
+        .map(|_| {
+            let (url, stop) = (url.to_owned(), stop.clone());
+            tokio::spawn(async move {
+                let mut client = Client::connect(&url).await.unwrap();
+                let mut results = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let (code, node) = where_ran(&mut client).await;
+                    results.push((started, code, node));
+                }
+                results
+            })
+        })
+        .collect()
+}
+
+async fn collect(
+    tasks: Vec<tokio::task::JoinHandle<Vec<(Instant, i32, String)>>>,
+) -> Vec<(Instant, i32, String)> {
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_fails_only_its_requests_in_flight() {
+    let dir = TempDir::new("kill");
+    let w1 = worker(&dir, "worker-1", "127.0.0.1:0", "", &[]);
+    let w2 = worker(&dir, "worker-2", "127.0.0.1:0", "", &[]);
+    let gw = gateway(&dir, "gateway-1", &static_registry(&[&w1, &w2]), &[]);
+    wait_live(&gw, 2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = load(&gw.addr, 20, stop.clone());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    w1.signal("KILL");
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let results = collect(tasks).await;
+
+    let before = results.iter().filter(|(at, ..)| *at < killed).count();
+    assert!(results.iter().filter(|(at, ..)| *at < killed).any(|(_, _, node)| node == "worker-1"));
+    let unavailable = ErrorCode::Unavailable as i32;
+    for (at, code, node) in &results {
+        assert!(
+            *code == 0 || *code == unavailable,
+            "code {code} at {:?} after the kill",
+            at.checked_duration_since(killed)
+        );
+        if at.checked_duration_since(killed).is_some_and(|after| after > Duration::from_millis(300)) {
+            assert_eq!(
+                (*code, node.as_str()),
+                (0, "worker-2"),
+                "later requests all succeed on the other worker"
+            );
+        }
+    }
+    assert!(results.len() > before + 100, "the load went on after the kill");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_worker_times_out_its_requests_and_rejoins_when_thawed() {
+    let dir = TempDir::new("freeze");
+    let w1 = worker(&dir, "worker-1", "127.0.0.1:0", "", &[]);
+    let w2 = worker(&dir, "worker-2", "127.0.0.1:0", "", &[]);
+    let extra = static_registry(&[&w1, &w2]) + "[gateway]\nrequest_timeout_ms = 1500\n";
+    let gw = gateway(&dir, "gateway-1", &extra, &[]);
+    wait_live(&gw, 2);
+    // A session whose requests run on worker-1.
+    let mut on_w1 = loop {
+        let mut client = Client::connect(&gw.addr).await.unwrap();
+        if where_ran(&mut client).await.1 == "worker-1" {
+            break client;
+        }
+    };
+    w1.signal("STOP");
+    let started = Instant::now();
+    assert_eq!(
+        where_ran(&mut on_w1).await.0,
+        ErrorCode::Timeout as i32,
+        "in flight to a frozen worker: TIMEOUT"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1400), "{:?}", started.elapsed());
+    // The gateway's pings find it frozen: new sessions go to the other worker.
+    wait_live(&gw, 1);
+    let nodes = spread(&gw.addr, 12).await;
+    assert_eq!(nodes.keys().collect::<Vec<_>>(), ["worker-2"], "{nodes:?}");
+
+    w1.signal("CONT");
+    wait_live(&gw, 2);
+    let nodes = spread(&gw.addr, 30).await;
+    assert!(nodes.contains_key("worker-1"), "it rejoins: {nodes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_the_wrong_secret_is_refused() {
+    let dir = TempDir::new("secret");
+    let w1 = worker(&dir, "worker-1", "127.0.0.1:0", "", &[]);
+    let intruder =
+        worker(&dir, "worker-2", "127.0.0.1:0", "", &[("MORTAR_CLUSTER__SECRET", "not-the-secret")]);
+    let gw = gateway(&dir, "gateway-1", &static_registry(&[&w1, &intruder]), &[]);
+    wait_live(&gw, 1);
+    let nodes = spread(&gw.addr, 12).await;
+    assert_eq!(nodes.keys().collect::<Vec<_>>(), ["worker-1"], "{nodes:?}");
+    let (_, metrics) = intruder.admin_get("/metrics");
+    assert!(metrics.contains("mortar_rpc_refused_total{reason=\"wrong cluster secret\"}"), "{metrics}");
+    assert!(intruder.log().contains("peer refused"), "{}", intruder.log());
+    assert!(gw.log().contains("refused this node: wrong cluster secret"), "{}", gw.log());
+
+    // Something that is not a mortar node at all: refused after its first frame.
+    use std::io::{Read as _, Write as _};
+    let mut stranger = std::net::TcpStream::connect(&w1.addr).unwrap();
+    stranger.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stranger.write_all(b"\x00\x00\x00\x05hello").unwrap();
+    let mut rest = Vec::new();
+    let _ = stranger.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "no answer but the close");
+    assert!(w1.log().contains("the first frame is not a mortar handshake"), "{}", w1.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_load_answers_every_request() {
+    let dir = TempDir::new("rolling");
+    let mut w1 = worker(&dir, "worker-1", "127.0.0.1:0", "", &[]);
+    let mut w2 = worker(&dir, "worker-2", "127.0.0.1:0", "", &[]);
+    let gw = gateway(&dir, "gateway-1", &static_registry(&[&w1, &w2]), &[]);
+    wait_live(&gw, 2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = load(&gw.addr, 20, stop.clone());
+    for old in [&mut w1, &mut w2] {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        old.signal("TERM");
+        assert_eq!(old.wait_exit(Duration::from_secs(15)), Some(0), "a worker stops cleanly on SIGTERM");
+        let addr = old.addr.clone();
+        *old = worker(&dir, &old.name.clone(), &addr, "", &[]);
+        wait_live(&gw, 2);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let results = collect(tasks).await;
+    let failed: Vec<_> = results.iter().filter(|(_, code, _)| *code != 0).collect();
+    assert!(failed.is_empty(), "{} of {} requests failed: {failed:?}", failed.len(), results.len());
+    let nodes: BTreeSet<_> = results.iter().map(|(_, _, node)| node.as_str()).collect();
+    assert_eq!(nodes.into_iter().collect::<Vec<_>>(), ["worker-1", "worker-2"]);
+    // Requests that reached a draining worker were handed back and ran elsewhere.
+    assert!(gw.log().contains("reason=\"draining\""), "{}", gw.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_is_ready_only_with_a_worker_and_kicks_its_clients_on_sigterm() {
+    let dir = TempDir::new("lifecycle");
+    let port = support::free_port();
+    let registry = format!("[registry]\nnodes = [{{ id = \"worker-1\", addr = \"127.0.0.1:{port}\" }}]\n");
+    let mut gw = gateway(&dir, "gateway-1", &registry, &[]);
+    assert_eq!(gw.admin_get("/readyz").0, 503, "no worker yet");
+    let mut client = Client::connect(&gw.addr).await.unwrap();
+    assert_eq!(where_ran(&mut client).await.0, ErrorCode::Unavailable as i32, "no live worker serves echo");
+
+    let mut w1 = worker(&dir, "worker-1", &format!("127.0.0.1:{port}"), "", &[]);
+    wait_live(&gw, 1);
+    assert_eq!(gw.admin_get("/readyz").0, 200);
+    assert_eq!(where_ran(&mut client).await, (0, "worker-1".to_owned()));
+
+    gw.signal("TERM");
+    let kick = tokio::time::timeout(Duration::from_secs(10), client.next()).await.unwrap().unwrap();
+    assert_eq!((kick.main_type.as_str(), kick.sub_type.as_str()), ("sys", "kick"));
+    assert_eq!(Kick::decode(kick.data).unwrap().reason, ErrorCode::ServerShutdown as i32);
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
+    w1.signal("TERM");
+    assert_eq!(w1.wait_exit(Duration::from_secs(10)), Some(0));
+}

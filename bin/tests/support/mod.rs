@@ -1,0 +1,261 @@
+//! Helpers for tests that run the real `mortar` binary: node processes, a cluster of them, and a
+//! Redis server. Everything started here is killed when its handle drops, also when a test fails.
+#![allow(dead_code, clippy::unwrap_used)] // each test file uses its own part
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+/// The binary under test.
+pub const MORTAR: &str = env!("CARGO_BIN_EXE_mortar");
+
+/// The secret of the test clusters.
+pub const SECRET: &str = "test-cluster-secret";
+
+/// A directory of its own under the temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("mortar-{name}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `mortar` process, killed on drop. Its stderr goes to a file, shown when a test fails.
+pub struct Node {
+    pub child: Child,
+    /// The readiness line's address: `ws://…/ws` of a gateway, `HOST:PORT` of a worker.
+    pub addr: String,
+    /// The admin listener, when the log said where it is.
+    pub admin: Option<SocketAddr>,
+    pub name: String,
+    log: PathBuf,
+}
+
+impl Node {
+    /// Starts `mortar ARGS` with `env`, and waits (at most 20 s) for its readiness line.
+    pub fn start(name: &str, dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Node {
+        Self::try_start(name, dir, args, env).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Like [`Node::start`], but a node that exits before its readiness line is an error carrying
+    /// its exit code and stderr.
+    pub fn try_start(name: &str, dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Result<Node, String> {
+        let log = dir.0.join(format!("{name}.log"));
+        let mut child = Command::new(MORTAR)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+        let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+        let addr = if let Some(url) = line.trim().strip_prefix("mortar: gateway listening on ") {
+            url.to_owned()
+        } else if let Some(rest) = line.trim().strip_prefix("mortar: worker ") {
+            rest.split_once(" listening on tcp://").map(|(_, addr)| addr.to_owned()).unwrap_or_default()
+        } else {
+            let _ = child.kill();
+            let status = child.wait().ok().and_then(|status| status.code());
+            return Err(format!("{name} did not start (exit {status:?}, line {line:?}):\n{}", read_log()));
+        };
+        let admin = read_log().lines().find_map(|line| {
+            line.split("admin listening on http://").nth(1)?.strip_suffix("/metrics")?.parse().ok()
+        });
+        Ok(Node { child, addr, admin, name: name.to_owned(), log })
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`, `STOP`, `CONT`).
+    pub fn signal(&self, signal: &str) {
+        let status =
+            Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status();
+        assert!(status.unwrap().success(), "kill -{signal} {}", self.name);
+    }
+
+    /// Waits (at most `within`) for the process to exit; its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// What the node has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET path` on the admin listener: status and body.
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin.expect("the node logged its admin address"), path)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // A stopped process must be continued to die from anything but SIGKILL; KILL works.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- log of {} ----\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// `GET path` over plain HTTP/1.1: status and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// A free loopback port (bound, then released: good enough for a test's own servers).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A config file for a cluster node `id`: the test secret and `extra` TOML.
+pub fn node_conf(dir: &TempDir, id: &str, extra: &str) -> PathBuf {
+    let text =
+        format!("[node]\nid = \"{id}\"\nworker_threads = 2\n[cluster]\nsecret = \"{SECRET}\"\n{extra}");
+    dir.file(&format!("{id}.toml"), &text)
+}
+
+/// Every listener on a free port, and no per-client limits (the tests are one IP sending fast).
+const TEST_ENV: [(&str, &str); 5] = [
+    ("MORTAR_GATEWAY__LISTEN", "127.0.0.1:0"),
+    ("MORTAR_GATEWAY__RPC_LISTEN", "127.0.0.1:0"),
+    ("MORTAR_GATEWAY__RATE_PER_SEC", "0"),
+    ("MORTAR_GATEWAY__MAX_CONNECTIONS_PER_IP", "0"),
+    ("MORTAR_ADMIN__LISTEN", "127.0.0.1:0"),
+];
+
+/// A worker process `id` with `extra` config, its RPC on `rpc` (`127.0.0.1:0` for any port).
+pub fn worker(dir: &TempDir, id: &str, rpc: &str, extra: &str, env: &[(&str, &str)]) -> Node {
+    let conf = node_conf(dir, id, extra);
+    let env: Vec<_> = TEST_ENV.iter().chain(env).copied().collect();
+    Node::start(id, dir, &["worker", "--conf", conf.to_str().unwrap(), "--rpc-listen", rpc], &env)
+}
+
+/// A gateway process `id` with `extra` config.
+pub fn gateway(dir: &TempDir, id: &str, extra: &str, env: &[(&str, &str)]) -> Node {
+    let conf = node_conf(dir, id, extra);
+    let env: Vec<_> = TEST_ENV.iter().chain(env).copied().collect();
+    Node::start(id, dir, &["gateway", "--conf", conf.to_str().unwrap()], &env)
+}
+
+/// The `[registry]` section listing `workers` statically.
+pub fn static_registry(workers: &[&Node]) -> String {
+    let nodes: Vec<String> =
+        workers.iter().map(|w| format!("{{ id = \"{}\", addr = \"{}\" }}", w.name, w.addr)).collect();
+    format!("[registry]\nurl = \"static\"\nnodes = [{}]\n", nodes.join(", "))
+}
+
+/// A Redis server of the test's own on a free loopback port, killed on drop.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl Redis {
+    /// Starts `redis-server` (scripts/test.sh installs it) and waits until it answers.
+    pub fn start() -> Redis {
+        let mut redis = Redis { child: None, port: free_port() };
+        redis.restart();
+        redis
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (its data is gone: nothing is saved).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.command("PING").as_deref() != Some("+PONG") {
+            assert!(Instant::now() < deadline, "redis-server did not answer on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends one inline command; the first line of the answer.
+    pub fn command(&self, command: &str) -> Option<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(stream, "{command}\r\n").ok()?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).ok()?;
+        Some(line.trim_end().to_owned())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
