@@ -43,8 +43,8 @@ enum Command {
         /// The gateway's WebSocket URL.
         #[arg(long, default_value = "ws://127.0.0.1:4000/ws")]
         url: String,
-        /// Seconds to wait for the reply.
-        #[arg(long, default_value_t = 10.0)]
+        /// Seconds to wait for the reply (more than 0, at most 86400).
+        #[arg(long, default_value_t = 10.0, value_parser = parse_timeout)]
         timeout: f64,
         /// Print pushes that arrive before the reply (to stderr).
         #[arg(long)]
@@ -93,9 +93,36 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("mortar: {error:#}");
+            eprintln!("mortar: {}", describe(&error));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes on one line, each said once: libraries often repeat their source's
+/// text in their own message ("IO error: Connection refused", then "Connection refused").
+fn describe(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// `--timeout`: a finite number of seconds, more than 0 and at most a day.
+fn parse_timeout(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text.parse().map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0 {
+        Ok(seconds)
+    } else {
+        Err(format!("{text} is out of range: give more than 0 and at most 86400 seconds"))
     }
 }
 

@@ -86,7 +86,8 @@ fn dev_and_client_from_the_command_line() {
 fn one_trace_id_in_the_gateway_and_worker_log_lines() {
     let log_path = std::env::temp_dir().join(format!("mortar-trace-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).expect("log file");
-    let env = [("RUST_LOG", "mortar_host=debug"), ("NO_COLOR", "1")];
+    // No NO_COLOR: a log that is not a terminal gets no colour codes by itself.
+    let env = [("RUST_LOG", "mortar_host=debug")];
     let mut dev = DevProcess::start_with(&env, Stdio::from(log));
     let (status, _, _) = dev.client(&["echo.say", r#"{"text":"traced"}"#]);
     assert_eq!(status, 0);
@@ -102,6 +103,7 @@ fn one_trace_id_in_the_gateway_and_worker_log_lines() {
         let start = line.find("trace=").unwrap_or_else(|| panic!("no trace id in {line:?}")) + "trace=".len();
         line[start..start + 32].to_owned()
     };
+    assert!(!logs.contains('\x1b'), "colour codes in a log file:\n{logs}");
     let relayed = trace_of("relayed");
     let handled = trace_of("handled");
     assert_eq!(relayed, handled, "{logs}");
@@ -144,4 +146,23 @@ fn a_value_out_of_range_names_its_environment_variable() {
         stderr.contains("`gateway.max_in_flight` from MORTAR_GATEWAY__MAX_IN_FLIGHT: 0 is out of range"),
         "{stderr}"
     );
+}
+
+#[test]
+fn client_refuses_a_bad_timeout_and_says_a_refused_connection_once() {
+    for bad in ["-1", "NaN", "1e30", "0", "soon"] {
+        let out = Command::new(MORTAR)
+            .args(["client", &format!("--timeout={bad}"), "echo.say"])
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "--timeout {bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--timeout"), "{stderr}");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let out = Command::new(MORTAR).args(["client", "--url", &url, "echo.say"]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("Connection refused").count(), 1, "{stderr}");
 }

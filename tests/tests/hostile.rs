@@ -10,7 +10,7 @@ use mortar_tests::{DevNode, Received, admin_get, echo_body, raw, receive, reques
 use prost::Message as _;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite::{self, Message, protocol::frame::coding::CloseCode};
 
 /// Fails the test instead of hanging when the server does not do what it must.
 const GUARD: Duration = Duration::from_secs(20);
@@ -167,6 +167,61 @@ async fn overlong_route_is_a_bad_request() {
     let Received::Message(reply) = receive(&mut socket).await else { panic!("closed") };
     assert_eq!((reply.seq, reply.code), (7, ErrorCode::BadRequest as i32));
     assert!(reply.main_type.is_empty(), "the long route is not echoed");
+}
+
+#[tokio::test]
+async fn refused_frames_count_against_the_rate_limit() {
+    let node = DevNode::with_config(|config| {
+        config.gateway.rate_per_sec = 1;
+        config.gateway.rate_burst = 5;
+    })
+    .await;
+    let mut socket = raw(&node.url()).await;
+    let long = format!("{}.say", "e".repeat(100));
+    for seq in 1..=20 {
+        send(&mut socket, request(&long, seq, echo_body("x"))).await;
+    }
+    let mut codes = Vec::new();
+    for _ in 0..20 {
+        let Received::Message(reply) = receive(&mut socket).await else { panic!("closed") };
+        codes.push(reply.code);
+    }
+    let bad = codes.iter().filter(|code| **code == ErrorCode::BadRequest as i32).count();
+    let limited = codes.iter().filter(|code| **code == ErrorCode::RateLimited as i32).count();
+    assert_eq!((bad, limited), (5, 15), "only the burst is looked at: {codes:?}");
+}
+
+#[tokio::test]
+async fn a_client_close_frame_is_echoed() {
+    let node = DevNode::start().await;
+    let mut socket = raw(&node.url()).await;
+    let bye = tungstenite::protocol::CloseFrame { code: CloseCode::Normal, reason: "bye".into() };
+    send(&mut socket, tungstenite::Message::Close(Some(bye))).await;
+    let Received::Closed(Some(echo)) = receive(&mut socket).await else { panic!("no close frame came back") };
+    assert_eq!(echo.code, CloseCode::Normal);
+}
+
+#[tokio::test]
+async fn idle_admin_connections_are_capped_and_timed_out() {
+    let node = DevNode::with_config(|config| {
+        config.admin.max_connections = 4;
+        config.admin.request_timeout_ms = 300;
+    })
+    .await;
+    // Half-sent requests that would each hold a descriptor.
+    let mut idle = Vec::new();
+    for _ in 0..10 {
+        let mut stream = tokio::net::TcpStream::connect(node.admin).await.unwrap();
+        stream.write_all(b"GET /metrics HTTP/1.1\r\n").await.unwrap();
+        idle.push(stream);
+    }
+    // Every one of them is closed: the ones over the cap at once, the others at the timeout.
+    for stream in &mut idle {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(GUARD, stream.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "an idle admin connection stayed open");
+    }
+    assert_eq!(admin_get(node.admin, "/healthz").await.0, 200);
 }
 
 async fn upgrade_status(url: &str) -> Option<u16> {

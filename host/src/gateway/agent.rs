@@ -3,7 +3,7 @@
 //! outgoing queue ([`Socket`]).
 //!
 //! The agent's loop ends when:
-//! 1. the client closes the connection or the socket fails;
+//! 1. the client closes the connection (its close frame is echoed) or the socket fails;
 //! 2. the client sends a frame that is not a binary `UserMessage`, or one over the size limit
 //!    (closed with 1007, 1003 or 1009 and a reason);
 //! 3. the client is silent for the read timeout (closed with 1000, "idle timeout");
@@ -68,6 +68,8 @@ enum End {
     Shutdown,
     /// The session was kicked with this reason code.
     Kicked(i32),
+    /// The client sent a close frame: it is echoed (RFC 6455 §5.5.1), nothing more is sent.
+    ClientClosed,
 }
 
 /// One session's request state.
@@ -149,7 +151,8 @@ pub(super) async fn run(
                         "text_frame",
                     )),
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(()),
-                    Some(Ok(Message::Close(_))) | None => Err(End::Gone("client")),
+                    Some(Ok(Message::Close(_))) => Err(End::ClientClosed),
+                    None => Err(End::Gone("client")),
                     Some(Err(tungstenite::Error::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
                         let reason = format!("frame of {size} bytes exceeds the limit of {max_size}");
                         Err(End::Close(close(CloseCode::Size, &reason), "frame_too_large"))
@@ -177,6 +180,7 @@ pub(super) async fn run(
         End::Gone(reason) | End::Close(_, reason) => *reason,
         End::Shutdown => "shutdown",
         End::Kicked(_) => "kicked",
+        End::ClientClosed => "client",
     };
     metrics::counter!(m::SESSIONS_CLOSED, "reason" => reason).increment(1);
     tracing::debug!(node = %agent.shared.node_id, session, %ip, reason, "session ending");
@@ -197,18 +201,31 @@ impl Agent {
     /// `BAD_REQUEST`), a malformed frame ends the session.
     fn accept(&mut self, frame: Bytes) -> Result<(), End> {
         let config = &self.shared.config;
-        let msg = match envelope::inspect(frame, config.max_route_bytes) {
-            Inbound::Request(msg) => msg,
-            Inbound::Refuse(reply) => {
-                self.reply(reply);
-                return Ok(());
-            }
+        let checked = match envelope::inspect(frame, config.max_route_bytes) {
+            Inbound::Request(msg) => Ok(msg),
+            Inbound::Refuse(reply) => Err(reply),
             Inbound::Malformed(reason) => {
                 return Err(End::Close(close(CloseCode::Invalid, &reason), "bad_envelope"));
             }
         };
-        let over_rate = self.limiter.as_ref().is_some_and(|limiter| limiter.check().is_err());
-        if over_rate || self.waiting.len() + self.running.len() >= config.max_in_flight {
+        // Every frame counts against the rate, also one refused for its own fault: a client must
+        // not get an answer per frame at any speed by sending bad ones.
+        if self.limiter.as_ref().is_some_and(|limiter| limiter.check().is_err()) {
+            let reply = match checked {
+                Ok(msg) => envelope::reply_code(msg.main_type, msg.sub_type, msg.seq, Code::RATE_LIMITED),
+                Err(refusal) => UserMessage { code: Code::RATE_LIMITED.get(), ..refusal },
+            };
+            self.reply(reply);
+            return Ok(());
+        }
+        let msg = match checked {
+            Ok(msg) => msg,
+            Err(refusal) => {
+                self.reply(refusal);
+                return Ok(());
+            }
+        };
+        if self.waiting.len() + self.running.len() >= config.max_in_flight {
             self.reply(envelope::reply_code(msg.main_type, msg.sub_type, msg.seq, Code::RATE_LIMITED));
             return Ok(());
         }
@@ -331,6 +348,11 @@ impl Agent {
     async fn finish(&mut self, end: End) {
         let (kick, frame) = match end {
             End::Gone(_) => return self.abandon().await,
+            End::ClientClosed => {
+                let write_timeout = self.shared.config.write_timeout();
+                let _ = tokio::time::timeout(write_timeout, self.socket.echo_close()).await;
+                return self.abandon().await;
+            }
             End::Close(frame, _) => (None, frame),
             End::Shutdown => (Some(Code::SERVER_SHUTDOWN), close(CloseCode::Away, "server shutdown")),
             End::Kicked(reason) => (Some(Code::from_wire(reason)), close(CloseCode::Policy, "kicked")),

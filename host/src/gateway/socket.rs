@@ -92,6 +92,12 @@ impl Socket {
         poll_fn(|cx| self.poll_write(cx)).await
     }
 
+    /// Sends the reply to the client's close frame, which the WebSocket queued when it read it;
+    /// nothing else may be sent after a close.
+    pub(super) async fn echo_close(&mut self) -> Result<(), tungstenite::Error> {
+        poll_fn(|cx| self.ws.poll_flush_unpin(cx)).await
+    }
+
     /// Makes progress writing; ready once everything queued is written and flushed.
     pub(super) fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tungstenite::Error>> {
         while !self.outgoing.is_empty() {
