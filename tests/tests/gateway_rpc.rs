@@ -1,0 +1,138 @@
+//! The gateway's own RPC service over real TCP: a worker (here, the test posing as one after a
+//! real handshake) pushes to a session and kicks it. Gateway and worker run in this process with
+//! the testkit module, on loopback sockets.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+use mortar_cli::client::Client;
+use mortar_host::{
+    NodeConfig,
+    config::StaticNode,
+    node::{gateway::GatewayListeners, worker::WorkerListeners},
+    registry::{NodeEntry, NodeKind},
+    rpc::{
+        GatewayRpcClient, PushBatch, codec,
+        handshake::{self, DialError, Identity},
+    },
+};
+use mortar_pb::{ErrorCode, Kick, echo::EchoResp};
+use mortar_tests::echo_body;
+use prost::Message as _;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+const SECRET: &str = "gateway-rpc-test";
+
+fn config(id: &str) -> NodeConfig {
+    let mut config = NodeConfig::default();
+    config.node.id = id.into();
+    config.cluster.secret = SECRET.into();
+    config.admin.enabled = false;
+    config
+}
+
+async fn bind() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+/// A worker posing node, as the test introduces itself to the gateway.
+fn worker_identity(secret: &str) -> Identity {
+    let entry = NodeEntry {
+        id: "test-worker".into(),
+        kind: NodeKind::Worker,
+        addr: "127.0.0.1:1".into(),
+        modules: Vec::new(),
+        version: String::new(),
+        weight: 1,
+        tags: Vec::new(),
+        started_at_ms: 0,
+    };
+    Identity { cluster: "mortar".into(), secret: secret.into(), entry }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_push_to_and_kick_a_gateways_sessions() {
+    mortar_host::metrics::install();
+    let worker_rpc = bind().await;
+    let worker_addr = worker_rpc.local_addr().unwrap();
+    let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(mortar_host::node::worker::run(
+        config("worker-1"),
+        WorkerListeners { rpc: worker_rpc, admin: None },
+        || {},
+        async move {
+            let _ = worker_stopped.await;
+        },
+    ));
+
+    let mut gateway_config = config("gateway-1");
+    gateway_config.registry.nodes =
+        vec![StaticNode { id: "worker-1".into(), kind: "worker".into(), addr: worker_addr.to_string() }];
+    let (clients, rpc) = (bind().await, bind().await);
+    let (client_addr, rpc_addr) = (clients.local_addr().unwrap(), rpc.local_addr().unwrap());
+    let (stop_gateway, gateway_stopped) = tokio::sync::oneshot::channel::<()>();
+    let gateway = tokio::spawn(mortar_host::node::gateway::run(
+        gateway_config.clone(),
+        GatewayListeners { clients, rpc, admin: None },
+        || {},
+        async move {
+            let _ = gateway_stopped.await;
+        },
+    ));
+
+    // A player, and the session id the worker sees for it.
+    let mut client = Client::connect(&format!("ws://{client_addr}/ws")).await.unwrap();
+    let session = loop {
+        let reply = client.request("testkit", "whoami", echo_body(""), |_| {}).await.unwrap();
+        if reply.code == 0 {
+            break EchoResp::decode(reply.data).unwrap().text.parse::<u64>().unwrap();
+        }
+        assert_eq!(reply.code, ErrorCode::Unavailable as i32, "only until the worker is connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    // The wrong secret gets nowhere.
+    let refused =
+        handshake::dial(&rpc_addr.to_string(), "gateway-1", &worker_identity("wrong"), &gateway_config.rpc)
+            .await;
+    assert!(
+        matches!(refused, Err(DialError::Refused { ref reason, .. }) if reason == "wrong cluster secret"),
+        "{refused:?}"
+    );
+
+    let (entry, frames) =
+        handshake::dial(&rpc_addr.to_string(), "gateway-1", &worker_identity(SECRET), &gateway_config.rpc)
+            .await
+            .unwrap();
+    assert_eq!(entry.kind, NodeKind::Gateway);
+    let gateway_rpc = GatewayRpcClient::new(Default::default(), codec::transport(frames)).spawn();
+
+    let batch = PushBatch {
+        sessions: vec![session, 999_999],
+        main: "testkit".into(),
+        sub: "note".into(),
+        data: echo_body("pushed"),
+    };
+    let report = gateway_rpc.push(tarpc::context::current(), batch).await.unwrap();
+    assert_eq!((report.delivered, report.offline), (1, 1));
+    let push = tokio::time::timeout(Duration::from_secs(5), client.next()).await.unwrap().unwrap();
+    assert_eq!((push.main_type.as_str(), push.sub_type.as_str(), push.seq), ("testkit", "note", 0));
+
+    assert!(
+        gateway_rpc
+            .kick(tarpc::context::current(), session, ErrorCode::LoggedInElsewhere as i32)
+            .await
+            .unwrap()
+    );
+    let kick = tokio::time::timeout(Duration::from_secs(5), client.next()).await.unwrap().unwrap();
+    assert_eq!((kick.main_type.as_str(), kick.sub_type.as_str()), ("sys", "kick"));
+    assert_eq!(Kick::decode(kick.data).unwrap().reason, ErrorCode::LoggedInElsewhere as i32);
+    let closed = tokio::time::timeout(Duration::from_secs(5), client.next()).await.unwrap();
+    assert!(closed.is_err(), "the kicked session is closed");
+    assert!(!gateway_rpc.kick(tarpc::context::current(), session, 12).await.unwrap(), "gone after the kick");
+
+    drop(gateway_rpc);
+    let _ = stop_gateway.send(());
+    gateway.await.unwrap().unwrap();
+    let _ = stop_worker.send(());
+    worker.await.unwrap().unwrap();
+}
