@@ -23,7 +23,7 @@
 use super::{
     Shared,
     envelope::{self, Inbound},
-    sessions::{KickSignal, Outbound},
+    sessions::Outbound,
     socket::{Io, Socket},
 };
 use crate::{metrics as m, rpc::AgentMessage, trace};
@@ -43,7 +43,7 @@ use std::{
 };
 use tokio::{
     net::TcpStream,
-    sync::mpsc,
+    sync::{mpsc, oneshot},
     time::{Instant, Sleep},
 };
 use tokio_tungstenite::{
@@ -99,8 +99,10 @@ pub(super) async fn run(
     let owner = shared.clone();
     let config = &owner.config;
     let (pusher, mut pushes) = mpsc::channel(config.outbound_queue);
-    let kick = Arc::new(KickSignal::default());
-    let registered = Registered::new(&owner, session, pusher, kick.clone());
+    let (kick, mut kicked) = oneshot::channel();
+    let registered = Registered::new(&owner, session, pusher, kick);
+    // The table holds the kick's sender while the session lives; this guards the unexpected.
+    let mut kick_live = true;
     let limiter = NonZeroU32::new(config.rate_per_sec).map(|rate| {
         let burst = NonZeroU32::new(config.rate_burst).unwrap_or(rate);
         RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
@@ -129,7 +131,10 @@ pub(super) async fn run(
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break End::Shutdown,
-            reason = kick.kicked() => break End::Kicked(reason),
+            kick = &mut kicked, if kick_live => match kick {
+                Ok(reason) => break End::Kicked(reason),
+                Err(_) => kick_live = false,
+            },
             Some(reply) = agent.running.next(), if !agent.running.is_empty() && agent.socket.has_room() => {
                 agent.reply(reply);
                 agent.start_ready();
@@ -382,7 +387,12 @@ struct Registered<'a> {
 }
 
 impl<'a> Registered<'a> {
-    fn new(shared: &'a Shared, session: u64, queue: mpsc::Sender<Outbound>, kick: Arc<KickSignal>) -> Self {
+    fn new(
+        shared: &'a Shared,
+        session: u64,
+        queue: mpsc::Sender<Outbound>,
+        kick: oneshot::Sender<i32>,
+    ) -> Self {
         shared.sessions.insert(session, queue, kick);
         Self { shared, session }
     }

@@ -85,7 +85,7 @@ impl Relay {
                         tracing::debug!(%peer, session, seq, trace = %trace::display(trace_id), code = %m::code_label(reply.code), "relayed");
                         reply
                     }
-                    Ok(Handled::Draining) => Reply::code(Code::UNAVAILABLE),
+                    Ok(Handled::Draining(_)) => Reply::code(Code::UNAVAILABLE),
                     Err(error) => {
                         let code = code_of(&error);
                         metrics::counter!(m::RPC_ERRORS, "peer" => peer.clone(), "code" => m::code_label(code.get()))

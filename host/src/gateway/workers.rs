@@ -133,7 +133,7 @@ impl WorkerPool {
     /// # Errors
     /// None: failures are replies. `UNAVAILABLE`: no live worker serves the module, or the
     /// worker's connection failed (it is marked down at once); `TIMEOUT`: the deadline passed.
-    pub async fn relay(&self, msg: AgentMessage, timeout: Duration) -> Reply {
+    pub async fn relay(&self, mut msg: AgentMessage, timeout: Duration) -> Reply {
         let key = msg.user.unwrap_or(msg.session);
         let deadline = Instant::now() + timeout;
         for _ in 0..MAX_ATTEMPTS {
@@ -141,15 +141,19 @@ impl WorkerPool {
             let mut cx = tarpc::context::current();
             cx.deadline = deadline;
             cx.trace_context.trace_id = msg.trace_id.into();
+            let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
             let started = Instant::now();
-            let result = worker.client.handle(cx, msg.clone()).await;
+            let result = worker.client.handle(cx, msg).await;
             worker.latency.record(started.elapsed());
             match result {
                 Ok(Handled::Reply(reply)) => {
-                    tracing::debug!(peer = %worker.id, session = msg.session, seq = msg.seq, trace = %trace::display(msg.trace_id), code = %m::code_label(reply.code), "relayed");
+                    tracing::debug!(peer = %worker.id, session, seq, trace = %trace::display(trace_id), code = %m::code_label(reply.code), "relayed");
                     return reply;
                 }
-                Ok(Handled::Draining) => self.mark_down(&worker, "draining"),
+                Ok(Handled::Draining(unhandled)) => {
+                    self.mark_down(&worker, "draining");
+                    msg = *unhandled;
+                }
                 Err(error) => {
                     let code = code_of(&error);
                     if code == Code::UNAVAILABLE {
@@ -157,7 +161,7 @@ impl WorkerPool {
                     }
                     metrics::counter!(m::RPC_ERRORS, "peer" => worker.id.to_string(), "code" => m::code_label(code.get()))
                         .increment(1);
-                    tracing::warn!(peer = %worker.id, session = msg.session, seq = msg.seq, trace = %trace::display(msg.trace_id), %error, ?code, "relay to worker failed");
+                    tracing::warn!(peer = %worker.id, session, seq, trace = %trace::display(trace_id), %error, ?code, "relay to worker failed");
                     return Reply::code(code);
                 }
             }
@@ -173,9 +177,9 @@ impl WorkerPool {
     /// The live worker for `key` among those serving `main`.
     fn pick(&self, main: &str, key: u64) -> Option<Live> {
         let view = self.view();
-        let serving: Vec<&Live> = view.iter().filter(|live| live.modules.iter().any(|m| m == main)).collect();
-        let winner = rendezvous::pick(key, serving.iter().map(|live| (live.hash, live.weight)))?;
-        serving.get(winner).map(|live| (*live).clone())
+        let serving = || view.iter().filter(|live| live.modules.iter().any(|m| m == main));
+        let winner = rendezvous::pick(key, serving().map(|live| (live.hash, live.weight)))?;
+        serving().nth(winner).cloned()
     }
 
     /// Takes `worker`'s connection out of the view and tells its peer task, unless it has been

@@ -70,6 +70,8 @@ pub async fn run(
         Ok(keeper) => keeper,
         Err(error) => {
             pool.close();
+            rpc_stop.cancel();
+            admin.stop().await;
             return Err(error.into());
         }
     };

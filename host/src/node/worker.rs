@@ -68,7 +68,9 @@ pub async fn run(
     let keeper = match Keeper::start(registry, me.entry.clone(), config.registry.heartbeat()).await {
         Ok(keeper) => keeper,
         Err(error) => {
+            accepting.cancel();
             worker.stop();
+            admin.stop().await;
             return Err(error.into());
         }
     };

@@ -5,8 +5,14 @@
 //! length + raw) and fast; docs/cluster.md has the measurement that chose it.
 
 use bytes::{Bytes, BytesMut};
+use futures::{Sink, Stream};
 use serde::{Serialize, de::DeserializeOwned};
-use std::{io, marker::PhantomData, pin::Pin};
+use std::{
+    io,
+    marker::PhantomData,
+    pin::Pin,
+    task::{Context, Poll},
+};
 use tarpc::tokio_serde::{Deserializer, Serializer};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -44,7 +50,7 @@ pub type Frames = Framed<TcpStream, LengthDelimitedCodec>;
 
 /// A tarpc transport over a connection's frames.
 pub type Transport<Item, SinkItem> =
-    tarpc::serde_transport::Transport<TcpStream, Item, SinkItem, Postcard<Item, SinkItem>>;
+    Coalesce<tarpc::serde_transport::Transport<TcpStream, Item, SinkItem, Postcard<Item, SinkItem>>>;
 
 /// The tarpc transport over `frames`, for either side of a service.
 pub fn transport<Item, SinkItem>(frames: Frames) -> Transport<Item, SinkItem>
@@ -52,7 +58,63 @@ where
     Item: DeserializeOwned,
     SinkItem: Serialize,
 {
-    tarpc::serde_transport::new(frames, Postcard::default())
+    Coalesce { inner: tarpc::serde_transport::new(frames, Postcard::default()), dirty: false, yielded: false }
+}
+
+/// A transport whose flush first lets the other ready tasks run once, so the messages they
+/// produce in that round leave in the same write.
+///
+/// tarpc flushes as soon as it has nothing more to send right now. With one task per request,
+/// that was one `writev` per message on both sides (0.8 per request on the gateway, 0.94 on the
+/// worker, measured at 44k req/s): the kernel's loopback path on each write then cost more than
+/// everything else the gateway does. Yielding once per flush batches what became ready in the
+/// same scheduler round; a message waits for at most that round.
+pub struct Coalesce<T> {
+    inner: T,
+    /// Something was sent since the last flush.
+    dirty: bool,
+    /// This flush has yielded once already.
+    yielded: bool,
+}
+
+impl<T: Stream + Unpin> Stream for Coalesce<T> {
+    type Item = T::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T::Item>> {
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
+impl<I, T: Sink<I> + Unpin> Sink<I> for Coalesce<T> {
+    type Error = T::Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), T::Error>> {
+        Pin::new(&mut self.inner).poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: I) -> Result<(), T::Error> {
+        self.dirty = true;
+        Pin::new(&mut self.inner).start_send(item)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), T::Error>> {
+        if self.dirty && !self.yielded {
+            // Tokio runs a task that woke itself after the tasks already waiting.
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let flushed = Pin::new(&mut self.inner).poll_flush(cx);
+        if flushed.is_ready() {
+            self.dirty = false;
+            self.yielded = false;
+        }
+        flushed
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), T::Error>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
 }
 
 /// Frames on `stream`, refusing any longer than `max_frame_bytes`.
@@ -60,9 +122,10 @@ pub fn frames(stream: TcpStream, max_frame_bytes: usize) -> Frames {
     Framed::new(stream, LengthDelimitedCodec::builder().max_frame_length(max_frame_bytes).new_codec())
 }
 
-/// Encodes one frame.
+/// Encodes one frame. Starting with room for a typical relayed request saves the buffer's
+/// regrowth: a quarter of the encoding time measured (docs/cluster.md).
 pub(super) fn encode<T: Serialize>(value: &T) -> Result<Bytes, io::Error> {
-    postcard::to_allocvec(value)
+    postcard::to_extend(value, Vec::with_capacity(256))
         .map(Bytes::from)
         .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
 }

@@ -68,13 +68,13 @@ impl From<Result<Bytes, Code>> for Reply {
 }
 
 /// What a worker did with a relayed request.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Handled {
     /// It ran the request; this is the reply.
     Reply(Reply),
-    /// It is shutting down and did not run the request: the gateway may send it to another
-    /// worker (and stops sending this one more).
-    Draining,
+    /// It is shutting down and did not run the request, which it hands back: the gateway may
+    /// send it to another worker (and stops sending this one more).
+    Draining(Box<AgentMessage>),
 }
 
 /// One payload for many sessions of one gateway: a server push.

@@ -222,7 +222,7 @@ impl WorkerRpc for WorkerServer {
         let core = &self.0.core;
         *core.last_arrival.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
         if core.draining.load(Ordering::Acquire) {
-            return Handled::Draining;
+            return Handled::Draining(Box::new(msg));
         }
         core.in_flight.fetch_add(1, Ordering::AcqRel);
         // Decremented also when the call is cancelled (its deadline passed).

@@ -5,7 +5,7 @@ class Handler {
   }
 
   async echo(msg) {
-    return { text: msg.text };
+    return { code: 200, text: msg.text };
   }
 }
 
