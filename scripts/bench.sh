@@ -6,14 +6,22 @@
 #   2. the gateway's resident memory with 10,000 idle connections;
 #   3. the same echo against Pinus (bench/peers/pinus): its connector answering itself, and its
 #      connector forwarding to a backend server over Pinus RPC, at 100 and 1,000 clients (and
-#      "split": the bot on one thread, as Pinus's connector is a single Node.js thread).
+#      "split": the bot on one thread, as Pinus's connector is a single Node.js thread);
+#   4. the cluster: `mortar gateway` + 1 and + 2 `mortar worker`s over TCP, beside the bare
+#      tokio-tungstenite echo server (the transport's ceiling) and Pinus forwarding, all driven by
+#      the same client (../shared/bench/wsbench) in this run; the CPU per request of gateway and
+#      worker at a fixed open-loop load; and how long a killed or frozen worker keeps getting
+#      requests.
 # Each row is the median of RUNS runs of SECONDS seconds. Results (one JSON per run and a summary
 # table) go to target/bench/<time>/.
-# Usage: scripts/bench.sh [SECONDS=20] [RUNS=3]   (needs cargo, node and npm; python3 for the table)
+# Usage: [STAGES="dev idle pinus cluster"] scripts/bench.sh [SECONDS=20] [RUNS=3]
+#   (needs cargo, node and npm; python3 for the tables)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-20}
 runs=${2:-3}
+stages=" ${STAGES:-dev idle pinus cluster} "
+want() { [[ "$stages" == *" $1 "* ]]; }
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 cargo build --release --locked -p mortar-cli
@@ -46,6 +54,7 @@ bot() { # name clients [bot args...]
   done
 }
 
+if want dev; then
 echo "== mortar dev, echo"
 start_dev
 for clients in 1 100 1000; do bot mortar-dev "$clients" --url "$DEV_URL"; done
@@ -73,7 +82,9 @@ json.dump(report, open(sys.argv[1], "w"), indent=2)
 print(f"  {report['requests_per_sec']:.0f} req/s, {micros:.1f} µs of node CPU per request")
 PY
 stop_dev
+fi
 
+if want idle; then
 echo "== mortar dev, 10,000 idle connections"
 start_dev
 rss() { awk '/VmRSS/ {print $2}' "/proc/$DEV_PID/status"; }
@@ -91,7 +102,9 @@ echo "{\"connections\": 10000, \"rss_before_kib\": $before, \"rss_after_kib\": $
 echo "  RSS $before KiB -> $after KiB: $(( (after - before) * 1024 / 10000 )) bytes per idle connection"
 kill "$idle_bot"; wait "$idle_bot" 2>/dev/null || true
 stop_dev
+fi
 
+if want pinus; then
 echo "== Pinus 1.7.4"
 (cd bench/peers/pinus && { [ -d node_modules ] || npm ci --no-audit --no-fund >/dev/null; })
 (cd bench/peers/pinus && exec setsid node app.js >"../../../$out/pinus.log" 2>&1) &
@@ -105,6 +118,11 @@ for clients in 100 1000; do
   bot pinus-connector-split "$clients" --url ws://127.0.0.1:3010 --protocol pinus --route connector.entryHandler.echo --threads 1
 done
 kill -- "-$pinus_pid" 2>/dev/null || true
+fi
+
+if want cluster; then
+  scripts/bench-cluster.sh "$bin" "$out" "$seconds" "$runs"
+fi
 
 python3 - "$out" <<'PY'
 import json, glob, os, statistics, sys

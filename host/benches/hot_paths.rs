@@ -1,5 +1,5 @@
-//! The per-request hot paths: envelope decode/encode, route lookup, handler dispatch, and a push
-//! fanned out to 1,000 sessions.
+//! The per-request hot paths: envelope decode/encode, route lookup, handler dispatch, a push
+//! fanned out to 1,000 sessions, and the RPC frames of one relayed request.
 //! Run with `cargo bench -p mortar-host`; numbers are in docs/benchmarks.md.
 #![allow(missing_docs)]
 
@@ -126,5 +126,58 @@ fn push_fan_out(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, envelope, route_lookup, dispatch, push_fan_out);
+/// The RPC frames of one relayed echo request and its reply, as the gateway and the worker encode
+/// and decode them (tarpc's envelope with its context, in mortar's postcard codec), beside the
+/// same with serde_json, tarpc's other maintained format.
+fn rpc_codec(c: &mut Criterion) {
+    use bytes::BytesMut;
+    use mortar_host::rpc::{Handled, Reply, WorkerRpcRequest, WorkerRpcResponse, codec::Postcard};
+    use std::pin::Pin;
+    use tarpc::tokio_serde::{Deserializer as _, Serializer as _};
+    type Request = tarpc::ClientMessage<WorkerRpcRequest>;
+    type Response = tarpc::Response<WorkerRpcResponse>;
+    let msg = AgentMessage {
+        main: "echo".into(),
+        sub: "say".into(),
+        seq: 42,
+        data: EchoReq { text: "0123456789abcdef".into() }.encode_to_vec().into(),
+        session: 9_876,
+        user: None,
+        client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        gateway: "gateway-1".into(),
+        trace_id: 0x1234_5678_9abc_def0_0000_0000_0000_0001,
+    };
+    let request = Request::Request(tarpc::Request {
+        context: tarpc::context::current(),
+        id: 12_345,
+        message: WorkerRpcRequest::Handle { msg },
+    });
+    let reply = Reply { code: 0, data: EchoReq { text: "0123456789abcdef".into() }.encode_to_vec().into() };
+    let response =
+        Response { request_id: 12_345, message: Ok(WorkerRpcResponse::Handle(Handled::Reply(reply))) };
+    let mut gateway = Postcard::<Response, Request>::default();
+    let mut worker = Postcard::<Request, Response>::default();
+    c.bench_function("rpc frames of one relayed request + reply, postcard", |b| {
+        b.iter(|| {
+            let sent = Pin::new(&mut gateway).serialize(black_box(&request)).expect("encodes");
+            let received: Request =
+                Pin::new(&mut worker).deserialize(&BytesMut::from(&sent[..])).expect("decodes");
+            let answer = Pin::new(&mut worker).serialize(black_box(&response)).expect("encodes");
+            let answered: Response =
+                Pin::new(&mut gateway).deserialize(&BytesMut::from(&answer[..])).expect("decodes");
+            black_box((received, answered, sent.len() + answer.len()))
+        })
+    });
+    c.bench_function("rpc frames of one relayed request + reply, serde_json", |b| {
+        b.iter(|| {
+            let sent = serde_json::to_vec(black_box(&request)).expect("encodes");
+            let received: Request = serde_json::from_slice(&sent).expect("decodes");
+            let answer = serde_json::to_vec(black_box(&response)).expect("encodes");
+            let answered: Response = serde_json::from_slice(&answer).expect("decodes");
+            black_box((received, answered, sent.len() + answer.len()))
+        })
+    });
+}
+
+criterion_group!(benches, envelope, route_lookup, dispatch, push_fan_out, rpc_codec);
 criterion_main!(benches);
