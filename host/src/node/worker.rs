@@ -35,8 +35,8 @@ pub struct WorkerListeners {
 /// it is registered and serves.
 ///
 /// # Errors
-/// A route table that cannot be built, a module that fails to start, a config without the
-/// cluster secret, a registry that cannot be opened or registered with.
+/// A route table that cannot be built, no module to serve, a module that fails to start, a
+/// config without the cluster secret, a registry that cannot be opened or registered with.
 pub async fn run(
     config: NodeConfig,
     listeners: WorkerListeners,
@@ -46,6 +46,11 @@ pub async fn run(
     let worker = Worker::new(config.node.id.clone(), RouteTable::from_registry(&config.worker.modules)?);
     let mut modules: Vec<String> = worker.routes().modules().map(|module| module.name().to_owned()).collect();
     modules.sort_unstable();
+    if modules.is_empty() {
+        return Err(NodeError::Config(
+            "this worker has no module to serve: none is linked into the binary".into(),
+        ));
+    }
     let rpc_addr = listeners.rpc.local_addr().map_err(|error| NodeError::Config(error.to_string()))?;
     let me = Arc::new(identity(&config, NodeKind::Worker, rpc_addr, &config.worker.advertise, modules)?);
     let registry = registry::open(&config).await?;

@@ -1,0 +1,105 @@
+//! A gateway's worker pool following a registry: a worker that registers is dialled over real
+//! TCP and served to requests; one that deregisters is dropped at once, and the gateway is not
+//! ready without workers.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+use mortar_host::{
+    NodeConfig,
+    admin::Health,
+    config::RpcConfig,
+    gateway::workers::WorkerPool,
+    node::worker::WorkerListeners,
+    registry::{NodeEntry, NodeKind, Registry as _, memory::MemoryRegistry},
+    rpc::{AgentMessage, handshake::Identity},
+};
+use mortar_pb::{ErrorCode, echo::EchoResp};
+use mortar_tests::echo_body;
+use prost::Message as _;
+use std::{sync::Arc, time::Duration};
+use tokio::net::TcpListener;
+
+const SECRET: &str = "worker-pool-test";
+
+fn entry(id: &str, kind: NodeKind, addr: String) -> NodeEntry {
+    NodeEntry {
+        id: id.into(),
+        kind,
+        addr,
+        modules: Vec::new(),
+        version: String::new(),
+        weight: 1,
+        tags: Vec::new(),
+        started_at_ms: 0,
+    }
+}
+
+/// `testkit.whoami` (the testkit module is linked into the tests; it answers the session id).
+fn whoami(session: u64) -> AgentMessage {
+    AgentMessage {
+        main: "testkit".into(),
+        sub: "whoami".into(),
+        seq: 1,
+        data: echo_body(""),
+        session,
+        user: None,
+        client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        gateway: "gateway-1".into(),
+        trace_id: 1,
+    }
+}
+
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_follows_the_registry() {
+    mortar_host::metrics::install();
+    let mut config = NodeConfig::default();
+    config.node.id = "worker-1".into();
+    config.cluster.secret = SECRET.into();
+    config.admin.enabled = false;
+    let rpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = rpc.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(mortar_host::node::worker::run(
+        config,
+        WorkerListeners { rpc, admin: None },
+        || {},
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    let registry = Arc::new(MemoryRegistry::default());
+    let health = Health::default();
+    health.set_ready(true);
+    let me = Identity {
+        cluster: "mortar".into(),
+        secret: SECRET.into(),
+        entry: entry("gateway-1", NodeKind::Gateway, "127.0.0.1:1".into()),
+    };
+    let pool = WorkerPool::start(Arc::new(me), RpcConfig::default(), registry.clone(), health.clone());
+    assert!(!health.is_ready(), "no worker yet");
+    let timeout = Duration::from_secs(5);
+    assert_eq!(pool.relay(whoami(1), timeout).await.code, ErrorCode::Unavailable as i32);
+
+    registry.register(&entry("worker-1", NodeKind::Worker, addr)).await.unwrap();
+    until("the registered worker is live", || pool.live_count() == 1).await;
+    assert!(health.is_ready());
+    let reply = pool.relay(whoami(2), timeout).await;
+    assert_eq!((reply.code, EchoResp::decode(reply.data).unwrap().text.as_str()), (0, "2"));
+
+    registry.deregister("worker-1").await.unwrap();
+    until("the deregistered worker is dropped", || pool.live_count() == 0).await;
+    assert!(!health.is_ready());
+    assert_eq!(pool.relay(whoami(3), timeout).await.code, ErrorCode::Unavailable as i32);
+
+    pool.close();
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+}
