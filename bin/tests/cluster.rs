@@ -193,6 +193,14 @@ async fn a_killed_worker_fails_only_its_requests_in_flight() {
         }
     }
     assert!(results.len() > before + 100, "the load went on after the kill");
+
+    // Started again on its address, it rejoins.
+    let addr = w1.addr.clone();
+    drop(w1);
+    let _w1 = worker(&dir, "worker-1", &addr, "", &[]);
+    wait_live(&gw, 2);
+    let nodes = spread(&gw.addr, 30).await;
+    assert!(nodes.contains_key("worker-1"), "it rejoins: {nodes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
