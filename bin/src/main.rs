@@ -37,6 +37,9 @@ enum Command {
         /// Address for WebSocket clients, overriding `gateway.listen` (port 0 picks a free port).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Directory of the embedded store, overriding `storage.path`.
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
     /// Send one request and print the reply as JSON. Exits 1 when the reply's code is not OK.
     Client {
@@ -76,6 +79,9 @@ enum Command {
         /// port).
         #[arg(long)]
         rpc_listen: Option<SocketAddr>,
+        /// Directory of the embedded store, overriding `storage.path`.
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
 }
 
@@ -144,10 +150,13 @@ fn runtime(threads: usize, global_queue_interval: u32) -> anyhow::Result<tokio::
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Dev { conf, listen } => {
+        Command::Dev { conf, listen, data } => {
             let mut config = NodeConfig::load(conf.as_deref())?;
             if let Some(listen) = listen {
                 config.gateway.listen = listen;
+            }
+            if let Some(data) = data {
+                config.storage.path = data;
             }
             runtime(config.node.worker_threads, config.node.global_queue_interval)?.block_on(dev(config))
         }
@@ -186,10 +195,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             runtime(config.node.worker_threads, config.node.global_queue_interval)?.block_on(gateway(config))
         }
-        Command::Worker { conf, rpc_listen } => {
+        Command::Worker { conf, rpc_listen, data } => {
             let mut config = NodeConfig::load(conf.as_deref())?;
             if let Some(rpc_listen) = rpc_listen {
                 config.worker.listen = rpc_listen;
+            }
+            if let Some(data) = data {
+                config.storage.path = data;
             }
             runtime(config.node.worker_threads, config.node.global_queue_interval)?.block_on(worker(config))
         }

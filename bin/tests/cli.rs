@@ -7,6 +7,12 @@ use std::{
 
 const MORTAR: &str = env!("CARGO_BIN_EXE_mortar");
 
+/// A number unique in this process, for temp paths.
+fn next() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A `mortar dev` process, killed on drop.
 struct DevProcess {
     child: Child,
@@ -21,7 +27,8 @@ impl DevProcess {
     /// Starts `mortar dev` with extra environment variables and stderr going to `stderr`.
     fn start_with(env: &[(&str, &str)], stderr: Stdio) -> Self {
         let mut child = Command::new(MORTAR)
-            .args(["dev", "--listen", "127.0.0.1:0"])
+            .args(["dev", "--listen", "127.0.0.1:0", "--data"])
+            .arg(std::env::temp_dir().join(format!("mortar-cli-data-{}-{}", std::process::id(), next())))
             .env("MORTAR_ADMIN__LISTEN", "127.0.0.1:0")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())

@@ -38,8 +38,10 @@ fn ping(seq: u32) -> Message {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_idle_connections_hold() {
+    let data = std::env::temp_dir().join(format!("mortar-idle-data-{}", std::process::id()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_mortar"))
-        .args(["dev", "--listen", "127.0.0.1:0"])
+        .args(["dev", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
         .env("MORTAR_ADMIN__ENABLED", "false")
         .env("MORTAR_GATEWAY__MAX_CONNECTIONS_PER_IP", "0")
         .stdout(Stdio::piped())

@@ -77,7 +77,11 @@ fn route_lookup(c: &mut Criterion) {
 
 fn dispatch(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let worker = Worker::new("bench".into(), RouteTable::from_registry(&[]).expect("route table"));
+    let worker = Worker::new(
+        "bench".into(),
+        RouteTable::from_registry(&[]).expect("route table"),
+        std::sync::Arc::new(mortar_host::storage::NoStore),
+    );
     let body: Bytes = EchoReq { text: "0123456789abcdef".into() }.encode_to_vec().into();
     let message = AgentMessage {
         main: "echo".into(),

@@ -9,6 +9,7 @@
 //! - [`metrics`]: metric names and the Prometheus recorder.
 //! - [`node`]: what each kind of node starts and how it stops (`dev`, `gateway`, `worker`).
 //! - [`registry`]: how nodes find each other (in-process, static list, Redis).
+//! - [`storage`]: the document store behind `Ctx::store` (embedded redb, group-committed).
 //! - [`trace`]: per-request trace ids carried across processes.
 
 pub mod admin;
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod node;
 pub mod registry;
 pub mod rpc;
+pub mod storage;
 pub mod trace;
 pub mod worker;
 

@@ -40,6 +40,14 @@ pub const REGISTRY_NODES: &str = "mortar_registry_nodes";
 pub const REGISTRY_UP: &str = "mortar_registry_up";
 /// Counter: registry commands that failed (backend unreachable or erroring).
 pub const REGISTRY_ERRORS: &str = "mortar_registry_errors_total";
+/// Histogram: seconds per store operation, by `backend` and `op`.
+pub const STORE_DURATION: &str = "mortar_store_duration_seconds";
+/// Counter: store operations that failed, by `backend`, `op` and `error`.
+pub const STORE_ERRORS: &str = "mortar_store_errors_total";
+/// Histogram: seconds per embedded-store commit (its fsync included).
+pub const STORE_COMMIT_DURATION: &str = "mortar_store_commit_duration_seconds";
+/// Histogram: writes per embedded-store commit (group commit at work).
+pub const STORE_COMMIT_BATCH: &str = "mortar_store_commit_writes";
 /// Counter: requests handled by a worker, by `route` and `code`.
 pub const REQUESTS: &str = "mortar_requests_total";
 /// Histogram: seconds a worker spent handling a request, by `route`.
@@ -59,6 +67,12 @@ pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets(&BUCKETS)
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(STORE_COMMIT_BATCH.into()),
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0],
+                )
+            })
             .map(PrometheusBuilder::build_recorder)
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let handle = recorder.handle();

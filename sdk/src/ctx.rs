@@ -1,6 +1,9 @@
 //! [`Ctx`]: what a handler knows about its request and what it can ask of the host.
 
-use crate::code::Code;
+use crate::{
+    code::Code,
+    store::{Document, Store, StoreBackend},
+};
 use bytes::Bytes;
 use prost::Message;
 use std::{fmt, future::Future, net::IpAddr, pin::Pin, sync::Arc};
@@ -40,6 +43,9 @@ pub struct Request {
 pub trait Host: Send + Sync + 'static {
     /// The id of the node running the handler.
     fn node_id(&self) -> &str;
+
+    /// The node's document store.
+    fn store(&self) -> Arc<dyn StoreBackend>;
 
     /// Runs internal or client route `route` with an encoded body on behalf of `from`, on a node
     /// that serves the route's module: this node when it does. (Until the cluster lands that is
@@ -85,6 +91,11 @@ impl Ctx {
     /// The id of the node running this handler (`node.id` of its config).
     pub fn node_id(&self) -> &str {
         self.host.node_id()
+    }
+
+    /// The collection of document type `T` in the node's store (see [`crate::store`]).
+    pub fn store<T: Document>(&self) -> Store<T> {
+        Store::new(self.host.store())
     }
 
     /// Calls another module's route (typically an internal one) and decodes its reply.

@@ -19,12 +19,15 @@
 //! - [`route`]: routes as [`#[handler]`](handler) registers them, and the decode/encode glue.
 //! - [`ctx`]: [`Ctx`], a handler's view of its request and of the host.
 //! - [`code`]: [`Code`], the outcome a client sees.
+//! - [`store`]: documents ([`store::Document`]), versions and compare-and-set, through
+//!   [`Ctx::store`].
 //! - [`pb`]: the proto contract (`mortar-pb`), for request and reply types.
 
 pub mod code;
 pub mod ctx;
 pub mod module;
 pub mod route;
+pub mod store;
 
 pub use code::Code;
 pub use ctx::{Ctx, Session};
@@ -37,8 +40,12 @@ pub use bytes;
 #[doc(hidden)]
 pub use inventory;
 pub use prost;
+pub use serde;
 
 /// What most modules import.
 pub mod prelude {
-    pub use crate::{Code, Ctx, Module};
+    pub use crate::{
+        Code, Ctx, Module,
+        store::{Document, Index, Versioned},
+    };
 }

@@ -33,6 +33,9 @@ pub use mortar_cli::modules;
 pub struct DevNode {
     /// The bound client address.
     pub addr: SocketAddr,
+    /// The node's embedded store directory; removed on drop when the helper chose it.
+    pub data: std::path::PathBuf,
+    owns_data: bool,
     /// The bound admin address.
     pub admin: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -48,7 +51,11 @@ impl DevNode {
     /// Starts a node with the default config changed by `change`.
     pub async fn with_config(change: impl FnOnce(&mut NodeConfig)) -> Self {
         let mut config = NodeConfig::default();
+        let own = temp_dir("dev-data");
+        config.storage.path = own.clone();
         change(&mut config);
+        let data = config.storage.path.clone();
+        let owns_data = data == own;
         config.validate().expect("test config is valid");
         mortar_host::metrics::install();
         let gateway = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
@@ -60,7 +67,7 @@ impl DevNode {
         };
         let listeners = Listeners { gateway, admin: Some(admin) };
         let task = tokio::spawn(mortar_host::node::dev::run(config, listeners, shutdown));
-        Self { addr, admin: admin_addr, stop: Some(stop), task: Some(task) }
+        Self { addr, data, owns_data, admin: admin_addr, stop: Some(stop), task: Some(task) }
     }
 
     /// `ws://ADDR/ws`.
@@ -91,7 +98,17 @@ impl Drop for DevNode {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        if self.owns_data {
+            let _ = std::fs::remove_dir_all(&self.data);
+        }
     }
+}
+
+/// A fresh path under the temp dir (not created), unique in this process and across processes.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("mortar-{name}-{}-{n}", std::process::id()))
 }
 
 /// A raw WebSocket connection, for sending what a well-behaved client would not.

@@ -95,3 +95,28 @@ async fn big(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
     tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(EchoResp { text: "z".repeat(len) })
 }
+
+/// A counter kept in the node's store.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Counter {
+    n: u64,
+}
+
+impl mortar::store::Document for Counter {
+    const COLLECTION: &'static str = "testkit_counter";
+}
+
+/// Adds one to the stored counter whose id is in `text` and answers its new value: a module
+/// using the store through `Ctx`.
+#[mortar::handler("testkit.bump")]
+async fn bump(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
+    let id: u64 = req.text.parse().map_err(|_| Code::BAD_REQUEST)?;
+    let (_, n) = ctx
+        .store::<Counter>()
+        .upsert(id, |counter| {
+            counter.n += 1;
+            Ok(counter.n)
+        })
+        .await?;
+    Ok(EchoResp { text: n.to_string() })
+}

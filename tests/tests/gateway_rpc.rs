@@ -27,6 +27,7 @@ fn config(id: &str) -> NodeConfig {
     config.node.id = id.into();
     config.cluster.secret = SECRET.into();
     config.admin.enabled = false;
+    config.storage.path = mortar_tests::temp_dir("store");
     config
 }
 

@@ -63,6 +63,7 @@ async fn the_pool_follows_the_registry() {
     config.node.id = "worker-1".into();
     config.cluster.secret = SECRET.into();
     config.admin.enabled = false;
+    config.storage.path = mortar_tests::temp_dir("store");
     let rpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = rpc.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

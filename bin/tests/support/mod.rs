@@ -173,7 +173,10 @@ const TEST_ENV: [(&str, &str); 5] = [
 pub fn worker(dir: &TempDir, id: &str, rpc: &str, extra: &str, env: &[(&str, &str)]) -> Node {
     let conf = node_conf(dir, id, extra);
     let env: Vec<_> = TEST_ENV.iter().chain(env).copied().collect();
-    Node::start(id, dir, &["worker", "--conf", conf.to_str().unwrap(), "--rpc-listen", rpc], &env)
+    let data = dir.0.join(format!("{id}-data"));
+    let args =
+        ["worker", "--conf", conf.to_str().unwrap(), "--rpc-listen", rpc, "--data", data.to_str().unwrap()];
+    Node::start(id, dir, &args, &env)
 }
 
 /// A gateway process `id` with `extra` config.

@@ -6,9 +6,11 @@
 
 mod cluster;
 mod gateway;
+mod storage;
 
 pub use cluster::{ClusterConfig, RegistryConfig, RpcConfig, StaticNode, WorkerConfig};
 pub use gateway::GatewayConfig;
+pub use storage::StorageConfig;
 
 use figment::{
     Figment,
@@ -52,6 +54,8 @@ pub struct NodeConfig {
     pub registry: RegistryConfig,
     /// RPC between nodes (gateway and worker nodes).
     pub rpc: RpcConfig,
+    /// Where modules' documents are kept (worker and dev nodes).
+    pub storage: StorageConfig,
     /// Metrics and health endpoints.
     pub admin: AdminConfig,
 }
@@ -222,6 +226,9 @@ impl NodeConfig {
         // A relayed request carries a whole client frame, plus its envelope.
         within("rpc.max_frame_bytes", rpc.max_frame_bytes, g.max_frame_bytes + 4096, 1 << 30)?;
         within("rpc.max_connections", rpc.max_connections, 1, 100_000)?;
+
+        check("storage.url", self.storage.url == "embedded", "must be `embedded`")?;
+        check("storage.path", !self.storage.path.as_os_str().is_empty(), "must not be empty")?;
 
         within("admin.max_connections", a.max_connections, 1, 10_000)?;
         within("admin.request_timeout_ms", a.request_timeout_ms, 100, 600_000)?;

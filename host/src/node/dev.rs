@@ -11,6 +11,7 @@ use crate::{
     config::NodeConfig,
     gateway::{self, Gateway, relay::Relay},
     rpc::WorkerRpcClient,
+    storage,
     worker::{Worker, routes::RouteTable},
 };
 use std::future::Future;
@@ -27,7 +28,8 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    let worker = Worker::new(config.node.id.clone(), RouteTable::from_registry(&config.worker.modules)?);
+    let routes = RouteTable::from_registry(&config.worker.modules)?;
+    let worker = Worker::new(config.node.id.clone(), routes, storage::open(&config.storage)?);
     worker.start()?;
     let health = Health::default();
     let admin = AdminTask::spawn(listeners.admin, &health, &config.admin);

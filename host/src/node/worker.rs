@@ -17,6 +17,7 @@ use crate::{
     config::NodeConfig,
     registry::{self, NodeKind, keeper::Keeper},
     rpc::{codec, listener},
+    storage,
     worker::{Worker, routes::RouteTable},
 };
 use std::{future::Future, sync::Arc};
@@ -43,7 +44,8 @@ pub async fn run(
     ready: impl FnOnce(),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    let worker = Worker::new(config.node.id.clone(), RouteTable::from_registry(&config.worker.modules)?);
+    let routes = RouteTable::from_registry(&config.worker.modules)?;
+    let worker = Worker::new(config.node.id.clone(), routes, storage::open(&config.storage)?);
     let mut modules: Vec<String> = worker.routes().modules().map(|module| module.name().to_owned()).collect();
     modules.sort_unstable();
     if modules.is_empty() {

@@ -19,6 +19,7 @@ use mortar::{
     ctx::{BoxFuture, Host, Request},
     module::ModuleError,
     route::Route,
+    store::StoreBackend,
 };
 use routes::RouteTable;
 use std::{
@@ -62,6 +63,8 @@ struct Core {
     in_flight: AtomicUsize,
     /// When the last relayed request arrived.
     last_arrival: Mutex<Instant>,
+    /// The modules' document store.
+    store: Arc<dyn StoreBackend>,
     /// Per-route metric handles, registered once (a labelled lookup per request costs).
     metrics: HashMap<&'static str, RouteMetrics>,
 }
@@ -72,9 +75,10 @@ struct RouteMetrics {
 }
 
 impl Worker {
-    /// The worker of node `node_id`, serving the routes of `routes`. Call [`Worker::start`]
-    /// before serving.
-    pub fn new(node_id: String, routes: RouteTable) -> Self {
+    /// The worker of node `node_id`, serving the routes of `routes`, with `store` as its
+    /// modules' document store ([`NoStore`](crate::storage::NoStore) for none). Call
+    /// [`Worker::start`] before serving.
+    pub fn new(node_id: String, routes: RouteTable, store: Arc<dyn StoreBackend>) -> Self {
         let metrics = routes
             .routes()
             .map(|route| {
@@ -89,6 +93,7 @@ impl Worker {
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             last_arrival: Mutex::new(Instant::now()),
+            store,
             metrics,
         };
         Self { core: Arc::new(core) }
@@ -245,6 +250,10 @@ impl Drop for InFlight<'_> {
 impl Host for Core {
     fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    fn store(&self) -> Arc<dyn StoreBackend> {
+        self.store.clone()
     }
 
     fn call(&self, from: &Ctx, path: &str, body: Bytes) -> BoxFuture<Result<Bytes, Code>> {

@@ -1,0 +1,184 @@
+//! Document storage for modules: the backends behind `Ctx::store`.
+//!
+//! Layout:
+//! - this file: [`open`] (the backend `storage.url` names, wrapped in [`Instrumented`]),
+//!   [`NoStore`], and the retry pause the SDK's update loop uses.
+//! - [`embedded`]: the default, a redb file in `storage.path`, group-committed.
+//!
+//! The model (versions, compare-and-set, retries, no cross-document transactions) is the SDK's,
+//! described in `mortar::store` and docs/storage.md.
+
+pub mod embedded;
+
+use crate::{config::StorageConfig, metrics as m};
+use futures::FutureExt as _;
+use mortar::{
+    ctx::BoxFuture,
+    store::{Collection, Fields, RawDoc, StoreBackend, StoreError},
+};
+use std::{sync::Arc, time::Duration, time::Instant};
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The embedded store's directory or file.
+    #[error(transparent)]
+    Embedded(#[from] embedded::OpenError),
+    /// `storage.url` names no backend.
+    #[error("storage.url `{0}`: must be `embedded` or a mongodb:// URI")]
+    BadUrl(String),
+}
+
+/// Opens the store `config.url` names.
+///
+/// # Errors
+/// See [`StorageError`].
+pub fn open(config: &StorageConfig) -> Result<Arc<dyn StoreBackend>, StorageError> {
+    match config.url.as_str() {
+        "embedded" => {
+            Ok(Arc::new(Instrumented::new("embedded", embedded::EmbeddedStore::open(&config.path)?)))
+        }
+        other => Err(StorageError::BadUrl(other.to_owned())),
+    }
+}
+
+/// The pause before retry `attempt` of a conflicting update: 1, 2, 4… ms up to 64 ms, plus up to
+/// as much again at random, so racing writers spread out.
+pub fn backoff(attempt: u32) -> BoxFuture<()> {
+    use std::hash::BuildHasher as _;
+    let base = Duration::from_millis(1 << attempt.saturating_sub(1).min(6));
+    // Each RandomState has fresh keys: a cheap random number without a dependency.
+    let random = std::collections::hash_map::RandomState::new().hash_one(attempt);
+    let jitter = base.mul_f64((random % 1000) as f64 / 1000.0);
+    Box::pin(tokio::time::sleep(base + jitter))
+}
+
+/// The store of a node that has none: every operation is `UNAVAILABLE`.
+pub struct NoStore;
+
+impl NoStore {
+    fn refuse<T: Send + 'static>() -> BoxFuture<Result<T, StoreError>> {
+        Box::pin(std::future::ready(Err(StoreError::Unavailable("this node has no store".into()))))
+    }
+}
+
+impl StoreBackend for NoStore {
+    fn get(&self, _: Collection, _: u64) -> BoxFuture<Result<Option<RawDoc>, StoreError>> {
+        Self::refuse()
+    }
+    fn insert(&self, _: Collection, _: u64, _: Fields) -> BoxFuture<Result<u64, StoreError>> {
+        Self::refuse()
+    }
+    fn replace(&self, _: Collection, _: u64, _: u64, _: Fields) -> BoxFuture<Result<u64, StoreError>> {
+        Self::refuse()
+    }
+    fn delete(&self, _: Collection, _: u64) -> BoxFuture<Result<bool, StoreError>> {
+        Self::refuse()
+    }
+    fn find(
+        &self,
+        _: Collection,
+        _: &'static str,
+        _: serde_json::Value,
+        _: usize,
+    ) -> BoxFuture<Result<Vec<RawDoc>, StoreError>> {
+        Self::refuse()
+    }
+    fn count(
+        &self,
+        _: Collection,
+        _: Option<(&'static str, serde_json::Value)>,
+    ) -> BoxFuture<Result<u64, StoreError>> {
+        Self::refuse()
+    }
+    fn backoff(&self, attempt: u32) -> BoxFuture<()> {
+        backoff(attempt)
+    }
+}
+
+/// A backend with its latency and errors recorded by operation: `mortar_store_duration_seconds`
+/// and `mortar_store_errors_total` with labels `backend`, `op` (and `error`). Internal errors are
+/// logged here with their detail, which the client never sees.
+pub struct Instrumented<B> {
+    backend: &'static str,
+    inner: B,
+}
+
+impl<B: StoreBackend> Instrumented<B> {
+    /// `inner`, recorded as `backend`.
+    pub fn new(backend: &'static str, inner: B) -> Self {
+        Self { backend, inner }
+    }
+
+    fn observe<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        collection: Collection,
+        call: BoxFuture<Result<T, StoreError>>,
+    ) -> BoxFuture<Result<T, StoreError>> {
+        let backend = self.backend;
+        let started = Instant::now();
+        call.map(move |result| {
+            metrics::histogram!(m::STORE_DURATION, "backend" => backend, "op" => op).record(started.elapsed());
+            if let Err(error) = &result {
+                let kind = match error {
+                    StoreError::NotFound => "not_found",
+                    StoreError::AlreadyExists { .. } => "already_exists",
+                    StoreError::Conflict => "conflict",
+                    StoreError::Unavailable(_) => "unavailable",
+                    _ => "internal",
+                };
+                metrics::counter!(m::STORE_ERRORS, "backend" => backend, "op" => op, "error" => kind).increment(1);
+                if matches!(error, StoreError::Unavailable(_) | StoreError::Internal(_)) {
+                    tracing::error!(backend, op, collection = collection.name, %error, "store operation failed");
+                }
+            }
+            result
+        })
+        .boxed()
+    }
+}
+
+impl<B: StoreBackend> StoreBackend for Instrumented<B> {
+    fn get(&self, collection: Collection, id: u64) -> BoxFuture<Result<Option<RawDoc>, StoreError>> {
+        self.observe("get", collection, self.inner.get(collection, id))
+    }
+    fn insert(&self, collection: Collection, id: u64, fields: Fields) -> BoxFuture<Result<u64, StoreError>> {
+        self.observe("insert", collection, self.inner.insert(collection, id, fields))
+    }
+    fn replace(
+        &self,
+        collection: Collection,
+        id: u64,
+        expected: u64,
+        fields: Fields,
+    ) -> BoxFuture<Result<u64, StoreError>> {
+        self.observe("replace", collection, self.inner.replace(collection, id, expected, fields))
+    }
+    fn delete(&self, collection: Collection, id: u64) -> BoxFuture<Result<bool, StoreError>> {
+        self.observe("delete", collection, self.inner.delete(collection, id))
+    }
+    fn find(
+        &self,
+        collection: Collection,
+        field: &'static str,
+        value: serde_json::Value,
+        limit: usize,
+    ) -> BoxFuture<Result<Vec<RawDoc>, StoreError>> {
+        self.observe("find", collection, self.inner.find(collection, field, value, limit))
+    }
+    fn count(
+        &self,
+        collection: Collection,
+        filter: Option<(&'static str, serde_json::Value)>,
+    ) -> BoxFuture<Result<u64, StoreError>> {
+        self.observe("count", collection, self.inner.count(collection, filter))
+    }
+    fn backoff(&self, attempt: u32) -> BoxFuture<()> {
+        self.inner.backoff(attempt)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod conformance;

@@ -1,0 +1,455 @@
+//! Documents: the typed, versioned records a module keeps, through the host's store.
+//!
+//! A module declares a document type once and reaches its collection through
+//! [`Ctx::store`](crate::Ctx::store); it never sees a driver:
+//!
+//! ```
+//! use mortar::store::{Document, Index};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize, Default)]
+//! struct Account { name: String, coins: u64 }
+//!
+//! impl Document for Account {
+//!     const COLLECTION: &'static str = "account";
+//!     const INDEXES: &'static [Index] = &[Index::unique("name")];
+//! }
+//! ```
+//!
+//! Every document has a `u64` id (at most `i64::MAX`, which every backend can store) and a
+//! version that each write raises by one. A write names the version it read ([`Store::save`]):
+//! when another write came first it is refused with `CONFLICT`, so no update is ever lost
+//! silently. [`Store::update`] does the read-modify-write loop for you, retrying a bounded number
+//! of times. There are no transactions across documents: make multi-document changes idempotent
+//! (e.g. grants keyed by an id, see docs/storage.md).
+//!
+//! Layout: [`Document`] and [`Index`] (the declaration), [`Store`] (the typed handle),
+//! [`StoreBackend`] (what a host implements), [`StoreError`] (and its wire codes).
+
+use crate::{Code, ctx::BoxFuture};
+use serde::{Serialize, de::DeserializeOwned};
+use std::{fmt, marker::PhantomData, sync::Arc};
+
+/// A document's fields, as serde writes them: what backends store.
+pub type Fields = serde_json::Map<String, serde_json::Value>;
+
+/// A document type: where it is kept and which of its fields are indexed.
+pub trait Document: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The collection's name: lower-case letters, digits and `_`, unique in the cluster.
+    const COLLECTION: &'static str;
+    /// Indexed top-level fields: [`Store::find`] and [`Store::count_where`] look documents up by
+    /// them; a unique one refuses a second document with the same value (`ALREADY_EXISTS`).
+    const INDEXES: &'static [Index] = &[];
+}
+
+/// An indexed top-level field of a document. A document whose field is missing or `null` is not
+/// in that index (two such documents never clash on a unique index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Index {
+    /// The field's name, as serde writes it.
+    pub field: &'static str,
+    /// Whether two documents may not share a value.
+    pub unique: bool,
+}
+
+impl Index {
+    /// A unique index on `field`.
+    pub const fn unique(field: &'static str) -> Self {
+        Self { field, unique: true }
+    }
+
+    /// A non-unique index on `field`, for lookups.
+    pub const fn lookup(field: &'static str) -> Self {
+        Self { field, unique: false }
+    }
+}
+
+/// A collection as a backend sees it: its name and indexes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Collection {
+    /// [`Document::COLLECTION`].
+    pub name: &'static str,
+    /// [`Document::INDEXES`].
+    pub indexes: &'static [Index],
+}
+
+impl Collection {
+    /// The collection of document type `T`.
+    pub fn of<T: Document>() -> Self {
+        Self { name: T::COLLECTION, indexes: T::INDEXES }
+    }
+
+    /// The declared index on `field`, if any.
+    pub fn index(&self, field: &str) -> Option<&'static Index> {
+        self.indexes.iter().find(|index| index.field == field)
+    }
+}
+
+/// A stored document with its id and version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned<T> {
+    /// The document's id.
+    pub id: u64,
+    /// Raised by one on every write; 1 after the insert.
+    pub version: u64,
+    /// The document.
+    pub doc: T,
+}
+
+/// A stored document as a backend returns it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawDoc {
+    /// The document's id.
+    pub id: u64,
+    /// Its version.
+    pub version: u64,
+    /// Its fields.
+    pub fields: Fields,
+}
+
+/// Why a store operation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No document has that id.
+    NotFound,
+    /// A document with that id, or that value of a unique index (named), exists.
+    AlreadyExists {
+        /// The unique field that clashed; none for the id.
+        index: Option<String>,
+    },
+    /// The document's version is not the one the write expected: another write came first.
+    Conflict,
+    /// The backend cannot be reached.
+    Unavailable(String),
+    /// Anything else (a corrupt record, a field not indexed, a backend bug); logged by the
+    /// host, never sent to a client.
+    Internal(String),
+}
+
+impl StoreError {
+    /// The code a client gets for this error.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::NotFound => Code::NOT_FOUND,
+            Self::AlreadyExists { .. } => Code::ALREADY_EXISTS,
+            Self::Conflict => Code::CONFLICT,
+            Self::Unavailable(_) => Code::UNAVAILABLE,
+            Self::Internal(_) => Code::INTERNAL,
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotFound => f.write_str("no such document"),
+            Self::AlreadyExists { index: None } => f.write_str("a document with that id exists"),
+            Self::AlreadyExists { index: Some(field) } => write!(f, "a document with that `{field}` exists"),
+            Self::Conflict => f.write_str("the document changed since it was read"),
+            Self::Unavailable(why) => write!(f, "store unavailable: {why}"),
+            Self::Internal(why) => write!(f, "store error: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<StoreError> for Code {
+    fn from(error: StoreError) -> Self {
+        error.code()
+    }
+}
+
+/// What a host's store does, on untyped documents. Implemented by the host's backends (embedded,
+/// MongoDB); module code uses [`Store`].
+///
+/// Every write is durable when its future completes with `Ok`.
+pub trait StoreBackend: Send + Sync + 'static {
+    /// The document `id`, if any.
+    fn get(&self, collection: Collection, id: u64) -> BoxFuture<Result<Option<RawDoc>, StoreError>>;
+    /// Creates document `id` at version 1.
+    fn insert(&self, collection: Collection, id: u64, fields: Fields) -> BoxFuture<Result<u64, StoreError>>;
+    /// Replaces document `id` if its version is `expected`; the new version.
+    fn replace(
+        &self,
+        collection: Collection,
+        id: u64,
+        expected: u64,
+        fields: Fields,
+    ) -> BoxFuture<Result<u64, StoreError>>;
+    /// Deletes document `id`; whether it existed.
+    fn delete(&self, collection: Collection, id: u64) -> BoxFuture<Result<bool, StoreError>>;
+    /// Up to `limit` documents whose indexed `field` equals `value`, by ascending id.
+    fn find(
+        &self,
+        collection: Collection,
+        field: &'static str,
+        value: serde_json::Value,
+        limit: usize,
+    ) -> BoxFuture<Result<Vec<RawDoc>, StoreError>>;
+    /// How many documents the collection has, or how many whose indexed `field` equals the value.
+    fn count(
+        &self,
+        collection: Collection,
+        filter: Option<(&'static str, serde_json::Value)>,
+    ) -> BoxFuture<Result<u64, StoreError>>;
+    /// Waits before retry `attempt` (1, 2, …) of a conflicting update: a growing pause with
+    /// jitter, so racing writers do not collide again in step.
+    fn backoff(&self, attempt: u32) -> BoxFuture<()>;
+}
+
+/// How many times [`Store::update`] tries before it gives up with `CONFLICT`.
+pub const UPDATE_ATTEMPTS: u32 = 10;
+
+/// The typed handle on the collection of `T`. Cheap to clone.
+pub struct Store<T> {
+    backend: Arc<dyn StoreBackend>,
+    _doc: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Store<T> {
+    fn clone(&self) -> Self {
+        Self { backend: self.backend.clone(), _doc: PhantomData }
+    }
+}
+
+impl<T: Document> Store<T> {
+    /// The collection of `T` in `backend`. Modules get theirs from
+    /// [`Ctx::store`](crate::Ctx::store).
+    pub fn new(backend: Arc<dyn StoreBackend>) -> Self {
+        Self { backend, _doc: PhantomData }
+    }
+
+    /// Document `id`.
+    ///
+    /// # Errors
+    /// `NOT_FOUND` when there is none; `UNAVAILABLE`, `INTERNAL`.
+    pub async fn get(&self, id: u64) -> Result<Versioned<T>, StoreError> {
+        self.try_get(id).await?.ok_or(StoreError::NotFound)
+    }
+
+    /// Document `id`, or `None`.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE`, `INTERNAL` (also when the stored fields no longer fit `T`).
+    pub async fn try_get(&self, id: u64) -> Result<Option<Versioned<T>>, StoreError> {
+        self.backend.get(Collection::of::<T>(), check_id(id)?).await?.map(decode).transpose()
+    }
+
+    /// Creates document `id` (version 1).
+    ///
+    /// # Errors
+    /// `ALREADY_EXISTS` when the id or a unique field's value is taken; `UNAVAILABLE`, `INTERNAL`.
+    pub async fn insert(&self, id: u64, doc: T) -> Result<Versioned<T>, StoreError> {
+        let version = self.backend.insert(Collection::of::<T>(), check_id(id)?, encode(&doc)?).await?;
+        Ok(Versioned { id, version, doc })
+    }
+
+    /// Writes `doc` back if nobody wrote it since it was read; returns it with its new version.
+    ///
+    /// # Errors
+    /// `CONFLICT` when another write came first; `NOT_FOUND` when it was deleted;
+    /// `ALREADY_EXISTS` when a unique field's new value is taken; `UNAVAILABLE`, `INTERNAL`.
+    pub async fn save(&self, doc: Versioned<T>) -> Result<Versioned<T>, StoreError> {
+        let fields = encode(&doc.doc)?;
+        let version =
+            self.backend.replace(Collection::of::<T>(), check_id(doc.id)?, doc.version, fields).await?;
+        Ok(Versioned { version, ..doc })
+    }
+
+    /// Reads document `id`, lets `change` modify it, and saves it; on a conflict reads again and
+    /// calls `change` again (at most [`UPDATE_ATTEMPTS`] times, with a growing pause). `change`
+    /// may refuse with any code, which is returned and nothing is written. Returns the saved
+    /// document and what `change` returned the last time.
+    ///
+    /// # Errors
+    /// `NOT_FOUND` when there is no such document; `change`'s code; `CONFLICT` after the last
+    /// attempt; `UNAVAILABLE`, `INTERNAL`.
+    pub async fn update<R>(
+        &self,
+        id: u64,
+        mut change: impl FnMut(&mut T) -> Result<R, Code>,
+    ) -> Result<(Versioned<T>, R), UpdateError> {
+        for attempt in 1..=UPDATE_ATTEMPTS {
+            let mut current = self.get(id).await?;
+            let out = change(&mut current.doc).map_err(UpdateError::Refused)?;
+            match self.save(current).await {
+                Ok(saved) => return Ok((saved, out)),
+                Err(StoreError::Conflict) if attempt < UPDATE_ATTEMPTS => self.backend.backoff(attempt).await,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(StoreError::Conflict.into())
+    }
+
+    /// Like [`Store::update`], but a missing document starts as `T::default()` and is inserted.
+    ///
+    /// # Errors
+    /// As [`Store::update`] (a racing insert of the same id is retried, not an error).
+    pub async fn upsert<R>(
+        &self,
+        id: u64,
+        mut change: impl FnMut(&mut T) -> Result<R, Code>,
+    ) -> Result<(Versioned<T>, R), UpdateError>
+    where
+        T: Default,
+    {
+        for attempt in 1..=UPDATE_ATTEMPTS {
+            let written = match self.try_get(id).await? {
+                Some(mut current) => {
+                    let out = change(&mut current.doc).map_err(UpdateError::Refused)?;
+                    self.save(current).await.map(|saved| (saved, out))
+                }
+                None => {
+                    let mut doc = T::default();
+                    let out = change(&mut doc).map_err(UpdateError::Refused)?;
+                    match self.insert(id, doc).await {
+                        // Someone else created it first: read theirs and apply the change to it.
+                        Err(StoreError::AlreadyExists { index: None }) => Err(StoreError::Conflict),
+                        other => other.map(|saved| (saved, out)),
+                    }
+                }
+            };
+            match written {
+                Ok(done) => return Ok(done),
+                Err(StoreError::Conflict) if attempt < UPDATE_ATTEMPTS => self.backend.backoff(attempt).await,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(StoreError::Conflict.into())
+    }
+
+    /// Deletes document `id`; whether it existed.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE`, `INTERNAL`.
+    pub async fn delete(&self, id: u64) -> Result<bool, StoreError> {
+        self.backend.delete(Collection::of::<T>(), check_id(id)?).await
+    }
+
+    /// Up to `limit` documents whose indexed `field` equals `value`, by ascending id.
+    ///
+    /// # Errors
+    /// `INTERNAL` when `field` is not one of `T::INDEXES`; `UNAVAILABLE`.
+    pub async fn find(
+        &self,
+        field: &'static str,
+        value: impl Serialize,
+        limit: usize,
+    ) -> Result<Vec<Versioned<T>>, StoreError> {
+        let value = indexed_value::<T>(field, value)?;
+        let found = self.backend.find(Collection::of::<T>(), field, value, limit).await?;
+        found.into_iter().map(decode).collect()
+    }
+
+    /// The document whose unique `field` equals `value`, if any.
+    ///
+    /// # Errors
+    /// As [`Store::find`].
+    pub async fn find_one(
+        &self,
+        field: &'static str,
+        value: impl Serialize,
+    ) -> Result<Option<Versioned<T>>, StoreError> {
+        Ok(self.find(field, value, 1).await?.into_iter().next())
+    }
+
+    /// How many documents the collection has.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE`, `INTERNAL`.
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        self.backend.count(Collection::of::<T>(), None).await
+    }
+
+    /// How many documents have the indexed `field` equal to `value`.
+    ///
+    /// # Errors
+    /// As [`Store::find`].
+    pub async fn count_where(&self, field: &'static str, value: impl Serialize) -> Result<u64, StoreError> {
+        let value = indexed_value::<T>(field, value)?;
+        self.backend.count(Collection::of::<T>(), Some((field, value))).await
+    }
+}
+
+/// Why [`Store::update`] or [`Store::upsert`] wrote nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpdateError {
+    /// The store refused or failed.
+    Store(StoreError),
+    /// The change closure refused with this code.
+    Refused(Code),
+}
+
+impl UpdateError {
+    /// The code a client gets.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::Store(error) => error.code(),
+            Self::Refused(code) => *code,
+        }
+    }
+}
+
+impl From<StoreError> for UpdateError {
+    fn from(error: StoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+impl From<UpdateError> for Code {
+    fn from(error: UpdateError) -> Self {
+        error.code()
+    }
+}
+
+impl fmt::Display for UpdateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Store(error) => error.fmt(f),
+            Self::Refused(code) => write!(f, "the change was refused with {code}"),
+        }
+    }
+}
+
+impl std::error::Error for UpdateError {}
+
+/// The largest id every backend can store (MongoDB's integers are signed).
+pub const MAX_ID: u64 = i64::MAX as u64;
+
+fn check_id(id: u64) -> Result<u64, StoreError> {
+    match id {
+        0..=MAX_ID => Ok(id),
+        _ => Err(StoreError::Internal(format!("document id {id} is above the largest storable id {MAX_ID}"))),
+    }
+}
+
+fn encode<T: Serialize>(doc: &T) -> Result<Fields, StoreError> {
+    match serde_json::to_value(doc) {
+        Ok(serde_json::Value::Object(fields)) => Ok(fields),
+        Ok(_) => Err(StoreError::Internal("a document must serialize as a struct (a map of fields)".into())),
+        Err(error) => Err(StoreError::Internal(format!("document does not serialize: {error}"))),
+    }
+}
+
+fn decode<T: DeserializeOwned>(raw: RawDoc) -> Result<Versioned<T>, StoreError> {
+    let doc = serde_json::from_value(serde_json::Value::Object(raw.fields)).map_err(|error| {
+        StoreError::Internal(format!("stored document {} does not decode: {error}", raw.id))
+    })?;
+    Ok(Versioned { id: raw.id, version: raw.version, doc })
+}
+
+fn indexed_value<T: Document>(
+    field: &'static str,
+    value: impl Serialize,
+) -> Result<serde_json::Value, StoreError> {
+    if Collection::of::<T>().index(field).is_none() {
+        return Err(StoreError::Internal(format!(
+            "`{field}` is not an index of collection `{}`",
+            T::COLLECTION
+        )));
+    }
+    serde_json::to_value(value)
+        .map_err(|error| StoreError::Internal(format!("index value does not serialize: {error}")))
+}
