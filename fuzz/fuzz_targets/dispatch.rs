@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 static WORKER: LazyLock<(tokio::runtime::Runtime, Worker)> = LazyLock::new(|| {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let routes = RouteTable::from_registry(&[]).expect("route table");
-    (runtime, Worker::new("fuzz".into(), routes, std::sync::Arc::new(mortar_host::storage::NoStore)))
+    (runtime, Worker::new("fuzz".into(), routes, mortar_host::worker::Backends::none()))
 });
 
 fuzz_target!(|input: &[u8]| {

@@ -80,7 +80,7 @@ fn dispatch(c: &mut Criterion) {
     let worker = Worker::new(
         "bench".into(),
         RouteTable::from_registry(&[]).expect("route table"),
-        std::sync::Arc::new(mortar_host::storage::NoStore),
+        mortar_host::worker::Backends::none(),
     );
     let body: Bytes = EchoReq { text: "0123456789abcdef".into() }.encode_to_vec().into();
     let message = AgentMessage {

@@ -2,8 +2,10 @@
 //!
 //! Layout:
 //! - [`admin`]: the admin HTTP listener (`/metrics`, `/healthz`, `/readyz`).
+//! - [`cache`]: the cache behind `Ctx::cache` (memory, Redis).
 //! - [`config`]: node configuration (TOML, defaults, environment overrides, validation).
 //! - [`gateway`]: WebSocket listener and per-connection agents that relay requests.
+//! - [`redis_setup`]: the one Redis connection setup, shared by the registry and the cache.
 //! - [`rpc`]: the tarpc services nodes offer each other, their messages, framing and handshake.
 //! - [`worker`]: the route table and the dispatch of requests to module handlers.
 //! - [`metrics`]: metric names and the Prometheus recorder.
@@ -13,10 +15,12 @@
 //! - [`trace`]: per-request trace ids carried across processes.
 
 pub mod admin;
+pub mod cache;
 pub mod config;
 pub mod gateway;
 pub mod metrics;
 pub mod node;
+pub mod redis_setup;
 pub mod registry;
 pub mod rpc;
 pub mod storage;

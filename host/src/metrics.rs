@@ -48,6 +48,10 @@ pub const STORE_ERRORS: &str = "mortar_store_errors_total";
 pub const STORE_COMMIT_DURATION: &str = "mortar_store_commit_duration_seconds";
 /// Histogram: writes per embedded-store commit (group commit at work).
 pub const STORE_COMMIT_BATCH: &str = "mortar_store_commit_writes";
+/// Histogram: seconds per cache operation, by `backend` and `op`.
+pub const CACHE_DURATION: &str = "mortar_cache_duration_seconds";
+/// Counter: cache operations that failed, by `backend` and `op`.
+pub const CACHE_ERRORS: &str = "mortar_cache_errors_total";
 /// Counter: requests handled by a worker, by `route` and `code`.
 pub const REQUESTS: &str = "mortar_requests_total";
 /// Histogram: seconds a worker spent handling a request, by `route`.

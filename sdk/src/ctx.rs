@@ -1,6 +1,7 @@
 //! [`Ctx`]: what a handler knows about its request and what it can ask of the host.
 
 use crate::{
+    cache::{Cache, CacheBackend},
     code::Code,
     store::{Document, Store, StoreBackend},
 };
@@ -47,6 +48,9 @@ pub trait Host: Send + Sync + 'static {
     /// The node's document store.
     fn store(&self) -> Arc<dyn StoreBackend>;
 
+    /// The node's cache.
+    fn cache(&self) -> Arc<dyn CacheBackend>;
+
     /// Runs internal or client route `route` with an encoded body on behalf of `from`, on a node
     /// that serves the route's module: this node when it does. (Until the cluster lands that is
     /// the only node asked; a route it does not serve is `NO_ROUTE`.)
@@ -91,6 +95,13 @@ impl Ctx {
     /// The id of the node running this handler (`node.id` of its config).
     pub fn node_id(&self) -> &str {
         self.host.node_id()
+    }
+
+    /// This module's keys in the node's cache (see [`crate::cache`]): the module is the `main`
+    /// of the route being handled.
+    pub fn cache(&self) -> Cache {
+        let module = self.request.route.split_once('.').map_or(self.request.route, |(main, _)| main);
+        Cache::new(self.host.cache(), module)
     }
 
     /// The collection of document type `T` in the node's store (see [`crate::store`]).

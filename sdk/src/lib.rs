@@ -19,10 +19,12 @@
 //! - [`route`]: routes as [`#[handler]`](handler) registers them, and the decode/encode glue.
 //! - [`ctx`]: [`Ctx`], a handler's view of its request and of the host.
 //! - [`code`]: [`Code`], the outcome a client sees.
+//! - [`cache`]: values, counters and locks with TTLs, through [`Ctx::cache`].
 //! - [`store`]: documents ([`store::Document`]), versions and compare-and-set, through
 //!   [`Ctx::store`].
 //! - [`pb`]: the proto contract (`mortar-pb`), for request and reply types.
 
+pub mod cache;
 pub mod code;
 pub mod ctx;
 pub mod module;

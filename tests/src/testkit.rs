@@ -120,3 +120,11 @@ async fn bump(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
         .await?;
     Ok(EchoResp { text: n.to_string() })
 }
+
+/// Counts calls in the module's cache under the key in `text` and answers the count: a module
+/// using the cache through `Ctx`.
+#[mortar::handler("testkit.hits")]
+async fn hits(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
+    let n = ctx.cache().incr(&req.text, 1, Some(Duration::from_secs(60))).await?;
+    Ok(EchoResp { text: n.to_string() })
+}

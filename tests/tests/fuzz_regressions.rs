@@ -1,14 +1,14 @@
 //! Replays `fuzz/regressions/<target>/*` (inputs that crashed a fuzz target once, and hand-made edge
 //! cases) through the same code and checks as the targets in `fuzz/fuzz_targets/`, on every test run.
 
-use mortar_host::storage::NoStore;
+use mortar_host::worker::Backends;
 use mortar_host::{
     gateway::envelope::{Inbound, inspect},
     rpc::AgentMessage,
     worker::{Worker, routes::RouteTable},
 };
 use prost::Message as _;
-use std::{path::PathBuf, sync::Arc};
+use std::path::PathBuf;
 
 fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions").join(target);
@@ -39,7 +39,7 @@ fn envelope_regressions() {
 #[tokio::test]
 async fn dispatch_regressions() {
     let worker =
-        Worker::new("fuzz".into(), RouteTable::from_registry(&[]).expect("route table"), Arc::new(NoStore));
+        Worker::new("fuzz".into(), RouteTable::from_registry(&[]).expect("route table"), Backends::none());
     for (name, input) in inputs("dispatch") {
         let Ok(msg) = mortar_pb::UserMessage::decode(input.as_slice()) else { continue };
         let agent_message = AgentMessage {

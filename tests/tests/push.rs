@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use mortar_cli::client::Client;
-use mortar_host::storage::NoStore;
+use mortar_host::worker::Backends;
 use mortar_host::{
     config::GatewayConfig,
     gateway::{self, Gateway, relay::Relay, sessions::PushReport},
@@ -12,12 +12,12 @@ use mortar_host::{
 use mortar_pb::echo::{EchoReq, EchoResp};
 use mortar_tests::echo_body;
 use prost::Message as _;
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// A gateway with every linked module, run in-process so the test holds a handle to push with.
 async fn start_gateway() -> (Gateway, String, tokio::sync::oneshot::Sender<()>) {
-    let worker = Worker::new("push-1".into(), RouteTable::from_registry(&[]).unwrap(), Arc::new(NoStore));
+    let worker = Worker::new("push-1".into(), RouteTable::from_registry(&[]).unwrap(), Backends::none());
     let config = GatewayConfig { rate_per_sec: 0, max_connections_per_ip: 0, ..GatewayConfig::default() };
     let relay = Relay::local(worker, config.request_timeout());
     let gateway = Gateway::new(config, "push-1".into(), relay);

@@ -1,5 +1,6 @@
-//! A module's documents through `Ctx::store` on a dev node: concurrent updates from many clients
-//! lose nothing, and the data is there after the node restarts on the same directory.
+//! A module's documents (`Ctx::store`) and cache (`Ctx::cache`) on a dev node: concurrent
+//! updates from many clients lose nothing, and the data is there after the node restarts on the
+//! same directory.
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use mortar_cli::client::Client;
@@ -43,4 +44,16 @@ async fn documents_survive_a_restart_and_concurrent_updates_lose_nothing() {
     drop(client);
     again.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&data);
+}
+
+#[tokio::test]
+async fn a_module_counts_in_its_cache() {
+    let node = DevNode::start().await;
+    let mut client = Client::connect(&node.url()).await.unwrap();
+    let mut hits = Vec::new();
+    for _ in 0..3 {
+        let reply = client.request("testkit", "hits", echo_body("door"), |_| {}).await.unwrap();
+        hits.push(EchoResp::decode(reply.data).unwrap().text);
+    }
+    assert_eq!(hits, ["1", "2", "3"]);
 }

@@ -4,10 +4,12 @@
 //! variables `MORTAR_<SECTION>__<KEY>` (e.g. `MORTAR_GATEWAY__LISTEN=0.0.0.0:4000`). Unknown keys
 //! and bad values are refused with the file, the key and the reason.
 
+mod cache;
 mod cluster;
 mod gateway;
 mod storage;
 
+pub use cache::CacheConfig;
 pub use cluster::{ClusterConfig, RegistryConfig, RpcConfig, StaticNode, WorkerConfig};
 pub use gateway::GatewayConfig;
 pub use storage::StorageConfig;
@@ -56,6 +58,8 @@ pub struct NodeConfig {
     pub rpc: RpcConfig,
     /// Where modules' documents are kept (worker and dev nodes).
     pub storage: StorageConfig,
+    /// Where modules' cache entries are kept (worker and dev nodes).
+    pub cache: CacheConfig,
     /// Metrics and health endpoints.
     pub admin: AdminConfig,
 }
@@ -229,6 +233,15 @@ impl NodeConfig {
 
         check("storage.url", self.storage.url == "embedded", "must be `embedded`")?;
         check("storage.path", !self.storage.path.as_os_str().is_empty(), "must not be empty")?;
+
+        let c = &self.cache;
+        check(
+            "cache.url",
+            c.url == "memory" || c.url.starts_with("redis://"),
+            "must be `memory` or redis://HOST:PORT[/DB]",
+        )?;
+        within("cache.max_entries", c.max_entries, 1, 100_000_000)?;
+        within("cache.timeout_ms", c.timeout_ms, 10, 60_000)?;
 
         within("admin.max_connections", a.max_connections, 1, 10_000)?;
         within("admin.request_timeout_ms", a.request_timeout_ms, 100, 600_000)?;

@@ -11,8 +11,7 @@ use crate::{
     config::NodeConfig,
     gateway::{self, Gateway, relay::Relay},
     rpc::WorkerRpcClient,
-    storage,
-    worker::{Worker, routes::RouteTable},
+    worker::{Backends, Worker, routes::RouteTable},
 };
 use std::future::Future;
 
@@ -29,7 +28,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let routes = RouteTable::from_registry(&config.worker.modules)?;
-    let worker = Worker::new(config.node.id.clone(), routes, storage::open(&config.storage)?);
+    let worker = Worker::new(config.node.id.clone(), routes, Backends::open(&config).await?);
     worker.start()?;
     let health = Health::default();
     let admin = AdminTask::spawn(listeners.admin, &health, &config.admin);

@@ -39,6 +39,9 @@ pub enum NodeError {
     /// The registry could not be opened, or the node could not register.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The cache could not be opened.
+    #[error(transparent)]
+    Cache(#[from] mortar::cache::CacheError),
     /// The document store could not be opened.
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),

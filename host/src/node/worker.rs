@@ -17,8 +17,7 @@ use crate::{
     config::NodeConfig,
     registry::{self, NodeKind, keeper::Keeper},
     rpc::{codec, listener},
-    storage,
-    worker::{Worker, routes::RouteTable},
+    worker::{Backends, Worker, routes::RouteTable},
 };
 use std::{future::Future, sync::Arc};
 use tokio::net::TcpListener;
@@ -45,7 +44,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let routes = RouteTable::from_registry(&config.worker.modules)?;
-    let worker = Worker::new(config.node.id.clone(), routes, storage::open(&config.storage)?);
+    let worker = Worker::new(config.node.id.clone(), routes, Backends::open(&config).await?);
     let mut modules: Vec<String> = worker.routes().modules().map(|module| module.name().to_owned()).collect();
     modules.sort_unstable();
     if modules.is_empty() {

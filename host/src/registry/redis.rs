@@ -61,17 +61,9 @@ impl RedisRegistry {
     /// When the URL does not parse or the server does not answer within `registry.timeout_ms`.
     pub async fn connect(config: &RegistryConfig, cluster: &str) -> Result<Self, RegistryError> {
         let url = config.url.clone();
-        let unavailable = |reason: String| RegistryError::Unavailable { url: url.clone(), reason };
-        let client = redis::Client::open(url.as_str()).map_err(|error| unavailable(error.to_string()))?;
-        let manager_config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout()))
-            .set_response_timeout(Some(config.timeout()))
-            .set_number_of_retries(1);
-        let conn =
-            tokio::time::timeout(config.timeout(), client.get_connection_manager_with_config(manager_config))
-                .await
-                .map_err(|_| unavailable("no answer".into()))?
-                .map_err(|error| unavailable(error.to_string()))?;
+        let (client, conn) = crate::redis_setup::connect(&url, config.timeout())
+            .await
+            .map_err(|reason| RegistryError::Unavailable { url: url.clone(), reason })?;
         let shared = Arc::new(Shared {
             url: url.clone(),
             client,
@@ -99,12 +91,7 @@ impl Shared {
         what: &str,
         command: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, RegistryError> {
-        let result = match tokio::time::timeout(self.timeout, command).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
-        };
-        match result {
+        match crate::redis_setup::run(self.timeout, command).await {
             Ok(value) => {
                 if !self.reachable.swap(true, Ordering::Relaxed) {
                     tracing::info!(url = %self.url, "registry reachable again");

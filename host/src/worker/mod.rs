@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures::{FutureExt as _, StreamExt as _};
 use mortar::{
     Code, Ctx, Session,
+    cache::CacheBackend,
     ctx::{BoxFuture, Host, Request},
     module::ModuleError,
     route::Route,
@@ -48,6 +49,35 @@ pub struct StartError {
     pub source: ModuleError,
 }
 
+/// What a worker gives its modules besides their routes.
+pub struct Backends {
+    /// The document store (`Ctx::store`).
+    pub store: Arc<dyn StoreBackend>,
+    /// The cache (`Ctx::cache`).
+    pub cache: Arc<dyn CacheBackend>,
+}
+
+impl Backends {
+    /// No store (every store call is `UNAVAILABLE`) and a small memory cache: for tests and
+    /// benches of the request path.
+    pub fn none() -> Self {
+        Self {
+            store: Arc::new(crate::storage::NoStore),
+            cache: Arc::new(crate::cache::memory::MemoryCache::new(10_000)),
+        }
+    }
+
+    /// The store and cache `config` names.
+    ///
+    /// # Errors
+    /// When either cannot be opened.
+    pub async fn open(config: &crate::NodeConfig) -> Result<Self, crate::node::NodeError> {
+        let store = crate::storage::open(&config.storage)?;
+        let cache = crate::cache::open(config).await?;
+        Ok(Self { store, cache })
+    }
+}
+
 /// The module-running side of a node. Cheap to clone.
 #[derive(Clone)]
 pub struct Worker {
@@ -65,6 +95,8 @@ struct Core {
     last_arrival: Mutex<Instant>,
     /// The modules' document store.
     store: Arc<dyn StoreBackend>,
+    /// The modules' cache.
+    cache: Arc<dyn CacheBackend>,
     /// Per-route metric handles, registered once (a labelled lookup per request costs).
     metrics: HashMap<&'static str, RouteMetrics>,
 }
@@ -75,10 +107,9 @@ struct RouteMetrics {
 }
 
 impl Worker {
-    /// The worker of node `node_id`, serving the routes of `routes`, with `store` as its
-    /// modules' document store ([`NoStore`](crate::storage::NoStore) for none). Call
-    /// [`Worker::start`] before serving.
-    pub fn new(node_id: String, routes: RouteTable, store: Arc<dyn StoreBackend>) -> Self {
+    /// The worker of node `node_id`, serving the routes of `routes`, giving its modules
+    /// `backends`. Call [`Worker::start`] before serving.
+    pub fn new(node_id: String, routes: RouteTable, backends: Backends) -> Self {
         let metrics = routes
             .routes()
             .map(|route| {
@@ -93,7 +124,8 @@ impl Worker {
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             last_arrival: Mutex::new(Instant::now()),
-            store,
+            store: backends.store,
+            cache: backends.cache,
             metrics,
         };
         Self { core: Arc::new(core) }
@@ -254,6 +286,10 @@ impl Host for Core {
 
     fn store(&self) -> Arc<dyn StoreBackend> {
         self.store.clone()
+    }
+
+    fn cache(&self) -> Arc<dyn CacheBackend> {
+        self.cache.clone()
     }
 
     fn call(&self, from: &Ctx, path: &str, body: Bytes) -> BoxFuture<Result<Bytes, Code>> {
