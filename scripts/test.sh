@@ -16,6 +16,18 @@ if ! command -v redis-server >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server >/dev/null
 fi
 
+# The MongoDB store's tests start their own nx-27017 (a MongoDB wire-protocol server on SQLite, from
+# PyPI; no mongod is installable here) on free loopback ports. It lives in a virtual environment
+# under target/, installed once.
+nx_venv=target/test-tools/nx-27017
+if [ ! -x "$nx_venv/bin/nx-27017" ]; then
+  command -v python3 >/dev/null || { echo "scripts/test.sh: python3 (>= 3.10) is required for the MongoDB tests" >&2; exit 1; }
+  echo "scripts/test.sh: installing nx-27017 into $nx_venv" >&2
+  python3 -m venv "$nx_venv"
+  "$nx_venv/bin/pip" install --quiet --disable-pip-version-check "nx-27017==0.8.1"
+fi
+export MORTAR_TEST_NX_27017="$PWD/$nx_venv/bin/nx-27017"
+
 # The idle-connection test holds 5,000 WebSocket connections (10,000 sockets on loopback).
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 

@@ -262,3 +262,50 @@ impl Drop for Redis {
         self.kill();
     }
 }
+
+/// A MongoDB wire-protocol server of the test's own, `nx-27017` (scripts/test.sh installs it into
+/// a virtual environment and names it in `MORTAR_TEST_NX_27017`), in memory, on a free port;
+/// killed on drop.
+pub struct Mongo {
+    child: Child,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl Mongo {
+    /// Starts the server and waits until it accepts connections.
+    pub fn start() -> Mongo {
+        let program = std::env::var("MORTAR_TEST_NX_27017").unwrap_or_else(|_| "nx-27017".into());
+        let dir = TempDir::new("nx");
+        let port = free_port();
+        let child = Command::new(&program)
+            .args(["--db", "memory", "--host", "127.0.0.1", "-p", &port.to_string()])
+            .arg("--pid-file")
+            .arg(dir.0.join("nx.pid"))
+            .arg("--log-file")
+            .arg(dir.0.join("nx.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("{program} runs (scripts/test.sh installs nx-27017): {error}"));
+        let mongo = Mongo { child, port, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nx-27017 did not listen on port {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        mongo
+    }
+
+    /// A URI naming database `db`.
+    pub fn url(&self, db: &str) -> String {
+        format!("mongodb://127.0.0.1:{}/{db}?directConnection=true", self.port)
+    }
+}
+
+impl Drop for Mongo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -231,7 +231,10 @@ impl NodeConfig {
         within("rpc.max_frame_bytes", rpc.max_frame_bytes, g.max_frame_bytes + 4096, 1 << 30)?;
         within("rpc.max_connections", rpc.max_connections, 1, 100_000)?;
 
-        check("storage.url", self.storage.url == "embedded", "must be `embedded`")?;
+        let url = self.storage.url.as_str();
+        let mongo = url.starts_with("mongodb://") || url.starts_with("mongodb+srv://");
+        check("storage.url", url == "embedded" || mongo, "must be `embedded` or a mongodb:// URI")?;
+        within("storage.timeout_ms", self.storage.timeout_ms, 100, 600_000)?;
         check("storage.path", !self.storage.path.as_os_str().is_empty(), "must not be empty")?;
 
         let c = &self.cache;

@@ -1,4 +1,7 @@
-//! The store's behaviour, written once and run against every backend.
+//! The store's behaviour, written once and run against every backend (embedded in the host's
+//! unit tests, MongoDB in `bin/tests/mongo.rs` against a real server). Public for backend tests
+//! outside this crate.
+#![allow(clippy::unwrap_used)] // a test kit: a failure is a panic with its place
 
 use mortar::{
     Code,
@@ -9,7 +12,7 @@ use std::sync::Arc;
 
 /// A document with a unique and a lookup index.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Player {
+pub struct Player {
     pub name: Option<String>,
     pub guild: u64,
     pub coins: u64,
@@ -33,7 +36,10 @@ fn player(name: &str, guild: u64) -> Player {
 }
 
 /// Runs every check against `backend`, which must hold no `conformance_player` documents.
-pub(crate) async fn run(backend: Arc<dyn StoreBackend>) {
+///
+/// # Panics
+/// When the backend does not behave.
+pub async fn run(backend: Arc<dyn StoreBackend>) {
     let store = Store::<Player>::new(backend);
     reads_and_inserts(&store).await;
     compare_and_set(&store).await;

@@ -4,11 +4,13 @@
 //! - this file: [`open`] (the backend `storage.url` names, wrapped in [`Instrumented`]),
 //!   [`NoStore`], and the retry pause the SDK's update loop uses.
 //! - [`embedded`]: the default, a redb file in `storage.path`, group-committed.
+//! - [`mongo`]: MongoDB (`storage.url = "mongodb://…"`), shared by a cluster's workers.
 //!
 //! The model (versions, compare-and-set, retries, no cross-document transactions) is the SDK's,
 //! described in `mortar::store` and docs/storage.md.
 
 pub mod embedded;
+pub mod mongo;
 
 use crate::{config::StorageConfig, metrics as m};
 use futures::FutureExt as _;
@@ -25,6 +27,14 @@ pub enum StorageError {
     /// The embedded store's directory or file.
     #[error(transparent)]
     Embedded(#[from] embedded::OpenError),
+    /// The MongoDB server cannot be reached, or the URI is unusable.
+    #[error("storage.url {url}: {reason}")]
+    Mongo {
+        /// The URI, without its password.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// `storage.url` names no backend.
     #[error("storage.url `{0}`: must be `embedded` or a mongodb:// URI")]
     BadUrl(String),
@@ -34,12 +44,29 @@ pub enum StorageError {
 ///
 /// # Errors
 /// See [`StorageError`].
-pub fn open(config: &StorageConfig) -> Result<Arc<dyn StoreBackend>, StorageError> {
-    match config.url.as_str() {
-        "embedded" => {
-            Ok(Arc::new(Instrumented::new("embedded", embedded::EmbeddedStore::open(&config.path)?)))
+pub async fn open(config: &StorageConfig) -> Result<Arc<dyn StoreBackend>, StorageError> {
+    let url = config.url.as_str();
+    if url == "embedded" {
+        return Ok(Arc::new(Instrumented::new("embedded", embedded::EmbeddedStore::open(&config.path)?)));
+    }
+    if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
+        let store = mongo::MongoStore::connect(url, config.timeout())
+            .await
+            .map_err(|reason| StorageError::Mongo { url: redact(url), reason })?;
+        return Ok(Arc::new(Instrumented::new("mongodb", store)));
+    }
+    Err(StorageError::BadUrl(redact(url)))
+}
+
+/// `url` without the password of its user, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if scheme < at => {
+            let user = &url[scheme + 3..at];
+            let user = user.split_once(':').map_or(user, |(name, _)| name);
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
         }
-        other => Err(StorageError::BadUrl(other.to_owned())),
+        _ => url.to_owned(),
     }
 }
 
@@ -180,5 +207,5 @@ impl<B: StoreBackend> StoreBackend for Instrumented<B> {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod conformance;
+#[doc(hidden)]
+pub mod conformance;

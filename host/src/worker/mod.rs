@@ -72,7 +72,7 @@ impl Backends {
     /// # Errors
     /// When either cannot be opened.
     pub async fn open(config: &crate::NodeConfig) -> Result<Self, crate::node::NodeError> {
-        let store = crate::storage::open(&config.storage)?;
+        let store = crate::storage::open(&config.storage).await?;
         let cache = crate::cache::open(config).await?;
         Ok(Self { store, cache })
     }

@@ -1,0 +1,57 @@
+//! The store's conformance suite against a MongoDB wire-protocol server started by the test
+//! (nx-27017; see docs/storage.md for what it does and does not do like `mongod`), and a worker
+//! node on it.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+mod support;
+
+use mortar_host::{config::StorageConfig, storage};
+use support::Mongo;
+
+fn config(url: String) -> StorageConfig {
+    StorageConfig { url, ..StorageConfig::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_store_conforms() {
+    let mongo = Mongo::start();
+    let store = storage::open(&config(mongo.url("conformance"))).await.unwrap();
+    storage::conformance::run(store).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_server_or_a_uri_without_database_stops_the_start() {
+    let port = support::free_port();
+    let mut unreachable =
+        config(format!("mongodb://user:hunter2@127.0.0.1:{port}/game?directConnection=true"));
+    unreachable.timeout_ms = 300;
+    let error = storage::open(&unreachable).await.err().expect("nothing listens there").to_string();
+    assert!(error.contains(&port.to_string()) && !error.contains("hunter2"), "{error}");
+
+    let mongo = Mongo::start();
+    let error = storage::open(&config(format!("mongodb://127.0.0.1:{}/?directConnection=true", mongo.port)))
+        .await
+        .err()
+        .expect("no database named")
+        .to_string();
+    assert!(error.contains("names no database"), "{error}");
+}
+
+#[test]
+fn a_worker_runs_on_mongodb_and_refuses_to_start_without_it() {
+    let mongo = Mongo::start();
+    let dir = support::TempDir::new("mongo-worker");
+    let url = mongo.url("game");
+    let worker =
+        support::worker(&dir, "worker-1", "127.0.0.1:0", "", &[("MORTAR_STORAGE__URL", url.as_str())]);
+    assert!(worker.addr.starts_with("127.0.0.1:"), "the readiness line came: {}", worker.addr);
+    drop(worker);
+
+    let gone = format!("mongodb://127.0.0.1:{}/game?directConnection=true", support::free_port());
+    let conf = support::node_conf(&dir, "worker-2", "[storage]\ntimeout_ms = 300\n");
+    let env = [("MORTAR_STORAGE__URL", gone.as_str()), ("MORTAR_ADMIN__ENABLED", "false")];
+    let args = ["worker", "--conf", conf.to_str().unwrap(), "--rpc-listen", "127.0.0.1:0"];
+    let error =
+        support::Node::try_start("worker-2", &dir, &args, &env).err().expect("the worker refuses to start");
+    assert!(error.contains("exit Some(1)") && error.contains("storage.url"), "{error}");
+}
