@@ -55,3 +55,32 @@ fn a_worker_runs_on_mongodb_and_refuses_to_start_without_it() {
         support::Node::try_start("worker-2", &dir, &args, &env).err().expect("the worker refuses to start");
     assert!(error.contains("exit Some(1)") && error.contains("storage.url"), "{error}");
 }
+
+/// Registered by its derive, so the store creates its unique index when it opens.
+#[derive(serde::Serialize, serde::Deserialize, mortar::Document)]
+#[document(collection = "registered_account", index(unique = "name"))]
+struct RegisteredAccount {
+    name: String,
+}
+
+#[tokio::test]
+async fn declared_indexes_exist_from_the_start() {
+    let mongo = Mongo::start();
+    let backend = storage::open(&config(mongo.url("declared"))).await.unwrap();
+    // Before any use of the collection, the server has its index: asked with pymongo, which
+    // nx-27017's virtual environment has.
+    let nx = std::env::var("MORTAR_TEST_NX_27017").unwrap_or_else(|_| "nx-27017".into());
+    let python = std::path::Path::new(&nx).with_file_name("python");
+    let script = format!(
+        "import pymongo; c = pymongo.MongoClient('127.0.0.1', {}, directConnection=True); \
+         print([list(i['key'].keys()) for i in c['declared']['registered_account'].list_indexes()])",
+        mongo.port
+    );
+    let out = std::process::Command::new(&python).args(["-c", &script]).output().expect("python runs");
+    let indexes = String::from_utf8_lossy(&out.stdout);
+    assert!(indexes.contains("'name'"), "indexes: {indexes} {}", String::from_utf8_lossy(&out.stderr));
+    let accounts = mortar::store::Store::<RegisteredAccount>::new(backend);
+    accounts.insert(1, RegisteredAccount { name: "ann".into() }).await.unwrap();
+    let clash = accounts.insert(2, RegisteredAccount { name: "ann".into() }).await;
+    assert_eq!(clash.err(), Some(mortar::store::StoreError::AlreadyExists { index: Some("name".into()) }));
+}

@@ -34,7 +34,7 @@ pub mod store;
 pub use code::Code;
 pub use ctx::{Ctx, Session};
 pub use module::Module;
-pub use mortar_macros::handler;
+pub use mortar_macros::{Document, handler};
 pub use mortar_pb as pb;
 
 #[doc(hidden)]
@@ -50,4 +50,5 @@ pub mod prelude {
         Code, Ctx, Module,
         store::{Document, Index, Versioned},
     };
+    pub use mortar_macros::Document;
 }

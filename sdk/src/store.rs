@@ -4,17 +4,18 @@
 //! [`Ctx::store`](crate::Ctx::store); it never sees a driver:
 //!
 //! ```
-//! use mortar::store::{Document, Index};
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Serialize, Deserialize, Default)]
-//! struct Account { name: String, coins: u64 }
+//! #[derive(Serialize, Deserialize, Default, mortar::Document)]
+//! #[document(collection = "account", index(unique = "name"), index(lookup = "guild"))]
+//! struct Account { name: String, guild: u64, coins: u64 }
 //!
-//! impl Document for Account {
-//!     const COLLECTION: &'static str = "account";
-//!     const INDEXES: &'static [Index] = &[Index::unique("name")];
-//! }
+//! use mortar::store::{Document as _, Index};
+//! assert_eq!(Account::COLLECTION, "account");
+//! assert_eq!(Account::INDEXES, [Index::unique("name"), Index::lookup("guild")]);
 //! ```
+//!
+//! (or by hand: `impl Document for Account { const COLLECTION … ; const INDEXES … }`).
 //!
 //! Every document has a `u64` id (at most `i64::MAX`, which every backend can store) and a
 //! version that each write raises by one. A write names the version it read ([`Store::save`]):
@@ -83,6 +84,22 @@ impl Collection {
     pub fn index(&self, field: &str) -> Option<&'static Index> {
         self.indexes.iter().find(|index| index.field == field)
     }
+}
+
+/// A document type as `#[derive(mortar::Document)]` registers it, so a backend can prepare its
+/// collection (MongoDB: create its indexes) when the node starts.
+#[derive(Debug)]
+pub struct DocumentDecl {
+    /// The document type's collection.
+    pub collection: fn() -> Collection,
+}
+
+inventory::collect!(DocumentDecl);
+
+/// Every document type declared with the derive in this program (and, once loaded, its modules'
+/// libraries), in no particular order.
+pub fn declared() -> impl Iterator<Item = Collection> {
+    inventory::iter::<DocumentDecl>.into_iter().map(|decl| (decl.collection)())
 }
 
 /// A stored document with its id and version.

@@ -97,13 +97,10 @@ async fn big(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
 }
 
 /// A counter kept in the node's store.
-#[derive(Default, serde::Serialize, serde::Deserialize)]
+#[derive(Default, serde::Serialize, serde::Deserialize, mortar::Document)]
+#[document(collection = "testkit_counter")]
 struct Counter {
     n: u64,
-}
-
-impl mortar::store::Document for Counter {
-    const COLLECTION: &'static str = "testkit_counter";
 }
 
 /// Adds one to the stored counter whose id is in `text` and answers its new value: a module

@@ -10,11 +10,15 @@ use mortar::{
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// A document with a unique and a lookup index.
+/// A document with a unique and a lookup index. Implemented by hand, not derived: a derived type
+/// is registered, and every node on MongoDB would prepare this test collection at start.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Player {
+    /// Unique when set.
     pub name: Option<String>,
+    /// Looked up.
     pub guild: u64,
+    /// Counted.
     pub coins: u64,
 }
 

@@ -5,8 +5,9 @@
 //! database the URI names; the document id is `_id` (an integer), the version a top-level integer
 //! field `version`; the other fields as serde writes them. Each declared index is a MongoDB index
 //! on its field (unique ones `unique: true`, with a partial filter so that documents where the
-//! field is missing or `null` are not indexed, as in the embedded store), created before the
-//! collection's first use on this node.
+//! field is missing or `null` are not indexed, as in the embedded store), created when the node
+//! starts for every type declared with `#[derive(mortar::Document)]` (and before the first use of
+//! a collection whose type implements `Document` by hand).
 //!
 //! Compare-and-set is one `findOneAndUpdate` filtered on `{_id, version}`; a duplicate key
 //! (error 11000) is `ALREADY_EXISTS`. Writes use the URI's write concern (add `w=majority&
@@ -60,7 +61,15 @@ impl MongoStore {
             .await
             .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))?
             .map_err(|error| format!("the server does not answer: {error}"))?;
-        Ok(Self { shared: Arc::new(Shared { db, ready: Mutex::default() }) })
+        let store = Self { shared: Arc::new(Shared { db, ready: Mutex::default() }) };
+        // Indexes of every declared document type exist before the node serves.
+        for collection in mortar::store::declared() {
+            store
+                .collection(collection)
+                .await
+                .map_err(|error| format!("collection `{}`: {error}", collection.name))?;
+        }
+        Ok(store)
     }
 
     /// The collection, with its indexes created on first use.

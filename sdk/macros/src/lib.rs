@@ -107,3 +107,99 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
     .into()
 }
+
+/// Implements `mortar::store::Document` for a struct:
+///
+/// ```ignore
+/// #[derive(Serialize, Deserialize, Default, mortar::Document)]
+/// #[document(collection = "pack", index(unique = "account"), index(lookup = "guild"))]
+/// struct Pack { account: String, guild: u64, items: Vec<Slot> }
+/// ```
+///
+/// `collection` is required (lower-case letters, digits and `_`, starting with a letter); each
+/// `index` names a field of the struct, `unique` or `lookup`. A non-generic type is also
+/// registered (`mortar::store::declared`), so backends prepare its collection when a node starts.
+#[proc_macro_derive(Document, attributes(document))]
+pub fn derive_document(item: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(item as syn::DeriveInput);
+    match document(&input) {
+        Ok(tokens) => tokens.into(),
+        Err(error) => error.to_compile_error().into(),
+    }
+}
+
+fn document(input: &syn::DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
+    let syn::Data::Struct(data) = &input.data else {
+        return Err(syn::Error::new_spanned(&input.ident, "a Document is a struct with named fields"));
+    };
+    let fields: Vec<String> =
+        data.fields.iter().filter_map(|field| field.ident.as_ref().map(ToString::to_string)).collect();
+    let mut collection: Option<LitStr> = None;
+    let mut indexes = Vec::new();
+    for attr in input.attrs.iter().filter(|attr| attr.path().is_ident("document")) {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("collection") {
+                collection = Some(meta.value()?.parse()?);
+                Ok(())
+            } else if meta.path.is_ident("index") {
+                meta.parse_nested_meta(|index| {
+                    let unique = if index.path.is_ident("unique") {
+                        true
+                    } else if index.path.is_ident("lookup") {
+                        false
+                    } else {
+                        return Err(index.error("expected `unique = \"field\"` or `lookup = \"field\"`"));
+                    };
+                    let field: LitStr = index.value()?.parse()?;
+                    if !fields.contains(&field.value()) {
+                        return Err(syn::Error::new(
+                            field.span(),
+                            format!("`{}` is not a field of this struct", field.value()),
+                        ));
+                    }
+                    indexes.push((unique, field));
+                    Ok(())
+                })
+            } else {
+                Err(meta.error("expected `collection = \"name\"` or `index(...)`"))
+            }
+        })?;
+    }
+    let Some(collection) = collection else {
+        return Err(syn::Error::new_spanned(&input.ident, "missing #[document(collection = \"name\")]"));
+    };
+    let name = collection.value();
+    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid {
+        return Err(syn::Error::new(
+            collection.span(),
+            "a collection name is lower-case letters, digits and `_`, starting with a letter",
+        ));
+    }
+    let ident = &input.ident;
+    let (impl_generics, type_generics, where_clause) = input.generics.split_for_impl();
+    let indexes = indexes.iter().map(|(unique, field)| {
+        if *unique {
+            quote!(::mortar::store::Index::unique(#field))
+        } else {
+            quote!(::mortar::store::Index::lookup(#field))
+        }
+    });
+    let register = if input.generics.params.is_empty() {
+        quote! {
+            ::mortar::inventory::submit! {
+                ::mortar::store::DocumentDecl { collection: ::mortar::store::Collection::of::<#ident> }
+            }
+        }
+    } else {
+        quote!()
+    };
+    Ok(quote! {
+        impl #impl_generics ::mortar::store::Document for #ident #type_generics #where_clause {
+            const COLLECTION: &'static str = #collection;
+            const INDEXES: &'static [::mortar::store::Index] = &[#(#indexes),*];
+        }
+        #register
+    })
+}
