@@ -23,7 +23,15 @@ nx_venv=target/test-tools/nx-27017
 if [ ! -x "$nx_venv/bin/nx-27017" ]; then
   command -v python3 >/dev/null || { echo "scripts/test.sh: python3 (>= 3.10) is required for the MongoDB tests" >&2; exit 1; }
   echo "scripts/test.sh: installing nx-27017 into $nx_venv" >&2
-  python3 -m venv "$nx_venv"
+  if ! python3 -m venv "$nx_venv" 2>/dev/null; then
+    # Debian's python3 keeps venv in a package of its own.
+    rm -rf "$nx_venv"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    python3 -m venv "$nx_venv"
+  fi
   "$nx_venv/bin/pip" install --quiet --disable-pip-version-check "nx-27017==0.8.1"
 fi
 export MORTAR_TEST_NX_27017="$PWD/$nx_venv/bin/nx-27017"
