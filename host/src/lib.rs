@@ -18,6 +18,7 @@ pub mod admin;
 pub mod cache;
 pub mod config;
 pub mod gateway;
+mod jitter;
 pub mod metrics;
 pub mod node;
 pub mod redis_setup;

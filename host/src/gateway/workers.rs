@@ -272,7 +272,8 @@ impl WorkerPool {
                 }
                 Err(error) => tracing::debug!(peer = %entry.id, %error, "cannot reach worker"),
             }
-            tokio::time::sleep(jitter(backoff)).await;
+            // Up to a quarter more, so gateways that lost one worker do not redial in step.
+            tokio::time::sleep(crate::jitter::jitter(backoff, 0.25)).await;
             backoff = (backoff * 2).min(config.backoff_max());
         }
     }
@@ -326,13 +327,6 @@ async fn ping(client: &WorkerRpcClient, config: &RpcConfig) -> &'static str {
             Err(_) => return "ping failed",
         }
     }
-}
-
-/// `wait` plus up to a quarter more, so gateways that lost one worker do not redial in step.
-fn jitter(wait: Duration) -> Duration {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    let nanos = now.map_or(0, |now| now.subsec_nanos()) ^ std::process::id();
-    wait + wait.mul_f64(f64::from(nanos % 1024) / 4096.0)
 }
 
 /// The reply code of a failed call.

@@ -73,12 +73,8 @@ fn redact(url: &str) -> String {
 /// The pause before retry `attempt` of a conflicting update: 1, 2, 4… ms up to 64 ms, plus up to
 /// as much again at random, so racing writers spread out.
 pub fn backoff(attempt: u32) -> BoxFuture<()> {
-    use std::hash::BuildHasher as _;
     let base = Duration::from_millis(1 << attempt.saturating_sub(1).min(6));
-    // Each RandomState has fresh keys: a cheap random number without a dependency.
-    let random = std::collections::hash_map::RandomState::new().hash_one(attempt);
-    let jitter = base.mul_f64((random % 1000) as f64 / 1000.0);
-    Box::pin(tokio::time::sleep(base + jitter))
+    Box::pin(tokio::time::sleep(crate::jitter::jitter(base, 1.0)))
 }
 
 /// The store of a node that has none: every operation is `UNAVAILABLE`.
