@@ -192,10 +192,9 @@ impl StoreBackend for EmbeddedStore {
         filter: Option<(&'static str, serde_json::Value)>,
     ) -> mortar::ctx::BoxFuture<Result<u64, StoreError>> {
         let counted = self.read(|txn| match &filter {
-            None => match txn.open_table(docs_table(collection).as_def()) {
-                Ok(table) => table.len().map_err(internal),
-                Err(TableError::TableDoesNotExist(_)) => Ok(0),
-                Err(error) => Err(internal(error)),
+            None => match existing(txn.open_table(docs_table(collection).as_def()))? {
+                Some(table) => table.len().map_err(internal),
+                None => Ok(0),
             },
             Some((field, value)) => Ok(ids_where(txn, collection, field, value, usize::MAX)?.len() as u64),
         });
@@ -272,17 +271,22 @@ fn decode(id: u64, record: &[u8]) -> Result<RawDoc, StoreError> {
     Ok(RawDoc { id, version, fields })
 }
 
+/// A table a read opened, or none when nothing was ever written to it.
+fn existing<T>(opened: Result<T, TableError>) -> Result<Option<T>, StoreError> {
+    match opened {
+        Ok(table) => Ok(Some(table)),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(error) => Err(internal(error)),
+    }
+}
+
 fn get_doc(
     txn: &redb::ReadTransaction,
     collection: Collection,
     id: u64,
 ) -> Result<Option<RawDoc>, StoreError> {
     let name = docs_table(collection);
-    let table = match txn.open_table(name.as_def()) {
-        Ok(table) => table,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(error) => return Err(internal(error)),
-    };
+    let Some(table) = existing(txn.open_table(name.as_def()))? else { return Ok(None) };
     match table.get(id).map_err(internal)? {
         Some(record) => decode(id, record.value()).map(Some),
         None => Ok(None),
@@ -306,19 +310,10 @@ fn ids_where(
     let key = value.to_string();
     let name = index_table(collection, field, index.unique);
     if index.unique {
-        return match txn.open_table(name.as_unique()) {
-            Ok(table) => {
-                Ok(table.get(key.as_str()).map_err(internal)?.map(|id| id.value()).into_iter().collect())
-            }
-            Err(TableError::TableDoesNotExist(_)) => Ok(Vec::new()),
-            Err(error) => Err(internal(error)),
-        };
+        let Some(table) = existing(txn.open_table(name.as_unique()))? else { return Ok(Vec::new()) };
+        return Ok(table.get(key.as_str()).map_err(internal)?.map(|id| id.value()).into_iter().collect());
     }
-    let table = match txn.open_multimap_table(name.as_lookup()) {
-        Ok(table) => table,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(error) => return Err(internal(error)),
-    };
+    let Some(table) = existing(txn.open_multimap_table(name.as_lookup()))? else { return Ok(Vec::new()) };
     let mut ids = Vec::new();
     for id in table.get(key.as_str()).map_err(internal)? {
         if ids.len() == limit {
