@@ -7,14 +7,20 @@ cd "$(dirname "$0")/.."
 
 command -v cargo >/dev/null || { echo "scripts/test.sh: cargo is required (https://rustup.rs)" >&2; exit 1; }
 
-# The cluster tests start their own Redis servers on free loopback ports: they need the binary.
-if ! command -v redis-server >/dev/null; then
-  echo "scripts/test.sh: installing redis-server (Debian package)" >&2
+# Debian packages the tests need: redis-server (the cluster, cache and registry tests start their
+# own Redis servers on free loopback ports) and protobuf-compiler (Google's protoc, which must accept
+# every .proto of the repo, as client authors run it).
+packages=()
+command -v redis-server >/dev/null || packages+=(redis-server)
+command -v protoc >/dev/null || packages+=(protobuf-compiler)
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "scripts/test.sh: installing ${packages[*]} (Debian packages)" >&2
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 fi
+export MORTAR_TEST_PROTOC="$(command -v protoc)"
 
 # The MongoDB store's tests start their own nx-27017 (a MongoDB wire-protocol server on SQLite, from
 # PyPI; no mongod is installable here) on free loopback ports. It lives in a virtual environment

@@ -1,12 +1,13 @@
 //! A game client in a few lines: connect, send requests, read replies and pushes. Requests and
-//! replies can be written as JSON: the proto contract embedded in `mortar-pb` says how each route's
-//! messages encode, so no code is written per module.
+//! replies can be written as JSON: a [`Contract`] (the envelope's protos, the linked modules'
+//! and those a gateway gives through `sys.descriptors`) says how each route's messages encode, so
+//! no code is written per module.
 
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
 use mortar_pb::UserMessage;
 use prost::Message as _;
-use prost_reflect::{DynamicMessage, MessageDescriptor};
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
 
@@ -24,8 +25,13 @@ pub enum ClientError {
     #[error("the server sent an undecodable frame: {0}")]
     BadFrame(#[from] prost::DecodeError),
     /// The route is `main.sub`-shaped but not in the contract, so JSON cannot be encoded for it.
-    #[error("route `{0}` is not in the proto contract; only an empty body (`{{}}`) can be sent to it")]
+    #[error(
+        "route `{0}` is not in the proto contract (not linked into this binary, and the gateway does not serve it through sys.descriptors); only an empty body (`{{}}`) can be sent to it"
+    )]
     UnknownRoute(String),
+    /// The gateway's `sys.descriptors` reply does not load.
+    #[error("the gateway's descriptors do not load: {0}")]
+    Descriptors(String),
     /// The route is not `main.sub`.
     #[error("route `{0}` must be `main.sub`")]
     BadRoute(String),
@@ -132,19 +138,93 @@ pub fn split_route(route: &str) -> Result<(&str, &str), ClientError> {
     route.split_once('.').ok_or_else(|| ClientError::BadRoute(route.into()))
 }
 
-/// Encodes a request given as JSON for `main.sub`, using the route's request type.
-///
-/// # Errors
-/// When the route is not in the contract (unless `json` is an empty object), or the JSON does
-/// not fit the request type.
-pub fn encode_request(main: &str, sub: &str, json: &str) -> Result<Bytes, ClientError> {
-    let Some(method) = mortar_pb::route_method(main, sub) else {
-        return match serde_json::from_str::<serde_json::Value>(json) {
-            Ok(serde_json::Value::Object(map)) if map.is_empty() => Ok(Bytes::new()),
-            _ => Err(ClientError::UnknownRoute(format!("{main}.{sub}"))),
+/// The protos a client encodes and decodes JSON with.
+#[derive(Clone, Debug)]
+pub struct Contract {
+    pool: DescriptorPool,
+}
+
+impl Contract {
+    /// The envelope's protos and those of every module linked into this binary.
+    ///
+    /// # Panics
+    /// When the linked modules' protos conflict, which a linked binary's own tests rule out.
+    pub fn linked() -> Self {
+        let sets = mortar::module::protos().map(|protos| protos.descriptors);
+        Self { pool: mortar_pb::contract(sets).expect("the linked modules' protos form one contract") }
+    }
+
+    /// Adds the protos `client`'s gateway serves (`sys.descriptors`). A gateway that does not
+    /// serve them (`gateway.serve_descriptors = false`) adds nothing.
+    ///
+    /// # Errors
+    /// When the connection fails, or the reply does not load.
+    pub async fn add_from_gateway(&mut self, client: &mut Client) -> Result<(), ClientError> {
+        let reply = client.request("sys", "descriptors", Bytes::new(), |_| {}).await?;
+        if reply.code != 0 {
+            return Ok(());
+        }
+        let body = mortar_pb::Descriptors::decode(reply.data)?;
+        let mut pool = self.pool.clone();
+        pool.decode_file_descriptor_set(body.file_descriptor_set)
+            .map_err(|error| ClientError::Descriptors(error.to_string()))?;
+        self.pool = pool;
+        Ok(())
+    }
+
+    /// Whether the contract declares route `main.sub`.
+    pub fn knows(&self, main: &str, sub: &str) -> bool {
+        self.method(main, sub).is_some()
+    }
+
+    fn method(&self, main: &str, sub: &str) -> Option<MethodDescriptor> {
+        mortar_pb::route_method(&self.pool, main, sub)
+    }
+
+    /// Encodes a request given as JSON for `main.sub`, using the route's request type.
+    ///
+    /// # Errors
+    /// When the route is not in the contract (unless `json` is an empty object), or the JSON does
+    /// not fit the request type.
+    pub fn encode_request(&self, main: &str, sub: &str, json: &str) -> Result<Bytes, ClientError> {
+        let Some(method) = self.method(main, sub) else {
+            return match serde_json::from_str::<serde_json::Value>(json) {
+                Ok(serde_json::Value::Object(map)) if map.is_empty() => Ok(Bytes::new()),
+                _ => Err(ClientError::UnknownRoute(format!("{main}.{sub}"))),
+            };
         };
-    };
-    from_json(&method.input(), json)
+        from_json(&method.input(), json)
+    }
+
+    /// A reply or push as JSON: `{"route":"main.sub","seq":N,"code":"OK","data":{…}}`.
+    ///
+    /// `route` and `seq` are left out when `with_route` is false. `data` is decoded with the
+    /// route's reply type (or push type); it is left out when empty on an error, and given as
+    /// `{"hex": "…"}` when the route is not in the contract or the bytes do not decode.
+    pub fn reply_json(&self, msg: &UserMessage, with_route: bool) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        if with_route {
+            out.insert("route".into(), format!("{}.{}", msg.main_type, msg.sub_type).into());
+            out.insert("seq".into(), msg.seq.into());
+        }
+        out.insert("code".into(), mortar_pb::ErrorCode::name_of(msg.code).into());
+        let known = self
+            .method(&msg.main_type, &msg.sub_type)
+            // A reply's route is the request's; `sys.pong` answers `sys.ping`.
+            .or_else(|| {
+                (msg.main_type == "sys" && msg.sub_type == "pong")
+                    .then(|| self.method("sys", "ping"))
+                    .flatten()
+            });
+        if msg.code == 0 || !msg.data.is_empty() {
+            let data = known
+                .and_then(|method| DynamicMessage::decode(method.output(), msg.data.clone()).ok())
+                .and_then(|message| serde_json::to_value(&message).ok())
+                .unwrap_or_else(|| serde_json::json!({ "hex": hex(&msg.data) }));
+            out.insert("data".into(), data);
+        }
+        serde_json::Value::Object(out)
+    }
 }
 
 fn from_json(desc: &MessageDescriptor, json: &str) -> Result<Bytes, ClientError> {
@@ -153,35 +233,6 @@ fn from_json(desc: &MessageDescriptor, json: &str) -> Result<Bytes, ClientError>
         .and_then(|message| de.end().map(|()| message))
         .map_err(|source| ClientError::Json { message: desc.full_name().into(), source })?;
     Ok(message.encode_to_vec().into())
-}
-
-/// A reply or push as JSON: `{"route":"main.sub","seq":N,"code":"OK","data":{…}}`.
-///
-/// `route` and `seq` are left out when `with_route` is false. `data` is decoded with the route's
-/// reply type (or push type); it is left out when empty on an error, and given as `{"hex": "…"}`
-/// when the route is not in the contract or the bytes do not decode.
-pub fn reply_json(msg: &UserMessage, with_route: bool) -> serde_json::Value {
-    let mut out = serde_json::Map::new();
-    if with_route {
-        out.insert("route".into(), format!("{}.{}", msg.main_type, msg.sub_type).into());
-        out.insert("seq".into(), msg.seq.into());
-    }
-    out.insert("code".into(), mortar_pb::ErrorCode::name_of(msg.code).into());
-    let known = mortar_pb::route_method(&msg.main_type, &msg.sub_type)
-        // A reply's route is the request's; `sys.pong` answers `sys.ping`.
-        .or_else(|| {
-            (msg.main_type == "sys" && msg.sub_type == "pong")
-                .then(|| mortar_pb::route_method("sys", "ping"))
-                .flatten()
-        });
-    if msg.code == 0 || !msg.data.is_empty() {
-        let data = known
-            .and_then(|method| DynamicMessage::decode(method.output(), msg.data.clone()).ok())
-            .and_then(|message| serde_json::to_value(&message).ok())
-            .unwrap_or_else(|| serde_json::json!({ "hex": hex(&msg.data) }));
-        out.insert("data".into(), data);
-    }
-    serde_json::Value::Object(out)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -4,7 +4,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use mortar_cli::client::{self, Client};
+use mortar_cli::client::{self, Client, Contract};
 use mortar_host::{
     NodeConfig,
     node::{Listeners, gateway::GatewayListeners, worker::WorkerListeners},
@@ -162,24 +162,35 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Client { url, timeout, show_pushes, route, json } => {
             let (main, sub) = client::split_route(&route)?;
-            let body = client::encode_request(main, sub, &json)?;
+            let mut contract = Contract::linked();
+            // A route this binary knows is checked before connecting; others are looked up in
+            // the protos the gateway serves.
+            let known =
+                contract.knows(main, sub).then(|| contract.encode_request(main, sub, &json)).transpose()?;
             let exchange = async {
                 let mut client =
                     Client::connect(&url).await.with_context(|| format!("cannot connect to {url}"))?;
+                let body = match known {
+                    Some(body) => body,
+                    None => {
+                        contract.add_from_gateway(&mut client).await?;
+                        contract.encode_request(main, sub, &json)?
+                    }
+                };
                 let reply = client
                     .request(main, sub, body, |push| {
                         if show_pushes {
-                            eprintln!("{}", client::reply_json(&push, true));
+                            eprintln!("{}", contract.reply_json(&push, true));
                         }
                     })
                     .await?;
                 client.close().await?;
-                anyhow::Ok(reply)
+                anyhow::Ok((reply, contract))
             };
-            let reply = runtime(1, CLIENT_GLOBAL_QUEUE_INTERVAL)?
+            let (reply, contract) = runtime(1, CLIENT_GLOBAL_QUEUE_INTERVAL)?
                 .block_on(async { tokio::time::timeout(Duration::from_secs_f64(timeout), exchange).await })
                 .with_context(|| format!("no reply within {timeout} s"))??;
-            println!("{}", client::reply_json(&reply, false));
+            println!("{}", contract.reply_json(&reply, false));
             Ok(if reply.code == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Bot(options) => {
@@ -261,9 +272,9 @@ async fn dev(config: NodeConfig) -> anyhow::Result<ExitCode> {
     mortar_host::metrics::install();
     let gateway = bind(config.gateway.listen, "clients", "gateway.listen or --listen").await?;
     let admin = admin_listener(&config).await?;
-    ready_line(format!("mortar: gateway listening on ws://{}/ws", gateway.local_addr()?));
+    let line = format!("mortar: gateway listening on ws://{}/ws", gateway.local_addr()?);
     let listeners = Listeners { gateway, admin };
-    mortar_host::node::dev::run(config, listeners, shutdown_signal()).await?;
+    mortar_host::node::dev::run(config, listeners, || ready_line(line), shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

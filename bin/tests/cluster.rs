@@ -6,7 +6,8 @@
 mod support;
 
 use mortar_cli::client::Client;
-use mortar_pb::{ErrorCode, Kick, echo::NodeResp};
+use mortar_echo::echo::NodeResp;
+use mortar_pb::{ErrorCode, Kick};
 use prost::Message as _;
 use std::{
     collections::{BTreeMap, BTreeSet},

@@ -11,15 +11,19 @@ use mortar::{
     route::{Access, HandlerFuture, Route},
 };
 use mortar_echo as _;
+use mortar_echo::echo::EchoReq;
 use mortar_host::{
     gateway::{
         envelope::{Inbound, inspect},
         sessions::{Outbound, SessionTable},
     },
     rpc::AgentMessage,
-    worker::{Worker, routes::RouteTable},
+    worker::{
+        Worker,
+        routes::{self, ModuleSource, Origin, RouteTable},
+    },
 };
-use mortar_pb::{UserMessage, echo::EchoReq};
+use mortar_pb::UserMessage;
 use prost::Message as _;
 use std::hint::black_box;
 
@@ -42,6 +46,10 @@ fn envelope(c: &mut Criterion) {
     c.bench_function("envelope/encode reply", |b| b.iter(|| Bytes::from(black_box(&reply).encode_to_vec())));
 }
 
+fn synthetic() -> (String, String) {
+    ("synthetic.Msg".into(), "synthetic.Msg".into())
+}
+
 fn noop(_: Ctx, _: Bytes) -> HandlerFuture {
     Box::pin(async { Err(Code::INTERNAL) })
 }
@@ -50,7 +58,7 @@ fn noop(_: Ctx, _: Bytes) -> HandlerFuture {
 macro_rules! modules {
     ($($n:literal),*) => { [$(ModuleDecl { build: || Box::new(Named(concat!("module", $n))), defined_at: "bench" }),*] };
 }
-const MODULES: [ModuleDecl; 20] =
+static MODULES: [ModuleDecl; 20] =
     modules!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19);
 
 fn route_lookup(c: &mut Criterion) {
@@ -59,17 +67,21 @@ fn route_lookup(c: &mut Criterion) {
         .flat_map(|m| (0..10).map(move |r| (m, r)))
         .map(|(m, r)| {
             let path: &'static str = format!("module{m}.route{r}").leak();
-            let route = Route {
-                path,
-                access: Access::Client,
-                handler: noop,
-                types: Default::default,
-                defined_at: "bench",
-            };
+            let route =
+                Route { path, access: Access::Client, handler: noop, types: synthetic, defined_at: "bench" };
             &*Box::leak(Box::new(route))
         })
         .collect();
-    let table = RouteTable::build(&MODULES, routes, &[]).expect("route table");
+    let paths: Vec<&str> = routes.iter().map(|route| route.path).collect();
+    let protos: &'static [u8] = routes::synthetic_protos(&paths).leak();
+    let source = ModuleSource {
+        origin: Origin::Linked,
+        modules: MODULES.iter().collect(),
+        build: mortar::module::build,
+        routes,
+        protos: vec![protos],
+    };
+    let table = RouteTable::build(vec![source], &[]).expect("route table");
     c.bench_function("route lookup (200 routes)", |b| {
         b.iter(|| table.get_for_client(black_box("module19"), black_box("route9")).is_some())
     });

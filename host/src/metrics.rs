@@ -56,6 +56,8 @@ pub const CACHE_ERRORS: &str = "mortar_cache_errors_total";
 pub const REQUESTS: &str = "mortar_requests_total";
 /// Histogram: seconds a worker spent handling a request, by `route`.
 pub const REQUEST_DURATION: &str = "mortar_request_duration_seconds";
+/// Counter: handlers (or tasks they spawned) that panicked, by `route`.
+pub const HANDLER_PANICS: &str = "mortar_handler_panics_total";
 
 /// Histogram buckets in seconds: 50 µs to 10 s.
 const BUCKETS: [f64; 16] = [

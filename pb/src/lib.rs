@@ -1,16 +1,18 @@
-//! The client contract of mortar: the `.proto` files under `pb/proto/` and their Rust types.
+//! The part of mortar's client contract that no module owns: the `UserMessage` envelope, the
+//! `ErrorCode`s and the gateway's own `sys.*` routes (`pb/proto/mortar.proto`). Each module crate
+//! owns its own protos.
 //!
 //! Layout:
 //! - [`mortar`] (re-exported at the crate root): the [`UserMessage`] envelope, [`ErrorCode`] and the
-//!   gateway's `sys.*` messages.
-//! - one module per business module's package, e.g. [`echo`].
-//! - [`descriptors`] and [`route_method`]: the embedded descriptor set, so a client can encode and
-//!   decode any route's message from JSON without code written for it.
+//!   `sys.*` messages.
+//! - [`descriptors`], [`contract`] and [`route_method`]: descriptor pools, so a client can encode
+//!   and decode any route's message from JSON without code written for it, and a node can check
+//!   each route against its rpc.
 //!
 //! Routes map to services: route `main.sub` is the method whose snake_case name is `sub` in the
 //! service whose lower-cased name is `main`; a server-streaming method declares a push route.
 
-use prost_reflect::{DescriptorPool, MethodDescriptor};
+use prost_reflect::{DescriptorError, DescriptorPool, MethodDescriptor};
 use std::sync::LazyLock;
 
 /// The envelope, error codes and `sys.*` messages (proto package `mortar`).
@@ -19,31 +21,38 @@ pub mod mortar {
     include!(concat!(env!("OUT_DIR"), "/mortar.rs"));
 }
 
-/// The echo demo module's messages (proto package `echo`).
-#[allow(missing_docs, clippy::all)]
-pub mod echo {
-    include!(concat!(env!("OUT_DIR"), "/echo.rs"));
-}
-
-pub use mortar::{Empty, ErrorCode, Kick, Ping, Pong, UserMessage};
+pub use mortar::{Descriptors, Empty, ErrorCode, Kick, Ping, Pong, UserMessage};
 
 static DESCRIPTORS: LazyLock<DescriptorPool> = LazyLock::new(|| {
     DescriptorPool::decode(include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin")).as_ref())
         .expect("the descriptor set embedded at build time decodes")
 });
 
-/// Every message, enum and service of the contract, as compiled at build time.
+/// The envelope's and `sys.*`'s messages, enums and services, as compiled at build time.
 pub fn descriptors() -> &'static DescriptorPool {
     &DESCRIPTORS
 }
 
-/// The proto method that declares route `main.sub`, if any.
+/// The whole contract of a set of modules: [`descriptors`] plus each encoded
+/// `FileDescriptorSet` of `sets` (a file already in the pool with the same content is skipped).
+///
+/// # Errors
+/// When a set does not decode, refers to a type it does not define, or holds a file whose name
+/// another set uses for different content.
+pub fn contract<'a>(sets: impl IntoIterator<Item = &'a [u8]>) -> Result<DescriptorPool, DescriptorError> {
+    let mut pool = descriptors().clone();
+    for set in sets {
+        pool.decode_file_descriptor_set(set)?;
+    }
+    Ok(pool)
+}
+
+/// The proto method in `pool` that declares route `main.sub`, if any.
 ///
 /// For a request route its input type is the request and its output type the reply; for a push
 /// route (server-streaming) its output type is the push body.
-pub fn route_method(main: &str, sub: &str) -> Option<MethodDescriptor> {
-    descriptors()
-        .services()
+pub fn route_method(pool: &DescriptorPool, main: &str, sub: &str) -> Option<MethodDescriptor> {
+    pool.services()
         .filter(|service| service.name().eq_ignore_ascii_case(main))
         .find_map(|service| service.methods().find(|method| snake_case(method.name()) == sub))
 }
@@ -78,7 +87,6 @@ impl ErrorCode {
 mod tests {
     use super::*;
     use prost::Message as _;
-    use std::collections::HashSet;
 
     #[test]
     fn envelope_round_trips_and_keeps_field_numbers() {
@@ -122,23 +130,23 @@ mod tests {
 
     #[test]
     fn routes_resolve_to_methods() {
-        let say = route_method("echo", "say").unwrap();
-        assert_eq!(say.input().full_name(), "echo.EchoReq");
-        assert_eq!(say.output().full_name(), "echo.EchoResp");
-        let kick = route_method("sys", "kick").unwrap();
+        let ping = route_method(descriptors(), "sys", "ping").unwrap();
+        assert_eq!(ping.input().full_name(), "mortar.Ping");
+        assert_eq!(ping.output().full_name(), "mortar.Pong");
+        let kick = route_method(descriptors(), "sys", "kick").unwrap();
         assert!(kick.is_server_streaming());
-        assert!(route_method("echo", "nope").is_none());
+        assert_eq!(kick.output().full_name(), "mortar.Kick");
+        assert!(route_method(descriptors(), "sys", "nope").is_none());
         assert_eq!(snake_case("AddItems"), "add_items");
     }
 
     #[test]
-    fn route_names_are_unique_across_the_contract() {
-        let mut seen = HashSet::new();
-        for service in descriptors().services() {
-            for method in service.methods() {
-                let route = format!("{}.{}", service.name().to_lowercase(), snake_case(method.name()));
-                assert!(seen.insert(route.clone()), "route {route} is declared twice");
-            }
-        }
+    fn a_contract_adds_module_sets_and_skips_files_it_has() {
+        let own = prost_reflect::prost_types::FileDescriptorSet {
+            file: descriptors().files().map(|file| file.file_descriptor_proto().clone()).collect(),
+        };
+        let pool = contract([own.encode_to_vec().as_slice()]).unwrap();
+        assert_eq!(pool.files().count(), descriptors().files().count());
+        assert!(contract([b"\xff".as_slice()]).is_err());
     }
 }

@@ -7,7 +7,14 @@ use crate::{
 };
 use bytes::Bytes;
 use prost::Message;
-use std::{fmt, future::Future, net::IpAddr, pin::Pin, sync::Arc};
+use std::{
+    fmt,
+    future::Future,
+    net::IpAddr,
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 /// A boxed future that the host returns to the SDK.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -55,6 +62,19 @@ pub trait Host: Send + Sync + 'static {
     /// that serves the route's module: this node when it does. (Until the cluster lands that is
     /// the only node asked; a route it does not serve is `NO_ROUTE`.)
     fn call(&self, from: &Ctx, route: &str, body: Bytes) -> BoxFuture<Result<Bytes, Code>>;
+
+    /// Runs `task` on the host's runtime, detached.
+    fn spawn(&self, task: BoxFuture<()>);
+
+    /// Completes after `duration`, timed by the host's runtime.
+    fn sleep(&self, duration: Duration) -> BoxFuture<()>;
+
+    /// The current wall-clock time.
+    fn now(&self) -> SystemTime;
+
+    /// A handler or a task spawned for `request` panicked with `message`; it has been answered
+    /// `INTERNAL` (a handler) or ended (a task). For the host's log and metrics.
+    fn panicked(&self, request: &Request, message: &str);
 }
 
 /// The handle a handler receives: the request's session and route, and the host's services.
@@ -123,6 +143,36 @@ impl Ctx {
     {
         let reply = self.host.call(self, route, Bytes::from(req.encode_to_vec())).await?;
         Resp::decode(reply).map_err(|_| Code::INTERNAL)
+    }
+}
+
+/// The runtime, through the host: module code never names tokio itself, so the same code runs
+/// linked into `mortar` or loaded from a library (whose copy of tokio has no runtime).
+impl Ctx {
+    /// Runs `task` in the background on the host's runtime. A panic in it ends it and is logged
+    /// with this request's route and trace id; the node stays up.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let ctx = self.clone();
+        self.host.spawn(Box::pin(async move {
+            if let Err(message) = crate::panic::catch(task).await {
+                ctx.host.panicked(&ctx.request, &message);
+            }
+        }));
+    }
+
+    /// Completes after `duration`.
+    pub async fn sleep(&self, duration: Duration) {
+        self.host.sleep(duration).await;
+    }
+
+    /// The current wall-clock time.
+    pub fn now(&self) -> SystemTime {
+        self.host.now()
+    }
+
+    /// Reports a panic of this request's handler to the host.
+    pub(crate) fn panicked(&self, message: &str) {
+        self.host.panicked(&self.request, message);
     }
 }
 

@@ -1,12 +1,19 @@
 //! The mortar SDK: everything a module author touches, and nothing of the host.
 //!
-//! A module is a name and a few typed handlers:
+//! A module is one crate: `proto/echo.proto` declares its routes (`service Echo { rpc Say(EchoReq)
+//! returns (EchoResp); }` is route `echo.say`), `build.rs` compiles it
+//! (`mortar::build::compile_protos()`, feature `build`), and `src/lib.rs` is the module:
 //!
-//! ```
+//! ```ignore
 //! use mortar::prelude::*;
-//! use mortar::pb::echo::{EchoReq, EchoResp};
+//!
+//! pub mod echo {
+//!     mortar::include_proto!("echo");
+//! }
+//! use echo::{EchoReq, EchoResp};
 //!
 //! mortar::module!("echo");
+//! mortar::export_module!(); // only to load it from a shared library too
 //!
 //! #[mortar::handler("echo.say")]
 //! async fn say(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
@@ -14,20 +21,30 @@
 //! }
 //! ```
 //!
+//! `docs/writing-a-module.md` walks through it from `cargo new`; `docs/dynamic-modules.md` says
+//! what a module loaded from a library may and may not do.
+//!
 //! Layout:
-//! - [`module`](mod@module): the [`Module`] trait and the [`module!`] macro that registers one.
+//! - [`module`](mod@module): the [`Module`] trait, the [`module!`] macro that registers one, and
+//!   [`include_proto!`] for its messages.
 //! - [`route`]: routes as [`#[handler]`](handler) registers them, and the decode/encode glue.
 //! - [`ctx`]: [`Ctx`], a handler's view of its request and of the host.
 //! - [`code`]: [`Code`], the outcome a client sees.
 //! - [`cache`]: values, counters and locks with TTLs, through [`Ctx::cache`].
 //! - [`store`]: documents ([`store::Document`]), versions and compare-and-set, through
 //!   [`Ctx::store`].
-//! - [`pb`]: the proto contract (`mortar-pb`), for request and reply types.
+//! - [`dynamic`]: the entry point [`export_module!`] generates for loading from a library.
+//! - `build` (feature `build`): compiles a module crate's protos in its build script.
+//! - [`pb`]: the envelope and `sys.*` messages (`mortar-pb`).
 
+#[cfg(feature = "build")]
+pub mod build;
 pub mod cache;
 pub mod code;
 pub mod ctx;
+pub mod dynamic;
 pub mod module;
+mod panic;
 pub mod route;
 pub mod store;
 

@@ -1,6 +1,9 @@
 //! [`Module`]: a feature of the game (login, inventory, mail…) and its routes.
 
-use std::fmt;
+use std::{
+    fmt,
+    panic::{AssertUnwindSafe, catch_unwind},
+};
 
 /// A module: a named group of routes with a lifecycle.
 ///
@@ -48,6 +51,88 @@ inventory::collect!(ModuleDecl);
 /// Every module linked into this program, in no particular order.
 pub fn registered() -> impl Iterator<Item = &'static ModuleDecl> {
     inventory::iter::<ModuleDecl>.into_iter()
+}
+
+/// The protos of a module crate, as [`include_proto!`](crate::include_proto) registers them: the
+/// encoded `FileDescriptorSet` of every file in the crate's `proto/` folder.
+#[derive(Debug)]
+pub struct Protos {
+    /// The encoded descriptor set.
+    pub descriptors: &'static [u8],
+    /// Where they are included (`crate::path`), for error messages.
+    pub defined_at: &'static str,
+}
+
+inventory::collect!(Protos);
+
+/// The protos of every module crate linked into this program, in no particular order (a crate
+/// including several packages appears once per package, with the same bytes).
+pub fn protos() -> impl Iterator<Item = &'static Protos> {
+    inventory::iter::<Protos>.into_iter()
+}
+
+/// Includes the Rust types generated for proto package `package` by the crate's build script
+/// (`mortar::build::compile_protos()`, feature `build`) and registers the crate's descriptor set
+/// with its routes.
+///
+/// ```ignore
+/// pub mod echo {
+///     mortar::include_proto!("echo");
+/// }
+/// ```
+#[macro_export]
+macro_rules! include_proto {
+    ($package:literal) => {
+        #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+        mod generated {
+            include!(concat!(env!("OUT_DIR"), "/", $package, ".rs"));
+        }
+        pub use generated::*;
+
+        $crate::inventory::submit! {
+            $crate::module::Protos {
+                descriptors: include_bytes!(concat!(env!("OUT_DIR"), "/mortar_protos.bin")),
+                defined_at: module_path!(),
+            }
+        }
+    };
+}
+
+/// Makes the module `decl` declares, turning a panic in its constructor into an error, and
+/// wrapping it so a panic in its hooks is an error or a log line too: a panic must never unwind
+/// out of a library into the host, whose runtime cannot catch it.
+///
+/// # Errors
+/// When the constructor panics.
+pub fn build(decl: &ModuleDecl) -> Result<Box<dyn Module>, ModuleError> {
+    let module = catch_unwind(AssertUnwindSafe(decl.build)).map_err(|panic| {
+        ModuleError(format!("its constructor panicked: {}", crate::panic::message(&*panic)))
+    })?;
+    Ok(Box::new(Guarded { name: module.name(), module }))
+}
+
+/// A module whose hooks cannot unwind.
+struct Guarded {
+    name: &'static str,
+    module: Box<dyn Module>,
+}
+
+impl Module for Guarded {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn on_start(&self) -> Result<(), ModuleError> {
+        catch_unwind(AssertUnwindSafe(|| self.module.on_start())).unwrap_or_else(|panic| {
+            Err(ModuleError(format!("on_start panicked: {}", crate::panic::message(&*panic))))
+        })
+    }
+
+    fn on_stop(&self) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.module.on_stop())) {
+            eprintln!("mortar: module `{}`: on_stop panicked: {}", self.name, crate::panic::message(&*panic));
+        }
+    }
 }
 
 /// A module with routes and no state or hooks: all it has is its name.

@@ -1,5 +1,30 @@
 //! Routes: a `main.sub` name bound to a handler, registered through `inventory` by
 //! [`#[handler]`](crate::handler).
+//!
+//! A handler is `async fn(Ctx, Req) -> Result<Resp, Code>`; the attribute says so when it is not:
+//!
+//! ```
+//! use mortar::{Code, Ctx};
+//! mortar::module!("doc");
+//!
+//! #[mortar::handler("doc.greet")]
+//! async fn greet(_ctx: Ctx, name: String) -> Result<String, Code> {
+//!     Ok(format!("hello {name}"))
+//! }
+//! ```
+//!
+//! ```compile_fail
+//! use mortar::Ctx;
+//! // error: a handler is `async fn(ctx: Ctx, req: Req) -> Result<Resp, Code>`, …: this one
+//! // returns `Result<String, String>`
+//! #[mortar::handler("doc.greet")]
+//! async fn greet(_ctx: Ctx, name: String) -> Result<String, String> {
+//!     Ok(format!("hello {name}"))
+//! }
+//! ```
+//!
+//! Types the compiler accepts but the module's protos do not declare for the route (`req: u32`)
+//! are refused when a node starts, naming the route and both types.
 
 use crate::{code::Code, ctx::BoxFuture, ctx::Ctx};
 use bytes::Bytes;
@@ -55,7 +80,8 @@ pub fn registered() -> impl Iterator<Item = &'static Route> {
 
 /// The glue [`#[handler]`](crate::handler) generates: decodes `body` as `Req` (answering
 /// `BAD_REQUEST` without calling `handler` when it does not decode), runs `handler`, encodes its
-/// reply.
+/// reply. A panic in the handler is answered `INTERNAL` and reported to the host, on this side of
+/// a library boundary.
 #[doc(hidden)]
 pub fn dispatch<Req, Resp, F, Fut>(ctx: Ctx, body: Bytes, handler: F) -> HandlerFuture
 where
@@ -64,13 +90,19 @@ where
     F: FnOnce(Ctx, Req) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Resp, Code>> + Send + 'static,
 {
-    match Req::decode(body) {
-        Ok(req) => Box::pin(async move {
-            let resp = handler(ctx, req).await?;
-            Ok(Bytes::from(resp.encode_to_vec()))
-        }),
-        Err(_) => Box::pin(std::future::ready(Err(Code::BAD_REQUEST))),
-    }
+    let Ok(req) = Req::decode(body) else {
+        return Box::pin(std::future::ready(Err(Code::BAD_REQUEST)));
+    };
+    Box::pin(async move {
+        let reporter = ctx.clone();
+        match crate::panic::catch(handler(ctx, req)).await {
+            Ok(result) => Ok(Bytes::from(result?.encode_to_vec())),
+            Err(message) => {
+                reporter.panicked(&message);
+                Err(Code::INTERNAL)
+            }
+        }
+    })
 }
 
 /// The request and reply type names of a handler, read from its signature.

@@ -7,11 +7,12 @@ pub mod testkit;
 
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
+use mortar_echo::echo::EchoReq;
 use mortar_host::{
     NodeConfig,
     node::{Listeners, NodeError},
 };
-use mortar_pb::{UserMessage, echo::EchoReq};
+use mortar_pb::UserMessage;
 use prost::Message as _;
 use std::net::SocketAddr;
 use tokio::{
@@ -66,7 +67,7 @@ impl DevNode {
             let _ = stopped.await;
         };
         let listeners = Listeners { gateway, admin: Some(admin) };
-        let task = tokio::spawn(mortar_host::node::dev::run(config, listeners, shutdown));
+        let task = tokio::spawn(mortar_host::node::dev::run(config, listeners, || {}, shutdown));
         Self { addr, data, owns_data, admin: admin_addr, stop: Some(stop), task: Some(task) }
     }
 

@@ -1,8 +1,15 @@
-//! `testkit`: a module for testing the host, linked only into the tests. Its routes reuse the echo
-//! messages.
+//! `testkit`: a module for testing the host, linked only into the tests. Every route takes and
+//! answers a `testkit.Text` (`proto/testkit.proto`), which encodes like the echo messages.
 
-use mortar::pb::echo::{EchoReq, EchoResp};
 use mortar::prelude::*;
+
+/// The messages of `proto/testkit.proto`.
+pub mod proto {
+    mortar::include_proto!("testkit");
+}
+
+use proto::Text as EchoReq;
+use proto::Text as EchoResp;
 use std::{
     collections::HashSet,
     sync::{LazyLock, Mutex},

@@ -3,7 +3,8 @@
 
 use bytes::Bytes;
 use mortar_cli::client::Client;
-use mortar_pb::{ErrorCode, Kick, UserMessage, echo::EchoResp};
+use mortar_echo::echo::EchoResp;
+use mortar_pb::{ErrorCode, Kick, UserMessage};
 use mortar_tests::{DevNode, Received, echo_body, raw, receive, request, send};
 use prost::Message as _;
 use tokio_tungstenite::tungstenite::{Message, protocol::frame::coding::CloseCode};

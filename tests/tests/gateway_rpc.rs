@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use mortar_cli::client::Client;
+use mortar_echo::echo::EchoResp;
 use mortar_host::{
     NodeConfig,
     config::StaticNode,
@@ -14,7 +15,7 @@ use mortar_host::{
         handshake::{self, DialError, Identity},
     },
 };
-use mortar_pb::{ErrorCode, Kick, echo::EchoResp};
+use mortar_pb::{ErrorCode, Kick};
 use mortar_tests::echo_body;
 use prost::Message as _;
 use std::time::Duration;

@@ -5,7 +5,8 @@
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
 use mortar_cli::client::Client;
-use mortar_pb::{ErrorCode, echo::EchoResp};
+use mortar_echo::echo::EchoResp;
+use mortar_pb::ErrorCode;
 use mortar_tests::{DevNode, Received, admin_get, echo_body, raw, receive, request, send};
 use prost::Message as _;
 use std::time::{Duration, Instant};

@@ -3,13 +3,13 @@
 
 use bytes::Bytes;
 use mortar_cli::client::Client;
+use mortar_echo::echo::{EchoReq, EchoResp};
 use mortar_host::worker::Backends;
 use mortar_host::{
     config::GatewayConfig,
     gateway::{self, Gateway, relay::Relay, sessions::PushReport},
     worker::{Worker, routes::RouteTable},
 };
-use mortar_pb::echo::{EchoReq, EchoResp};
 use mortar_tests::echo_body;
 use prost::Message as _;
 use std::time::Duration;

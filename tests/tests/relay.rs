@@ -5,8 +5,9 @@
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use mortar_cli::client::Client;
+use mortar_echo::echo::EchoResp;
 use mortar_host::NodeConfig;
-use mortar_pb::{ErrorCode, UserMessage, echo::EchoResp};
+use mortar_pb::{ErrorCode, UserMessage};
 use mortar_tests::{DevNode, Received, admin_get, echo_body, raw, receive, request, send, testkit};
 use prost::Message as _;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use mortar_cli::client::Client;
-use mortar_pb::echo::EchoResp;
+use mortar_echo::echo::EchoResp;
 use mortar_tests::{DevNode, echo_body, temp_dir};
 use prost::Message as _;
 

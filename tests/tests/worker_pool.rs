@@ -3,6 +3,7 @@
 //! ready without workers.
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
+use mortar_echo::echo::EchoResp;
 use mortar_host::{
     NodeConfig,
     admin::Health,
@@ -12,7 +13,7 @@ use mortar_host::{
     registry::{NodeEntry, NodeKind, Registry as _, memory::MemoryRegistry},
     rpc::{AgentMessage, handshake::Identity},
 };
-use mortar_pb::{ErrorCode, echo::EchoResp};
+use mortar_pb::ErrorCode;
 use mortar_tests::echo_body;
 use prost::Message as _;
 use std::{sync::Arc, time::Duration};

@@ -13,6 +13,7 @@ pub mod report;
 pub mod scenario;
 mod wire;
 
+use crate::client::{Client, Contract};
 use report::{ClientStats, Report};
 use scenario::Scenario;
 use std::{
@@ -143,6 +144,23 @@ struct Progress {
     errors: AtomicU64,
 }
 
+/// The protos the bot encodes its requests with: the linked modules' and, speaking mortar, those
+/// the gateway serves (so it drives modules loaded from libraries too).
+async fn contract(options: &BotOptions) -> Contract {
+    let mut contract = Contract::linked();
+    if options.protocol == Protocol::Mortar {
+        let fetched = async {
+            let mut client = Client::connect(&options.url).await?;
+            contract.add_from_gateway(&mut client).await?;
+            client.close().await
+        };
+        if let Err(error) = fetched.await {
+            eprintln!("mortar bot: using only this binary's protos: cannot fetch the gateway's: {error}");
+        }
+    }
+    contract
+}
+
 /// Runs the bot: connects every client (ramping up as asked), runs the scenario on all of them
 /// for the duration, and reports.
 ///
@@ -157,20 +175,22 @@ pub async fn run(options: BotOptions) -> Result<Report, BotError> {
     let bar = progress_bar(&options);
     let ticker = tokio::spawn(show_progress(progress.clone(), bar.clone(), options.clients));
 
+    let contract = Arc::new(contract(&options).await);
+
     // Phase 1: connect (and set up) every client.
     let mut connecting = tokio::task::JoinSet::new();
     let started = Instant::now();
     let connect_limit = Arc::new(tokio::sync::Semaphore::new(256));
     for client in 0..options.clients {
-        let (options, scenario, progress, limit) =
-            (options.clone(), scenario.clone(), progress.clone(), connect_limit.clone());
+        let (options, scenario, progress, limit, contract) =
+            (options.clone(), scenario.clone(), progress.clone(), connect_limit.clone(), contract.clone());
         if options.ramp_up > 0.0 {
             tokio::time::sleep_until(started + Duration::from_secs_f64(client as f64 / options.ramp_up))
                 .await;
         }
         connecting.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let conn = Conn::connect(&options, scenario.as_ref(), client).await;
+            let conn = Conn::connect(&options, scenario.as_ref(), contract, client).await;
             if conn.is_ok() {
                 progress.connected.fetch_add(1, Ordering::Relaxed);
             }

@@ -4,7 +4,7 @@
 use super::{
     BotOptions, Progress, Protocol, pinus, record, report::ClientStats, scenario::Scenario, scenario::Step,
 };
-use crate::client;
+use crate::client::{self, Contract};
 use bytes::Bytes;
 use futures::{
     SinkExt as _, StreamExt as _,
@@ -42,6 +42,7 @@ pub(super) enum Event {
 /// A connected, set-up bot client.
 pub(super) struct Conn {
     protocol: Protocol,
+    contract: Arc<Contract>,
     sink: SplitSink<Ws, Message>,
     stream: SplitStream<Ws>,
     next_id: u32,
@@ -67,6 +68,7 @@ impl Conn {
     pub async fn connect(
         options: &BotOptions,
         scenario: &dyn Scenario,
+        contract: Arc<Contract>,
         client: usize,
     ) -> Result<Self, String> {
         let config = WebSocketConfig::default().read_buffer_size(4096);
@@ -74,7 +76,7 @@ impl Conn {
             .await
             .map_err(|error| error.to_string())?;
         let (sink, stream) = ws.split();
-        let mut conn = Conn { protocol: options.protocol, sink, stream, next_id: 1 };
+        let mut conn = Conn { protocol: options.protocol, contract, sink, stream, next_id: 1 };
         if conn.protocol == Protocol::Pinus {
             conn.pinus_handshake().await?;
         }
@@ -123,7 +125,7 @@ impl Conn {
         match self.protocol {
             Protocol::Mortar => {
                 let (main, sub) = client::split_route(&step.route).map_err(|e| e.to_string())?;
-                let data = client::encode_request(main, sub, &step.json).map_err(|e| e.to_string())?;
+                let data = self.contract.encode_request(main, sub, &step.json).map_err(|e| e.to_string())?;
                 Ok(Prepared::Mortar { main: main.into(), sub: sub.into(), data })
             }
             Protocol::Pinus => {

@@ -65,6 +65,7 @@ impl Node {
         let log = dir.0.join(format!("{name}.log"));
         let mut child = Command::new(MORTAR)
             .args(args)
+            .current_dir(&dir.0)
             .env("NO_COLOR", "1")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())

@@ -1,14 +1,17 @@
 //! The sections a cluster adds: `[worker]`, `[cluster]`, `[registry]` and `[rpc]`.
 
 use serde::{Deserialize, Serialize};
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 /// The worker: which modules this node runs, and where gateways reach it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// Names of the modules to enable; empty enables every module linked into the binary.
+    /// Names of the linked modules to enable; empty enables every module linked into the binary.
     pub modules: Vec<String>,
+    /// Module libraries (cdylibs built with `mortar::export_module!()`) to load at start, paths
+    /// relative to the working directory. Every module of a listed library is served.
+    pub dynamic_modules: Vec<PathBuf>,
     /// Address the worker's RPC service binds (`mortar worker --rpc-listen` overrides it; port 0
     /// picks a free port, printed on the readiness line).
     pub listen: SocketAddr,
@@ -32,6 +35,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             modules: Vec::new(),
+            dynamic_modules: Vec::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 7100)),
             advertise: String::new(),
             weight: 1,

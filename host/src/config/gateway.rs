@@ -57,6 +57,10 @@ pub struct GatewayConfig {
     /// channel instead: the code path of a remote worker, slower by several task hand-offs per
     /// request; meant for testing that path.
     pub local_dispatch: bool,
+    /// Whether `sys.descriptors` answers with the protos of the routes served behind this
+    /// gateway (like gRPC server reflection), so clients encode JSON for modules they were not
+    /// built with. Off answers `NO_ROUTE`.
+    pub serve_descriptors: bool,
     /// Address of the gateway's own RPC service, which workers call to push to its sessions and
     /// to kick them (cluster gateways only; `mortar dev` has none).
     pub rpc_listen: SocketAddr,
@@ -86,6 +90,7 @@ impl Default for GatewayConfig {
             request_timeout_ms: 10_000,
             shutdown_grace_ms: 5_000,
             local_dispatch: true,
+            serve_descriptors: true,
             rpc_listen: SocketAddr::from(([127, 0, 0, 1], 7000)),
             rpc_advertise: String::new(),
         }

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use futures::{StreamExt as _, stream::FuturesOrdered};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use mortar::Code;
-use mortar_pb::{Kick, UserMessage};
+use mortar_pb::{Descriptors, Kick, UserMessage};
 use prost::Message as _;
 use std::{
     collections::VecDeque,
@@ -254,6 +254,24 @@ impl Agent {
         if main_type == "sys" {
             let reply = match sub_type.as_str() {
                 "ping" => UserMessage { main_type, sub_type: "pong".into(), seq, ..Default::default() },
+                "descriptors" if self.shared.config.serve_descriptors => {
+                    let relay = self.shared.relay.clone();
+                    return Box::pin(async move {
+                        match relay.descriptors().await {
+                            Ok(set) => {
+                                let body = Descriptors { file_descriptor_set: set };
+                                UserMessage {
+                                    main_type,
+                                    sub_type,
+                                    seq,
+                                    data: body.encode_to_vec().into(),
+                                    code: 0,
+                                }
+                            }
+                            Err(code) => envelope::reply_code(main_type, sub_type, seq, code),
+                        }
+                    });
+                }
                 _ => envelope::reply_code(main_type, sub_type, seq, Code::NO_ROUTE),
             };
             return Box::pin(std::future::ready(reply));

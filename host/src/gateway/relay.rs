@@ -9,6 +9,7 @@ use crate::{
     trace,
     worker::Worker,
 };
+use bytes::Bytes;
 use mortar::Code;
 use std::time::{Duration, Instant};
 
@@ -98,4 +99,37 @@ impl Relay {
             Target::Cluster(pool) => pool.relay(msg, self.timeout).await,
         }
     }
+
+    /// The protos of the routes the workers behind this relay serve, merged into one encoded
+    /// `FileDescriptorSet` (a file several workers serve appears once).
+    ///
+    /// # Errors
+    /// `TIMEOUT` past the request deadline; `UNAVAILABLE` when no worker answered.
+    pub async fn descriptors(&self) -> Result<Bytes, Code> {
+        let sets = match &self.target {
+            Target::Local(worker) => return Ok(worker.routes().descriptors()),
+            Target::Rpc { worker, .. } => {
+                let mut cx = tarpc::context::current();
+                cx.deadline = Instant::now() + self.timeout;
+                vec![worker.descriptors(cx).await.map_err(|error| code_of(&error))?]
+            }
+            Target::Cluster(pool) => pool.descriptors(self.timeout).await?,
+        };
+        Ok(merge_descriptor_sets(&sets))
+    }
+}
+
+/// One `FileDescriptorSet` with the files of every set in `sets`, each file name once (the first
+/// seen wins); sets that do not decode are skipped.
+fn merge_descriptor_sets(sets: &[Bytes]) -> Bytes {
+    use prost::Message as _;
+    use prost_reflect::prost_types::FileDescriptorSet;
+    let mut names = std::collections::HashSet::new();
+    let file = sets
+        .iter()
+        .filter_map(|set| FileDescriptorSet::decode(set.clone()).ok())
+        .flat_map(|set| set.file)
+        .filter(|file| names.insert(file.name.clone()))
+        .collect();
+    FileDescriptorSet { file }.encode_to_vec().into()
 }

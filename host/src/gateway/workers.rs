@@ -26,6 +26,7 @@ use crate::{
     },
     trace,
 };
+use bytes::Bytes;
 use mortar::Code;
 use std::{
     collections::HashMap,
@@ -168,6 +169,24 @@ impl WorkerPool {
         }
         tracing::debug!(main = %msg.main, session = msg.session, "no live worker serves the module");
         Reply::code(Code::UNAVAILABLE)
+    }
+
+    /// The descriptor sets of the live workers, one per distinct set of modules served (workers
+    /// serving the same modules serve the same protos), asked at once with the deadline `timeout`.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE` when no worker is live or none answered in time.
+    pub async fn descriptors(&self, timeout: Duration) -> Result<Vec<Bytes>, Code> {
+        let view = self.view();
+        let mut seen = std::collections::HashSet::new();
+        let asks = view.iter().filter(|live| seen.insert(live.modules.clone())).map(|live| {
+            let mut cx = tarpc::context::current();
+            cx.deadline = Instant::now() + timeout;
+            live.client.descriptors(cx)
+        });
+        let sets: Vec<Bytes> =
+            futures::future::join_all(asks).await.into_iter().filter_map(Result::ok).collect();
+        if sets.is_empty() { Err(Code::UNAVAILABLE) } else { Ok(sets) }
     }
 
     fn view(&self) -> Arc<Vec<Live>> {

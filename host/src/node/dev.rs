@@ -15,7 +15,8 @@ use crate::{
 };
 use std::future::Future;
 
-/// Runs a dev node serving clients on `listeners` until `shutdown` completes.
+/// Runs a dev node serving clients on `listeners` until `shutdown` completes. `ready` is called
+/// once its modules are loaded and started and it serves.
 ///
 /// Stops when `shutdown` completes: `/readyz` turns 503, the gateway closes every session (see
 /// [`gateway::serve`]), the worker's modules are stopped, and the admin listener closes last.
@@ -25,9 +26,10 @@ use std::future::Future;
 pub async fn run(
     config: NodeConfig,
     listeners: Listeners,
+    ready: impl FnOnce(),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    let routes = RouteTable::from_registry(&config.worker.modules)?;
+    let routes = RouteTable::for_worker(&config.worker)?;
     let worker = Worker::new(config.node.id.clone(), routes, Backends::open(&config).await?);
     worker.start()?;
     let health = Health::default();
@@ -48,6 +50,7 @@ pub async fn run(
     let gateway = Gateway::new(config.gateway, config.node.id, relay);
 
     health.set_ready(true);
+    ready();
     let shutdown = async {
         shutdown.await;
         health.set_ready(false);

@@ -13,7 +13,7 @@ use crate::{
     config::{AdminConfig, NodeConfig},
     registry::{NodeEntry, NodeKind, RegistryError},
     rpc::handshake::Identity,
-    worker::{StartError, routes::RouteError},
+    worker::{StartError, routes::LoadError},
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -30,9 +30,10 @@ pub struct Listeners {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
-    /// The route table could not be built (duplicate route, unknown module, …).
+    /// A module library was refused, or the route table could not be built (duplicate route,
+    /// unknown module, a handler whose types differ from its rpc, …).
     #[error(transparent)]
-    Routes(#[from] RouteError),
+    Modules(#[from] LoadError),
     /// A module's `on_start` failed.
     #[error(transparent)]
     Start(#[from] StartError),

@@ -43,7 +43,7 @@ pub async fn run(
     ready: impl FnOnce(),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    let routes = RouteTable::from_registry(&config.worker.modules)?;
+    let routes = RouteTable::for_worker(&config.worker)?;
     let worker = Worker::new(config.node.id.clone(), routes, Backends::open(&config).await?);
     let mut modules: Vec<String> = worker.routes().modules().map(|module| module.name().to_owned()).collect();
     modules.sort_unstable();

@@ -97,6 +97,8 @@ pub trait WorkerRpc {
     async fn handle(msg: AgentMessage) -> Handled;
     /// Answers at once: the gateway's liveness check.
     async fn ping();
+    /// The protos of the routes this worker serves: an encoded `FileDescriptorSet`.
+    async fn descriptors() -> bytes::Bytes;
 }
 
 /// The service every cluster gateway serves to workers.

@@ -1,10 +1,13 @@
 //! The worker: runs module handlers for requests relayed by gateways.
 //!
 //! Layout:
-//! - [`routes`]: the route table built from the registry and the enabled modules.
+//! - [`routes`]: the route table built from the linked modules, the loaded libraries and the
+//!   enabled modules, each route checked against its rpc.
+//! - [`library`]: the dynamic-module loader (the one place with `unsafe` code).
 //! - this file: [`Worker`], which dispatches a request to its handler (catching panics), serves
 //!   the [`WorkerRpc`] tarpc service, and runs internal calls between modules.
 
+pub mod library;
 pub mod routes;
 
 use crate::{
@@ -13,7 +16,7 @@ use crate::{
     trace,
 };
 use bytes::Bytes;
-use futures::{FutureExt as _, StreamExt as _};
+use futures::StreamExt as _;
 use mortar::{
     Code, Ctx, Session,
     cache::CacheBackend,
@@ -22,15 +25,14 @@ use mortar::{
     route::Route,
     store::StoreBackend,
 };
-use routes::RouteTable;
+use routes::{Origin, RouteTable};
 use std::{
     collections::HashMap,
-    panic::AssertUnwindSafe,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 use tarpc::server::{BaseChannel, Channel as _};
 use tracing::Instrument as _;
@@ -40,10 +42,12 @@ pub const MAX_CALL_DEPTH: u8 = 16;
 
 /// A module failed to start.
 #[derive(Debug, thiserror::Error)]
-#[error("module `{module}` failed to start: {source}")]
+#[error("module `{module}`{} failed to start: {source}", match .origin { Origin::Linked => String::new(), Origin::Library(path) => format!(" (from {})", path.display()) })]
 pub struct StartError {
     /// The module's name.
     pub module: &'static str,
+    /// Where it comes from.
+    pub origin: Origin,
     /// What it said.
     #[source]
     pub source: ModuleError,
@@ -177,10 +181,10 @@ impl Worker {
     /// The first module that fails; modules started before it are stopped again.
     pub fn start(&self) -> Result<(), StartError> {
         let mut started = Vec::new();
-        for module in self.core.routes.modules() {
+        for (origin, module) in self.core.routes.modules_with_origin() {
             if let Err(source) = module.on_start() {
                 started.into_iter().for_each(|m: &dyn mortar::Module| m.on_stop());
-                return Err(StartError { module: module.name(), source });
+                return Err(StartError { module: module.name(), origin: origin.clone(), source });
             }
             started.push(module);
         }
@@ -277,6 +281,10 @@ impl WorkerRpc for WorkerServer {
     }
 
     async fn ping(self, _: tarpc::context::Context) {}
+
+    async fn descriptors(self, _: tarpc::context::Context) -> Bytes {
+        self.0.routes().descriptors()
+    }
 }
 
 /// Counts one relayed request as running while it lives.
@@ -314,21 +322,34 @@ impl Host for Core {
         };
         Box::pin(run(route, from.for_call(route.path), body))
     }
+
+    fn spawn(&self, task: BoxFuture<()>) {
+        tokio::spawn(task);
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<()> {
+        Box::pin(tokio::time::sleep(duration))
+    }
+
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+
+    fn panicked(&self, request: &Request, message: &str) {
+        metrics::counter!(m::HANDLER_PANICS, "route" => request.route).increment(1);
+        tracing::error!(
+            node = %self.node_id,
+            route = request.route,
+            session = request.session.id,
+            trace = %trace::display(request.trace_id),
+            panic = %message,
+            "handler panicked; answered INTERNAL"
+        );
+    }
 }
 
-/// Runs a route's handler; a panic becomes `INTERNAL` and a log line, never a dead node.
-async fn run(route: &'static Route, ctx: Ctx, body: Bytes) -> Result<Bytes, Code> {
-    let (session, trace_id) = (ctx.session_id(), ctx.request().trace_id);
-    match AssertUnwindSafe(async move { (route.handler)(ctx, body).await }).catch_unwind().await {
-        Ok(result) => result,
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            tracing::error!(route = route.path, session, trace = %trace::display(trace_id), panic = %message, "handler panicked; answered INTERNAL");
-            Err(Code::INTERNAL)
-        }
-    }
+/// Runs a route's handler. A panic in it is caught by the SDK's glue, on the module's side of a
+/// library boundary, and answered `INTERNAL` (see [`Host::panicked`]).
+fn run(route: &'static Route, ctx: Ctx, body: Bytes) -> BoxFuture<Result<Bytes, Code>> {
+    (route.handler)(ctx, body)
 }

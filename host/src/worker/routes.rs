@@ -1,11 +1,19 @@
-//! The route table: the handlers of the modules a node enables, looked up by `main` and `sub`.
+//! The route table: the handlers of the modules a node enables, looked up by `main` and `sub`,
+//! each checked against its rpc in its module's protos.
 
+use super::library::Library;
 use mortar::{
     Module,
-    module::ModuleDecl,
+    module::{ModuleDecl, ModuleError},
     route::{Access, Route},
 };
-use std::collections::{BTreeSet, HashMap};
+use prost::Message as _;
+use prost_reflect::DescriptorPool;
+use std::{
+    collections::{BTreeSet, HashMap},
+    fmt,
+    path::PathBuf,
+};
 
 /// Why a route table could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -17,9 +25,9 @@ pub enum RouteError {
         /// The route.
         route: &'static str,
         /// Where the first handler is defined.
-        first: &'static str,
+        first: String,
         /// Where the second handler is defined.
-        second: &'static str,
+        second: String,
     },
     /// Two modules share a name.
     #[error("module `{name}` is declared twice: in {first} and in {second}")]
@@ -27,9 +35,9 @@ pub enum RouteError {
         /// The name.
         name: &'static str,
         /// Where the first module is declared.
-        first: &'static str,
+        first: String,
         /// Where the second module is declared.
-        second: &'static str,
+        second: String,
     },
     /// A route's `main` names no declared module.
     #[error(
@@ -41,7 +49,7 @@ pub enum RouteError {
         /// Its module part.
         module: &'static str,
         /// Where its handler is defined.
-        defined_at: &'static str,
+        defined_at: String,
     },
     /// The config enables a module that is not linked into this binary.
     #[error("config enables module `{name}`, which this binary does not have (it has: {available})")]
@@ -51,12 +59,131 @@ pub enum RouteError {
         /// The modules this binary has, comma-separated.
         available: String,
     },
+    /// A module's constructor failed.
+    #[error("module declared in {defined_at} cannot be made: {source}")]
+    Build {
+        /// Where it is declared.
+        defined_at: String,
+        /// What went wrong.
+        #[source]
+        source: ModuleError,
+    },
+    /// The protos of an origin do not form one contract.
+    #[error("the protos of {origin} do not load: {reason}")]
+    Protos {
+        /// Where they come from.
+        origin: Origin,
+        /// What prost-reflect said.
+        reason: String,
+    },
+    /// A route has no rpc in its module's protos.
+    #[error(
+        "route `{route}` (defined at {defined_at}) has no rpc: add `rpc {method}(...)` to `service {service}` in its module's .proto"
+    )]
+    NoRpc {
+        /// The route.
+        route: &'static str,
+        /// Where its handler is defined.
+        defined_at: String,
+        /// The service it belongs in.
+        service: String,
+        /// The rpc's expected name.
+        method: String,
+    },
+    /// A handler's request or reply type differs from its rpc's.
+    #[error("route `{route}` (defined at {defined_at}): {mismatch}")]
+    Types {
+        /// The route.
+        route: &'static str,
+        /// Where its handler is defined.
+        defined_at: String,
+        /// Both pairs of types: "the handler takes `A` and returns `B`, but its rpc …".
+        mismatch: String,
+    },
+}
+
+/// Why a worker's modules could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// A library was refused.
+    #[error(transparent)]
+    Library(#[from] super::library::LibraryError),
+    /// The modules do not form a route table.
+    #[error(transparent)]
+    Routes(#[from] RouteError),
+}
+
+/// Where a module comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Linked into this binary.
+    Linked,
+    /// Loaded from this shared library.
+    Library(PathBuf),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Linked => f.write_str("this binary"),
+            Self::Library(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// The modules, routes and protos of one origin: this binary or one library.
+pub struct ModuleSource {
+    /// Where they come from.
+    pub origin: Origin,
+    /// The modules.
+    pub modules: Vec<&'static ModuleDecl>,
+    /// Makes a module: the SDK's [`mortar::module::build`] of the origin's own copy of the SDK.
+    pub build: fn(&ModuleDecl) -> Result<Box<dyn Module>, ModuleError>,
+    /// The routes.
+    pub routes: Vec<&'static Route>,
+    /// The encoded descriptor sets of the origin's protos.
+    pub protos: Vec<&'static [u8]>,
+}
+
+impl ModuleSource {
+    /// Everything linked into this program.
+    pub fn linked() -> Self {
+        Self {
+            origin: Origin::Linked,
+            modules: mortar::module::registered().collect(),
+            build: mortar::module::build,
+            routes: mortar::route::registered().collect(),
+            protos: mortar::module::protos().map(|protos| protos.descriptors).collect(),
+        }
+    }
+
+    /// What a loaded library declares.
+    pub fn library(library: &Library) -> Self {
+        let declaration = library.declaration();
+        Self {
+            origin: Origin::Library(library.path().to_owned()),
+            modules: declaration.modules.clone(),
+            build: declaration.build,
+            routes: declaration.routes.clone(),
+            protos: declaration.protos.iter().map(|protos| protos.descriptors).collect(),
+        }
+    }
+
+    fn place(&self, defined_at: &str) -> String {
+        match &self.origin {
+            Origin::Linked => defined_at.to_owned(),
+            Origin::Library(path) => format!("{defined_at} (in {})", path.display()),
+        }
+    }
 }
 
 /// The enabled modules and their routes.
 pub struct RouteTable {
     routes: HashMap<&'static str, HashMap<&'static str, &'static Route>>,
-    modules: Vec<Box<dyn Module>>,
+    modules: Vec<(Origin, Box<dyn Module>)>,
+    /// The served modules' protos, encoded as one `FileDescriptorSet` (without `mortar.proto`).
+    descriptors: bytes::Bytes,
 }
 
 impl RouteTable {
@@ -68,62 +195,110 @@ impl RouteTable {
     /// See [`RouteError`]: duplicates and orphans are errors even for modules not enabled, so a
     /// broken binary is caught on any node.
     pub fn from_registry(enabled: &[String]) -> Result<Self, RouteError> {
-        Self::build(mortar::module::registered(), mortar::route::registered(), enabled)
+        Self::build(vec![ModuleSource::linked()], enabled)
     }
 
-    /// Builds the table from the given declarations.
+    /// Builds the table a worker config asks for: the linked modules `worker.modules` enables,
+    /// and every module of the libraries `worker.dynamic_modules` names, loaded in order.
     ///
     /// # Errors
-    /// See [`RouteTable::from_registry`].
-    pub fn build<'a>(
-        modules: impl IntoIterator<Item = &'a ModuleDecl>,
-        routes: impl IntoIterator<Item = &'static Route>,
-        enabled: &[String],
-    ) -> Result<Self, RouteError> {
-        let mut declared: HashMap<&'static str, (&'static str, Box<dyn Module>)> = HashMap::new();
-        for decl in modules {
-            let module = (decl.build)();
-            let name = module.name();
-            if let Some((first, _)) = declared.get(name) {
-                return Err(RouteError::DuplicateModule { name, first, second: decl.defined_at });
-            }
-            declared.insert(name, (decl.defined_at, module));
+    /// The first library that does not load ([`LoadError::Library`]), or see [`RouteError`].
+    pub fn for_worker(config: &crate::config::WorkerConfig) -> Result<Self, LoadError> {
+        let mut sources = vec![ModuleSource::linked()];
+        for path in &config.dynamic_modules {
+            let library = Library::load(path)?;
+            sources.push(ModuleSource::library(&library));
+            tracing::info!(library = %path.display(), "loaded dynamic module library");
         }
-        let names: BTreeSet<&'static str> = declared.keys().copied().collect();
+        Ok(Self::build(sources, &config.modules)?)
+    }
+
+    /// Builds the table from `sources`. `enabled` names the linked modules to serve (empty: all
+    /// of them); a library's modules are always served, since naming the library enables them.
+    ///
+    /// Every route, served or not, is checked: its module exists once, the route exists once,
+    /// and its rpc in its origin's protos has the handler's request and reply types.
+    ///
+    /// # Errors
+    /// See [`RouteError`].
+    pub fn build(sources: Vec<ModuleSource>, enabled: &[String]) -> Result<Self, RouteError> {
+        let mut declared: HashMap<&'static str, (String, Origin, Box<dyn Module>)> = HashMap::new();
+        for source in &sources {
+            for decl in &source.modules {
+                let module = (source.build)(decl).map_err(|source_error| RouteError::Build {
+                    defined_at: source.place(decl.defined_at),
+                    source: source_error,
+                })?;
+                let name = module.name();
+                let place = source.place(decl.defined_at);
+                if let Some((first, _, _)) = declared.get(name) {
+                    return Err(RouteError::DuplicateModule { name, first: first.clone(), second: place });
+                }
+                declared.insert(name, (place, source.origin.clone(), module));
+            }
+        }
+        let linked: BTreeSet<&'static str> = declared
+            .iter()
+            .filter(|(_, (_, origin, _))| *origin == Origin::Linked)
+            .map(|(name, _)| *name)
+            .collect();
         for name in enabled {
-            if !names.contains(name.as_str()) {
-                let available = names.iter().copied().collect::<Vec<_>>().join(", ");
+            if !declared.contains_key(name.as_str()) {
+                let available = linked.iter().copied().collect::<Vec<_>>().join(", ");
                 return Err(RouteError::UnknownModule { name: name.clone(), available });
             }
         }
-        let is_enabled = |name: &str| enabled.is_empty() || enabled.iter().any(|e| e == name);
+        let is_enabled =
+            |name: &str| enabled.is_empty() || !linked.contains(name) || enabled.iter().any(|e| e == name);
 
         let mut table: HashMap<&'static str, HashMap<&'static str, &'static Route>> = HashMap::new();
-        for route in routes {
-            let (main, sub) = route.path.split_once('.').unwrap_or((route.path, ""));
-            if !names.contains(main) {
-                return Err(RouteError::Orphan {
-                    route: route.path,
-                    module: main,
-                    defined_at: route.defined_at,
-                });
+        let mut places: HashMap<&'static str, String> = HashMap::new();
+        let mut served_files = BTreeSet::new();
+        let mut all = DescriptorPool::new();
+        for source in &sources {
+            let pool = mortar_pb::contract(source.protos.iter().copied()).map_err(|error| {
+                RouteError::Protos { origin: source.origin.clone(), reason: error.to_string() }
+            })?;
+            for route in &source.routes {
+                let (main, sub) = route.path.split_once('.').unwrap_or((route.path, ""));
+                if !declared.contains_key(main) {
+                    return Err(RouteError::Orphan {
+                        route: route.path,
+                        module: main,
+                        defined_at: source.place(route.defined_at),
+                    });
+                }
+                let place = source.place(route.defined_at);
+                let file = check_rpc(&pool, route, &place)?;
+                if is_enabled(main) {
+                    served_files.insert(file);
+                }
+                let subs = table.entry(main).or_default();
+                if subs.insert(sub, route).is_some() {
+                    return Err(RouteError::DuplicateRoute {
+                        route: route.path,
+                        first: places.remove(route.path).unwrap_or_default(),
+                        second: place,
+                    });
+                }
+                places.insert(route.path, place);
             }
-            let subs = table.entry(main).or_default();
-            if let Some(first) = subs.insert(sub, route) {
-                return Err(RouteError::DuplicateRoute {
-                    route: route.path,
-                    first: first.defined_at,
-                    second: route.defined_at,
-                });
+            for file in pool.files() {
+                // Files of other origins with the same name and content are skipped; different
+                // content under one name was refused with the origin's own pool above.
+                all.add_file_descriptor_proto(file.file_descriptor_proto().clone()).map_err(|error| {
+                    RouteError::Protos { origin: source.origin.clone(), reason: error.to_string() }
+                })?;
             }
         }
         table.retain(|main, _| is_enabled(main));
+        let descriptors = served_set(&all, &served_files);
         let modules = declared
             .into_iter()
             .filter(|(name, _)| is_enabled(name))
-            .map(|(_, (_, module))| module)
+            .map(|(_, (_, origin, module))| (origin, module))
             .collect();
-        Ok(Self { routes: table, modules })
+        Ok(Self { routes: table, modules, descriptors })
     }
 
     /// The route `main.sub`, if an enabled module serves it.
@@ -138,13 +313,124 @@ impl RouteTable {
 
     /// The enabled modules.
     pub fn modules(&self) -> impl Iterator<Item = &dyn Module> {
-        self.modules.iter().map(|module| &**module)
+        self.modules.iter().map(|(_, module)| &**module)
+    }
+
+    /// The enabled modules and where each comes from.
+    pub fn modules_with_origin(&self) -> impl Iterator<Item = (&Origin, &dyn Module)> {
+        self.modules.iter().map(|(origin, module)| (origin, &**module))
     }
 
     /// Every served route.
     pub fn routes(&self) -> impl Iterator<Item = &'static Route> + '_ {
         self.routes.values().flat_map(|subs| subs.values().copied())
     }
+
+    /// The protos of the served routes (and the files they import), as one encoded
+    /// `FileDescriptorSet`: what `sys.descriptors` gives clients.
+    pub fn descriptors(&self) -> bytes::Bytes {
+        self.descriptors.clone()
+    }
+}
+
+/// Checks `route` against its rpc in `pool` and answers the name of the file declaring it.
+fn check_rpc(pool: &DescriptorPool, route: &'static Route, place: &str) -> Result<String, RouteError> {
+    let (main, sub) = route.path.split_once('.').unwrap_or((route.path, ""));
+    let Some(method) = mortar_pb::route_method(pool, main, sub) else {
+        return Err(RouteError::NoRpc {
+            route: route.path,
+            defined_at: place.to_owned(),
+            service: camel_case(main),
+            method: camel_case(sub),
+        });
+    };
+    let (request, reply) = (route.types)();
+    if method.input().full_name() != request || method.output().full_name() != reply {
+        return Err(RouteError::Types {
+            route: route.path,
+            defined_at: place.to_owned(),
+            mismatch: format!(
+                "the handler takes `{request}` and returns `{reply}`, but its rpc `{}` takes `{}` and returns `{}`",
+                method.full_name(),
+                method.input().full_name(),
+                method.output().full_name()
+            ),
+        });
+    }
+    Ok(method.parent_file().name().to_owned())
+}
+
+/// `add_items` → `AddItems`: the proto name a route part comes from.
+fn camel_case(name: &str) -> String {
+    name.split('_')
+        .map(|word| {
+            let mut word = word.to_owned();
+            if let Some(first) = word.get_mut(..1) {
+                first.make_ascii_uppercase();
+            }
+            word
+        })
+        .collect()
+}
+
+/// `files` and everything they import, except `mortar.proto` (clients have it), encoded.
+fn served_set(pool: &DescriptorPool, files: &BTreeSet<String>) -> bytes::Bytes {
+    let mut wanted: BTreeSet<String> = BTreeSet::new();
+    let mut queue: Vec<String> = files.iter().cloned().collect();
+    while let Some(name) = queue.pop() {
+        if let Some(file) = pool.get_file_by_name(&name)
+            && wanted.insert(name)
+        {
+            queue.extend(file.dependencies().map(|dep| dep.name().to_owned()));
+        }
+    }
+    let own: BTreeSet<String> = mortar_pb::descriptors().files().map(|file| file.name().to_owned()).collect();
+    // Dependencies first, as `pool.files()` orders them, so a client can add them in order.
+    let file = pool
+        .files()
+        .filter(|file| wanted.contains(file.name()) && !own.contains(file.name()))
+        .map(|file| file.file_descriptor_proto().clone())
+        .collect();
+    prost_reflect::prost_types::FileDescriptorSet { file }.encode_to_vec().into()
+}
+
+/// A descriptor set declaring `routes` (`main.sub` each) in package `synthetic`, every rpc taking
+/// and answering `synthetic.Msg`: for route tables in tests and benches whose handlers are not
+/// made by `#[handler]`.
+#[doc(hidden)]
+pub fn synthetic_protos(routes: &[&str]) -> Vec<u8> {
+    use prost_reflect::prost_types::{
+        DescriptorProto, FileDescriptorProto, FileDescriptorSet, MethodDescriptorProto,
+        ServiceDescriptorProto,
+    };
+    let mut services: Vec<ServiceDescriptorProto> = Vec::new();
+    for route in routes {
+        let (main, sub) = route.split_once('.').unwrap_or((route, ""));
+        let name = camel_case(main);
+        let method = MethodDescriptorProto {
+            name: Some(camel_case(sub)),
+            input_type: Some(".synthetic.Msg".into()),
+            output_type: Some(".synthetic.Msg".into()),
+            ..Default::default()
+        };
+        match services.iter_mut().find(|service| service.name.as_deref() == Some(&name)) {
+            Some(service) => service.method.push(method),
+            None => services.push(ServiceDescriptorProto {
+                name: Some(name),
+                method: vec![method],
+                ..Default::default()
+            }),
+        }
+    }
+    let file = FileDescriptorProto {
+        name: Some("synthetic.proto".into()),
+        package: Some("synthetic".into()),
+        syntax: Some("proto3".into()),
+        message_type: vec![DescriptorProto { name: Some("Msg".into()), ..Default::default() }],
+        service: services,
+        ..Default::default()
+    };
+    FileDescriptorSet { file: vec![file] }.encode_to_vec()
 }
 
 #[cfg(test)]
@@ -152,13 +438,18 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use mortar::{Code, Ctx, module::Named, route::HandlerFuture};
+    use std::sync::LazyLock;
 
     fn handler(_: Ctx, _: Bytes) -> HandlerFuture {
         Box::pin(async { Err(Code::INTERNAL) })
     }
 
     fn types() -> (String, String) {
-        (String::new(), String::new())
+        ("synthetic.Msg".into(), "synthetic.Msg".into())
+    }
+
+    fn wrong_types() -> (String, String) {
+        ("google.protobuf.UInt32Value".into(), "synthetic.Msg".into())
     }
 
     const fn route(path: &'static str, access: Access, defined_at: &'static str) -> Route {
@@ -169,9 +460,33 @@ mod tests {
     static SAY_AGAIN: Route = route("echo.say", Access::Client, "b::say");
     static SECRET: Route = route("echo.secret", Access::Internal, "a::secret");
     static QUERY: Route = route("pack.query", Access::Client, "p::query");
+    static UNDECLARED: Route = route("echo.shout", Access::Client, "a::shout");
+    static MISTYPED: Route =
+        Route { path: "echo.say", access: Access::Client, handler, types: wrong_types, defined_at: "a::say" };
 
-    const ECHO: ModuleDecl = ModuleDecl { build: || Box::new(Named("echo")), defined_at: "a" };
-    const PACK: ModuleDecl = ModuleDecl { build: || Box::new(Named("pack")), defined_at: "p" };
+    static ECHO: ModuleDecl = ModuleDecl { build: || Box::new(Named("echo")), defined_at: "a" };
+    static PACK: ModuleDecl = ModuleDecl { build: || Box::new(Named("pack")), defined_at: "p" };
+
+    static PROTOS: LazyLock<&'static [u8]> =
+        LazyLock::new(|| synthetic_protos(&["echo.say", "echo.secret", "pack.query"]).leak());
+
+    fn source(modules: &[&'static ModuleDecl], routes: &[&'static Route]) -> ModuleSource {
+        ModuleSource {
+            origin: Origin::Linked,
+            modules: modules.to_vec(),
+            build: mortar::module::build,
+            routes: routes.to_vec(),
+            protos: vec![*PROTOS],
+        }
+    }
+
+    fn table(
+        modules: &[&'static ModuleDecl],
+        routes: &[&'static Route],
+        enabled: &[String],
+    ) -> Result<RouteTable, RouteError> {
+        RouteTable::build(vec![source(modules, routes)], enabled)
+    }
 
     fn names(table: &RouteTable) -> Vec<&'static str> {
         let mut names: Vec<_> = table.routes().map(|route| route.path).collect();
@@ -181,7 +496,7 @@ mod tests {
 
     #[test]
     fn looks_up_by_main_and_sub() {
-        let table = RouteTable::build(&[ECHO, PACK], [&SAY, &SECRET, &QUERY], &[]).unwrap();
+        let table = table(&[&ECHO, &PACK], &[&SAY, &SECRET, &QUERY], &[]).unwrap();
         assert_eq!(table.get("echo", "say").map(|r| r.defined_at), Some("a::say"));
         assert!(table.get("echo", "shout").is_none());
         assert!(table.get("mail", "say").is_none());
@@ -190,7 +505,7 @@ mod tests {
 
     #[test]
     fn internal_routes_are_hidden_from_clients() {
-        let table = RouteTable::build(&[ECHO], [&SAY, &SECRET], &[]).unwrap();
+        let table = table(&[&ECHO], &[&SAY, &SECRET], &[]).unwrap();
         assert!(table.get("echo", "secret").is_some());
         assert!(table.get_for_client("echo", "secret").is_none());
         assert!(table.get_for_client("echo", "say").is_some());
@@ -198,35 +513,71 @@ mod tests {
 
     #[test]
     fn serves_only_enabled_modules() {
-        let table = RouteTable::build(&[ECHO, PACK], [&SAY, &QUERY], &["pack".into()]).unwrap();
+        let table = table(&[&ECHO, &PACK], &[&SAY, &QUERY], &["pack".into()]).unwrap();
         assert_eq!(names(&table), ["pack.query"]);
         assert_eq!(table.modules().map(|m| m.name()).collect::<Vec<_>>(), ["pack"]);
     }
 
     #[test]
     fn duplicate_route_names_both_handlers() {
-        let error = RouteTable::build(&[ECHO], [&SAY, &SAY_AGAIN], &[]).err().unwrap();
+        let error = table(&[&ECHO], &[&SAY, &SAY_AGAIN], &[]).err().unwrap();
         assert_eq!(error.to_string(), "route `echo.say` is declared twice: by a::say and by b::say");
     }
 
     #[test]
-    fn duplicate_module_is_refused() {
-        let error = RouteTable::build(&[ECHO, ECHO], [], &[]).err().unwrap();
-        assert!(matches!(error, RouteError::DuplicateModule { name: "echo", .. }), "{error}");
+    fn duplicate_module_across_origins_names_both_places() {
+        let library = ModuleSource { origin: Origin::Library("libecho.so".into()), ..source(&[&ECHO], &[]) };
+        let error = RouteTable::build(vec![source(&[&ECHO], &[]), library], &[]).err().unwrap();
+        assert_eq!(error.to_string(), "module `echo` is declared twice: in a and in a (in libecho.so)");
     }
 
     #[test]
     fn route_without_module_is_refused() {
-        let error = RouteTable::build(&[ECHO], [&SAY, &QUERY], &[]).err().unwrap();
+        let error = table(&[&ECHO], &[&SAY, &QUERY], &[]).err().unwrap();
         assert!(matches!(error, RouteError::Orphan { route: "pack.query", .. }), "{error}");
     }
 
     #[test]
     fn unknown_enabled_module_lists_the_available_ones() {
-        let error = RouteTable::build(&[ECHO, PACK], [], &["mail".into()]).err().unwrap();
+        let error = table(&[&ECHO, &PACK], &[], &["mail".into()]).err().unwrap();
         assert_eq!(
             error.to_string(),
             "config enables module `mail`, which this binary does not have (it has: echo, pack)"
         );
+    }
+
+    #[test]
+    fn a_route_without_its_rpc_is_refused_with_the_line_to_add() {
+        let error = table(&[&ECHO], &[&UNDECLARED], &[]).err().unwrap();
+        assert_eq!(
+            error.to_string(),
+            "route `echo.shout` (defined at a::shout) has no rpc: add `rpc Shout(...)` to `service Echo` in its module's .proto"
+        );
+    }
+
+    #[test]
+    fn a_handler_whose_types_differ_from_its_rpc_is_refused_with_both() {
+        let error = table(&[&ECHO], &[&MISTYPED], &[]).err().unwrap();
+        assert_eq!(
+            error.to_string(),
+            "route `echo.say` (defined at a::say): the handler takes `google.protobuf.UInt32Value` and returns `synthetic.Msg`, but its rpc `synthetic.Echo.Say` takes `synthetic.Msg` and returns `synthetic.Msg`"
+        );
+    }
+
+    #[test]
+    fn a_library_module_is_served_even_when_the_config_names_others() {
+        let library =
+            ModuleSource { origin: Origin::Library("libpack.so".into()), ..source(&[&PACK], &[&QUERY]) };
+        let table = RouteTable::build(vec![source(&[&ECHO], &[&SAY]), library], &["echo".into()]).unwrap();
+        assert_eq!(names(&table), ["echo.say", "pack.query"]);
+    }
+
+    #[test]
+    fn descriptors_hold_the_served_files_only() {
+        use prost_reflect::prost_types::FileDescriptorSet;
+        let table = table(&[&ECHO], &[&SAY], &[]).unwrap();
+        let set = FileDescriptorSet::decode(table.descriptors()).unwrap();
+        let files: Vec<_> = set.file.iter().filter_map(|file| file.name.as_deref()).collect();
+        assert_eq!(files, ["synthetic.proto"], "mortar.proto is the client's own");
     }
 }

@@ -56,6 +56,54 @@ fn check_route(route: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The form every handler has, for error messages.
+const EXPECTED: &str = "a handler is `async fn(ctx: Ctx, req: Req) -> Result<Resp, Code>`, with `Req` and `Resp` messages of the module's protos";
+
+/// Checks a handler's signature before the compiler does: its errors would point into the SDK.
+fn check_signature(sig: &syn::Signature) -> syn::Result<()> {
+    let args: Vec<&syn::FnArg> = sig.inputs.iter().collect();
+    let [ctx, _req] = args.as_slice() else {
+        return Err(syn::Error::new_spanned(
+            &sig.inputs,
+            format!("{EXPECTED}: this one takes {} argument(s)", args.len()),
+        ));
+    };
+    match ctx {
+        syn::FnArg::Typed(arg) if last_segment(&arg.ty).is_some_and(|s| s.ident == "Ctx") => {}
+        other => {
+            return Err(syn::Error::new_spanned(
+                other,
+                format!("{EXPECTED}: the first argument must be the `Ctx`"),
+            ));
+        }
+    }
+    let syn::ReturnType::Type(_, output) = &sig.output else {
+        return Err(syn::Error::new_spanned(&sig.ident, format!("{EXPECTED}: this one returns nothing")));
+    };
+    let returns_result_code = last_segment(output)
+        .filter(|segment| segment.ident == "Result")
+        .and_then(|segment| match &segment.arguments {
+            syn::PathArguments::AngleBracketed(args) if args.args.len() == 2 => args.args.last(),
+            _ => None,
+        })
+        .is_some_and(|error| {
+            matches!(error, syn::GenericArgument::Type(ty) if last_segment(ty).is_some_and(|s| s.ident == "Code"))
+        });
+    if !returns_result_code {
+        let found = quote!(#output).to_string().replace(" < ", "<").replace(" >", ">").replace(" ,", ",");
+        return Err(syn::Error::new_spanned(output, format!("{EXPECTED}: this one returns `{found}`")));
+    }
+    Ok(())
+}
+
+/// The last segment of a plain type path (`mortar::Ctx` → `Ctx`).
+fn last_segment(ty: &syn::Type) -> Option<&syn::PathSegment> {
+    match ty {
+        syn::Type::Path(path) if path.qself.is_none() => path.path.segments.last(),
+        _ => None,
+    }
+}
+
 /// Registers an `async fn(Ctx, Req) -> Result<Resp, Code>` as the handler of a route.
 ///
 /// `#[handler("pack.query")]` makes a client route; `#[handler("pack.add_items", internal)]` a
@@ -73,6 +121,9 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
         return syn::Error::new(function.sig.ident.span(), "a handler must be an `async fn`")
             .to_compile_error()
             .into();
+    }
+    if let Err(error) = check_signature(&function.sig) {
+        return error.to_compile_error().into();
     }
     let name = &function.sig.ident;
     let route = &args.route;

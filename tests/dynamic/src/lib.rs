@@ -1,0 +1,86 @@
+//! `dyntest`: a module loaded from a shared library, doing what a library may do only through
+//! `Ctx`: sleep, spawn, read the time, call another module.
+
+use mortar::prelude::*;
+use std::{
+    sync::Mutex,
+    time::{Duration, UNIX_EPOCH},
+};
+
+/// The messages of `proto/dyntest.proto`.
+pub mod dyntest {
+    mortar::include_proto!("dyntest");
+}
+
+use dyntest::{Nap, Napped, Text};
+
+mortar::module!(Dyntest);
+mortar::export_module!();
+
+/// The module, for its start hook.
+#[derive(Default)]
+struct Dyntest;
+
+impl Module for Dyntest {
+    fn name(&self) -> &'static str {
+        "dyntest"
+    }
+
+    /// Refuses to start when `DYNTEST_FAIL_START` is set: how the tests make a library module's
+    /// start fail.
+    fn on_start(&self) -> Result<(), mortar::module::ModuleError> {
+        match std::env::var("DYNTEST_FAIL_START") {
+            Ok(reason) => Err(mortar::module::ModuleError(reason)),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// Texts the spawned tasks have recorded: a static of the library's own.
+static SPAWNED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Answers "hello TEXT from a library".
+#[mortar::handler("dyntest.hello")]
+async fn hello(_ctx: Ctx, req: Text) -> Result<Text, Code> {
+    Ok(Text { text: format!("hello {} from a library", req.text) })
+}
+
+/// Sleeps `millis` through the host's timer and says how long that took by `ctx.now()`.
+#[mortar::handler("dyntest.nap")]
+async fn nap(ctx: Ctx, req: Nap) -> Result<Napped, Code> {
+    let millis = |ctx: &Ctx| ctx.now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let before = millis(&ctx);
+    ctx.sleep(Duration::from_millis(u64::from(req.millis.min(5_000)))).await;
+    Ok(Napped { slept_ms: millis(&ctx).saturating_sub(before) })
+}
+
+/// Spawns a task that sleeps, then records the text; answers once it is recorded.
+#[mortar::handler("dyntest.spawn")]
+async fn spawn(ctx: Ctx, req: Text) -> Result<Text, Code> {
+    let task_ctx = ctx.clone();
+    let text = req.text.clone();
+    ctx.spawn(async move {
+        task_ctx.sleep(Duration::from_millis(5)).await;
+        SPAWNED.lock().unwrap_or_else(|e| e.into_inner()).push(text);
+    });
+    for _ in 0..200 {
+        if SPAWNED.lock().unwrap_or_else(|e| e.into_inner()).contains(&req.text) {
+            return Ok(Text { text: format!("a spawned task recorded {}", req.text) });
+        }
+        ctx.sleep(Duration::from_millis(5)).await;
+    }
+    Err(Code::TIMEOUT)
+}
+
+/// Answers the text in upper case, by calling the linked echo module's internal route.
+#[mortar::handler("dyntest.shout")]
+async fn shout(ctx: Ctx, req: Text) -> Result<Text, Code> {
+    let upper: Text = ctx.call("echo.upper", &req).await?;
+    Ok(Text { text: format!("{}!", upper.text) })
+}
+
+/// Panics: the node answers INTERNAL and stays up.
+#[mortar::handler("dyntest.panic")]
+async fn panic(_ctx: Ctx, req: Text) -> Result<Text, Code> {
+    panic!("dyntest.panic was asked to panic: {}", req.text)
+}
