@@ -56,7 +56,7 @@ async fn a_stock_mortar_serves_a_library_module_like_a_linked_one() {
         "dev",
         &dir,
         &["dev", "--conf", conf.to_str().unwrap(), "--listen", "127.0.0.1:0", "--data", "data"],
-        &[("MORTAR_ADMIN__ENABLED", "false")],
+        &[("MORTAR_ADMIN__ENABLED", "false"), ("MORTAR_GATEWAY__RATE_PER_SEC", "0")],
     )
     .unwrap();
 
@@ -95,6 +95,18 @@ async fn a_stock_mortar_serves_a_library_module_like_a_linked_one() {
     );
     let (code, out, _) = client(&node.addr, "dyntest.panic", "{}");
     assert_eq!((code, out.as_str()), (1, r#"{"code":"INTERNAL"}"#));
+    // So does `mortar bot`, driving a route of its choice.
+    let report = dir.0.join("bot.json");
+    let out = Command::new(MORTAR)
+        .args(["bot", "--url", &node.addr, "--clients", "2", "--duration", "300ms", "--quiet"])
+        .args(["--route", "dyntest.hello", "--body", r#"{"text":"bot"}"#, "--json", report.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert!(report["ok"].as_u64().is_some_and(|ok| ok > 0), "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+
     let log = node.log();
     assert!(log.contains("handler panicked; answered INTERNAL"), "{log}");
     assert!(log.contains("dyntest.panic was asked to panic: boom"), "{log}");

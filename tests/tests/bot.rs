@@ -16,6 +16,7 @@ fn options(url: String, json: std::path::PathBuf) -> BotOptions {
         payload: 16,
         protocol: Protocol::Mortar,
         route: None,
+        body: None,
         json: Some(json),
         quiet: true,
         threads: 0,

@@ -100,9 +100,13 @@ pub struct BotOptions {
     /// The wire protocol: mortar, or pinus to load a Pinus server for comparison.
     #[arg(long, value_enum, default_value_t = Protocol::Mortar)]
     pub protocol: Protocol,
-    /// Replace the scenario's repeated route (e.g. connector.entryHandler.echo for Pinus).
+    /// Replace the scenario's repeated route (e.g. connector.entryHandler.echo for Pinus, or any
+    /// route of a module, also one loaded from a library: the gateway says how it encodes).
     #[arg(long)]
     pub route: Option<String>,
+    /// Replace the repeated request's body: JSON of the route's request type.
+    #[arg(long)]
+    pub body: Option<String>,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -226,6 +230,9 @@ pub async fn run(options: BotOptions) -> Result<Report, BotError> {
         let step = scenario.step(client).map(|mut step| {
             if let Some(route) = &options.route {
                 step.route.clone_from(route);
+            }
+            if let Some(body) = &options.body {
+                step.json.clone_from(body);
             }
             step
         });

@@ -39,9 +39,10 @@ pub enum RouteError {
         /// Where the second module is declared.
         second: String,
     },
-    /// A route's `main` names no declared module.
+    /// A route's `main` names no module declared beside it (in this binary, or in the same
+    /// library).
     #[error(
-        "route `{route}` (defined at {defined_at}) belongs to no module: declare `mortar::module!(\"{module}\")`"
+        "route `{route}` (defined at {defined_at}) belongs to no module: declare `mortar::module!(\"{module}\")` in its crate"
     )]
     Orphan {
         /// The route.
@@ -223,7 +224,10 @@ impl RouteTable {
     /// See [`RouteError`].
     pub fn build(sources: Vec<ModuleSource>, enabled: &[String]) -> Result<Self, RouteError> {
         let mut declared: HashMap<&'static str, (String, Origin, Box<dyn Module>)> = HashMap::new();
+        // The modules of each source: a route belongs to a module of its own origin.
+        let mut own: Vec<BTreeSet<&'static str>> = Vec::new();
         for source in &sources {
+            let mut names = BTreeSet::new();
             for decl in &source.modules {
                 let module = (source.build)(decl).map_err(|source_error| RouteError::Build {
                     defined_at: source.place(decl.defined_at),
@@ -235,7 +239,9 @@ impl RouteTable {
                     return Err(RouteError::DuplicateModule { name, first: first.clone(), second: place });
                 }
                 declared.insert(name, (place, source.origin.clone(), module));
+                names.insert(name);
             }
+            own.push(names);
         }
         let linked: BTreeSet<&'static str> = declared
             .iter()
@@ -255,13 +261,13 @@ impl RouteTable {
         let mut places: HashMap<&'static str, String> = HashMap::new();
         let mut served_files = BTreeSet::new();
         let mut all = DescriptorPool::new();
-        for source in &sources {
+        for (source, own) in sources.iter().zip(&own) {
             let pool = mortar_pb::contract(source.protos.iter().copied()).map_err(|error| {
                 RouteError::Protos { origin: source.origin.clone(), reason: error.to_string() }
             })?;
             for route in &source.routes {
                 let (main, sub) = route.path.split_once('.').unwrap_or((route.path, ""));
-                if !declared.contains_key(main) {
+                if !own.contains(main) {
                     return Err(RouteError::Orphan {
                         route: route.path,
                         module: main,
@@ -535,6 +541,14 @@ mod tests {
     fn route_without_module_is_refused() {
         let error = table(&[&ECHO], &[&SAY, &QUERY], &[]).err().unwrap();
         assert!(matches!(error, RouteError::Orphan { route: "pack.query", .. }), "{error}");
+    }
+
+    #[test]
+    fn a_library_cannot_add_routes_to_a_module_of_another_origin() {
+        let library =
+            ModuleSource { origin: Origin::Library("libextra.so".into()), ..source(&[], &[&SECRET]) };
+        let error = RouteTable::build(vec![source(&[&ECHO], &[&SAY]), library], &[]).err().unwrap();
+        assert!(matches!(error, RouteError::Orphan { route: "echo.secret", .. }), "{error}");
     }
 
     #[test]
