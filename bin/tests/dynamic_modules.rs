@@ -84,6 +84,12 @@ async fn a_stock_mortar_serves_a_library_module_like_a_linked_one() {
     assert_eq!(panic, serde_json::json!({"code": "INTERNAL"}));
     let again = call(&mut ws, &contract, "dyntest.hello", r#"{"text":"again"}"#).await;
     assert_eq!(again["code"], "OK", "{again}");
+    // So does a panic in a task the library spawned on the host's runtime.
+    let spawned = call(&mut ws, &contract, "dyntest.spawn_panic", r#"{"text":"bang"}"#).await;
+    assert_eq!(spawned["code"], "OK", "{spawned}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after = call(&mut ws, &contract, "dyntest.hello", r#"{"text":"after"}"#).await;
+    assert_eq!(after["code"], "OK", "{after}");
     ws.close().await.unwrap();
 
     // `mortar client` finds the route's types through the gateway too.
@@ -110,6 +116,8 @@ async fn a_stock_mortar_serves_a_library_module_like_a_linked_one() {
     let log = node.log();
     assert!(log.contains("handler panicked; answered INTERNAL"), "{log}");
     assert!(log.contains("dyntest.panic was asked to panic: boom"), "{log}");
+    assert!(log.contains("task spawned by a handler panicked; it ended"), "{log}");
+    assert!(log.contains("a dyntest task was asked to panic: bang"), "{log}");
 }
 
 #[test]

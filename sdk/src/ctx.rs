@@ -47,6 +47,15 @@ pub struct Request {
     pub depth: u8,
 }
 
+/// Where module code panicked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PanicSite {
+    /// In a handler: the request is answered `INTERNAL`.
+    Handler,
+    /// In a task from [`Ctx::spawn`]: the task ended.
+    Task,
+}
+
 /// What the host does for handlers. Implemented by the host; module code uses [`Ctx`].
 pub trait Host: Send + Sync + 'static {
     /// The id of the node running the handler.
@@ -72,9 +81,9 @@ pub trait Host: Send + Sync + 'static {
     /// The current wall-clock time.
     fn now(&self) -> SystemTime;
 
-    /// A handler or a task spawned for `request` panicked with `message`; it has been answered
-    /// `INTERNAL` (a handler) or ended (a task). For the host's log and metrics.
-    fn panicked(&self, request: &Request, message: &str);
+    /// Module code running for `request` panicked with `message`: a handler, answered
+    /// `INTERNAL`, or a task it spawned, ended. For the host's log and metrics.
+    fn panicked(&self, request: &Request, site: PanicSite, message: &str);
 }
 
 /// The handle a handler receives: the request's session and route, and the host's services.
@@ -155,7 +164,7 @@ impl Ctx {
         let ctx = self.clone();
         self.host.spawn(Box::pin(async move {
             if let Err(message) = crate::panic::catch(task).await {
-                ctx.host.panicked(&ctx.request, &message);
+                ctx.host.panicked(&ctx.request, PanicSite::Task, &message);
             }
         }));
     }
@@ -172,7 +181,7 @@ impl Ctx {
 
     /// Reports a panic of this request's handler to the host.
     pub(crate) fn panicked(&self, message: &str) {
-        self.host.panicked(&self.request, message);
+        self.host.panicked(&self.request, PanicSite::Handler, message);
     }
 }
 

@@ -4,7 +4,8 @@
 //! - [`routes`]: the route table built from the linked modules, the loaded libraries and the
 //!   enabled modules, each route checked against its rpc.
 //! - [`library`]: the dynamic-module loader (the one place with `unsafe` code).
-//! - this file: [`Worker`], which dispatches a request to its handler (catching panics), serves
+//! - this file: [`Worker`], which dispatches a request to its handler (the SDK's glue catches
+//!   its panics and reports them through [`Host::panicked`]), serves
 //!   the [`WorkerRpc`] tarpc service, and runs internal calls between modules.
 
 pub mod library;
@@ -20,9 +21,8 @@ use futures::StreamExt as _;
 use mortar::{
     Code, Ctx, Session,
     cache::CacheBackend,
-    ctx::{BoxFuture, Host, Request},
+    ctx::{BoxFuture, Host, PanicSite, Request},
     module::ModuleError,
-    route::Route,
     store::StoreBackend,
 };
 use routes::{Origin, RouteTable};
@@ -228,7 +228,7 @@ impl Worker {
         };
         let ctx = Ctx::new(request, self.core.clone());
         let started = Instant::now();
-        let reply: Reply = run(route, ctx, msg.data).instrument(span.clone()).await.into();
+        let reply: Reply = (route.handler)(ctx, msg.data).instrument(span.clone()).await.into();
         let elapsed = started.elapsed();
         span.in_scope(|| tracing::debug!(code = %m::code_label(reply.code), elapsed_us = elapsed.as_micros() as u64, "handled"));
         match self.core.metrics.get(route.path) {
@@ -320,7 +320,9 @@ impl Host for Core {
             tracing::warn!(%caller, callee = %path, "internal call to a route this node does not serve");
             return Box::pin(std::future::ready(Err(Code::NO_ROUTE)));
         };
-        Box::pin(run(route, from.for_call(route.path), body))
+        // A panic in the handler is caught by the SDK's glue, on the module's side of a library
+        // boundary, and answered INTERNAL (see `Host::panicked`).
+        (route.handler)(from.for_call(route.path), body)
     }
 
     fn spawn(&self, task: BoxFuture<()>) {
@@ -335,21 +337,19 @@ impl Host for Core {
         SystemTime::now()
     }
 
-    fn panicked(&self, request: &Request, message: &str) {
+    fn panicked(&self, request: &Request, site: PanicSite, message: &str) {
         metrics::counter!(m::HANDLER_PANICS, "route" => request.route).increment(1);
+        let what = match site {
+            PanicSite::Handler => "handler panicked; answered INTERNAL",
+            PanicSite::Task => "task spawned by a handler panicked; it ended",
+        };
         tracing::error!(
             node = %self.node_id,
             route = request.route,
             session = request.session.id,
             trace = %trace::display(request.trace_id),
             panic = %message,
-            "handler panicked; answered INTERNAL"
+            "{what}"
         );
     }
-}
-
-/// Runs a route's handler. A panic in it is caught by the SDK's glue, on the module's side of a
-/// library boundary, and answered `INTERNAL` (see [`Host::panicked`]).
-fn run(route: &'static Route, ctx: Ctx, body: Bytes) -> BoxFuture<Result<Bytes, Code>> {
-    (route.handler)(ctx, body)
 }

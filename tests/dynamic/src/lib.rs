@@ -79,6 +79,14 @@ async fn shout(ctx: Ctx, req: Text) -> Result<Text, Code> {
     Ok(Text { text: format!("{}!", upper.text) })
 }
 
+/// Spawns a task that panics: the task ends, the node stays up.
+#[mortar::handler("dyntest.spawn_panic")]
+async fn spawn_panic(ctx: Ctx, req: Text) -> Result<Text, Code> {
+    let text = req.text.clone();
+    ctx.spawn(async move { panic!("a dyntest task was asked to panic: {text}") });
+    Ok(req)
+}
+
 /// Panics: the node answers INTERNAL and stays up.
 #[mortar::handler("dyntest.panic")]
 async fn panic(_ctx: Ctx, req: Text) -> Result<Text, Code> {
