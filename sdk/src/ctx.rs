@@ -91,51 +91,57 @@ pub trait Host: Send + Sync + 'static {
 /// Cheap to clone; clones share the request.
 #[derive(Clone)]
 pub struct Ctx {
-    request: Arc<Request>,
+    // One allocation per request, and one reference count to bump per clone.
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    request: Request,
     host: Arc<dyn Host>,
 }
 
 impl Ctx {
     /// Made by the host for each request.
     pub fn new(request: Request, host: Arc<dyn Host>) -> Self {
-        Self { request: Arc::new(request), host }
+        Self { inner: Arc::new(Inner { request, host }) }
     }
 
     /// The request being handled.
     pub fn request(&self) -> &Request {
-        &self.request
+        &self.inner.request
     }
 
     /// The session id.
     pub fn session_id(&self) -> u64 {
-        self.request.session.id
+        self.inner.request.session.id
     }
 
     /// The logged-in user of the session, if any.
     pub fn user_id(&self) -> Option<u64> {
-        self.request.session.user
+        self.inner.request.session.user
     }
 
     /// The client's IP address.
     pub fn client_ip(&self) -> IpAddr {
-        self.request.session.ip
+        self.inner.request.session.ip
     }
 
     /// The id of the node running this handler (`node.id` of its config).
     pub fn node_id(&self) -> &str {
-        self.host.node_id()
+        self.inner.host.node_id()
     }
 
     /// This module's keys in the node's cache (see [`crate::cache`]): the module is the `main`
     /// of the route being handled.
     pub fn cache(&self) -> Cache {
-        let module = self.request.route.split_once('.').map_or(self.request.route, |(main, _)| main);
-        Cache::new(self.host.cache(), module)
+        let module =
+            self.inner.request.route.split_once('.').map_or(self.inner.request.route, |(main, _)| main);
+        Cache::new(self.inner.host.cache(), module)
     }
 
     /// The collection of document type `T` in the node's store (see [`crate::store`]).
     pub fn store<T: Document>(&self) -> Store<T> {
-        Store::new(self.host.store())
+        Store::new(self.inner.host.store())
     }
 
     /// Calls another module's route (typically an internal one) and decodes its reply.
@@ -150,7 +156,7 @@ impl Ctx {
         Req: Message,
         Resp: Message + Default,
     {
-        let reply = self.host.call(self, route, Bytes::from(req.encode_to_vec())).await?;
+        let reply = self.inner.host.call(self, route, Bytes::from(req.encode_to_vec())).await?;
         Resp::decode(reply).map_err(|_| Code::INTERNAL)
     }
 }
@@ -162,32 +168,32 @@ impl Ctx {
     /// with this request's route and trace id; the node stays up.
     pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         let ctx = self.clone();
-        self.host.spawn(Box::pin(async move {
+        self.inner.host.spawn(Box::pin(async move {
             if let Err(message) = crate::panic::catch(task).await {
-                ctx.host.panicked(&ctx.request, PanicSite::Task, &message);
+                ctx.inner.host.panicked(&ctx.inner.request, PanicSite::Task, &message);
             }
         }));
     }
 
     /// Completes after `duration`.
     pub async fn sleep(&self, duration: Duration) {
-        self.host.sleep(duration).await;
+        self.inner.host.sleep(duration).await;
     }
 
     /// The current wall-clock time.
     pub fn now(&self) -> SystemTime {
-        self.host.now()
+        self.inner.host.now()
     }
 
     /// Reports a panic of this request's handler to the host.
     pub(crate) fn panicked(&self, message: &str) {
-        self.host.panicked(&self.request, PanicSite::Handler, message);
+        self.inner.host.panicked(&self.inner.request, PanicSite::Handler, message);
     }
 }
 
 impl fmt::Debug for Ctx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ctx").field("request", &self.request).finish_non_exhaustive()
+        f.debug_struct("Ctx").field("request", &self.inner.request).finish_non_exhaustive()
     }
 }
 
@@ -197,12 +203,12 @@ impl Ctx {
     #[doc(hidden)]
     pub fn for_call(&self, route: &'static str) -> Ctx {
         let request = Request {
-            session: self.request.session.clone(),
+            session: self.inner.request.session.clone(),
             route,
             seq: 0,
-            trace_id: self.request.trace_id,
-            depth: self.request.depth.saturating_add(1),
+            trace_id: self.inner.request.trace_id,
+            depth: self.inner.request.depth.saturating_add(1),
         };
-        Ctx { request: Arc::new(request), host: Arc::clone(&self.host) }
+        Ctx::new(request, Arc::clone(&self.inner.host))
     }
 }
