@@ -24,6 +24,7 @@ pub mod node;
 pub mod redis_setup;
 pub mod registry;
 pub mod rpc;
+pub mod session;
 pub mod storage;
 pub mod trace;
 pub mod worker;

@@ -7,11 +7,13 @@
 mod cache;
 mod cluster;
 mod gateway;
+mod session;
 mod storage;
 
 pub use cache::CacheConfig;
 pub use cluster::{ClusterConfig, RegistryConfig, RpcConfig, StaticNode, WorkerConfig};
 pub use gateway::GatewayConfig;
+pub use session::SessionConfig;
 pub use storage::StorageConfig;
 
 use figment::{
@@ -60,6 +62,8 @@ pub struct NodeConfig {
     pub storage: StorageConfig,
     /// Where modules' cache entries are kept (worker and dev nodes).
     pub cache: CacheConfig,
+    /// Where logged-in players' locations are kept (every node).
+    pub session: SessionConfig,
     /// Metrics and health endpoints.
     pub admin: AdminConfig,
 }
@@ -245,6 +249,13 @@ impl NodeConfig {
         )?;
         within("cache.max_entries", c.max_entries, 1, 100_000_000)?;
         within("cache.timeout_ms", c.timeout_ms, 10, 60_000)?;
+        let s = &self.session;
+        check(
+            "session.url",
+            s.url == "memory" || s.url.starts_with("redis://"),
+            "must be `memory` or redis://HOST:PORT[/DB]",
+        )?;
+        within("session.timeout_ms", s.timeout_ms, 10, 60_000)?;
 
         within("admin.max_connections", a.max_connections, 1, 10_000)?;
         within("admin.request_timeout_ms", a.request_timeout_ms, 100, 600_000)?;

@@ -1,0 +1,195 @@
+//! The session store in Redis (`session.url = "redis://HOST:PORT[/DB]"`), shared by the cluster.
+//!
+//! Keys: `mortar:CLUSTER:session:user:ID` holds a user's location as JSON (the session id as a
+//! string: Lua numbers are doubles); `mortar:CLUSTER:session:gateway:ID` is the set of users bound
+//! on a gateway, for purging it. Each operation is one Lua script, so it is atomic: a bind swaps
+//! the location and moves the user between gateway sets in one step.
+
+use super::{Location, SessionError, SessionStore};
+use mortar::ctx::BoxFuture;
+use redis::{Script, aio::ConnectionManager};
+use serde::{Deserialize, Serialize};
+use std::{
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
+
+/// `KEYS[1]` user key, `KEYS[2]` its new gateway's set; `ARGV[1]` the location, `ARGV[2]` its
+/// gateway, `ARGV[3]` the user id, `ARGV[4]` the gateway-set key prefix. Returns the old location.
+static BIND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local old = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[3])
+if old then
+  local ok, previous = pcall(cjson.decode, old)
+  if ok and previous.gateway ~= ARGV[2] then
+    redis.call('SREM', ARGV[4] .. previous.gateway, ARGV[3])
+  end
+end
+return old
+",
+    )
+});
+
+/// `KEYS[1]` user key, `KEYS[2]` the gateway's set; `ARGV[1]` gateway, `ARGV[2]` session, `ARGV[3]`
+/// user id. Returns 1 when it removed the location.
+static UNBIND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+local ok, location = pcall(cjson.decode, current)
+if ok and location.gateway == ARGV[1] and location.session == ARGV[2] then
+  redis.call('DEL', KEYS[1])
+  redis.call('SREM', KEYS[2], ARGV[3])
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// `KEYS[1]` the gateway's set; `ARGV[1]` the user-key prefix, `ARGV[2]` the gateway. Returns how
+/// many locations it removed.
+static PURGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local removed = 0
+for _, user in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local key = ARGV[1] .. user
+  local current = redis.call('GET', key)
+  if current then
+    local ok, location = pcall(cjson.decode, current)
+    if ok and location.gateway == ARGV[2] then
+      redis.call('DEL', key)
+      removed = removed + 1
+    end
+  end
+end
+redis.call('DEL', KEYS[1])
+return removed
+",
+    )
+});
+
+/// A location as stored.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    gateway: String,
+    session: String,
+    login_at_ms: u64,
+}
+
+/// The session store in a Redis server; cheap to clone.
+#[derive(Clone)]
+pub struct RedisSessions {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    conn: ConnectionManager,
+    users: String,
+    gateways: String,
+    timeout: Duration,
+}
+
+impl RedisSessions {
+    /// Connects to `url` for cluster `cluster`, each command with the deadline `timeout`.
+    ///
+    /// # Errors
+    /// `Unavailable` when the server cannot be reached.
+    pub async fn connect(url: &str, cluster: &str, timeout: Duration) -> Result<Self, SessionError> {
+        let (_, conn) = crate::redis_setup::connect(url, timeout)
+            .await
+            .map_err(|reason| SessionError::Unavailable(format!("session store {url}: {reason}")))?;
+        let prefix = format!("mortar:{cluster}:session:");
+        let shared =
+            Shared { conn, users: format!("{prefix}user:"), gateways: format!("{prefix}gateway:"), timeout };
+        Ok(Self { shared: Arc::new(shared) })
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        invocation: impl FnOnce(&Shared, ConnectionManager) -> BoxFuture<redis::RedisResult<T>>,
+    ) -> BoxFuture<Result<T, SessionError>> {
+        let shared = self.shared.clone();
+        let call = invocation(&shared, shared.conn.clone());
+        Box::pin(async move {
+            crate::redis_setup::run(shared.timeout, call).await.map_err(SessionError::Unavailable)
+        })
+    }
+}
+
+fn encode(location: &Location) -> String {
+    let stored = Stored {
+        gateway: location.gateway.clone(),
+        session: location.session.to_string(),
+        login_at_ms: location.login_at_ms,
+    };
+    serde_json::to_string(&stored).unwrap_or_default()
+}
+
+fn decode(text: &str) -> Result<Location, SessionError> {
+    let stored: Stored =
+        serde_json::from_str(text).map_err(|error| SessionError::Corrupt(error.to_string()))?;
+    let session =
+        stored.session.parse().map_err(|_| SessionError::Corrupt(format!("session {:?}", stored.session)))?;
+    Ok(Location { gateway: stored.gateway, session, login_at_ms: stored.login_at_ms })
+}
+
+impl SessionStore for RedisSessions {
+    fn bind(&self, user: u64, location: Location) -> BoxFuture<Result<Option<Location>, SessionError>> {
+        let call = self.run(move |shared, mut conn| {
+            let mut invocation = BIND.prepare_invoke();
+            invocation
+                .key(format!("{}{user}", shared.users))
+                .key(format!("{}{}", shared.gateways, location.gateway))
+                .arg(encode(&location))
+                .arg(&location.gateway)
+                .arg(user)
+                .arg(&shared.gateways);
+            Box::pin(async move { invocation.invoke_async::<Option<String>>(&mut conn).await })
+        });
+        Box::pin(async move { call.await?.map(|old: String| decode(&old)).transpose() })
+    }
+
+    fn unbind(&self, user: u64, gateway: String, session: u64) -> BoxFuture<Result<bool, SessionError>> {
+        self.run(move |shared, mut conn| {
+            let mut invocation = UNBIND.prepare_invoke();
+            invocation
+                .key(format!("{}{user}", shared.users))
+                .key(format!("{}{gateway}", shared.gateways))
+                .arg(&gateway)
+                .arg(session.to_string())
+                .arg(user);
+            Box::pin(
+                async move { invocation.invoke_async::<i64>(&mut conn).await.map(|removed| removed == 1) },
+            )
+        })
+    }
+
+    fn locate(&self, users: Vec<u64>) -> BoxFuture<Result<Vec<Option<Location>>, SessionError>> {
+        if users.is_empty() {
+            return Box::pin(std::future::ready(Ok(Vec::new())));
+        }
+        let call = self.run(move |shared, mut conn| {
+            let keys: Vec<String> = users.iter().map(|user| format!("{}{user}", shared.users)).collect();
+            Box::pin(async move {
+                redis::cmd("MGET").arg(keys).query_async::<Vec<Option<String>>>(&mut conn).await
+            })
+        });
+        Box::pin(async move {
+            call.await?.into_iter().map(|found| found.map(|text| decode(&text)).transpose()).collect()
+        })
+    }
+
+    fn purge_gateway(&self, gateway: String) -> BoxFuture<Result<usize, SessionError>> {
+        self.run(move |shared, mut conn| {
+            let mut invocation = PURGE.prepare_invoke();
+            invocation.key(format!("{}{gateway}", shared.gateways)).arg(&shared.users).arg(&gateway);
+            Box::pin(async move { invocation.invoke_async::<usize>(&mut conn).await })
+        })
+    }
+}
