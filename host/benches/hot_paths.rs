@@ -118,7 +118,7 @@ fn push_fan_out(c: &mut Criterion) {
     let mut queues = Vec::new();
     for session in 1..=1_000u64 {
         let (queue, frames) = tokio::sync::mpsc::channel(4);
-        table.insert(session, queue, tokio::sync::oneshot::channel().0);
+        table.insert(session, queue, tokio::sync::oneshot::channel().0, Default::default());
         queues.push(frames);
     }
     let sessions: Vec<u64> = (1..=1_000).collect();

@@ -47,6 +47,18 @@ pub struct Request {
     pub depth: u8,
 }
 
+/// What became of a push.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pushed {
+    /// Sessions it was queued for.
+    pub delivered: usize,
+    /// Users not logged in anywhere: nothing was sent to them.
+    pub offline: Vec<u64>,
+    /// Online users it did not reach: their client does not read (its queue is full), their session
+    /// ended meanwhile, or their gateway did not answer.
+    pub undelivered: usize,
+}
+
 /// Where module code panicked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PanicSite {
@@ -71,6 +83,20 @@ pub trait Host: Send + Sync + 'static {
     /// that serves the route's module: this node when it does. (Until the cluster lands that is
     /// the only node asked; a route it does not serve is `NO_ROUTE`.)
     fn call(&self, from: &Ctx, route: &str, body: Bytes) -> BoxFuture<Result<Bytes, Code>>;
+
+    /// Logs the session of `from` in as `user`: its gateway marks it, the session store records
+    /// where `user` is, and a session of `user` elsewhere is kicked with `LOGGED_IN_ELSEWHERE`.
+    fn bind_user(&self, from: &Ctx, user: u64) -> BoxFuture<Result<(), Code>>;
+
+    /// Pushes `route` with the encoded `body` to each of `users` that is online, one batch per
+    /// gateway.
+    fn push(&self, from: &Ctx, users: Vec<u64>, route: &str, body: Bytes) -> BoxFuture<Result<Pushed, Code>>;
+
+    /// Kicks `user`'s session, wherever it is, with `reason`; false when `user` is offline.
+    fn kick(&self, from: &Ctx, user: u64, reason: Code) -> BoxFuture<Result<bool, Code>>;
+
+    /// Whether each of `users` is online, in their order.
+    fn online(&self, from: &Ctx, users: Vec<u64>) -> BoxFuture<Result<Vec<bool>, Code>>;
 
     /// Runs `task` on the host's runtime, detached.
     fn spawn(&self, task: BoxFuture<()>);
@@ -158,6 +184,61 @@ impl Ctx {
     {
         let reply = self.inner.host.call(self, route, Bytes::from(req.encode_to_vec())).await?;
         Resp::decode(reply).map_err(|_| Code::INTERNAL)
+    }
+}
+
+/// Players: login, pushes, kicks and presence, the same in `mortar dev` and across a cluster.
+impl Ctx {
+    /// Logs this request's session in as `user` (after the module checked the credentials). From
+    /// the next request on the session's requests carry `user` (`Ctx::user_id`). A session of the
+    /// same user elsewhere, on any gateway, is first kicked with `LOGGED_IN_ELSEWHERE`.
+    ///
+    /// # Errors
+    /// `BAD_REQUEST` for user 0 (not a user id); `UNAVAILABLE` when the session store or the
+    /// session's gateway cannot be reached, or the session ended meanwhile.
+    pub async fn bind_user(&self, user: u64) -> Result<(), Code> {
+        if user == 0 {
+            return Err(Code::BAD_REQUEST);
+        }
+        self.inner.host.bind_user(self, user).await
+    }
+
+    /// Pushes `msg` as route `route` (`seq` 0) to each of `users` who is online, wherever they
+    /// are: one message per gateway holding any of them.
+    ///
+    /// # Errors
+    /// `BAD_REQUEST` for a route that is not `main.sub`; `UNAVAILABLE` when the session store
+    /// cannot be reached.
+    pub async fn push<M: Message>(&self, users: &[u64], route: &str, msg: &M) -> Result<Pushed, Code> {
+        if !route.contains('.') {
+            return Err(Code::BAD_REQUEST);
+        }
+        self.inner.host.push(self, users.to_vec(), route, Bytes::from(msg.encode_to_vec())).await
+    }
+
+    /// Kicks `user`'s session with `reason` (it gets `sys.kick` and is closed); false when `user`
+    /// is offline.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE` when the session store or the user's gateway cannot be reached.
+    pub async fn kick(&self, user: u64, reason: Code) -> Result<bool, Code> {
+        self.inner.host.kick(self, user, reason).await
+    }
+
+    /// Whether `user` is online.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE` when the session store cannot be reached.
+    pub async fn is_online(&self, user: u64) -> Result<bool, Code> {
+        Ok(self.online(&[user]).await?.first().copied().unwrap_or(false))
+    }
+
+    /// Whether each of `users` is online, in their order: one lookup for a whole friend list.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE` when the session store cannot be reached.
+    pub async fn online(&self, users: &[u64]) -> Result<Vec<bool>, Code> {
+        self.inner.host.online(self, users.to_vec()).await
     }
 }
 

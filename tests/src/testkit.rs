@@ -132,3 +132,53 @@ async fn hits(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
     let n = ctx.cache().incr(&req.text, 1, Some(Duration::from_secs(60))).await?;
     Ok(EchoResp { text: n.to_string() })
 }
+
+fn user_ids(text: &str) -> Result<Vec<u64>, Code> {
+    text.split(',')
+        .filter(|id| !id.is_empty())
+        .map(|id| id.trim().parse().map_err(|_| Code::BAD_REQUEST))
+        .collect()
+}
+
+/// Logs the session in as the user id in `text`.
+#[mortar::handler("testkit.login")]
+async fn login(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
+    let user = req.text.parse().map_err(|_| Code::BAD_REQUEST)?;
+    ctx.bind_user(user).await?;
+    Ok(EchoResp { text: format!("logged in as {user}") })
+}
+
+/// Answers the session's user id, or `none`.
+#[mortar::handler("testkit.me")]
+async fn me(ctx: Ctx, _req: EchoReq) -> Result<EchoResp, Code> {
+    Ok(EchoResp { text: ctx.user_id().map_or_else(|| "none".into(), |user| user.to_string()) })
+}
+
+/// Pushes `testkit.note` ("from USER") to the comma-separated users in `text`; answers
+/// `delivered=D offline=[…] undelivered=U`.
+#[mortar::handler("testkit.push")]
+async fn push(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
+    let users = user_ids(&req.text)?;
+    let from = ctx.user_id().map_or_else(|| "nobody".into(), |user| user.to_string());
+    let pushed = ctx.push(&users, "testkit.note", &EchoResp { text: format!("from {from}") }).await?;
+    Ok(EchoResp {
+        text: format!(
+            "delivered={} offline={:?} undelivered={}",
+            pushed.delivered, pushed.offline, pushed.undelivered
+        ),
+    })
+}
+
+/// Kicks the user in `text` with `PERMISSION_DENIED`; answers whether they were online.
+#[mortar::handler("testkit.kick")]
+async fn kick(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
+    let user = req.text.parse().map_err(|_| Code::BAD_REQUEST)?;
+    Ok(EchoResp { text: ctx.kick(user, Code::PERMISSION_DENIED).await?.to_string() })
+}
+
+/// Answers, for the comma-separated users in `text`, which are online (`true,false,…`).
+#[mortar::handler("testkit.online")]
+async fn online(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
+    let online = ctx.online(&user_ids(&req.text)?).await?;
+    Ok(EchoResp { text: online.iter().map(ToString::to_string).collect::<Vec<_>>().join(",") })
+}

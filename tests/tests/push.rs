@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use mortar_cli::client::Client;
 use mortar_echo::echo::{EchoReq, EchoResp};
+use mortar_host::session::memory::MemorySessions;
 use mortar_host::worker::Backends;
 use mortar_host::{
     config::GatewayConfig,
@@ -12,7 +13,7 @@ use mortar_host::{
 };
 use mortar_tests::echo_body;
 use prost::Message as _;
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 
 /// A gateway with every linked module, run in-process so the test holds a handle to push with.
@@ -20,7 +21,7 @@ async fn start_gateway() -> (Gateway, String, tokio::sync::oneshot::Sender<()>) 
     let worker = Worker::new("push-1".into(), RouteTable::from_registry(&[]).unwrap(), Backends::none());
     let config = GatewayConfig { rate_per_sec: 0, max_connections_per_ip: 0, ..GatewayConfig::default() };
     let relay = Relay::local(worker, config.request_timeout());
-    let gateway = Gateway::new(config, "push-1".into(), relay);
+    let gateway = Gateway::new(config, "push-1".into(), relay, Arc::new(MemorySessions::default()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/ws", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

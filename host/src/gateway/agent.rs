@@ -39,7 +39,10 @@ use std::{
     net::IpAddr,
     num::NonZeroU32,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 use tokio::{
     net::TcpStream,
@@ -83,6 +86,8 @@ struct Agent {
     /// Requests started, yielding replies in arrival order.
     running: FuturesOrdered<PendingReply>,
     limiter: Option<DefaultDirectRateLimiter>,
+    /// The logged-in user (0: none), set through the session table by a worker's bind.
+    user: Arc<AtomicU64>,
 }
 
 /// Runs one client's session until it ends (see the module docs).
@@ -100,7 +105,8 @@ pub(super) async fn run(
     let config = &owner.config;
     let (pusher, mut pushes) = mpsc::channel(config.outbound_queue);
     let (kick, mut kicked) = oneshot::channel();
-    let registered = Registered::new(&owner, session, pusher, kick);
+    let user = Arc::new(AtomicU64::new(0));
+    let registered = Registered::new(&owner, session, pusher, kick, user.clone());
     // The table holds the kick's sender while the session lives; this guards the unexpected.
     let mut kick_live = true;
     let limiter = NonZeroU32::new(config.rate_per_sec).map(|rate| {
@@ -116,6 +122,7 @@ pub(super) async fn run(
         waiting: VecDeque::new(),
         running: FuturesOrdered::new(),
         limiter,
+        user,
     };
     let idle = tokio::time::sleep(config.read_timeout());
     tokio::pin!(idle);
@@ -181,6 +188,10 @@ pub(super) async fn run(
 
     // No more pushes: the session is ending.
     drop(registered);
+    let user = agent.user.load(Ordering::Acquire);
+    if user != 0 {
+        agent.shared.unbind(user, session);
+    }
     let reason = match &end {
         End::Gone(reason) | End::Close(_, reason) => *reason,
         End::Shutdown => "shutdown",
@@ -283,7 +294,10 @@ impl Agent {
             seq,
             data,
             session: self.session,
-            user: None,
+            user: match self.user.load(Ordering::Acquire) {
+                0 => None,
+                user => Some(user),
+            },
             client_ip: self.ip,
             gateway: self.shared.node_id.clone(),
             trace_id: trace::new_trace_id(),
@@ -410,8 +424,9 @@ impl<'a> Registered<'a> {
         session: u64,
         queue: mpsc::Sender<Outbound>,
         kick: oneshot::Sender<i32>,
+        user: Arc<AtomicU64>,
     ) -> Self {
-        shared.sessions.insert(session, queue, kick);
+        shared.sessions.insert(session, queue, kick, user);
         Self { shared, session }
     }
 }

@@ -22,6 +22,7 @@ pub mod sessions;
 mod socket;
 pub mod workers;
 
+use crate::session::SessionStore;
 use crate::{config::GatewayConfig, metrics as m};
 use admission::{Admission, Refusal};
 use bytes::Bytes;
@@ -48,6 +49,17 @@ use tokio_tungstenite::tungstenite::{
 };
 use tokio_util::sync::CancellationToken;
 
+/// A [`Gateway`] that may be gone (see [`Gateway::downgrade`]).
+#[derive(Clone)]
+pub struct WeakGateway(std::sync::Weak<Shared>);
+
+impl WeakGateway {
+    /// The gateway, while it lives.
+    pub fn upgrade(&self) -> Option<Gateway> {
+        self.0.upgrade().map(|shared| Gateway { shared })
+    }
+}
+
 /// The path clients connect to.
 pub const WS_PATH: &str = "/ws";
 
@@ -65,11 +77,26 @@ struct Shared {
     admission: Arc<Admission>,
     next_session: AtomicU64,
     sessions: SessionTable,
+    /// Where logged-in players are: a session's binding is removed when it ends.
+    store: Arc<dyn SessionStore>,
     /// `GATEWAY_REPLIES` by protocol code, registered once (a labelled lookup per reply costs).
     replies: Vec<metrics::Counter>,
 }
 
 impl Shared {
+    /// Removes user `user`'s login if it is still session `session` of this gateway, in the
+    /// background (a session's end does not wait on the store).
+    fn unbind(&self, user: u64, session: u64) {
+        let (store, node) = (self.store.clone(), self.node_id.clone());
+        tokio::spawn(async move {
+            match store.unbind(user, node.clone(), session).await {
+                Ok(true) => tracing::debug!(%node, session, user, "user went offline"),
+                Ok(false) => tracing::debug!(%node, session, user, "session was replaced by a newer login"),
+                Err(error) => tracing::warn!(%node, session, user, %error, "cannot unbind the user"),
+            }
+        });
+    }
+
     /// Counts one reply sent to a client.
     fn count_reply(&self, code: i32) {
         match usize::try_from(code).ok().and_then(|code| self.replies.get(code)) {
@@ -80,8 +107,9 @@ impl Shared {
 }
 
 impl Gateway {
-    /// A gateway named `node_id` relaying client requests through `relay`.
-    pub fn new(config: GatewayConfig, node_id: String, relay: Relay) -> Self {
+    /// A gateway named `node_id` relaying client requests through `relay`; its sessions' logins
+    /// are kept in `store`.
+    pub fn new(config: GatewayConfig, node_id: String, relay: Relay, store: Arc<dyn SessionStore>) -> Self {
         let admission =
             Admission::new(config.max_connections, config.max_connections_per_ip, config.max_handshakes);
         let replies = (0..=Code::SERVER_SHUTDOWN.get())
@@ -89,7 +117,7 @@ impl Gateway {
             .collect();
         let next_session = AtomicU64::new(1);
         let sessions = SessionTable::default();
-        let shared = Shared { config, node_id, relay, admission, next_session, sessions, replies };
+        let shared = Shared { config, node_id, relay, admission, next_session, sessions, store, replies };
         Self { shared: Arc::new(shared) }
     }
 
@@ -116,6 +144,23 @@ impl Gateway {
     /// `reason` and is closed. False when no such session is connected.
     pub fn kick(&self, session: u64, reason: Code) -> bool {
         self.shared.sessions.kick(session, reason.get())
+    }
+
+    /// Marks session `session` as logged in as `user`: its requests carry the user from now on.
+    /// False when no such session is connected. The session store is the caller's to update.
+    pub fn bind(&self, session: u64, user: u64) -> bool {
+        user != 0 && self.shared.sessions.bind(session, user)
+    }
+
+    /// This gateway's node id.
+    pub fn node_id(&self) -> &str {
+        &self.shared.node_id
+    }
+
+    /// A handle that does not keep the gateway alive: for the node's own worker, which the
+    /// gateway's relay holds (a strong handle both ways would be a cycle that never ends).
+    pub fn downgrade(&self) -> WeakGateway {
+        WeakGateway(Arc::downgrade(&self.shared))
     }
 
     /// Sessions connected to this gateway now.

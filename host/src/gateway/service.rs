@@ -20,6 +20,10 @@ impl GatewayRpc for GatewayServer {
         self.0.kick(session, Code::from_wire(reason))
     }
 
+    async fn bind(self, _: tarpc::context::Context, session: u64, user: u64) -> bool {
+        self.0.bind(session, user)
+    }
+
     async fn ping(self, _: tarpc::context::Context) {}
 }
 

@@ -8,7 +8,10 @@
 use bytes::Bytes;
 use std::{
     collections::HashMap,
-    sync::{PoisonError, RwLock},
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 use tokio::sync::{
     mpsc::{self, error::TrySendError},
@@ -36,6 +39,9 @@ pub enum Outbound {
 struct Entry {
     queue: mpsc::Sender<Outbound>,
     kick: Option<oneshot::Sender<i32>>,
+    /// The logged-in user (0: none), shared with the session's agent, which puts it in every
+    /// request it relays.
+    user: Arc<AtomicU64>,
 }
 
 /// Shards of the table: connects and disconnects of different sessions rarely share a lock.
@@ -69,13 +75,27 @@ impl SessionTable {
         &self.shards[(session % SHARDS as u64) as usize]
     }
 
-    /// Registers `session` with its writer's queue and the sender of its kick, replacing any
-    /// earlier entry of that id.
-    pub fn insert(&self, session: u64, queue: mpsc::Sender<Outbound>, kick: oneshot::Sender<i32>) {
+    /// Registers `session` with its writer's queue, the sender of its kick and its user slot,
+    /// replacing any earlier entry of that id.
+    pub fn insert(
+        &self,
+        session: u64,
+        queue: mpsc::Sender<Outbound>,
+        kick: oneshot::Sender<i32>,
+        user: Arc<AtomicU64>,
+    ) {
         self.shard(session)
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(session, Entry { queue, kick: Some(kick) });
+            .insert(session, Entry { queue, kick: Some(kick), user });
+    }
+
+    /// Marks `session` as logged in as `user` (not 0); false when no such session is live.
+    pub fn bind(&self, session: u64, user: u64) -> bool {
+        let shard = self.shard(session).read().unwrap_or_else(PoisonError::into_inner);
+        let Some(entry) = shard.get(&session) else { return false };
+        entry.user.store(user, Ordering::Release);
+        true
     }
 
     /// Kicks `session` with `reason` (the first kick's reason wins); false when no such session
@@ -130,9 +150,9 @@ mod tests {
         let (full, _full_rx) = mpsc::channel(1);
         let (closed, closed_rx) = mpsc::channel(4);
         drop(closed_rx);
-        table.insert(1, live, oneshot::channel().0);
-        table.insert(2, full.clone(), oneshot::channel().0);
-        table.insert(3, closed, oneshot::channel().0);
+        table.insert(1, live, oneshot::channel().0, Arc::default());
+        table.insert(2, full.clone(), oneshot::channel().0, Arc::default());
+        table.insert(3, closed, oneshot::channel().0, Arc::default());
         full.try_send(Outbound::Frame(Bytes::new())).unwrap();
 
         let frame = Bytes::from_static(b"push");
@@ -151,7 +171,7 @@ mod tests {
     async fn a_kick_reaches_its_session_once_with_the_first_reason() {
         let table = SessionTable::default();
         let (kick, kicked) = oneshot::channel();
-        table.insert(7, mpsc::channel(1).0, kick);
+        table.insert(7, mpsc::channel(1).0, kick, Arc::default());
         assert!(table.kick(7, 12));
         assert!(table.kick(7, 13));
         assert!(!table.kick(8, 12));

@@ -11,9 +11,9 @@ use crate::{
     config::NodeConfig,
     gateway::{self, Gateway, relay::Relay},
     rpc::WorkerRpcClient,
-    worker::{Backends, Worker, routes::RouteTable},
+    worker::{Backends, Worker, gateways::LocalGateway, routes::RouteTable},
 };
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 /// Runs a dev node serving clients on `listeners` until `shutdown` completes. `ready` is called
 /// once its modules are loaded and started and it serves.
@@ -30,7 +30,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let routes = RouteTable::for_worker(&config.worker)?;
-    let worker = Worker::new(config.node.id.clone(), routes, Backends::open(&config).await?);
+    let mut backends = Backends::open(&config).await?;
+    let sessions = backends.sessions.clone();
+    let local = Arc::new(LocalGateway::default());
+    backends.gateways = local.clone();
+    let worker = Worker::new(config.node.id.clone(), routes, backends);
     worker.start()?;
     let health = Health::default();
     let admin = AdminTask::spawn(listeners.admin, &health, &config.admin);
@@ -47,7 +51,8 @@ pub async fn run(
         let client = WorkerRpcClient::new(rpc_config, client_side).spawn();
         (Relay::rpc(client, config.node.id.clone(), timeout), Some(server))
     };
-    let gateway = Gateway::new(config.gateway, config.node.id, relay);
+    let gateway = Gateway::new(config.gateway, config.node.id, relay, sessions);
+    local.set(&gateway);
 
     health.set_ready(true);
     ready();

@@ -52,7 +52,17 @@ pub async fn run(
 
     let pool = WorkerPool::start(me.clone(), config.rpc.clone(), registry.clone(), health.clone());
     let relay = Relay::cluster(pool.clone(), config.gateway.request_timeout());
-    let gateway = Gateway::new(config.gateway.clone(), config.node.id.clone(), relay);
+    let sessions = crate::session::open(&config).await?;
+    // Session ids start again at 1: logins a previous run of this gateway left behind would
+    // point at new, unrelated sessions.
+    match sessions.purge_gateway(config.node.id.clone()).await {
+        Ok(0) => {}
+        Ok(purged) => {
+            tracing::info!(node = %config.node.id, purged, "removed logins left by this gateway's previous run")
+        }
+        Err(error) => return Err(error.into()),
+    }
+    let gateway = Gateway::new(config.gateway.clone(), config.node.id.clone(), relay, sessions);
 
     let rpc_stop = CancellationToken::new();
     let rpc = tokio::spawn({

@@ -46,6 +46,9 @@ pub enum NodeError {
     /// The document store could not be opened.
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    /// The session store could not be opened.
+    #[error(transparent)]
+    Sessions(#[from] crate::session::SessionError),
     /// The config lacks what this kind of node needs.
     #[error("{0}")]
     Config(String),

@@ -17,7 +17,7 @@ use crate::{
     config::NodeConfig,
     registry::{self, NodeKind, keeper::Keeper},
     rpc::{codec, listener},
-    worker::{Backends, Worker, routes::RouteTable},
+    worker::{Backends, Worker, gateways::GatewayPool, routes::RouteTable},
 };
 use std::{future::Future, sync::Arc};
 use tokio::net::TcpListener;
@@ -44,8 +44,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let routes = RouteTable::for_worker(&config.worker)?;
-    let worker = Worker::new(config.node.id.clone(), routes, Backends::open(&config).await?);
-    let mut modules: Vec<String> = worker.routes().modules().map(|module| module.name().to_owned()).collect();
+    let mut backends = Backends::open(&config).await?;
+    let mut modules: Vec<String> = routes.modules().map(|module| module.name().to_owned()).collect();
     modules.sort_unstable();
     if modules.is_empty() {
         return Err(NodeError::Config(
@@ -55,6 +55,10 @@ pub async fn run(
     let rpc_addr = listeners.rpc.local_addr().map_err(|error| NodeError::Config(error.to_string()))?;
     let me = Arc::new(identity(&config, NodeKind::Worker, rpc_addr, &config.worker.advertise, modules)?);
     let registry = registry::open(&config).await?;
+    let gateways =
+        GatewayPool::start(me.clone(), config.rpc.clone(), registry.clone(), backends.sessions.clone());
+    backends.gateways = Arc::new(gateways.clone());
+    let worker = Worker::new(config.node.id.clone(), routes, backends);
     worker.start()?;
     let health = Health::default();
     let admin = AdminTask::spawn(listeners.admin, &health, &config.admin);
@@ -75,6 +79,7 @@ pub async fn run(
         Ok(keeper) => keeper,
         Err(error) => {
             accepting.cancel();
+            gateways.close();
             worker.stop();
             admin.stop().await;
             return Err(error.into());
@@ -94,6 +99,7 @@ pub async fn run(
         tracing::warn!(node = %config.node.id, running = worker.in_flight(), "requests still running after worker.shutdown_grace_ms: cutting them");
     }
     drop(connections);
+    gateways.close();
     worker.stop();
     admin.stop().await;
     Ok(())

@@ -110,6 +110,8 @@ pub trait GatewayRpc {
     /// Kicks session `session`: it gets `sys.kick` with `reason`, then is closed. False when no
     /// such session is connected.
     async fn kick(session: u64, reason: i32) -> bool;
+    /// Marks session `session` as logged in as `user`. False when no such session is connected.
+    async fn bind(session: u64, user: u64) -> bool;
     /// Answers at once: a liveness check.
     async fn ping();
 }

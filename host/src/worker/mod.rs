@@ -8,9 +8,12 @@
 //!   its panics and reports them through [`Host::panicked`]), serves
 //!   the [`WorkerRpc`] tarpc service, and runs internal calls between modules.
 
+pub mod gateways;
 pub mod library;
+mod players;
 pub mod routes;
 
+use crate::session::SessionStore;
 use crate::{
     metrics as m,
     rpc::{AgentMessage, Handled, Reply, WorkerRpc, WorkerRpcRequest, WorkerRpcResponse},
@@ -18,10 +21,11 @@ use crate::{
 };
 use bytes::Bytes;
 use futures::StreamExt as _;
+use gateways::Gateways;
 use mortar::{
     Code, Ctx, Session,
     cache::CacheBackend,
-    ctx::{BoxFuture, Host, PanicSite, Request},
+    ctx::{BoxFuture, Host, PanicSite, Pushed, Request},
     module::ModuleError,
     store::StoreBackend,
 };
@@ -59,26 +63,34 @@ pub struct Backends {
     pub store: Arc<dyn StoreBackend>,
     /// The cache (`Ctx::cache`).
     pub cache: Arc<dyn CacheBackend>,
+    /// Where logged-in players are (`Ctx::bind_user`, `Ctx::push`, …).
+    pub sessions: Arc<dyn SessionStore>,
+    /// The way to the gateways holding players' sessions; set by the node (its own gateway in
+    /// `mortar dev`, the cluster's through the registry).
+    pub gateways: Arc<dyn Gateways>,
 }
 
 impl Backends {
-    /// No store (every store call is `UNAVAILABLE`) and a small memory cache: for tests and
-    /// benches of the request path.
+    /// No store (every store call is `UNAVAILABLE`), a small memory cache, a memory session store
+    /// and no gateway: for tests and benches of the request path.
     pub fn none() -> Self {
         Self {
             store: Arc::new(crate::storage::NoStore),
             cache: Arc::new(crate::cache::memory::MemoryCache::new(10_000)),
+            sessions: Arc::new(crate::session::memory::MemorySessions::default()),
+            gateways: Arc::new(gateways::NoGateways),
         }
     }
 
-    /// The store and cache `config` names.
+    /// The store, cache and session store `config` names, and no gateway yet.
     ///
     /// # Errors
-    /// When either cannot be opened.
+    /// When one cannot be opened.
     pub async fn open(config: &crate::NodeConfig) -> Result<Self, crate::node::NodeError> {
         let store = crate::storage::open(&config.storage).await?;
         let cache = crate::cache::open(config).await?;
-        Ok(Self { store, cache })
+        let sessions = crate::session::open(config).await?;
+        Ok(Self { store, cache, sessions, gateways: Arc::new(gateways::NoGateways) })
     }
 }
 
@@ -104,6 +116,10 @@ struct Core {
     store: Arc<dyn StoreBackend>,
     /// The modules' cache.
     cache: Arc<dyn CacheBackend>,
+    /// Where logged-in players are.
+    sessions: Arc<dyn SessionStore>,
+    /// The gateways holding their sessions.
+    gateways: Arc<dyn Gateways>,
     /// Per-route metric handles, registered once (a labelled lookup per request costs).
     metrics: HashMap<&'static str, RouteMetrics>,
 }
@@ -134,6 +150,8 @@ impl Worker {
             last_arrival_us: AtomicU64::new(0),
             store: backends.store,
             cache: backends.cache,
+            sessions: backends.sessions,
+            gateways: backends.gateways,
             metrics,
         };
         Self { core: Arc::new(core) }
@@ -323,6 +341,27 @@ impl Host for Core {
         // A panic in the handler is caught by the SDK's glue, on the module's side of a library
         // boundary, and answered INTERNAL (see `Host::panicked`).
         (route.handler)(from.for_call(route.path), body)
+    }
+
+    fn bind_user(&self, from: &Ctx, user: u64) -> BoxFuture<Result<(), Code>> {
+        Box::pin(players::bind_user(
+            self.sessions.clone(),
+            self.gateways.clone(),
+            from.request().session.clone(),
+            user,
+        ))
+    }
+
+    fn push(&self, _: &Ctx, users: Vec<u64>, route: &str, body: Bytes) -> BoxFuture<Result<Pushed, Code>> {
+        Box::pin(players::push(self.sessions.clone(), self.gateways.clone(), users, route.to_owned(), body))
+    }
+
+    fn kick(&self, _: &Ctx, user: u64, reason: Code) -> BoxFuture<Result<bool, Code>> {
+        Box::pin(players::kick(self.sessions.clone(), self.gateways.clone(), user, reason))
+    }
+
+    fn online(&self, _: &Ctx, users: Vec<u64>) -> BoxFuture<Result<Vec<bool>, Code>> {
+        Box::pin(players::online(self.sessions.clone(), users))
     }
 
     fn spawn(&self, task: BoxFuture<()>) {

@@ -92,3 +92,21 @@ async fn spawn_panic(ctx: Ctx, req: Text) -> Result<Text, Code> {
 async fn panic(_ctx: Ctx, req: Text) -> Result<Text, Code> {
     panic!("dyntest.panic was asked to panic: {}", req.text)
 }
+
+/// Logs the session in as the user id in the text.
+#[mortar::handler("dyntest.login")]
+async fn login(ctx: Ctx, req: Text) -> Result<Text, Code> {
+    let user = req.text.parse().map_err(|_| Code::BAD_REQUEST)?;
+    ctx.bind_user(user).await?;
+    Ok(Text { text: format!("logged in as {user}") })
+}
+
+/// Pushes `dyntest.note` to the comma-separated users in the text; answers
+/// `delivered=D offline=[…]`.
+#[mortar::handler("dyntest.push")]
+async fn push(ctx: Ctx, req: Text) -> Result<Text, Code> {
+    let users: Vec<u64> = req.text.split(',').map(|id| id.trim().parse().map_err(|_| Code::BAD_REQUEST)).collect::<Result<_, _>>()?;
+    let from = ctx.user_id().map_or_else(|| "nobody".into(), |user| user.to_string());
+    let pushed = ctx.push(&users, "dyntest.note", &Text { text: format!("from {from}") }).await?;
+    Ok(Text { text: format!("delivered={} offline={:?}", pushed.delivered, pushed.offline) })
+}

@@ -1,0 +1,228 @@
+//! How a worker reaches the gateway holding a player's session: to mark a session logged in, to
+//! kick it, to push to it.
+//!
+//! - [`LocalGateway`]: the node's own gateway (`mortar dev`), called directly.
+//! - [`GatewayPool`]: a cluster's gateways, found through the registry and dialled on first use
+//!   (one multiplexed tarpc connection each, with the cluster handshake). A gateway that leaves
+//!   the registry has its players' logins purged from the session store, so they can log in
+//!   again at once.
+
+use crate::{
+    config::RpcConfig,
+    gateway::{Gateway, WeakGateway, sessions::PushReport},
+    registry::{Change, NodeKind, Registry},
+    rpc::{GatewayRpcClient, PushBatch, codec, handshake, handshake::Identity},
+    session::SessionStore,
+};
+use mortar::{Code, ctx::BoxFuture};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, OnceLock, PoisonError},
+    time::Instant,
+};
+use tarpc::client::RpcError;
+
+/// What a worker asks of gateways. Every call names the gateway by node id.
+pub trait Gateways: Send + Sync + 'static {
+    /// Marks session `session` of `gateway` as logged in as `user`; false when it is gone.
+    fn bind(&self, gateway: &str, session: u64, user: u64) -> BoxFuture<Result<bool, Code>>;
+    /// Kicks session `session` of `gateway` with `reason`; false when it is gone.
+    fn kick(&self, gateway: &str, session: u64, reason: Code) -> BoxFuture<Result<bool, Code>>;
+    /// Pushes `batch` to its sessions on `gateway`.
+    fn push(&self, gateway: &str, batch: PushBatch) -> BoxFuture<Result<PushReport, Code>>;
+}
+
+/// No gateway at all (tests and benches of a bare worker): every call is `UNAVAILABLE`.
+pub struct NoGateways;
+
+impl Gateways for NoGateways {
+    fn bind(&self, _: &str, _: u64, _: u64) -> BoxFuture<Result<bool, Code>> {
+        Box::pin(std::future::ready(Err(Code::UNAVAILABLE)))
+    }
+
+    fn kick(&self, _: &str, _: u64, _: Code) -> BoxFuture<Result<bool, Code>> {
+        Box::pin(std::future::ready(Err(Code::UNAVAILABLE)))
+    }
+
+    fn push(&self, _: &str, _: PushBatch) -> BoxFuture<Result<PushReport, Code>> {
+        Box::pin(std::future::ready(Err(Code::UNAVAILABLE)))
+    }
+}
+
+/// The node's own gateway, set once it exists (the worker is made first). Held weakly: the
+/// gateway's relay holds the worker.
+#[derive(Default)]
+pub struct LocalGateway {
+    gateway: OnceLock<WeakGateway>,
+}
+
+impl LocalGateway {
+    /// Makes `gateway` the one calls reach.
+    pub fn set(&self, gateway: &Gateway) {
+        let _ = self.gateway.set(gateway.downgrade());
+    }
+
+    fn get(&self, id: &str) -> Result<Gateway, Code> {
+        self.gateway
+            .get()
+            .and_then(WeakGateway::upgrade)
+            .filter(|gateway| gateway.node_id() == id)
+            .ok_or(Code::UNAVAILABLE)
+    }
+}
+
+impl Gateways for LocalGateway {
+    fn bind(&self, gateway: &str, session: u64, user: u64) -> BoxFuture<Result<bool, Code>> {
+        let bound = self.get(gateway).map(|gateway| gateway.bind(session, user));
+        Box::pin(std::future::ready(bound))
+    }
+
+    fn kick(&self, gateway: &str, session: u64, reason: Code) -> BoxFuture<Result<bool, Code>> {
+        let kicked = self.get(gateway).map(|gateway| gateway.kick(session, reason));
+        Box::pin(std::future::ready(kicked))
+    }
+
+    fn push(&self, gateway: &str, batch: PushBatch) -> BoxFuture<Result<PushReport, Code>> {
+        let report = self
+            .get(gateway)
+            .map(|gateway| gateway.push(&batch.sessions, &batch.main, &batch.sub, batch.data));
+        Box::pin(std::future::ready(report))
+    }
+}
+
+/// A cluster's gateways. Cheap to clone.
+#[derive(Clone)]
+pub struct GatewayPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    me: Arc<Identity>,
+    config: RpcConfig,
+    registry: Arc<dyn Registry>,
+    /// Connections made, by gateway id; one that fails is dropped and dialled again next time.
+    clients: tokio::sync::Mutex<HashMap<String, GatewayRpcClient>>,
+    follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl GatewayPool {
+    /// Gateways of `registry`, reached as `me`. Follows the registry from now on: a gateway that
+    /// leaves it has its players' logins removed from `sessions`.
+    pub fn start(
+        me: Arc<Identity>,
+        config: RpcConfig,
+        registry: Arc<dyn Registry>,
+        sessions: Arc<dyn SessionStore>,
+    ) -> Self {
+        let inner = Arc::new(Inner {
+            me,
+            config,
+            registry: registry.clone(),
+            clients: tokio::sync::Mutex::default(),
+            follower: Mutex::default(),
+        });
+        let mut watcher = registry.watch();
+        let follower = tokio::spawn({
+            let inner = inner.clone();
+            async move {
+                let mut gateways = HashSet::new();
+                while let Some(changes) = watcher.changed().await {
+                    for change in changes {
+                        match change {
+                            Change::Added(entry) | Change::Updated(entry)
+                                if entry.kind == NodeKind::Gateway =>
+                            {
+                                gateways.insert(entry.id);
+                            }
+                            Change::Removed(id) if gateways.remove(&id) => {
+                                inner.clients.lock().await.remove(&id);
+                                match sessions.purge_gateway(id.clone()).await {
+                                    Ok(purged) => {
+                                        tracing::info!(gateway = %id, purged, "gateway left: its players' logins removed")
+                                    }
+                                    Err(error) => {
+                                        tracing::warn!(gateway = %id, %error, "gateway left: cannot purge its logins")
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        });
+        *inner.follower.lock().unwrap_or_else(PoisonError::into_inner) = Some(follower);
+        Self { inner }
+    }
+
+    /// Stops following the registry.
+    pub fn close(&self) {
+        if let Some(follower) = self.inner.follower.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            follower.abort();
+        }
+    }
+
+    /// The connection to gateway `id`, dialled when there is none.
+    async fn client(&self, id: &str) -> Result<GatewayRpcClient, Code> {
+        let mut clients = self.inner.clients.lock().await;
+        if let Some(client) = clients.get(id) {
+            return Ok(client.clone());
+        }
+        let nodes = self.inner.registry.snapshot();
+        let Some(entry) = nodes.get(id).filter(|entry| entry.kind == NodeKind::Gateway) else {
+            tracing::debug!(gateway = %id, "no such gateway in the registry");
+            return Err(Code::UNAVAILABLE);
+        };
+        let (_, frames) =
+            handshake::dial(&entry.addr, id, &self.inner.me, &self.inner.config).await.map_err(|error| {
+                tracing::warn!(gateway = %id, %error, "cannot reach gateway");
+                Code::UNAVAILABLE
+            })?;
+        let new = GatewayRpcClient::new(tarpc::client::Config::default(), codec::transport(frames));
+        tokio::spawn(new.dispatch);
+        clients.insert(id.to_owned(), new.client.clone());
+        Ok(new.client)
+    }
+
+    /// Runs `call` on gateway `id`'s connection, dropping the connection when it failed.
+    async fn call<T>(
+        &self,
+        id: &str,
+        call: impl AsyncFnOnce(GatewayRpcClient, tarpc::context::Context) -> Result<T, RpcError>,
+    ) -> Result<T, Code> {
+        let client = self.client(id).await?;
+        let mut cx = tarpc::context::current();
+        cx.deadline = Instant::now() + self.inner.config.ping_timeout();
+        call(client, cx).await.map_err(|error| {
+            tracing::warn!(gateway = %id, %error, "call to gateway failed");
+            let inner = self.inner.clone();
+            let id = id.to_owned();
+            tokio::spawn(async move { inner.clients.lock().await.remove(&id) });
+            match error {
+                RpcError::DeadlineExceeded => Code::TIMEOUT,
+                _ => Code::UNAVAILABLE,
+            }
+        })
+    }
+}
+
+impl Gateways for GatewayPool {
+    fn bind(&self, gateway: &str, session: u64, user: u64) -> BoxFuture<Result<bool, Code>> {
+        let (pool, gateway) = (self.clone(), gateway.to_owned());
+        Box::pin(
+            async move { pool.call(&gateway, async |client, cx| client.bind(cx, session, user).await).await },
+        )
+    }
+
+    fn kick(&self, gateway: &str, session: u64, reason: Code) -> BoxFuture<Result<bool, Code>> {
+        let (pool, gateway) = (self.clone(), gateway.to_owned());
+        Box::pin(async move {
+            pool.call(&gateway, async |client, cx| client.kick(cx, session, reason.get()).await).await
+        })
+    }
+
+    fn push(&self, gateway: &str, batch: PushBatch) -> BoxFuture<Result<PushReport, Code>> {
+        let (pool, gateway) = (self.clone(), gateway.to_owned());
+        Box::pin(async move { pool.call(&gateway, async |client, cx| client.push(cx, batch).await).await })
+    }
+}
