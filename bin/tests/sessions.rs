@@ -74,7 +74,8 @@ async fn players_on_two_gateways_push_to_each_other_and_a_second_login_kicks_the
         ("MORTAR_REGISTRY__TTL_MS", "1000"),
         ("MORTAR_REGISTRY__HEARTBEAT_MS", "200"),
     ];
-    let worker_env: Vec<_> = env.iter().copied().chain([("MORTAR_WORKER__DYNAMIC_MODULES", modules.as_str())]).collect();
+    let worker_env: Vec<_> =
+        env.iter().copied().chain([("MORTAR_WORKER__DYNAMIC_MODULES", modules.as_str())]).collect();
     let _worker = support::worker(&dir, "worker-1", "127.0.0.1:0", "", &worker_env);
     let gw1 = support::gateway(&dir, "gateway-1", "", &env);
     let mut gw2 = support::gateway(&dir, "gateway-2", "", &env);
@@ -99,7 +100,11 @@ async fn players_on_two_gateways_push_to_each_other_and_a_second_login_kicks_the
     // One push batch per gateway: each received exactly one.
     for gateway in [&gw1, &gw2] {
         let (_, metrics) = gateway.admin_get("/metrics");
-        assert!(metrics.contains("mortar_gateway_pushes_total{route=\"dyntest.note\"} 1"), "{}: {metrics}", gateway.name);
+        assert!(
+            metrics.contains("mortar_gateway_pushes_total{route=\"dyntest.note\"} 1"),
+            "{}: {metrics}",
+            gateway.name
+        );
     }
 
     // Alice logs in again through the other gateway: her first session is kicked.
@@ -122,7 +127,11 @@ async fn players_on_two_gateways_push_to_each_other_and_a_second_login_kicks_the
         if text_of(&reply) == "delivered=0 offline=[2]" {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "gateway-2's players stayed logged in: {}", text_of(&reply));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gateway-2's players stayed logged in: {}",
+            text_of(&reply)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut bob_again = login(&gw1.addr, 2).await;

@@ -43,8 +43,11 @@ pub type MessageTypes = (String, String);
 /// Who may reach a route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
-    /// Clients (through a gateway) and other modules.
+    /// Logged-in clients (through a gateway) and other modules; a client that has not logged in
+    /// gets `NOT_LOGGED_IN`. The default.
     Client,
+    /// Every client, logged in or not (`#[handler("user.login", public)]`), and other modules.
+    Public,
     /// Only other modules, through [`Ctx::call`]; a client asking for it gets `NO_ROUTE`.
     Internal,
 }
@@ -65,6 +68,11 @@ pub struct Route {
 }
 
 impl Route {
+    /// Whether clients may reach it (logged in or not, see [`Access`]).
+    pub fn is_for_clients(&self) -> bool {
+        self.access != Access::Internal
+    }
+
     /// The module part of the path.
     pub fn module(&self) -> &'static str {
         self.path.split_once('.').map_or(self.path, |(main, _)| main)

@@ -19,13 +19,13 @@ use std::{
 mortar::module!("testkit");
 
 /// Panics: the host must answer `INTERNAL` and keep running.
-#[mortar::handler("testkit.panic")]
+#[mortar::handler("testkit.panic", public)]
 async fn panic(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
     panic!("testkit.panic was asked to panic: {}", req.text);
 }
 
 /// Sleeps for the number of milliseconds in `text`, then echoes it.
-#[mortar::handler("testkit.slow")]
+#[mortar::handler("testkit.slow", public)]
 async fn slow(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
     let millis = req.text.parse().map_err(|_| Code::BAD_REQUEST)?;
     tokio::time::sleep(Duration::from_millis(millis)).await;
@@ -33,7 +33,7 @@ async fn slow(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
 }
 
 /// Calls the internal `testkit.double` and returns its answer.
-#[mortar::handler("testkit.relay")]
+#[mortar::handler("testkit.relay", public)]
 async fn relay(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
     ctx.call("testkit.double", &req).await
 }
@@ -45,19 +45,19 @@ async fn double(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
 }
 
 /// Calls itself until the host refuses the depth.
-#[mortar::handler("testkit.recurse")]
+#[mortar::handler("testkit.recurse", public)]
 async fn recurse(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
     ctx.call("testkit.recurse", &req).await
 }
 
 /// Answers a module code.
-#[mortar::handler("testkit.fail")]
+#[mortar::handler("testkit.fail", public)]
 async fn fail(_ctx: Ctx, _req: EchoReq) -> Result<EchoResp, Code> {
     Err(Code::module(1001))
 }
 
 /// Answers its own trace id and the one an internal call sees, as `OWN|INNER` in hex.
-#[mortar::handler("testkit.trace")]
+#[mortar::handler("testkit.trace", public)]
 async fn trace(ctx: Ctx, _req: EchoReq) -> Result<EchoResp, Code> {
     let inner: EchoResp = ctx.call("testkit.trace_inner", &EchoReq::default()).await?;
     Ok(EchoResp { text: format!("{:032x}|{}", ctx.request().trace_id, inner.text) })
@@ -78,7 +78,7 @@ pub fn finished(text: &str) -> bool {
 }
 
 /// Sleeps 300 ms, then records `text` as finished (see [`finished`]) and echoes it.
-#[mortar::handler("testkit.finish")]
+#[mortar::handler("testkit.finish", public)]
 async fn finish(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     FINISHED.lock().map_err(|_| Code::INTERNAL)?.insert(req.text.clone());
@@ -86,14 +86,14 @@ async fn finish(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
 }
 
 /// Answers the session id the worker sees for this client, in decimal.
-#[mortar::handler("testkit.whoami")]
+#[mortar::handler("testkit.whoami", public)]
 async fn whoami(ctx: Ctx, _req: EchoReq) -> Result<EchoResp, Code> {
     Ok(EchoResp { text: ctx.session_id().to_string() })
 }
 
 /// Sleeps 50 ms, then answers a text of as many bytes as the number in `text` (at most 1 MiB):
 /// big, late replies to small requests.
-#[mortar::handler("testkit.big")]
+#[mortar::handler("testkit.big", public)]
 async fn big(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
     let len: usize = req.text.parse().map_err(|_| Code::BAD_REQUEST)?;
     if len > 1 << 20 {
@@ -112,7 +112,7 @@ struct Counter {
 
 /// Adds one to the stored counter whose id is in `text` and answers its new value: a module
 /// using the store through `Ctx`.
-#[mortar::handler("testkit.bump")]
+#[mortar::handler("testkit.bump", public)]
 async fn bump(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
     let id: u64 = req.text.parse().map_err(|_| Code::BAD_REQUEST)?;
     let (_, n) = ctx
@@ -127,7 +127,7 @@ async fn bump(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
 
 /// Counts calls in the module's cache under the key in `text` and answers the count: a module
 /// using the cache through `Ctx`.
-#[mortar::handler("testkit.hits")]
+#[mortar::handler("testkit.hits", public)]
 async fn hits(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
     let n = ctx.cache().incr(&req.text, 1, Some(Duration::from_secs(60))).await?;
     Ok(EchoResp { text: n.to_string() })
@@ -141,7 +141,7 @@ fn user_ids(text: &str) -> Result<Vec<u64>, Code> {
 }
 
 /// Logs the session in as the user id in `text`.
-#[mortar::handler("testkit.login")]
+#[mortar::handler("testkit.login", public)]
 async fn login(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
     let user = req.text.parse().map_err(|_| Code::BAD_REQUEST)?;
     ctx.bind_user(user).await?;
@@ -149,7 +149,7 @@ async fn login(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
 }
 
 /// Answers the session's user id, or `none`.
-#[mortar::handler("testkit.me")]
+#[mortar::handler("testkit.me", public)]
 async fn me(ctx: Ctx, _req: EchoReq) -> Result<EchoResp, Code> {
     Ok(EchoResp { text: ctx.user_id().map_or_else(|| "none".into(), |user| user.to_string()) })
 }

@@ -145,3 +145,20 @@ async fn fifty_racing_logins_of_one_user_leave_one_session() {
     }
     assert_eq!((bound, kicked_or_refused), (1, 49));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_need_a_login_unless_public() {
+    let node =
+        DevNode::with_config(|config| config.worker.public_routes = vec!["testkit.online".into()]).await;
+    let mut guest = Client::connect(&node.url()).await.unwrap();
+    assert_eq!(ask(&mut guest, "testkit.push", "1").await.0, ErrorCode::NotLoggedIn as i32);
+    assert_eq!(ask(&mut guest, "testkit.kick", "1").await.0, ErrorCode::NotLoggedIn as i32);
+    // Public by its handler, and public by the config.
+    assert_eq!(ask(&mut guest, "testkit.me", "").await, (0, "none".into()));
+    assert_eq!(ask(&mut guest, "testkit.online", "1").await, (0, "false".into()));
+    // Internal routes stay unreachable, logged in or not.
+    assert_eq!(ask(&mut guest, "testkit.double", "").await.0, ErrorCode::NoRoute as i32);
+    let mut player = logged_in(&node, 1).await;
+    assert_eq!(ask(&mut player, "testkit.push", "1").await.0, 0);
+    assert_eq!(ask(&mut player, "testkit.double", "").await.0, ErrorCode::NoRoute as i32);
+}

@@ -12,6 +12,10 @@ pub struct WorkerConfig {
     /// Module libraries (cdylibs built with `mortar::export_module!()`) to load at start, paths
     /// relative to the working directory. Every module of a listed library is served.
     pub dynamic_modules: Vec<PathBuf>,
+    /// Client routes that need no login besides those their handler marks `public`: `main.sub`,
+    /// or `main.*` for a whole module. Every other client route answers `NOT_LOGGED_IN` to a
+    /// session that has not logged in.
+    pub public_routes: Vec<String>,
     /// Address the worker's RPC service binds (`mortar worker --rpc-listen` overrides it; port 0
     /// picks a free port, printed on the readiness line).
     pub listen: SocketAddr,
@@ -36,6 +40,7 @@ impl Default for WorkerConfig {
         Self {
             modules: Vec::new(),
             dynamic_modules: Vec::new(),
+            public_routes: Vec::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 7100)),
             advertise: String::new(),
             weight: 1,

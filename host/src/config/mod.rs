@@ -184,6 +184,16 @@ impl NodeConfig {
         check("gateway.rpc_advertise", is_address(&g.rpc_advertise), "must be empty or HOST:PORT")?;
 
         within("worker.weight", w.weight, 1, 1000)?;
+        for pattern in &w.public_routes {
+            let valid = pattern.split_once('.').is_some_and(|(main, sub)| {
+                let part = |p: &str| {
+                    !p.is_empty()
+                        && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                };
+                part(main) && (sub == "*" || part(sub))
+            });
+            check("worker.public_routes", valid, format!("`{pattern}` is not `main.sub` or `main.*`"))?;
+        }
         check("worker.advertise", is_address(&w.advertise), "must be empty or HOST:PORT")?;
         within("worker.drain_quiet_ms", w.drain_quiet_ms, 0, 60_000)?;
         within("worker.shutdown_grace_ms", w.shutdown_grace_ms, 0, HOUR_MS)?;

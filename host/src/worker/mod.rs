@@ -215,7 +215,8 @@ impl Worker {
     }
 
     /// Handles one client request. Always answers: an unknown or internal route is `NO_ROUTE`, a
-    /// body that does not decode is `BAD_REQUEST`, a panicking handler is `INTERNAL`.
+    /// route that needs a login from a session without one is `NOT_LOGGED_IN`, a body that does
+    /// not decode is `BAD_REQUEST`, a panicking handler is `INTERNAL`.
     ///
     /// Each request runs in a `request` span carrying its route, seq, session, user and trace id,
     /// and is counted in the request metrics by route and code.
@@ -225,6 +226,11 @@ impl Worker {
                 .increment(1);
             return Reply::code(Code::NO_ROUTE);
         };
+        if msg.user.is_none() && self.core.routes.needs_login(route) {
+            metrics::counter!(m::REQUESTS, "route" => route.path, "code" => m::code_label(Code::NOT_LOGGED_IN.get()))
+                .increment(1);
+            return Reply::code(Code::NOT_LOGGED_IN);
+        }
         // Debug level: a span per request is created only when someone listens to it (formatting
         // its fields for every request would cost more than the request itself).
         let span = tracing::debug_span!(

@@ -185,6 +185,8 @@ pub struct RouteTable {
     modules: Vec<(Origin, Box<dyn Module>)>,
     /// The served modules' protos, encoded as one `FileDescriptorSet` (without `mortar.proto`).
     descriptors: bytes::Bytes,
+    /// Client routes the config makes public (`worker.public_routes`).
+    public: std::collections::HashSet<&'static str>,
 }
 
 impl RouteTable {
@@ -211,7 +213,35 @@ impl RouteTable {
             sources.push(ModuleSource::library(&library));
             tracing::info!(library = %path.display(), "loaded dynamic module library");
         }
-        Ok(Self::build(sources, &config.modules)?)
+        let mut table = Self::build(sources, &config.modules)?;
+        table.make_public(&config.public_routes);
+        Ok(table)
+    }
+
+    /// Makes the client routes matching `patterns` (`main.sub`, `main.*`) reachable without a
+    /// login. A pattern matching no served route is logged: it is likely a typo.
+    pub fn make_public(&mut self, patterns: &[String]) {
+        for pattern in patterns {
+            let (main, sub) = pattern.split_once('.').unwrap_or((pattern, ""));
+            let matched: Vec<&'static str> = self
+                .routes()
+                .filter(|route| route.is_for_clients())
+                .filter(|route| {
+                    route.module() == main
+                        && (sub == "*" || route.path.split_once('.').is_some_and(|(_, s)| s == sub))
+                })
+                .map(|route| route.path)
+                .collect();
+            if matched.is_empty() {
+                tracing::warn!(pattern = %pattern, "worker.public_routes: the pattern matches no client route this node serves");
+            }
+            self.public.extend(matched);
+        }
+    }
+
+    /// Whether a client must be logged in to reach `route`.
+    pub fn needs_login(&self, route: &Route) -> bool {
+        route.access == Access::Client && !self.public.contains(route.path)
     }
 
     /// Builds the table from `sources`. `enabled` names the linked modules to serve (empty: all
@@ -304,7 +334,7 @@ impl RouteTable {
             .filter(|(name, _)| is_enabled(name))
             .map(|(_, (_, origin, module))| (origin, module))
             .collect();
-        Ok(Self { routes: table, modules, descriptors })
+        Ok(Self { routes: table, modules, descriptors, public: Default::default() })
     }
 
     /// The route `main.sub`, if an enabled module serves it.
@@ -314,7 +344,7 @@ impl RouteTable {
 
     /// The route `main.sub` as a client may reach it: internal routes are hidden.
     pub fn get_for_client(&self, main: &str, sub: &str) -> Option<&'static Route> {
-        self.get(main, sub).filter(|route| route.access == Access::Client)
+        self.get(main, sub).filter(|route| route.is_for_clients())
     }
 
     /// The enabled modules.

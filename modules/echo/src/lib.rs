@@ -15,13 +15,13 @@ mortar::module!("echo");
 mortar::export_module!();
 
 /// Answers the request's text.
-#[mortar::handler("echo.say")]
+#[mortar::handler("echo.say", public)]
 pub async fn say(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
     Ok(EchoResp { text: req.text })
 }
 
 /// Answers the id of the node that ran the request: where a player's requests land.
-#[mortar::handler("echo.node")]
+#[mortar::handler("echo.node", public)]
 pub async fn node(ctx: Ctx, _req: NodeReq) -> Result<NodeResp, Code> {
     Ok(NodeResp { node: ctx.node_id().to_owned() })
 }

@@ -9,29 +9,36 @@ use syn::{
     parse_macro_input,
 };
 
-/// `#[handler("main.sub")]` or `#[handler("main.sub", internal)]` on an
-/// `async fn(Ctx, Req) -> Result<Resp, Code>`.
+/// `#[handler("main.sub")]`, `#[handler("main.sub", public)]` or
+/// `#[handler("main.sub", internal)]` on an `async fn(Ctx, Req) -> Result<Resp, Code>`.
 struct HandlerArgs {
     route: LitStr,
     internal: bool,
+    public: bool,
 }
 
 impl Parse for HandlerArgs {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let route: LitStr = input.parse()?;
-        let mut internal = false;
+        let (mut internal, mut public) = (false, false);
         if input.peek(Token![,]) {
             input.parse::<Token![,]>()?;
             let flag: Ident = input.parse()?;
-            if flag != "internal" {
-                return Err(syn::Error::new(flag.span(), "expected `internal` or nothing"));
+            if flag == "internal" {
+                internal = true;
+            } else if flag == "public" {
+                public = true;
+            } else {
+                return Err(syn::Error::new(
+                    flag.span(),
+                    "expected `public` (clients need not be logged in), `internal` (only other modules), or nothing",
+                ));
             }
-            internal = true;
         }
         if !input.is_empty() {
             return Err(input.error("unexpected tokens after the route"));
         }
-        Ok(Self { route, internal })
+        Ok(Self { route, internal, public })
     }
 }
 
@@ -106,8 +113,9 @@ fn last_segment(ty: &syn::Type) -> Option<&syn::PathSegment> {
 
 /// Registers an `async fn(Ctx, Req) -> Result<Resp, Code>` as the handler of a route.
 ///
-/// `#[handler("pack.query")]` makes a client route; `#[handler("pack.add_items", internal)]` a
-/// route only other modules can call. The function stays as written; the macro adds the glue that
+/// `#[handler("pack.query")]` makes a client route for logged-in sessions (others get
+/// `NOT_LOGGED_IN`); `#[handler("user.login", public)]` one every client may call;
+/// `#[handler("pack.add_items", internal)]` a route only other modules can call. The function stays as written; the macro adds the glue that
 /// decodes the request (answering `BAD_REQUEST` without calling the function when it does not
 /// decode) and encodes the reply, and submits the route to the SDK's route registry.
 #[proc_macro_attribute]
@@ -129,6 +137,8 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     let route = &args.route;
     let access = if args.internal {
         quote!(::mortar::route::Access::Internal)
+    } else if args.public {
+        quote!(::mortar::route::Access::Public)
     } else {
         quote!(::mortar::route::Access::Client)
     };

@@ -40,13 +40,13 @@ impl Module for Dyntest {
 static SPAWNED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Answers "hello TEXT from a library".
-#[mortar::handler("dyntest.hello")]
+#[mortar::handler("dyntest.hello", public)]
 async fn hello(_ctx: Ctx, req: Text) -> Result<Text, Code> {
     Ok(Text { text: format!("hello {} from a library", req.text) })
 }
 
 /// Sleeps `millis` through the host's timer and says how long that took by `ctx.now()`.
-#[mortar::handler("dyntest.nap")]
+#[mortar::handler("dyntest.nap", public)]
 async fn nap(ctx: Ctx, req: Nap) -> Result<Napped, Code> {
     let millis = |ctx: &Ctx| ctx.now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let before = millis(&ctx);
@@ -55,7 +55,7 @@ async fn nap(ctx: Ctx, req: Nap) -> Result<Napped, Code> {
 }
 
 /// Spawns a task that sleeps, then records the text; answers once it is recorded.
-#[mortar::handler("dyntest.spawn")]
+#[mortar::handler("dyntest.spawn", public)]
 async fn spawn(ctx: Ctx, req: Text) -> Result<Text, Code> {
     let task_ctx = ctx.clone();
     let text = req.text.clone();
@@ -73,14 +73,14 @@ async fn spawn(ctx: Ctx, req: Text) -> Result<Text, Code> {
 }
 
 /// Answers the text in upper case, by calling the linked echo module's internal route.
-#[mortar::handler("dyntest.shout")]
+#[mortar::handler("dyntest.shout", public)]
 async fn shout(ctx: Ctx, req: Text) -> Result<Text, Code> {
     let upper: Text = ctx.call("echo.upper", &req).await?;
     Ok(Text { text: format!("{}!", upper.text) })
 }
 
 /// Spawns a task that panics: the task ends, the node stays up.
-#[mortar::handler("dyntest.spawn_panic")]
+#[mortar::handler("dyntest.spawn_panic", public)]
 async fn spawn_panic(ctx: Ctx, req: Text) -> Result<Text, Code> {
     let text = req.text.clone();
     ctx.spawn(async move { panic!("a dyntest task was asked to panic: {text}") });
@@ -88,13 +88,13 @@ async fn spawn_panic(ctx: Ctx, req: Text) -> Result<Text, Code> {
 }
 
 /// Panics: the node answers INTERNAL and stays up.
-#[mortar::handler("dyntest.panic")]
+#[mortar::handler("dyntest.panic", public)]
 async fn panic(_ctx: Ctx, req: Text) -> Result<Text, Code> {
     panic!("dyntest.panic was asked to panic: {}", req.text)
 }
 
 /// Logs the session in as the user id in the text.
-#[mortar::handler("dyntest.login")]
+#[mortar::handler("dyntest.login", public)]
 async fn login(ctx: Ctx, req: Text) -> Result<Text, Code> {
     let user = req.text.parse().map_err(|_| Code::BAD_REQUEST)?;
     ctx.bind_user(user).await?;
@@ -105,7 +105,11 @@ async fn login(ctx: Ctx, req: Text) -> Result<Text, Code> {
 /// `delivered=D offline=[…]`.
 #[mortar::handler("dyntest.push")]
 async fn push(ctx: Ctx, req: Text) -> Result<Text, Code> {
-    let users: Vec<u64> = req.text.split(',').map(|id| id.trim().parse().map_err(|_| Code::BAD_REQUEST)).collect::<Result<_, _>>()?;
+    let users: Vec<u64> = req
+        .text
+        .split(',')
+        .map(|id| id.trim().parse().map_err(|_| Code::BAD_REQUEST))
+        .collect::<Result<_, _>>()?;
     let from = ctx.user_id().map_or_else(|| "nobody".into(), |user| user.to_string());
     let pushed = ctx.push(&users, "dyntest.note", &Text { text: format!("from {from}") }).await?;
     Ok(Text { text: format!("delivered={} offline={:?}", pushed.delivered, pushed.offline) })
