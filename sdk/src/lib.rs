@@ -15,7 +15,7 @@
 //! mortar::module!("echo");
 //! mortar::export_module!(); // only to load it from a shared library too
 //!
-//! #[mortar::handler("echo.say")]
+//! #[mortar::handler("echo.say", public)]
 //! async fn say(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
 //!     Ok(EchoResp { text: req.text })
 //! }
