@@ -251,21 +251,19 @@ impl NodeConfig {
         within("storage.timeout_ms", self.storage.timeout_ms, 100, 600_000)?;
         check("storage.path", !self.storage.path.as_os_str().is_empty(), "must not be empty")?;
 
+        let memory_or_redis = |key, url: &str| {
+            check(
+                key,
+                url == "memory" || url.starts_with("redis://"),
+                "must be `memory` or redis://HOST:PORT[/DB]",
+            )
+        };
         let c = &self.cache;
-        check(
-            "cache.url",
-            c.url == "memory" || c.url.starts_with("redis://"),
-            "must be `memory` or redis://HOST:PORT[/DB]",
-        )?;
+        memory_or_redis("cache.url", &c.url)?;
         within("cache.max_entries", c.max_entries, 1, 100_000_000)?;
         within("cache.timeout_ms", c.timeout_ms, 10, 60_000)?;
-        let s = &self.session;
-        check(
-            "session.url",
-            s.url == "memory" || s.url.starts_with("redis://"),
-            "must be `memory` or redis://HOST:PORT[/DB]",
-        )?;
-        within("session.timeout_ms", s.timeout_ms, 10, 60_000)?;
+        memory_or_redis("session.url", &self.session.url)?;
+        within("session.timeout_ms", self.session.timeout_ms, 10, 60_000)?;
 
         within("admin.max_connections", a.max_connections, 1, 10_000)?;
         within("admin.request_timeout_ms", a.request_timeout_ms, 100, 600_000)?;
