@@ -92,6 +92,10 @@ pub trait Host: Send + Sync + 'static {
     /// gateway.
     fn push(&self, from: &Ctx, users: Vec<u64>, route: &str, body: Bytes) -> BoxFuture<Result<Pushed, Code>>;
 
+    /// Pushes `route` with the encoded `body` to the session of `from`, logged in or not; false
+    /// when the session has ended.
+    fn push_session(&self, from: &Ctx, route: &str, body: Bytes) -> BoxFuture<Result<bool, Code>>;
+
     /// Kicks `user`'s session, wherever it is, with `reason`; false when `user` is offline.
     fn kick(&self, from: &Ctx, user: u64, reason: Code) -> BoxFuture<Result<bool, Code>>;
 
@@ -214,6 +218,19 @@ impl Ctx {
             return Err(Code::BAD_REQUEST);
         }
         self.inner.host.push(self, users.to_vec(), route, Bytes::from(msg.encode_to_vec())).await
+    }
+
+    /// Pushes `msg` as route `route` (`seq` 0) to this request's own session, logged in or not
+    /// (a login challenge, a queue position): false when the session has ended.
+    ///
+    /// # Errors
+    /// `BAD_REQUEST` for a route that is not `main.sub`; `UNAVAILABLE` when the session's gateway
+    /// cannot be reached.
+    pub async fn push_session<M: Message>(&self, route: &str, msg: &M) -> Result<bool, Code> {
+        if !route.contains('.') {
+            return Err(Code::BAD_REQUEST);
+        }
+        self.inner.host.push_session(self, route, Bytes::from(msg.encode_to_vec())).await
     }
 
     /// Kicks `user`'s session with `reason` (it gets `sys.kick` and is closed); false when `user`

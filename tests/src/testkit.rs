@@ -182,3 +182,10 @@ async fn online(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
     let online = ctx.online(&user_ids(&req.text)?).await?;
     Ok(EchoResp { text: online.iter().map(ToString::to_string).collect::<Vec<_>>().join(",") })
 }
+
+/// Pushes `testkit.note` with `text` to the asking session, logged in or not; answers whether it
+/// was queued.
+#[mortar::handler("testkit.tell", public)]
+async fn tell(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
+    Ok(EchoResp { text: ctx.push_session("testkit.note", &req).await?.to_string() })
+}

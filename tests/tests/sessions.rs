@@ -162,3 +162,17 @@ async fn routes_need_a_login_unless_public() {
     assert_eq!(ask(&mut player, "testkit.push", "1").await.0, 0);
     assert_eq!(ask(&mut player, "testkit.double", "").await.0, ErrorCode::NoRoute as i32);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_pushes_to_its_own_session_before_login() {
+    let node = DevNode::start().await;
+    let mut guest = Client::connect(&node.url()).await.unwrap();
+    let mut pushes = Vec::new();
+    assert_eq!(call(&mut guest, "testkit.tell", "queue position 3", &mut pushes).await, (0, "true".into()));
+    let push = match pushes.pop() {
+        Some(push) => push,
+        None => tokio::time::timeout(Duration::from_secs(5), guest.next()).await.unwrap().unwrap(),
+    };
+    assert_eq!((push.main_type.as_str(), push.sub_type.as_str(), push.seq), ("testkit", "note", 0));
+    assert_eq!(EchoResp::decode(push.data).unwrap().text, "queue position 3");
+}

@@ -362,6 +362,17 @@ impl Host for Core {
         Box::pin(players::push(self.sessions.clone(), self.gateways.clone(), users, route.to_owned(), body))
     }
 
+    fn push_session(&self, from: &Ctx, route: &str, body: Bytes) -> BoxFuture<Result<bool, Code>> {
+        let session = &from.request().session;
+        Box::pin(players::push_session(
+            self.gateways.clone(),
+            session.gateway.clone(),
+            session.id,
+            route.to_owned(),
+            body,
+        ))
+    }
+
     fn kick(&self, _: &Ctx, user: u64, reason: Code) -> BoxFuture<Result<bool, Code>> {
         Box::pin(players::kick(self.sessions.clone(), self.gateways.clone(), user, reason))
     }

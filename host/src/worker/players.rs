@@ -88,6 +88,19 @@ pub(super) async fn push(
     Ok(pushed)
 }
 
+/// Pushes `body` as `route` to session `session` of `gateway`.
+pub(super) async fn push_session(
+    gateways: Arc<dyn Gateways>,
+    gateway: String,
+    session: u64,
+    route: String,
+    body: Bytes,
+) -> Result<bool, Code> {
+    let Some((main, sub)) = route.split_once('.') else { return Err(Code::BAD_REQUEST) };
+    let batch = PushBatch { sessions: vec![session], main: main.to_owned(), sub: sub.to_owned(), data: body };
+    Ok(gateways.push(&gateway, batch).await?.delivered == 1)
+}
+
 /// Kicks `user` wherever they are.
 pub(super) async fn kick(
     store: Arc<dyn SessionStore>,
