@@ -11,6 +11,7 @@
 //! - [`metrics`]: metric names and the Prometheus recorder.
 //! - [`node`]: what each kind of node starts and how it stops (`dev`, `gateway`, `worker`).
 //! - [`registry`]: how nodes find each other (in-process, static list, Redis).
+//! - [`session`]: the session store: where each logged-in player is (memory, Redis).
 //! - [`storage`]: the document store behind `Ctx::store` (embedded redb, group-committed).
 //! - [`trace`]: per-request trace ids carried across processes.
 
