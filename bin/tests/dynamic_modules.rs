@@ -9,20 +9,7 @@ mod support;
 
 use mortar_cli::client::{Client, Contract};
 use std::{path::PathBuf, process::Command, time::Duration};
-use support::{MORTAR, Node, TempDir};
-
-/// The test module's library, as cargo built it for this test run.
-fn library() -> PathBuf {
-    let deps = std::env::current_exe().unwrap().parent().unwrap().to_owned();
-    let name = format!("{}mortar_dynamic_test{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
-    let path = deps.join(&name);
-    assert!(
-        path.is_file(),
-        "{} was not built (is mortar-dynamic-test a dev-dependency of bin?)",
-        path.display()
-    );
-    path
-}
+use support::{MORTAR, Node, TempDir, library};
 
 /// `mortar dev` in `dir` with the env `extra`; no admin listener.
 fn dev(dir: &TempDir, extra: &[(&str, &str)]) -> Result<Node, String> {

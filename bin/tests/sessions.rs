@@ -8,8 +8,8 @@ use mortar_cli::client::{Client, ClientError};
 use mortar_host::session::{Location, SessionStore as _, conformance, redis::RedisSessions};
 use mortar_pb::{ErrorCode, Kick, UserMessage};
 use prost::Message as _;
-use std::{path::PathBuf, sync::Arc, time::Duration};
-use support::{Redis, TempDir};
+use std::{sync::Arc, time::Duration};
+use support::{Redis, TempDir, library};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_sessions_conform() {
@@ -33,12 +33,6 @@ async fn an_unreachable_redis_session_store_is_a_clear_error_at_start() {
         .err()
         .expect("nothing listens there");
     assert!(error.to_string().contains(&port.to_string()), "{error}");
-}
-
-/// The test module library (`tests/dynamic`), as cargo built it for this test run.
-fn library() -> PathBuf {
-    let deps = std::env::current_exe().unwrap().parent().unwrap().to_owned();
-    deps.join(format!("{}mortar_dynamic_test{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX))
 }
 
 /// `dyntest.Text` and the echo messages encode alike: field 1, a string.

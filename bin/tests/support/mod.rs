@@ -310,3 +310,17 @@ impl Drop for Mongo {
         let _ = self.child.wait();
     }
 }
+
+/// The test module's library (`tests/dynamic`, a dev-dependency of `bin`), as cargo built it for
+/// this test run, beside the test binary.
+pub fn library() -> PathBuf {
+    let deps = std::env::current_exe().unwrap().parent().unwrap().to_owned();
+    let name = format!("{}mortar_dynamic_test{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+    let path = deps.join(&name);
+    assert!(
+        path.is_file(),
+        "{} was not built (is mortar-dynamic-test a dev-dependency of bin?)",
+        path.display()
+    );
+    path
+}
