@@ -205,6 +205,67 @@ async fn a_killed_worker_fails_only_its_requests_in_flight() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_players_replies_keep_their_order_across_a_failover() {
+    let dir = TempDir::new("order");
+    let w1 = worker(&dir, "worker-1", "127.0.0.1:0", "", &[]);
+    let w2 = worker(&dir, "worker-2", "127.0.0.1:0", "", &[]);
+    // Four requests of a session run at once, so some are in flight when their worker dies.
+    let env = [("MORTAR_GATEWAY__SESSION_CONCURRENCY", "4")];
+    let gw = gateway(&dir, "gateway-1", &static_registry(&[&w1, &w2]), &env);
+    wait_live(&gw, 2);
+    let stop = Arc::new(AtomicBool::new(false));
+    // Each client sends windows of 16 requests without waiting, then reads the 16 replies.
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, stop) = (gw.addr.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut client = Client::connect(&url).await.unwrap();
+                let mut replies = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..16 {
+                        client.send("echo", "node", Default::default()).await.unwrap();
+                    }
+                    for _ in 0..16 {
+                        let reply = tokio::time::timeout(Duration::from_secs(15), client.next())
+                            .await
+                            .expect("every request gets a reply")
+                            .unwrap();
+                        let node = match reply.code {
+                            0 => NodeResp::decode(reply.data).unwrap().node,
+                            _ => String::new(),
+                        };
+                        replies.push((reply.seq, reply.code, node));
+                    }
+                }
+                replies
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    w1.signal("KILL");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut moved = 0;
+    for client in clients {
+        let replies = client.await.unwrap();
+        let seqs: Vec<u32> = replies.iter().map(|(seq, ..)| *seq).collect();
+        assert_eq!(seqs, (1..=seqs.len() as u32).collect::<Vec<_>>(), "replies come in request order");
+        let unavailable = ErrorCode::Unavailable as i32;
+        assert!(replies.iter().all(|(_, code, _)| *code == 0 || *code == unavailable), "{replies:?}");
+        // A player on the dead worker: its requests in flight there are answered before the
+        // ones the other worker ran, and none runs on the dead one after that.
+        if let Some(first_on_w2) = replies.iter().position(|(_, _, node)| node == "worker-2")
+            && replies[..first_on_w2].iter().any(|(_, _, node)| node == "worker-1")
+        {
+            moved += 1;
+            assert!(replies[first_on_w2..].iter().all(|(_, _, node)| node != "worker-1"), "{replies:?}");
+        }
+    }
+    assert!(moved > 0, "some players moved from the killed worker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_worker_times_out_its_requests_and_rejoins_when_thawed() {
     let dir = TempDir::new("freeze");
     let w1 = worker(&dir, "worker-1", "127.0.0.1:0", "", &[]);

@@ -220,7 +220,9 @@ fn a_library_without_the_entry_point_is_refused() {
 fn a_library_with_another_fingerprint_is_refused_naming_both() {
     let dir = TempDir::new("dynamic-fingerprint");
     let fingerprint = mortar::dynamic::FINGERPRINT;
-    let other = fingerprint.replace("declaration layout 1", "declaration layout 9");
+    let layout = format!("declaration layout {}", mortar::dynamic::LAYOUT_VERSION);
+    assert!(fingerprint.contains(&layout), "{fingerprint}");
+    let other = fingerprint.replace(&layout, "declaration layout 9");
     let path = tampered(&dir, fingerprint.as_bytes(), other.as_bytes());
     let line = refused(
         &dir,

@@ -9,7 +9,7 @@ use mortar_host::session::{Location, SessionStore as _, conformance, redis::Redi
 use mortar_pb::{ErrorCode, Kick, UserMessage};
 use prost::Message as _;
 use std::{sync::Arc, time::Duration};
-use support::{Redis, TempDir, library};
+use support::{Node, Redis, TempDir, library};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_sessions_conform() {
@@ -56,34 +56,78 @@ async fn next_push(client: &mut Client) -> UserMessage {
     tokio::time::timeout(Duration::from_secs(5), client.next()).await.expect("a push in time").unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn players_on_two_gateways_push_to_each_other_and_a_second_login_kicks_the_first() {
-    let redis = Redis::start();
-    let dir = TempDir::new("sessions");
-    let url = redis.url();
-    let modules = format!("[{:?}]", library().to_str().unwrap());
-    let env = [
-        ("MORTAR_REGISTRY__URL", url.as_str()),
-        ("MORTAR_SESSION__URL", url.as_str()),
-        ("MORTAR_REGISTRY__TTL_MS", "1000"),
-        ("MORTAR_REGISTRY__HEARTBEAT_MS", "200"),
-    ];
-    let worker_env: Vec<_> =
-        env.iter().copied().chain([("MORTAR_WORKER__DYNAMIC_MODULES", modules.as_str())]).collect();
-    let _worker = support::worker(&dir, "worker-1", "127.0.0.1:0", "", &worker_env);
-    let gw1 = support::gateway(&dir, "gateway-1", "", &env);
-    let mut gw2 = support::gateway(&dir, "gateway-2", "", &env);
-    for gateway in [&gw1, &gw2] {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while gateway.admin_get("/readyz").0 != 200 {
-            assert!(std::time::Instant::now() < deadline, "{} never had a worker", gateway.name);
-            std::thread::sleep(Duration::from_millis(50));
+/// Sends `text` to `dyntest.SUB`; the reply's code and text.
+async fn ask(client: &mut Client, sub: &str, text: &str) -> (i32, String) {
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request("dyntest", sub, self::text(text), |_| {}),
+    )
+    .await
+    .expect("a reply in time")
+    .unwrap();
+    let text = if reply.code == 0 { text_of(&reply) } else { String::new() };
+    (reply.code, text)
+}
+
+/// The `key=value` pairs of a text.
+fn pairs(text: &str) -> std::collections::HashMap<&str, &str> {
+    text.split(' ').filter_map(|pair| pair.split_once('=')).collect()
+}
+
+/// Two gateways and two workers as processes, sharing a Redis for the registry, the session
+/// store and the cache. Both workers serve `dyntest` (loaded from the test library); only
+/// worker-2 serves `echo`.
+struct Cluster {
+    // Dropped in this order: the nodes (which print their logs when a test failed), then the
+    // directory holding those logs, then Redis.
+    gateways: [Node; 2],
+    _workers: [Node; 2],
+    _dir: TempDir,
+    _redis: Redis,
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let redis = Redis::start();
+        let dir = TempDir::new("sessions");
+        let url = redis.url();
+        let library = format!("[{:?}]", library().to_str().unwrap());
+        let env = [
+            ("MORTAR_REGISTRY__URL", url.as_str()),
+            ("MORTAR_SESSION__URL", url.as_str()),
+            ("MORTAR_CACHE__URL", url.as_str()),
+            ("MORTAR_REGISTRY__TTL_MS", "1000"),
+            ("MORTAR_REGISTRY__HEARTBEAT_MS", "200"),
+            ("MORTAR_GATEWAY__REQUEST_TIMEOUT_MS", "3000"),
+            ("MORTAR_WORKER__DYNAMIC_MODULES", library.as_str()),
+        ];
+        let w1 =
+            support::worker(&dir, "worker-1", "127.0.0.1:0", "[worker]\nmodules = [\"dyntest\"]\n", &env);
+        let w2 = support::worker(&dir, "worker-2", "127.0.0.1:0", "[worker]\nmodules = [\"echo\"]\n", &env);
+        let gw1 = support::gateway(&dir, "gateway-1", "", &env);
+        let gw2 = support::gateway(&dir, "gateway-2", "", &env);
+        for gateway in [&gw1, &gw2] {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !gateway.admin_get("/metrics").1.contains("mortar_gateway_workers_live 2\n") {
+                assert!(std::time::Instant::now() < deadline, "{} never had both workers", gateway.name);
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
+        Self { gateways: [gw1, gw2], _workers: [w1, w2], _dir: dir, _redis: redis }
     }
 
-    let mut alice = login(&gw1.addr, 1).await;
-    let mut bob = login(&gw2.addr, 2).await;
-    let mut carol = login(&gw1.addr, 3).await;
+    fn url(&self, gateway: usize) -> String {
+        self.gateways[gateway].addr.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_on_two_gateways_push_to_each_other_and_a_second_login_kicks_the_first() {
+    let mut cluster = Cluster::start();
+    let (url1, url2) = (cluster.url(0), cluster.url(1));
+    let mut alice = login(&url1, 1).await;
+    let mut bob = login(&url2, 2).await;
+    let mut carol = login(&url1, 3).await;
     let reply = alice.request("dyntest", "push", text("2,3,9"), |_| {}).await.unwrap();
     assert_eq!((reply.code, text_of(&reply)), (0, "delivered=2 offline=[9]".to_owned()));
     for client in [&mut bob, &mut carol] {
@@ -92,7 +136,7 @@ async fn players_on_two_gateways_push_to_each_other_and_a_second_login_kicks_the
         assert_eq!(text_of(&push), "from 1");
     }
     // One push batch per gateway: each received exactly one.
-    for gateway in [&gw1, &gw2] {
+    for gateway in &cluster.gateways {
         let (_, metrics) = gateway.admin_get("/metrics");
         assert!(
             metrics.contains("mortar_gateway_pushes_total{route=\"dyntest.note\"} 1"),
@@ -102,7 +146,7 @@ async fn players_on_two_gateways_push_to_each_other_and_a_second_login_kicks_the
     }
 
     // Alice logs in again through the other gateway: her first session is kicked.
-    let _alice_again = login(&gw2.addr, 1).await;
+    let _alice_again = login(&url2, 1).await;
     let kick = next_push(&mut alice).await;
     assert_eq!((kick.main_type.as_str(), kick.sub_type.as_str()), ("sys", "kick"));
     assert_eq!(Kick::decode(kick.data).unwrap().reason, ErrorCode::LoggedInElsewhere as i32);
@@ -113,6 +157,7 @@ async fn players_on_two_gateways_push_to_each_other_and_a_second_login_kicks_the
 
     // Gateway 2 dies: once its registry entry expires its players' logins are gone, and they log
     // in again through gateway 1 at once.
+    let gw2 = &mut cluster.gateways[1];
     gw2.signal("KILL");
     let _ = gw2.wait_exit(Duration::from_secs(5));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -128,8 +173,107 @@ async fn players_on_two_gateways_push_to_each_other_and_a_second_login_kicks_the
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut bob_again = login(&gw1.addr, 2).await;
+    let mut bob_again = login(&url1, 2).await;
     let reply = carol.request("dyntest", "push", text("2"), |_| {}).await.unwrap();
     assert_eq!(text_of(&reply), "delivered=1 offline=[]");
     assert_eq!(text_of(&next_push(&mut bob_again).await), "from 3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_hooks_and_logins_work_across_workers_and_gateways() {
+    let cluster = Cluster::start();
+    let (url1, url2) = (cluster.url(0), cluster.url(1));
+
+    // A guest is refused a route that needs a login, and reaches no internal route.
+    let mut guest = Client::connect(&url1).await.unwrap();
+    assert_eq!(ask(&mut guest, "push", "1").await.0, ErrorCode::NotLoggedIn as i32);
+    for sub in ["upper", "context"] {
+        let reply = guest.request("echo", sub, text("x"), |_| {}).await.unwrap();
+        assert_eq!(reply.code, ErrorCode::NoRoute as i32, "echo.{sub} is internal");
+    }
+
+    // A player whose requests land on worker-1, which does not serve echo: its calls to echo's
+    // internal routes run on worker-2 with the caller's session, trace and deadline.
+    let (mut player, user) = 'found: {
+        for user in 100..200u64 {
+            let mut client = login(&url1, user).await;
+            if ask(&mut client, "whoami", "").await.1 == format!("user={user} node=worker-1") {
+                break 'found (client, user);
+            }
+        }
+        panic!("no user of 100 lands on worker-1");
+    };
+    assert_eq!(ask(&mut player, "shout", "hi").await, (0, "HI!".into()));
+    let (code, seen) = ask(&mut player, "context", "").await;
+    assert_eq!(code, 0, "{seen}");
+    let seen = pairs(&seen);
+    assert_eq!((seen["node"], seen["caller_node"], seen["gateway"]), ("worker-2", "worker-1", "gateway-1"));
+    assert_eq!(seen["user"], user.to_string());
+    assert_eq!(seen["trace"], seen["caller_trace"]);
+    let remaining: u64 = seen["remaining_ms"].parse().unwrap();
+    assert!(remaining > 0 && remaining <= 3000, "the caller's deadline travels: {remaining} ms left");
+
+    // on_offline runs once per departure, on one of the two workers serving dyntest, and not for
+    // a session that a newer login replaced.
+    let mut observer = Client::connect(&url2).await.unwrap();
+    player.close().await.unwrap();
+    offline_count_settles(&mut observer, user, 1).await;
+    let mut first = login(&url1, user).await;
+    let second = login(&url2, user).await;
+    assert_eq!(next_push(&mut first).await.sub_type, "kick");
+    offline_count_settles(&mut observer, user, 1).await;
+    second.close().await.unwrap();
+    offline_count_settles(&mut observer, user, 2).await;
+
+    // 50 logins of one user racing over both gateways leave exactly one bound session.
+    let mut logins = tokio::task::JoinSet::new();
+    for n in 0..50 {
+        let url = if n % 2 == 0 { url1.clone() } else { url2.clone() };
+        logins.spawn(async move {
+            let mut client = Client::connect(&url).await.unwrap();
+            let code = ask(&mut client, "login", "77").await.0;
+            (client, code)
+        });
+    }
+    let mut bound = 0;
+    let mut kicked_or_refused = 0;
+    let mut clients = Vec::new();
+    while let Some(joined) = logins.join_next().await {
+        clients.push(joined.unwrap());
+    }
+    // Every session either got OK and was kicked later, or is the one left bound.
+    for (client, code) in &mut clients {
+        if *code != 0 {
+            kicked_or_refused += 1;
+            continue;
+        }
+        let me = tokio::time::timeout(
+            Duration::from_millis(1000),
+            client.request("dyntest", "whoami", text(""), |_| {}),
+        )
+        .await;
+        match me {
+            Ok(Ok(reply)) if reply.code == 0 && text_of(&reply).starts_with("user=77 ") => bound += 1,
+            _ => kicked_or_refused += 1,
+        }
+    }
+    assert_eq!((bound, kicked_or_refused), (1, 49));
+    let reply = observer.request("dyntest", "offline_count", text("77"), |_| {}).await.unwrap();
+    assert_eq!(text_of(&reply), "0", "no racing session counted as the player going offline");
+}
+
+/// Waits until the `on_offline` hook has run `count` times for `user`, then checks it runs no
+/// more for a while.
+async fn offline_count_settles(client: &mut Client, user: u64, count: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, seen) = ask(client, "offline_count", &user.to_string()).await;
+        if seen == count.to_string() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "on_offline ran {seen} times for {user}, not {count}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ask(client, "offline_count", &user.to_string()).await.1, count.to_string());
 }

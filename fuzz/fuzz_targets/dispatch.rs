@@ -31,6 +31,6 @@ fuzz_target!(|input: &[u8]| {
         gateway: "fuzz".into(),
         trace_id: 1,
     };
-    let reply = runtime.block_on(worker.handle(agent_message));
+    let reply = runtime.block_on(worker.handle(agent_message, std::time::Instant::now() + std::time::Duration::from_secs(10)));
     assert!(reply.code == 0 || reply.data.is_empty());
 });

@@ -56,7 +56,7 @@ fn noop(_: Ctx, _: Bytes) -> HandlerFuture {
 
 /// Twenty modules, `module0` to `module19`: `ModuleDecl::build` is a plain fn, so one per name.
 macro_rules! modules {
-    ($($n:literal),*) => { [$(ModuleDecl { build: || Box::new(Named(concat!("module", $n))), defined_at: "bench" }),*] };
+    ($($n:literal),*) => { [$(ModuleDecl { build: || Box::new(Named(concat!("module", $n))), defined_at: "bench", on_offline: None }),*] };
 }
 static MODULES: [ModuleDecl; 20] =
     modules!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19);
@@ -106,8 +106,9 @@ fn dispatch(c: &mut Criterion) {
         gateway: "bench".into(),
         trace_id: 1,
     };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3600);
     c.bench_function("dispatch echo.say (worker)", |b| {
-        b.iter(|| runtime.block_on(worker.handle(black_box(message.clone()))).code)
+        b.iter(|| runtime.block_on(worker.handle(black_box(message.clone()), deadline)).code)
     });
 }
 

@@ -13,7 +13,7 @@ use std::{
     net::IpAddr,
     pin::Pin,
     sync::Arc,
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 /// A boxed future that the host returns to the SDK.
@@ -45,6 +45,9 @@ pub struct Request {
     pub trace_id: u128,
     /// How many internal calls deep this request is (0 for a client request).
     pub depth: u8,
+    /// When the client stops waiting: the gateway's request timeout from when it relayed the
+    /// request. Internal calls made for it inherit it, also across nodes.
+    pub deadline: Instant,
 }
 
 /// What became of a push.
@@ -66,6 +69,8 @@ pub enum PanicSite {
     Handler,
     /// In a task from [`Ctx::spawn`]: the task ended.
     Task,
+    /// In a module's `on_offline` hook: the hook ended.
+    Hook,
 }
 
 /// What the host does for handlers. Implemented by the host; module code uses [`Ctx`].
@@ -80,8 +85,7 @@ pub trait Host: Send + Sync + 'static {
     fn cache(&self) -> Arc<dyn CacheBackend>;
 
     /// Runs internal or client route `route` with an encoded body on behalf of `from`, on a node
-    /// that serves the route's module: this node when it does. (Until the cluster lands that is
-    /// the only node asked; a route it does not serve is `NO_ROUTE`.)
+    /// that serves the route's module (this node when it does), by `from`'s deadline.
     fn call(&self, from: &Ctx, route: &str, body: Bytes) -> BoxFuture<Result<Bytes, Code>>;
 
     /// Logs the session of `from` in as `user`: its gateway marks it, the session store records
@@ -112,7 +116,7 @@ pub trait Host: Send + Sync + 'static {
     fn now(&self) -> SystemTime;
 
     /// Module code running for `request` panicked with `message`: a handler, answered
-    /// `INTERNAL`, or a task it spawned, ended. For the host's log and metrics.
+    /// `INTERNAL`, or a task it spawned or an `on_offline` hook, ended. For the host's log and metrics.
     fn panicked(&self, request: &Request, site: PanicSite, message: &str);
 }
 
@@ -161,6 +165,25 @@ impl Ctx {
         self.inner.host.node_id()
     }
 
+    /// When the client stops waiting for this request. Calls to other modules made after it fail
+    /// with `TIMEOUT`; a task from [`Ctx::spawn`] that outlives the request and calls other
+    /// modules gives itself time with [`Ctx::with_timeout`].
+    pub fn deadline(&self) -> Instant {
+        self.inner.request.deadline
+    }
+
+    /// The time left until [`Ctx::deadline`]; zero once it has passed.
+    pub fn remaining(&self) -> Duration {
+        self.inner.request.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// This context with the deadline `timeout` from now, for work that outlives the request
+    /// (a task from [`Ctx::spawn`]) and calls other modules.
+    pub fn with_timeout(&self, timeout: Duration) -> Ctx {
+        let request = Request { deadline: Instant::now() + timeout, ..self.inner.request.clone() };
+        Ctx::new(request, Arc::clone(&self.inner.host))
+    }
+
     /// This module's keys in the node's cache (see [`crate::cache`]): the module is the `main`
     /// of the route being handled.
     pub fn cache(&self) -> Cache {
@@ -174,13 +197,17 @@ impl Ctx {
         Store::new(self.inner.host.store())
     }
 
-    /// Calls another module's route (typically an internal one) and decodes its reply.
+    /// Calls another module's route (typically an internal one) and decodes its reply: on this
+    /// node when it serves the route's module, otherwise over RPC on a worker that does (chosen by
+    /// the session's user, as client requests are).
     ///
-    /// The callee sees the same session and trace id.
+    /// The callee sees the same session (user, IP, gateway), trace id and deadline.
     ///
     /// # Errors
-    /// The callee's code; `NO_ROUTE` when no module serves `route`; `INTERNAL` when calls nest
-    /// too deep or the reply does not decode as `Resp`.
+    /// The callee's code; `NO_ROUTE` when this node does not serve the route's module and no
+    /// worker of the cluster does, or the module has no such route; `UNAVAILABLE` when the
+    /// workers serving it cannot be reached; `TIMEOUT` past the deadline; `INTERNAL` when calls
+    /// nest too deep or the reply does not decode as `Resp`.
     pub async fn call<Req, Resp>(&self, route: &str, req: &Req) -> Result<Resp, Code>
     where
         Req: Message,
@@ -287,6 +314,11 @@ impl Ctx {
     pub(crate) fn panicked(&self, message: &str) {
         self.inner.host.panicked(&self.inner.request, PanicSite::Handler, message);
     }
+
+    /// Reports a panic of an `on_offline` hook to the host.
+    pub(crate) fn hook_panicked(&self, message: &str) {
+        self.inner.host.panicked(&self.inner.request, PanicSite::Hook, message);
+    }
 }
 
 impl fmt::Debug for Ctx {
@@ -306,6 +338,7 @@ impl Ctx {
             seq: 0,
             trace_id: self.inner.request.trace_id,
             depth: self.inner.request.depth.saturating_add(1),
+            deadline: self.inner.request.deadline,
         };
         Ctx::new(request, Arc::clone(&self.inner.host))
     }

@@ -1,5 +1,6 @@
 //! [`Module`]: a feature of the game (login, inventory, mail…) and its routes.
 
+use crate::ctx::{BoxFuture, Ctx};
 use std::{
     fmt,
     panic::{AssertUnwindSafe, catch_unwind},
@@ -44,6 +45,28 @@ pub struct ModuleDecl {
     pub build: fn() -> Box<dyn Module>,
     /// Where it is declared (`crate::path`), for error messages.
     pub defined_at: &'static str,
+    /// Runs when a player goes offline, behind its glue (see [`module!`](macro@crate::module)).
+    pub on_offline: Option<OfflineHook>,
+}
+
+/// An `on_offline` hook behind its glue: gets the context of the session that ended (its user is
+/// the player) and the player's user id.
+pub type OfflineHook = fn(Ctx, u64) -> BoxFuture<()>;
+
+/// The glue [`module!`](macro@crate::module) generates for an `on_offline` hook: runs it, and
+/// reports a panic to the host on this side of a library boundary.
+#[doc(hidden)]
+pub fn offline_hook<F, Fut>(ctx: Ctx, user: u64, hook: F) -> BoxFuture<()>
+where
+    F: FnOnce(Ctx, u64) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    Box::pin(async move {
+        let reporter = ctx.clone();
+        if let Err(message) = crate::panic::catch(hook(ctx, user)).await {
+            reporter.hook_panicked(&message);
+        }
+    })
 }
 
 inventory::collect!(ModuleDecl);
@@ -148,22 +171,42 @@ impl Module for Named {
 /// Declares a module.
 ///
 /// `mortar::module!("echo");` declares a module with routes only. `mortar::module!(Pack);`
-/// declares one whose type implements [`Module`] and [`Default`], for modules with hooks.
+/// declares one whose type implements [`Module`] and [`Default`], for modules with start and stop
+/// hooks.
+///
+/// Either form takes `on_offline = f`, an `async fn(ctx: Ctx, user: u64)` that runs once each
+/// time a player goes offline: their session ended while it was still their login (not when a
+/// newer login replaced it). It runs on one node serving the module, with the context of the
+/// session that ended; what it does (push to friends, save state) is not tied to a client
+/// request, and gets `gateway.request_timeout_ms` as its deadline.
+///
+/// ```
+/// use mortar::Ctx;
+/// mortar::module!("lobby", on_offline = left);
+///
+/// async fn left(ctx: Ctx, user: u64) {
+///     let _ = ctx.push(&[1, 2], "lobby.left", &format!("{user} left")).await;
+/// }
+/// ```
 #[macro_export]
 macro_rules! module {
-    ($name:literal) => {
+    ($name:literal $(, on_offline = $hook:path)? $(,)?) => {
+        $crate::module!(@submit || ::std::boxed::Box::new($crate::module::Named($name)) $(, $hook)?);
+    };
+    ($module:ty $(, on_offline = $hook:path)? $(,)?) => {
+        $crate::module!(@submit || ::std::boxed::Box::new(<$module as ::std::default::Default>::default()) $(, $hook)?);
+    };
+    (@submit $build:expr) => {
         $crate::inventory::submit! {
-            $crate::module::ModuleDecl {
-                build: || ::std::boxed::Box::new($crate::module::Named($name)),
-                defined_at: module_path!(),
-            }
+            $crate::module::ModuleDecl { build: $build, defined_at: module_path!(), on_offline: None }
         }
     };
-    ($module:ty) => {
+    (@submit $build:expr, $hook:path) => {
         $crate::inventory::submit! {
             $crate::module::ModuleDecl {
-                build: || ::std::boxed::Box::new(<$module as ::std::default::Default>::default()),
+                build: $build,
                 defined_at: module_path!(),
+                on_offline: Some(|ctx, user| $crate::module::offline_hook(ctx, user, $hook)),
             }
         }
     };

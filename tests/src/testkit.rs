@@ -16,7 +16,20 @@ use std::{
     time::Duration,
 };
 
-mortar::module!("testkit");
+mortar::module!("testkit", on_offline = went_offline);
+
+/// Counts the player's departures in the module's cache.
+async fn went_offline(ctx: Ctx, user: u64) {
+    let _ = ctx.cache().incr(&format!("offline:{user}"), 1, Some(Duration::from_secs(600))).await;
+}
+
+/// Answers how many times `went_offline` ran for the user id in `text`.
+#[mortar::handler("testkit.offline_count", public)]
+async fn offline_count(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
+    let user: u64 = req.text.parse().map_err(|_| Code::BAD_REQUEST)?;
+    let count = ctx.cache().incr(&format!("offline:{user}"), 0, Some(Duration::from_secs(600))).await?;
+    Ok(EchoResp { text: count.to_string() })
+}
 
 /// Panics: the host must answer `INTERNAL` and keep running.
 #[mortar::handler("testkit.panic", public)]

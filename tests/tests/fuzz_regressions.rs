@@ -53,7 +53,9 @@ async fn dispatch_regressions() {
             gateway: "fuzz".into(),
             trace_id: 1,
         };
-        let reply = worker.handle(agent_message).await;
+        let reply = worker
+            .handle(agent_message, std::time::Instant::now() + std::time::Duration::from_secs(10))
+            .await;
         assert!(reply.code == 0 || reply.data.is_empty(), "{name}: {reply:?}");
     }
 }

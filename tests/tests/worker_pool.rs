@@ -27,6 +27,7 @@ fn entry(id: &str, kind: NodeKind, addr: String) -> NodeEntry {
         kind,
         addr,
         modules: Vec::new(),
+        offline_hooks: Vec::new(),
         version: String::new(),
         weight: 1,
         tags: Vec::new(),

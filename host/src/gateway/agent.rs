@@ -190,7 +190,7 @@ pub(super) async fn run(
     drop(registered);
     let user = agent.user.load(Ordering::Acquire);
     if user != 0 {
-        agent.shared.unbind(user, session);
+        agent.shared.unbind(user, session, ip);
     }
     let reason = match &end {
         End::Gone(reason) | End::Close(_, reason) => *reason,

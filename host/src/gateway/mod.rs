@@ -84,13 +84,18 @@ struct Shared {
 }
 
 impl Shared {
-    /// Removes user `user`'s login if it is still session `session` of this gateway, in the
-    /// background (a session's end does not wait on the store).
-    fn unbind(&self, user: u64, session: u64) {
-        let (store, node) = (self.store.clone(), self.node_id.clone());
+    /// Removes user `user`'s login if it is still session `session` of this gateway, and then
+    /// has the modules' `on_offline` hooks run, in the background (a session's end does not wait
+    /// on the store). A session replaced by a newer login of its user runs no hook: the player
+    /// is still online.
+    fn unbind(&self, user: u64, session: u64, client_ip: std::net::IpAddr) {
+        let (store, node, relay) = (self.store.clone(), self.node_id.clone(), self.relay.clone());
         tokio::spawn(async move {
             match store.unbind(user, node.clone(), session).await {
-                Ok(true) => tracing::debug!(%node, session, user, "user went offline"),
+                Ok(true) => {
+                    tracing::debug!(%node, session, user, "user went offline");
+                    relay.offline(crate::rpc::Offline { user, session, client_ip, gateway: node }).await;
+                }
                 Ok(false) => tracing::debug!(%node, session, user, "session was replaced by a newer login"),
                 Err(error) => tracing::warn!(%node, session, user, %error, "cannot unbind the user"),
             }

@@ -5,7 +5,7 @@
 use super::workers::{WorkerPool, code_of};
 use crate::{
     metrics as m,
-    rpc::{AgentMessage, Handled, Reply, WorkerRpcClient},
+    rpc::{AgentMessage, Handled, Offline, Reply, WorkerRpcClient},
     trace,
     worker::Worker,
 };
@@ -25,8 +25,8 @@ enum Target {
     /// This node's own worker: handlers run on the session's task, no RPC.
     Local(Worker),
     /// A worker's tarpc service (a remote node, or this node's worker through an in-process
-    /// channel), with the call latency recorded by peer.
-    Rpc { worker: WorkerRpcClient, peer: String, latency: metrics::Histogram },
+    /// channel), with the call latency recorded by peer, and its modules with `on_offline` hooks.
+    Rpc { worker: WorkerRpcClient, peer: String, latency: metrics::Histogram, hooks: Vec<String> },
     /// The cluster's workers, one chosen per request.
     Cluster(WorkerPool),
 }
@@ -39,11 +39,11 @@ impl Relay {
         Self { target: Target::Local(worker), timeout }
     }
 
-    /// Relays over the tarpc client `worker` (the node `peer`), giving each call `timeout` to
-    /// complete.
-    pub fn rpc(worker: WorkerRpcClient, peer: String, timeout: Duration) -> Self {
+    /// Relays over the tarpc client `worker` (the node `peer`, whose modules `hooks` have an
+    /// `on_offline` hook), giving each call `timeout` to complete.
+    pub fn rpc(worker: WorkerRpcClient, peer: String, hooks: Vec<String>, timeout: Duration) -> Self {
         let latency = metrics::histogram!(m::RPC_DURATION, "peer" => peer.clone());
-        Self { target: Target::Rpc { worker, peer, latency }, timeout }
+        Self { target: Target::Rpc { worker, peer, latency, hooks }, timeout }
     }
 
     /// Relays to the live workers of `pool`, choosing one per request (see
@@ -64,17 +64,20 @@ impl Relay {
     pub async fn relay(&self, msg: AgentMessage) -> Reply {
         let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
         match &self.target {
-            Target::Local(worker) => match tokio::time::timeout(self.timeout, worker.handle(msg)).await {
-                Ok(reply) => {
-                    tracing::debug!(session, seq, trace = %trace::display(trace_id), code = %m::code_label(reply.code), "relayed");
-                    reply
+            Target::Local(worker) => {
+                let deadline = Instant::now() + self.timeout;
+                match tokio::time::timeout_at(deadline.into(), worker.handle(msg, deadline)).await {
+                    Ok(reply) => {
+                        tracing::debug!(session, seq, trace = %trace::display(trace_id), code = %m::code_label(reply.code), "relayed");
+                        reply
+                    }
+                    Err(_) => {
+                        tracing::warn!(session, seq, trace = %trace::display(trace_id), "request timed out");
+                        Reply::code(Code::TIMEOUT)
+                    }
                 }
-                Err(_) => {
-                    tracing::warn!(session, seq, trace = %trace::display(trace_id), "request timed out");
-                    Reply::code(Code::TIMEOUT)
-                }
-            },
-            Target::Rpc { worker, peer, latency } => {
+            }
+            Target::Rpc { worker, peer, latency, .. } => {
                 let started = Instant::now();
                 let mut cx = tarpc::context::current();
                 cx.deadline = started + self.timeout;
@@ -97,6 +100,31 @@ impl Relay {
                 }
             }
             Target::Cluster(pool) => pool.relay(msg, self.timeout).await,
+        }
+    }
+
+    /// Runs the `on_offline` hooks of the modules behind this relay for a player who went
+    /// offline, each module's once (see [`WorkerPool::offline`]), each by the request timeout.
+    /// Failures are logged.
+    pub async fn offline(&self, offline: Offline) {
+        let deadline = Instant::now() + self.timeout;
+        match &self.target {
+            Target::Local(worker) => {
+                let modules = worker.routes().offline_hook_modules();
+                worker.offline(offline, &modules, deadline).await;
+            }
+            Target::Rpc { worker, peer, hooks, .. } => {
+                if hooks.is_empty() {
+                    return;
+                }
+                let mut cx = tarpc::context::current();
+                cx.deadline = deadline;
+                let user = offline.user;
+                if let Err(error) = worker.offline(cx, offline, hooks.clone()).await {
+                    tracing::warn!(%peer, user, %error, "on_offline hooks did not run");
+                }
+            }
+            Target::Cluster(pool) => pool.offline(offline, self.timeout).await,
         }
     }
 

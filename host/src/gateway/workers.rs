@@ -21,7 +21,7 @@ use crate::{
     metrics as m,
     registry::{Change, NodeEntry, NodeKind, Registry},
     rpc::{
-        AgentMessage, Handled, Reply, WorkerRpcClient, codec,
+        AgentMessage, Called, Handled, InternalCall, Offline, Reply, WorkerRpcClient, codec,
         handshake::{self, Identity},
     },
     trace,
@@ -65,6 +65,13 @@ struct Peer {
     generation: Option<u64>,
 }
 
+/// What a worker did with a message the pool sent.
+enum Sent<M> {
+    Reply(Reply),
+    /// It is draining and handed the message back.
+    Draining(M),
+}
+
 /// A connected worker, as requests see it.
 #[derive(Clone)]
 struct Live {
@@ -72,6 +79,7 @@ struct Live {
     hash: u64,
     weight: u32,
     modules: Arc<[String]>,
+    offline_hooks: Arc<[String]>,
     client: WorkerRpcClient,
     generation: u64,
     latency: metrics::Histogram,
@@ -134,26 +142,123 @@ impl WorkerPool {
     /// # Errors
     /// None: failures are replies. `UNAVAILABLE`: no live worker serves the module, or the
     /// worker's connection failed (it is marked down at once); `TIMEOUT`: the deadline passed.
-    pub async fn relay(&self, mut msg: AgentMessage, timeout: Duration) -> Reply {
+    pub async fn relay(&self, msg: AgentMessage, timeout: Duration) -> Reply {
         let key = msg.user.unwrap_or(msg.session);
+        let (main, trace_id) = (msg.main.clone(), msg.trace_id);
+        let (session, seq) = (msg.session, msg.seq);
+        let sent = self
+            .attempt(&main, key, Instant::now() + timeout, trace_id, msg, |client, cx, msg| async move {
+                Ok(match client.handle(cx, msg).await? {
+                    Handled::Reply(reply) => Sent::Reply(reply),
+                    Handled::Draining(msg) => Sent::Draining(*msg),
+                })
+            })
+            .await;
+        match sent {
+            Some(reply) => {
+                tracing::debug!(session, seq, trace = %trace::display(trace_id), code = %m::code_label(reply.code), "relayed");
+                reply
+            }
+            None => {
+                tracing::debug!(%main, session, "no live worker serves the module");
+                Reply::code(Code::UNAVAILABLE)
+            }
+        }
+    }
+
+    /// Runs internal call `call` on a live worker serving its module, chosen as
+    /// [`WorkerPool::relay`] chooses (by user, else session), by `deadline`.
+    ///
+    /// # Errors
+    /// None: failures are replies. `NO_ROUTE`: no worker in the registry serves the module;
+    /// `UNAVAILABLE`: none of those is live, or the connection failed; `TIMEOUT`: the deadline
+    /// passed.
+    pub async fn call(&self, call: InternalCall, deadline: Instant) -> Reply {
+        let key = call.user.unwrap_or(call.session);
+        let (main, trace_id) = (call.main.clone(), call.trace_id);
+        let sent = self
+            .attempt(&main, key, deadline, trace_id, call, |client, cx, call| async move {
+                Ok(match client.call(cx, call).await? {
+                    Called::Reply(reply) => Sent::Reply(reply),
+                    Called::Draining(call) => Sent::Draining(*call),
+                })
+            })
+            .await;
+        sent.unwrap_or_else(|| {
+            let registered = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner);
+            match registered.values().any(|peer| peer.entry.serves(&main)) {
+                true => Reply::code(Code::UNAVAILABLE),
+                false => Reply::code(Code::NO_ROUTE),
+            }
+        })
+    }
+
+    /// Tells the live workers that `offline.user` went offline, so each module with an
+    /// `on_offline` hook runs it once: for each such module one worker serving it is chosen by
+    /// user, as requests are, and each chosen worker gets one message naming its modules.
+    /// Completes when they have run or `timeout` passed; a failure is logged.
+    pub async fn offline(&self, offline: Offline, timeout: Duration) {
+        let view = self.view();
+        let hooked: std::collections::BTreeSet<&String> =
+            view.iter().flat_map(|live| live.offline_hooks.iter()).collect();
+        let mut by_worker: HashMap<Arc<str>, (Live, Vec<String>)> = HashMap::new();
+        for module in hooked {
+            let serving = || view.iter().filter(|live| live.offline_hooks.iter().any(|m| m == module));
+            let Some(winner) = rendezvous::pick(offline.user, serving().map(|live| (live.hash, live.weight)))
+            else {
+                continue;
+            };
+            if let Some(live) = serving().nth(winner) {
+                by_worker
+                    .entry(live.id.clone())
+                    .or_insert_with(|| (live.clone(), Vec::new()))
+                    .1
+                    .push(module.clone());
+            }
+        }
         let deadline = Instant::now() + timeout;
-        for _ in 0..MAX_ATTEMPTS {
-            let Some(worker) = self.pick(&msg.main, key) else { break };
+        let sends = by_worker.into_values().map(|(live, modules)| {
             let mut cx = tarpc::context::current();
             cx.deadline = deadline;
-            cx.trace_context.trace_id = msg.trace_id.into();
-            let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
+            let offline = offline.clone();
+            async move {
+                if let Err(error) = live.client.offline(cx, offline.clone(), modules.clone()).await {
+                    tracing::warn!(peer = %live.id, user = offline.user, ?modules, %error, "on_offline hooks did not run");
+                }
+            }
+        });
+        futures::future::join_all(sends).await;
+    }
+
+    /// Sends `msg` to the live worker for `key` among those serving `main` with `send`, by
+    /// `deadline`, up to [`MAX_ATTEMPTS`] workers when the first ones are draining. None when no
+    /// live worker serves `main`.
+    async fn attempt<M, F, Fut>(
+        &self,
+        main: &str,
+        key: u64,
+        deadline: Instant,
+        trace_id: u128,
+        mut msg: M,
+        send: F,
+    ) -> Option<Reply>
+    where
+        F: Fn(WorkerRpcClient, tarpc::context::Context, M) -> Fut,
+        Fut: std::future::Future<Output = Result<Sent<M>, RpcError>>,
+    {
+        for _ in 0..MAX_ATTEMPTS {
+            let worker = self.pick(main, key)?;
+            let mut cx = tarpc::context::current();
+            cx.deadline = deadline;
+            cx.trace_context.trace_id = trace_id.into();
             let started = Instant::now();
-            let result = worker.client.handle(cx, msg).await;
+            let result = send(worker.client.clone(), cx, msg).await;
             worker.latency.record(started.elapsed());
             match result {
-                Ok(Handled::Reply(reply)) => {
-                    tracing::debug!(peer = %worker.id, session, seq, trace = %trace::display(trace_id), code = %m::code_label(reply.code), "relayed");
-                    return reply;
-                }
-                Ok(Handled::Draining(unhandled)) => {
+                Ok(Sent::Reply(reply)) => return Some(reply),
+                Ok(Sent::Draining(unhandled)) => {
                     self.mark_down(&worker, "draining");
-                    msg = *unhandled;
+                    msg = unhandled;
                 }
                 Err(error) => {
                     let code = code_of(&error);
@@ -162,13 +267,12 @@ impl WorkerPool {
                     }
                     metrics::counter!(m::RPC_ERRORS, "peer" => worker.id.to_string(), "code" => m::code_label(code.get()))
                         .increment(1);
-                    tracing::warn!(peer = %worker.id, session, seq, trace = %trace::display(trace_id), %error, ?code, "relay to worker failed");
-                    return Reply::code(code);
+                    tracing::warn!(peer = %worker.id, trace = %trace::display(trace_id), %error, ?code, "call to worker failed");
+                    return Some(Reply::code(code));
                 }
             }
         }
-        tracing::debug!(main = %msg.main, session = msg.session, "no live worker serves the module");
-        Reply::code(Code::UNAVAILABLE)
+        None
     }
 
     /// The descriptor sets of the live workers, one per distinct set of modules served (workers
@@ -272,6 +376,7 @@ impl WorkerPool {
                             hash: rendezvous::node_hash(&entry.id),
                             weight: worker.weight.max(1),
                             modules: worker.modules.into(),
+                            offline_hooks: worker.offline_hooks.into(),
                             client: client.clone(),
                             generation,
                             latency: metrics::histogram!(m::RPC_DURATION, "peer" => entry.id.clone()),

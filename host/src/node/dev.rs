@@ -49,7 +49,8 @@ pub async fn run(
         // Each session bounds its own in-flight requests; the client need not queue on top.
         rpc_config.max_in_flight_requests = usize::MAX;
         let client = WorkerRpcClient::new(rpc_config, client_side).spawn();
-        (Relay::rpc(client, config.node.id.clone(), timeout), Some(server))
+        let hooks = worker.routes().offline_hook_modules();
+        (Relay::rpc(client, config.node.id.clone(), hooks, timeout), Some(server))
     };
     let gateway = Gateway::new(config.gateway, config.node.id, relay, sessions);
     local.set(&gateway);

@@ -44,8 +44,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let rpc_addr = listeners.rpc.local_addr().map_err(|error| NodeError::Config(error.to_string()))?;
-    let me =
-        Arc::new(identity(&config, NodeKind::Gateway, rpc_addr, &config.gateway.rpc_advertise, Vec::new())?);
+    let me = Arc::new(identity(
+        &config,
+        NodeKind::Gateway,
+        rpc_addr,
+        &config.gateway.rpc_advertise,
+        Vec::new(),
+        Vec::new(),
+    )?);
     let registry = registry::open(&config).await?;
     let health = Health::default();
     let admin = AdminTask::spawn(listeners.admin, &health, &config.admin);
@@ -69,7 +75,7 @@ pub async fn run(
         let (gateway, stop) = (gateway.clone(), rpc_stop.clone());
         listener::serve(
             listeners.rpc,
-            NodeKind::Worker,
+            &[NodeKind::Worker],
             me.clone(),
             config.rpc.clone(),
             stop.cancelled_owned(),

@@ -93,6 +93,7 @@ pub(crate) fn identity(
     rpc_addr: std::net::SocketAddr,
     advertise: &str,
     modules: Vec<String>,
+    offline_hooks: Vec<String>,
 ) -> Result<Identity, NodeError> {
     if config.cluster.secret.is_empty() {
         return Err(NodeError::Config(
@@ -114,6 +115,7 @@ pub(crate) fn identity(
         kind,
         addr,
         modules,
+        offline_hooks,
         version: env!("CARGO_PKG_VERSION").into(),
         weight: config.worker.weight,
         tags: config.worker.tags.clone(),

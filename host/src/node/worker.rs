@@ -1,7 +1,8 @@
 //! `mortar worker`: runs the enabled modules behind the worker RPC service.
 //!
-//! Starts in this order: the modules (`on_start`), the registry, the RPC service, the
-//! registration.
+//! Starts in this order: the registry and the connections to the gateways (pushes, kicks, logins)
+//! and to the other workers (calls to modules this worker does not serve), the modules
+//! (`on_start`), the RPC service (for gateways and other workers), the registration.
 //!
 //! Stops when `shutdown` completes, so that a rolling restart loses no request:
 //! 1. `/readyz` turns 503 and the worker starts draining: requests that arrive from now on are
@@ -15,6 +16,7 @@ use super::{AdminTask, NodeError, identity};
 use crate::{
     admin::Health,
     config::NodeConfig,
+    gateway::workers::WorkerPool,
     registry::{self, NodeKind, keeper::Keeper},
     rpc::{codec, listener},
     worker::{Backends, Worker, gateways::GatewayPool, routes::RouteTable},
@@ -53,11 +55,16 @@ pub async fn run(
         ));
     }
     let rpc_addr = listeners.rpc.local_addr().map_err(|error| NodeError::Config(error.to_string()))?;
-    let me = Arc::new(identity(&config, NodeKind::Worker, rpc_addr, &config.worker.advertise, modules)?);
+    let hooks = routes.offline_hook_modules();
+    let me =
+        Arc::new(identity(&config, NodeKind::Worker, rpc_addr, &config.worker.advertise, modules, hooks)?);
     let registry = registry::open(&config).await?;
     let gateways =
         GatewayPool::start(me.clone(), config.rpc.clone(), registry.clone(), backends.sessions.clone());
     backends.gateways = Arc::new(gateways.clone());
+    // Its own readiness does not depend on other workers: the pool gets a health of its own.
+    let workers = WorkerPool::start(me.clone(), config.rpc.clone(), registry.clone(), Health::default());
+    backends.workers = Some(workers.clone());
     let worker = Worker::new(config.node.id.clone(), routes, backends);
     worker.start()?;
     let health = Health::default();
@@ -68,7 +75,7 @@ pub async fn run(
         let (worker, stop) = (worker.clone(), accepting.clone());
         listener::serve(
             listeners.rpc,
-            NodeKind::Gateway,
+            &[NodeKind::Gateway, NodeKind::Worker],
             me.clone(),
             config.rpc.clone(),
             stop.cancelled_owned(),
@@ -80,6 +87,7 @@ pub async fn run(
         Err(error) => {
             accepting.cancel();
             gateways.close();
+            workers.close();
             worker.stop();
             admin.stop().await;
             return Err(error.into());
@@ -100,6 +108,7 @@ pub async fn run(
     }
     drop(connections);
     gateways.close();
+    workers.close();
     worker.stop();
     admin.stop().await;
     Ok(())

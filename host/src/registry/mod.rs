@@ -54,6 +54,9 @@ pub struct NodeEntry {
     pub addr: String,
     /// The modules it serves (workers).
     pub modules: Vec<String>,
+    /// The modules among them with an `on_offline` hook.
+    #[serde(default)]
+    pub offline_hooks: Vec<String>,
     /// The mortar version it runs.
     pub version: String,
     /// Its share of players relative to other workers of the same modules.
@@ -241,6 +244,7 @@ mod tests {
             kind: NodeKind::Worker,
             addr: "127.0.0.1:1".into(),
             modules: modules.iter().map(|m| (*m).to_owned()).collect(),
+            offline_hooks: Vec::new(),
             version: "test".into(),
             weight: 1,
             tags: Vec::new(),

@@ -141,14 +141,14 @@ pub async fn dial(
     }
 }
 
-/// Takes the handshake of a connection a peer of kind `peer_kind` opened; answers with this
+/// Takes the handshake of a connection a peer of one of `peer_kinds` opened; answers with this
 /// node's entry, or refuses it (and logs why).
 ///
 /// Returns the peer's node id and the connection, or `None` when it was refused or broke off.
 pub async fn accept(
     stream: TcpStream,
     peer: SocketAddr,
-    peer_kind: NodeKind,
+    peer_kinds: &[NodeKind],
     me: &Identity,
     config: &RpcConfig,
 ) -> Option<(String, Frames)> {
@@ -166,7 +166,7 @@ pub async fn accept(
         Some(hello) if !same_secret(hello.secret.as_bytes(), me.secret.as_bytes()) => {
             Err("wrong cluster secret")
         }
-        Some(hello) if hello.kind != peer_kind => Err("this service is not for that kind of node"),
+        Some(hello) if !peer_kinds.contains(&hello.kind) => Err("this service is not for that kind of node"),
         Some(_) => Ok(()),
     };
     let claimed = hello.as_ref().map_or("?", |hello| hello.node.as_str());

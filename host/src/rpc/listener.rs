@@ -16,12 +16,12 @@ use crate::{config::RpcConfig, metrics as m, registry::NodeKind};
 use std::{future::Future, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
 
-/// Serves peers of kind `peer_kind` on `listener` until `stop` completes (see the module docs).
+/// Serves peers of the kinds `peer_kinds` on `listener` until `stop` completes (see the module docs).
 /// `serve_peer` gets the peer's node id and the connection after its handshake. Returns the
 /// connections still open; dropping the set cuts them.
 pub async fn serve<F, Fut>(
     listener: TcpListener,
-    peer_kind: NodeKind,
+    peer_kinds: &'static [NodeKind],
     me: Arc<Identity>,
     config: RpcConfig,
     stop: impl Future<Output = ()>,
@@ -58,7 +58,7 @@ where
                 // The handshake runs on the connection's own task, so a slow peer holds up no other.
                 connections.spawn(async move {
                     let _slot = slot;
-                    if let Some((peer_node, frames)) = handshake::accept(stream, peer, peer_kind, &me, &config).await {
+                    if let Some((peer_node, frames)) = handshake::accept(stream, peer, peer_kinds, &me, &config).await {
                         serve_peer(peer_node, frames).await;
                     }
                 });

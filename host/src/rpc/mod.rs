@@ -77,6 +77,52 @@ pub enum Handled {
     Draining(Box<AgentMessage>),
 }
 
+/// A module's call to a route of a module another worker serves (`Ctx::call`). Its deadline is
+/// the caller's, carried by the tarpc context.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InternalCall {
+    /// Module part of the route.
+    pub main: String,
+    /// Handler part of the route.
+    pub sub: String,
+    /// The encoded request.
+    pub data: Bytes,
+    /// The caller's session (the client request the call is made for).
+    pub session: u64,
+    /// The caller's logged-in user, if any.
+    pub user: Option<u64>,
+    /// The caller's client IP address.
+    pub client_ip: IpAddr,
+    /// The gateway holding the caller's session.
+    pub gateway: String,
+    /// The caller's trace id.
+    pub trace_id: u128,
+    /// How many calls deep the callee runs (the caller's depth plus one).
+    pub depth: u8,
+}
+
+/// What a worker did with an internal call.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Called {
+    /// It ran the call; this is the reply.
+    Reply(Reply),
+    /// It is shutting down and did not run the call, which it hands back for another worker.
+    Draining(Box<InternalCall>),
+}
+
+/// A player went offline: their session ended while it was still their login.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Offline {
+    /// The player.
+    pub user: u64,
+    /// The session that ended.
+    pub session: u64,
+    /// Its client IP address.
+    pub client_ip: IpAddr,
+    /// The gateway that held it.
+    pub gateway: String,
+}
+
 /// One payload for many sessions of one gateway: a server push.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PushBatch {
@@ -95,6 +141,12 @@ pub struct PushBatch {
 pub trait WorkerRpc {
     /// Handles one client request relayed by a gateway. Always answers: failures are codes.
     async fn handle(msg: AgentMessage) -> Handled;
+    /// Runs a route (internal or not) for a module of another worker. Always answers: failures
+    /// are codes (`NO_ROUTE` for a route this worker does not serve).
+    async fn call(call: InternalCall) -> Called;
+    /// Runs the `on_offline` hooks of `modules` (those of them this worker serves) for the
+    /// player who went offline; completes when they have run.
+    async fn offline(offline: Offline, modules: Vec<String>);
     /// Answers at once: the gateway's liveness check.
     async fn ping();
     /// The protos of the routes this worker serves: an encoded `FileDescriptorSet`.

@@ -5,8 +5,9 @@
 //!   enabled modules, each route checked against its rpc.
 //! - [`library`]: the dynamic-module loader (the one place with `unsafe` code).
 //! - this file: [`Worker`], which dispatches a request to its handler (the SDK's glue catches
-//!   its panics and reports them through [`Host::panicked`]), serves
-//!   the [`WorkerRpc`] tarpc service, and runs internal calls between modules.
+//!   its panics and reports them through [`Host::panicked`]), serves the [`WorkerRpc`] tarpc
+//!   service, runs internal calls between modules (here, or on the worker of the cluster that
+//!   serves the callee's module) and the modules' `on_offline` hooks.
 
 pub mod gateways;
 pub mod library;
@@ -15,8 +16,12 @@ pub mod routes;
 
 use crate::session::SessionStore;
 use crate::{
+    gateway::workers::WorkerPool,
     metrics as m,
-    rpc::{AgentMessage, Handled, Reply, WorkerRpc, WorkerRpcRequest, WorkerRpcResponse},
+    rpc::{
+        AgentMessage, Called, Handled, InternalCall, Offline, Reply, WorkerRpc, WorkerRpcRequest,
+        WorkerRpcResponse,
+    },
     trace,
 };
 use bytes::Bytes;
@@ -68,6 +73,9 @@ pub struct Backends {
     /// The way to the gateways holding players' sessions; set by the node (its own gateway in
     /// `mortar dev`, the cluster's through the registry).
     pub gateways: Arc<dyn Gateways>,
+    /// The cluster's other workers, for calls to modules this node does not serve; none in
+    /// `mortar dev`.
+    pub workers: Option<WorkerPool>,
 }
 
 impl Backends {
@@ -79,6 +87,7 @@ impl Backends {
             cache: Arc::new(crate::cache::memory::MemoryCache::new(10_000)),
             sessions: Arc::new(crate::session::memory::MemorySessions::default()),
             gateways: Arc::new(gateways::NoGateways),
+            workers: None,
         }
     }
 
@@ -90,7 +99,7 @@ impl Backends {
         let store = crate::storage::open(&config.storage).await?;
         let cache = crate::cache::open(config).await?;
         let sessions = crate::session::open(config).await?;
-        Ok(Self { store, cache, sessions, gateways: Arc::new(gateways::NoGateways) })
+        Ok(Self { store, cache, sessions, gateways: Arc::new(gateways::NoGateways), workers: None })
     }
 }
 
@@ -120,6 +129,8 @@ struct Core {
     sessions: Arc<dyn SessionStore>,
     /// The gateways holding their sessions.
     gateways: Arc<dyn Gateways>,
+    /// The cluster's other workers.
+    workers: Option<WorkerPool>,
     /// Per-route metric handles, registered once (a labelled lookup per request costs).
     metrics: HashMap<&'static str, RouteMetrics>,
 }
@@ -152,6 +163,7 @@ impl Worker {
             cache: backends.cache,
             sessions: backends.sessions,
             gateways: backends.gateways,
+            workers: backends.workers,
             metrics,
         };
         Self { core: Arc::new(core) }
@@ -214,13 +226,14 @@ impl Worker {
         self.core.routes.modules().for_each(|module| module.on_stop());
     }
 
-    /// Handles one client request. Always answers: an unknown or internal route is `NO_ROUTE`, a
-    /// route that needs a login from a session without one is `NOT_LOGGED_IN`, a body that does
-    /// not decode is `BAD_REQUEST`, a panicking handler is `INTERNAL`.
+    /// Handles one client request, whose client waits until `deadline`. Always answers: an
+    /// unknown or internal route is `NO_ROUTE`, a route that needs a login from a session without
+    /// one is `NOT_LOGGED_IN`, a body that does not decode is `BAD_REQUEST`, a panicking handler
+    /// is `INTERNAL`.
     ///
     /// Each request runs in a `request` span carrying its route, seq, session, user and trace id,
     /// and is counted in the request metrics by route and code.
-    pub async fn handle(&self, msg: AgentMessage) -> Reply {
+    pub async fn handle(&self, msg: AgentMessage, deadline: Instant) -> Reply {
         let Some(route) = self.core.routes.get_for_client(&msg.main, &msg.sub) else {
             metrics::counter!(m::REQUESTS, "route" => "_unknown", "code" => m::code_label(Code::NO_ROUTE.get()))
                 .increment(1);
@@ -249,10 +262,83 @@ impl Worker {
             seq: msg.seq,
             trace_id,
             depth: 0,
+            deadline,
         };
         let ctx = Ctx::new(request, self.core.clone());
+        self.run(route, ctx, msg.data, span).await
+    }
+
+    /// Runs internal call `call` from a module of another worker, by `deadline`. Always answers:
+    /// a route this worker does not serve is `NO_ROUTE`, calls nested too deep `INTERNAL`.
+    pub async fn call(&self, call: InternalCall, deadline: Instant) -> Reply {
+        let Some(route) = self.core.routes.get(&call.main, &call.sub) else {
+            tracing::warn!(node = %self.core.node_id, route = %format_args!("{}.{}", call.main, call.sub), "internal call to a route this node does not serve");
+            return Reply::code(Code::NO_ROUTE);
+        };
+        if call.depth > MAX_CALL_DEPTH {
+            tracing::error!(node = %self.core.node_id, route = route.path, "internal calls nest too deep");
+            return Reply::code(Code::INTERNAL);
+        }
+        let span = tracing::debug_span!(
+            "call",
+            node = %self.core.node_id,
+            route = route.path,
+            session = call.session,
+            user = call.user,
+            trace = %trace::display(call.trace_id),
+        );
+        let request = Request {
+            session: Session { id: call.session, user: call.user, ip: call.client_ip, gateway: call.gateway },
+            route: route.path,
+            seq: 0,
+            trace_id: call.trace_id,
+            depth: call.depth,
+            deadline,
+        };
+        let ctx = Ctx::new(request, self.core.clone());
+        self.run(route, ctx, call.data, span).await
+    }
+
+    /// Runs the `on_offline` hooks of those of `modules` this worker serves for the player who
+    /// went offline, at once, each by `deadline`; completes when they have run.
+    pub async fn offline(&self, offline: Offline, modules: &[String], deadline: Instant) {
+        let trace_id = trace::new_trace_id();
+        let hooks = modules.iter().filter_map(|module| self.core.routes.offline_hook(module)).map(|hook| {
+            let request = Request {
+                session: Session {
+                    id: offline.session,
+                    user: Some(offline.user),
+                    ip: offline.client_ip,
+                    gateway: offline.gateway.clone(),
+                },
+                route: hook.path,
+                seq: 0,
+                trace_id,
+                depth: 0,
+                deadline,
+            };
+            let ctx = Ctx::new(request, self.core.clone());
+            let (node, user) = (&self.core.node_id, offline.user);
+            async move {
+                // A panic is caught by the SDK's glue and reported through `Host::panicked`.
+                if tokio::time::timeout_at(deadline.into(), (hook.run)(ctx, user)).await.is_err() {
+                    tracing::warn!(%node, hook = hook.path, user, "on_offline hook cut short at its deadline");
+                }
+            }
+        });
+        futures::future::join_all(hooks).await;
+    }
+
+    /// Runs `route`'s handler, logs and counts the outcome.
+    async fn run(
+        &self,
+        route: &'static mortar::route::Route,
+        ctx: Ctx,
+        body: Bytes,
+        span: tracing::Span,
+    ) -> Reply {
         let started = Instant::now();
-        let reply: Reply = (route.handler)(ctx, msg.data).instrument(span.clone()).await.into();
+        let reply: Reply = (route.handler)(ctx, body).instrument(span.clone()).await.into();
         let elapsed = started.elapsed();
         span.in_scope(|| tracing::debug!(code = %m::code_label(reply.code), elapsed_us = elapsed.as_micros() as u64, "handled"));
         match self.core.metrics.get(route.path) {
@@ -290,18 +376,36 @@ impl Worker {
 #[derive(Clone)]
 pub struct WorkerServer(Worker);
 
-impl WorkerRpc for WorkerServer {
-    async fn handle(self, _: tarpc::context::Context, msg: AgentMessage) -> Handled {
+impl WorkerServer {
+    /// Counts an arrival; `None` when draining, else the guard counting it as running while it
+    /// lives (also when the call is cancelled at its deadline).
+    fn arrive(&self) -> Option<InFlight<'_>> {
         let core = &self.0.core;
         let now_us = u64::try_from(core.born.elapsed().as_micros()).unwrap_or(u64::MAX);
         core.last_arrival_us.store(now_us, Ordering::Relaxed);
         if core.draining.load(Ordering::Acquire) {
-            return Handled::Draining(Box::new(msg));
+            return None;
         }
         core.in_flight.fetch_add(1, Ordering::AcqRel);
-        // Decremented also when the call is cancelled (its deadline passed).
-        let _running = InFlight(core);
-        Handled::Reply(self.0.handle(msg).await)
+        Some(InFlight(core))
+    }
+}
+
+impl WorkerRpc for WorkerServer {
+    async fn handle(self, cx: tarpc::context::Context, msg: AgentMessage) -> Handled {
+        let Some(_running) = self.arrive() else { return Handled::Draining(Box::new(msg)) };
+        Handled::Reply(self.0.handle(msg, cx.deadline).await)
+    }
+
+    async fn call(self, cx: tarpc::context::Context, call: InternalCall) -> Called {
+        let Some(_running) = self.arrive() else { return Called::Draining(Box::new(call)) };
+        Called::Reply(self.0.call(call, cx.deadline).await)
+    }
+
+    async fn offline(self, cx: tarpc::context::Context, offline: Offline, modules: Vec<String>) {
+        // Hooks run also while draining: the player is offline either way, and no other worker
+        // would run them.
+        self.0.offline(offline, &modules, cx.deadline).await;
     }
 
     async fn ping(self, _: tarpc::context::Context) {}
@@ -334,19 +438,49 @@ impl Host for Core {
     }
 
     fn call(&self, from: &Ctx, path: &str, body: Bytes) -> BoxFuture<Result<Bytes, Code>> {
-        let caller = from.request().route;
-        if from.request().depth >= MAX_CALL_DEPTH {
+        let request = from.request();
+        let caller = request.route;
+        if request.depth >= MAX_CALL_DEPTH {
             tracing::error!(%caller, callee = %path, "internal calls nest too deep");
             return Box::pin(std::future::ready(Err(Code::INTERNAL)));
         }
-        let route = path.split_once('.').and_then(|(main, sub)| self.routes.get(main, sub));
-        let Some(route) = route else {
+        let Some((main, sub)) = path.split_once('.') else {
+            return Box::pin(std::future::ready(Err(Code::NO_ROUTE)));
+        };
+        let deadline = request.deadline;
+        if let Some(route) = self.routes.get(main, sub) {
+            // A panic in the handler is caught by the SDK's glue, on the module's side of a
+            // library boundary, and answered INTERNAL (see `Host::panicked`).
+            let call = (route.handler)(from.for_call(route.path), body);
+            return Box::pin(async move {
+                tokio::time::timeout_at(deadline.into(), call).await.unwrap_or(Err(Code::TIMEOUT))
+            });
+        }
+        let Some(workers) = self.workers.clone() else {
             tracing::warn!(%caller, callee = %path, "internal call to a route this node does not serve");
             return Box::pin(std::future::ready(Err(Code::NO_ROUTE)));
         };
-        // A panic in the handler is caught by the SDK's glue, on the module's side of a library
-        // boundary, and answered INTERNAL (see `Host::panicked`).
-        (route.handler)(from.for_call(route.path), body)
+        let call = InternalCall {
+            main: main.to_owned(),
+            sub: sub.to_owned(),
+            data: body,
+            session: request.session.id,
+            user: request.session.user,
+            client_ip: request.session.ip,
+            gateway: request.session.gateway.clone(),
+            trace_id: request.trace_id,
+            depth: request.depth + 1,
+        };
+        Box::pin(async move {
+            if Instant::now() >= deadline {
+                return Err(Code::TIMEOUT);
+            }
+            let reply = workers.call(call, deadline).await;
+            match reply.code {
+                0 => Ok(reply.data),
+                code => Err(Code::from_wire(code)),
+            }
+        })
     }
 
     fn bind_user(&self, from: &Ctx, user: u64) -> BoxFuture<Result<(), Code>> {
@@ -398,6 +532,7 @@ impl Host for Core {
         let what = match site {
             PanicSite::Handler => "handler panicked; answered INTERNAL",
             PanicSite::Task => "task spawned by a handler panicked; it ended",
+            PanicSite::Hook => "on_offline hook panicked; it ended",
         };
         tracing::error!(
             node = %self.node_id,

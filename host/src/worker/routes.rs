@@ -4,7 +4,7 @@
 use super::library::Library;
 use mortar::{
     Module,
-    module::{ModuleDecl, ModuleError},
+    module::{ModuleDecl, ModuleError, OfflineHook},
     route::{Access, Route},
 };
 use prost::Message as _;
@@ -187,6 +187,17 @@ pub struct RouteTable {
     descriptors: bytes::Bytes,
     /// Client routes the config makes public (`worker.public_routes`).
     public: std::collections::HashSet<&'static str>,
+    /// The enabled modules' `on_offline` hooks, by module.
+    offline_hooks: HashMap<&'static str, Hook>,
+}
+
+/// A module's `on_offline` hook, and the route its context names (`friend.on_offline`).
+#[derive(Clone, Copy)]
+pub struct Hook {
+    /// `MODULE.on_offline`, as the hook's `Ctx` names its route (for logs and the module's cache).
+    pub path: &'static str,
+    /// The hook behind its glue.
+    pub run: OfflineHook,
 }
 
 impl RouteTable {
@@ -254,6 +265,7 @@ impl RouteTable {
     /// See [`RouteError`].
     pub fn build(sources: Vec<ModuleSource>, enabled: &[String]) -> Result<Self, RouteError> {
         let mut declared: HashMap<&'static str, (String, Origin, Box<dyn Module>)> = HashMap::new();
+        let mut offline_hooks = HashMap::new();
         // The modules of each source: a route belongs to a module of its own origin.
         let mut own: Vec<BTreeSet<&'static str>> = Vec::new();
         for source in &sources {
@@ -269,6 +281,11 @@ impl RouteTable {
                     return Err(RouteError::DuplicateModule { name, first: first.clone(), second: place });
                 }
                 declared.insert(name, (place, source.origin.clone(), module));
+                if let Some(run) = decl.on_offline {
+                    // Once per module a node enables, for the life of the process.
+                    let path: &'static str = Box::leak(format!("{name}.on_offline").into_boxed_str());
+                    offline_hooks.insert(name, Hook { path, run });
+                }
                 names.insert(name);
             }
             own.push(names);
@@ -328,13 +345,14 @@ impl RouteTable {
             }
         }
         table.retain(|main, _| is_enabled(main));
+        offline_hooks.retain(|main, _| is_enabled(main));
         let descriptors = served_set(&all, &served_files);
         let modules = declared
             .into_iter()
             .filter(|(name, _)| is_enabled(name))
             .map(|(_, (_, origin, module))| (origin, module))
             .collect();
-        Ok(Self { routes: table, modules, descriptors, public: Default::default() })
+        Ok(Self { routes: table, modules, descriptors, public: Default::default(), offline_hooks })
     }
 
     /// The route `main.sub`, if an enabled module serves it.
@@ -355,6 +373,18 @@ impl RouteTable {
     /// The enabled modules and where each comes from.
     pub fn modules_with_origin(&self) -> impl Iterator<Item = (&Origin, &dyn Module)> {
         self.modules.iter().map(|(origin, module)| (origin, &**module))
+    }
+
+    /// The `on_offline` hook of enabled module `module`, if it has one.
+    pub fn offline_hook(&self, module: &str) -> Option<Hook> {
+        self.offline_hooks.get(module).copied()
+    }
+
+    /// The enabled modules with an `on_offline` hook, sorted.
+    pub fn offline_hook_modules(&self) -> Vec<String> {
+        let mut modules: Vec<String> = self.offline_hooks.keys().map(|&name| name.to_owned()).collect();
+        modules.sort_unstable();
+        modules
     }
 
     /// Every served route.
@@ -500,8 +530,10 @@ mod tests {
     static MISTYPED: Route =
         Route { path: "echo.say", access: Access::Client, handler, types: wrong_types, defined_at: "a::say" };
 
-    static ECHO: ModuleDecl = ModuleDecl { build: || Box::new(Named("echo")), defined_at: "a" };
-    static PACK: ModuleDecl = ModuleDecl { build: || Box::new(Named("pack")), defined_at: "p" };
+    static ECHO: ModuleDecl =
+        ModuleDecl { build: || Box::new(Named("echo")), defined_at: "a", on_offline: None };
+    static PACK: ModuleDecl =
+        ModuleDecl { build: || Box::new(Named("pack")), defined_at: "p", on_offline: None };
 
     static PROTOS: LazyLock<&'static [u8]> =
         LazyLock::new(|| synthetic_protos(&["echo.say", "echo.secret", "pack.query"]).leak());

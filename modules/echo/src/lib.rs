@@ -1,6 +1,7 @@
 //! The echo demo module: `echo.say` answers the text it is sent; `echo.node` says which worker
-//! node ran the request; the internal `echo.upper` is there for other modules to call. It is how
-//! small a module is: this file, `proto/echo.proto` and a one-line `build.rs`.
+//! node ran the request; the internal `echo.upper` and `echo.context` are there for other modules
+//! to call. It is how small a module is: this file, `proto/echo.proto` and a one-line
+//! `build.rs`.
 
 use mortar::prelude::*;
 
@@ -9,7 +10,7 @@ pub mod echo {
     mortar::include_proto!("echo");
 }
 
-use echo::{EchoReq, EchoResp, NodeReq, NodeResp};
+use echo::{ContextReq, ContextResp, EchoReq, EchoResp, NodeReq, NodeResp};
 
 mortar::module!("echo");
 mortar::export_module!();
@@ -30,4 +31,18 @@ pub async fn node(ctx: Ctx, _req: NodeReq) -> Result<NodeResp, Code> {
 #[mortar::handler("echo.upper", internal)]
 pub async fn upper(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
     Ok(EchoResp { text: req.text.to_uppercase() })
+}
+
+/// Internal: answers what this call sees of its caller (session, user, trace, time left), wherever
+/// it runs.
+#[mortar::handler("echo.context", internal)]
+pub async fn context(ctx: Ctx, _req: ContextReq) -> Result<ContextResp, Code> {
+    Ok(ContextResp {
+        node: ctx.node_id().to_owned(),
+        user: ctx.user_id().unwrap_or(0),
+        session: ctx.session_id(),
+        gateway: ctx.request().session.gateway.clone(),
+        remaining_ms: u64::try_from(ctx.remaining().as_millis()).unwrap_or(u64::MAX),
+        trace_id: format!("{:032x}", ctx.request().trace_id),
+    })
 }

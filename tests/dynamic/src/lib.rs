@@ -1,5 +1,6 @@
 //! `dyntest`: a module loaded from a shared library, doing what a library may do only through
-//! `Ctx`: sleep, spawn, read the time, call another module.
+//! `Ctx`: sleep, spawn, read the time, call another module, log players in, push, count their
+//! departures in an `on_offline` hook.
 
 use mortar::prelude::*;
 use std::{
@@ -12,9 +13,9 @@ pub mod dyntest {
     mortar::include_proto!("dyntest");
 }
 
-use dyntest::{Nap, Napped, Text};
+use dyntest::{CalleeContext, Empty, Nap, Napped, Text};
 
-mortar::module!(Dyntest);
+mortar::module!(Dyntest, on_offline = went_offline);
 mortar::export_module!();
 
 /// The module, for its start hook.
@@ -113,4 +114,49 @@ async fn push(ctx: Ctx, req: Text) -> Result<Text, Code> {
     let from = ctx.user_id().map_or_else(|| "nobody".into(), |user| user.to_string());
     let pushed = ctx.push(&users, "dyntest.note", &Text { text: format!("from {from}") }).await?;
     Ok(Text { text: format!("delivered={} offline={:?}", pushed.delivered, pushed.offline) })
+}
+
+/// Answers "user=USER node=NODE" (USER is `none` before login).
+#[mortar::handler("dyntest.whoami", public)]
+async fn whoami(ctx: Ctx, _req: Text) -> Result<Text, Code> {
+    let user = ctx.user_id().map_or_else(|| "none".into(), |user| user.to_string());
+    Ok(Text { text: format!("user={user} node={}", ctx.node_id()) })
+}
+
+/// Calls echo's internal `echo.context` (on whichever worker serves echo) and answers what it
+/// saw as `node=… user=… session=… gateway=… remaining_ms=… trace=… caller_node=… caller_trace=…`.
+#[mortar::handler("dyntest.context", public)]
+async fn context(ctx: Ctx, _req: Text) -> Result<Text, Code> {
+    let seen: CalleeContext = ctx.call("echo.context", &Empty {}).await?;
+    Ok(Text {
+        text: format!(
+            "node={} user={} session={} gateway={} remaining_ms={} trace={} caller_node={} caller_trace={:032x}",
+            seen.node,
+            seen.user,
+            seen.session,
+            seen.gateway,
+            seen.remaining_ms,
+            seen.trace_id,
+            ctx.node_id(),
+            ctx.request().trace_id
+        ),
+    })
+}
+
+/// The cache key counting the user's departures.
+fn offline_key(user: u64) -> String {
+    format!("offline:{user}")
+}
+
+/// Counts the player's departure in the cache (shared by the workers when it is Redis).
+async fn went_offline(ctx: Ctx, user: u64) {
+    let _ = ctx.cache().incr(&offline_key(user), 1, Some(Duration::from_secs(600))).await;
+}
+
+/// Answers how many times `went_offline` ran for the user id in the text.
+#[mortar::handler("dyntest.offline_count", public)]
+async fn offline_count(ctx: Ctx, req: Text) -> Result<Text, Code> {
+    let user: u64 = req.text.parse().map_err(|_| Code::BAD_REQUEST)?;
+    let count = ctx.cache().incr(&offline_key(user), 0, Some(Duration::from_secs(600))).await?;
+    Ok(Text { text: count.to_string() })
 }
