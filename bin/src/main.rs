@@ -194,9 +194,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(if reply.code == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Bot(options) => {
-            let report = runtime(options.threads, CLIENT_GLOBAL_QUEUE_INTERVAL)?
-                .block_on(mortar_cli::bot::run(options))?;
-            println!("{report}");
+            let runtime = runtime(options.threads, CLIENT_GLOBAL_QUEUE_INTERVAL)?;
+            match options.scenario.as_str() {
+                "push" => println!("{}", runtime.block_on(mortar_cli::bot::run_push(options))?),
+                _ => println!("{}", runtime.block_on(mortar_cli::bot::run(options))?),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Gateway { conf, listen } => {

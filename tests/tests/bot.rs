@@ -20,7 +20,36 @@ fn options(url: String, json: std::path::PathBuf) -> BotOptions {
         json: Some(json),
         quiet: true,
         threads: 0,
+        login: None,
+        fanout: None,
+        window: 1,
+        senders: 1,
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_push_scenario_measures_pushes_reaching_every_client() {
+    let node = DevNode::with_config(|config| config.gateway.rate_per_sec = 0).await;
+    let path = std::env::temp_dir().join(format!("mortar-bot-push-{}.json", std::process::id()));
+    let mut options = options(format!("{0},{0}", node.url()), path.clone());
+    options.scenario = "push".into();
+    options.clients = 20;
+    options.duration = Duration::from_millis(800);
+    options.login = Some(r#"testkit.login {"text":"{user}"}"#.into());
+    options.fanout = Some(r#"testkit.push {"text":"{users}"}"#.into());
+    options.window = 4;
+    options.senders = 2;
+    let report = bot::run_push(options.clone()).await.expect("bot runs");
+    let _ = std::fs::remove_file(&path);
+    assert_eq!((report.clients, report.connected), (20, 20));
+    assert!(report.rounds > 0, "{report}");
+    assert!(report.pushes >= report.rounds * 20, "every completed round reached all 20: {report}");
+    assert!(report.time_to_last_ms.p50 > 0.0, "{report}");
+    assert!(report.errors.is_empty(), "{report}");
+
+    options.fanout = None;
+    let error = bot::run_push(options).await.expect_err("no --fanout").to_string();
+    assert!(error.contains("--fanout"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

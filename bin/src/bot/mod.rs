@@ -4,10 +4,12 @@
 //! Layout:
 //! - this file: options and the run (connect all clients, then measure for the duration).
 //! - [`scenario`]: what a client does (`echo`, `idle`; add one by implementing [`Scenario`]).
+//! - [`fanout`]: the `push` scenario, where one client's request pushes to all of them.
 //! - `wire`: the client side of each wire protocol (mortar's `UserMessage`, Pinus packets).
 //! - [`pinus`]: the Pomelo/Pinus packet format.
 //! - [`report`]: the HDR histogram and the report.
 
+pub mod fanout;
 pub mod pinus;
 pub mod report;
 pub mod scenario;
@@ -75,7 +77,8 @@ impl Protocol {
 /// `mortar bot` options.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BotOptions {
-    /// The gateway's WebSocket URL (for Pinus: its connector, e.g. ws://127.0.0.1:3010).
+    /// The gateway's WebSocket URL (for Pinus: its connector, e.g. ws://127.0.0.1:3010). Several,
+    /// comma-separated, spread the clients over them in turn (client N uses URL N mod count).
     #[arg(long, default_value = "ws://127.0.0.1:4000/ws")]
     pub url: String,
     /// Concurrent clients, each on its own connection.
@@ -84,9 +87,25 @@ pub struct BotOptions {
     /// How long to measure, counted from when every client has connected: 30s, 500ms, 2m.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
-    /// What each client does: `echo` (echo.say in a loop) or `idle` (hold the connection).
+    /// What each client does: `echo` (echo.say in a loop), `idle` (hold the connection) or `push`
+    /// (one client's `--fanout` request pushes to every client, again and again).
     #[arg(long, default_value = "echo")]
     pub scenario: String,
+    /// push: the request each client sends once to log in, as `ROUTE JSON`; `{user}` in the JSON
+    /// becomes the client's user id (client number + 1), e.g. `user.login {"account":"bot{user}"}`.
+    #[arg(long)]
+    pub login: Option<String>,
+    /// push: the request that pushes to every client, as `ROUTE JSON`; `{users}` in the JSON
+    /// becomes their comma-separated user ids.
+    #[arg(long)]
+    pub fanout: Option<String>,
+    /// push: pushes in flight at once; a new one is sent when the oldest has reached everyone.
+    #[arg(long, default_value_t = 1)]
+    pub window: usize,
+    /// push: clients sending the `--fanout` request, in turn (one session's requests run one
+    /// after another; several senders are several players pushing at once).
+    #[arg(long, default_value_t = 1)]
+    pub senders: usize,
     /// Clients connected per second while ramping up; 0 connects them as fast as possible.
     #[arg(long, default_value_t = 0.0)]
     pub ramp_up: f64,
@@ -117,6 +136,14 @@ pub struct BotOptions {
     /// the server under test, fewer leave it cores of its own.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+}
+
+impl BotOptions {
+    /// The URL client number `client` connects to.
+    pub fn url_for(&self, client: usize) -> &str {
+        let count = self.url.split(',').count();
+        self.url.split(',').nth(client % count).unwrap_or(&self.url).trim()
+    }
 }
 
 /// Parses `30s`, `500ms`, `2m`, `1h` or a bare number of seconds.
@@ -154,7 +181,7 @@ async fn contract(options: &BotOptions) -> Contract {
     let mut contract = Contract::linked();
     if options.protocol == Protocol::Mortar {
         let fetched = async {
-            let mut client = Client::connect(&options.url).await?;
+            let mut client = Client::connect(options.url_for(0)).await?;
             contract.add_from_gateway(&mut client).await?;
             client.close().await
         };
@@ -163,6 +190,15 @@ async fn contract(options: &BotOptions) -> Contract {
         }
     }
     contract
+}
+
+/// Runs the `push` scenario (see [`fanout`]).
+///
+/// # Errors
+/// See [`fanout::run`].
+pub async fn run_push(options: BotOptions) -> Result<fanout::FanoutReport, BotError> {
+    let contract = Arc::new(contract(&options).await);
+    fanout::run(&options, contract).await
 }
 
 /// Runs the bot: connects every client (ramping up as asked), runs the scenario on all of them

@@ -63,6 +63,21 @@ pub struct Latency {
     pub mean: f64,
 }
 
+impl Latency {
+    /// The percentiles of `h`, a histogram of microseconds.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        Self {
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+            mean: h.mean() / 1000.0,
+        }
+    }
+}
+
 /// A bot run's result; `--json` writes it as is.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -101,16 +116,8 @@ impl Report {
         elapsed: Duration,
         stats: &ClientStats,
     ) -> Self {
-        let ms = |micros: u64| micros as f64 / 1000.0;
         let h = &stats.latency;
-        let latency = Latency {
-            p50: ms(h.value_at_quantile(0.50)),
-            p90: ms(h.value_at_quantile(0.90)),
-            p99: ms(h.value_at_quantile(0.99)),
-            p999: ms(h.value_at_quantile(0.999)),
-            max: ms(h.max()),
-            mean: h.mean() / 1000.0,
-        };
+        let latency = Latency::of(h);
         let seconds = elapsed.as_secs_f64().max(f64::EPSILON);
         Self {
             scenario: scenario.into(),

@@ -67,8 +67,9 @@ pub fn by_name(name: &str, payload: usize) -> Result<Box<dyn Scenario>, BotError
         "echo" => Ok(Box::new(Echo { payload })),
         "idle" => Ok(Box::new(Idle)),
         "login" => Err(BotError::Scenario(
-            "the `login` scenario arrives with the user and pack modules; available: echo, idle".into(),
+            "the `login` scenario arrives with the user and pack modules; available: echo, idle, push".into(),
         )),
-        other => Err(BotError::Scenario(format!("unknown scenario `{other}`; available: echo, idle"))),
+        "push" => Err(BotError::Scenario("the push scenario runs through `bot::run_push`".into())),
+        other => Err(BotError::Scenario(format!("unknown scenario `{other}`; available: echo, idle, push"))),
     }
 }

@@ -72,9 +72,10 @@ impl Conn {
         client: usize,
     ) -> Result<Self, String> {
         let config = WebSocketConfig::default().read_buffer_size(4096);
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(options.url.as_str(), Some(config), true)
-            .await
-            .map_err(|error| error.to_string())?;
+        let (ws, _) =
+            tokio_tungstenite::connect_async_with_config(options.url_for(client), Some(config), true)
+                .await
+                .map_err(|error| error.to_string())?;
         let (sink, stream) = ws.split();
         let mut conn = Conn { protocol: options.protocol, contract, sink, stream, next_id: 1 };
         if conn.protocol == Protocol::Pinus {

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The push rows of scripts/bench.sh (run it through bench.sh: STAGES=push scripts/bench.sh).
+# One handler pushes to 1,000 logged-in players, again and again (`mortar bot --scenario push`,
+# the test module library tests/dynamic for its login and push routes):
+#   bare-echo     the yardstick: ../shared/bench/wsbench's tokio-tungstenite echo server and
+#                 client at 1,000 connections (frames each way per second: the transport's ceiling);
+#   dev           `mortar dev`, memory session store, one gateway;
+#   cluster       two `mortar gateway`s + one `mortar worker`, Redis registry and session store,
+#                 the players spread over both gateways (each push: one batch RPC per gateway);
+# each with 1 push in flight (the time until the last player has it, nothing else running), 16 in
+# flight from one sender (one player's handler, back to back: a session's requests run one after
+# another) and 16 in flight from 16 senders (16 players pushing at once): pushes delivered per
+# second. Every process runs one runtime thread, the bot too.
+# Usage: scripts/bench-push.sh MORTAR_BIN OUT_DIR SECONDS RUNS
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=$1 out=$2 seconds=$3 runs=$4
+shared=../shared/bench/wsbench
+[ -d "$shared" ] || { echo "bench-push: $shared is missing (the yardstick client and server)" >&2; exit 1; }
+command -v redis-server >/dev/null || { echo "bench-push: needs redis-server (apt-get install redis-server)" >&2; exit 1; }
+CARGO_TARGET_DIR=target/wsbench cargo build --release --quiet --manifest-path "$shared/Cargo.toml"
+cargo build --release --locked --quiet -p mortar-dynamic-test
+ws=target/wsbench/release
+library=$PWD/target/release/libmortar_dynamic_test.so
+jsonl=$out/push.jsonl
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; }
+trap cleanup EXIT
+common=(MORTAR_WORKER__DYNAMIC_MODULES="[\"$library\"]" MORTAR_GATEWAY__RATE_PER_SEC=0
+  MORTAR_GATEWAY__MAX_CONNECTIONS_PER_IP=0 MORTAR_NODE__WORKER_THREADS=1 MORTAR_ADMIN__ENABLED=false NO_COLOR=1)
+
+# Waits for a node's readiness line in FILE; prints the address it names.
+ready() {
+  for _ in $(seq 100); do grep -q "listening on" "$1" 2>/dev/null && break; sleep 0.1; done
+  sed -n 's/^mortar: .* listening on //p' "$1" | head -1
+}
+
+# Runs the push bot: label urls window senders; appends {label, window, senders, report} lines.
+push() {
+  local label=$1 urls=$2 window=$3 senders=$4
+  for run in $(seq "$runs"); do
+    "$bin" bot --scenario push --url "$urls" --clients 1000 --threads 1 --quiet --duration "${seconds}s" \
+      --login 'dyntest.login {"text":"{user}"}' --fanout 'dyntest.push {"text":"{users}"}' \
+      --window "$window" --senders "$senders" --json "$out/push-run.json" >/dev/null
+    python3 - "$out/push-run.json" "$label" "$window" "$senders" "$run" >>"$jsonl" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+r.update(label=sys.argv[2], window=int(sys.argv[3]), senders=int(sys.argv[4]))
+print(json.dumps(r))
+pps, p50 = r["pushes_per_sec"], r["time_to_last_ms"]["p50"]
+sys.stderr.write("  %s window %s senders %s run %s: %.0f pushes/s, last client after p50 %.1f ms, errors %s\n"
+                 % (sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], pps, p50, r["errors"]))
+PY
+  done
+}
+
+echo "== bare tokio-tungstenite echo at 1,000 connections (the yardstick)"
+"$ws/server" --addr 127.0.0.1:9611 --cfg small >/dev/null 2>&1 &
+echo_pid=$!
+pids+=("$echo_pid")
+sleep 0.5
+for run in $(seq "$runs"); do
+  "$ws/client" --conns 1000 --warmup 2 --duration "$seconds" --json "$out/push-echo.jsonl" --label bare-echo \
+    --proto raw --url ws://127.0.0.1:9611/ --threads 1 | sed -n 's/^RESULT /  bare-echo run '"$run"': /p' | cut -c1-120
+done
+kill "$echo_pid"
+
+echo "== mortar dev"
+env "${common[@]}" "$bin" dev --listen 127.0.0.1:0 >"$out/push-dev.out" 2>"$out/push-dev.err" &
+dev_pid=$!
+pids+=("$dev_pid")
+url=$(ready "$out/push-dev.out")
+push dev "$url" 1 1
+push dev "$url" 16 1
+push dev "$url" 16 16
+kill "$dev_pid"
+
+echo "== two gateways + one worker, Redis"
+redis_port=6391
+redis-server --port "$redis_port" --save "" --appendonly no >"$out/push-redis.log" 2>&1 &
+pids+=("$!")
+sleep 0.5
+redis="redis://127.0.0.1:$redis_port"
+cluster=("${common[@]}" MORTAR_CLUSTER__SECRET=bench-push-secret MORTAR_REGISTRY__URL=$redis MORTAR_SESSION__URL=$redis)
+env "${cluster[@]}" MORTAR_NODE__ID=worker-1 "$bin" worker --rpc-listen 127.0.0.1:0 >"$out/push-w1.out" 2>"$out/push-w1.err" &
+pids+=("$!")
+ready "$out/push-w1.out" >/dev/null
+urls=()
+for gw in 1 2; do
+  env "${cluster[@]}" MORTAR_NODE__ID=gateway-$gw MORTAR_GATEWAY__RPC_LISTEN=127.0.0.1:0 \
+    "$bin" gateway --listen 127.0.0.1:0 >"$out/push-gw$gw.out" 2>"$out/push-gw$gw.err" &
+  pids+=("$!")
+  urls+=("$(ready "$out/push-gw$gw.out")")
+done
+sleep 1 # the gateways find the worker through the registry
+push cluster "${urls[0]},${urls[1]}" 1 1
+push cluster "${urls[0]},${urls[1]}" 16 1
+push cluster "${urls[0]},${urls[1]}" 16 16
+
+python3 - "$jsonl" "$out/push-echo.jsonl" "$out" <<'PY'
+import json, os, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    rows.setdefault((r["label"], r["window"], r["senders"]), []).append(r)
+echo = statistics.median(json.loads(line)["rps"] for line in open(sys.argv[2]))
+lines = ["| target | pushes in flight | senders | pushes/s delivered (median) | last client has it, p50 ms | p99 ms | errors | ÷ bare echo |",
+         "|---|---:|---:|---:|---:|---:|---:|---:|",
+         f"| bare tokio-tungstenite echo, 1,000 connections (round trips/s) | — | — | {echo:,.0f} | | | | 1.00× |"]
+for (label, window, senders), rs in sorted(rows.items(), key=lambda kv: (kv[0][0] != "dev", kv[0][1], kv[0][2])):
+    pps = statistics.median(r["pushes_per_sec"] for r in rs)
+    p50 = statistics.median(r["time_to_last_ms"]["p50"] for r in rs)
+    p99 = statistics.median(r["time_to_last_ms"]["p99"] for r in rs)
+    errors = sum(sum(r["errors"].values()) for r in rs)
+    lines.append(f"| {label} | {window} | {senders} | {pps:,.0f} | {p50:.1f} | {p99:.1f} | {errors} | {pps / echo:.2f}× |")
+table = "\n".join(lines)
+open(os.path.join(sys.argv[3], "push-summary.md"), "w").write(table + "\n")
+print(table)
+PY
