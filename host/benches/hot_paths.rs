@@ -80,6 +80,7 @@ fn route_lookup(c: &mut Criterion) {
         build: mortar::module::build,
         routes,
         protos: vec![protos],
+        layers: Vec::new(),
     };
     let table = RouteTable::build(vec![source], &[]).expect("route table");
     c.bench_function("route lookup (200 routes)", |b| {

@@ -3,7 +3,7 @@
 //!
 //! A library holds its own copy of every static, the SDK's included, so the host learns what a
 //! library contains only through the [`Declaration`] its entry point returns: the library's
-//! modules, routes and protos, collected from the library's own registries. Before
+//! modules, routes, protos and layers, collected from the library's own registries. Before
 //! reading anything else the host compares [`FINGERPRINT`] with the library's: the SDK version and
 //! source, the compiler, the target, the declaration's layout version and the entry point's
 //! signature. Only when they are equal are the two sides' types the same types.
@@ -13,6 +13,7 @@
 //! [`Ctx`](crate::Ctx), never tokio or another global directly.
 
 use crate::{
+    layer::Layer,
     module::{self, Module, ModuleDecl, ModuleError, Protos},
     route::Route,
 };
@@ -68,6 +69,8 @@ pub struct Declaration {
     pub routes: Vec<&'static Route>,
     /// Its protos.
     pub protos: Vec<&'static Protos>,
+    /// Its layers.
+    pub layers: Vec<&'static Layer>,
 }
 
 static ENTRY: LibraryEntry = LibraryEntry {
@@ -95,6 +98,7 @@ fn declare() -> Declaration {
         build: module::build,
         routes: crate::route::registered().collect(),
         protos: module::protos().collect(),
+        layers: crate::layer::registered().collect(),
     }
 }
 

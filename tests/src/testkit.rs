@@ -1,7 +1,11 @@
 //! `testkit`: a module for testing the host, linked only into the tests. Every route takes and
 //! answers a `testkit.Text` (`proto/testkit.proto`), which encodes like the echo messages.
 
-use mortar::prelude::*;
+use mortar::{
+    layer::{Bytes, Next},
+    prelude::*,
+    prost::Message as _,
+};
 
 /// The messages of `proto/testkit.proto`.
 pub mod proto {
@@ -201,4 +205,46 @@ async fn online(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
 #[mortar::handler("testkit.tell", public)]
 async fn tell(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
     Ok(EchoResp { text: ctx.push_session("testkit.note", &req).await?.to_string() })
+}
+
+mortar::layer!(name = "testkit_outer", routes = ["testkit.layered"], order = 0, run = outer);
+mortar::layer!(name = "testkit_inner", routes = ["testkit.layered"], order = 1, run = inner);
+mortar::layer!(name = "testkit_panics", routes = ["testkit.layer_panic"], order = 0, run = panics);
+
+/// Refuses the text `deny` with `PERMISSION_DENIED`; otherwise marks the request and the reply.
+async fn outer(ctx: Ctx, body: Bytes, next: Next) -> Result<Bytes, Code> {
+    mark(ctx, body, next, "outer").await
+}
+
+/// Marks the request and the reply.
+async fn inner(ctx: Ctx, body: Bytes, next: Next) -> Result<Bytes, Code> {
+    mark(ctx, body, next, "inner").await
+}
+
+/// Appends `>NAME` to the request's text on the way in and `<NAME` to the reply's on the way out.
+async fn mark(ctx: Ctx, body: Bytes, next: Next, name: &str) -> Result<Bytes, Code> {
+    let req = EchoReq::decode(body).map_err(|_| Code::BAD_REQUEST)?;
+    if name == "outer" && req.text == "deny" {
+        return Err(Code::PERMISSION_DENIED);
+    }
+    let body = EchoReq { text: format!("{}>{name}", req.text) }.encode_to_vec().into();
+    let reply = EchoResp::decode(next.run(ctx, body).await?).map_err(|_| Code::INTERNAL)?;
+    Ok(EchoResp { text: format!("{}<{name}", reply.text) }.encode_to_vec().into())
+}
+
+/// Panics: the request is answered `INTERNAL`.
+async fn panics(_ctx: Ctx, _body: Bytes, _next: Next) -> Result<Bytes, Code> {
+    panic!("testkit_panics was asked to panic")
+}
+
+/// Answers the text it got (after the layers) followed by `>handler`.
+#[mortar::handler("testkit.layered", public)]
+async fn layered(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
+    Ok(EchoResp { text: format!("{}>handler", req.text) })
+}
+
+/// Answers the text; its layer panics first.
+#[mortar::handler("testkit.layer_panic", public)]
+async fn layer_panic(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
+    Ok(EchoResp { text: req.text })
 }

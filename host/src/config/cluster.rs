@@ -1,7 +1,7 @@
 //! The sections a cluster adds: `[worker]`, `[cluster]`, `[registry]` and `[rpc]`.
 
 use serde::{Deserialize, Serialize};
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 /// The worker: which modules this node runs, and where gateways reach it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -16,6 +16,10 @@ pub struct WorkerConfig {
     /// or `main.*` for a whole module. Every other client route answers `NOT_LOGGED_IN` to a
     /// session that has not logged in.
     pub public_routes: Vec<String>,
+    /// Middleware placement: a module's layer (`mortar::layer!`) by name, and the route patterns
+    /// (`*`, `main.*`, `main.sub`) it wraps on this node instead of those its module gave; an
+    /// empty list switches it off. A name no loaded module declares stops the start.
+    pub layers: BTreeMap<String, Vec<String>>,
     /// Address the worker's RPC service binds (`mortar worker --rpc-listen` overrides it; port 0
     /// picks a free port, printed on the readiness line).
     pub listen: SocketAddr,
@@ -41,6 +45,7 @@ impl Default for WorkerConfig {
             modules: Vec::new(),
             dynamic_modules: Vec::new(),
             public_routes: Vec::new(),
+            layers: BTreeMap::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 7100)),
             advertise: String::new(),
             weight: 1,

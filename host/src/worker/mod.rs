@@ -338,7 +338,11 @@ impl Worker {
         span: tracing::Span,
     ) -> Reply {
         let started = Instant::now();
-        let reply: Reply = (route.handler)(ctx, body).instrument(span.clone()).await.into();
+        let reply = match self.core.routes.layers_of(route.path) {
+            None => (route.handler)(ctx, body),
+            Some(layers) => mortar::layer::Next::new(route.handler, layers.clone()).run(ctx, body),
+        };
+        let reply: Reply = reply.instrument(span.clone()).await.into();
         let elapsed = started.elapsed();
         span.in_scope(|| tracing::debug!(code = %m::code_label(reply.code), elapsed_us = elapsed.as_micros() as u64, "handled"));
         match self.core.metrics.get(route.path) {

@@ -1,18 +1,21 @@
 //! The route table: the handlers of the modules a node enables, looked up by `main` and `sub`,
-//! each checked against its rpc in its module's protos.
+//! each checked against its rpc in its module's protos, with the chain of layers (middleware)
+//! each route runs through.
 
 use super::library::Library;
 use mortar::{
     Module,
+    layer::{Layer, LayerFn},
     module::{ModuleDecl, ModuleError, OfflineHook},
     route::{Access, Route},
 };
 use prost::Message as _;
 use prost_reflect::DescriptorPool;
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
     path::PathBuf,
+    sync::Arc,
 };
 
 /// Why a route table could not be built.
@@ -51,6 +54,36 @@ pub enum RouteError {
         module: &'static str,
         /// Where its handler is defined.
         defined_at: String,
+    },
+    /// Two layers share a name.
+    #[error("layer `{name}` is declared twice: in {first} and in {second}")]
+    DuplicateLayer {
+        /// The name.
+        name: &'static str,
+        /// Where the first is declared.
+        first: String,
+        /// Where the second is declared.
+        second: String,
+    },
+    /// A layer's route pattern is not `*`, `main.*` or `main.sub`.
+    #[error(
+        "layer `{name}` (declared in {defined_at}): route pattern `{pattern}` is not `*`, `main.*` or `main.sub`"
+    )]
+    LayerPattern {
+        /// The layer.
+        name: &'static str,
+        /// Where it is declared.
+        defined_at: String,
+        /// The pattern.
+        pattern: String,
+    },
+    /// The config places a layer no module declares.
+    #[error("worker.layers names layer `{name}`, which no loaded module declares (declared: {available})")]
+    UnknownLayer {
+        /// The name in the config.
+        name: String,
+        /// The layers declared, comma-separated.
+        available: String,
     },
     /// The config enables a module that is not linked into this binary.
     #[error("config enables module `{name}`, which this binary does not have (it has: {available})")]
@@ -145,6 +178,8 @@ pub struct ModuleSource {
     pub routes: Vec<&'static Route>,
     /// The encoded descriptor sets of the origin's protos.
     pub protos: Vec<&'static [u8]>,
+    /// The layers.
+    pub layers: Vec<&'static Layer>,
 }
 
 impl ModuleSource {
@@ -156,6 +191,7 @@ impl ModuleSource {
             build: mortar::module::build,
             routes: mortar::route::registered().collect(),
             protos: mortar::module::protos().map(|protos| protos.descriptors).collect(),
+            layers: mortar::layer::registered().collect(),
         }
     }
 
@@ -168,6 +204,7 @@ impl ModuleSource {
             build: declaration.build,
             routes: declaration.routes.clone(),
             protos: declaration.protos.iter().map(|protos| protos.descriptors).collect(),
+            layers: declaration.layers.clone(),
         }
     }
 
@@ -189,6 +226,10 @@ pub struct RouteTable {
     public: std::collections::HashSet<&'static str>,
     /// The enabled modules' `on_offline` hooks, by module.
     offline_hooks: HashMap<&'static str, Hook>,
+    /// Every declared layer, by name, and where it is declared.
+    layers: BTreeMap<&'static str, (&'static Layer, String)>,
+    /// The layers of each route that has any, outermost first.
+    chains: HashMap<&'static str, Arc<[LayerFn]>>,
 }
 
 /// A module's `on_offline` hook, and the route its context names (`friend.on_offline`).
@@ -226,6 +267,7 @@ impl RouteTable {
         }
         let mut table = Self::build(sources, &config.modules)?;
         table.make_public(&config.public_routes);
+        table.place_layers(&config.layers)?;
         Ok(table)
     }
 
@@ -266,6 +308,27 @@ impl RouteTable {
     pub fn build(sources: Vec<ModuleSource>, enabled: &[String]) -> Result<Self, RouteError> {
         let mut declared: HashMap<&'static str, (String, Origin, Box<dyn Module>)> = HashMap::new();
         let mut offline_hooks = HashMap::new();
+        let mut layers: BTreeMap<&'static str, (&'static Layer, String)> = BTreeMap::new();
+        for source in &sources {
+            for layer in &source.layers {
+                let place = source.place(layer.defined_at);
+                if let Some((_, first)) = layers.get(layer.name) {
+                    return Err(RouteError::DuplicateLayer {
+                        name: layer.name,
+                        first: first.clone(),
+                        second: place,
+                    });
+                }
+                if let Some(pattern) = layer.routes.iter().find(|p| !valid_pattern(p)) {
+                    return Err(RouteError::LayerPattern {
+                        name: layer.name,
+                        defined_at: place,
+                        pattern: (*pattern).to_owned(),
+                    });
+                }
+                layers.insert(layer.name, (layer, place));
+            }
+        }
         // The modules of each source: a route belongs to a module of its own origin.
         let mut own: Vec<BTreeSet<&'static str>> = Vec::new();
         for source in &sources {
@@ -352,7 +415,53 @@ impl RouteTable {
             .filter(|(name, _)| is_enabled(name))
             .map(|(_, (_, origin, module))| (origin, module))
             .collect();
-        Ok(Self { routes: table, modules, descriptors, public: Default::default(), offline_hooks })
+        let mut table = Self {
+            routes: table,
+            modules,
+            descriptors,
+            public: Default::default(),
+            offline_hooks,
+            layers,
+            chains: HashMap::new(),
+        };
+        table.place_layers(&BTreeMap::new())?;
+        Ok(table)
+    }
+
+    /// Puts each declared layer around the served routes its patterns match: those in `placed`
+    /// (`worker.layers`) for the layers it names, those its module gave for the others. A route's
+    /// layers run lowest `order` first, then by name.
+    ///
+    /// # Errors
+    /// [`RouteError::UnknownLayer`] for a name in `placed` no module declares.
+    pub fn place_layers(&mut self, placed: &BTreeMap<String, Vec<String>>) -> Result<(), RouteError> {
+        if let Some(name) = placed.keys().find(|name| !self.layers.contains_key(name.as_str())) {
+            let available = self.layers.keys().copied().collect::<Vec<_>>().join(", ");
+            return Err(RouteError::UnknownLayer { name: name.clone(), available });
+        }
+        let mut ordered: Vec<&'static Layer> = self.layers.values().map(|(layer, _)| *layer).collect();
+        ordered.sort_by_key(|layer| (layer.order, layer.name));
+        let paths: Vec<&'static str> = self.routes().map(|route| route.path).collect();
+        self.chains = paths
+            .into_iter()
+            .filter_map(|path| {
+                let chain: Vec<LayerFn> = ordered
+                    .iter()
+                    .filter(|layer| match placed.get(layer.name) {
+                        Some(patterns) => patterns.iter().any(|p| mortar::layer::matches(p, path)),
+                        None => layer.routes.iter().any(|p| mortar::layer::matches(p, path)),
+                    })
+                    .map(|layer| layer.run)
+                    .collect();
+                (!chain.is_empty()).then(|| (path, chain.into()))
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// The layers route `path` runs through, outermost first; none when it has none.
+    pub fn layers_of(&self, path: &str) -> Option<&Arc<[LayerFn]>> {
+        self.chains.get(path)
     }
 
     /// The route `main.sub`, if an enabled module serves it.
@@ -424,6 +533,17 @@ fn check_rpc(pool: &DescriptorPool, route: &'static Route, place: &str) -> Resul
         });
     }
     Ok(method.parent_file().name().to_owned())
+}
+
+/// Whether a layer's route pattern is `*`, `main.*` or `main.sub`.
+fn valid_pattern(pattern: &str) -> bool {
+    pattern == "*"
+        || pattern.split_once('.').is_some_and(|(main, sub)| {
+            let part = |p: &str| {
+                !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            };
+            part(main) && (sub == "*" || part(sub))
+        })
 }
 
 /// `add_items` → `AddItems`: the proto name a route part comes from.
@@ -545,6 +665,7 @@ mod tests {
             build: mortar::module::build,
             routes: routes.to_vec(),
             protos: vec![*PROTOS],
+            layers: Vec::new(),
         }
     }
 
@@ -638,6 +759,43 @@ mod tests {
             error.to_string(),
             "route `echo.say` (defined at a::say): the handler takes `google.protobuf.UInt32Value` and returns `synthetic.Msg`, but its rpc `synthetic.Echo.Say` takes `synthetic.Msg` and returns `synthetic.Msg`"
         );
+    }
+
+    fn pass(ctx: mortar::Ctx, body: bytes::Bytes, next: mortar::layer::Next) -> mortar::route::HandlerFuture {
+        next.run(ctx, body)
+    }
+    static TIMING: Layer = Layer { name: "timing", routes: &["*"], order: 5, run: pass, defined_at: "t" };
+    static AUDIT: Layer = Layer { name: "audit", routes: &["pack.*"], order: 5, run: pass, defined_at: "u" };
+    static BAD: Layer = Layer { name: "bad", routes: &["Pack"], order: 0, run: pass, defined_at: "b" };
+
+    fn with_layers(layers: &[&'static Layer]) -> Result<RouteTable, RouteError> {
+        let source = ModuleSource { layers: layers.to_vec(), ..source(&[&ECHO, &PACK], &[&SAY, &QUERY]) };
+        RouteTable::build(vec![source], &[])
+    }
+
+    #[test]
+    fn layers_wrap_the_routes_their_patterns_match_and_the_config_moves_them() {
+        let mut table = with_layers(&[&TIMING, &AUDIT]).unwrap();
+        assert_eq!(table.layers_of("pack.query").map(|chain| chain.len()), Some(2));
+        assert_eq!(table.layers_of("echo.say").map(|chain| chain.len()), Some(1));
+        let placed = BTreeMap::from([
+            ("timing".to_owned(), vec![]),
+            ("audit".to_owned(), vec!["echo.say".to_owned()]),
+        ]);
+        table.place_layers(&placed).unwrap();
+        assert!(table.layers_of("pack.query").is_none());
+        assert_eq!(table.layers_of("echo.say").map(|chain| chain.len()), Some(1));
+        let unknown = BTreeMap::from([("timng".to_owned(), vec![])]);
+        let error = table.place_layers(&unknown).unwrap_err().to_string();
+        assert!(error.contains("`timng`") && error.contains("audit, timing"), "{error}");
+    }
+
+    #[test]
+    fn duplicate_layers_and_bad_patterns_are_refused() {
+        let error = with_layers(&[&TIMING, &TIMING]).err().unwrap().to_string();
+        assert!(error.contains("layer `timing` is declared twice: in t and in t"), "{error}");
+        let error = with_layers(&[&BAD]).err().unwrap().to_string();
+        assert!(error.contains("`Pack`"), "{error}");
     }
 
     #[test]

@@ -1,0 +1,42 @@
+//! Middleware: layers modules declare with `mortar::layer!`, around handlers, in order, placed
+//! by the node's `worker.layers`; through a real client against `mortar dev`.
+#![allow(clippy::unwrap_used)]
+
+use mortar_cli::client::Client;
+use mortar_echo::echo::EchoResp;
+use mortar_pb::ErrorCode;
+use mortar_tests::{DevNode, echo_body};
+use prost::Message as _;
+
+async fn ask(node: &DevNode, route: &str, text: &str) -> (i32, String) {
+    let mut client = Client::connect(&node.url()).await.unwrap();
+    let (main, sub) = route.split_once('.').unwrap();
+    let reply = client.request(main, sub, echo_body(text), |_| {}).await.unwrap();
+    (reply.code, EchoResp::decode(reply.data).map(|r| r.text).unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_wrap_handlers_in_order_and_may_answer_themselves() {
+    let node = DevNode::start().await;
+    assert_eq!(
+        ask(&node, "testkit.layered", "x").await,
+        (0, "x>outer>inner>handler<inner<outer".into()),
+        "the lowest order is outermost, on the way in and out"
+    );
+    assert_eq!(ask(&node, "testkit.layered", "deny").await.0, ErrorCode::PermissionDenied as i32);
+    assert_eq!(ask(&node, "testkit.layer_panic", "x").await.0, ErrorCode::Internal as i32);
+    // Routes no layer names run bare.
+    assert_eq!(ask(&node, "testkit.me", "").await, (0, "none".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_config_moves_or_switches_off_a_layer() {
+    let node = DevNode::with_config(|config| {
+        config.worker.layers.insert("testkit_inner".into(), Vec::new());
+        config.worker.layers.insert("testkit_outer".into(), vec!["testkit.*".into()]);
+    })
+    .await;
+    assert_eq!(ask(&node, "testkit.layered", "x").await, (0, "x>outer>handler<outer".into()));
+    // testkit.me now runs through testkit_outer too, which refuses `deny`.
+    assert_eq!(ask(&node, "testkit.me", "deny").await.0, ErrorCode::PermissionDenied as i32);
+}
