@@ -29,7 +29,7 @@
 //!   [`include_proto!`] for its messages.
 //! - [`route`]: routes as [`#[handler]`](handler) registers them, and the decode/encode glue.
 //! - [`ctx`]: [`Ctx`], a handler's view of its request and of the host.
-//! - [`layer`]: middleware, layers a module wraps around handlers ([`layer!`]).
+//! - [`layer`](mod@layer): middleware, layers a module wraps around handlers ([`layer!`]).
 //! - [`code`]: [`Code`], the outcome a client sees.
 //! - [`cache`]: values, counters and locks with TTLs, through [`Ctx::cache`].
 //! - [`store`]: documents ([`store::Document`]), versions and compare-and-set, through

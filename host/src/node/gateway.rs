@@ -58,6 +58,7 @@ pub async fn run(
 
     let pool = WorkerPool::start(me.clone(), config.rpc.clone(), registry.clone(), health.clone());
     let relay = Relay::cluster(pool.clone(), config.gateway.request_timeout());
+    super::warn_unshared_sessions(&config);
     let sessions = crate::session::open(&config).await?;
     // Session ids start again at 1: logins a previous run of this gateway left behind would
     // point at new, unrelated sessions.

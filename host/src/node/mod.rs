@@ -82,8 +82,20 @@ impl AdminTask {
     }
 }
 
+/// Warns when a cluster node keeps its players' logins in memory: they are then known to this
+/// node alone, so logins, pushes and kicks across nodes do not work.
+pub(crate) fn warn_unshared_sessions(config: &NodeConfig) {
+    if config.session.url == "memory" {
+        tracing::warn!(
+            node = %config.node.id,
+            "session.url is \"memory\": players' logins are known to this node only, so pushes, kicks and duplicate-login checks do not reach other nodes; give every node of the cluster the same session.url = \"redis://…\""
+        );
+    }
+}
+
 /// This node as it introduces itself to peers and registers: its entry says `kind`, the address
-/// `advertise` (or the bound `rpc_addr`), and `modules`.
+/// `advertise` (or the bound `rpc_addr`), `modules`, and among them those with an `on_offline`
+/// hook (`offline_hooks`).
 ///
 /// # Errors
 /// When `cluster.secret` is empty, or the node would register an address no peer can dial.

@@ -46,6 +46,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let routes = RouteTable::for_worker(&config.worker)?;
+    super::warn_unshared_sessions(&config);
     let mut backends = Backends::open(&config).await?;
     let mut modules: Vec<String> = routes.modules().map(|module| module.name().to_owned()).collect();
     modules.sort_unstable();
