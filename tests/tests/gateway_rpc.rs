@@ -139,3 +139,71 @@ async fn workers_push_to_and_kick_a_gateways_sessions() {
     let _ = stop_worker.send(());
     worker.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_never_answers_holds_up_only_its_own_callers() {
+    use mortar_host::{
+        registry::{Registry as _, memory::MemoryRegistry},
+        session::memory::MemorySessions,
+        worker::gateways::{GatewayPool, Gateways as _},
+    };
+    use std::sync::Arc;
+
+    // A live gateway, and an address that accepts connections but never answers the handshake.
+    let (clients, rpc, stuck) = (bind().await, bind().await, bind().await);
+    let (rpc_addr, stuck_addr) = (rpc.local_addr().unwrap(), stuck.local_addr().unwrap());
+    let (stop_gateway, gateway_stopped) = tokio::sync::oneshot::channel::<()>();
+    let gateway = tokio::spawn(mortar_host::node::gateway::run(
+        config("gateway-live"),
+        GatewayListeners { clients, rpc, admin: None },
+        || {},
+        async move {
+            let _ = gateway_stopped.await;
+        },
+    ));
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = stuck.accept().await {
+            held.push(stream);
+        }
+    });
+
+    let registry = Arc::new(MemoryRegistry::default());
+    for (id, addr) in [("gateway-live", rpc_addr), ("gateway-stuck", stuck_addr)] {
+        let entry = NodeEntry {
+            id: id.into(),
+            kind: NodeKind::Gateway,
+            addr: addr.to_string(),
+            ..worker_identity(SECRET).entry
+        };
+        registry.register(&entry).await.unwrap();
+    }
+    let mut rpc_config = config("worker-1").rpc;
+    rpc_config.handshake_timeout_ms = 10_000;
+    let pool = GatewayPool::start(
+        Arc::new(worker_identity(SECRET)),
+        rpc_config,
+        registry,
+        Arc::new(MemorySessions::default()),
+    );
+    let stuck_kick = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.kick("gateway-stuck", 1, mortar::Code::PERMISSION_DENIED).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The live gateway answers (no such session) while the other one is still being dialled.
+    let live = loop {
+        match pool.kick("gateway-live", 1, mortar::Code::PERMISSION_DENIED).await {
+            Err(mortar::Code::UNAVAILABLE) => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => break other,
+        }
+    };
+    assert_eq!(live, Ok(false));
+    assert!(!stuck_kick.is_finished(), "the stuck gateway's dial is still waiting for its handshake");
+
+    stuck_kick.abort();
+    held.abort();
+    pool.close();
+    let _ = stop_gateway.send(());
+    gateway.await.unwrap().unwrap();
+}

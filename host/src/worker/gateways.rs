@@ -100,9 +100,17 @@ struct Inner {
     me: Arc<Identity>,
     config: RpcConfig,
     registry: Arc<dyn Registry>,
-    /// Connections made, by gateway id; one that fails is dropped and dialled again next time.
-    clients: tokio::sync::Mutex<HashMap<String, GatewayRpcClient>>,
+    /// The connection to each gateway, by id; one whose connection broke is dropped and dialled
+    /// again next time. The map's lock is held only to find a slot: a gateway being dialled
+    /// (slow, or dead until its registry entry expires) holds up only its own callers.
+    clients: Mutex<HashMap<String, Arc<Slot>>>,
     follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// One gateway's connection, once dialled, with the generation that tells a replaced one apart.
+#[derive(Default)]
+struct Slot {
+    client: tokio::sync::Mutex<Option<(u64, GatewayRpcClient)>>,
 }
 
 impl GatewayPool {
@@ -118,7 +126,7 @@ impl GatewayPool {
             me,
             config,
             registry: registry.clone(),
-            clients: tokio::sync::Mutex::default(),
+            clients: Mutex::default(),
             follower: Mutex::default(),
         });
         let mut watcher = registry.watch();
@@ -135,7 +143,7 @@ impl GatewayPool {
                                 gateways.insert(entry.id);
                             }
                             Change::Removed(id) if gateways.remove(&id) => {
-                                inner.clients.lock().await.remove(&id);
+                                inner.clients.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
                                 match sessions.purge_gateway(id.clone()).await {
                                     Ok(purged) => {
                                         tracing::info!(gateway = %id, purged, "gateway left: its players' logins removed")
@@ -162,10 +170,19 @@ impl GatewayPool {
         }
     }
 
-    /// The connection to gateway `id`, dialled when there is none.
-    async fn client(&self, id: &str) -> Result<GatewayRpcClient, Code> {
-        let mut clients = self.inner.clients.lock().await;
-        if let Some(client) = clients.get(id) {
+    /// The connection to gateway `id` and its generation, dialled when there is none (callers of
+    /// one gateway wait for one dial).
+    async fn client(&self, id: &str) -> Result<(u64, GatewayRpcClient), Code> {
+        let slot = self
+            .inner
+            .clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(id.to_owned())
+            .or_default()
+            .clone();
+        let mut client = slot.client.lock().await;
+        if let Some(client) = client.as_ref() {
             return Ok(client.clone());
         }
         let nodes = self.inner.registry.snapshot();
@@ -180,29 +197,47 @@ impl GatewayPool {
             })?;
         let new = GatewayRpcClient::new(tarpc::client::Config::default(), codec::transport(frames));
         tokio::spawn(new.dispatch);
-        clients.insert(id.to_owned(), new.client.clone());
-        Ok(new.client)
+        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *client = Some((generation, new.client.clone()));
+        Ok((generation, new.client))
     }
 
-    /// Runs `call` on gateway `id`'s connection, dropping the connection when it failed.
+    /// Drops gateway `id`'s connection of `generation`, unless it has been replaced already.
+    async fn drop_connection(&self, id: &str, generation: u64) {
+        let slot = self.inner.clients.lock().unwrap_or_else(PoisonError::into_inner).get(id).cloned();
+        if let Some(slot) = slot {
+            let mut client = slot.client.lock().await;
+            if client.as_ref().is_some_and(|(current, _)| *current == generation) {
+                *client = None;
+            }
+        }
+    }
+
+    /// Runs `call` on gateway `id`'s connection, dropping the connection when it broke (not when
+    /// the call only timed out: other calls on it may be fine).
     async fn call<T>(
         &self,
         id: &str,
         call: impl AsyncFnOnce(GatewayRpcClient, tarpc::context::Context) -> Result<T, RpcError>,
     ) -> Result<T, Code> {
-        let client = self.client(id).await?;
+        let (generation, client) = self.client(id).await?;
         let mut cx = tarpc::context::current();
         cx.deadline = Instant::now() + self.inner.config.ping_timeout();
-        call(client, cx).await.map_err(|error| {
-            tracing::warn!(gateway = %id, %error, "call to gateway failed");
-            let inner = self.inner.clone();
-            let id = id.to_owned();
-            tokio::spawn(async move { inner.clients.lock().await.remove(&id) });
-            match error {
-                RpcError::DeadlineExceeded => Code::TIMEOUT,
-                _ => Code::UNAVAILABLE,
+        match call(client, cx).await {
+            Ok(answer) => Ok(answer),
+            Err(error) => {
+                tracing::warn!(gateway = %id, %error, "call to gateway failed");
+                match error {
+                    RpcError::DeadlineExceeded => Err(Code::TIMEOUT),
+                    RpcError::Server(_) => Err(Code::INTERNAL),
+                    RpcError::Shutdown | RpcError::Send(_) | RpcError::Channel(_) => {
+                        self.drop_connection(id, generation).await;
+                        Err(Code::UNAVAILABLE)
+                    }
+                }
             }
-        })
+        }
     }
 }
 
