@@ -86,7 +86,7 @@ async fn the_pool_follows_the_registry() {
         secret: SECRET.into(),
         entry: entry("gateway-1", NodeKind::Gateway, "127.0.0.1:1".into()),
     };
-    let pool = WorkerPool::start(Arc::new(me), RpcConfig::default(), registry.clone(), health.clone());
+    let pool = WorkerPool::start(Arc::new(me), RpcConfig::default(), registry.clone(), Some(health.clone()));
     assert!(!health.is_ready(), "no worker yet");
     let timeout = Duration::from_secs(5);
     assert_eq!(pool.relay(whoami(1), timeout).await.code, ErrorCode::Unavailable as i32);

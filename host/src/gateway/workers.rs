@@ -1,5 +1,6 @@
 //! A cluster gateway's workers: one connection per worker the registry lists, the live ones
-//! among them, and the choice of a worker for each request.
+//! among them, and the choice of a worker for each request. A worker keeps one pool of the other
+//! workers too, for calls to modules it does not serve (`Ctx::call`).
 //!
 //! The pool follows the registry. For each worker listed it runs a peer task that, until the
 //! worker leaves the registry or the pool closes:
@@ -48,7 +49,9 @@ pub struct WorkerPool {
 struct Inner {
     me: Arc<Identity>,
     config: RpcConfig,
-    health: Health,
+    /// The gateway's readiness, and that it reports `mortar_gateway_workers_live`; none for a
+    /// worker's pool of the other workers.
+    health: Option<Health>,
     /// What requests choose from; replaced whole on every change, read per request.
     view: RwLock<Arc<Vec<Live>>>,
     peers: Mutex<HashMap<String, Peer>>,
@@ -86,10 +89,18 @@ struct Live {
 }
 
 impl WorkerPool {
-    /// A pool for the gateway `me`, following `registry` from now on. `health` is kept not ready
-    /// while no worker is connected.
-    pub fn start(me: Arc<Identity>, config: RpcConfig, registry: Arc<dyn Registry>, health: Health) -> Self {
-        health.set_peers_ok(false);
+    /// A pool for node `me`, following `registry` from now on. A gateway's `health` is kept not
+    /// ready while no worker is connected; a worker, whose pool only carries calls to modules it
+    /// does not serve, passes none.
+    pub fn start(
+        me: Arc<Identity>,
+        config: RpcConfig,
+        registry: Arc<dyn Registry>,
+        health: Option<Health>,
+    ) -> Self {
+        if let Some(health) = &health {
+            health.set_peers_ok(false);
+        }
         let inner = Arc::new(Inner {
             me,
             config,
@@ -433,8 +444,10 @@ impl WorkerPool {
             .filter(|live| peers.get(&*live.id).is_some_and(|peer| peer.generation == Some(live.generation)))
             .cloned()
             .collect();
-        metrics::gauge!(m::WORKERS_LIVE).set(next.len() as f64);
-        self.inner.health.set_peers_ok(!next.is_empty());
+        if let Some(health) = &self.inner.health {
+            metrics::gauge!(m::WORKERS_LIVE).set(next.len() as f64);
+            health.set_peers_ok(!next.is_empty());
+        }
         *view = Arc::new(next);
     }
 }

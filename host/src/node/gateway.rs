@@ -56,7 +56,7 @@ pub async fn run(
     let health = Health::default();
     let admin = AdminTask::spawn(listeners.admin, &health, &config.admin);
 
-    let pool = WorkerPool::start(me.clone(), config.rpc.clone(), registry.clone(), health.clone());
+    let pool = WorkerPool::start(me.clone(), config.rpc.clone(), registry.clone(), Some(health.clone()));
     let relay = Relay::cluster(pool.clone(), config.gateway.request_timeout());
     super::warn_unshared_sessions(&config);
     let sessions = crate::session::open(&config).await?;

@@ -63,8 +63,8 @@ pub async fn run(
     let gateways =
         GatewayPool::start(me.clone(), config.rpc.clone(), registry.clone(), backends.sessions.clone());
     backends.gateways = Arc::new(gateways.clone());
-    // Its own readiness does not depend on other workers: the pool gets a health of its own.
-    let workers = WorkerPool::start(me.clone(), config.rpc.clone(), registry.clone(), Health::default());
+    // Its readiness does not depend on other workers.
+    let workers = WorkerPool::start(me.clone(), config.rpc.clone(), registry.clone(), None);
     backends.workers = Some(workers.clone());
     let worker = Worker::new(config.node.id.clone(), routes, backends);
     worker.start()?;
