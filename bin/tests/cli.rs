@@ -156,6 +156,27 @@ fn a_value_out_of_range_names_its_environment_variable() {
 }
 
 #[test]
+fn a_game_table_that_does_not_validate_stops_the_start_naming_file_row_and_reason() {
+    let dir = std::env::temp_dir().join(format!("mortar-cli-tables-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rows = r#"[{"id": 1, "name": "Gold", "kind": "currency", "max_stack": 9, "usable": false},
+                  {"id": 1, "name": "Gem", "kind": "currency", "max_stack": 9, "usable": false}]"#;
+    std::fs::write(dir.join("items.json"), rows).unwrap();
+    let out = Command::new(MORTAR)
+        .args(["dev", "--listen", "127.0.0.1:0"])
+        .env("MORTAR_TABLES__PATH", &dir)
+        .env("MORTAR_ADMIN__ENABLED", "false")
+        .output()
+        .expect("mortar dev runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = "items.json row 2: id 1 is also the id of row 1";
+    assert!(stderr.contains(line), "{stderr}");
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("mortar: ")).count(), 1, "{stderr}");
+}
+
+#[test]
 fn client_refuses_a_bad_timeout_and_says_a_refused_connection_once() {
     for bad in ["-1", "NaN", "1e30", "0", "soon"] {
         let out = Command::new(MORTAR)

@@ -192,6 +192,12 @@ impl Ctx {
         Cache::new(self.inner.host.cache(), module)
     }
 
+    /// The loaded rows of game config table `T` (see [`crate::table`]): a snapshot, which a
+    /// reload does not change under this request.
+    pub fn table<T: crate::table::Row>(&self) -> Arc<crate::table::Rows<T>> {
+        T::table().rows()
+    }
+
     /// The collection of document type `T` in the node's store (see [`crate::store`]).
     pub fn store<T: Document>(&self) -> Store<T> {
         Store::new(self.inner.host.store())

@@ -3,7 +3,7 @@
 //!
 //! A library holds its own copy of every static, the SDK's included, so the host learns what a
 //! library contains only through the [`Declaration`] its entry point returns: the library's
-//! modules, routes, protos and layers, collected from the library's own registries. Before
+//! modules, routes, protos, layers and tables, collected from the library's own registries. Before
 //! reading anything else the host compares [`FINGERPRINT`] with the library's: the SDK version and
 //! source, the compiler, the target, the declaration's layout version and the entry point's
 //! signature. Only when they are equal are the two sides' types the same types.
@@ -16,6 +16,7 @@ use crate::{
     layer::Layer,
     module::{self, Module, ModuleDecl, ModuleError, Protos},
     route::Route,
+    table::TableDecl,
 };
 
 /// The entry point a library exports is this followed by its crate's name
@@ -71,6 +72,8 @@ pub struct Declaration {
     pub protos: Vec<&'static Protos>,
     /// Its layers.
     pub layers: Vec<&'static Layer>,
+    /// Its game config tables.
+    pub tables: Vec<&'static TableDecl>,
 }
 
 static ENTRY: LibraryEntry = LibraryEntry {
@@ -99,6 +102,7 @@ fn declare() -> Declaration {
         routes: crate::route::registered().collect(),
         protos: module::protos().collect(),
         layers: crate::layer::registered().collect(),
+        tables: crate::table::registered().collect(),
     }
 }
 

@@ -32,6 +32,8 @@
 //! - [`layer`](mod@layer): middleware, layers a module wraps around handlers ([`layer!`]).
 //! - [`code`]: [`Code`], the outcome a client sees.
 //! - [`cache`]: values, counters and locks with TTLs, through [`Ctx::cache`].
+//! - [`table`](mod@table): game config tables, rows of JSON files typed in Rust ([`table!`]),
+//!   through [`Ctx::table`].
 //! - [`store`]: documents ([`store::Document`]), versions and compare-and-set, through
 //!   [`Ctx::store`].
 //! - [`dynamic`]: the entry point [`export_module!`] generates for loading from a library.
@@ -49,6 +51,7 @@ pub mod module;
 mod panic;
 pub mod route;
 pub mod store;
+pub mod table;
 
 pub use code::Code;
 pub use ctx::{Ctx, Session};

@@ -248,3 +248,28 @@ async fn layered(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
 async fn layer_panic(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
     Ok(EchoResp { text: req.text })
 }
+
+/// Calls the pack module's internal `pack.add_items`: `text` is `USER|GRANT_ID|ITEM:COUNT,…`
+/// (USER 0: the session's user); answers `granted=BOOL`.
+#[mortar::handler("testkit.grant", public)]
+async fn grant(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
+    use mortar_pack::pack::{AddItemsReq, AddItemsResp, Item};
+    let mut parts = req.text.splitn(3, '|');
+    let (Some(user), Some(grant_id), Some(items)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(Code::BAD_REQUEST);
+    };
+    let items = items
+        .split(',')
+        .map(|entry| {
+            let (item, count) = entry.split_once(':').ok_or(Code::BAD_REQUEST)?;
+            Ok(Item {
+                item_id: item.parse().map_err(|_| Code::BAD_REQUEST)?,
+                count: count.parse().map_err(|_| Code::BAD_REQUEST)?,
+            })
+        })
+        .collect::<Result<_, Code>>()?;
+    let user_id = user.parse().map_err(|_| Code::BAD_REQUEST)?;
+    let resp: AddItemsResp =
+        ctx.call("pack.add_items", &AddItemsReq { grant_id: grant_id.into(), items, user_id }).await?;
+    Ok(EchoResp { text: format!("granted={}", resp.granted) })
+}

@@ -9,12 +9,14 @@ mod cluster;
 mod gateway;
 mod session;
 mod storage;
+mod tables;
 
 pub use cache::CacheConfig;
 pub use cluster::{ClusterConfig, RegistryConfig, RpcConfig, StaticNode, WorkerConfig};
 pub use gateway::GatewayConfig;
 pub use session::SessionConfig;
 pub use storage::StorageConfig;
+pub use tables::TablesConfig;
 
 use figment::{
     Figment,
@@ -64,6 +66,8 @@ pub struct NodeConfig {
     pub cache: CacheConfig,
     /// Where logged-in players' locations are kept (every node).
     pub session: SessionConfig,
+    /// Where game config tables are read from (worker and dev nodes).
+    pub tables: TablesConfig,
     /// Metrics and health endpoints.
     pub admin: AdminConfig,
 }
@@ -265,6 +269,9 @@ impl NodeConfig {
         within("cache.timeout_ms", c.timeout_ms, 10, 60_000)?;
         memory_or_redis("session.url", &self.session.url)?;
         within("session.timeout_ms", self.session.timeout_ms, 10, 60_000)?;
+        if self.tables.poll_ms != 0 {
+            within("tables.poll_ms", self.tables.poll_ms, 100, HOUR_MS)?;
+        }
 
         within("admin.max_connections", a.max_connections, 1, 10_000)?;
         within("admin.request_timeout_ms", a.request_timeout_ms, 100, 600_000)?;

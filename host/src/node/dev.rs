@@ -11,9 +11,10 @@ use crate::{
     config::NodeConfig,
     gateway::{self, Gateway, relay::Relay},
     rpc::WorkerRpcClient,
-    worker::{Backends, Worker, gateways::LocalGateway, routes::RouteTable},
+    worker::{Backends, Worker, gateways::LocalGateway, routes::RouteTable, tables::Tables},
 };
 use std::{future::Future, sync::Arc};
+use tokio_util::sync::CancellationToken;
 
 /// Runs a dev node serving clients on `listeners` until `shutdown` completes. `ready` is called
 /// once its modules are loaded and started and it serves.
@@ -30,6 +31,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let routes = RouteTable::for_worker(&config.worker)?;
+    let tables = Tables::new(config.tables.path.clone(), routes.tables());
+    tables.load()?;
     let mut backends = Backends::open(&config).await?;
     let sessions = backends.sessions.clone();
     let local = Arc::new(LocalGateway::default());
@@ -38,6 +41,8 @@ pub async fn run(
     worker.start()?;
     let health = Health::default();
     let admin = AdminTask::spawn(listeners.admin, &health, &config.admin);
+    let reloading = CancellationToken::new();
+    let reloader = tables.watch(config.tables.poll(), reloading.clone());
 
     let timeout = config.gateway.request_timeout();
     let (relay, server) = if config.gateway.local_dispatch {
@@ -67,6 +72,8 @@ pub async fn run(
     if let Some(server) = server {
         let _ = server.await;
     }
+    reloading.cancel();
+    let _ = reloader.await;
     worker.stop();
     admin.stop().await;
     Ok(())

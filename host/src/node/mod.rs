@@ -37,6 +37,9 @@ pub enum NodeError {
     /// A module's `on_start` failed.
     #[error(transparent)]
     Start(#[from] StartError),
+    /// A game config table was refused.
+    #[error(transparent)]
+    Tables(#[from] crate::worker::tables::TablesError),
     /// The registry could not be opened, or the node could not register.
     #[error(transparent)]
     Registry(#[from] RegistryError),

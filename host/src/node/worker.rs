@@ -19,7 +19,7 @@ use crate::{
     gateway::workers::WorkerPool,
     registry::{self, NodeKind, keeper::Keeper},
     rpc::{codec, listener},
-    worker::{Backends, Worker, gateways::GatewayPool, routes::RouteTable},
+    worker::{Backends, Worker, gateways::GatewayPool, routes::RouteTable, tables::Tables},
 };
 use std::{future::Future, sync::Arc};
 use tokio::net::TcpListener;
@@ -46,6 +46,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let routes = RouteTable::for_worker(&config.worker)?;
+    let tables = Tables::new(config.tables.path.clone(), routes.tables());
+    tables.load()?;
     super::warn_unshared_sessions(&config);
     let mut backends = Backends::open(&config).await?;
     let mut modules: Vec<String> = routes.modules().map(|module| module.name().to_owned()).collect();
@@ -70,6 +72,8 @@ pub async fn run(
     worker.start()?;
     let health = Health::default();
     let admin = AdminTask::spawn(listeners.admin, &health, &config.admin);
+    let reloading = CancellationToken::new();
+    let reloader = tables.watch(config.tables.poll(), reloading.clone());
 
     let accepting = CancellationToken::new();
     let rpc = tokio::spawn({
@@ -87,6 +91,7 @@ pub async fn run(
         Ok(keeper) => keeper,
         Err(error) => {
             accepting.cancel();
+            reloading.cancel();
             gateways.close();
             workers.close();
             worker.stop();
@@ -108,6 +113,8 @@ pub async fn run(
         tracing::warn!(node = %config.node.id, running = worker.in_flight(), "requests still running after worker.shutdown_grace_ms: cutting them");
     }
     drop(connections);
+    reloading.cancel();
+    let _ = reloader.await;
     gateways.close();
     workers.close();
     worker.stop();

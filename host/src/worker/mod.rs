@@ -4,6 +4,7 @@
 //! - [`routes`]: the route table built from the linked modules, the loaded libraries and the
 //!   enabled modules, each route checked against its rpc.
 //! - [`library`]: the dynamic-module loader (the one place with `unsafe` code).
+//! - [`tables`]: the game config tables of the modules, loaded and reloaded.
 //! - this file: [`Worker`], which dispatches a request to its handler (the SDK's glue catches
 //!   its panics and reports them through [`Host::panicked`]), serves the [`WorkerRpc`] tarpc
 //!   service, runs internal calls between modules (here, or on the worker of the cluster that
@@ -13,6 +14,7 @@ pub mod gateways;
 pub mod library;
 mod players;
 pub mod routes;
+pub mod tables;
 
 use crate::session::SessionStore;
 use crate::{

@@ -8,6 +8,7 @@ use mortar::{
     layer::{Layer, LayerFn},
     module::{ModuleDecl, ModuleError, OfflineHook},
     route::{Access, Route},
+    table::TableDecl,
 };
 use prost::Message as _;
 use prost_reflect::DescriptorPool;
@@ -60,6 +61,16 @@ pub enum RouteError {
     DuplicateLayer {
         /// The name.
         name: &'static str,
+        /// Where the first is declared.
+        first: String,
+        /// Where the second is declared.
+        second: String,
+    },
+    /// Two tables read one file.
+    #[error("table `{file}` is declared twice: in {first} and in {second}")]
+    DuplicateTable {
+        /// The file's name without `.json`.
+        file: &'static str,
         /// Where the first is declared.
         first: String,
         /// Where the second is declared.
@@ -180,6 +191,8 @@ pub struct ModuleSource {
     pub protos: Vec<&'static [u8]>,
     /// The layers.
     pub layers: Vec<&'static Layer>,
+    /// The game config tables.
+    pub tables: Vec<&'static TableDecl>,
 }
 
 impl ModuleSource {
@@ -192,6 +205,7 @@ impl ModuleSource {
             routes: mortar::route::registered().collect(),
             protos: mortar::module::protos().map(|protos| protos.descriptors).collect(),
             layers: mortar::layer::registered().collect(),
+            tables: mortar::table::registered().collect(),
         }
     }
 
@@ -205,6 +219,7 @@ impl ModuleSource {
             routes: declaration.routes.clone(),
             protos: declaration.protos.iter().map(|protos| protos.descriptors).collect(),
             layers: declaration.layers.clone(),
+            tables: declaration.tables.clone(),
         }
     }
 
@@ -230,6 +245,8 @@ pub struct RouteTable {
     layers: BTreeMap<&'static str, (&'static Layer, String)>,
     /// The layers of each route that has any, outermost first.
     chains: HashMap<&'static str, Arc<[LayerFn]>>,
+    /// Every declared game config table, by file, and where it is declared.
+    tables: BTreeMap<&'static str, (&'static TableDecl, String)>,
 }
 
 /// A module's `on_offline` hook, and the route its context names (`friend.on_offline`).
@@ -329,6 +346,20 @@ impl RouteTable {
                 layers.insert(layer.name, (layer, place));
             }
         }
+        let mut tables: BTreeMap<&'static str, (&'static TableDecl, String)> = BTreeMap::new();
+        for source in &sources {
+            for table in &source.tables {
+                let place = source.place(table.defined_at);
+                if let Some((_, first)) = tables.get(table.file) {
+                    return Err(RouteError::DuplicateTable {
+                        file: table.file,
+                        first: first.clone(),
+                        second: place,
+                    });
+                }
+                tables.insert(table.file, (table, place));
+            }
+        }
         // The modules of each source: a route belongs to a module of its own origin.
         let mut own: Vec<BTreeSet<&'static str>> = Vec::new();
         for source in &sources {
@@ -423,6 +454,7 @@ impl RouteTable {
             offline_hooks,
             layers,
             chains: HashMap::new(),
+            tables,
         };
         table.place_layers(&BTreeMap::new())?;
         Ok(table)
@@ -457,6 +489,11 @@ impl RouteTable {
             })
             .collect();
         Ok(())
+    }
+
+    /// The game config tables the loaded modules declare, by file.
+    pub fn tables(&self) -> impl Iterator<Item = &'static TableDecl> + '_ {
+        self.tables.values().map(|(table, _)| *table)
     }
 
     /// The layers route `path` runs through, outermost first; none when it has none.
@@ -666,6 +703,7 @@ mod tests {
             routes: routes.to_vec(),
             protos: vec![*PROTOS],
             layers: Vec::new(),
+            tables: Vec::new(),
         }
     }
 

@@ -1,0 +1,178 @@
+//! Game config tables: the node loads every table its modules declare (`mortar::table!`) from
+//! `tables.path` before the modules start, and again whenever it is asked to.
+//!
+//! A load (see [`Tables::load`]) stages every table, checks every row of every table, and
+//! replaces all of them at once only when none failed; otherwise it keeps every loaded table.
+//!
+//! The reloader task ([`Tables::watch`]) loads again when:
+//! 1. the process gets `SIGHUP`;
+//! 2. every `tables.poll_ms`, a table file's size or modification time changed (or it appeared
+//!    or went);
+//!
+//! and logs what it did; it ends when the node shuts down.
+
+use mortar::table::{TableDecl, TableError};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, SystemTime},
+};
+use tokio_util::sync::CancellationToken;
+
+/// Why the tables could not be loaded: every error found, one per table.
+#[derive(Debug, thiserror::Error)]
+#[error("game config tables refused: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct TablesError(pub Vec<TableError>);
+
+/// What a file looked like when last read: its size and modification time.
+type Stamp = Option<(u64, SystemTime)>;
+
+/// The tables of a node's modules and the folder they are read from. Cheap to clone.
+#[derive(Clone)]
+pub struct Tables {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    decls: Vec<&'static TableDecl>,
+    /// Each file's stamp at the last load.
+    stamps: Mutex<HashMap<&'static str, Stamp>>,
+}
+
+impl Tables {
+    /// The tables `decls`, read from `dir`.
+    pub fn new(dir: PathBuf, decls: impl IntoIterator<Item = &'static TableDecl>) -> Self {
+        let inner = Inner { dir, decls: decls.into_iter().collect(), stamps: Mutex::default() };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// Loads every table: each from its file, or its built-in rows when the file is missing.
+    /// Returns how many rows each table has, by file.
+    ///
+    /// # Errors
+    /// Every table that failed (a file that cannot be read or decoded, a row refused, a missing
+    /// file without built-in rows); then no table changed.
+    pub fn load(&self) -> Result<Vec<(&'static str, usize)>, TablesError> {
+        // A table's rows are a static of its module: two nodes in one process (tests) load one
+        // after the other.
+        static LOADING: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = LOADING.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut errors = Vec::new();
+        let mut counts = Vec::new();
+        let mut stamps = HashMap::new();
+        for decl in &self.inner.decls {
+            let path = self.path(decl);
+            let shown = path.display().to_string();
+            stamps.insert(decl.file, stamp(&path));
+            let staged = match std::fs::read_to_string(&path) {
+                Ok(text) => (decl.stage)(&shown, &text),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => match decl.default {
+                    Some(text) => {
+                        (decl.stage)(&format!("{} (built into {})", decl.file, decl.defined_at), text)
+                    }
+                    None => Err(TableError {
+                        file: shown,
+                        row: None,
+                        reason: format!("missing, and {} has no built-in rows", decl.defined_at),
+                    }),
+                },
+                Err(error) => Err(TableError { file: shown, row: None, reason: error.to_string() }),
+            };
+            match staged {
+                Ok(count) => counts.push((decl.file, count)),
+                Err(error) => errors.push(error),
+            }
+        }
+        if errors.is_empty() {
+            for decl in &self.inner.decls {
+                if let Err(error) = (decl.check)(&self.path(decl).display().to_string()) {
+                    errors.push(error);
+                }
+            }
+        }
+        if !errors.is_empty() {
+            self.inner.decls.iter().for_each(|decl| (decl.discard)());
+            return Err(TablesError(errors));
+        }
+        self.inner.decls.iter().for_each(|decl| (decl.commit)());
+        *self.inner.stamps.lock().unwrap_or_else(PoisonError::into_inner) = stamps;
+        Ok(counts)
+    }
+
+    /// Whether a table file changed since the last load.
+    pub fn changed(&self) -> bool {
+        let stamps = self.inner.stamps.lock().unwrap_or_else(PoisonError::into_inner);
+        self.inner.decls.iter().any(|decl| stamps.get(decl.file) != Some(&stamp(&self.path(decl))))
+    }
+
+    /// Reloads on `SIGHUP` and, every `poll`, when a file changed, until `stop` is cancelled
+    /// (see the module docs). Each outcome is logged.
+    pub fn watch(&self, poll: Option<Duration>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let tables = self.clone();
+        tokio::spawn(async move {
+            let mut hangup = hangup();
+            let mut ticks = poll.map(tokio::time::interval);
+            loop {
+                let why = tokio::select! {
+                    () = stop.cancelled() => return,
+                    Some(()) = recv(&mut hangup) => "SIGHUP",
+                    () = tick(&mut ticks) => {
+                        if !tables.changed() {
+                            continue;
+                        }
+                        "a table file changed"
+                    }
+                };
+                match tables.load() {
+                    Ok(counts) => tracing::info!(why, tables = ?counts, "game config tables reloaded"),
+                    Err(error) => {
+                        tracing::error!(why, %error, "game config tables not reloaded: keeping the loaded ones")
+                    }
+                }
+            }
+        })
+    }
+
+    fn path(&self, decl: &TableDecl) -> PathBuf {
+        self.inner.dir.join(format!("{}.json", decl.file))
+    }
+}
+
+fn stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
+}
+
+#[cfg(unix)]
+fn hangup() -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+
+#[cfg(not(unix))]
+fn hangup() -> Option<()> {
+    None
+}
+
+#[cfg(unix)]
+async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn recv(_: &mut Option<()>) -> Option<()> {
+    std::future::pending().await
+}
+
+async fn tick(ticks: &mut Option<tokio::time::Interval>) {
+    match ticks {
+        Some(ticks) => {
+            ticks.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,73 @@
+//! Game config tables through the pack module's `items.json`, in `mortar dev`: a changed file is
+//! reloaded, a refused one keeps the loaded table. Its own test binary: a table's rows are one per
+//! process, so a test that changes them must not share the process with tests using them.
+#![allow(clippy::unwrap_used)]
+
+use mortar_cli::client::Client;
+use mortar_pack::pack::{UseReq, UseResp};
+use mortar_pb::ErrorCode;
+use mortar_tests::{DevNode, echo_body};
+use prost::Message as _;
+use std::time::Duration;
+
+async fn player(node: &DevNode, user: u64) -> Client {
+    let mut client = Client::connect(&node.url()).await.unwrap();
+    let reply = client.request("testkit", "login", echo_body(&user.to_string()), |_| {}).await.unwrap();
+    assert_eq!(reply.code, 0);
+    client
+}
+
+async fn grant(client: &mut Client, text: &str) -> i32 {
+    client.request("testkit", "grant", echo_body(text), |_| {}).await.unwrap().code
+}
+
+async fn use_item(client: &mut Client, item_id: u32, count: u32) -> Result<u32, i32> {
+    let body = UseReq { item_id, count }.encode_to_vec().into();
+    let reply = client.request("pack", "use", body, |_| {}).await.unwrap();
+    match reply.code {
+        0 => Ok(UseResp::decode(reply.data).unwrap().remaining),
+        code => Err(code),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_items_table_is_reloaded_and_a_refused_one_keeps_the_old() {
+    let tables = mortar_tests::temp_dir("tables");
+    std::fs::create_dir_all(&tables).unwrap();
+    let file = tables.join("items.json");
+    let items = |usable: bool| {
+        format!(
+            r#"[{{"id": 100, "name": "Small Potion", "kind": "consumable", "max_stack": 999, "usable": {usable}}}]"#
+        )
+    };
+    std::fs::write(&file, items(true)).unwrap();
+    let node = DevNode::with_config(|config| {
+        config.tables.path = tables.clone();
+        config.tables.poll_ms = 100;
+    })
+    .await;
+    let mut player = player(&node, 11).await;
+    assert_eq!(grant(&mut player, "0|start|100:10").await, 0);
+    assert_eq!(use_item(&mut player, 100, 1).await, Ok(9));
+    // Only the node's own file counts: the built-in table's other items are not there.
+    assert_eq!(grant(&mut player, "0|gold|1:1").await, ErrorCode::BadRequest as i32);
+
+    // A file with an unknown field is refused: the loaded table stays.
+    std::fs::write(
+        &file,
+        r#"[{"id": 100, "name": "x", "kind": "consumable", "max_stack": 9, "usable": false, "colour": 1}]"#,
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(use_item(&mut player, 100, 1).await, Ok(8), "the old table stays");
+
+    // A valid change is picked up.
+    std::fs::write(&file, items(false)).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while use_item(&mut player, 100, 1).await != Err(ErrorCode::BadRequest as i32) {
+        assert!(tokio::time::Instant::now() < deadline, "the new table was not loaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(node);
+    let _ = std::fs::remove_dir_all(&tables);
+}
