@@ -82,6 +82,7 @@ fn route_lookup(c: &mut Criterion) {
         protos: vec![protos],
         layers: Vec::new(),
         tables: Vec::new(),
+        configs: Vec::new(),
     };
     let table = RouteTable::build(vec![source], &[]).expect("route table");
     c.bench_function("route lookup (200 routes)", |b| {

@@ -192,6 +192,11 @@ impl Ctx {
         Cache::new(self.inner.host.cache(), module)
     }
 
+    /// This module's config section `T` (see [`crate::config`]), as the node read it.
+    pub fn config<T: crate::config::Config>(&self) -> Arc<T> {
+        T::slot().get()
+    }
+
     /// The loaded rows of game config table `T` (see [`crate::table`]): a snapshot, which a
     /// reload does not change under this request.
     pub fn table<T: crate::table::Row>(&self) -> Arc<crate::table::Rows<T>> {

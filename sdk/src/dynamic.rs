@@ -3,7 +3,7 @@
 //!
 //! A library holds its own copy of every static, the SDK's included, so the host learns what a
 //! library contains only through the [`Declaration`] its entry point returns: the library's
-//! modules, routes, protos, layers and tables, collected from the library's own registries. Before
+//! modules, routes, protos, layers, tables and config sections, collected from the library's own registries. Before
 //! reading anything else the host compares [`FINGERPRINT`] with the library's: the SDK version and
 //! source, the compiler, the target, the declaration's layout version and the entry point's
 //! signature. Only when they are equal are the two sides' types the same types.
@@ -13,6 +13,7 @@
 //! [`Ctx`](crate::Ctx), never tokio or another global directly.
 
 use crate::{
+    config::ConfigDecl,
     layer::Layer,
     module::{self, Module, ModuleDecl, ModuleError, Protos},
     route::Route,
@@ -74,6 +75,8 @@ pub struct Declaration {
     pub layers: Vec<&'static Layer>,
     /// Its game config tables.
     pub tables: Vec<&'static TableDecl>,
+    /// Its modules' config sections.
+    pub configs: Vec<&'static ConfigDecl>,
 }
 
 static ENTRY: LibraryEntry = LibraryEntry {
@@ -103,6 +106,7 @@ fn declare() -> Declaration {
         protos: module::protos().collect(),
         layers: crate::layer::registered().collect(),
         tables: crate::table::registered().collect(),
+        configs: crate::config::registered().collect(),
     }
 }
 

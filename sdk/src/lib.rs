@@ -31,6 +31,8 @@
 //! - [`ctx`]: [`Ctx`], a handler's view of its request and of the host.
 //! - [`layer`](mod@layer): middleware, layers a module wraps around handlers ([`layer!`]).
 //! - [`code`]: [`Code`], the outcome a client sees.
+//! - [`config`](mod@config): a module's own config section, `[modules.<name>]` ([`config!`]),
+//!   through [`Ctx::config`].
 //! - [`cache`]: values, counters and locks with TTLs, through [`Ctx::cache`].
 //! - [`table`](mod@table): game config tables, rows of JSON files typed in Rust ([`table!`]),
 //!   through [`Ctx::table`].
@@ -44,6 +46,7 @@
 pub mod build;
 pub mod cache;
 pub mod code;
+pub mod config;
 pub mod ctx;
 pub mod dynamic;
 pub mod layer;

@@ -68,6 +68,9 @@ pub struct NodeConfig {
     pub session: SessionConfig,
     /// Where game config tables are read from (worker and dev nodes).
     pub tables: TablesConfig,
+    /// The modules' own sections, `[modules.<name>]`, each checked by the module that reads it
+    /// (worker and dev nodes); a section no loaded module reads stops the start.
+    pub modules: std::collections::BTreeMap<String, serde_json::Value>,
     /// Metrics and health endpoints.
     pub admin: AdminConfig,
 }

@@ -11,7 +11,12 @@ use crate::{
     config::NodeConfig,
     gateway::{self, Gateway, relay::Relay},
     rpc::WorkerRpcClient,
-    worker::{Backends, Worker, gateways::LocalGateway, routes::RouteTable, tables::Tables},
+    worker::{
+        Backends, Worker,
+        gateways::LocalGateway,
+        routes::{LoadError, RouteTable},
+        tables::Tables,
+    },
 };
 use std::{future::Future, sync::Arc};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +36,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let routes = RouteTable::for_worker(&config.worker)?;
+    routes.configure(&config.modules).map_err(LoadError::from)?;
     let tables = Tables::new(config.tables.path.clone(), routes.tables());
     tables.load()?;
     let mut backends = Backends::open(&config).await?;

@@ -19,7 +19,12 @@ use crate::{
     gateway::workers::WorkerPool,
     registry::{self, NodeKind, keeper::Keeper},
     rpc::{codec, listener},
-    worker::{Backends, Worker, gateways::GatewayPool, routes::RouteTable, tables::Tables},
+    worker::{
+        Backends, Worker,
+        gateways::GatewayPool,
+        routes::{LoadError, RouteTable},
+        tables::Tables,
+    },
 };
 use std::{future::Future, sync::Arc};
 use tokio::net::TcpListener;
@@ -46,6 +51,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let routes = RouteTable::for_worker(&config.worker)?;
+    routes.configure(&config.modules).map_err(LoadError::from)?;
     let tables = Tables::new(config.tables.path.clone(), routes.tables());
     tables.load()?;
     super::warn_unshared_sessions(&config);

@@ -5,6 +5,7 @@
 use super::library::Library;
 use mortar::{
     Module,
+    config::ConfigDecl,
     layer::{Layer, LayerFn},
     module::{ModuleDecl, ModuleError, OfflineHook},
     route::{Access, Route},
@@ -65,6 +66,32 @@ pub enum RouteError {
         first: String,
         /// Where the second is declared.
         second: String,
+    },
+    /// Two modules declare one config section.
+    #[error("config section `modules.{section}` is declared twice: in {first} and in {second}")]
+    DuplicateConfig {
+        /// The section.
+        section: &'static str,
+        /// Where the first is declared.
+        first: String,
+        /// Where the second is declared.
+        second: String,
+    },
+    /// A module's config section is refused.
+    #[error("modules.{section}: {reason}")]
+    Config {
+        /// The section.
+        section: String,
+        /// What is wrong (from the module).
+        reason: String,
+    },
+    /// The node's config has a section no loaded module reads.
+    #[error("modules.{section}: no loaded module reads this section (sections: {available})")]
+    UnknownConfig {
+        /// The section.
+        section: String,
+        /// The sections declared, comma-separated.
+        available: String,
     },
     /// Two tables read one file.
     #[error("table `{file}` is declared twice: in {first} and in {second}")]
@@ -193,6 +220,8 @@ pub struct ModuleSource {
     pub layers: Vec<&'static Layer>,
     /// The game config tables.
     pub tables: Vec<&'static TableDecl>,
+    /// The modules' config sections.
+    pub configs: Vec<&'static ConfigDecl>,
 }
 
 impl ModuleSource {
@@ -206,6 +235,7 @@ impl ModuleSource {
             protos: mortar::module::protos().map(|protos| protos.descriptors).collect(),
             layers: mortar::layer::registered().collect(),
             tables: mortar::table::registered().collect(),
+            configs: mortar::config::registered().collect(),
         }
     }
 
@@ -220,6 +250,7 @@ impl ModuleSource {
             protos: declaration.protos.iter().map(|protos| protos.descriptors).collect(),
             layers: declaration.layers.clone(),
             tables: declaration.tables.clone(),
+            configs: declaration.configs.clone(),
         }
     }
 
@@ -247,6 +278,8 @@ pub struct RouteTable {
     chains: HashMap<&'static str, Arc<[LayerFn]>>,
     /// Every declared game config table, by file, and where it is declared.
     tables: BTreeMap<&'static str, (&'static TableDecl, String)>,
+    /// Every declared module config section, by name, and where it is declared.
+    configs: BTreeMap<&'static str, (&'static ConfigDecl, String)>,
 }
 
 /// A module's `on_offline` hook, and the route its context names (`friend.on_offline`).
@@ -360,6 +393,20 @@ impl RouteTable {
                 tables.insert(table.file, (table, place));
             }
         }
+        let mut configs: BTreeMap<&'static str, (&'static ConfigDecl, String)> = BTreeMap::new();
+        for source in &sources {
+            for config in &source.configs {
+                let place = source.place(config.defined_at);
+                if let Some((_, first)) = configs.get(config.section) {
+                    return Err(RouteError::DuplicateConfig {
+                        section: config.section,
+                        first: first.clone(),
+                        second: place,
+                    });
+                }
+                configs.insert(config.section, (config, place));
+            }
+        }
         // The modules of each source: a route belongs to a module of its own origin.
         let mut own: Vec<BTreeSet<&'static str>> = Vec::new();
         for source in &sources {
@@ -455,6 +502,7 @@ impl RouteTable {
             layers,
             chains: HashMap::new(),
             tables,
+            configs,
         };
         table.place_layers(&BTreeMap::new())?;
         Ok(table)
@@ -488,6 +536,24 @@ impl RouteTable {
                 (!chain.is_empty()).then(|| (path, chain.into()))
             })
             .collect();
+        Ok(())
+    }
+
+    /// Gives each declared config section its values from `sections` (the node's
+    /// `[modules.*]`), or its defaults when `sections` has none.
+    ///
+    /// # Errors
+    /// A section a module refuses ([`RouteError::Config`]), or one no loaded module reads.
+    pub fn configure(&self, sections: &BTreeMap<String, serde_json::Value>) -> Result<(), RouteError> {
+        if let Some(section) = sections.keys().find(|section| !self.configs.contains_key(section.as_str())) {
+            let available = self.configs.keys().copied().collect::<Vec<_>>().join(", ");
+            return Err(RouteError::UnknownConfig { section: section.clone(), available });
+        }
+        for (section, (decl, _)) in &self.configs {
+            let json = sections.get(*section).map(serde_json::Value::to_string);
+            (decl.load)(json.as_deref())
+                .map_err(|reason| RouteError::Config { section: (*section).to_owned(), reason })?;
+        }
         Ok(())
     }
 
@@ -704,6 +770,7 @@ mod tests {
             protos: vec![*PROTOS],
             layers: Vec::new(),
             tables: Vec::new(),
+            configs: Vec::new(),
         }
     }
 
@@ -834,6 +901,30 @@ mod tests {
         assert!(error.contains("layer `timing` is declared twice: in t and in t"), "{error}");
         let error = with_layers(&[&BAD]).err().unwrap().to_string();
         assert!(error.contains("`Pack`"), "{error}");
+    }
+
+    fn load_knobs(json: Option<&str>) -> Result<(), String> {
+        match json {
+            Some(json) if json.contains("bad") => Err("size: bad value".into()),
+            _ => Ok(()),
+        }
+    }
+    static KNOBS: ConfigDecl = ConfigDecl { section: "knobs", load: load_knobs, defined_at: "k" };
+
+    #[test]
+    fn config_sections_go_to_their_module_and_unknown_ones_are_refused() {
+        let with_knobs = ModuleSource { configs: vec![&KNOBS], ..source(&[&ECHO], &[&SAY]) };
+        let table = RouteTable::build(vec![with_knobs], &[]).unwrap();
+        table.configure(&BTreeMap::new()).unwrap();
+        let good = BTreeMap::from([("knobs".to_owned(), serde_json::json!({"size": 3}))]);
+        table.configure(&good).unwrap();
+        let bad = BTreeMap::from([("knobs".to_owned(), serde_json::json!({"size": "bad"}))]);
+        assert_eq!(table.configure(&bad).unwrap_err().to_string(), "modules.knobs: size: bad value");
+        let unknown = BTreeMap::from([("knbos".to_owned(), serde_json::json!({}))]);
+        let error = table.configure(&unknown).unwrap_err().to_string();
+        assert_eq!(error, "modules.knbos: no loaded module reads this section (sections: knobs)");
+        let twice = ModuleSource { configs: vec![&KNOBS, &KNOBS], ..source(&[&ECHO], &[&SAY]) };
+        assert!(RouteTable::build(vec![twice], &[]).is_err());
     }
 
     #[test]
