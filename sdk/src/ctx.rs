@@ -109,6 +109,10 @@ pub trait Host: Send + Sync + 'static {
     /// Runs `task` on the host's runtime, detached.
     fn spawn(&self, task: BoxFuture<()>);
 
+    /// Runs `work` on the host's threads for blocking work, once one of its places is free;
+    /// completes when it has run.
+    fn blocking(&self, work: Box<dyn FnOnce() + Send>) -> BoxFuture<()>;
+
     /// Completes after `duration`, timed by the host's runtime.
     fn sleep(&self, duration: Duration) -> BoxFuture<()>;
 
@@ -192,12 +196,12 @@ impl Ctx {
         Cache::new(self.inner.host.cache(), module)
     }
 
-    /// This module's config section `T` (see [`crate::config`]), as the node read it.
+    /// This module's config section `T` (see [`config`](mod@crate::config)), as the node read it.
     pub fn config<T: crate::config::Config>(&self) -> Arc<T> {
         T::slot().get()
     }
 
-    /// The loaded rows of game config table `T` (see [`crate::table`]): a snapshot, which a
+    /// The loaded rows of game config table `T` (see [`table`](mod@crate::table)): a snapshot, which a
     /// reload does not change under this request.
     pub fn table<T: crate::table::Row>(&self) -> Arc<crate::table::Rows<T>> {
         T::table().rows()
@@ -309,6 +313,36 @@ impl Ctx {
                 ctx.inner.host.panicked(&ctx.inner.request, PanicSite::Task, &message);
             }
         }));
+    }
+
+    /// Runs `work` on the host's threads for blocking work (a password hash, a large file), so the
+    /// async threads that serve every player stay free, and gives back what it returned. At most
+    /// `worker.blocking_threads` such works run at once on a node; the others wait their turn.
+    ///
+    /// # Errors
+    /// `INTERNAL` when `work` panics (reported like a handler's panic).
+    pub async fn blocking<R: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, Code> {
+        let out = Arc::new(std::sync::Mutex::new(None));
+        let slot = out.clone();
+        self.inner
+            .host
+            .blocking(Box::new(move || {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+                *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(result);
+            }))
+            .await;
+        let result = out.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        match result {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(panic)) => {
+                self.panicked(&crate::panic::message(&*panic));
+                Err(Code::INTERNAL)
+            }
+            None => Err(Code::INTERNAL),
+        }
     }
 
     /// Completes after `duration`.

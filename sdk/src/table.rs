@@ -194,6 +194,43 @@ impl<T: Row> Table<T> {
     pub fn discard(&self) {
         self.staged.lock().unwrap_or_else(PoisonError::into_inner).take();
     }
+
+    /// Whether the pending rows (see [`Table::pending`]) have id `id`.
+    #[doc(hidden)]
+    pub fn pending_contains(&self, id: u64) -> bool {
+        self.pending().contains(id)
+    }
+
+    /// The references `field_ids` finds in each pending row.
+    #[doc(hidden)]
+    pub fn pending_references(&self, field_ids: &[RefField<T>]) -> Vec<Reference> {
+        let pending = self.pending();
+        let mut found = Vec::new();
+        for (at, row) in pending.rows.iter().enumerate() {
+            for &(field, table, id) in field_ids {
+                found.push(Reference { row: at + 1, field, table, id: id(row) });
+            }
+        }
+        found
+    }
+}
+
+/// A field of rows `T` naming another table's rows: its name, the table, and how to read it.
+#[doc(hidden)]
+pub type RefField<T> = (&'static str, &'static str, fn(&T) -> u64);
+
+/// A row's field naming a row of another table (`refs = [item_id => "items"]`), which the node
+/// checks exists when it loads the tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reference {
+    /// The row, counted from 1.
+    pub row: usize,
+    /// The field.
+    pub field: &'static str,
+    /// The table it names (its file without `.json`).
+    pub table: &'static str,
+    /// The id it holds.
+    pub id: u64,
 }
 
 impl<T: Row> Default for Table<T> {
@@ -217,6 +254,11 @@ pub struct TableDecl {
     pub commit: fn(),
     /// Forgets the staged rows.
     pub discard: fn(),
+    /// Whether the pending rows have an id: how another table's references to this one are
+    /// checked.
+    pub contains: fn(u64) -> bool,
+    /// The references of the pending rows to other tables.
+    pub references: fn() -> Vec<Reference>,
     /// Where it is declared (`crate::path`), for error messages.
     pub defined_at: &'static str,
 }
@@ -232,11 +274,13 @@ pub fn registered() -> impl Iterator<Item = &'static TableDecl> {
 ///
 /// `mortar::table!(Item, file = "items", id = id);` — rows from `items.json`, whose field `id`
 /// (an integer) is the row's id. Optional, in this order: `default = "…"` (the rows to use when
-/// the file is missing, e.g. `include_str!("../tables/items.json")`) and `check = f`, a
-/// `fn(&T) -> Result<(), String>` run on every row.
+/// the file is missing, e.g. `include_str!("../tables/items.json")`), `check = f`, a
+/// `fn(&T) -> Result<(), String>` run on every row, and `refs = [item_id => "items", …]`:
+/// integer fields naming rows of other tables, which the node checks exist (also across module
+/// crates and libraries: it asks the other table).
 #[macro_export]
 macro_rules! table {
-    ($row:ty, file = $file:literal, id = $id:ident $(, default = $default:expr)? $(, check = $check:path)? $(,)?) => {
+    ($row:ty, file = $file:literal, id = $id:ident $(, default = $default:expr)? $(, check = $check:path)? $(, refs = [$($field:ident => $table:literal),* $(,)?])? $(,)?) => {
         const _: () = {
             static TABLE: $crate::table::Table<$row> = $crate::table::Table::new();
             impl $crate::table::Row for $row {
@@ -261,6 +305,8 @@ macro_rules! table {
                     check: |file| TABLE.check_staged(file),
                     commit: || TABLE.commit(),
                     discard: || TABLE.discard(),
+                    contains: |id| TABLE.pending_contains(id),
+                    references: || TABLE.pending_references(&[$($((stringify!($field), $table, |row: &$row| row.$field as u64)),*)?]),
                     defined_at: module_path!(),
                 }
             }

@@ -41,6 +41,8 @@ async fn a_changed_items_table_is_reloaded_and_a_refused_one_keeps_the_old() {
         )
     };
     std::fs::write(&file, items(true)).unwrap();
+    // The user module's starter items may name only items of this table.
+    std::fs::write(tables.join("starter_items.json"), r#"[{"id": 1, "item_id": 100, "count": 1}]"#).unwrap();
     let node = DevNode::with_config(|config| {
         config.tables.path = tables.clone();
         config.tables.poll_ms = 100;
@@ -70,4 +72,29 @@ async fn a_changed_items_table_is_reloaded_and_a_refused_one_keeps_the_old() {
     }
     drop(node);
     let _ = std::fs::remove_dir_all(&tables);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_naming_an_item_no_table_has_stops_the_start() {
+    let tables = mortar_tests::temp_dir("tables-refs");
+    std::fs::create_dir_all(&tables).unwrap();
+    std::fs::write(
+        tables.join("starter_items.json"),
+        r#"[{"id": 1, "item_id": 100, "count": 1}, {"id": 2, "item_id": 999, "count": 1}]"#,
+    )
+    .unwrap();
+    let mut config = mortar_host::NodeConfig::default();
+    config.storage.path = mortar_tests::temp_dir("tables-refs-data");
+    config.tables.path = tables.clone();
+    let listeners = mortar_host::node::Listeners {
+        gateway: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: None,
+    };
+    let error =
+        mortar_host::node::dev::run(config, listeners, || {}, std::future::pending()).await.unwrap_err();
+    let _ = std::fs::remove_dir_all(&tables);
+    assert!(
+        error.to_string().contains("starter_items.json row 2: item_id 999 is not in items.json"),
+        "{error}"
+    );
 }

@@ -20,6 +20,9 @@ pub struct WorkerConfig {
     /// (`*`, `main.*`, `main.sub`) it wraps on this node instead of those its module gave; an
     /// empty list switches it off. A name no loaded module declares stops the start.
     pub layers: BTreeMap<String, Vec<String>>,
+    /// How many blocking works of modules (`Ctx::blocking`: password hashes, …) run at once;
+    /// further ones wait. 0: one per CPU core.
+    pub blocking_threads: usize,
     /// Address the worker's RPC service binds (`mortar worker --rpc-listen` overrides it; port 0
     /// picks a free port, printed on the readiness line).
     pub listen: SocketAddr,
@@ -46,6 +49,7 @@ impl Default for WorkerConfig {
             dynamic_modules: Vec::new(),
             public_routes: Vec::new(),
             layers: BTreeMap::new(),
+            blocking_threads: 0,
             listen: SocketAddr::from(([127, 0, 0, 1], 7100)),
             advertise: String::new(),
             weight: 1,

@@ -191,6 +191,7 @@ impl NodeConfig {
         check("gateway.rpc_advertise", is_address(&g.rpc_advertise), "must be empty or HOST:PORT")?;
 
         within("worker.weight", w.weight, 1, 1000)?;
+        within("worker.blocking_threads", w.blocking_threads, 0, 1024)?;
         for pattern in &w.public_routes {
             let valid = is_route_pattern(pattern);
             check("worker.public_routes", valid, format!("`{pattern}` is not `main.sub` or `main.*`"))?;

@@ -78,6 +78,8 @@ pub struct Backends {
     /// The cluster's other workers, for calls to modules this node does not serve; none in
     /// `mortar dev`.
     pub workers: Option<WorkerPool>,
+    /// How many `Ctx::blocking` works run at once.
+    pub blocking_threads: usize,
 }
 
 impl Backends {
@@ -90,6 +92,7 @@ impl Backends {
             sessions: Arc::new(crate::session::memory::MemorySessions::default()),
             gateways: Arc::new(gateways::NoGateways),
             workers: None,
+            blocking_threads: 2,
         }
     }
 
@@ -101,7 +104,18 @@ impl Backends {
         let store = crate::storage::open(&config.storage).await?;
         let cache = crate::cache::open(config).await?;
         let sessions = crate::session::open(config).await?;
-        Ok(Self { store, cache, sessions, gateways: Arc::new(gateways::NoGateways), workers: None })
+        let blocking_threads = match config.worker.blocking_threads {
+            0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            threads => threads,
+        };
+        Ok(Self {
+            store,
+            cache,
+            sessions,
+            gateways: Arc::new(gateways::NoGateways),
+            workers: None,
+            blocking_threads,
+        })
     }
 }
 
@@ -133,6 +147,8 @@ struct Core {
     gateways: Arc<dyn Gateways>,
     /// The cluster's other workers.
     workers: Option<WorkerPool>,
+    /// Places for `Ctx::blocking` works.
+    blocking: Arc<tokio::sync::Semaphore>,
     /// Per-route metric handles, registered once (a labelled lookup per request costs).
     metrics: HashMap<&'static str, RouteMetrics>,
 }
@@ -166,6 +182,7 @@ impl Worker {
             sessions: backends.sessions,
             gateways: backends.gateways,
             workers: backends.workers,
+            blocking: Arc::new(tokio::sync::Semaphore::new(backends.blocking_threads.max(1))),
             metrics,
         };
         Self { core: Arc::new(core) }
@@ -523,6 +540,20 @@ impl Host for Core {
 
     fn spawn(&self, task: BoxFuture<()>) {
         tokio::spawn(task);
+    }
+
+    fn blocking(&self, work: Box<dyn FnOnce() + Send>) -> BoxFuture<()> {
+        let places = self.blocking.clone();
+        Box::pin(async move {
+            let Ok(place) = places.acquire_owned().await else { return };
+            // The place is held by the work itself: a caller that stops waiting (its deadline)
+            // does not free it while the work still runs.
+            let _ = tokio::task::spawn_blocking(move || {
+                let _place = place;
+                work();
+            })
+            .await;
+        })
     }
 
     fn sleep(&self, duration: Duration) -> BoxFuture<()> {

@@ -87,9 +87,11 @@ impl Tables {
         }
         if errors.is_empty() {
             for decl in &self.inner.decls {
-                if let Err(error) = (decl.check)(&self.path(decl).display().to_string()) {
+                let file = self.path(decl).display().to_string();
+                if let Err(error) = (decl.check)(&file) {
                     errors.push(error);
                 }
+                errors.extend(self.broken_references(decl, &file));
             }
         }
         if !errors.is_empty() {
@@ -99,6 +101,23 @@ impl Tables {
         self.inner.decls.iter().for_each(|decl| (decl.commit)());
         *self.inner.stamps.lock().unwrap_or_else(PoisonError::into_inner) = stamps;
         Ok(counts)
+    }
+
+    /// The first reference of `decl`'s pending rows to a row that the other table does not have.
+    fn broken_references(&self, decl: &TableDecl, file: &str) -> Option<TableError> {
+        (decl.references)().into_iter().find_map(|reference| {
+            let reason = match self.inner.decls.iter().find(|other| other.file == reference.table) {
+                None => format!(
+                    "{} refers to table `{}`, which no loaded module declares",
+                    reference.field, reference.table
+                ),
+                Some(other) if !(other.contains)(reference.id) => {
+                    format!("{} {} is not in {}.json", reference.field, reference.id, reference.table)
+                }
+                Some(_) => return None,
+            };
+            Some(TableError { file: file.to_owned(), row: Some(reference.row), reason })
+        })
     }
 
     /// Whether a table file changed since the last load.

@@ -1,0 +1,175 @@
+//! The user module in `mortar dev` (embedded store), through real WebSocket clients: register,
+//! duplicate accounts, login, wrong passwords, resume, a login elsewhere, starter items once,
+//! profile and rename, failed logins rate-limited.
+#![allow(clippy::unwrap_used)]
+
+use mortar_cli::client::{Client, ClientError};
+use mortar_pack::pack::{Item, QueryReq, QueryResp};
+use mortar_pb::{ErrorCode, Kick, UserMessage};
+use mortar_tests::DevNode;
+use mortar_user::user::{
+    LoginReq, LoginResp, ProfileReq, ProfileResp, RegisterReq, RegisterResp, RenameReq, RenameResp,
+    ResumeReq, ResumeResp,
+};
+use prost::Message;
+use std::time::Duration;
+
+/// A dev node whose argon2 is cheap (the tests hash many passwords) and whose rate limit on
+/// failed logins is small.
+async fn node() -> DevNode {
+    DevNode::with_config(|config| {
+        let user = serde_json::json!({
+            "argon2_memory_kib": 1024, "argon2_iterations": 1, "failures_per_account": 3, "failures_per_ip": 100
+        });
+        config.modules.insert("user".into(), user);
+    })
+    .await
+}
+
+async fn call<Req: Message, Resp: Message + Default>(
+    client: &mut Client,
+    route: &str,
+    req: Req,
+) -> Result<Resp, i32> {
+    let (main, sub) = route.split_once('.').unwrap();
+    let reply = client.request(main, sub, req.encode_to_vec().into(), |_| {}).await.unwrap();
+    match reply.code {
+        0 => Ok(Resp::decode(reply.data).unwrap()),
+        code => Err(code),
+    }
+}
+
+async fn register(client: &mut Client, account: &str, password: &str) -> Result<u64, i32> {
+    let req = RegisterReq { account: account.into(), password: password.into() };
+    call::<_, RegisterResp>(client, "user.register", req).await.map(|resp| resp.user_id)
+}
+
+async fn login(client: &mut Client, account: &str, password: &str) -> Result<LoginResp, i32> {
+    call(client, "user.login", LoginReq { account: account.into(), password: password.into() }).await
+}
+
+async fn pack(client: &mut Client) -> Vec<Item> {
+    call::<_, QueryResp>(client, "pack.query", QueryReq {}).await.unwrap().items
+}
+
+/// The starter items of the built-in `starter_items.json`.
+fn starter() -> Vec<Item> {
+    [(1, 500), (100, 5), (300, 1)].into_iter().map(|(item_id, count)| Item { item_id, count }).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_login_resume_and_a_login_elsewhere() {
+    let node = node().await;
+    let mut guest = Client::connect(&node.url()).await.unwrap();
+    let bad = ErrorCode::BadRequest as i32;
+    assert_eq!(register(&mut guest, "an", "password1").await, Err(bad), "account too short");
+    assert_eq!(register(&mut guest, "Ana", "password1").await, Err(bad), "upper case");
+    assert_eq!(register(&mut guest, "ana", "short").await, Err(bad), "password too short");
+    let ana = register(&mut guest, "ana", "password1").await.unwrap();
+    assert_ne!(ana, 0);
+    assert_eq!(register(&mut guest, "ana", "password2").await, Err(ErrorCode::AlreadyExists as i32));
+    assert_eq!(
+        call::<_, ProfileResp>(&mut guest, "user.profile", ProfileReq {}).await,
+        Err(ErrorCode::NotLoggedIn as i32)
+    );
+
+    let denied: Result<u64, i32> = Err(ErrorCode::PermissionDenied as i32);
+    assert_eq!(login(&mut guest, "ana", "wrong-password").await.map(|r| r.user_id), denied);
+    assert_eq!(login(&mut guest, "nobody", "password1").await.map(|r| r.user_id), denied);
+    let first = login(&mut guest, "ana", "password1").await.unwrap();
+    assert_eq!((first.user_id, first.name.as_str()), (ana, "ana"));
+    // The session is the player's now; the starter items came once.
+    assert_eq!(pack(&mut guest).await, starter());
+    let profile: ProfileResp = call(&mut guest, "user.profile", ProfileReq {}).await.unwrap();
+    assert_eq!((profile.user_id, profile.account.as_str(), profile.name.as_str()), (ana, "ana", "ana"));
+    assert!(profile.created_at > 0);
+    let renamed: RenameResp =
+        call(&mut guest, "user.rename", RenameReq { name: "Ana the Brave".into() }).await.unwrap();
+    assert_eq!(renamed.name, "Ana the Brave");
+    for name in ["", "   ", "a\u{7}b", &"x".repeat(25)] {
+        assert_eq!(
+            call::<_, RenameResp>(&mut guest, "user.rename", RenameReq { name: name.into() }).await,
+            Err(bad)
+        );
+    }
+
+    // Reconnect and resume with the token.
+    let mut again = Client::connect(&node.url()).await.unwrap();
+    let resumed: ResumeResp =
+        call(&mut again, "user.resume", ResumeReq { token: first.token.clone() }).await.unwrap();
+    assert_eq!((resumed.user_id, resumed.name.as_str()), (ana, "Ana the Brave"));
+    kicked(&mut guest).await;
+
+    // Logging in again revokes the token, kicks the resumed session, and grants nothing twice.
+    let mut third = Client::connect(&node.url()).await.unwrap();
+    let second = login(&mut third, "ana", "password1").await.unwrap();
+    kicked(&mut again).await;
+    assert_ne!(second.token, first.token);
+    assert_eq!(pack(&mut third).await, starter());
+    let mut fourth = Client::connect(&node.url()).await.unwrap();
+    assert_eq!(
+        call::<_, ResumeResp>(&mut fourth, "user.resume", ResumeReq { token: first.token })
+            .await
+            .map(|r| r.user_id),
+        denied
+    );
+    for token in ["", "x", "1.abc", &format!("{ana}.{}", "0".repeat(64))] {
+        assert_eq!(
+            call::<_, ResumeResp>(&mut fourth, "user.resume", ResumeReq { token: token.into() })
+                .await
+                .map(|r| r.user_id),
+            denied
+        );
+    }
+}
+
+/// Reads until `sys.kick` with `LOGGED_IN_ELSEWHERE`, then the close.
+async fn kicked(client: &mut Client) {
+    let mut reason = None;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), client.next()).await.expect("kicked in time") {
+            Ok(UserMessage { main_type, sub_type, data, .. }) if main_type == "sys" && sub_type == "kick" => {
+                reason = Some(Kick::decode(data).unwrap().reason);
+            }
+            Ok(_) => {}
+            Err(ClientError::Closed(_)) => break,
+            Err(error) => panic!("{error}"),
+        }
+    }
+    assert_eq!(reason, Some(ErrorCode::LoggedInElsewhere as i32));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_of_an_account_are_rate_limited() {
+    let node = node().await;
+    let mut client = Client::connect(&node.url()).await.unwrap();
+    register(&mut client, "bo_b", "password1").await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            login(&mut client, "bo_b", "wrong-pass").await.map(|r| r.user_id),
+            Err(ErrorCode::PermissionDenied as i32)
+        );
+    }
+    // The right password too, until the window passes.
+    assert_eq!(
+        login(&mut client, "bo_b", "password1").await.map(|r| r.user_id),
+        Err(ErrorCode::RateLimited as i32)
+    );
+    // Another account from the same IP is not limited by it.
+    register(&mut client, "cyd", "password1").await.unwrap();
+    assert!(login(&mut client, "cyd", "password1").await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_config_section_that_does_not_check_stops_the_start() {
+    let mut config = mortar_host::NodeConfig::default();
+    config.storage.path = mortar_tests::temp_dir("user-config");
+    config.modules.insert("user".into(), serde_json::json!({"argon2_memory_kib": 1}));
+    let listeners = mortar_host::node::Listeners {
+        gateway: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: None,
+    };
+    let error =
+        mortar_host::node::dev::run(config, listeners, || {}, std::future::pending()).await.unwrap_err();
+    assert!(error.to_string().starts_with("modules.user: argon2 parameters"), "{error}");
+}
