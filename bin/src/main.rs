@@ -41,7 +41,9 @@ enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
     },
-    /// Send one request and print the reply as JSON. Exits 1 when the reply's code is not OK.
+    /// Send one request and print the reply as JSON (exits 1 when the reply's code is not OK);
+    /// with `--session`, send the `ROUTE JSON` lines of stdin in order on one connection and print
+    /// every reply and push as a JSON line (a prompt when stdin is a terminal).
     Client {
         /// The gateway's WebSocket URL.
         #[arg(long, default_value = "ws://127.0.0.1:4000/ws")]
@@ -52,8 +54,17 @@ enum Command {
         /// Print pushes that arrive before the reply (to stderr).
         #[arg(long)]
         show_pushes: bool,
+        /// Read `ROUTE JSON` lines from stdin and send them in order on one connection; each reply
+        /// and push is printed as `{"route":…,"seq":…,"code":…,"data":…}`. Exits 0 at the end of
+        /// the input, 2 when the server closed the connection, 1 on an error.
+        #[arg(long, conflicts_with_all = ["route", "show_pushes"])]
+        session: bool,
+        /// With `--session`: seconds to keep printing pushes after the last line's reply.
+        #[arg(long, default_value_t = 0.0, value_parser = parse_linger, requires = "session")]
+        linger: f64,
         /// The route, `main.sub` (e.g. `echo.say`).
-        route: String,
+        #[arg(required_unless_present = "session")]
+        route: Option<String>,
         /// The request as JSON, in the proto3 JSON mapping of the route's request type.
         #[arg(default_value = "{}")]
         json: String,
@@ -132,6 +143,16 @@ fn parse_timeout(text: &str) -> Result<f64, String> {
     }
 }
 
+/// `--linger`: a finite number of seconds, 0 to an hour.
+fn parse_linger(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text.parse().map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if seconds.is_finite() && (0.0..=3_600.0).contains(&seconds) {
+        Ok(seconds)
+    } else {
+        Err(format!("{text} is out of range: give 0 to 3600 seconds"))
+    }
+}
+
 /// How often the runtime threads of `mortar bot` and `mortar client` take a task from the shared
 /// queue; see `node.global_queue_interval` (the bot measures latency, so it must serve its
 /// clients fairly).
@@ -160,7 +181,26 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             runtime(config.node.worker_threads, config.node.global_queue_interval)?.block_on(dev(config))
         }
-        Command::Client { url, timeout, show_pushes, route, json } => {
+        Command::Client { url, timeout, session: true, linger, .. } => {
+            let (lines, prompt) = mortar_cli::session::stdin_lines();
+            let timeout = Duration::from_secs_f64(timeout);
+            let linger = Duration::from_secs_f64(linger);
+            let print = |line: serde_json::Value| println!("{line}");
+            let ended = runtime(1, CLIENT_GLOBAL_QUEUE_INTERVAL)?
+                .block_on(mortar_cli::session::run(&url, lines, timeout, linger, prompt, print))?;
+            if prompt {
+                eprintln!();
+            }
+            match ended {
+                mortar_cli::session::Ended::Input => Ok(ExitCode::SUCCESS),
+                mortar_cli::session::Ended::Closed(reason) => {
+                    eprintln!("mortar: the server closed the connection: {}", reason.unwrap_or_default());
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+        Command::Client { url, timeout, show_pushes, route, json, .. } => {
+            let route = route.unwrap_or_default();
             let (main, sub) = client::split_route(&route)?;
             let mut contract = Contract::linked();
             // A route this binary knows is checked before connecting; others are looked up in

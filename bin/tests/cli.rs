@@ -90,6 +90,56 @@ fn dev_and_client_from_the_command_line() {
 /// One request's log lines, at debug level, share one trace id: the gateway's "relayed" line and
 /// the worker's "handled" line inside its request span.
 #[test]
+fn a_client_session_script_registers_logs_in_and_acts_as_one_player() {
+    use std::io::Write as _;
+    let dev = DevProcess::start();
+    let script = r#"
+# register, log in, look at the pack, use an item
+user.register {"account":"script_player","password":"password1"}
+user.login {"account":"script_player","password":"password1"}
+pack.query
+nosuch.route
+pack.use {"itemId": 100, "bogus": 2}
+pack.use {"itemId": 100, "count": 2}
+user.profile
+"#;
+    let mut child = Command::new(MORTAR)
+        .args(["client", "--session", "--url", &dev.url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mortar client runs");
+    child.stdin.take().expect("piped").write_all(script.as_bytes()).expect("script written");
+    let out = child.wait_with_output().expect("the session ends with its input");
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        stdout.lines().map(|line| serde_json::from_str(line).expect("one JSON value per line")).collect();
+    assert_eq!(lines.len(), 7, "{stdout}");
+    assert_eq!((lines[0]["route"].as_str(), lines[0]["code"].as_str()), (Some("user.register"), Some("OK")));
+    let user = lines[0]["data"]["userId"].as_str().expect("userId, a uint64 as a JSON string").to_owned();
+    assert_eq!(lines[1]["data"]["userId"].as_str(), Some(user.as_str()));
+    assert!(lines[1]["data"]["token"].as_str().is_some_and(|token| token.starts_with(&format!("{user}."))));
+    assert_eq!(lines[1]["data"]["name"], "script_player");
+    let seqs: Vec<u64> = lines.iter().filter_map(|line| line["seq"].as_u64()).collect();
+    let first = seqs[0];
+    assert_eq!(seqs, (first..first + 6).collect::<Vec<_>>(), "requests in order, one connection");
+    let items = &lines[2]["data"]["items"];
+    assert_eq!(items[1], serde_json::json!({"itemId": 100, "count": 5}), "the starter items: {stdout}");
+    assert_eq!(
+        (lines[3]["route"].as_str(), lines[3]["code"].as_str()),
+        (Some("nosuch.route"), Some("NO_ROUTE"))
+    );
+    assert!(
+        lines[4]["error"].as_str().is_some_and(|e| e.contains("bogus")),
+        "a line that cannot be sent: {stdout}"
+    );
+    assert_eq!(lines[5]["data"], serde_json::json!({"itemId": 100, "remaining": 3}));
+    assert_eq!(lines[6]["data"]["account"], "script_player");
+}
+
+#[test]
 fn one_trace_id_in_the_gateway_and_worker_log_lines() {
     let log_path = std::env::temp_dir().join(format!("mortar-trace-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).expect("log file");
