@@ -214,6 +214,10 @@ pub trait StoreBackend: Send + Sync + 'static {
     /// Waits before retry `attempt` (1, 2, …) of a conflicting update: a growing pause with
     /// jitter, so racing writers do not collide again in step.
     fn backoff(&self, attempt: u32) -> BoxFuture<()>;
+
+    /// A document of `collection` did not encode or decode on the module's side (`error` is
+    /// `INTERNAL`): for the host's log, since the client sees only the code.
+    fn failed(&self, _collection: Collection, _error: &StoreError) {}
 }
 
 /// How many times [`Store::update`] tries before it gives up with `CONFLICT`.
@@ -238,6 +242,12 @@ impl<T: Document> Store<T> {
         Self { backend, _doc: PhantomData }
     }
 
+    /// Tells the backend about an error made on this side, and returns it.
+    fn failed(&self, error: StoreError) -> StoreError {
+        self.backend.failed(Collection::of::<T>(), &error);
+        error
+    }
+
     /// Document `id`.
     ///
     /// # Errors
@@ -251,7 +261,8 @@ impl<T: Document> Store<T> {
     /// # Errors
     /// `UNAVAILABLE`, `INTERNAL` (also when the stored fields no longer fit `T`).
     pub async fn try_get(&self, id: u64) -> Result<Option<Versioned<T>>, StoreError> {
-        self.backend.get(Collection::of::<T>(), check_id(id)?).await?.map(decode).transpose()
+        let found = self.backend.get(Collection::of::<T>(), check_id(id)?).await?;
+        found.map(decode).transpose().map_err(|error| self.failed(error))
     }
 
     /// Creates document `id` (version 1).
@@ -259,7 +270,8 @@ impl<T: Document> Store<T> {
     /// # Errors
     /// `ALREADY_EXISTS` when the id or a unique field's value is taken; `UNAVAILABLE`, `INTERNAL`.
     pub async fn insert(&self, id: u64, doc: T) -> Result<Versioned<T>, StoreError> {
-        let version = self.backend.insert(Collection::of::<T>(), check_id(id)?, encode(&doc)?).await?;
+        let fields = encode(&doc).map_err(|error| self.failed(error))?;
+        let version = self.backend.insert(Collection::of::<T>(), check_id(id)?, fields).await?;
         Ok(Versioned { id, version, doc })
     }
 
@@ -269,7 +281,7 @@ impl<T: Document> Store<T> {
     /// `CONFLICT` when another write came first; `NOT_FOUND` when it was deleted;
     /// `ALREADY_EXISTS` when a unique field's new value is taken; `UNAVAILABLE`, `INTERNAL`.
     pub async fn save(&self, doc: Versioned<T>) -> Result<Versioned<T>, StoreError> {
-        let fields = encode(&doc.doc)?;
+        let fields = encode(&doc.doc).map_err(|error| self.failed(error))?;
         let version =
             self.backend.replace(Collection::of::<T>(), check_id(doc.id)?, doc.version, fields).await?;
         Ok(Versioned { version, ..doc })
@@ -357,7 +369,7 @@ impl<T: Document> Store<T> {
     ) -> Result<Vec<Versioned<T>>, StoreError> {
         let value = indexed_value::<T>(field, value)?;
         let found = self.backend.find(Collection::of::<T>(), field, value, limit).await?;
-        found.into_iter().map(decode).collect()
+        found.into_iter().map(decode).collect::<Result<_, _>>().map_err(|error| self.failed(error))
     }
 
     /// The document whose unique `field` equals `value`, if any.

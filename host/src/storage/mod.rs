@@ -164,6 +164,13 @@ impl<B: StoreBackend> Instrumented<B> {
 }
 
 impl<B: StoreBackend> StoreBackend for Instrumented<B> {
+    fn failed(&self, collection: Collection, error: &StoreError) {
+        let backend = self.backend;
+        metrics::counter!(m::STORE_ERRORS, "backend" => backend, "op" => "codec", "error" => "internal")
+            .increment(1);
+        tracing::error!(backend, collection = collection.name, %error, "a module's document does not fit its type");
+    }
+
     fn get(&self, collection: Collection, id: u64) -> BoxFuture<Result<Option<RawDoc>, StoreError>> {
         self.observe("get", collection, self.inner.get(collection, id))
     }

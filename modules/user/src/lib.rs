@@ -136,8 +136,10 @@ pub struct Account {
     pub token_hash: String,
     /// When that token expires, ms since the Unix epoch.
     pub token_expires_ms: i64,
-    /// Whether the starter items were granted (retried at login until they were).
-    pub starter_granted: bool,
+    /// When the starter items were granted, ms since the Unix epoch; 0: not yet (retried at
+    /// login until they were). A time rather than a flag: the MongoDB emulator the tests use
+    /// turns booleans written by an update into 0 and 1.
+    pub starter_granted_ms: i64,
 }
 
 /// Account names: 3-32 characters of `[a-z0-9_]`.
@@ -231,9 +233,10 @@ async fn grant_starter(ctx: &Ctx, user: u64) -> Result<(), Code> {
         let grant = StarterGrant { grant_id: "starter".into(), items, user_id: user };
         let _: StarterGranted = ctx.call("pack.add_items", &grant).await?;
     }
+    let now = now_ms(ctx);
     ctx.store::<Account>()
         .update(user, |account| {
-            account.starter_granted = true;
+            account.starter_granted_ms = now;
             Ok(())
         })
         .await?;
@@ -312,7 +315,7 @@ async fn login(ctx: Ctx, req: LoginReq) -> Result<LoginResp, Code> {
         .await?;
     ctx.bind_user(user).await?;
     let _ = ctx.cache().delete(&failure_keys(&ctx, &req.account)[0]).await;
-    if !saved.doc.starter_granted {
+    if saved.doc.starter_granted_ms == 0 {
         let _ = grant_starter(&ctx, user).await;
     }
     Ok(LoginResp { user_id: user, token: format!("{user}.{}", hex(&secret)), name: saved.doc.name })
