@@ -13,16 +13,18 @@
 #      worker at a fixed open-loop load; and how long a killed or frozen worker keeps getting
 #      requests;
 #   5. push fan-out: one handler pushing to 1,000 players, in `mortar dev` and over two gateways
-#      (scripts/bench-push.sh), beside the bare echo at 1,000 connections.
+#      (scripts/bench-push.sh), beside the bare echo at 1,000 connections;
+#   6. logins and pack writes at 100 players, in `mortar dev` and through a gateway + worker
+#      (scripts/bench-login.sh), beside the bare echo at 100 connections.
 # Each row is the median of RUNS runs of SECONDS seconds. Results (one JSON per run and a summary
 # table) go to target/bench/<time>/.
-# Usage: [STAGES="dev idle pinus cluster push"] scripts/bench.sh [SECONDS=20] [RUNS=3]
+# Usage: [STAGES="dev idle pinus cluster push login"] scripts/bench.sh [SECONDS=20] [RUNS=3]
 #   (needs cargo, node and npm; python3 for the tables)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-20}
 runs=${2:-3}
-stages=" ${STAGES:-dev idle pinus cluster push} "
+stages=" ${STAGES:-dev idle pinus cluster push login} "
 want() { [[ "$stages" == *" $1 "* ]]; }
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -128,6 +130,10 @@ fi
 
 if want push; then
   scripts/bench-push.sh "$bin" "$out" "$seconds" "$runs"
+fi
+
+if want login; then
+  scripts/bench-login.sh "$bin" "$out" "$seconds" "$runs"
 fi
 
 python3 - "$out" <<'PY'

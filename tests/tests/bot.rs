@@ -14,6 +14,7 @@ fn options(url: String, json: std::path::PathBuf) -> BotOptions {
         ramp_up: 0.0,
         rate: 0.0,
         payload: 16,
+        item: 100,
         protocol: Protocol::Mortar,
         route: None,
         body: None,
@@ -107,4 +108,28 @@ async fn bot_says_why_nothing_connected() {
         .await
         .expect_err("nothing listens on port 9");
     assert!(error.to_string().contains("no client could connect"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_and_pack_scenarios_register_once_and_use_what_the_player_has() {
+    let node = DevNode::with_config(|config| {
+        config.gateway.rate_per_sec = 0;
+        config
+            .modules
+            .insert("user".into(), serde_json::json!({"argon2_memory_kib": 1024, "argon2_iterations": 1}));
+    })
+    .await;
+    let path = std::env::temp_dir().join(format!("mortar-bot-login-{}.json", std::process::id()));
+    let mut options = options(node.url(), path.clone());
+    options.clients = 4;
+    options.duration = Duration::from_millis(500);
+    options.scenario = "login".into();
+    let logins = bot::run(options.clone()).await.expect("bot runs");
+    assert!(logins.ok > 0 && logins.errors.is_empty(), "{logins}");
+    // Again: the accounts exist now, which a setup's register takes as fine.
+    options.scenario = "pack".into();
+    let uses = bot::run(options).await.expect("bot runs");
+    let _ = std::fs::remove_file(&path);
+    assert_eq!((uses.connected, uses.ok), (4, 4 * 5), "each player has the 5 starter potions: {uses}");
+    assert!(uses.errors.keys().all(|code| code == "1001"), "then NOT_ENOUGH_ITEMS: {uses}");
 }

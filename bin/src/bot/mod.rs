@@ -3,7 +3,8 @@
 //!
 //! Layout:
 //! - this file: options and the run (connect all clients, then measure for the duration).
-//! - [`scenario`]: what a client does (`echo`, `idle`; add one by implementing [`Scenario`]).
+//! - [`scenario`]: what a client does (`echo`, `idle`, `login`, `pack`; add one by implementing
+//!   [`Scenario`]).
 //! - [`fanout`]: the `push` scenario, where one client's request pushes to all of them.
 //! - `wire`: the client side of each wire protocol (mortar's `UserMessage`, Pinus packets).
 //! - [`pinus`]: the Pomelo/Pinus packet format.
@@ -87,8 +88,10 @@ pub struct BotOptions {
     /// How long to measure, counted from when every client has connected: 30s, 500ms, 2m.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
-    /// What each client does: `echo` (echo.say in a loop), `idle` (hold the connection) or `push`
-    /// (one client's `--fanout` request pushes to every client, again and again).
+    /// What each client does: `echo` (echo.say in a loop), `idle` (hold the connection), `login`
+    /// (register once, then user.login in a loop), `pack` (register and log in, then pack.use of
+    /// `--item` in a loop) or `push` (one client's `--fanout` request pushes to every client,
+    /// again and again).
     #[arg(long, default_value = "echo")]
     pub scenario: String,
     /// push: the request each client sends once to log in, as `ROUTE JSON`; `{user}` in the JSON
@@ -116,6 +119,9 @@ pub struct BotOptions {
     /// Bytes of text in each echo request.
     #[arg(long, default_value_t = 16)]
     pub payload: usize,
+    /// pack: the item `pack.use` takes.
+    #[arg(long, default_value_t = 100)]
+    pub item: u32,
     /// The wire protocol: mortar, or pinus to load a Pinus server for comparison.
     #[arg(long, value_enum, default_value_t = Protocol::Mortar)]
     pub protocol: Protocol,
@@ -210,7 +216,8 @@ pub async fn run_push(options: BotOptions) -> Result<fanout::FanoutReport, BotEr
 /// # Errors
 /// An unknown scenario, no client connecting at all, or a JSON report that cannot be written.
 pub async fn run(options: BotOptions) -> Result<Report, BotError> {
-    let scenario: Arc<dyn Scenario> = scenario::by_name(&options.scenario, options.payload)?.into();
+    let scenario: Arc<dyn Scenario> =
+        scenario::by_name(&options.scenario, options.payload, options.item)?.into();
     let progress = Arc::new(Progress::default());
     let bar = progress_bar(&options);
     let ticker = tokio::spawn(show_progress(progress.clone(), bar.clone(), options.clients));
