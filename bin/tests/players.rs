@@ -233,3 +233,39 @@ async fn a_worker_killed_under_load_loses_no_acknowledged_use() {
         );
     }
 }
+
+#[test]
+fn sighup_reloads_the_tables_and_a_refused_reload_keeps_the_loaded_ones() {
+    let dir = TempDir::new("sighup");
+    let tables = dir.0.join("tables");
+    std::fs::create_dir_all(&tables).unwrap();
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/tables/items.json");
+    std::fs::copy(shipped, tables.join("items.json")).unwrap();
+    let tables_path = tables.to_str().unwrap().to_owned();
+    let env = [
+        ("MORTAR_TABLES__PATH", tables_path.as_str()),
+        ("MORTAR_TABLES__POLL_MS", "0"),
+        ("MORTAR_ADMIN__ENABLED", "false"),
+    ];
+    let node = Node::start("dev", &dir, &["dev", "--listen", "127.0.0.1:0", "--data", "data"], &env);
+    let wait_for = |text: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !node.log().contains(text) {
+            assert!(std::time::Instant::now() < deadline, "no `{text}` in the log:\n{}", node.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    std::fs::write(
+        tables.join("items.json"),
+        r#"[{"id": 1, "name": "Gold", "kind": "gold", "max_stack": 9, "usable": false}]"#,
+    )
+    .unwrap();
+    node.signal("HUP");
+    wait_for("game config tables not reloaded: keeping the loaded ones");
+    assert!(node.log().contains("items.json row 1: unknown variant `gold`"), "{}", node.log());
+    std::fs::copy(shipped, tables.join("items.json")).unwrap();
+    node.signal("HUP");
+    wait_for("game config tables reloaded why=\"SIGHUP\"");
+    let mut node = node;
+    assert_eq!(node.child.try_wait().unwrap(), None, "SIGHUP does not stop the node");
+}

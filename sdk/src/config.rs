@@ -29,7 +29,8 @@
 //! }
 //! ```
 //!
-//! A section the node's config does not have gives the type's `Default`. An unknown key (with
+//! The values live in the module's own static: one per process (two nodes in one process, as in
+//! tests, share them). A section the node's config does not have gives the type's `Default`. An unknown key (with
 //! `deny_unknown_fields`), a value of the wrong type or one `check` refuses stops the node's start
 //! with the section, key and reason; so does a `[modules.X]` section no loaded module reads.
 

@@ -1,6 +1,7 @@
 //! The user module in `mortar dev` (embedded store), through real WebSocket clients: register,
 //! duplicate accounts, login, wrong passwords, resume, a login elsewhere, starter items once,
-//! profile and rename, failed logins rate-limited.
+//! profile and rename. (Rate limits have their own test binary: a module's config is one per
+//! process.)
 #![allow(clippy::unwrap_used)]
 
 use mortar_cli::client::{Client, ClientError};
@@ -14,13 +15,10 @@ use mortar_user::user::{
 use prost::Message;
 use std::time::Duration;
 
-/// A dev node whose argon2 is cheap (the tests hash many passwords) and whose rate limit on
-/// failed logins is small.
+/// A dev node whose argon2 is cheap (the tests hash many passwords).
 async fn node() -> DevNode {
     DevNode::with_config(|config| {
-        let user = serde_json::json!({
-            "argon2_memory_kib": 1024, "argon2_iterations": 1, "failures_per_account": 3, "failures_per_ip": 100
-        });
+        let user = serde_json::json!({ "argon2_memory_kib": 1024, "argon2_iterations": 1 });
         config.modules.insert("user".into(), user);
     })
     .await
@@ -137,27 +135,6 @@ async fn kicked(client: &mut Client) {
         }
     }
     assert_eq!(reason, Some(ErrorCode::LoggedInElsewhere as i32));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_logins_of_an_account_are_rate_limited() {
-    let node = node().await;
-    let mut client = Client::connect(&node.url()).await.unwrap();
-    register(&mut client, "bo_b", "password1").await.unwrap();
-    for _ in 0..3 {
-        assert_eq!(
-            login(&mut client, "bo_b", "wrong-pass").await.map(|r| r.user_id),
-            Err(ErrorCode::PermissionDenied as i32)
-        );
-    }
-    // The right password too, until the window passes.
-    assert_eq!(
-        login(&mut client, "bo_b", "password1").await.map(|r| r.user_id),
-        Err(ErrorCode::RateLimited as i32)
-    );
-    // Another account from the same IP is not limited by it.
-    register(&mut client, "cyd", "password1").await.unwrap();
-    assert!(login(&mut client, "cyd", "password1").await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
