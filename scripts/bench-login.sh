@@ -12,15 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$1 out=$2 seconds=$3 runs=$4
-shared=../shared/bench/wsbench
-[ -d "$shared" ] || { echo "bench-login: $shared is missing (the yardstick client and server)" >&2; exit 1; }
-command -v redis-server >/dev/null || { echo "bench-login: needs redis-server (apt-get install redis-server)" >&2; exit 1; }
-CARGO_TARGET_DIR=target/wsbench cargo build --release --quiet --manifest-path "$shared/Cargo.toml"
-ws=target/wsbench/release
+source scripts/bench-lib.sh
 jsonl=$out/login.jsonl
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; }
-trap cleanup EXIT
 
 # Tables whose starter potions outlast the runs.
 tables=$out/login-tables
@@ -37,11 +30,6 @@ PY
 echo '[{"id": 1, "item_id": 100, "count": 4000000000}]' >"$tables/starter_items.json"
 common=(MORTAR_GATEWAY__RATE_PER_SEC=0 MORTAR_GATEWAY__MAX_CONNECTIONS_PER_IP=0 MORTAR_NODE__WORKER_THREADS=1
   MORTAR_ADMIN__ENABLED=false MORTAR_TABLES__PATH=$tables NO_COLOR=1)
-
-ready() {
-  for _ in $(seq 100); do grep -q "listening on" "$1" 2>/dev/null && break; sleep 0.1; done
-  sed -n 's/^mortar: .* listening on //p' "$1" | head -1
-}
 
 # Runs the bot: label url scenario; appends {label, scenario, report} lines to $jsonl.
 bot() {
@@ -60,16 +48,7 @@ PY
   done
 }
 
-echo "== bare tokio-tungstenite echo at 100 connections (the yardstick)"
-"$ws/server" --addr 127.0.0.1:9621 --cfg small >/dev/null 2>&1 &
-echo_pid=$!
-pids+=("$echo_pid")
-sleep 0.5
-for run in $(seq "$runs"); do
-  "$ws/client" --conns 100 --warmup 2 --duration "$seconds" --json "$out/login-echo.jsonl" --label bare-echo \
-    --proto raw --url ws://127.0.0.1:9621/ --threads 1 | sed -n 's/^RESULT /  bare-echo run '"$run"': /p' | cut -c1-120
-done
-kill "$echo_pid"
+bare_echo 100 9621 "$out/login-echo.jsonl"
 
 echo "== mortar dev, embedded store"
 env "${common[@]}" "$bin" dev --listen 127.0.0.1:0 --data "$out/login-dev-data" >"$out/login-dev.out" 2>"$out/login-dev.err" &

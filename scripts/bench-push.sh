@@ -15,25 +15,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$1 out=$2 seconds=$3 runs=$4
-shared=../shared/bench/wsbench
-[ -d "$shared" ] || { echo "bench-push: $shared is missing (the yardstick client and server)" >&2; exit 1; }
-command -v redis-server >/dev/null || { echo "bench-push: needs redis-server (apt-get install redis-server)" >&2; exit 1; }
-CARGO_TARGET_DIR=target/wsbench cargo build --release --quiet --manifest-path "$shared/Cargo.toml"
+source scripts/bench-lib.sh
 cargo build --release --locked --quiet -p mortar-dynamic-test
-ws=target/wsbench/release
 library=$PWD/target/release/libmortar_dynamic_test.so
 jsonl=$out/push.jsonl
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; }
-trap cleanup EXIT
 common=(MORTAR_WORKER__DYNAMIC_MODULES="[\"$library\"]" MORTAR_GATEWAY__RATE_PER_SEC=0
   MORTAR_GATEWAY__MAX_CONNECTIONS_PER_IP=0 MORTAR_NODE__WORKER_THREADS=1 MORTAR_ADMIN__ENABLED=false NO_COLOR=1)
-
-# Waits for a node's readiness line in FILE; prints the address it names.
-ready() {
-  for _ in $(seq 100); do grep -q "listening on" "$1" 2>/dev/null && break; sleep 0.1; done
-  sed -n 's/^mortar: .* listening on //p' "$1" | head -1
-}
 
 # Runs the push bot: label urls window senders; appends {label, window, senders, report} lines.
 push() {
@@ -54,16 +41,7 @@ PY
   done
 }
 
-echo "== bare tokio-tungstenite echo at 1,000 connections (the yardstick)"
-"$ws/server" --addr 127.0.0.1:9611 --cfg small >/dev/null 2>&1 &
-echo_pid=$!
-pids+=("$echo_pid")
-sleep 0.5
-for run in $(seq "$runs"); do
-  "$ws/client" --conns 1000 --warmup 2 --duration "$seconds" --json "$out/push-echo.jsonl" --label bare-echo \
-    --proto raw --url ws://127.0.0.1:9611/ --threads 1 | sed -n 's/^RESULT /  bare-echo run '"$run"': /p' | cut -c1-120
-done
-kill "$echo_pid"
+bare_echo 1000 9611 "$out/push-echo.jsonl"
 
 echo "== mortar dev"
 env "${common[@]}" "$bin" dev --listen 127.0.0.1:0 >"$out/push-dev.out" 2>"$out/push-dev.err" &

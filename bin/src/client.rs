@@ -115,6 +115,24 @@ impl Client {
             on_push(msg);
         }
     }
+
+    /// Sends `req` to `route` (`main.sub`) and decodes the reply as `Resp`: `Ok(Err(code))` for
+    /// a reply that is not OK. Pushes that arrive meanwhile are dropped.
+    ///
+    /// # Errors
+    /// A route that is not `main.sub`, a failed connection, or an OK reply that does not decode.
+    pub async fn call<Req: prost::Message, Resp: prost::Message + Default>(
+        &mut self,
+        route: &str,
+        req: &Req,
+    ) -> Result<Result<Resp, i32>, ClientError> {
+        let (main, sub) = split_route(route)?;
+        let reply = self.request(main, sub, req.encode_to_vec().into(), |_| {}).await?;
+        match reply.code {
+            0 => Ok(Ok(Resp::decode(reply.data)?)),
+            code => Ok(Err(code)),
+        }
+    }
 }
 
 impl Client {

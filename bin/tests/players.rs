@@ -18,18 +18,10 @@ async fn call<Req: Message, Resp: Message + Default>(
     route: &str,
     req: Req,
 ) -> Result<Resp, i32> {
-    let (main, sub) = route.split_once('.').unwrap();
-    let reply = tokio::time::timeout(
-        Duration::from_secs(15),
-        client.request(main, sub, req.encode_to_vec().into(), |_| {}),
-    )
-    .await
-    .expect("a reply in time")
-    .unwrap();
-    match reply.code {
-        0 => Ok(Resp::decode(reply.data).unwrap()),
-        code => Err(code),
-    }
+    tokio::time::timeout(Duration::from_secs(15), client.call(route, &req))
+        .await
+        .expect("a reply in time")
+        .unwrap()
 }
 
 fn credentials(account: &str) -> (String, String) {

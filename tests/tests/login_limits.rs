@@ -24,12 +24,7 @@ async fn call<Req: Message, Resp: Message + Default>(
     route: &str,
     req: Req,
 ) -> Result<Resp, i32> {
-    let (main, sub) = route.split_once('.').unwrap();
-    let reply = client.request(main, sub, req.encode_to_vec().into(), |_| {}).await.unwrap();
-    match reply.code {
-        0 => Ok(Resp::decode(reply.data).unwrap()),
-        code => Err(code),
-    }
+    client.call(route, &req).await.unwrap()
 }
 
 async fn register(client: &mut Client, account: &str, password: &str) -> Result<u64, i32> {

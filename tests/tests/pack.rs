@@ -33,12 +33,8 @@ async fn query(client: &mut Client) -> QueryResp {
 }
 
 async fn use_item(client: &mut Client, item_id: u32, count: u32) -> Result<u32, i32> {
-    let body = UseReq { item_id, count }.encode_to_vec().into();
-    let reply = client.request("pack", "use", body, |_| {}).await.unwrap();
-    match reply.code {
-        0 => Ok(UseResp::decode(reply.data).unwrap().remaining),
-        code => Err(code),
-    }
+    let used: Result<UseResp, i32> = client.call("pack.use", &UseReq { item_id, count }).await.unwrap();
+    used.map(|used| used.remaining)
 }
 
 fn items(pairs: &[(u32, u32)]) -> Vec<Item> {

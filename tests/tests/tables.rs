@@ -7,7 +7,6 @@ use mortar_cli::client::Client;
 use mortar_pack::pack::{UseReq, UseResp};
 use mortar_pb::ErrorCode;
 use mortar_tests::{DevNode, echo_body};
-use prost::Message as _;
 use std::time::Duration;
 
 async fn player(node: &DevNode, user: u64) -> Client {
@@ -22,12 +21,8 @@ async fn grant(client: &mut Client, text: &str) -> i32 {
 }
 
 async fn use_item(client: &mut Client, item_id: u32, count: u32) -> Result<u32, i32> {
-    let body = UseReq { item_id, count }.encode_to_vec().into();
-    let reply = client.request("pack", "use", body, |_| {}).await.unwrap();
-    match reply.code {
-        0 => Ok(UseResp::decode(reply.data).unwrap().remaining),
-        code => Err(code),
-    }
+    let used: Result<UseResp, i32> = client.call("pack.use", &UseReq { item_id, count }).await.unwrap();
+    used.map(|used| used.remaining)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
