@@ -4,13 +4,15 @@
 //! - [`routes`]: the route table built from the linked modules, the loaded libraries and the
 //!   enabled modules, each route checked against its rpc.
 //! - [`library`]: the dynamic-module loader (the one place with `unsafe` code).
+//! - `host`: what handlers ask of the host (`mortar::ctx::Host` for the worker's core).
 //! - [`tables`]: the game config tables of the modules, loaded and reloaded.
 //! - this file: [`Worker`], which dispatches a request to its handler (the SDK's glue catches
-//!   its panics and reports them through [`Host::panicked`]), serves the [`WorkerRpc`] tarpc
+//!   its panics and reports them through [`Host::panicked`](mortar::ctx::Host::panicked)), serves the [`WorkerRpc`] tarpc
 //!   service, runs internal calls between modules (here, or on the worker of the cluster that
 //!   serves the callee's module) and the modules' `on_offline` hooks.
 
 pub mod gateways;
+mod host;
 pub mod library;
 mod players;
 pub mod routes;
@@ -30,11 +32,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use gateways::Gateways;
 use mortar::{
-    Code, Ctx, Session,
-    cache::CacheBackend,
-    ctx::{BoxFuture, Host, PanicSite, Pushed, Request},
-    module::ModuleError,
-    store::StoreBackend,
+    Code, Ctx, Session, cache::CacheBackend, ctx::Request, module::ModuleError, store::StoreBackend,
 };
 use routes::{Origin, RouteTable};
 use std::{
@@ -43,7 +41,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 use tarpc::server::{BaseChannel, Channel as _};
 use tracing::Instrument as _;
@@ -444,140 +442,5 @@ struct InFlight<'a>(&'a Core);
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Host for Core {
-    fn node_id(&self) -> &str {
-        &self.node_id
-    }
-
-    fn store(&self) -> Arc<dyn StoreBackend> {
-        self.store.clone()
-    }
-
-    fn cache(&self) -> Arc<dyn CacheBackend> {
-        self.cache.clone()
-    }
-
-    fn call(&self, from: &Ctx, path: &str, body: Bytes) -> BoxFuture<Result<Bytes, Code>> {
-        let request = from.request();
-        let caller = request.route;
-        if request.depth >= MAX_CALL_DEPTH {
-            tracing::error!(%caller, callee = %path, "internal calls nest too deep");
-            return Box::pin(std::future::ready(Err(Code::INTERNAL)));
-        }
-        let Some((main, sub)) = path.split_once('.') else {
-            return Box::pin(std::future::ready(Err(Code::NO_ROUTE)));
-        };
-        let deadline = request.deadline;
-        if let Some(route) = self.routes.get(main, sub) {
-            // A panic in the handler is caught by the SDK's glue, on the module's side of a
-            // library boundary, and answered INTERNAL (see `Host::panicked`).
-            let call = (route.handler)(from.for_call(route.path), body);
-            return Box::pin(async move {
-                tokio::time::timeout_at(deadline.into(), call).await.unwrap_or(Err(Code::TIMEOUT))
-            });
-        }
-        let Some(workers) = self.workers.clone() else {
-            tracing::warn!(%caller, callee = %path, "internal call to a route this node does not serve");
-            return Box::pin(std::future::ready(Err(Code::NO_ROUTE)));
-        };
-        let call = InternalCall {
-            main: main.to_owned(),
-            sub: sub.to_owned(),
-            data: body,
-            session: request.session.id,
-            user: request.session.user,
-            client_ip: request.session.ip,
-            gateway: request.session.gateway.clone(),
-            trace_id: request.trace_id,
-            depth: request.depth + 1,
-        };
-        Box::pin(async move {
-            if Instant::now() >= deadline {
-                return Err(Code::TIMEOUT);
-            }
-            let reply = workers.call(call, deadline).await;
-            match reply.code {
-                0 => Ok(reply.data),
-                code => Err(Code::from_wire(code)),
-            }
-        })
-    }
-
-    fn bind_user(&self, from: &Ctx, user: u64) -> BoxFuture<Result<(), Code>> {
-        Box::pin(players::bind_user(
-            self.sessions.clone(),
-            self.gateways.clone(),
-            from.request().session.clone(),
-            user,
-        ))
-    }
-
-    fn push(&self, _: &Ctx, users: Vec<u64>, route: &str, body: Bytes) -> BoxFuture<Result<Pushed, Code>> {
-        Box::pin(players::push(self.sessions.clone(), self.gateways.clone(), users, route.to_owned(), body))
-    }
-
-    fn push_session(&self, from: &Ctx, route: &str, body: Bytes) -> BoxFuture<Result<bool, Code>> {
-        let session = &from.request().session;
-        Box::pin(players::push_session(
-            self.gateways.clone(),
-            session.gateway.clone(),
-            session.id,
-            route.to_owned(),
-            body,
-        ))
-    }
-
-    fn kick(&self, _: &Ctx, user: u64, reason: Code) -> BoxFuture<Result<bool, Code>> {
-        Box::pin(players::kick(self.sessions.clone(), self.gateways.clone(), user, reason))
-    }
-
-    fn online(&self, _: &Ctx, users: Vec<u64>) -> BoxFuture<Result<Vec<bool>, Code>> {
-        Box::pin(players::online(self.sessions.clone(), users))
-    }
-
-    fn spawn(&self, task: BoxFuture<()>) {
-        tokio::spawn(task);
-    }
-
-    fn blocking(&self, work: Box<dyn FnOnce() + Send>) -> BoxFuture<()> {
-        let places = self.blocking.clone();
-        Box::pin(async move {
-            let Ok(place) = places.acquire_owned().await else { return };
-            // The place is held by the work itself: a caller that stops waiting (its deadline)
-            // does not free it while the work still runs.
-            let _ = tokio::task::spawn_blocking(move || {
-                let _place = place;
-                work();
-            })
-            .await;
-        })
-    }
-
-    fn sleep(&self, duration: Duration) -> BoxFuture<()> {
-        Box::pin(tokio::time::sleep(duration))
-    }
-
-    fn now(&self) -> SystemTime {
-        SystemTime::now()
-    }
-
-    fn panicked(&self, request: &Request, site: PanicSite, message: &str) {
-        metrics::counter!(m::HANDLER_PANICS, "route" => request.route).increment(1);
-        let what = match site {
-            PanicSite::Handler => "handler panicked; answered INTERNAL",
-            PanicSite::Task => "task spawned by a handler panicked; it ended",
-            PanicSite::Hook => "on_offline hook panicked; it ended",
-        };
-        tracing::error!(
-            node = %self.node_id,
-            route = request.route,
-            session = request.session.id,
-            trace = %trace::display(request.trace_id),
-            panic = %message,
-            "{what}"
-        );
     }
 }
