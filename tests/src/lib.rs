@@ -171,3 +171,33 @@ pub async fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
     let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
     (status, body)
 }
+
+/// `user.register` with `account` and `password` through `client`: the new user id, or the
+/// reply's code.
+///
+/// # Panics
+/// When the connection fails.
+pub async fn register(
+    client: &mut mortar_cli::client::Client,
+    account: &str,
+    password: &str,
+) -> Result<u64, i32> {
+    use mortar_user::user::{RegisterReq, RegisterResp};
+    let req = RegisterReq { account: account.into(), password: password.into() };
+    let resp: Result<RegisterResp, i32> =
+        client.call("user.register", &req).await.expect("the connection holds");
+    resp.map(|resp| resp.user_id)
+}
+
+/// `user.login` with `account` and `password` through `client`: the reply, or its code.
+///
+/// # Panics
+/// When the connection fails.
+pub async fn login(
+    client: &mut mortar_cli::client::Client,
+    account: &str,
+    password: &str,
+) -> Result<mortar_user::user::LoginResp, i32> {
+    let req = mortar_user::user::LoginReq { account: account.into(), password: password.into() };
+    client.call("user.login", &req).await.expect("the connection holds")
+}

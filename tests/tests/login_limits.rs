@@ -4,8 +4,8 @@
 
 use mortar_cli::client::Client;
 use mortar_pb::ErrorCode;
-use mortar_tests::DevNode;
-use mortar_user::user::{LoginReq, LoginResp, RegisterReq, RegisterResp, ResumeReq, ResumeResp};
+use mortar_tests::{DevNode, login, register};
+use mortar_user::user::{ResumeReq, ResumeResp};
 use prost::Message;
 
 /// Every node of this binary: cheap argon2, 3 failures per account and 6 per IP.
@@ -25,15 +25,6 @@ async fn call<Req: Message, Resp: Message + Default>(
     req: Req,
 ) -> Result<Resp, i32> {
     client.call(route, &req).await.unwrap()
-}
-
-async fn register(client: &mut Client, account: &str, password: &str) -> Result<u64, i32> {
-    let req = RegisterReq { account: account.into(), password: password.into() };
-    call::<_, RegisterResp>(client, "user.register", req).await.map(|resp| resp.user_id)
-}
-
-async fn login(client: &mut Client, account: &str, password: &str) -> Result<LoginResp, i32> {
-    call(client, "user.login", LoginReq { account: account.into(), password: password.into() }).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,12 +50,7 @@ async fn failed_logins_of_an_account_are_rate_limited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_logins_from_one_ip_are_rate_limited_across_accounts() {
-    let node = DevNode::with_config(|config| {
-        let user =
-            serde_json::json!({"argon2_memory_kib": 1024, "argon2_iterations": 1, "failures_per_ip": 3});
-        config.modules.insert("user".into(), user);
-    })
-    .await;
+    let node = node().await;
     let mut client = Client::connect(&node.url()).await.unwrap();
     register(&mut client, "dee", "password1").await.unwrap();
     for account in ["nobody_1", "nobody_2", "nobody_3", "nobody_4", "nobody_5", "nobody_6"] {

@@ -7,11 +7,8 @@
 use mortar_cli::client::{Client, ClientError};
 use mortar_pack::pack::{Item, QueryReq, QueryResp};
 use mortar_pb::{ErrorCode, Kick, UserMessage};
-use mortar_tests::DevNode;
-use mortar_user::user::{
-    LoginReq, LoginResp, ProfileReq, ProfileResp, RegisterReq, RegisterResp, RenameReq, RenameResp,
-    ResumeReq, ResumeResp,
-};
+use mortar_tests::{DevNode, login, register};
+use mortar_user::user::{ProfileReq, ProfileResp, RenameReq, RenameResp, ResumeReq, ResumeResp};
 use prost::Message;
 use std::time::Duration;
 
@@ -30,15 +27,6 @@ async fn call<Req: Message, Resp: Message + Default>(
     req: Req,
 ) -> Result<Resp, i32> {
     client.call(route, &req).await.unwrap()
-}
-
-async fn register(client: &mut Client, account: &str, password: &str) -> Result<u64, i32> {
-    let req = RegisterReq { account: account.into(), password: password.into() };
-    call::<_, RegisterResp>(client, "user.register", req).await.map(|resp| resp.user_id)
-}
-
-async fn login(client: &mut Client, account: &str, password: &str) -> Result<LoginResp, i32> {
-    call(client, "user.login", LoginReq { account: account.into(), password: password.into() }).await
 }
 
 async fn pack(client: &mut Client) -> Vec<Item> {
