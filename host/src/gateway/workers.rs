@@ -155,10 +155,10 @@ impl WorkerPool {
     /// worker's connection failed (it is marked down at once); `TIMEOUT`: the deadline passed.
     pub async fn relay(&self, msg: AgentMessage, timeout: Duration) -> Reply {
         let key = msg.user.unwrap_or(msg.session);
-        let (main, trace_id) = (msg.main.clone(), msg.trace_id);
-        let (session, seq) = (msg.session, msg.seq);
+        let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
+        let main: fn(&AgentMessage) -> &str = |msg| msg.main.as_str();
         let sent = self
-            .attempt(&main, key, Instant::now() + timeout, trace_id, msg, |client, cx, msg| async move {
+            .attempt(main, key, Instant::now() + timeout, trace_id, msg, |client, cx, msg| async move {
                 Ok(match client.handle(cx, msg).await? {
                     Handled::Reply(reply) => Sent::Reply(reply),
                     Handled::Draining(msg) => Sent::Draining(*msg),
@@ -166,12 +166,12 @@ impl WorkerPool {
             })
             .await;
         match sent {
-            Some(reply) => {
+            Ok(reply) => {
                 tracing::debug!(session, seq, trace = %trace::display(trace_id), code = %m::code_label(reply.code), "relayed");
                 reply
             }
-            None => {
-                tracing::debug!(%main, session, "no live worker serves the module");
+            Err(msg) => {
+                tracing::debug!(main = %msg.main, session, "no live worker serves the module");
                 Reply::code(Code::UNAVAILABLE)
             }
         }
@@ -186,18 +186,19 @@ impl WorkerPool {
     /// passed.
     pub async fn call(&self, call: InternalCall, deadline: Instant) -> Reply {
         let key = call.user.unwrap_or(call.session);
-        let (main, trace_id) = (call.main.clone(), call.trace_id);
+        let trace_id = call.trace_id;
+        let main: fn(&InternalCall) -> &str = |call| call.main.as_str();
         let sent = self
-            .attempt(&main, key, deadline, trace_id, call, |client, cx, call| async move {
+            .attempt(main, key, deadline, trace_id, call, |client, cx, call| async move {
                 Ok(match client.call(cx, call).await? {
                     Called::Reply(reply) => Sent::Reply(reply),
                     Called::Draining(call) => Sent::Draining(*call),
                 })
             })
             .await;
-        sent.unwrap_or_else(|| {
+        sent.unwrap_or_else(|call| {
             let registered = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner);
-            match registered.values().any(|peer| peer.entry.serves(&main)) {
+            match registered.values().any(|peer| peer.entry.serves(&call.main)) {
                 true => Reply::code(Code::UNAVAILABLE),
                 false => Reply::code(Code::NO_ROUTE),
             }
@@ -242,23 +243,23 @@ impl WorkerPool {
     }
 
     /// Sends `msg` to the live worker for `key` among those serving `main` with `send`, by
-    /// `deadline`, up to [`MAX_ATTEMPTS`] workers when the first ones are draining. None when no
-    /// live worker serves `main`.
+    /// `deadline`, up to [`MAX_ATTEMPTS`] workers when the first ones are draining. The message
+    /// back when no live worker serves its module (`main` reads it from the message).
     async fn attempt<M, F, Fut>(
         &self,
-        main: &str,
+        main: fn(&M) -> &str,
         key: u64,
         deadline: Instant,
         trace_id: u128,
         mut msg: M,
         send: F,
-    ) -> Option<Reply>
+    ) -> Result<Reply, M>
     where
         F: Fn(WorkerRpcClient, tarpc::context::Context, M) -> Fut,
         Fut: std::future::Future<Output = Result<Sent<M>, RpcError>>,
     {
         for _ in 0..MAX_ATTEMPTS {
-            let worker = self.pick(main, key)?;
+            let Some(worker) = self.pick(main(&msg), key) else { return Err(msg) };
             let mut cx = tarpc::context::current();
             cx.deadline = deadline;
             cx.trace_context.trace_id = trace_id.into();
@@ -266,7 +267,7 @@ impl WorkerPool {
             let result = send(worker.client.clone(), cx, msg).await;
             worker.latency.record(started.elapsed());
             match result {
-                Ok(Sent::Reply(reply)) => return Some(reply),
+                Ok(Sent::Reply(reply)) => return Ok(reply),
                 Ok(Sent::Draining(unhandled)) => {
                     self.mark_down(&worker, "draining");
                     msg = unhandled;
@@ -279,11 +280,11 @@ impl WorkerPool {
                     metrics::counter!(m::RPC_ERRORS, "peer" => worker.id.to_string(), "code" => m::code_label(code.get()))
                         .increment(1);
                     tracing::warn!(peer = %worker.id, trace = %trace::display(trace_id), %error, ?code, "call to worker failed");
-                    return Some(Reply::code(code));
+                    return Ok(Reply::code(code));
                 }
             }
         }
-        None
+        Err(msg)
     }
 
     /// The descriptor sets of the live workers, one per distinct set of modules served (workers
