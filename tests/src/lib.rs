@@ -172,6 +172,29 @@ pub async fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// `METHOD path` on the admin listener with `Authorization: Bearer TOKEN` when `token` is given
+/// and `body`: the status code and the body as JSON (`null` when it is not JSON).
+pub async fn admin_request(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let mut stream = TcpStream::connect(admin).await.expect("admin listener accepts");
+    let auth = token.map(|token| format!("Authorization: Bearer {token}\r\n")).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {admin}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send the request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read the response");
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("a status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+}
+
 /// `user.register` with `account` and `password` through `client`: the new user id, or the
 /// reply's code.
 ///

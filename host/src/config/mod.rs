@@ -97,7 +97,8 @@ impl Default for NodeSection {
     }
 }
 
-/// The admin HTTP listener: `/metrics` (Prometheus), `/healthz`, `/readyz`.
+/// The admin HTTP listener: `/metrics` (Prometheus), `/healthz`, `/readyz`, and on worker and
+/// dev nodes the admin API under `/v1/` once `token` is set (docs/operations.md).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
@@ -108,8 +109,14 @@ pub struct AdminConfig {
     /// Admin connections open at once; more are closed at once, so scrapers and stray clients
     /// can never use up the descriptors the gateway needs for players.
     pub max_connections: usize,
-    /// A connection that has not sent its whole request by then is closed.
+    /// A connection that has not sent its whole request by then is closed; an admin API call
+    /// gets this long to complete (`TIMEOUT` past it).
     pub request_timeout_ms: u64,
+    /// The bearer token of the admin API (`Authorization: Bearer TOKEN`); empty, the default:
+    /// the API is off. Set it from the environment (`MORTAR_ADMIN__TOKEN`) rather than a file.
+    pub token: String,
+    /// The largest admin API request body, in bytes; a larger one is refused (413).
+    pub max_body_bytes: usize,
 }
 
 impl Default for AdminConfig {
@@ -119,6 +126,8 @@ impl Default for AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
             max_connections: 64,
             request_timeout_ms: 5_000,
+            token: String::new(),
+            max_body_bytes: 1 << 20,
         }
     }
 }
@@ -279,6 +288,12 @@ impl NodeConfig {
 
         within("admin.max_connections", a.max_connections, 1, 10_000)?;
         within("admin.request_timeout_ms", a.request_timeout_ms, 100, 600_000)?;
+        within("admin.max_body_bytes", a.max_body_bytes, 2, 64 << 20)?;
+        check(
+            "admin.token",
+            !a.token.chars().any(|c| c.is_whitespace() || c.is_control()),
+            "must not contain spaces or control characters",
+        )?;
         Ok(())
     }
 }

@@ -149,7 +149,7 @@ impl Relay {
 
 /// One `FileDescriptorSet` with the files of every set in `sets`, each file name once (the first
 /// seen wins); sets that do not decode are skipped.
-fn merge_descriptor_sets(sets: &[Bytes]) -> Bytes {
+pub(crate) fn merge_descriptor_sets(sets: &[Bytes]) -> Bytes {
     use prost::Message as _;
     use prost_reflect::prost_types::FileDescriptorSet;
     let mut names = std::collections::HashSet::new();

@@ -54,7 +54,10 @@ pub async fn run(
     )?);
     let registry = registry::open(&config).await?;
     let health = Health::default();
-    let admin = AdminTask::spawn(listeners.admin, &health, &config.admin);
+    if !config.admin.token.is_empty() {
+        tracing::warn!(node = %config.node.id, "admin.token is set, but gateway nodes do not serve the admin API: call a worker's admin listener");
+    }
+    let admin = AdminTask::spawn(listeners.admin, &health, &config.admin, None);
 
     let pool = WorkerPool::start(me.clone(), config.rpc.clone(), registry.clone(), Some(health.clone()));
     let relay = Relay::cluster(pool.clone(), config.gateway.request_timeout());

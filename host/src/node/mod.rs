@@ -65,11 +65,17 @@ pub(crate) struct AdminTask {
 
 impl AdminTask {
     /// Serves the admin endpoints on `listener`, if any.
-    pub(crate) fn spawn(listener: Option<TcpListener>, health: &Health, config: &AdminConfig) -> Self {
+    /// The admin API is served when `api` is given.
+    pub(crate) fn spawn(
+        listener: Option<TcpListener>,
+        health: &Health,
+        config: &AdminConfig,
+        api: Option<admin::api::Api>,
+    ) -> Self {
         let stop = CancellationToken::new();
         let task = listener.map(|listener| {
             let stop = stop.clone();
-            tokio::spawn(admin::serve(listener, health.clone(), config.clone(), async move {
+            tokio::spawn(admin::serve(listener, health.clone(), config.clone(), api, async move {
                 stop.cancelled().await
             }))
         });

@@ -77,7 +77,8 @@ pub async fn run(
     let worker = Worker::new(config.node.id.clone(), routes, backends);
     worker.start()?;
     let health = Health::default();
-    let admin = AdminTask::spawn(listeners.admin, &health, &config.admin);
+    let api = crate::admin::api::Api::new(worker.clone(), &config.admin);
+    let admin = AdminTask::spawn(listeners.admin, &health, &config.admin, api);
     let reloading = CancellationToken::new();
     let reloader = tables.watch(config.tables.poll(), reloading.clone());
 

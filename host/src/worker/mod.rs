@@ -16,6 +16,7 @@ mod host;
 pub mod library;
 mod players;
 pub mod routes;
+mod system;
 pub mod tables;
 
 use crate::session::SessionStore;

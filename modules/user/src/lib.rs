@@ -4,7 +4,8 @@
 //!   `starter_items.json`, once, through `pack.add_items`;
 //! - `user.login {account, password}` → `{userId, token, name}`, binding the session;
 //! - `user.resume {token}` → `{userId, name}`, binding the session without the password;
-//! - `user.profile {}`, `user.rename {name}` for a logged-in player.
+//! - `user.profile {}`, `user.rename {name}` for a logged-in player;
+//! - internal `user.lookup {userIds}` → `{users: [{userId, name}]}`, for other modules.
 //!
 //! Passwords are hashed with argon2id (parameters in `[modules.user]`) on the host's blocking
 //! threads. Tokens are `USERID.SECRET`: 32 random bytes, of which only a BLAKE2s hash is stored;
@@ -27,8 +28,8 @@ pub mod user {
 }
 
 use user::{
-    LoginReq, LoginResp, ProfileReq, ProfileResp, RegisterReq, RegisterResp, RenameReq, RenameResp,
-    ResumeReq, ResumeResp, StarterGrant, StarterGranted, StarterItem,
+    LoginReq, LoginResp, LookupReq, LookupResp, Player, ProfileReq, ProfileResp, RegisterReq, RegisterResp,
+    RenameReq, RenameResp, ResumeReq, ResumeResp, StarterGrant, StarterGranted, StarterItem,
 };
 
 mortar::module!("user");
@@ -381,6 +382,36 @@ async fn rename(ctx: Ctx, req: RenameReq) -> Result<RenameResp, Code> {
         })
         .await?;
     Ok(RenameResp { name: saved.doc.name })
+}
+
+/// The most ids one `user.lookup` takes.
+pub const MAX_LOOKUP: usize = 1000;
+
+/// Who the players of `user_ids` are (ids without an account are left out), read 32 at a time;
+/// `BAD_REQUEST` past [`MAX_LOOKUP`] ids.
+#[mortar::handler("user.lookup", internal)]
+async fn lookup(ctx: Ctx, req: LookupReq) -> Result<LookupResp, Code> {
+    use futures::StreamExt as _;
+    if req.user_ids.len() > MAX_LOOKUP {
+        return Err(Code::BAD_REQUEST);
+    }
+    let store = ctx.store::<Account>();
+    let found: Vec<Result<Option<Player>, Code>> = futures::stream::iter(req.user_ids)
+        .map(|user| {
+            let store = store.clone();
+            async move {
+                if user == 0 {
+                    return Ok(None);
+                }
+                let account = store.try_get(user).await.map_err(|error| error.code())?;
+                Ok(account.map(|account| Player { user_id: user, name: account.doc.name }))
+            }
+        })
+        .buffered(32)
+        .collect()
+        .await;
+    let users = found.into_iter().filter_map(Result::transpose).collect::<Result<_, _>>()?;
+    Ok(LookupResp { users })
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -1,5 +1,8 @@
-//! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz` (the process answers) and
-//! `/readyz` (the node serves clients and is not shutting down).
+//! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz` (the process answers),
+//! `/readyz` (the node serves clients and is not shutting down), and on worker and dev nodes the
+//! admin API under `/v1/` ([`api`]).
+
+pub mod api;
 
 use crate::{config::AdminConfig, metrics};
 use bytes::Bytes;
@@ -46,7 +49,7 @@ impl Health {
     }
 }
 
-/// Serves the admin endpoints on `listener` until `shutdown` completes.
+/// Serves the admin endpoints (and `api`, if any) on `listener` until `shutdown` completes.
 ///
 /// Also runs the Prometheus recorder's upkeep every few seconds. Each HTTP connection answers
 /// one request and closes; at most `admin.max_connections` are open at once (more are closed at
@@ -55,6 +58,7 @@ pub async fn serve(
     listener: TcpListener,
     health: Health,
     config: AdminConfig,
+    api: Option<api::Api>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -70,7 +74,7 @@ pub async fn serve(
                 }
             }
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
+                let Ok((stream, peer)) = accepted else {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
@@ -78,11 +82,20 @@ pub async fn serve(
                     tracing::debug!("admin connection refused: admin.max_connections reached");
                     continue;
                 };
-                let health = health.clone();
+                let (health, api) = (health.clone(), api.clone());
                 tokio::spawn(async move {
                     let _slot = slot;
-                    let service = hyper::service::service_fn(move |request| {
-                        std::future::ready(Ok::<_, Infallible>(answer(&request, &health)))
+                    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                        let (health, api) = (health.clone(), api.clone());
+                        async move {
+                            let response = match &api {
+                                Some(api) if request.uri().path().starts_with("/v1/") => {
+                                    api.answer(request, peer.ip()).await
+                                }
+                                _ => answer(&request, &health),
+                            };
+                            Ok::<_, Infallible>(response)
+                        }
                     });
                     let connection = hyper::server::conn::http1::Builder::new()
                         .keep_alive(false)
@@ -106,7 +119,11 @@ fn answer(request: &Request<Incoming>, health: &Health) -> Response<Full<Bytes>>
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" if health.is_ready() => text(StatusCode::OK, "ready\n".into()),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into()),
-        _ => text(StatusCode::NOT_FOUND, "admin endpoints: /metrics /healthz /readyz\n".into()),
+        path if path.starts_with("/v1/") => text(
+            StatusCode::NOT_FOUND,
+            "the admin API is off: worker and dev nodes serve it once admin.token is set\n".into(),
+        ),
+        _ => text(StatusCode::NOT_FOUND, "admin endpoints: /metrics /healthz /readyz /v1/\n".into()),
     }
 }
 
