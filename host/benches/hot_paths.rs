@@ -56,7 +56,7 @@ fn noop(_: Ctx, _: Bytes) -> HandlerFuture {
 
 /// Twenty modules, `module0` to `module19`: `ModuleDecl::build` is a plain fn, so one per name.
 macro_rules! modules {
-    ($($n:literal),*) => { [$(ModuleDecl { build: || Box::new(Named(concat!("module", $n))), defined_at: "bench", on_offline: None }),*] };
+    ($($n:literal),*) => { [$(ModuleDecl { build: || Box::new(Named(concat!("module", $n))), defined_at: "bench", on_online: None, on_offline: None }),*] };
 }
 static MODULES: [ModuleDecl; 20] =
     modules!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19);
@@ -122,7 +122,13 @@ fn push_fan_out(c: &mut Criterion) {
     let mut queues = Vec::new();
     for session in 1..=1_000u64 {
         let (queue, frames) = tokio::sync::mpsc::channel(4);
-        table.insert(session, queue, tokio::sync::oneshot::channel().0, Default::default());
+        table.insert(
+            session,
+            queue,
+            tokio::sync::oneshot::channel().0,
+            Default::default(),
+            std::net::Ipv4Addr::LOCALHOST.into(),
+        );
         queues.push(frames);
     }
     let sessions: Vec<u64> = (1..=1_000).collect();

@@ -69,7 +69,7 @@ pub enum PanicSite {
     Handler,
     /// In a task from [`Ctx::spawn`]: the task ended.
     Task,
-    /// In a module's `on_offline` hook: the hook ended.
+    /// In a module's `on_online` or `on_offline` hook: the hook ended.
     Hook,
 }
 
@@ -360,7 +360,7 @@ impl Ctx {
         self.inner.host.panicked(&self.inner.request, PanicSite::Handler, message);
     }
 
-    /// Reports a panic of an `on_offline` hook to the host.
+    /// Reports a panic of an `on_online` or `on_offline` hook to the host.
     pub(crate) fn hook_panicked(&self, message: &str) {
         self.inner.host.panicked(&self.inner.request, PanicSite::Hook, message);
     }

@@ -45,18 +45,21 @@ pub struct ModuleDecl {
     pub build: fn() -> Box<dyn Module>,
     /// Where it is declared (`crate::path`), for error messages.
     pub defined_at: &'static str,
+    /// Runs when a player comes online, behind its glue (see [`module!`](macro@crate::module)).
+    pub on_online: Option<PresenceHook>,
     /// Runs when a player goes offline, behind its glue (see [`module!`](macro@crate::module)).
-    pub on_offline: Option<OfflineHook>,
+    pub on_offline: Option<PresenceHook>,
 }
 
-/// An `on_offline` hook behind its glue: gets the context of the session that ended (its user is
-/// the player) and the player's user id.
-pub type OfflineHook = fn(Ctx, u64) -> BoxFuture<()>;
+/// An `on_online` or `on_offline` hook behind its glue: gets the context of the player's session
+/// (the one that logged in, or the one that ended; its user is the player) and the player's user
+/// id.
+pub type PresenceHook = fn(Ctx, u64) -> BoxFuture<()>;
 
-/// The glue [`module!`](macro@crate::module) generates for an `on_offline` hook: runs it, and
-/// reports a panic to the host on this side of a library boundary.
+/// The glue [`module!`](macro@crate::module) generates for an `on_online` or `on_offline` hook:
+/// runs it, and reports a panic to the host on this side of a library boundary.
 #[doc(hidden)]
-pub fn offline_hook<F, Fut>(ctx: Ctx, user: u64, hook: F) -> BoxFuture<()>
+pub fn presence_hook<F, Fut>(ctx: Ctx, user: u64, hook: F) -> BoxFuture<()>
 where
     F: FnOnce(Ctx, u64) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -174,15 +177,22 @@ impl Module for Named {
 /// declares one whose type implements [`Module`] and [`Default`], for modules with start and stop
 /// hooks.
 ///
-/// Either form takes `on_offline = f`, an `async fn(ctx: Ctx, user: u64)` that runs once each
-/// time a player goes offline: their session ended while it was still their login (not when a
-/// newer login replaced it). It runs on one node serving the module, with the context of the
-/// session that ended; what it does (push to friends, save state) is not tied to a client
-/// request, and gets `gateway.request_timeout_ms` as its deadline.
+/// Either form takes, in this order, `on_online = f` and `on_offline = g`, each an
+/// `async fn(ctx: Ctx, user: u64)`. `on_online` runs each time a player logs in (the session is
+/// bound, `Ctx::bind_user`); `on_offline` once each time a player goes offline: their session
+/// ended while it was still their login (not when a newer login replaced it). Each runs on one
+/// node serving the module (chosen by user), with the context of the player's session; what it
+/// does (push to friends, save state) is not tied to a client request, and gets
+/// `gateway.request_timeout_ms` as its deadline. An `on_online` of a short session may run after
+/// its `on_offline`: use `ctx.is_online` where the order matters.
 ///
 /// ```
 /// use mortar::Ctx;
-/// mortar::module!("lobby", on_offline = left);
+/// mortar::module!("lobby", on_online = came, on_offline = left);
+///
+/// async fn came(ctx: Ctx, user: u64) {
+///     let _ = ctx.push(&[1, 2], "lobby.came", &format!("{user} came")).await;
+/// }
 ///
 /// async fn left(ctx: Ctx, user: u64) {
 ///     let _ = ctx.push(&[1, 2], "lobby.left", &format!("{user} left")).await;
@@ -190,23 +200,23 @@ impl Module for Named {
 /// ```
 #[macro_export]
 macro_rules! module {
-    ($name:literal $(, on_offline = $hook:path)? $(,)?) => {
-        $crate::module!(@submit || ::std::boxed::Box::new($crate::module::Named($name)) $(, $hook)?);
+    ($name:literal $(, on_online = $online:path)? $(, on_offline = $offline:path)? $(,)?) => {
+        $crate::module!(@submit || ::std::boxed::Box::new($crate::module::Named($name)),
+            [$($online)?], [$($offline)?]);
     };
-    ($module:ty $(, on_offline = $hook:path)? $(,)?) => {
-        $crate::module!(@submit || ::std::boxed::Box::new(<$module as ::std::default::Default>::default()) $(, $hook)?);
+    ($module:ty $(, on_online = $online:path)? $(, on_offline = $offline:path)? $(,)?) => {
+        $crate::module!(@submit || ::std::boxed::Box::new(<$module as ::std::default::Default>::default()),
+            [$($online)?], [$($offline)?]);
     };
-    (@submit $build:expr) => {
-        $crate::inventory::submit! {
-            $crate::module::ModuleDecl { build: $build, defined_at: module_path!(), on_offline: None }
-        }
-    };
-    (@submit $build:expr, $hook:path) => {
+    (@hook) => { None };
+    (@hook $hook:path) => { Some(|ctx, user| $crate::module::presence_hook(ctx, user, $hook)) };
+    (@submit $build:expr, [$($online:path)?], [$($offline:path)?]) => {
         $crate::inventory::submit! {
             $crate::module::ModuleDecl {
                 build: $build,
                 defined_at: module_path!(),
-                on_offline: Some(|ctx, user| $crate::module::offline_hook(ctx, user, $hook)),
+                on_online: $crate::module!(@hook $($online)?),
+                on_offline: $crate::module!(@hook $($offline)?),
             }
         }
     };

@@ -20,7 +20,14 @@ use std::{
     time::Duration,
 };
 
-mortar::module!("testkit", on_offline = went_offline);
+mortar::module!("testkit", on_online = came_online, on_offline = went_offline);
+
+/// Counts the player's logins in the module's cache, checking the hook's context is theirs.
+async fn came_online(ctx: Ctx, user: u64) {
+    if ctx.user_id() == Some(user) {
+        let _ = ctx.cache().incr(&format!("online:{user}"), 1, Some(Duration::from_secs(600))).await;
+    }
+}
 
 /// Counts the player's departures in the module's cache.
 async fn went_offline(ctx: Ctx, user: u64) {
@@ -30,8 +37,18 @@ async fn went_offline(ctx: Ctx, user: u64) {
 /// Answers how many times `went_offline` ran for the user id in `text`.
 #[mortar::handler("testkit.offline_count", public)]
 async fn offline_count(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
-    let user: u64 = req.text.parse().map_err(|_| Code::BAD_REQUEST)?;
-    let count = ctx.cache().incr(&format!("offline:{user}"), 0, Some(Duration::from_secs(600))).await?;
+    presence_count(&ctx, "offline", &req.text).await
+}
+
+/// Answers how many times `came_online` ran for the user id in `text`.
+#[mortar::handler("testkit.online_count", public)]
+async fn online_count(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
+    presence_count(&ctx, "online", &req.text).await
+}
+
+async fn presence_count(ctx: &Ctx, status: &str, user: &str) -> Result<EchoResp, Code> {
+    let user: u64 = user.parse().map_err(|_| Code::BAD_REQUEST)?;
+    let count = ctx.cache().incr(&format!("{status}:{user}"), 0, Some(Duration::from_secs(600))).await?;
     Ok(EchoResp { text: count.to_string() })
 }
 

@@ -43,6 +43,7 @@ fn worker_identity(secret: &str) -> Identity {
         kind: NodeKind::Worker,
         addr: "127.0.0.1:1".into(),
         modules: Vec::new(),
+        online_hooks: Vec::new(),
         offline_hooks: Vec::new(),
         version: String::new(),
         weight: 1,

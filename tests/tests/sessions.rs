@@ -180,28 +180,36 @@ async fn a_handler_pushes_to_its_own_session_before_login() {
 /// Waits until the `on_offline` hook has run `count` times for `user`, then checks it runs no
 /// more for a while.
 async fn offline_count_settles(client: &mut Client, user: u64, count: u32) {
+    hook_count_settles(client, "offline", user, count).await;
+}
+
+/// Waits until the `on_STATUS` hook has run `count` times for `user`, then checks it runs no
+/// more for a while.
+async fn hook_count_settles(client: &mut Client, status: &str, user: u64, count: u32) {
+    let route = format!("testkit.{status}_count");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let (_, seen) = ask(client, "testkit.offline_count", &user.to_string()).await;
+        let (_, seen) = ask(client, &route, &user.to_string()).await;
         if seen == count.to_string() {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "on_offline ran {seen} times for {user}, not {count}"
+            "on_{status} ran {seen} times for {user}, not {count}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(ask(client, "testkit.offline_count", &user.to_string()).await.1, count.to_string());
+    assert_eq!(ask(client, &route, &user.to_string()).await.1, count.to_string());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_offline_runs_once_per_departure_and_not_for_a_replaced_login() {
+async fn on_online_runs_per_login_and_on_offline_once_per_departure_not_for_a_replaced_login() {
     for local_dispatch in [true, false] {
         let node = DevNode::with_config(|config| config.gateway.local_dispatch = local_dispatch).await;
         let mut observer = Client::connect(&node.url()).await.unwrap();
         let alice = logged_in(&node, 1).await;
+        hook_count_settles(&mut observer, "online", 1, 1).await;
         alice.close().await.unwrap();
         offline_count_settles(&mut observer, 1, 1).await;
         // A guest leaving is no player going offline.
@@ -211,6 +219,8 @@ async fn on_offline_runs_once_per_departure_and_not_for_a_replaced_login() {
         let second = logged_in(&node, 1).await;
         kicked(&mut first).await;
         offline_count_settles(&mut observer, 1, 1).await;
+        // Each login ran `on_online`, the replacing one too.
+        hook_count_settles(&mut observer, "online", 1, 3).await;
         second.close().await.unwrap();
         offline_count_settles(&mut observer, 1, 2).await;
     }

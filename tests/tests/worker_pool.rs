@@ -27,6 +27,7 @@ fn entry(id: &str, kind: NodeKind, addr: String) -> NodeEntry {
         kind,
         addr,
         modules: Vec::new(),
+        online_hooks: Vec::new(),
         offline_hooks: Vec::new(),
         version: String::new(),
         weight: 1,

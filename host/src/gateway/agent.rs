@@ -106,7 +106,7 @@ pub(super) async fn run(
     let (pusher, mut pushes) = mpsc::channel(config.outbound_queue);
     let (kick, mut kicked) = oneshot::channel();
     let user = Arc::new(AtomicU64::new(0));
-    let registered = Registered::new(&owner, session, pusher, kick, user.clone());
+    let registered = Registered::new(&owner, session, pusher, kick, user.clone(), ip);
     // The table holds the kick's sender while the session lives; this guards the unexpected.
     let mut kick_live = true;
     let limiter = NonZeroU32::new(config.rate_per_sec).map(|rate| {
@@ -425,8 +425,9 @@ impl<'a> Registered<'a> {
         queue: mpsc::Sender<Outbound>,
         kick: oneshot::Sender<i32>,
         user: Arc<AtomicU64>,
+        ip: IpAddr,
     ) -> Self {
-        shared.sessions.insert(session, queue, kick, user);
+        shared.sessions.insert(session, queue, kick, user, ip);
         Self { shared, session }
     }
 }

@@ -94,7 +94,10 @@ impl Shared {
             match store.unbind(user, node.clone(), session).await {
                 Ok(true) => {
                     tracing::debug!(%node, session, user, "user went offline");
-                    relay.offline(crate::rpc::Offline { user, session, client_ip, gateway: node }).await;
+                    let status = crate::rpc::Status::Offline;
+                    relay
+                        .presence(crate::rpc::Presence { status, user, session, client_ip, gateway: node })
+                        .await;
                 }
                 Ok(false) => tracing::debug!(%node, session, user, "session was replaced by a newer login"),
                 Err(error) => tracing::warn!(%node, session, user, %error, "cannot unbind the user"),
@@ -151,10 +154,18 @@ impl Gateway {
         self.shared.sessions.kick(session, reason.get())
     }
 
-    /// Marks session `session` as logged in as `user`: its requests carry the user from now on.
-    /// False when no such session is connected. The session store is the caller's to update.
+    /// Marks session `session` as logged in as `user`: its requests carry the user from now on,
+    /// and the modules' `on_online` hooks run, in the background. False when no such session is
+    /// connected. The session store is the caller's to update.
     pub fn bind(&self, session: u64, user: u64) -> bool {
-        user != 0 && self.shared.sessions.bind(session, user)
+        let Some(client_ip) = (user != 0).then(|| self.shared.sessions.bind(session, user)).flatten() else {
+            return false;
+        };
+        let (relay, gateway) = (self.shared.relay.clone(), self.shared.node_id.clone());
+        let presence =
+            crate::rpc::Presence { status: crate::rpc::Status::Online, user, session, client_ip, gateway };
+        tokio::spawn(async move { relay.presence(presence).await });
+        true
     }
 
     /// This gateway's node id.

@@ -5,7 +5,7 @@
 use super::workers::{WorkerPool, code_of};
 use crate::{
     metrics as m,
-    rpc::{AgentMessage, Handled, Offline, Reply, WorkerRpcClient},
+    rpc::{AgentMessage, Handled, Presence, Reply, Status, WorkerRpcClient},
     trace,
     worker::Worker,
 };
@@ -25,8 +25,9 @@ enum Target {
     /// This node's own worker: handlers run on the session's task, no RPC.
     Local(Worker),
     /// A worker's tarpc service (a remote node, or this node's worker through an in-process
-    /// channel), with the call latency recorded by peer, and its modules with `on_offline` hooks.
-    Rpc { worker: WorkerRpcClient, peer: String, latency: metrics::Histogram, hooks: Vec<String> },
+    /// channel), with the call latency recorded by peer, and its modules with `on_online` and
+    /// `on_offline` hooks.
+    Rpc { worker: WorkerRpcClient, peer: String, latency: metrics::Histogram, hooks: [Vec<String>; 2] },
     /// The cluster's workers, one chosen per request.
     Cluster(WorkerPool),
 }
@@ -40,8 +41,9 @@ impl Relay {
     }
 
     /// Relays over the tarpc client `worker` (the node `peer`, whose modules `hooks` have an
-    /// `on_offline` hook), giving each call `timeout` to complete.
-    pub fn rpc(worker: WorkerRpcClient, peer: String, hooks: Vec<String>, timeout: Duration) -> Self {
+    /// `on_online` and an `on_offline` hook, in that order), giving each call `timeout` to
+    /// complete.
+    pub fn rpc(worker: WorkerRpcClient, peer: String, hooks: [Vec<String>; 2], timeout: Duration) -> Self {
         let latency = metrics::histogram!(m::RPC_DURATION, "peer" => peer.clone());
         Self { target: Target::Rpc { worker, peer, latency, hooks }, timeout }
     }
@@ -103,28 +105,29 @@ impl Relay {
         }
     }
 
-    /// Runs the `on_offline` hooks of the modules behind this relay for a player who went
-    /// offline, each module's once (see [`WorkerPool::offline`]), each by the request timeout.
-    /// Failures are logged.
-    pub async fn offline(&self, offline: Offline) {
+    /// Runs the `on_online` or `on_offline` hooks of the modules behind this relay for a player
+    /// who came online or went offline, each module's once (see [`WorkerPool::presence`]), each
+    /// by the request timeout. Failures are logged.
+    pub async fn presence(&self, presence: Presence) {
         let deadline = Instant::now() + self.timeout;
         match &self.target {
             Target::Local(worker) => {
-                let modules = worker.routes().offline_hook_modules();
-                worker.offline(offline, &modules, deadline).await;
+                let modules = worker.routes().hook_modules(presence.status);
+                worker.presence(presence, &modules, deadline).await;
             }
             Target::Rpc { worker, peer, hooks, .. } => {
+                let hooks = &hooks[usize::from(presence.status == Status::Offline)];
                 if hooks.is_empty() {
                     return;
                 }
                 let mut cx = tarpc::context::current();
                 cx.deadline = deadline;
-                let user = offline.user;
-                if let Err(error) = worker.offline(cx, offline, hooks.clone()).await {
-                    tracing::warn!(%peer, user, %error, "on_offline hooks did not run");
+                let (user, status) = (presence.user, presence.status);
+                if let Err(error) = worker.presence(cx, presence, hooks.clone()).await {
+                    tracing::warn!(%peer, user, ?status, %error, "presence hooks did not run");
                 }
             }
-            Target::Cluster(pool) => pool.offline(offline, self.timeout).await,
+            Target::Cluster(pool) => pool.presence(presence, self.timeout).await,
         }
     }
 

@@ -42,6 +42,8 @@ struct Entry {
     /// The logged-in user (0: none), shared with the session's agent, which puts it in every
     /// request it relays.
     user: Arc<AtomicU64>,
+    /// The client's address, for the `on_online` hooks of its login.
+    ip: std::net::IpAddr,
 }
 
 /// Shards of the table: connects and disconnects of different sessions rarely share a lock.
@@ -75,27 +77,29 @@ impl SessionTable {
         &self.shards[(session % SHARDS as u64) as usize]
     }
 
-    /// Registers `session` with its writer's queue, the sender of its kick and its user slot,
-    /// replacing any earlier entry of that id.
+    /// Registers `session` with its writer's queue, the sender of its kick, its user slot and its
+    /// client's address, replacing any earlier entry of that id.
     pub fn insert(
         &self,
         session: u64,
         queue: mpsc::Sender<Outbound>,
         kick: oneshot::Sender<i32>,
         user: Arc<AtomicU64>,
+        ip: std::net::IpAddr,
     ) {
         self.shard(session)
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(session, Entry { queue, kick: Some(kick), user });
+            .insert(session, Entry { queue, kick: Some(kick), user, ip });
     }
 
-    /// Marks `session` as logged in as `user` (not 0); false when no such session is live.
-    pub fn bind(&self, session: u64, user: u64) -> bool {
+    /// Marks `session` as logged in as `user` (not 0): its client's address, or none when no
+    /// such session is live.
+    pub fn bind(&self, session: u64, user: u64) -> Option<std::net::IpAddr> {
         let shard = self.shard(session).read().unwrap_or_else(PoisonError::into_inner);
-        let Some(entry) = shard.get(&session) else { return false };
+        let entry = shard.get(&session)?;
         entry.user.store(user, Ordering::Release);
-        true
+        Some(entry.ip)
     }
 
     /// Kicks `session` with `reason` (the first kick's reason wins); false when no such session
@@ -143,6 +147,8 @@ impl SessionTable {
 mod tests {
     use super::*;
 
+    const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     #[test]
     fn a_push_reaches_live_sessions_and_reports_the_rest() {
         let table = SessionTable::default();
@@ -150,9 +156,9 @@ mod tests {
         let (full, _full_rx) = mpsc::channel(1);
         let (closed, closed_rx) = mpsc::channel(4);
         drop(closed_rx);
-        table.insert(1, live, oneshot::channel().0, Arc::default());
-        table.insert(2, full.clone(), oneshot::channel().0, Arc::default());
-        table.insert(3, closed, oneshot::channel().0, Arc::default());
+        table.insert(1, live, oneshot::channel().0, Arc::default(), LOOPBACK);
+        table.insert(2, full.clone(), oneshot::channel().0, Arc::default(), LOOPBACK);
+        table.insert(3, closed, oneshot::channel().0, Arc::default(), LOOPBACK);
         full.try_send(Outbound::Frame(Bytes::new())).unwrap();
 
         let frame = Bytes::from_static(b"push");
@@ -171,7 +177,7 @@ mod tests {
     async fn a_kick_reaches_its_session_once_with_the_first_reason() {
         let table = SessionTable::default();
         let (kick, kicked) = oneshot::channel();
-        table.insert(7, mpsc::channel(1).0, kick, Arc::default());
+        table.insert(7, mpsc::channel(1).0, kick, Arc::default(), LOOPBACK);
         assert!(table.kick(7, 12));
         assert!(table.kick(7, 13));
         assert!(!table.kick(8, 12));

@@ -22,7 +22,7 @@ use crate::{
     metrics as m,
     registry::{Change, NodeEntry, NodeKind, Registry},
     rpc::{
-        AgentMessage, Called, Handled, InternalCall, Offline, Reply, WorkerRpcClient, codec,
+        AgentMessage, Called, Handled, InternalCall, Presence, Reply, Status, WorkerRpcClient, codec,
         handshake::{self, Identity},
     },
     trace,
@@ -82,6 +82,7 @@ struct Live {
     hash: u64,
     weight: u32,
     modules: Arc<[String]>,
+    online_hooks: Arc<[String]>,
     offline_hooks: Arc<[String]>,
     client: WorkerRpcClient,
     generation: u64,
@@ -205,18 +206,23 @@ impl WorkerPool {
         })
     }
 
-    /// Tells the live workers that `offline.user` went offline, so each module with an
-    /// `on_offline` hook runs it once: for each such module one worker serving it is chosen by
-    /// user, as requests are, and each chosen worker gets one message naming its modules.
-    /// Completes when they have run or `timeout` passed; a failure is logged.
-    pub async fn offline(&self, offline: Offline, timeout: Duration) {
+    /// Tells the live workers that `presence.user` came online or went offline, so each module
+    /// with an `on_online` (or `on_offline`) hook runs it once: for each such module one worker
+    /// serving it is chosen by user, as requests are, and each chosen worker gets one message
+    /// naming its modules. Completes when they have run or `timeout` passed; a failure is logged.
+    pub async fn presence(&self, presence: Presence, timeout: Duration) {
         let view = self.view();
-        let hooked: std::collections::BTreeSet<&String> =
-            view.iter().flat_map(|live| live.offline_hooks.iter()).collect();
+        let hooks = |live: &Live| match presence.status {
+            Status::Online => live.online_hooks.clone(),
+            Status::Offline => live.offline_hooks.clone(),
+        };
+        let hooked: std::collections::BTreeSet<String> =
+            view.iter().flat_map(|live| hooks(live).to_vec()).collect();
         let mut by_worker: HashMap<Arc<str>, (Live, Vec<String>)> = HashMap::new();
-        for module in hooked {
-            let serving = || view.iter().filter(|live| live.offline_hooks.iter().any(|m| m == module));
-            let Some(winner) = rendezvous::pick(offline.user, serving().map(|live| (live.hash, live.weight)))
+        for module in &hooked {
+            let serving = || view.iter().filter(|live| hooks(live).iter().any(|m| m == module));
+            let Some(winner) =
+                rendezvous::pick(presence.user, serving().map(|live| (live.hash, live.weight)))
             else {
                 continue;
             };
@@ -232,10 +238,11 @@ impl WorkerPool {
         let sends = by_worker.into_values().map(|(live, modules)| {
             let mut cx = tarpc::context::current();
             cx.deadline = deadline;
-            let offline = offline.clone();
+            let presence = presence.clone();
             async move {
-                if let Err(error) = live.client.offline(cx, offline.clone(), modules.clone()).await {
-                    tracing::warn!(peer = %live.id, user = offline.user, ?modules, %error, "on_offline hooks did not run");
+                let (user, status) = (presence.user, presence.status);
+                if let Err(error) = live.client.presence(cx, presence, modules.clone()).await {
+                    tracing::warn!(peer = %live.id, user, ?status, ?modules, %error, "presence hooks did not run");
                 }
             }
         });
@@ -388,6 +395,7 @@ impl WorkerPool {
                             hash: rendezvous::node_hash(&entry.id),
                             weight: worker.weight.max(1),
                             modules: worker.modules.into(),
+                            online_hooks: worker.online_hooks.into(),
                             offline_hooks: worker.offline_hooks.into(),
                             client: client.clone(),
                             generation,

@@ -10,7 +10,7 @@ use crate::{
     admin::Health,
     config::NodeConfig,
     gateway::{self, Gateway, relay::Relay},
-    rpc::WorkerRpcClient,
+    rpc::{Status, WorkerRpcClient},
     worker::{
         Backends, Worker,
         gateways::LocalGateway,
@@ -61,7 +61,7 @@ pub async fn run(
         // Each session bounds its own in-flight requests; the client need not queue on top.
         rpc_config.max_in_flight_requests = usize::MAX;
         let client = WorkerRpcClient::new(rpc_config, client_side).spawn();
-        let hooks = worker.routes().offline_hook_modules();
+        let hooks = [Status::Online, Status::Offline].map(|status| worker.routes().hook_modules(status));
         (Relay::rpc(client, config.node.id.clone(), hooks, timeout), Some(server))
     };
     let gateway = Gateway::new(config.gateway, config.node.id, relay, sessions);

@@ -51,6 +51,7 @@ pub async fn run(
         &config.gateway.rpc_advertise,
         Vec::new(),
         Vec::new(),
+        Vec::new(),
     )?);
     let registry = registry::open(&config).await?;
     let health = Health::default();

@@ -103,8 +103,8 @@ pub(crate) fn warn_unshared_sessions(config: &NodeConfig) {
 }
 
 /// This node as it introduces itself to peers and registers: its entry says `kind`, the address
-/// `advertise` (or the bound `rpc_addr`), `modules`, and among them those with an `on_offline`
-/// hook (`offline_hooks`).
+/// `advertise` (or the bound `rpc_addr`), `modules`, and among them those with an `on_online`
+/// hook (`online_hooks`) and an `on_offline` hook (`offline_hooks`).
 ///
 /// # Errors
 /// When `cluster.secret` is empty, or the node would register an address no peer can dial.
@@ -114,6 +114,7 @@ pub(crate) fn identity(
     rpc_addr: std::net::SocketAddr,
     advertise: &str,
     modules: Vec<String>,
+    online_hooks: Vec<String>,
     offline_hooks: Vec<String>,
 ) -> Result<Identity, NodeError> {
     if config.cluster.secret.is_empty() {
@@ -136,6 +137,7 @@ pub(crate) fn identity(
         kind,
         addr,
         modules,
+        online_hooks,
         offline_hooks,
         version: env!("CARGO_PKG_VERSION").into(),
         weight: config.worker.weight,

@@ -18,7 +18,7 @@ use crate::{
     config::NodeConfig,
     gateway::workers::WorkerPool,
     registry::{self, NodeKind, keeper::Keeper},
-    rpc::{codec, listener},
+    rpc::{Status, codec, listener},
     worker::{
         Backends, Worker,
         gateways::GatewayPool,
@@ -64,9 +64,9 @@ pub async fn run(
         ));
     }
     let rpc_addr = listeners.rpc.local_addr().map_err(|error| NodeError::Config(error.to_string()))?;
-    let hooks = routes.offline_hook_modules();
-    let me =
-        Arc::new(identity(&config, NodeKind::Worker, rpc_addr, &config.worker.advertise, modules, hooks)?);
+    let (online, offline) = (routes.hook_modules(Status::Online), routes.hook_modules(Status::Offline));
+    let advertise = &config.worker.advertise;
+    let me = Arc::new(identity(&config, NodeKind::Worker, rpc_addr, advertise, modules, online, offline)?);
     let registry = registry::open(&config).await?;
     let gateways =
         GatewayPool::start(me.clone(), config.rpc.clone(), registry.clone(), backends.sessions.clone());

@@ -54,6 +54,9 @@ pub struct NodeEntry {
     pub addr: String,
     /// The modules it serves (workers).
     pub modules: Vec<String>,
+    /// The modules among them with an `on_online` hook.
+    #[serde(default)]
+    pub online_hooks: Vec<String>,
     /// The modules among them with an `on_offline` hook.
     #[serde(default)]
     pub offline_hooks: Vec<String>,
@@ -244,6 +247,7 @@ mod tests {
             kind: NodeKind::Worker,
             addr: "127.0.0.1:1".into(),
             modules: modules.iter().map(|m| (*m).to_owned()).collect(),
+            online_hooks: Vec::new(),
             offline_hooks: Vec::new(),
             version: "test".into(),
             weight: 1,

@@ -27,6 +27,7 @@ impl StaticRegistry {
                         kind,
                         addr: node.addr.clone(),
                         modules: Vec::new(),
+                        online_hooks: Vec::new(),
                         offline_hooks: Vec::new(),
                         version: String::new(),
                         weight: 1,

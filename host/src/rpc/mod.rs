@@ -110,12 +110,23 @@ pub enum Called {
     Draining(Box<InternalCall>),
 }
 
-/// A player went offline: their session ended while it was still their login.
+/// Whether a player came online or went offline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Status {
+    /// A session was bound to the player (a login).
+    Online,
+    /// The player's session ended while it was still their login.
+    Offline,
+}
+
+/// A player came online or went offline.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Offline {
+pub struct Presence {
+    /// Which.
+    pub status: Status,
     /// The player.
     pub user: u64,
-    /// The session that ended.
+    /// The session that logged in or ended.
     pub session: u64,
     /// Its client IP address.
     pub client_ip: IpAddr,
@@ -144,9 +155,9 @@ pub trait WorkerRpc {
     /// Runs a route (internal or not) for a module of another worker. Always answers: failures
     /// are codes (`NO_ROUTE` for a route this worker does not serve).
     async fn call(call: InternalCall) -> Called;
-    /// Runs the `on_offline` hooks of `modules` (those of them this worker serves) for the
-    /// player who went offline; completes when they have run.
-    async fn offline(offline: Offline, modules: Vec<String>);
+    /// Runs the `on_online` or `on_offline` hooks of `modules` (those of them this worker
+    /// serves) for the player who came online or went offline; completes when they have run.
+    async fn presence(presence: Presence, modules: Vec<String>);
     /// Answers at once: the gateway's liveness check.
     async fn ping();
     /// The protos of the routes this worker serves: an encoded `FileDescriptorSet`.

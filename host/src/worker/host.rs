@@ -138,7 +138,7 @@ impl Host for Core {
         let what = match site {
             PanicSite::Handler => "handler panicked; answered INTERNAL",
             PanicSite::Task => "task spawned by a handler panicked; it ended",
-            PanicSite::Hook => "on_offline hook panicked; it ended",
+            PanicSite::Hook => "on_online or on_offline hook panicked; it ended",
         };
         tracing::error!(
             node = %self.node_id,

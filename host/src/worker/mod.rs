@@ -9,7 +9,8 @@
 //! - this file: [`Worker`], which dispatches a request to its handler (the SDK's glue catches
 //!   its panics and reports them through [`Host::panicked`](mortar::ctx::Host::panicked)), serves the [`WorkerRpc`] tarpc
 //!   service, runs internal calls between modules (here, or on the worker of the cluster that
-//!   serves the callee's module) and the modules' `on_offline` hooks.
+//!   serves the callee's module) and the modules' `on_online` / `on_offline` hooks.
+//! - `system`: what the admin API does through the worker.
 
 pub mod gateways;
 mod host;
@@ -24,7 +25,7 @@ use crate::{
     gateway::workers::WorkerPool,
     metrics as m,
     rpc::{
-        AgentMessage, Called, Handled, InternalCall, Offline, Reply, WorkerRpc, WorkerRpcRequest,
+        AgentMessage, Called, Handled, InternalCall, Presence, Reply, WorkerRpc, WorkerRpcRequest,
         WorkerRpcResponse,
     },
     trace,
@@ -317,33 +318,35 @@ impl Worker {
         self.run(route, ctx, call.data, span).await
     }
 
-    /// Runs the `on_offline` hooks of those of `modules` this worker serves for the player who
-    /// went offline, at once, each by `deadline`; completes when they have run.
-    pub async fn offline(&self, offline: Offline, modules: &[String], deadline: Instant) {
+    /// Runs the `on_online` or `on_offline` hooks (by `presence.status`) of those of `modules`
+    /// this worker serves for the player who came online or went offline, at once, each by
+    /// `deadline`; completes when they have run.
+    pub async fn presence(&self, presence: Presence, modules: &[String], deadline: Instant) {
         let trace_id = trace::new_trace_id();
-        let hooks = modules.iter().filter_map(|module| self.core.routes.offline_hook(module)).map(|hook| {
-            let request = Request {
-                session: Session {
-                    id: offline.session,
-                    user: Some(offline.user),
-                    ip: offline.client_ip,
-                    gateway: offline.gateway.clone(),
-                },
-                route: hook.path,
-                seq: 0,
-                trace_id,
-                depth: 0,
-                deadline,
-            };
-            let ctx = Ctx::new(request, self.core.clone());
-            let (node, user) = (&self.core.node_id, offline.user);
-            async move {
-                // A panic is caught by the SDK's glue and reported through `Host::panicked`.
-                if tokio::time::timeout_at(deadline.into(), (hook.run)(ctx, user)).await.is_err() {
-                    tracing::warn!(%node, hook = hook.path, user, "on_offline hook cut short at its deadline");
+        let hooks =
+            modules.iter().filter_map(|module| self.core.routes.hook(module, presence.status)).map(|hook| {
+                let request = Request {
+                    session: Session {
+                        id: presence.session,
+                        user: Some(presence.user),
+                        ip: presence.client_ip,
+                        gateway: presence.gateway.clone(),
+                    },
+                    route: hook.path,
+                    seq: 0,
+                    trace_id,
+                    depth: 0,
+                    deadline,
+                };
+                let ctx = Ctx::new(request, self.core.clone());
+                let (node, user) = (&self.core.node_id, presence.user);
+                async move {
+                    // A panic is caught by the SDK's glue and reported through `Host::panicked`.
+                    if tokio::time::timeout_at(deadline.into(), (hook.run)(ctx, user)).await.is_err() {
+                        tracing::warn!(%node, hook = hook.path, user, "hook cut short at its deadline");
+                    }
                 }
-            }
-        });
+            });
         futures::future::join_all(hooks).await;
     }
 
@@ -424,10 +427,10 @@ impl WorkerRpc for WorkerServer {
         Called::Reply(self.0.call(call, cx.deadline).await)
     }
 
-    async fn offline(self, cx: tarpc::context::Context, offline: Offline, modules: Vec<String>) {
-        // Hooks run also while draining: the player is offline either way, and no other worker
-        // would run them.
-        self.0.offline(offline, &modules, cx.deadline).await;
+    async fn presence(self, cx: tarpc::context::Context, presence: Presence, modules: Vec<String>) {
+        // Hooks run also while draining: the player's presence changed either way, and no other
+        // worker would run them.
+        self.0.presence(presence, &modules, cx.deadline).await;
     }
 
     async fn ping(self, _: tarpc::context::Context) {}

@@ -3,11 +3,12 @@
 //! each route runs through.
 
 use super::library::Library;
+use crate::rpc::Status;
 use mortar::{
     Module,
     config::ConfigDecl,
     layer::{Layer, LayerFn},
-    module::{ModuleDecl, ModuleError, OfflineHook},
+    module::{ModuleDecl, ModuleError, PresenceHook},
     route::{Access, Route},
     table::TableDecl,
 };
@@ -270,8 +271,8 @@ pub struct RouteTable {
     descriptors: bytes::Bytes,
     /// Client routes the config makes public (`worker.public_routes`).
     public: std::collections::HashSet<&'static str>,
-    /// The enabled modules' `on_offline` hooks, by module.
-    offline_hooks: HashMap<&'static str, Hook>,
+    /// The enabled modules' `on_online` and `on_offline` hooks, by module and status.
+    hooks: HashMap<(&'static str, Status), Hook>,
     /// Every declared layer, by name, and where it is declared.
     layers: BTreeMap<&'static str, (&'static Layer, String)>,
     /// The layers of each route that has any, outermost first.
@@ -282,13 +283,15 @@ pub struct RouteTable {
     configs: BTreeMap<&'static str, (&'static ConfigDecl, String)>,
 }
 
-/// A module's `on_offline` hook, and the route its context names (`friend.on_offline`).
+/// A module's `on_online` or `on_offline` hook, and the route its context names
+/// (`friend.on_offline`).
 #[derive(Clone, Copy)]
 pub struct Hook {
-    /// `MODULE.on_offline`, as the hook's `Ctx` names its route (for logs and the module's cache).
+    /// `MODULE.on_online` or `MODULE.on_offline`, as the hook's `Ctx` names its route (for logs
+    /// and the module's cache).
     pub path: &'static str,
     /// The hook behind its glue.
-    pub run: OfflineHook,
+    pub run: PresenceHook,
 }
 
 impl RouteTable {
@@ -357,7 +360,7 @@ impl RouteTable {
     /// See [`RouteError`].
     pub fn build(sources: Vec<ModuleSource>, enabled: &[String]) -> Result<Self, RouteError> {
         let mut declared: HashMap<&'static str, (String, Origin, Box<dyn Module>)> = HashMap::new();
-        let mut offline_hooks = HashMap::new();
+        let mut hooks = HashMap::new();
         let mut layers: BTreeMap<&'static str, (&'static Layer, String)> = BTreeMap::new();
         for source in &sources {
             for layer in &source.layers {
@@ -422,10 +425,15 @@ impl RouteTable {
                     return Err(RouteError::DuplicateModule { name, first: first.clone(), second: place });
                 }
                 declared.insert(name, (place, source.origin.clone(), module));
-                if let Some(run) = decl.on_offline {
-                    // Once per module a node enables, for the life of the process.
-                    let path: &'static str = Box::leak(format!("{name}.on_offline").into_boxed_str());
-                    offline_hooks.insert(name, Hook { path, run });
+                for (status, hook, label) in [
+                    (Status::Online, decl.on_online, "on_online"),
+                    (Status::Offline, decl.on_offline, "on_offline"),
+                ] {
+                    if let Some(run) = hook {
+                        // Once per module a node enables, for the life of the process.
+                        let path: &'static str = Box::leak(format!("{name}.{label}").into_boxed_str());
+                        hooks.insert((name, status), Hook { path, run });
+                    }
                 }
                 names.insert(name);
             }
@@ -486,7 +494,7 @@ impl RouteTable {
             }
         }
         table.retain(|main, _| is_enabled(main));
-        offline_hooks.retain(|main, _| is_enabled(main));
+        hooks.retain(|(main, _), _| is_enabled(main));
         let descriptors = served_set(&all, &served_files);
         let modules = declared
             .into_iter()
@@ -498,7 +506,7 @@ impl RouteTable {
             modules,
             descriptors,
             public: Default::default(),
-            offline_hooks,
+            hooks,
             layers,
             chains: HashMap::new(),
             tables,
@@ -587,14 +595,16 @@ impl RouteTable {
         self.modules.iter().map(|(origin, module)| (origin, &**module))
     }
 
-    /// The `on_offline` hook of enabled module `module`, if it has one.
-    pub fn offline_hook(&self, module: &str) -> Option<Hook> {
-        self.offline_hooks.get(module).copied()
+    /// The `on_online` or `on_offline` hook (by `status`) of enabled module `module`, if it has
+    /// one.
+    pub fn hook(&self, module: &str, status: Status) -> Option<Hook> {
+        self.hooks.iter().find(|((name, of), _)| *name == module && *of == status).map(|(_, hook)| *hook)
     }
 
-    /// The enabled modules with an `on_offline` hook, sorted.
-    pub fn offline_hook_modules(&self) -> Vec<String> {
-        let mut modules: Vec<String> = self.offline_hooks.keys().map(|&name| name.to_owned()).collect();
+    /// The enabled modules with an `on_online` or `on_offline` hook (by `status`), sorted.
+    pub fn hook_modules(&self, status: Status) -> Vec<String> {
+        let mut modules: Vec<String> =
+            self.hooks.keys().filter(|(_, of)| *of == status).map(|(name, _)| (*name).to_owned()).collect();
         modules.sort_unstable();
         modules
     }
@@ -754,9 +764,9 @@ mod tests {
         Route { path: "echo.say", access: Access::Client, handler, types: wrong_types, defined_at: "a::say" };
 
     static ECHO: ModuleDecl =
-        ModuleDecl { build: || Box::new(Named("echo")), defined_at: "a", on_offline: None };
+        ModuleDecl { build: || Box::new(Named("echo")), defined_at: "a", on_online: None, on_offline: None };
     static PACK: ModuleDecl =
-        ModuleDecl { build: || Box::new(Named("pack")), defined_at: "p", on_offline: None };
+        ModuleDecl { build: || Box::new(Named("pack")), defined_at: "p", on_online: None, on_offline: None };
 
     static PROTOS: LazyLock<&'static [u8]> =
         LazyLock::new(|| synthetic_protos(&["echo.say", "echo.secret", "pack.query"]).leak());
