@@ -224,3 +224,49 @@ pub async fn login(
     let req = mortar_user::user::LoginReq { account: account.into(), password: password.into() };
     client.call("user.login", &req).await.expect("the connection holds")
 }
+
+/// Reads from `client` until a push (`seq` 0) of `route` arrives, within 5 s; other messages
+/// are dropped.
+///
+/// # Panics
+/// When none arrives in time, or the connection fails.
+pub async fn push_of(client: &mut mortar_cli::client::Client, route: &str) -> mortar_pb::UserMessage {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, client.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {route} push within 5 s"))
+            .expect("the connection holds");
+        if msg.seq == 0 && format!("{}.{}", msg.main_type, msg.sub_type) == route {
+            return msg;
+        }
+    }
+}
+
+/// Reads from `client` for `wait`, and fails on a push of `route`; other messages are dropped.
+///
+/// # Panics
+/// On such a push, or when the connection fails.
+pub async fn no_push(client: &mut mortar_cli::client::Client, route: &str, wait: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(msg) = tokio::time::timeout_at(deadline, client.next()).await {
+        let msg = msg.expect("the connection holds");
+        assert!(
+            !(msg.seq == 0 && format!("{}.{}", msg.main_type, msg.sub_type) == route),
+            "an unexpected {route} push"
+        );
+    }
+}
+
+/// Registers the account `name` (password `NAME-password`) and logs in on a new connection to
+/// `url`: the client and the user id.
+///
+/// # Panics
+/// When the connection, the registration or the login fails.
+pub async fn signed_up(url: &str, name: &str) -> (mortar_cli::client::Client, u64) {
+    let mut client = mortar_cli::client::Client::connect(url).await.expect("connects");
+    let password = format!("{name}-password");
+    let user = register(&mut client, name, &password).await.expect("registered");
+    login(&mut client, name, &password).await.expect("logged in");
+    (client, user)
+}
