@@ -43,10 +43,22 @@ async fn kick(client: &mut Client, group_id: u64, user_id: u64) -> Result<(), i3
     done.map(|_| ())
 }
 
-async fn say(client: &mut Client, group_id: u64, text: &str) -> Result<(), i32> {
-    let done: Result<Done, i32> =
-        client.call("group.say", &SayReq { group_id, text: text.into() }).await.unwrap();
-    done.map(|_| ())
+/// `group.say` from `client`: the sender's own `group.message` when it came before the reply.
+async fn say(client: &mut Client, group_id: u64, text: &str) -> Result<Option<Said>, i32> {
+    let mut early = None;
+    let body = SayReq { group_id, text: text.into() }.encode_to_vec().into();
+    let reply = client
+        .request("group", "say", body, |push| {
+            if (push.main_type.as_str(), push.sub_type.as_str()) == ("group", "message") {
+                assert!(early.replace(Said::decode(push.data).unwrap()).is_none(), "one copy");
+            }
+        })
+        .await
+        .unwrap();
+    match reply.code {
+        0 => Ok(early),
+        code => Err(code),
+    }
 }
 
 /// `(user, name, role)` of each member, as `group.members` answers `client`.
@@ -65,9 +77,12 @@ async fn members(client: &mut Client, group_id: u64) -> Result<Vec<(u64, String,
     })
 }
 
-/// The one `group.message` `client` gets: no second one follows.
-async fn heard(client: &mut Client) -> Said {
-    let said = Said::decode(push_of(client, "group.message").await.data).unwrap();
+/// The one `group.message` `client` gets (`early`, when it came already): no second one follows.
+async fn heard(client: &mut Client, early: Option<Said>) -> Said {
+    let said = match early {
+        Some(said) => said,
+        None => Said::decode(push_of(client, "group.message").await.data).unwrap(),
+    };
     no_push(client, "group.message", Duration::from_millis(200)).await;
     said
 }
@@ -99,9 +114,9 @@ async fn a_message_reaches_every_member_once_and_leave_kick_and_block_stop_it() 
     );
 
     // Everyone in it hears it once, the sender too; Dave, outside, does not.
-    say(&mut alice, group, "hello all").await.unwrap();
+    let mut early = say(&mut alice, group, "hello all").await.unwrap();
     for member in [&mut alice, &mut bob, &mut carol] {
-        let said = heard(member).await;
+        let said = heard(member, early.take()).await;
         assert_eq!(
             (said.group_id, said.from, said.name.as_str(), said.text.as_str()),
             (group, a, "alice", "hello all")
@@ -116,11 +131,13 @@ async fn a_message_reaches_every_member_once_and_leave_kick_and_block_stop_it() 
     let blocked: Result<mortar_friend::friend::Done, i32> =
         carol.call("friend.block", &mortar_friend::friend::Target { user_id: a }).await.unwrap();
     blocked.unwrap();
-    say(&mut alice, group, "anyone?").await.unwrap();
-    assert_eq!(heard(&mut bob).await.text, "anyone?");
+    let early = say(&mut alice, group, "anyone?").await.unwrap();
+    heard(&mut alice, early).await;
+    assert_eq!(heard(&mut bob, None).await.text, "anyone?");
     no_push(&mut carol, "group.message", Duration::from_millis(200)).await;
-    say(&mut bob, group, "me").await.unwrap();
-    assert_eq!(heard(&mut carol).await.from, b);
+    let early = say(&mut bob, group, "me").await.unwrap();
+    heard(&mut bob, early).await;
+    assert_eq!(heard(&mut carol, None).await.from, b);
 
     // Only the owner kicks, and not themself; a kicked member hears no more.
     let denied = Err(ErrorCode::PermissionDenied as i32);
@@ -130,12 +147,12 @@ async fn a_message_reaches_every_member_once_and_leave_kick_and_block_stop_it() 
     kick(&mut alice, group, c).await.unwrap();
     let mine: Result<MineResp, i32> = carol.call("group.mine", &MineReq {}).await.unwrap();
     assert!(mine.unwrap().groups.is_empty());
-    assert_eq!(say(&mut carol, group, "hey").await, denied);
+    assert_eq!(say(&mut carol, group, "hey").await.map(|_| ()), denied);
     // Bob leaves: he hears no more either.
     act(&mut bob, "group.leave", group).await.unwrap();
     assert_eq!(act(&mut bob, "group.leave", group).await, Err(ErrorCode::NotFound as i32));
-    say(&mut alice, group, "alone").await.unwrap();
-    assert_eq!(heard(&mut alice).await.text, "alone");
+    let early = say(&mut alice, group, "alone").await.unwrap();
+    assert_eq!(heard(&mut alice, early).await.text, "alone");
     for gone in [&mut bob, &mut carol] {
         no_push(gone, "group.message", Duration::from_millis(200)).await;
     }

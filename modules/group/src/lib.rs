@@ -9,7 +9,7 @@
 //!   sender (`friend.blocked_by`, when the friend module is served). The host sends one batch per
 //!   gateway.
 //!
-//! A group is one document (collection `group`, id random below 2^53) holding its members; it is
+//! A group is one document (collection `group_chat`, id random below 2^53) holding its members; it is
 //! what `say`, `members` and every check read. Each player's groups are listed in a second
 //! document (collection `group_member`, id = user id), what `mine` reads and the per-player limit
 //! counts; joining writes it first and leaving last, so it may name a group the player is not (or
@@ -104,7 +104,7 @@ pub struct Membership {
 
 /// A group: document id = group id.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, mortar::Document)]
-#[document(collection = "group")]
+#[document(collection = "group_chat")]
 pub struct Chat {
     /// Its name.
     pub name: String,
