@@ -11,24 +11,35 @@
 # flight from one sender (one player's handler, back to back: a session's requests run one after
 # another) and 16 in flight from 16 senders (16 players pushing at once): pushes delivered per
 # second. Every process runs one runtime thread, the bot too.
-# Usage: scripts/bench-push.sh MORTAR_BIN OUT_DIR SECONDS RUNS
+# With KIND=group (the group stage of bench.sh, STAGES=group) the push is the group module's:
+# 1,000 players register, log in and join one group (`--prepare 'group.create …'` by the first),
+# and `group.say` reaches them all as `group.message` (a read of the group's 1,000 members,
+# friend.blocked_by and user.lookup of the sender, then the same fan-out).
+# Usage: scripts/bench-push.sh MORTAR_BIN OUT_DIR SECONDS RUNS [KIND=dyntest|group]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=$1 out=$2 seconds=$3 runs=$4
+bin=$1 out=$2 seconds=$3 runs=$4 kind=${5:-dyntest}
 source scripts/bench-lib.sh
 cargo build --release --locked --quiet -p mortar-dynamic-test
 library=$PWD/target/release/libmortar_dynamic_test.so
-jsonl=$out/push.jsonl
+jsonl=$out/$kind-push.jsonl
 common=(MORTAR_WORKER__DYNAMIC_MODULES="[\"$library\"]" MORTAR_GATEWAY__RATE_PER_SEC=0
-  MORTAR_GATEWAY__MAX_CONNECTIONS_PER_IP=0 MORTAR_NODE__WORKER_THREADS=1 MORTAR_ADMIN__ENABLED=false NO_COLOR=1)
+  MORTAR_GATEWAY__MAX_CONNECTIONS_PER_IP=0 MORTAR_NODE__WORKER_THREADS=1 MORTAR_ADMIN__ENABLED=false NO_COLOR=1
+  MORTAR_MODULES__USER__ARGON2_MEMORY_KIB=1024 MORTAR_MODULES__USER__ARGON2_ITERATIONS=1)
 
 # Runs the push bot: label urls window senders; appends {label, window, senders, report} lines.
 push() {
   local label=$1 urls=$2 window=$3 senders=$4
   for run in $(seq "$runs"); do
+    local how=(--login 'dyntest.login {"text":"{user}"}' --fanout 'dyntest.push {"text":"{users}"}')
+    if [ "$kind" = group ]; then
+      # Accounts of their own per run, as the node's store keeps the earlier ones.
+      local account="\"account\":\"b${window}_${senders}_${run}_{user}\",\"password\":\"bench-password\""
+      how=(--login "user.register {$account} ; user.login {$account} ; group.join {\"groupId\":\"{prepared}\"}"
+        --prepare 'group.create {"name":"bench"}' --fanout 'group.say {"groupId":"{prepared}","text":"hello raid"}')
+    fi
     "$bin" bot --scenario push --url "$urls" --clients 1000 --threads 1 --quiet --duration "${seconds}s" \
-      --login 'dyntest.login {"text":"{user}"}' --fanout 'dyntest.push {"text":"{users}"}' \
-      --window "$window" --senders "$senders" --json "$out/push-run.json" >/dev/null
+      "${how[@]}" --window "$window" --senders "$senders" --json "$out/push-run.json" >/dev/null
     python3 - "$out/push-run.json" "$label" "$window" "$senders" "$run" >>"$jsonl" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -41,10 +52,10 @@ PY
   done
 }
 
-bare_echo 1000 9611 "$out/push-echo.jsonl"
+bare_echo 1000 9611 "$out/$kind-push-echo.jsonl"
 
 echo "== mortar dev"
-env "${common[@]}" "$bin" dev --listen 127.0.0.1:0 >"$out/push-dev.out" 2>"$out/push-dev.err" &
+env "${common[@]}" "$bin" dev --listen 127.0.0.1:0 --data "$out/$kind-push-dev-data" >"$out/push-dev.out" 2>"$out/push-dev.err" &
 dev_pid=$!
 pids+=("$dev_pid")
 url=$(ready "$out/push-dev.out")
@@ -60,7 +71,7 @@ pids+=("$!")
 sleep 0.5
 redis="redis://127.0.0.1:$redis_port"
 cluster=("${common[@]}" MORTAR_CLUSTER__SECRET=bench-push-secret MORTAR_REGISTRY__URL=$redis MORTAR_SESSION__URL=$redis)
-env "${cluster[@]}" MORTAR_NODE__ID=worker-1 "$bin" worker --rpc-listen 127.0.0.1:0 >"$out/push-w1.out" 2>"$out/push-w1.err" &
+env "${cluster[@]}" MORTAR_NODE__ID=worker-1 "$bin" worker --rpc-listen 127.0.0.1:0 --data "$out/$kind-push-w1-data" >"$out/push-w1.out" 2>"$out/push-w1.err" &
 pids+=("$!")
 ready "$out/push-w1.out" >/dev/null
 urls=()
@@ -75,7 +86,7 @@ push cluster "${urls[0]},${urls[1]}" 1 1
 push cluster "${urls[0]},${urls[1]}" 16 1
 push cluster "${urls[0]},${urls[1]}" 16 16
 
-python3 - "$jsonl" "$out/push-echo.jsonl" "$out" <<'PY'
+python3 - "$jsonl" "$out/$kind-push-echo.jsonl" "$out/$kind-push-summary.md" <<'PY'
 import json, os, statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
@@ -92,6 +103,6 @@ for (label, window, senders), rs in sorted(rows.items(), key=lambda kv: (kv[0][0
     errors = sum(sum(r["errors"].values()) for r in rs)
     lines.append(f"| {label} | {window} | {senders} | {pps:,.0f} | {p50:.1f} | {p99:.1f} | {errors} | {pps / echo:.2f}× |")
 table = "\n".join(lines)
-open(os.path.join(sys.argv[3], "push-summary.md"), "w").write(table + "\n")
+open(sys.argv[3], "w").write(table + "\n")
 print(table)
 PY

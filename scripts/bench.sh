@@ -15,10 +15,12 @@
 #   5. push fan-out: one handler pushing to 1,000 players, in `mortar dev` and over two gateways
 #      (scripts/bench-push.sh), beside the bare echo at 1,000 connections;
 #   6. logins and pack writes at 100 players, in `mortar dev` and through a gateway + worker
-#      (scripts/bench-login.sh), beside the bare echo at 100 connections.
+#      (scripts/bench-login.sh), beside the bare echo at 100 connections;
+#   7. group chat: `group.say` to a group of 1,000 online members, as 5. (STAGES=group; not in the
+#      default set).
 # Each row is the median of RUNS runs of SECONDS seconds. Results (one JSON per run and a summary
 # table) go to target/bench/<time>/.
-# Usage: [STAGES="dev idle pinus cluster push login"] scripts/bench.sh [SECONDS=20] [RUNS=3]
+# Usage: [STAGES="dev idle pinus cluster push login group"] scripts/bench.sh [SECONDS=20] [RUNS=3]
 #   (needs cargo, node and npm; python3 for the tables)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -130,6 +132,10 @@ fi
 
 if want push; then
   scripts/bench-push.sh "$bin" "$out" "$seconds" "$runs"
+fi
+
+if want group; then
+  scripts/bench-push.sh "$bin" "$out" "$seconds" "$runs" group
 fi
 
 if want login; then

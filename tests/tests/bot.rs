@@ -22,6 +22,7 @@ fn options(url: String, json: std::path::PathBuf) -> BotOptions {
         quiet: true,
         threads: 0,
         login: None,
+        prepare: None,
         fanout: None,
         window: 1,
         senders: 1,
@@ -132,4 +133,33 @@ async fn the_login_and_pack_scenarios_register_once_and_use_what_the_player_has(
     let _ = std::fs::remove_file(&path);
     assert_eq!((uses.connected, uses.ok), (4, 4 * 5), "each player has the 5 starter potions: {uses}");
     assert!(uses.errors.keys().all(|code| code == "1001"), "then NOT_ENOUGH_ITEMS: {uses}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_push_scenario_prepares_a_group_and_counts_its_messages() {
+    let node = DevNode::with_config(|config| {
+        config.gateway.rate_per_sec = 0;
+        // As the login test's: a module's config is one per process.
+        config
+            .modules
+            .insert("user".into(), serde_json::json!({"argon2_memory_kib": 1024, "argon2_iterations": 1}));
+    })
+    .await;
+    let path = std::env::temp_dir().join(format!("mortar-bot-group-{}.json", std::process::id()));
+    let mut options = options(node.url(), path.clone());
+    options.scenario = "push".into();
+    options.clients = 12;
+    options.duration = Duration::from_millis(800);
+    let account = r#""account":"grp{user}","password":"group-password""#;
+    options.login = Some(format!(
+        r#"user.register {{{account}}} ; user.login {{{account}}} ; group.join {{"groupId":"{{prepared}}"}}"#
+    ));
+    options.prepare = Some(r#"group.create {"name":"bots"}"#.into());
+    options.fanout = Some(r#"group.say {"groupId":"{prepared}","text":"hi"}"#.into());
+    let report = bot::run_push(options).await.expect("bot runs");
+    let _ = std::fs::remove_file(&path);
+    assert_eq!((report.clients, report.connected), (12, 12), "{report}");
+    assert!(report.rounds > 0, "{report}");
+    assert!(report.pushes >= report.rounds * 12, "every round reached the 12 members: {report}");
+    assert!(report.errors.is_empty(), "pack.changed and other pushes are not counted: {report}");
 }

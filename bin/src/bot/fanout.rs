@@ -1,14 +1,16 @@
 //! The `push` scenario: how fast one handler's push reaches many online players.
 //!
-//! Every client connects (spread over the `--url` gateways) and logs in with the `--login` request
-//! as user `client + 1`. Then the first `--senders` clients send the `--fanout` request in turn,
+//! Every client connects (spread over the `--url` gateways) and logs in with the `--login`
+//! requests as user `client + 1`; the first one also sends `--prepare` (say, create the group the
+//! others join), and only then do the others connect. Then the first `--senders` clients send the `--fanout` request in turn,
 //! again and again, each asking the server to push one message to every client; each push is one
 //! *round*. Up to `--window` rounds are in flight: a new one starts when the oldest has reached
 //! every client. (One session's requests run one after another, so rounds in flight from one
 //! sender queue behind each other; several senders are several players' handlers at once.)
 //!
-//! Measured: pushes delivered per second (every client reading), and per round the time from the
-//! request's send until the last client has the push.
+//! Measured: pushes delivered per second (every client reading; pushes of the `--fanout` route's
+//! module count, others are ignored), and per round the time from the request's send until the
+//! last client has the push.
 //!
 //! The run ends at the deadline (`--duration` after every client logged in); a round that has
 //! not reached every client by then is not counted, its pushes are.
@@ -48,9 +50,29 @@ impl Request {
         Ok(Self { main: main.into(), sub: sub.into(), json: json.trim().into() })
     }
 
-    /// The request encoded as a frame, `{user}` and `{users}` in its JSON replaced.
+    /// Requests separated by ` ; `.
+    fn parse_all(option: &str, text: &str) -> Result<Vec<Self>, BotError> {
+        text.split(" ; ").map(|one| Self::parse(option, one)).collect()
+    }
+
+    /// The request encoded as a frame, `{user}`, `{users}` and `{prepared}` in its JSON replaced.
     fn frame(&self, contract: &Contract, seq: u32, user: u64, users: &str) -> Result<Message, String> {
-        let json = self.json.replace("{users}", users).replace("{user}", &user.to_string());
+        self.frame_with(contract, seq, user, users, "")
+    }
+
+    fn frame_with(
+        &self,
+        contract: &Contract,
+        seq: u32,
+        user: u64,
+        users: &str,
+        prepared: &str,
+    ) -> Result<Message, String> {
+        let json = self
+            .json
+            .replace("{users}", users)
+            .replace("{user}", &user.to_string())
+            .replace("{prepared}", prepared);
         let data = contract.encode_request(&self.main, &self.sub, &json).map_err(|e| e.to_string())?;
         let msg =
             UserMessage { main_type: self.main.clone(), sub_type: self.sub.clone(), data, seq, code: 0 };
@@ -143,6 +165,68 @@ impl Rounds {
     }
 }
 
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects client `client` to `url` and sends its `login` requests one after another: each must
+/// answer OK. Without `prepared` (the first client, before it prepares), the requests that name
+/// `{prepared}` are left out.
+async fn connect(
+    url: String,
+    login: &[Request],
+    contract: &Contract,
+    client: usize,
+    prepared: &str,
+) -> Result<Socket, String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| e.to_string())?;
+    // The first client prepared: it skips what names the preparation's answer.
+    let login = login.iter().filter(|request| !(prepared.is_empty() && request.json.contains("{prepared}")));
+    for (seq, request) in (1..).zip(login) {
+        ws.send(request.frame_with(contract, seq, client as u64 + 1, "", prepared)?)
+            .await
+            .map_err(|e| e.to_string())?;
+        let reply = reply_to(&mut ws, seq).await?;
+        if reply.code != 0 {
+            return Err(format!(
+                "{}.{} answered {}",
+                request.main,
+                request.sub,
+                ErrorCode::name_of(reply.code)
+            ));
+        }
+    }
+    Ok(ws)
+}
+
+/// Reads until the reply of `seq`.
+async fn reply_to(ws: &mut Socket, seq: u32) -> Result<UserMessage, String> {
+    loop {
+        let frame = ws.next().await.ok_or("closed")?.map_err(|e| e.to_string())?;
+        let msg = UserMessage::decode(frame.into_data()).map_err(|e| e.to_string())?;
+        if msg.seq == seq {
+            return Ok(msg);
+        }
+    }
+}
+
+/// Sends `prepare` and answers the first field of its reply as text.
+async fn prepared(
+    ws: &mut Socket,
+    prepare: &Request,
+    contract: &Contract,
+    users: &str,
+) -> Result<String, String> {
+    const SEQ: u32 = 1000;
+    ws.send(prepare.frame(contract, SEQ, 1, users)?).await.map_err(|e| e.to_string())?;
+    let reply = reply_to(ws, SEQ).await?;
+    if reply.code != 0 {
+        return Err(format!("answered {}", ErrorCode::name_of(reply.code)));
+    }
+    let json = contract.reply_json(&reply, false);
+    let first =
+        json["data"].as_object().and_then(|data| data.values().next()).ok_or("an answer without fields")?;
+    Ok(first.as_str().map_or_else(|| first.to_string(), str::to_owned))
+}
+
 /// Runs the `push` scenario (see the module docs).
 ///
 /// # Errors
@@ -155,42 +239,43 @@ pub async fn run(options: &BotOptions, contract: Arc<Contract>) -> Result<Fanout
         )
     })?;
     let fanout = Request::parse("--fanout", fanout)?;
-    let login = options.login.as_deref().map(|text| Request::parse("--login", text)).transpose()?;
     let users: Vec<String> = (1..=options.clients).map(|user| user.to_string()).collect();
     let users = users.join(",");
+
+    // The first client logs in and prepares; then every other client connects and logs in.
+    let login = options.login.as_deref().map(|text| Request::parse_all("--login", text)).transpose()?;
+    let login = Arc::new(login.unwrap_or_default());
+    let prepare = options.prepare.as_deref().map(|text| Request::parse("--prepare", text)).transpose()?;
+    let url = options.url_for(0).to_owned();
+    let mut first = connect(url, &login, &contract, 0, "")
+        .await
+        .map_err(|reason| BotError::NoConnection { url: options.url.clone(), reason })?;
+    let prepared = match &prepare {
+        None => String::new(),
+        Some(prepare) => prepared(&mut first, prepare, &contract, &users)
+            .await
+            .map_err(|error| BotError::Scenario(format!("--prepare: {error}")))?,
+    };
+    let fanout = Request { json: fanout.json.replace("{prepared}", &prepared), ..fanout };
     fanout
         .frame(&contract, 1, 1, &users)
         .map_err(|error| BotError::Scenario(format!("--fanout: {error}")))?;
-
-    // Connect and log in every client.
     let mut connecting = tokio::task::JoinSet::new();
     let limit = Arc::new(Semaphore::new(256));
-    for client in 0..options.clients {
-        let (url, login, contract, limit) =
-            (options.url_for(client).to_owned(), login.clone(), contract.clone(), limit.clone());
+    for client in 1..options.clients {
+        let (url, login, contract, limit, prepared) = (
+            options.url_for(client).to_owned(),
+            login.clone(),
+            contract.clone(),
+            limit.clone(),
+            prepared.clone(),
+        );
         connecting.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let (mut ws, _) =
-                tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| e.to_string())?;
-            if let Some(login) = login {
-                ws.send(login.frame(&contract, 1, client as u64 + 1, "")?)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let reply = loop {
-                    let frame = ws.next().await.ok_or("closed during login")?.map_err(|e| e.to_string())?;
-                    let msg = UserMessage::decode(frame.into_data()).map_err(|e| e.to_string())?;
-                    if msg.seq == 1 {
-                        break msg;
-                    }
-                };
-                if reply.code != 0 {
-                    return Err(format!("login answered {}", ErrorCode::name_of(reply.code)));
-                }
-            }
-            Ok::<_, String>((client, ws))
+            Ok::<_, String>((client, connect(url, &login, &contract, client, &prepared).await?))
         });
     }
-    let mut conns = Vec::new();
+    let mut conns = vec![(0, first)];
     let mut first_error = None;
     let mut failed = 0u64;
     while let Some(joined) = connecting.join_next().await {
@@ -236,7 +321,7 @@ pub async fn run(options: &BotOptions, contract: Arc<Contract>) -> Result<Fanout
         if senders.len() < options.senders.max(1) {
             senders.push((client, sink));
         }
-        let rounds = rounds.clone();
+        let (rounds, counted) = (rounds.clone(), fanout.main.clone());
         readers.spawn(async move {
             let mut round = 0u64;
             loop {
@@ -249,11 +334,11 @@ pub async fn run(options: &BotOptions, contract: Arc<Contract>) -> Result<Fanout
                 let Ok(msg) = UserMessage::decode(data) else { return rounds.error("bad_frame") };
                 match (msg.seq, msg.code) {
                     (0, _) if msg.main_type == "sys" => rounds.error(format!("sys.{}", msg.sub_type)),
-                    (0, _) => {
+                    (0, _) if msg.main_type == counted => {
                         rounds.arrived(round);
                         round += 1;
                     }
-                    (_, 0) => {}
+                    (0, _) | (_, 0) => {}
                     (_, code) => rounds.error(ErrorCode::name_of(code)),
                 }
             }

@@ -94,12 +94,20 @@ pub struct BotOptions {
     /// again and again).
     #[arg(long, default_value = "echo")]
     pub scenario: String,
-    /// push: the request each client sends once to log in, as `ROUTE JSON`; `{user}` in the JSON
-    /// becomes the client's user id (client number + 1), e.g. `user.login {"account":"bot{user}"}`.
+    /// push: the requests each client sends once to log in, as `ROUTE JSON`, several separated by
+    /// ` ; `; `{user}` in the JSON becomes the client's number + 1 (its user id when a test module
+    /// logs in by number), `{prepared}` the answer of `--prepare`, e.g.
+    /// `user.login {"account":"bot{user}"} ; group.join {"groupId":"{prepared}"}` (the first
+    /// client skips those naming `{prepared}`).
     #[arg(long)]
     pub login: Option<String>,
+    /// push: a request the first client sends after its login and before the others connect, as
+    /// `ROUTE JSON`; the first field of its answer becomes `{prepared}` in the other requests
+    /// (e.g. `group.create {"name":"bench"}`, whose groupId the others join and the fanout names).
+    #[arg(long)]
+    pub prepare: Option<String>,
     /// push: the request that pushes to every client, as `ROUTE JSON`; `{users}` in the JSON
-    /// becomes their comma-separated user ids.
+    /// becomes their comma-separated numbers + 1. Pushes of its module are what is counted.
     #[arg(long)]
     pub fanout: Option<String>,
     /// push: pushes in flight at once; a new one is sent when the oldest has reached everyone.

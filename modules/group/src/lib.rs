@@ -17,7 +17,11 @@
 
 use mortar::{prelude::*, store::StoreError};
 use serde::{Deserialize, Serialize};
-use std::{collections::HashMap, time::UNIX_EPOCH};
+use std::{
+    collections::HashMap,
+    sync::{Arc, LazyLock, Mutex, PoisonError},
+    time::UNIX_EPOCH,
+};
 
 /// The messages of `proto/group.proto`.
 pub mod group {
@@ -248,18 +252,16 @@ async fn join(ctx: Ctx, req: GroupReq) -> Result<Done, Code> {
     }
     enlist(&ctx, me, group, config.max_groups_per_user).await?;
     let now = now_ms(&ctx);
-    let joined = ctx
-        .store::<Chat>()
-        .update(group, |chat| {
-            if chat.part_of(me).is_none() {
-                if chat.members.len() >= config.max_members {
-                    return Err(GROUP_FULL);
-                }
-                chat.members.push(Membership { user: me, part: Part::Member, joined_ms: now });
+    let joined = crowded_update(&ctx, group, |chat| {
+        if chat.part_of(me).is_none() {
+            if chat.members.len() >= config.max_members {
+                return Err(GROUP_FULL);
             }
-            Ok(())
-        })
-        .await;
+            chat.members.push(Membership { user: me, part: Part::Member, joined_ms: now });
+        }
+        Ok(())
+    })
+    .await;
     if let Err(error) = joined {
         let _ = unlist(&ctx, me, group).await;
         return Err(error.code());
@@ -267,14 +269,64 @@ async fn join(ctx: Ctx, req: GroupReq) -> Result<Done, Code> {
     Ok(Done {})
 }
 
+/// [`Store::update`](mortar::store::Store::update) of a group's document, tried again on
+/// `CONFLICT` until the request's deadline is near: a popular group's joins and leaves race for
+/// the one document (a thousand players joining at once), and each is safe to repeat.
+/// On one node the writes of one group also wait their turn ([`Turn`]), so that racing there
+/// does not burn the attempts.
+async fn crowded_update(
+    ctx: &Ctx,
+    group: u64,
+    mut change: impl FnMut(&mut Chat) -> Result<(), Code>,
+) -> Result<mortar::store::Versioned<Chat>, mortar::store::UpdateError> {
+    let store = ctx.store::<Chat>();
+    let turn = Turn::of(group);
+    let _guard = turn.lock.lock().await;
+    loop {
+        match store.update(group, &mut change).await {
+            Err(mortar::store::UpdateError::Store(StoreError::Conflict))
+                if ctx.remaining() > std::time::Duration::from_millis(500) => {}
+            other => return other.map(|(saved, ())| saved),
+        }
+    }
+}
+
+/// A group's turn to write its document on this node: one async lock per group with writers
+/// waiting, dropped from the table with its last holder.
+struct Turn {
+    group: u64,
+    lock: Arc<futures::lock::Mutex<()>>,
+}
+
+type Turns = Mutex<HashMap<u64, Arc<futures::lock::Mutex<()>>>>;
+
+static TURNS: LazyLock<Turns> = LazyLock::new(Turns::default);
+
+impl Turn {
+    fn of(group: u64) -> Self {
+        let mut turns = TURNS.lock().unwrap_or_else(PoisonError::into_inner);
+        Self { group, lock: turns.entry(group).or_default().clone() }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut turns = TURNS.lock().unwrap_or_else(PoisonError::into_inner);
+        // The table's and this one: no one else waits.
+        if Arc::strong_count(&self.lock) == 2 {
+            turns.remove(&self.group);
+        }
+    }
+}
+
 /// Removes `user` from `group` (see [`Chat::remove`]), deleting a group left empty, then from
 /// the player's list. `NOT_FOUND` when they are no member.
 async fn depart(ctx: &Ctx, group: u64, user: u64) -> Result<(), Code> {
     let store = ctx.store::<Chat>();
-    let (left, _) = store
-        .update(group, |chat| if chat.remove(user) { Ok(()) } else { Err(Code::NOT_FOUND) })
-        .await
-        .map_err(|error| error.code())?;
+    let left =
+        crowded_update(ctx, group, |chat| if chat.remove(user) { Ok(()) } else { Err(Code::NOT_FOUND) })
+            .await
+            .map_err(|error| error.code())?;
     // The last member left: the group goes, when no one joined since (a join in the moment
     // between the check and the delete loses that group; the joiner's `mine` skips it).
     if left.doc.members.is_empty()
