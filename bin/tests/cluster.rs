@@ -17,21 +17,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use support::{Node, Redis, TempDir, gateway, static_registry, worker};
-
-/// Waits (at most 20 s) until the gateway's metrics say it has `live` workers connected.
-fn wait_live(gateway: &Node, live: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let want = format!("mortar_gateway_workers_live {live}\n");
-    loop {
-        let (_, metrics) = gateway.admin_get("/metrics");
-        if metrics.contains(&want) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{} never had {live} live workers:\n{metrics}", gateway.name);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use support::{Redis, TempDir, gateway, static_registry, wait_live, worker};
 
 /// Sends `echo.node`; the reply's code and the node that ran it ("" unless OK).
 async fn where_ran(client: &mut Client) -> (i32, String) {

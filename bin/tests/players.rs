@@ -11,18 +11,7 @@ use mortar_pb::{ErrorCode, Kick};
 use mortar_user::user::{LoginReq, LoginResp, RegisterReq, RegisterResp, ResumeReq, ResumeResp};
 use prost::Message;
 use std::time::Duration;
-use support::{Mongo, Node, Redis, TempDir};
-
-async fn call<Req: Message, Resp: Message + Default>(
-    client: &mut Client,
-    route: &str,
-    req: Req,
-) -> Result<Resp, i32> {
-    tokio::time::timeout(Duration::from_secs(15), client.call(route, &req))
-        .await
-        .expect("a reply in time")
-        .unwrap()
-}
+use support::{Mongo, Node, Redis, TempDir, call, wait_live};
 
 fn credentials(account: &str) -> (String, String) {
     (account.to_owned(), format!("{account}-password"))
@@ -61,16 +50,6 @@ async fn kicked(client: &mut Client) {
             Err(ClientError::Closed(close)) => panic!("closed without sys.kick: {close:?}"),
             Err(error) => panic!("{error}"),
         }
-    }
-}
-
-/// Waits until `gateway` has `live` workers.
-fn wait_live(gateway: &Node, live: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let want = format!("mortar_gateway_workers_live {live}\n");
-    while !gateway.admin_get("/metrics").1.contains(&want) {
-        assert!(std::time::Instant::now() < deadline, "{} never had {live} live workers", gateway.name);
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

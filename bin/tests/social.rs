@@ -15,20 +15,9 @@ use mortar_user::user::{LoginReq, LoginResp, RegisterReq, RegisterResp};
 use prost::Message;
 use serde_json::{Value, json};
 use std::{net::SocketAddr, time::Duration};
-use support::{Mongo, Node, Redis, TempDir};
+use support::{Mongo, Redis, TempDir, call, wait_live};
 
 const TOKEN: &str = "cluster-gm-token";
-
-async fn call<Req: Message, Resp: Message + Default>(
-    client: &mut Client,
-    route: &str,
-    req: Req,
-) -> Result<Resp, i32> {
-    tokio::time::timeout(Duration::from_secs(15), client.call(route, &req))
-        .await
-        .expect("a reply in time")
-        .unwrap()
-}
 
 async fn register(url: &str, account: &str) -> u64 {
     let mut client = Client::connect(url).await.unwrap();
@@ -108,16 +97,6 @@ fn send_mail(admin: SocketAddr, to: &[u64], attachments: Value) -> Vec<u64> {
 async fn count(client: &mut Client, item: u32) -> u32 {
     let items: Vec<Item> = call::<_, QueryResp>(client, "pack.query", QueryReq {}).await.unwrap().items;
     items.iter().find(|i| i.item_id == item).map_or(0, |i| i.count)
-}
-
-/// Waits until `gateway` has `live` workers.
-fn wait_live(gateway: &Node, live: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let want = format!("mortar_gateway_workers_live {live}\n");
-    while !gateway.admin_get("/metrics").1.contains(&want) {
-        assert!(std::time::Instant::now() < deadline, "{} never had {live} live workers", gateway.name);
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The shared servers' addresses and the test settings, as environment variables.

@@ -349,3 +349,29 @@ pub fn library() -> PathBuf {
     );
     path
 }
+
+/// Waits (at most 20 s) until the gateway's metrics say it has `live` workers connected.
+pub fn wait_live(gateway: &Node, live: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let want = format!("mortar_gateway_workers_live {live}\n");
+    loop {
+        let (_, metrics) = gateway.admin_get("/metrics");
+        if metrics.contains(&want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{} never had {live} live workers:\n{metrics}", gateway.name);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `client.call(route, req)` within 15 s: the reply, or its code.
+pub async fn call<Req: prost::Message, Resp: prost::Message + Default>(
+    client: &mut mortar_cli::client::Client,
+    route: &str,
+    req: Req,
+) -> Result<Resp, i32> {
+    tokio::time::timeout(Duration::from_secs(15), client.call(route, &req))
+        .await
+        .expect("a reply in time")
+        .unwrap()
+}
