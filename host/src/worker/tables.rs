@@ -130,8 +130,10 @@ impl Tables {
     /// (see the module docs). Each outcome is logged.
     pub fn watch(&self, poll: Option<Duration>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
         let tables = self.clone();
+        // Registered before the node says it is ready: a SIGHUP right after that must reload,
+        // not end the process (the signal's default action).
+        let mut hangup = hangup();
         tokio::spawn(async move {
-            let mut hangup = hangup();
             let mut ticks = poll.map(tokio::time::interval);
             loop {
                 let why = tokio::select! {
