@@ -89,6 +89,16 @@ struct Live {
     latency: metrics::Histogram,
 }
 
+impl Live {
+    /// Its modules with an `on_online` (or `on_offline`) hook.
+    fn hooks(&self, status: Status) -> &[String] {
+        match status {
+            Status::Online => &self.online_hooks,
+            Status::Offline => &self.offline_hooks,
+        }
+    }
+}
+
 impl WorkerPool {
     /// A pool for node `me`, following `registry` from now on. A gateway's `health` is kept not
     /// ready while no worker is connected; a worker, whose pool only carries calls to modules it
@@ -212,15 +222,12 @@ impl WorkerPool {
     /// naming its modules. Completes when they have run or `timeout` passed; a failure is logged.
     pub async fn presence(&self, presence: Presence, timeout: Duration) {
         let view = self.view();
-        let hooks = |live: &Live| match presence.status {
-            Status::Online => live.online_hooks.clone(),
-            Status::Offline => live.offline_hooks.clone(),
-        };
-        let hooked: std::collections::BTreeSet<String> =
-            view.iter().flat_map(|live| hooks(live).to_vec()).collect();
+        let status = presence.status;
+        let hooked: std::collections::BTreeSet<&String> =
+            view.iter().flat_map(|live| live.hooks(status)).collect();
         let mut by_worker: HashMap<Arc<str>, (Live, Vec<String>)> = HashMap::new();
-        for module in &hooked {
-            let serving = || view.iter().filter(|live| hooks(live).iter().any(|m| m == module));
+        for module in hooked {
+            let serving = || view.iter().filter(|live| live.hooks(status).contains(module));
             let Some(winner) =
                 rendezvous::pick(presence.user, serving().map(|live| (live.hash, live.weight)))
             else {
@@ -231,7 +238,7 @@ impl WorkerPool {
                     .entry(live.id.clone())
                     .or_insert_with(|| (live.clone(), Vec::new()))
                     .1
-                    .push(module.clone());
+                    .push(module.to_owned());
             }
         }
         let deadline = Instant::now() + timeout;
