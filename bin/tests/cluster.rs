@@ -19,6 +19,10 @@ use std::{
 };
 use support::{Redis, TempDir, gateway, static_registry, wait_live, worker};
 
+/// The workers of these tests serve echo: only modules without documents may run on several
+/// workers with their own embedded stores.
+const ECHO: &str = "[worker]\nmodules = [\"echo\"]\n";
+
 /// Sends `echo.node`; the reply's code and the node that ran it ("" unless OK).
 async fn where_ran(client: &mut Client) -> (i32, String) {
     let reply = tokio::time::timeout(
@@ -66,8 +70,8 @@ async fn serves_sticky_and_spread(url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_registry_serves_sticky_sessions_over_both_workers() {
     let dir = TempDir::new("static");
-    let w1 = worker(&dir, "worker-1", "127.0.0.1:0", "", &[]);
-    let w2 = worker(&dir, "worker-2", "127.0.0.1:0", "", &[]);
+    let w1 = worker(&dir, "worker-1", "127.0.0.1:0", ECHO, &[]);
+    let w2 = worker(&dir, "worker-2", "127.0.0.1:0", ECHO, &[]);
     let gw = gateway(&dir, "gateway-1", &static_registry(&[&w1, &w2]), &[]);
     wait_live(&gw, 2);
     serves_sticky_and_spread(&gw.addr).await;
@@ -82,8 +86,8 @@ async fn redis_registry_serves_and_survives_a_redis_restart() {
     let dir = TempDir::new("redis");
     let url = redis.url();
     let env = [("MORTAR_REGISTRY__URL", url.as_str())];
-    let w1 = worker(&dir, "worker-1", "127.0.0.1:0", "", &env);
-    let w2 = worker(&dir, "worker-2", "127.0.0.1:0", "", &env);
+    let w1 = worker(&dir, "worker-1", "127.0.0.1:0", ECHO, &env);
+    let w2 = worker(&dir, "worker-2", "127.0.0.1:0", ECHO, &env);
     let gw = gateway(&dir, "gateway-1", "", &env);
     wait_live(&gw, 2);
     serves_sticky_and_spread(&gw.addr).await;
@@ -106,7 +110,7 @@ async fn redis_registry_serves_and_survives_a_redis_restart() {
         assert!(Instant::now() < deadline, "worker-2 did not register again");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let w3 = worker(&dir, "worker-3", "127.0.0.1:0", "", &env);
+    let w3 = worker(&dir, "worker-3", "127.0.0.1:0", ECHO, &env);
     wait_live(&gw, 3);
     let nodes = spread(&gw.addr, 30).await;
     assert!(nodes.contains_key("worker-3"), "{nodes:?}");
@@ -149,8 +153,8 @@ async fn collect(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_fails_only_its_requests_in_flight() {
     let dir = TempDir::new("kill");
-    let w1 = worker(&dir, "worker-1", "127.0.0.1:0", "", &[]);
-    let w2 = worker(&dir, "worker-2", "127.0.0.1:0", "", &[]);
+    let w1 = worker(&dir, "worker-1", "127.0.0.1:0", ECHO, &[]);
+    let w2 = worker(&dir, "worker-2", "127.0.0.1:0", ECHO, &[]);
     let gw = gateway(&dir, "gateway-1", &static_registry(&[&w1, &w2]), &[]);
     wait_live(&gw, 2);
     let stop = Arc::new(AtomicBool::new(false));
@@ -184,7 +188,7 @@ async fn a_killed_worker_fails_only_its_requests_in_flight() {
     // Started again on its address, it rejoins.
     let addr = w1.addr.clone();
     drop(w1);
-    let _w1 = worker(&dir, "worker-1", &addr, "", &[]);
+    let _w1 = worker(&dir, "worker-1", &addr, ECHO, &[]);
     wait_live(&gw, 2);
     let nodes = spread(&gw.addr, 30).await;
     assert!(nodes.contains_key("worker-1"), "it rejoins: {nodes:?}");
@@ -193,8 +197,8 @@ async fn a_killed_worker_fails_only_its_requests_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_players_replies_keep_their_order_across_a_failover() {
     let dir = TempDir::new("order");
-    let w1 = worker(&dir, "worker-1", "127.0.0.1:0", "", &[]);
-    let w2 = worker(&dir, "worker-2", "127.0.0.1:0", "", &[]);
+    let w1 = worker(&dir, "worker-1", "127.0.0.1:0", ECHO, &[]);
+    let w2 = worker(&dir, "worker-2", "127.0.0.1:0", ECHO, &[]);
     // Four requests of a session run at once, so some are in flight when their worker dies.
     let env = [("MORTAR_GATEWAY__SESSION_CONCURRENCY", "4")];
     let gw = gateway(&dir, "gateway-1", &static_registry(&[&w1, &w2]), &env);
@@ -254,8 +258,8 @@ async fn a_players_replies_keep_their_order_across_a_failover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_worker_times_out_its_requests_and_rejoins_when_thawed() {
     let dir = TempDir::new("freeze");
-    let w1 = worker(&dir, "worker-1", "127.0.0.1:0", "", &[]);
-    let w2 = worker(&dir, "worker-2", "127.0.0.1:0", "", &[]);
+    let w1 = worker(&dir, "worker-1", "127.0.0.1:0", ECHO, &[]);
+    let w2 = worker(&dir, "worker-2", "127.0.0.1:0", ECHO, &[]);
     let extra = static_registry(&[&w1, &w2]) + "[gateway]\nrequest_timeout_ms = 1500\n";
     let gw = gateway(&dir, "gateway-1", &extra, &[]);
     wait_live(&gw, 2);
@@ -288,9 +292,9 @@ async fn a_frozen_worker_times_out_its_requests_and_rejoins_when_thawed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_with_the_wrong_secret_is_refused() {
     let dir = TempDir::new("secret");
-    let w1 = worker(&dir, "worker-1", "127.0.0.1:0", "", &[]);
+    let w1 = worker(&dir, "worker-1", "127.0.0.1:0", ECHO, &[]);
     let intruder =
-        worker(&dir, "worker-2", "127.0.0.1:0", "", &[("MORTAR_CLUSTER__SECRET", "not-the-secret")]);
+        worker(&dir, "worker-2", "127.0.0.1:0", ECHO, &[("MORTAR_CLUSTER__SECRET", "not-the-secret")]);
     let gw = gateway(&dir, "gateway-1", &static_registry(&[&w1, &intruder]), &[]);
     wait_live(&gw, 1);
     let nodes = spread(&gw.addr, 12).await;
@@ -314,8 +318,8 @@ async fn a_peer_with_the_wrong_secret_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_under_load_answers_every_request() {
     let dir = TempDir::new("rolling");
-    let mut w1 = worker(&dir, "worker-1", "127.0.0.1:0", "", &[]);
-    let mut w2 = worker(&dir, "worker-2", "127.0.0.1:0", "", &[]);
+    let mut w1 = worker(&dir, "worker-1", "127.0.0.1:0", ECHO, &[]);
+    let mut w2 = worker(&dir, "worker-2", "127.0.0.1:0", ECHO, &[]);
     let gw = gateway(&dir, "gateway-1", &static_registry(&[&w1, &w2]), &[]);
     wait_live(&gw, 2);
     let stop = Arc::new(AtomicBool::new(false));
@@ -325,7 +329,7 @@ async fn a_rolling_restart_under_load_answers_every_request() {
         old.signal("TERM");
         assert_eq!(old.wait_exit(Duration::from_secs(15)), Some(0), "a worker stops cleanly on SIGTERM");
         let addr = old.addr.clone();
-        *old = worker(&dir, &old.name.clone(), &addr, "", &[]);
+        *old = worker(&dir, &old.name.clone(), &addr, ECHO, &[]);
         wait_live(&gw, 2);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -349,7 +353,7 @@ async fn a_gateway_is_ready_only_with_a_worker_and_kicks_its_clients_on_sigterm(
     let mut client = Client::connect(&gw.addr).await.unwrap();
     assert_eq!(where_ran(&mut client).await.0, ErrorCode::Unavailable as i32, "no live worker serves echo");
 
-    let mut w1 = worker(&dir, "worker-1", &format!("127.0.0.1:{port}"), "", &[]);
+    let mut w1 = worker(&dir, "worker-1", &format!("127.0.0.1:{port}"), ECHO, &[]);
     wait_live(&gw, 1);
     assert_eq!(gw.admin_get("/readyz").0, 200);
     assert_eq!(where_ran(&mut client).await, (0, "worker-1".to_owned()));

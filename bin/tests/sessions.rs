@@ -1,5 +1,7 @@
 //! The session store's conformance suite against a real Redis server started by the test (the
-//! memory backend runs the same suite in the host's unit tests).
+//! memory backend runs the same suite in the host's unit tests), and players across two gateways
+//! and two worker processes: with a Redis session store, and with the gateways as the session
+//! directory (no session store, the static registry).
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 mod support;
@@ -86,26 +88,44 @@ struct Cluster {
     _redis: Redis,
 }
 
+/// Where the cluster keeps its players' sessions.
+#[derive(Clone, Copy, Debug)]
+enum Sessions {
+    /// A Redis session store, and the Redis registry.
+    Redis,
+    /// The gateways themselves (`session.url = "memory"`), and the static registry: the gateways
+    /// list the workers, the workers list nothing.
+    Gateways,
+}
+
 impl Cluster {
-    fn start() -> Self {
+    fn start(sessions: Sessions) -> Self {
         let redis = Redis::start();
         let dir = TempDir::new("sessions");
         let url = redis.url();
         let library = format!("[{:?}]", library().to_str().unwrap());
-        let env = [
-            ("MORTAR_REGISTRY__URL", url.as_str()),
-            ("MORTAR_SESSION__URL", url.as_str()),
+        let mut env = vec![
             ("MORTAR_CACHE__URL", url.as_str()),
-            ("MORTAR_REGISTRY__TTL_MS", "1000"),
-            ("MORTAR_REGISTRY__HEARTBEAT_MS", "200"),
             ("MORTAR_GATEWAY__REQUEST_TIMEOUT_MS", "3000"),
             ("MORTAR_WORKER__DYNAMIC_MODULES", library.as_str()),
         ];
+        if let Sessions::Redis = sessions {
+            env.extend([
+                ("MORTAR_REGISTRY__URL", url.as_str()),
+                ("MORTAR_SESSION__URL", url.as_str()),
+                ("MORTAR_REGISTRY__TTL_MS", "1000"),
+                ("MORTAR_REGISTRY__HEARTBEAT_MS", "200"),
+            ]);
+        }
         let w1 =
             support::worker(&dir, "worker-1", "127.0.0.1:0", "[worker]\nmodules = [\"dyntest\"]\n", &env);
         let w2 = support::worker(&dir, "worker-2", "127.0.0.1:0", "[worker]\nmodules = [\"echo\"]\n", &env);
-        let gw1 = support::gateway(&dir, "gateway-1", "", &env);
-        let gw2 = support::gateway(&dir, "gateway-2", "", &env);
+        let listed = match sessions {
+            Sessions::Redis => String::new(),
+            Sessions::Gateways => support::static_registry(&[&w1, &w2]),
+        };
+        let gw1 = support::gateway(&dir, "gateway-1", &listed, &env);
+        let gw2 = support::gateway(&dir, "gateway-2", &listed, &env);
         for gateway in [&gw1, &gw2] {
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while !gateway.admin_get("/metrics").1.contains("mortar_gateway_workers_live 2\n") {
@@ -123,7 +143,19 @@ impl Cluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn players_on_two_gateways_push_to_each_other_and_a_second_login_kicks_the_first() {
-    let mut cluster = Cluster::start();
+    pushes_logins_and_a_dead_gateway(Sessions::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_session_store_the_gateways_are_the_directory() {
+    pushes_logins_and_a_dead_gateway(Sessions::Gateways).await;
+}
+
+/// Players on two gateways push to each other (one push batch per gateway, offline players
+/// reported), a second login kicks the first, and the players of a gateway that dies are offline
+/// at once and log in again elsewhere.
+async fn pushes_logins_and_a_dead_gateway(sessions: Sessions) {
+    let mut cluster = Cluster::start(sessions);
     let (url1, url2) = (cluster.url(0), cluster.url(1));
     let mut alice = login(&url1, 1).await;
     let mut bob = login(&url2, 2).await;
@@ -155,8 +187,8 @@ async fn players_on_two_gateways_push_to_each_other_and_a_second_login_kicks_the
         other => panic!("expected the close, got {other:?}"),
     }
 
-    // Gateway 2 dies: once its registry entry expires its players' logins are gone, and they log
-    // in again through gateway 1 at once.
+    // Gateway 2 dies: once its registry entry expires (with the gateways as the directory: at
+    // once) its players' logins are gone, and they log in again through gateway 1 at once.
     let gw2 = &mut cluster.gateways[1];
     gw2.signal("KILL");
     let _ = gw2.wait_exit(Duration::from_secs(5));
@@ -181,7 +213,18 @@ async fn players_on_two_gateways_push_to_each_other_and_a_second_login_kicks_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_hooks_and_logins_work_across_workers_and_gateways() {
-    let cluster = Cluster::start();
+    calls_hooks_and_racing_logins(Sessions::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_gateways_as_the_directory_calls_hooks_and_racing_logins_work() {
+    calls_hooks_and_racing_logins(Sessions::Gateways).await;
+}
+
+/// Calls between workers carry the caller's context, `on_offline` runs once per departure, and
+/// 50 logins of one user racing over two gateways leave exactly one bound session.
+async fn calls_hooks_and_racing_logins(sessions: Sessions) {
+    let cluster = Cluster::start(sessions);
     let (url1, url2) = (cluster.url(0), cluster.url(1));
 
     // A guest is refused a route that needs a login, and reaches no internal route.

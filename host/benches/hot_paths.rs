@@ -83,6 +83,7 @@ fn route_lookup(c: &mut Criterion) {
         layers: Vec::new(),
         tables: Vec::new(),
         configs: Vec::new(),
+        documents: Vec::new(),
     };
     let table = RouteTable::build(vec![source], &[]).expect("route table");
     c.bench_function("route lookup (200 routes)", |b| {

@@ -3,7 +3,7 @@
 //!
 //! A library holds its own copy of every static, the SDK's included, so the host learns what a
 //! library contains only through the [`Declaration`] its entry point returns: the library's
-//! modules, routes, protos, layers, tables and config sections, collected from the library's own registries. Before
+//! modules, routes, protos, layers, tables, config sections and document types, collected from the library's own registries. Before
 //! reading anything else the host compares [`FINGERPRINT`] with the library's: the SDK version and
 //! source, the compiler, the target, the declaration's layout version and the entry point's
 //! signature. Only when they are equal are the two sides' types the same types.
@@ -17,6 +17,7 @@ use crate::{
     layer::Layer,
     module::{self, Module, ModuleDecl, ModuleError, Protos},
     route::Route,
+    store::DocumentDecl,
     table::TableDecl,
 };
 
@@ -31,7 +32,7 @@ pub const ENTRY_SYMBOL_PREFIX: &str = "mortar_module_entry_v1_";
 pub const ENTRY_SIGNATURE: &str = "extern \"C\" fn() -> &'static LibraryEntry";
 
 /// The version of [`Declaration`]'s layout, bumped whenever it changes.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// This build's ABI fingerprint: a library is loaded only by a host whose fingerprint is equal.
 pub const FINGERPRINT: &str = concat!(
@@ -43,7 +44,7 @@ pub const FINGERPRINT: &str = concat!(
     env!("MORTAR_ABI_RUSTC"),
     "; target ",
     env!("MORTAR_ABI_TARGET"),
-    "; declaration layout 3; entry extern \"C\" fn() -> &'static LibraryEntry",
+    "; declaration layout 4; entry extern \"C\" fn() -> &'static LibraryEntry",
 );
 
 /// What the entry point returns. `#[repr(C)]`, and its first two fields never change under
@@ -77,6 +78,8 @@ pub struct Declaration {
     pub tables: Vec<&'static TableDecl>,
     /// Its modules' config sections.
     pub configs: Vec<&'static ConfigDecl>,
+    /// Its document types.
+    pub documents: Vec<&'static DocumentDecl>,
 }
 
 static ENTRY: LibraryEntry = LibraryEntry {
@@ -107,6 +110,7 @@ fn declare() -> Declaration {
         layers: crate::layer::registered().collect(),
         tables: crate::table::registered().collect(),
         configs: crate::config::registered().collect(),
+        documents: crate::store::registered().collect(),
     }
 }
 

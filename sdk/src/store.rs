@@ -87,19 +87,27 @@ impl Collection {
 }
 
 /// A document type as `#[derive(mortar::Document)]` registers it, so a backend can prepare its
-/// collection (MongoDB: create its indexes) when the node starts.
+/// collection (MongoDB: create its indexes) when the node starts, and a node knows which modules
+/// keep documents: those declared in the crate that declares the type.
 #[derive(Debug)]
 pub struct DocumentDecl {
     /// The document type's collection.
     pub collection: fn() -> Collection,
+    /// Where it is declared (`crate::path`): its crate's modules keep these documents.
+    pub defined_at: &'static str,
 }
 
 inventory::collect!(DocumentDecl);
 
-/// Every document type declared with the derive in this program (and, once loaded, its modules'
-/// libraries), in no particular order.
+/// Every document type declared with the derive in this program, in no particular order.
+pub fn registered() -> impl Iterator<Item = &'static DocumentDecl> {
+    inventory::iter::<DocumentDecl>.into_iter()
+}
+
+/// The collections of every document type declared with the derive in this program, in no
+/// particular order.
 pub fn declared() -> impl Iterator<Item = Collection> {
-    inventory::iter::<DocumentDecl>.into_iter().map(|decl| (decl.collection)())
+    registered().map(|decl| (decl.collection)())
 }
 
 /// A stored document with its id and version.

@@ -45,12 +45,14 @@ fn worker_identity(secret: &str) -> Identity {
         modules: Vec::new(),
         online_hooks: Vec::new(),
         offline_hooks: Vec::new(),
+        documents: Vec::new(),
+        store: String::new(),
         version: String::new(),
         weight: 1,
         tags: Vec::new(),
         started_at_ms: 0,
     };
-    Identity { cluster: "mortar".into(), secret: secret.into(), entry }
+    Identity { cluster: "mortar".into(), secret: secret.into(), entry, sessions: "gateways".into() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,18 +97,28 @@ async fn workers_push_to_and_kick_a_gateways_sessions() {
     };
 
     // The wrong secret gets nowhere.
-    let refused =
-        handshake::dial(&rpc_addr.to_string(), "gateway-1", &worker_identity("wrong"), &gateway_config.rpc)
-            .await;
+    let refused = handshake::dial(
+        &rpc_addr.to_string(),
+        "gateway-1",
+        &worker_identity("wrong"),
+        Vec::new(),
+        &gateway_config.rpc,
+    )
+    .await;
     assert!(
         matches!(refused, Err(DialError::Refused { ref reason, .. }) if reason == "wrong cluster secret"),
         "{refused:?}"
     );
 
-    let (entry, frames) =
-        handshake::dial(&rpc_addr.to_string(), "gateway-1", &worker_identity(SECRET), &gateway_config.rpc)
-            .await
-            .unwrap();
+    let (entry, frames) = handshake::dial(
+        &rpc_addr.to_string(),
+        "gateway-1",
+        &worker_identity(SECRET),
+        Vec::new(),
+        &gateway_config.rpc,
+    )
+    .await
+    .unwrap();
     assert_eq!(entry.kind, NodeKind::Gateway);
     let gateway_rpc = GatewayRpcClient::new(Default::default(), codec::transport(frames)).spawn();
 
@@ -185,7 +197,7 @@ async fn a_gateway_that_never_answers_holds_up_only_its_own_callers() {
         Arc::new(worker_identity(SECRET)),
         rpc_config,
         registry,
-        Arc::new(MemorySessions::default()),
+        Some(Arc::new(MemorySessions::default())),
     );
     let stuck_kick = tokio::spawn({
         let pool = pool.clone();

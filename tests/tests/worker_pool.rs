@@ -29,6 +29,8 @@ fn entry(id: &str, kind: NodeKind, addr: String) -> NodeEntry {
         modules: Vec::new(),
         online_hooks: Vec::new(),
         offline_hooks: Vec::new(),
+        documents: Vec::new(),
+        store: String::new(),
         version: String::new(),
         weight: 1,
         tags: Vec::new(),
@@ -86,6 +88,7 @@ async fn the_pool_follows_the_registry() {
         cluster: "mortar".into(),
         secret: SECRET.into(),
         entry: entry("gateway-1", NodeKind::Gateway, "127.0.0.1:1".into()),
+        sessions: "gateways".into(),
     };
     let pool = WorkerPool::start(Arc::new(me), RpcConfig::default(), registry.clone(), Some(health.clone()));
     assert!(!health.is_ready(), "no worker yet");

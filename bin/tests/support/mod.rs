@@ -62,8 +62,25 @@ impl Node {
     /// Like [`Node::start`], but a node that exits before its readiness line is an error carrying
     /// its exit code and stderr.
     pub fn try_start(name: &str, dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Result<Node, String> {
+        Self::try_start_program(MORTAR, name, dir, args, env)
+    }
+
+    /// Like [`Node::try_start`], running `program` (a path relative to `dir` works) instead of
+    /// the binary under test.
+    pub fn try_start_program(
+        program: &str,
+        name: &str,
+        dir: &TempDir,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Node, String> {
         let log = dir.0.join(format!("{name}.log"));
-        let mut child = Command::new(MORTAR)
+        let program = if program.contains('/') && !program.starts_with('/') {
+            dir.0.join(program).to_string_lossy().into_owned()
+        } else {
+            program.to_owned()
+        };
+        let mut child = Command::new(program)
             .args(args)
             .current_dir(&dir.0)
             .env("NO_COLOR", "1")

@@ -7,8 +7,9 @@ use std::time::Duration;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
-    /// `memory` (this process: `mortar dev`, the default) or `redis://HOST:PORT[/DB]`, which every
-    /// gateway and worker of a cluster must share.
+    /// `memory` (the default: in `mortar dev` this process; in a cluster each gateway keeps its own
+    /// players and workers ask the gateways) or `redis://HOST:PORT[/DB]`. Every node of a cluster
+    /// must say the same: a peer that says otherwise is refused (docs/cluster.md).
     pub url: String,
     /// Redis: deadline of each command.
     pub timeout_ms: u64,

@@ -17,11 +17,24 @@ pub struct StorageConfig {
     /// MongoDB: how long finding a server and connecting may take; a node whose server does not
     /// answer at start stops with an error after about twice this.
     pub timeout_ms: u64,
+    /// With `url = "embedded"` on a cluster worker: the modules that keep documents (user, pack…)
+    /// whose documents this worker's store holds; of the modules that keep documents it serves
+    /// only these (and those `worker.modules` names), the others' home being another worker.
+    /// Empty: every module it enables. Each module that keeps documents must have one home in the
+    /// cluster: of two workers serving it with their own stores the later one is refused
+    /// (docs/cluster.md). Not used with a shared store (MongoDB), where every worker serves every
+    /// module it enables.
+    pub embedded_modules: Vec<String>,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { url: "embedded".into(), path: PathBuf::from("./mortar-data"), timeout_ms: 5_000 }
+        Self {
+            url: "embedded".into(),
+            path: PathBuf::from("./mortar-data"),
+            timeout_ms: 5_000,
+            embedded_modules: Vec::new(),
+        }
     }
 }
 

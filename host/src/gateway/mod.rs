@@ -7,6 +7,8 @@
 //! - `socket`: a connection's WebSocket with its bounded outgoing queue.
 //! - [`envelope`]: the first check of each client frame.
 //! - [`sessions`]: the live sessions, through which pushes reach clients.
+//! - [`directory`]: the players logged in here, when the gateways are the cluster's session
+//!   directory (`session.url = "memory"`).
 //! - [`relay`]: the way to a worker (in-process, or its tarpc service), with deadlines.
 //! - [`workers`]: a cluster gateway's connections to its workers, and the choice among them.
 //! - [`rendezvous`]: weighted rendezvous hashing, so a player sticks to one worker.
@@ -14,6 +16,7 @@
 
 pub mod admission;
 mod agent;
+pub mod directory;
 pub mod envelope;
 pub mod relay;
 pub mod rendezvous;
@@ -26,6 +29,7 @@ use crate::session::SessionStore;
 use crate::{config::GatewayConfig, metrics as m};
 use admission::{Admission, Refusal};
 use bytes::Bytes;
+use directory::{Claim, Directory, Login, UsersPushed};
 use mortar::Code;
 use mortar_pb::UserMessage;
 use prost::Message as _;
@@ -79,6 +83,9 @@ struct Shared {
     sessions: SessionTable,
     /// Where logged-in players are: a session's binding is removed when it ends.
     store: Arc<dyn SessionStore>,
+    /// The players logged in here, when the gateways are the session directory (then also
+    /// `store`).
+    directory: Option<Arc<Directory>>,
     /// `GATEWAY_REPLIES` by protocol code, registered once (a labelled lookup per reply costs).
     replies: Vec<metrics::Counter>,
 }
@@ -118,6 +125,25 @@ impl Gateway {
     /// A gateway named `node_id` relaying client requests through `relay`; its sessions' logins
     /// are kept in `store`.
     pub fn new(config: GatewayConfig, node_id: String, relay: Relay, store: Arc<dyn SessionStore>) -> Self {
+        Self::build(config, node_id, relay, store, None)
+    }
+
+    /// A gateway named `node_id` relaying client requests through `relay`, that keeps its own
+    /// logged-in players: one part of a cluster whose gateways are the session directory
+    /// ([`directory`]); workers bind, push and kick through [`Gateway::claim`],
+    /// [`Gateway::evict`], [`Gateway::push_users`] and [`Gateway::kick_user`].
+    pub fn with_directory(config: GatewayConfig, node_id: String, relay: Relay) -> Self {
+        let directory = Arc::new(Directory::new(node_id.clone()));
+        Self::build(config, node_id, relay, directory.clone(), Some(directory))
+    }
+
+    fn build(
+        config: GatewayConfig,
+        node_id: String,
+        relay: Relay,
+        store: Arc<dyn SessionStore>,
+        directory: Option<Arc<Directory>>,
+    ) -> Self {
         let admission =
             Admission::new(config.max_connections, config.max_connections_per_ip, config.max_handshakes);
         let replies = (0..=Code::SERVER_SHUTDOWN.get())
@@ -125,7 +151,8 @@ impl Gateway {
             .collect();
         let next_session = AtomicU64::new(1);
         let sessions = SessionTable::default();
-        let shared = Shared { config, node_id, relay, admission, next_session, sessions, store, replies };
+        let shared =
+            Shared { config, node_id, relay, admission, next_session, sessions, store, directory, replies };
         Self { shared: Arc::new(shared) }
     }
 
@@ -166,6 +193,75 @@ impl Gateway {
             crate::rpc::Presence { status: crate::rpc::Status::Online, user, session, client_ip, gateway };
         tokio::spawn(async move { relay.presence(presence).await });
         true
+    }
+
+    /// Logs session `session` in as `user` (a login at `at_ms`, by the worker's clock) in this
+    /// gateway's directory: kicks this gateway's older session of the user with
+    /// `LOGGED_IN_ELSEWHERE`, marks the session (see [`Gateway::bind`]). `Superseded` when a newer
+    /// login of the user is known here; `Gone` when the session ended, or this gateway is not a
+    /// directory.
+    pub fn claim(&self, session: u64, user: u64, at_ms: u64) -> Claim {
+        let Some(directory) = &self.shared.directory else { return Claim::Gone };
+        let login = Login { at_ms, gateway: self.shared.node_id.clone(), session };
+        match directory.claim(user, login) {
+            Err(()) => return Claim::Superseded,
+            Ok(Some(replaced)) => {
+                tracing::info!(node = %self.shared.node_id, user, old_session = replaced, "logged in again here: old session kicked");
+                self.kick(replaced, Code::LOGGED_IN_ELSEWHERE);
+            }
+            Ok(None) => {}
+        }
+        if self.bind(session, user) {
+            Claim::Bound
+        } else {
+            // Ended before it was marked: its agent will not unbind it.
+            directory.release(user, session);
+            Claim::Gone
+        }
+    }
+
+    /// Takes in that `user` logged in with `login` on another gateway: kicks their older session
+    /// here with `LOGGED_IN_ELSEWHERE`. True when it kicked one.
+    pub fn evict(&self, user: u64, login: Login) -> bool {
+        let Some(directory) = &self.shared.directory else { return false };
+        match directory.evict(user, login) {
+            Some(session) => {
+                tracing::info!(node = %self.shared.node_id, user, old_session = session, "logged in elsewhere: old session kicked");
+                self.kick(session, Code::LOGGED_IN_ELSEWHERE)
+            }
+            None => false,
+        }
+    }
+
+    /// Pushes `main.sub` with body `data` to those of `users` logged in here (see
+    /// [`Gateway::push`]); says which were found.
+    pub fn push_users(&self, users: &[u64], main: &str, sub: &str, data: Bytes) -> UsersPushed {
+        let Some(directory) = &self.shared.directory else { return UsersPushed::default() };
+        let (found, sessions): (Vec<u64>, Vec<u64>) = users
+            .iter()
+            .zip(directory.sessions_of(users))
+            .filter_map(|(user, session)| Some((*user, session?)))
+            .unzip();
+        let report =
+            if sessions.is_empty() { PushReport::default() } else { self.push(&sessions, main, sub, data) };
+        UsersPushed { report, found }
+    }
+
+    /// Kicks `user`'s session here with `reason`; false when they are not logged in here.
+    pub fn kick_user(&self, user: u64, reason: Code) -> bool {
+        let Some(directory) = &self.shared.directory else { return false };
+        match directory.sessions_of(&[user]).pop().flatten() {
+            Some(session) => self.kick(session, reason),
+            None => false,
+        }
+    }
+
+    /// Where each of `users` is logged in here, in their order.
+    pub async fn locate(&self, users: Vec<u64>) -> Vec<Option<crate::session::Location>> {
+        match &self.shared.directory {
+            Some(directory) => directory.locate(users).await.unwrap_or_default(),
+            None => Vec::new(),
+        }
     }
 
     /// This gateway's node id.

@@ -1,8 +1,11 @@
 //! The gateway's tarpc service: what workers ask of the gateway holding a player's session.
 
 use super::Gateway;
+use crate::gateway::directory::{Claim, Login, UsersPushed};
 use crate::gateway::sessions::PushReport;
 use crate::rpc::{GatewayRpc, GatewayRpcRequest, GatewayRpcResponse, PushBatch};
+use crate::session::Location;
+use bytes::Bytes;
 use futures::StreamExt as _;
 use mortar::Code;
 use tarpc::server::{BaseChannel, Channel as _};
@@ -22,6 +25,33 @@ impl GatewayRpc for GatewayServer {
 
     async fn bind(self, _: tarpc::context::Context, session: u64, user: u64) -> bool {
         self.0.bind(session, user)
+    }
+
+    async fn claim(self, _: tarpc::context::Context, session: u64, user: u64, at_ms: u64) -> Claim {
+        self.0.claim(session, user, at_ms)
+    }
+
+    async fn evict(self, _: tarpc::context::Context, user: u64, login: Login) -> bool {
+        self.0.evict(user, login)
+    }
+
+    async fn push_users(
+        self,
+        _: tarpc::context::Context,
+        users: Vec<u64>,
+        main: String,
+        sub: String,
+        data: Bytes,
+    ) -> UsersPushed {
+        self.0.push_users(&users, &main, &sub, data)
+    }
+
+    async fn kick_user(self, _: tarpc::context::Context, user: u64, reason: i32) -> bool {
+        self.0.kick_user(user, Code::from_wire(reason))
+    }
+
+    async fn locate(self, _: tarpc::context::Context, users: Vec<u64>) -> Vec<Option<Location>> {
+        self.0.locate(users).await
     }
 
     async fn ping(self, _: tarpc::context::Context) {}

@@ -49,6 +49,8 @@ pub struct WorkerPool {
 struct Inner {
     me: Arc<Identity>,
     config: RpcConfig,
+    /// Where workers are found; it learns each worker's own entry from its handshake.
+    registry: Arc<dyn Registry>,
     /// The gateway's readiness, and that it reports `mortar_gateway_workers_live`; none for a
     /// worker's pool of the other workers.
     health: Option<Health>,
@@ -81,7 +83,15 @@ struct Live {
     id: Arc<str>,
     hash: u64,
     weight: u32,
+    /// The modules requests may choose it for: those it serves, but for a module that keeps
+    /// documents which an earlier worker with another store serves (its data would split).
     modules: Arc<[String]>,
+    /// All it serves, as its handshake says.
+    serves: Arc<[String]>,
+    /// The modules among them that keep documents, and where it keeps them.
+    documents: Arc<[String]>,
+    store: Arc<str>,
+    started_at_ms: u64,
     online_hooks: Arc<[String]>,
     offline_hooks: Arc<[String]>,
     client: WorkerRpcClient,
@@ -115,6 +125,7 @@ impl WorkerPool {
         let inner = Arc::new(Inner {
             me,
             config,
+            registry: registry.clone(),
             health,
             view: RwLock::default(),
             peers: Mutex::default(),
@@ -152,6 +163,13 @@ impl WorkerPool {
     /// Workers connected now.
     pub fn live_count(&self) -> usize {
         self.view().len()
+    }
+
+    /// Completes once at least `count` workers are connected.
+    pub async fn connected(&self, count: usize) {
+        while self.live_count() < count {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Relays `msg` to a live worker serving its module, chosen by rendezvous hashing on the
@@ -379,8 +397,10 @@ impl WorkerPool {
         let mut failing = false;
         let mut generation = 0u64;
         loop {
-            match handshake::dial(&entry.addr, &entry.id, &self.inner.me, config).await {
+            let known = self.inner.registry.snapshot().into_values().collect();
+            match handshake::dial(&entry.addr, &entry.id, &self.inner.me, known, config).await {
                 Ok((worker, frames)) => {
+                    self.inner.registry.learn(worker.clone(), true);
                     failing = false;
                     backoff = config.backoff_min();
                     generation += 1;
@@ -401,7 +421,11 @@ impl WorkerPool {
                             id: entry.id.as_str().into(),
                             hash: rendezvous::node_hash(&entry.id),
                             weight: worker.weight.max(1),
-                            modules: worker.modules.into(),
+                            modules: worker.modules.clone().into(),
+                            serves: worker.modules.into(),
+                            documents: worker.documents.into(),
+                            store: worker.store.into(),
+                            started_at_ms: worker.started_at_ms,
                             online_hooks: worker.online_hooks.into(),
                             offline_hooks: worker.offline_hooks.into(),
                             client: client.clone(),
@@ -416,6 +440,10 @@ impl WorkerPool {
                     };
                     self.clear_live(&entry.id, generation);
                     tracing::warn!(peer = %entry.id, reason, "worker down");
+                }
+                Err(error @ handshake::DialError::Refused { .. }) => {
+                    failing = true;
+                    tracing::error!(peer = %entry.id, %error, "worker refused this node; retrying with backoff");
                 }
                 Err(error) if !failing => {
                     failing = true;
@@ -451,21 +479,47 @@ impl WorkerPool {
         self.rebuild();
     }
 
-    /// Makes the view hold exactly the peers with a live connection.
+    /// Makes the view hold exactly the peers with a live connection, each chosen only for the
+    /// modules it may serve (see [`eligible`]).
     fn rebuild(&self) {
         let peers = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner);
         let mut view = self.inner.view.write().unwrap_or_else(PoisonError::into_inner);
-        let next: Vec<Live> = view
+        let mut next: Vec<Live> = view
             .iter()
             .filter(|live| peers.get(&*live.id).is_some_and(|peer| peer.generation == Some(live.generation)))
             .cloned()
             .collect();
+        let modules: Vec<Arc<[String]>> = next.iter().map(|live| eligible(live, &next)).collect();
+        for (live, modules) in next.iter_mut().zip(modules) {
+            live.modules = modules;
+        }
         if let Some(health) = &self.inner.health {
             metrics::gauge!(m::WORKERS_LIVE).set(next.len() as f64);
             health.set_peers_ok(!next.is_empty());
         }
         *view = Arc::new(next);
     }
+}
+
+/// The modules of `live` requests may choose it for among the workers of `view`: all it serves
+/// but those that keep documents and that a worker with another store, started before it, serves
+/// too. Two embedded stores would each hold part of the module's players; that worker refuses to
+/// serve such a module once it learns of the earlier one, and until then requests go to the
+/// earlier one only.
+fn eligible(live: &Live, view: &[Live]) -> Arc<[String]> {
+    let loses = |module: &String| {
+        live.documents.contains(module)
+            && view.iter().any(|other| {
+                other.id != live.id
+                    && other.store != live.store
+                    && other.documents.contains(module)
+                    && (other.started_at_ms, &*other.id) < (live.started_at_ms, &*live.id)
+            })
+    };
+    if !live.serves.iter().any(loses) {
+        return live.serves.clone();
+    }
+    live.serves.iter().filter(|module| !loses(module)).cloned().collect()
 }
 
 /// Pings until a ping fails; says how.
@@ -483,7 +537,7 @@ async fn ping(client: &WorkerRpcClient, config: &RpcConfig) -> &'static str {
 }
 
 /// The reply code of a failed call.
-pub(super) fn code_of(error: &RpcError) -> Code {
+pub(crate) fn code_of(error: &RpcError) -> Code {
     match error {
         RpcError::DeadlineExceeded => Code::TIMEOUT,
         RpcError::Server(server) if server.kind == std::io::ErrorKind::TimedOut => Code::TIMEOUT,

@@ -14,7 +14,8 @@ use crate::{
     worker::{
         Backends, Worker,
         gateways::LocalGateway,
-        routes::{LoadError, RouteTable},
+        players::StorePlayers,
+        routes::{DocumentHome, LoadError, RouteTable},
         tables::Tables,
     },
 };
@@ -35,14 +36,15 @@ pub async fn run(
     ready: impl FnOnce(),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    let routes = RouteTable::for_worker(&config.worker)?;
+    // One node: it is the home of every module's documents.
+    let routes = RouteTable::for_worker(&config.worker, &DocumentHome::Anywhere)?;
     routes.configure(&config.modules).map_err(LoadError::from)?;
     let tables = Tables::new(config.tables.path.clone(), routes.tables());
     tables.load()?;
     let mut backends = Backends::open(&config).await?;
-    let sessions = backends.sessions.clone();
+    let sessions = crate::session::open(&config).await?;
     let local = Arc::new(LocalGateway::default());
-    backends.gateways = local.clone();
+    backends.players = Arc::new(StorePlayers { store: sessions.clone(), gateways: local.clone() });
     let worker = Worker::new(config.node.id.clone(), routes, backends);
     worker.start()?;
     let health = Health::default();

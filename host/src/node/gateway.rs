@@ -1,7 +1,9 @@
 //! `mortar gateway`: holds clients and relays their requests to the workers the registry lists.
 //!
 //! Starts in this order: the registry, the worker pool (it dials every listed worker), the
-//! gateway's own RPC service (workers push and kick through it), the registration, then clients.
+//! gateway's own RPC service (workers push and kick through it), the registration, then clients,
+//! once every listed worker is connected or `rpc.connect_timeout_ms` + `rpc.handshake_timeout_ms`
+//! have passed.
 //! `/readyz` is 503 until a worker is connected, and whenever none is.
 //!
 //! Stops when `shutdown` completes: `/readyz` turns 503, the gateway stops accepting clients,
@@ -15,7 +17,7 @@ use crate::{
     config::NodeConfig,
     gateway::{self, Gateway, relay::Relay, workers::WorkerPool},
     registry::{self, NodeKind, keeper::Keeper},
-    rpc::{codec, listener},
+    rpc::{codec, handshake::Hello, listener},
 };
 use std::{future::Future, sync::Arc};
 use tokio::net::TcpListener;
@@ -44,15 +46,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let rpc_addr = listeners.rpc.local_addr().map_err(|error| NodeError::Config(error.to_string()))?;
-    let me = Arc::new(identity(
-        &config,
-        NodeKind::Gateway,
-        rpc_addr,
-        &config.gateway.rpc_advertise,
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    )?);
+    let me = Arc::new(identity(&config, NodeKind::Gateway, rpc_addr, &config.gateway.rpc_advertise, None)?);
     let registry = registry::open(&config).await?;
     let health = Health::default();
     if !config.admin.token.is_empty() {
@@ -62,18 +56,22 @@ pub async fn run(
 
     let pool = WorkerPool::start(me.clone(), config.rpc.clone(), registry.clone(), Some(health.clone()));
     let relay = Relay::cluster(pool.clone(), config.gateway.request_timeout());
-    super::warn_unshared_sessions(&config);
-    let sessions = crate::session::open(&config).await?;
-    // Session ids start again at 1: logins a previous run of this gateway left behind would
-    // point at new, unrelated sessions.
-    match sessions.purge_gateway(config.node.id.clone()).await {
-        Ok(0) => {}
-        Ok(purged) => {
-            tracing::info!(node = %config.node.id, purged, "removed logins left by this gateway's previous run")
+    let gateway = if config.session.url == "memory" {
+        // The gateways are the session directory: this one keeps its own players.
+        Gateway::with_directory(config.gateway.clone(), config.node.id.clone(), relay)
+    } else {
+        let sessions = crate::session::open(&config).await?;
+        // Session ids start again at 1: logins a previous run of this gateway left behind would
+        // point at new, unrelated sessions.
+        match sessions.purge_gateway(config.node.id.clone()).await {
+            Ok(0) => {}
+            Ok(purged) => {
+                tracing::info!(node = %config.node.id, purged, "removed logins left by this gateway's previous run")
+            }
+            Err(error) => return Err(error.into()),
         }
-        Err(error) => return Err(error.into()),
-    }
-    let gateway = Gateway::new(config.gateway.clone(), config.node.id.clone(), relay, sessions);
+        Gateway::new(config.gateway.clone(), config.node.id.clone(), relay, sessions)
+    };
 
     let rpc_stop = CancellationToken::new();
     let rpc = tokio::spawn({
@@ -84,7 +82,14 @@ pub async fn run(
             me.clone(),
             config.rpc.clone(),
             stop.cancelled_owned(),
-            move |_, frames| gateway.clone().serve_rpc(codec::transport(frames)),
+            {
+                let registry = registry.clone();
+                move |hello: Hello, frames| {
+                    // A worker calling back tells where it is and what it serves.
+                    registry.learn(hello.entry, true);
+                    gateway.clone().serve_rpc(codec::transport(frames))
+                }
+            },
         )
     });
     let keeper = match Keeper::start(registry.clone(), me.entry.clone(), config.registry.heartbeat()).await {
@@ -97,6 +102,13 @@ pub async fn run(
         }
     };
 
+    // Clients that connect as soon as the readiness line shows find every listed worker there
+    // (a script starting the cluster goes on at once), unless one does not answer in time.
+    let connecting = config.rpc.connect_timeout() + config.rpc.handshake_timeout();
+    let listed = registry.snapshot().values().filter(|node| node.kind == NodeKind::Worker).count();
+    if tokio::time::timeout(connecting, pool.connected(listed)).await.is_err() {
+        tracing::warn!(node = %config.node.id, live = pool.live_count(), listed, "not every listed worker is connected yet: serving clients anyway");
+    }
     health.set_ready(true);
     ready();
     let shutdown = async {

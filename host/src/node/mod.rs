@@ -12,8 +12,11 @@ use crate::{
     admin::{self, Health},
     config::{AdminConfig, NodeConfig},
     registry::{NodeEntry, NodeKind, RegistryError},
-    rpc::handshake::Identity,
-    worker::{StartError, routes::LoadError},
+    rpc::{Status, handshake::Identity},
+    worker::{
+        StartError,
+        routes::{LoadError, RouteTable},
+    },
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -91,20 +94,9 @@ impl AdminTask {
     }
 }
 
-/// Warns when a cluster node keeps its players' logins in memory: they are then known to this
-/// node alone, so logins, pushes and kicks across nodes do not work.
-pub(crate) fn warn_unshared_sessions(config: &NodeConfig) {
-    if config.session.url == "memory" {
-        tracing::warn!(
-            node = %config.node.id,
-            "session.url is \"memory\": players' logins are known to this node only, so pushes, kicks and duplicate-login checks do not reach other nodes; give every node of the cluster the same session.url = \"redis://…\""
-        );
-    }
-}
-
 /// This node as it introduces itself to peers and registers: its entry says `kind`, the address
-/// `advertise` (or the bound `rpc_addr`), `modules`, and among them those with an `on_online`
-/// hook (`online_hooks`) and an `on_offline` hook (`offline_hooks`).
+/// `advertise` (or the bound `rpc_addr`), and for a worker what its `routes` serve: the modules,
+/// those with an `on_online` or `on_offline` hook, those that keep documents, and where.
 ///
 /// # Errors
 /// When `cluster.secret` is empty, or the node would register an address no peer can dial.
@@ -113,9 +105,7 @@ pub(crate) fn identity(
     kind: NodeKind,
     rpc_addr: std::net::SocketAddr,
     advertise: &str,
-    modules: Vec<String>,
-    online_hooks: Vec<String>,
-    offline_hooks: Vec<String>,
+    routes: Option<&RouteTable>,
 ) -> Result<Identity, NodeError> {
     if config.cluster.secret.is_empty() {
         return Err(NodeError::Config(
@@ -132,6 +122,20 @@ pub(crate) fn identity(
         "" => rpc_addr.to_string(),
         given => given.to_owned(),
     };
+    let (mut modules, online_hooks, offline_hooks, documents): (Vec<String>, _, _, _) = match routes {
+        Some(routes) => (
+            routes.modules().map(|module| module.name().to_owned()).collect(),
+            routes.hook_modules(Status::Online),
+            routes.hook_modules(Status::Offline),
+            routes.document_modules(),
+        ),
+        None => Default::default(),
+    };
+    modules.sort_unstable();
+    let store = match routes {
+        Some(_) => crate::storage::identity(&config.storage, &config.node.id),
+        None => String::new(),
+    };
     let entry = NodeEntry {
         id: config.node.id.clone(),
         kind,
@@ -139,10 +143,17 @@ pub(crate) fn identity(
         modules,
         online_hooks,
         offline_hooks,
+        documents,
+        store,
         version: env!("CARGO_PKG_VERSION").into(),
         weight: config.worker.weight,
         tags: config.worker.tags.clone(),
         started_at_ms: crate::registry::now_ms(),
     };
-    Ok(Identity { cluster: config.cluster.name.clone(), secret: config.cluster.secret.clone(), entry })
+    Ok(Identity {
+        cluster: config.cluster.name.clone(),
+        secret: config.cluster.secret.clone(),
+        entry,
+        sessions: crate::session::identity(config),
+    })
 }

@@ -60,6 +60,13 @@ pub struct NodeEntry {
     /// The modules among them with an `on_offline` hook.
     #[serde(default)]
     pub offline_hooks: Vec<String>,
+    /// The modules among them that keep documents (`#[derive(Document)]` types in their crate).
+    #[serde(default)]
+    pub documents: Vec<String>,
+    /// Where it keeps those documents (see `storage::identity`): workers whose stores differ
+    /// must not serve the same module with documents.
+    #[serde(default)]
+    pub store: String,
     /// The mortar version it runs.
     pub version: String,
     /// Its share of players relative to other workers of the same modules.
@@ -74,6 +81,30 @@ impl NodeEntry {
     /// Whether the node serves module `name`.
     pub fn serves(&self, name: &str) -> bool {
         self.modules.iter().any(|module| module == name)
+    }
+
+    /// Whether the node keeps documents of module `name`.
+    pub fn keeps_documents_of(&self, name: &str) -> bool {
+        self.documents.iter().any(|module| module == name)
+    }
+
+    /// Whether this node started before `other` (ties: the smaller id): of two workers whose
+    /// documents of one module would split, the earlier keeps serving it.
+    pub fn started_before(&self, other: &NodeEntry) -> bool {
+        (self.started_at_ms, &self.id) < (other.started_at_ms, &other.id)
+    }
+
+    /// A module this worker keeps documents of that `earlier`, another worker started before
+    /// it, serves with another store: the two would each hold part of the module's data, so this
+    /// one must not serve it.
+    pub fn splits_documents_with<'a>(&'a self, earlier: &NodeEntry) -> Option<&'a str> {
+        if earlier.id == self.id || earlier.kind != NodeKind::Worker || earlier.store == self.store {
+            return None;
+        }
+        if !earlier.started_before(self) {
+            return None;
+        }
+        self.documents.iter().find(|module| earlier.keeps_documents_of(module)).map(String::as_str)
     }
 }
 
@@ -123,6 +154,13 @@ pub trait Registry: Send + Sync + 'static {
     fn snapshot(&self) -> Nodes;
     /// Follows membership from now on; the first changes add every node known now.
     fn watch(&self) -> Watcher;
+    /// Takes in a node's entry learnt from a peer instead of from the backend: `first_hand` when
+    /// the node said it itself (its handshake), else a peer's view of the cluster. The static
+    /// registry adds what its list lacks (a gateway's push address, the workers a gateway knows);
+    /// backends that are the cluster's truth (Redis) ignore it.
+    fn learn(&self, entry: NodeEntry, first_hand: bool) {
+        let _ = (entry, first_hand);
+    }
 }
 
 /// The node list of a backend, shared with its watchers.
@@ -238,7 +276,7 @@ pub fn now_ms() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn entry(id: &str, modules: &[&str]) -> NodeEntry {
@@ -249,6 +287,8 @@ mod tests {
             modules: modules.iter().map(|m| (*m).to_owned()).collect(),
             online_hooks: Vec::new(),
             offline_hooks: Vec::new(),
+            documents: Vec::new(),
+            store: String::new(),
             version: "test".into(),
             weight: 1,
             tags: Vec::new(),

@@ -1,11 +1,15 @@
 //! The first exchange on every connection between nodes, before any RPC.
 //!
-//! The dialling node sends one frame, a [`Hello`] with the cluster's name and secret and its own
-//! id and kind; the listening node answers one frame, [`Welcome::Accepted`] with its own registry
-//! entry (so a gateway learns what a worker serves from the worker itself), or
-//! [`Welcome::Refused`] with the reason, and closes. A peer that sends anything else, or nothing
-//! within `rpc.handshake_timeout_ms`, is dropped and logged. The secret travels in the clear:
-//! keep RPC ports on a private network (docs/cluster.md).
+//! The dialling node sends one frame, a [`Hello`] with the cluster's name and secret, its own
+//! registry entry (so a worker learns where a gateway's push service listens from the gateway
+//! itself), the nodes it knows (so workers of a static cluster learn each other from the gateway
+//! that dials them all) and where its cluster keeps players' sessions; the listening node answers
+//! one frame, [`Welcome::Accepted`] with its own registry entry (so a gateway learns what a worker
+//! serves from the worker itself), or [`Welcome::Refused`] with the reason, and closes. A peer
+//! that sends anything else, or nothing within `rpc.handshake_timeout_ms`, is dropped and logged.
+//! A peer whose sessions live elsewhere (another `session.url`) is refused: pushes and kicks
+//! between the two would be lost. The secret travels in the clear: keep RPC ports on a private
+//! network (docs/cluster.md).
 
 use super::codec::{self, Frames};
 use crate::{
@@ -19,7 +23,7 @@ use std::{io, net::SocketAddr};
 use tokio::net::TcpStream;
 
 /// The version of the node-to-node protocol; a peer speaking another is refused.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// What a dialling node says first.
 #[derive(Debug, Serialize, Deserialize)]
@@ -30,17 +34,19 @@ pub struct Hello {
     pub cluster: String,
     /// The cluster's secret.
     pub secret: String,
-    /// The dialling node's id.
-    pub node: String,
-    /// The dialling node's kind.
-    pub kind: NodeKind,
+    /// The dialling node's registry entry.
+    pub entry: NodeEntry,
+    /// The nodes the dialling node knows (its registry's view).
+    pub known: Vec<NodeEntry>,
+    /// Where the dialling node's cluster keeps players' sessions (see [`Identity::sessions`]).
+    pub sessions: String,
 }
 
 /// The listening node's answer.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Welcome {
     /// Go ahead; this is who you reached.
-    Accepted(NodeEntry),
+    Accepted(Box<NodeEntry>),
     /// Refused, and why; the connection closes.
     Refused(String),
 }
@@ -54,6 +60,10 @@ pub struct Identity {
     pub secret: String,
     /// This node's registry entry.
     pub entry: NodeEntry,
+    /// Where this node keeps players' sessions: `gateways` (each gateway keeps its own players;
+    /// `session.url = "memory"`) or the session store's URL without credentials. Peers must say
+    /// the same.
+    pub sessions: String,
 }
 
 /// Why a connection to a peer failed.
@@ -96,7 +106,7 @@ pub enum DialError {
     },
 }
 
-/// Connects to node `expected` at `addr` and introduces this node.
+/// Connects to node `expected` at `addr` and introduces this node, with the nodes it knows.
 ///
 /// # Errors
 /// See [`DialError`]; every step is bounded by the connect or handshake timeout.
@@ -104,6 +114,7 @@ pub async fn dial(
     addr: &str,
     expected: &str,
     me: &Identity,
+    known: Vec<NodeEntry>,
     config: &RpcConfig,
 ) -> Result<(NodeEntry, Frames), DialError> {
     let connect_error = |reason: String| DialError::Connect { addr: addr.to_owned(), reason };
@@ -117,8 +128,9 @@ pub async fn dial(
         protocol: PROTOCOL,
         cluster: me.cluster.clone(),
         secret: me.secret.clone(),
-        node: me.entry.id.clone(),
-        kind: me.entry.kind,
+        entry: me.entry.clone(),
+        known,
+        sessions: me.sessions.clone(),
     };
     let handshake_error = |reason: String| DialError::Handshake { addr: addr.to_owned(), reason };
     let exchange = async {
@@ -131,7 +143,7 @@ pub async fn dial(
         .map_err(|_| handshake_error(format!("no answer within {} ms", config.handshake_timeout_ms)))?
         .map_err(|error| handshake_error(error.to_string()))?;
     match welcome {
-        Welcome::Accepted(entry) if entry.id == expected => Ok((entry, frames)),
+        Welcome::Accepted(entry) if entry.id == expected => Ok((*entry, frames)),
         Welcome::Accepted(entry) => Err(DialError::WrongNode {
             addr: addr.to_owned(),
             expected: expected.to_owned(),
@@ -144,14 +156,14 @@ pub async fn dial(
 /// Takes the handshake of a connection a peer of one of `peer_kinds` opened; answers with this
 /// node's entry, or refuses it (and logs why).
 ///
-/// Returns the peer's node id and the connection, or `None` when it was refused or broke off.
+/// Returns the peer's hello and the connection, or `None` when it was refused or broke off.
 pub async fn accept(
     stream: TcpStream,
     peer: SocketAddr,
     peer_kinds: &[NodeKind],
     me: &Identity,
     config: &RpcConfig,
-) -> Option<(String, Frames)> {
+) -> Option<(Hello, Frames)> {
     let _ = stream.set_nodelay(true);
     let mut frames = codec::frames(stream, config.max_frame_bytes);
     let first = tokio::time::timeout(config.handshake_timeout(), frames.next()).await;
@@ -159,29 +171,52 @@ pub async fn accept(
         Ok(Some(Ok(frame))) => codec::decode::<Hello>(&frame).ok(),
         _ => None,
     };
-    let verdict = match &hello {
-        None => Err("the first frame is not a mortar handshake"),
-        Some(hello) if hello.protocol != PROTOCOL => Err("protocol version differs"),
-        Some(hello) if hello.cluster != me.cluster => Err("another cluster"),
+    // The metric's label, and the reason logged and sent.
+    let verdict: Result<(), (&'static str, String)> = match &hello {
+        None => Err(("not a handshake", "the first frame is not a mortar handshake".into())),
+        Some(hello) if hello.protocol != PROTOCOL => Err((
+            "protocol version differs",
+            format!(
+                "node-to-node protocol {} differs from this node's {PROTOCOL}: run one mortar version",
+                hello.protocol
+            ),
+        )),
+        Some(hello) if hello.cluster != me.cluster => Err(("another cluster", "another cluster".into())),
         Some(hello) if !same_secret(hello.secret.as_bytes(), me.secret.as_bytes()) => {
-            Err("wrong cluster secret")
+            Err(("wrong cluster secret", "wrong cluster secret".into()))
         }
-        Some(hello) if !peer_kinds.contains(&hello.kind) => Err("this service is not for that kind of node"),
+        Some(hello) if !peer_kinds.contains(&hello.entry.kind) => {
+            Err(("wrong kind of node", "this service is not for that kind of node".into()))
+        }
+        Some(hello) if hello.sessions != me.sessions => Err((
+            "session.url differs",
+            format!(
+                "session.url differs: node `{}` keeps players' sessions in {}, node `{}` in {}; pushes and kicks between them would be lost: give every node of the cluster the same session.url",
+                hello.entry.id, hello.sessions, me.entry.id, me.sessions
+            ),
+        )),
         Some(_) => Ok(()),
     };
-    let claimed = hello.as_ref().map_or("?", |hello| hello.node.as_str());
-    match verdict {
-        Ok(()) => {
-            let welcome = codec::encode(&Welcome::Accepted(me.entry.clone())).ok()?;
+    let claimed = hello.as_ref().map_or("?", |hello| hello.entry.id.as_str()).to_owned();
+    match (verdict, hello) {
+        (Ok(()), Some(hello)) => {
+            let welcome = codec::encode(&Welcome::Accepted(Box::new(me.entry.clone()))).ok()?;
             tokio::time::timeout(config.handshake_timeout(), frames.send(welcome)).await.ok()?.ok()?;
             tracing::debug!(node = %me.entry.id, %peer, peer_node = claimed, "peer connected");
-            Some((claimed.to_owned(), frames))
+            Some((hello, frames))
         }
-        Err(reason) => {
-            metrics::counter!(m::RPC_REFUSED, "reason" => reason).increment(1);
-            tracing::warn!(node = %me.entry.id, %peer, peer_node = claimed, reason, "peer refused");
+        (verdict, hello) => {
+            let (label, reason) = verdict
+                .err()
+                .unwrap_or(("not a handshake", "the first frame is not a mortar handshake".into()));
+            metrics::counter!(m::RPC_REFUSED, "reason" => label).increment(1);
+            if label == "session.url differs" {
+                tracing::error!(node = %me.entry.id, %peer, peer_node = claimed, reason, "peer refused");
+            } else {
+                tracing::warn!(node = %me.entry.id, %peer, peer_node = claimed, reason, "peer refused");
+            }
             if hello.is_some() {
-                let refusal = codec::encode(&Welcome::Refused(reason.to_owned())).ok()?;
+                let refusal = codec::encode(&Welcome::Refused(reason)).ok()?;
                 let _ = tokio::time::timeout(config.handshake_timeout(), frames.send(refusal)).await;
             }
             None

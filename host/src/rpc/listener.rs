@@ -10,14 +10,14 @@
 
 use super::{
     codec::Frames,
-    handshake::{self, Identity},
+    handshake::{self, Hello, Identity},
 };
 use crate::{config::RpcConfig, metrics as m, registry::NodeKind};
 use std::{future::Future, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
 
 /// Serves peers of the kinds `peer_kinds` on `listener` until `stop` completes (see the module docs).
-/// `serve_peer` gets the peer's node id and the connection after its handshake. Returns the
+/// `serve_peer` gets the peer's hello and the connection after its handshake. Returns the
 /// connections still open; dropping the set cuts them.
 pub async fn serve<F, Fut>(
     listener: TcpListener,
@@ -28,7 +28,7 @@ pub async fn serve<F, Fut>(
     serve_peer: F,
 ) -> JoinSet<()>
 where
-    F: Fn(String, Frames) -> Fut + Send + Sync + 'static,
+    F: Fn(Hello, Frames) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(config.max_connections));
@@ -58,8 +58,8 @@ where
                 // The handshake runs on the connection's own task, so a slow peer holds up no other.
                 connections.spawn(async move {
                     let _slot = slot;
-                    if let Some((peer_node, frames)) = handshake::accept(stream, peer, peer_kinds, &me, &config).await {
-                        serve_peer(peer_node, frames).await;
+                    if let Some((hello, frames)) = handshake::accept(stream, peer, peer_kinds, &me, &config).await {
+                        serve_peer(hello, frames).await;
                     }
                 });
             }

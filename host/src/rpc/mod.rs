@@ -13,7 +13,11 @@ pub mod codec;
 pub mod handshake;
 pub mod listener;
 
-use crate::gateway::sessions::PushReport;
+use crate::gateway::{
+    directory::{Claim, Login, UsersPushed},
+    sessions::PushReport,
+};
+use crate::session::Location;
 use bytes::Bytes;
 use mortar::Code;
 use serde::{Deserialize, Serialize};
@@ -175,6 +179,18 @@ pub trait GatewayRpc {
     async fn kick(session: u64, reason: i32) -> bool;
     /// Marks session `session` as logged in as `user`. False when no such session is connected.
     async fn bind(session: u64, user: u64) -> bool;
+    /// Session directory (`session.url = "memory"`): logs session `session` in as `user`, a login
+    /// at `at_ms`; kicks the gateway's older session of the user.
+    async fn claim(session: u64, user: u64, at_ms: u64) -> Claim;
+    /// Session directory: `user` logged in with `login` on another gateway; kicks their older
+    /// session here. True when it kicked one.
+    async fn evict(user: u64, login: Login) -> bool;
+    /// Session directory: pushes one payload to those of `users` logged in here.
+    async fn push_users(users: Vec<u64>, main: String, sub: String, data: Bytes) -> UsersPushed;
+    /// Session directory: kicks `user`'s session here with `reason`. False when there is none.
+    async fn kick_user(user: u64, reason: i32) -> bool;
+    /// Session directory: where each of `users` is logged in here.
+    async fn locate(users: Vec<u64>) -> Vec<Option<Location>>;
     /// Answers at once: a liveness check.
     async fn ping();
 }

@@ -58,6 +58,20 @@ pub async fn open(config: &StorageConfig) -> Result<Arc<dyn StoreBackend>, Stora
     Err(StorageError::BadUrl(redact(url)))
 }
 
+/// Where a worker keeps its modules' documents, as it registers it: workers with different
+/// identities see different documents. `embedded@NODE` for the embedded store (each node has its
+/// own); for MongoDB the URI's hosts and database, without user, password or options.
+pub fn identity(config: &StorageConfig, node: &str) -> String {
+    let url = config.url.as_str();
+    if url == "embedded" {
+        return format!("embedded@{node}");
+    }
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, hosts)| hosts);
+    let rest = rest.split_once('?').map_or(rest, |(path, _)| path);
+    format!("{scheme}://{rest}")
+}
+
 /// `url` without the password of its user, for messages.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -212,3 +226,21 @@ impl<B: StoreBackend> StoreBackend for Instrumented<B> {
 
 #[doc(hidden)]
 pub mod conformance;
+
+#[cfg(test)]
+mod tests {
+    use crate::config::StorageConfig;
+
+    #[test]
+    fn identities_differ_per_embedded_node_and_ignore_mongodb_credentials() {
+        let embedded = StorageConfig::default();
+        assert_ne!(super::identity(&embedded, "w1"), super::identity(&embedded, "w2"));
+        let with = StorageConfig {
+            url: "mongodb://ana:pw@db1:27017,db2:27017/game?tls=true".into(),
+            ..embedded.clone()
+        };
+        let without = StorageConfig { url: "mongodb://db1:27017,db2:27017/game".into(), ..embedded };
+        assert_eq!(super::identity(&with, "w1"), "mongodb://db1:27017,db2:27017/game");
+        assert_eq!(super::identity(&with, "w1"), super::identity(&without, "w2"));
+    }
+}

@@ -2,21 +2,28 @@
 //! kick it, to push to it.
 //!
 //! - [`LocalGateway`]: the node's own gateway (`mortar dev`), called directly.
-//! - [`GatewayPool`]: a cluster's gateways, found through the registry and dialled on first use
-//!   (one multiplexed tarpc connection each, with the cluster handshake). A gateway that leaves
-//!   the registry has its players' logins purged from the session store, so they can log in
-//!   again at once.
+//! - [`GatewayPool`]: a cluster's gateways, found through the registry (with the static registry:
+//!   learnt from each gateway's own handshake when it dials this worker) and dialled on first use
+//!   (one multiplexed tarpc connection each, with the cluster handshake). A connection that
+//!   closes is dropped at once, and a gateway whose address changes (restarted on another port)
+//!   is dialled again at the new one. With a shared session store, a gateway that leaves the
+//!   registry has its players' logins purged from it, so they can log in again at once.
 
+use crate::gateway::workers::code_of;
 use crate::{
     config::RpcConfig,
-    gateway::{Gateway, WeakGateway, sessions::PushReport},
+    gateway::{
+        Gateway, WeakGateway,
+        directory::{Claim, Login, UsersPushed},
+        sessions::PushReport,
+    },
     registry::{Change, NodeKind, Registry},
     rpc::{GatewayRpcClient, PushBatch, codec, handshake, handshake::Identity},
-    session::SessionStore,
+    session::{Location, SessionStore},
 };
 use mortar::{Code, ctx::BoxFuture};
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, Mutex, OnceLock, PoisonError},
     time::Instant,
 };
@@ -104,6 +111,8 @@ struct Inner {
     /// again next time. The map's lock is held only to find a slot: a gateway being dialled
     /// (slow, or dead until its registry entry expires) holds up only its own callers.
     clients: Mutex<HashMap<String, Arc<Slot>>>,
+    /// Gateways whose last dial failed: until when calls to them fail at once, and the next wait.
+    down: Mutex<HashMap<String, (Instant, std::time::Duration)>>,
     follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -115,35 +124,49 @@ struct Slot {
 
 impl GatewayPool {
     /// Gateways of `registry`, reached as `me`. Follows the registry from now on: a gateway that
-    /// leaves it has its players' logins removed from `sessions`.
+    /// leaves it has its players' logins removed from `sessions` (a shared session store; none
+    /// when the gateways are the directory), and one whose address changed is dialled again.
     pub fn start(
         me: Arc<Identity>,
         config: RpcConfig,
         registry: Arc<dyn Registry>,
-        sessions: Arc<dyn SessionStore>,
+        sessions: Option<Arc<dyn SessionStore>>,
     ) -> Self {
         let inner = Arc::new(Inner {
             me,
             config,
             registry: registry.clone(),
             clients: Mutex::default(),
+            down: Mutex::default(),
             follower: Mutex::default(),
         });
         let mut watcher = registry.watch();
         let follower = tokio::spawn({
             let inner = inner.clone();
             async move {
-                let mut gateways = HashSet::new();
+                let mut gateways = HashMap::new();
                 while let Some(changes) = watcher.changed().await {
                     for change in changes {
                         match change {
                             Change::Added(entry) | Change::Updated(entry)
                                 if entry.kind == NodeKind::Gateway =>
                             {
-                                gateways.insert(entry.id);
+                                // It (re)started, or said hello again: worth dialling at once.
+                                inner.down.lock().unwrap_or_else(PoisonError::into_inner).remove(&entry.id);
+                                if let Some(before) = gateways.insert(entry.id.clone(), entry.addr.clone())
+                                    && before != entry.addr
+                                {
+                                    tracing::info!(gateway = %entry.id, addr = %entry.addr, "gateway moved: dialling its new address");
+                                    inner
+                                        .clients
+                                        .lock()
+                                        .unwrap_or_else(PoisonError::into_inner)
+                                        .remove(&entry.id);
+                                }
                             }
-                            Change::Removed(id) if gateways.remove(&id) => {
+                            Change::Removed(id) if gateways.remove(&id).is_some() => {
                                 inner.clients.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+                                let Some(sessions) = &sessions else { continue };
                                 match sessions.purge_gateway(id.clone()).await {
                                     Ok(purged) => {
                                         tracing::info!(gateway = %id, purged, "gateway left: its players' logins removed")
@@ -187,20 +210,108 @@ impl GatewayPool {
         }
         let nodes = self.inner.registry.snapshot();
         let Some(entry) = nodes.get(id).filter(|entry| entry.kind == NodeKind::Gateway) else {
-            tracing::debug!(gateway = %id, "no such gateway in the registry");
+            tracing::warn!(gateway = %id, "no such gateway in the registry: it never connected to this worker, or left");
             return Err(Code::UNAVAILABLE);
         };
-        let (_, frames) =
-            handshake::dial(&entry.addr, id, &self.inner.me, &self.inner.config).await.map_err(|error| {
-                tracing::warn!(gateway = %id, %error, "cannot reach gateway");
-                Code::UNAVAILABLE
-            })?;
+        if self.is_down(id) {
+            return Err(Code::UNAVAILABLE);
+        }
+        let known = nodes.values().cloned().collect();
+        let dialled = handshake::dial(&entry.addr, id, &self.inner.me, known, &self.inner.config).await;
+        let frames = match dialled {
+            Ok((_, frames)) => {
+                self.inner.down.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+                frames
+            }
+            Err(error) => {
+                let config = &self.inner.config;
+                let mut down = self.inner.down.lock().unwrap_or_else(PoisonError::into_inner);
+                let wait = down
+                    .get(id)
+                    .map_or(config.backoff_min(), |(_, wait)| (*wait * 2).min(config.backoff_max()));
+                down.insert(id.to_owned(), (Instant::now() + crate::jitter::jitter(wait, 0.25), wait));
+                tracing::warn!(gateway = %id, addr = %entry.addr, %error, retry_in_ms = wait.as_millis() as u64, "cannot reach gateway");
+                return Err(Code::UNAVAILABLE);
+            }
+        };
         let new = GatewayRpcClient::new(tarpc::client::Config::default(), codec::transport(frames));
-        tokio::spawn(new.dispatch);
         static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A connection that closes (the gateway stopped, or restarted) is dropped at once, so the
+        // next call dials again instead of failing on it.
+        let (pool, gateway, dispatch) = (self.clone(), id.to_owned(), new.dispatch);
+        tokio::spawn(async move {
+            let _ = dispatch.await;
+            pool.drop_connection(&gateway, generation).await;
+        });
         *client = Some((generation, new.client.clone()));
         Ok((generation, new.client))
+    }
+
+    /// Whether gateway `id`'s last dial failed and its backoff has not passed.
+    fn is_down(&self, id: &str) -> bool {
+        let down = self.inner.down.lock().unwrap_or_else(PoisonError::into_inner);
+        down.get(id).is_some_and(|(until, _)| Instant::now() < *until)
+    }
+
+    /// The ids of the gateways the registry knows now, sorted, but for those whose last dial
+    /// failed less than their backoff ago (`rpc.backoff_min_ms`, doubling to
+    /// `rpc.backoff_max_ms`): a gateway that is gone costs one failed dial per backoff, not one
+    /// per call.
+    pub fn gateway_ids(&self) -> Vec<String> {
+        let nodes = self.inner.registry.snapshot();
+        nodes
+            .into_values()
+            .filter(|entry| entry.kind == NodeKind::Gateway && !self.is_down(&entry.id))
+            .map(|entry| entry.id)
+            .collect()
+    }
+
+    /// Session directory: logs session `session` of `gateway` in as `user`, at `at_ms`.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE` or `TIMEOUT` when the gateway cannot be reached.
+    pub async fn claim(&self, gateway: &str, session: u64, user: u64, at_ms: u64) -> Result<Claim, Code> {
+        self.call(gateway, async |client, cx| client.claim(cx, session, user, at_ms).await).await
+    }
+
+    /// Session directory: tells `gateway` that `user` logged in with `login` elsewhere.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE` or `TIMEOUT` when the gateway cannot be reached.
+    pub async fn evict(&self, gateway: &str, user: u64, login: Login) -> Result<bool, Code> {
+        self.call(gateway, async |client, cx| client.evict(cx, user, login).await).await
+    }
+
+    /// Session directory: pushes to those of `users` logged in on `gateway`.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE` or `TIMEOUT` when the gateway cannot be reached.
+    pub async fn push_users(
+        &self,
+        gateway: &str,
+        users: Vec<u64>,
+        main: String,
+        sub: String,
+        data: bytes::Bytes,
+    ) -> Result<UsersPushed, Code> {
+        self.call(gateway, async |client, cx| client.push_users(cx, users, main, sub, data).await).await
+    }
+
+    /// Session directory: kicks `user`'s session on `gateway`, if any.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE` or `TIMEOUT` when the gateway cannot be reached.
+    pub async fn kick_user(&self, gateway: &str, user: u64, reason: Code) -> Result<bool, Code> {
+        self.call(gateway, async |client, cx| client.kick_user(cx, user, reason.get()).await).await
+    }
+
+    /// Session directory: where each of `users` is logged in on `gateway`.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE` or `TIMEOUT` when the gateway cannot be reached.
+    pub async fn locate(&self, gateway: &str, users: Vec<u64>) -> Result<Vec<Option<Location>>, Code> {
+        self.call(gateway, async |client, cx| client.locate(cx, users).await).await
     }
 
     /// Drops gateway `id`'s connection of `generation`, unless it has been replaced already.
@@ -228,14 +339,13 @@ impl GatewayPool {
             Ok(answer) => Ok(answer),
             Err(error) => {
                 tracing::warn!(gateway = %id, %error, "call to gateway failed");
-                match error {
-                    RpcError::DeadlineExceeded => Err(Code::TIMEOUT),
-                    RpcError::Server(_) => Err(Code::INTERNAL),
-                    RpcError::Shutdown | RpcError::Send(_) | RpcError::Channel(_) => {
-                        self.drop_connection(id, generation).await;
-                        Err(Code::UNAVAILABLE)
-                    }
+                metrics::counter!(crate::metrics::RPC_ERRORS, "peer" => id.to_owned(), "code" => crate::metrics::code_label(code_of(&error).get()))
+                    .increment(1);
+                let code = code_of(&error);
+                if code == Code::UNAVAILABLE {
+                    self.drop_connection(id, generation).await;
                 }
+                Err(code)
             }
         }
     }

@@ -2,7 +2,7 @@
 //! players, calls to other modules (here, or on the worker that serves them), the runtime, and
 //! the reports of panics.
 
-use super::{Core, InternalCall, MAX_CALL_DEPTH, players};
+use super::{Core, InternalCall, MAX_CALL_DEPTH};
 use crate::{metrics as m, trace};
 use bytes::Bytes;
 use mortar::{
@@ -76,35 +76,31 @@ impl Host for Core {
     }
 
     fn bind_user(&self, from: &Ctx, user: u64) -> BoxFuture<Result<(), Code>> {
-        Box::pin(players::bind_user(
-            self.sessions.clone(),
-            self.gateways.clone(),
-            from.request().session.clone(),
-            user,
-        ))
+        self.players.bind(from.request().session.clone(), user)
     }
 
     fn push(&self, _: &Ctx, users: Vec<u64>, route: &str, body: Bytes) -> BoxFuture<Result<Pushed, Code>> {
-        Box::pin(players::push(self.sessions.clone(), self.gateways.clone(), users, route.to_owned(), body))
+        let Some((main, sub)) = route.split_once('.') else {
+            return Box::pin(std::future::ready(Err(Code::BAD_REQUEST)));
+        };
+        self.players.push(users, main.to_owned(), sub.to_owned(), body)
     }
 
     fn push_session(&self, from: &Ctx, route: &str, body: Bytes) -> BoxFuture<Result<bool, Code>> {
+        let Some((main, sub)) = route.split_once('.') else {
+            return Box::pin(std::future::ready(Err(Code::BAD_REQUEST)));
+        };
         let session = &from.request().session;
-        Box::pin(players::push_session(
-            self.gateways.clone(),
-            session.gateway.clone(),
-            session.id,
-            route.to_owned(),
-            body,
-        ))
+        self.players.push_session(session.gateway.clone(), session.id, main.to_owned(), sub.to_owned(), body)
     }
 
     fn kick(&self, _: &Ctx, user: u64, reason: Code) -> BoxFuture<Result<bool, Code>> {
-        Box::pin(players::kick(self.sessions.clone(), self.gateways.clone(), user, reason))
+        self.players.kick(user, reason)
     }
 
     fn online(&self, _: &Ctx, users: Vec<u64>) -> BoxFuture<Result<Vec<bool>, Code>> {
-        Box::pin(players::online(self.sessions.clone(), users))
+        let located = self.players.locate(users);
+        Box::pin(async move { Ok(located.await?.iter().map(Option::is_some).collect()) })
     }
 
     fn spawn(&self, task: BoxFuture<()>) {

@@ -5,6 +5,9 @@
 //!   enabled modules, each route checked against its rpc.
 //! - [`library`]: the dynamic-module loader (the one place with `unsafe` code).
 //! - `host`: what handlers ask of the host (`mortar::ctx::Host` for the worker's core).
+//! - [`players`]: where logged-in players are, through a session store and the gateways;
+//!   [`directory`]: the same when the gateways themselves are the directory; [`gateways`]: the
+//!   way to the gateways.
 //! - [`tables`]: the game config tables of the modules, loaded and reloaded.
 //! - this file: [`Worker`], which dispatches a request to its handler (the SDK's glue catches
 //!   its panics and reports them through [`Host::panicked`](mortar::ctx::Host::panicked)), serves the [`WorkerRpc`] tarpc
@@ -12,15 +15,15 @@
 //!   serves the callee's module) and the modules' `on_online` / `on_offline` hooks.
 //! - `system`: what the admin API does through the worker.
 
+pub mod directory;
 pub mod gateways;
 mod host;
 pub mod library;
-mod players;
+pub mod players;
 pub mod routes;
 mod system;
 pub mod tables;
 
-use crate::session::SessionStore;
 use crate::{
     gateway::workers::WorkerPool,
     metrics as m,
@@ -32,10 +35,10 @@ use crate::{
 };
 use bytes::Bytes;
 use futures::StreamExt as _;
-use gateways::Gateways;
 use mortar::{
     Code, Ctx, Session, cache::CacheBackend, ctx::Request, module::ModuleError, store::StoreBackend,
 };
+use players::Players;
 use routes::{Origin, RouteTable};
 use std::{
     collections::HashMap,
@@ -70,11 +73,9 @@ pub struct Backends {
     pub store: Arc<dyn StoreBackend>,
     /// The cache (`Ctx::cache`).
     pub cache: Arc<dyn CacheBackend>,
-    /// Where logged-in players are (`Ctx::bind_user`, `Ctx::push`, …).
-    pub sessions: Arc<dyn SessionStore>,
-    /// The way to the gateways holding players' sessions; set by the node (its own gateway in
-    /// `mortar dev`, the cluster's through the registry).
-    pub gateways: Arc<dyn Gateways>,
+    /// Where logged-in players are and the way to them (`Ctx::bind_user`, `Ctx::push`, …); set by
+    /// the node (its own gateway in `mortar dev`, the cluster's gateways otherwise).
+    pub players: Arc<dyn Players>,
     /// The cluster's other workers, for calls to modules this node does not serve; none in
     /// `mortar dev`.
     pub workers: Option<WorkerPool>,
@@ -89,33 +90,27 @@ impl Backends {
         Self {
             store: Arc::new(crate::storage::NoStore),
             cache: Arc::new(crate::cache::memory::MemoryCache::new(10_000)),
-            sessions: Arc::new(crate::session::memory::MemorySessions::default()),
-            gateways: Arc::new(gateways::NoGateways),
+            players: Arc::new(players::StorePlayers {
+                store: Arc::new(crate::session::memory::MemorySessions::default()),
+                gateways: Arc::new(gateways::NoGateways),
+            }),
             workers: None,
             blocking_threads: 2,
         }
     }
 
-    /// The store, cache and session store `config` names, and no gateway yet.
+    /// The store and cache `config` names, and no player yet (every player is offline).
     ///
     /// # Errors
     /// When one cannot be opened.
     pub async fn open(config: &crate::NodeConfig) -> Result<Self, crate::node::NodeError> {
         let store = crate::storage::open(&config.storage).await?;
         let cache = crate::cache::open(config).await?;
-        let sessions = crate::session::open(config).await?;
         let blocking_threads = match config.worker.blocking_threads {
             0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             threads => threads,
         };
-        Ok(Self {
-            store,
-            cache,
-            sessions,
-            gateways: Arc::new(gateways::NoGateways),
-            workers: None,
-            blocking_threads,
-        })
+        Ok(Self { store, cache, blocking_threads, ..Self::none() })
     }
 }
 
@@ -141,10 +136,8 @@ struct Core {
     store: Arc<dyn StoreBackend>,
     /// The modules' cache.
     cache: Arc<dyn CacheBackend>,
-    /// Where logged-in players are.
-    sessions: Arc<dyn SessionStore>,
-    /// The gateways holding their sessions.
-    gateways: Arc<dyn Gateways>,
+    /// Where logged-in players are, and the way to them.
+    players: Arc<dyn Players>,
     /// The cluster's other workers.
     workers: Option<WorkerPool>,
     /// Places for `Ctx::blocking` works.
@@ -179,8 +172,7 @@ impl Worker {
             last_arrival_us: AtomicU64::new(0),
             store: backends.store,
             cache: backends.cache,
-            sessions: backends.sessions,
-            gateways: backends.gateways,
+            players: backends.players,
             workers: backends.workers,
             blocking: Arc::new(tokio::sync::Semaphore::new(backends.blocking_threads.max(1))),
             metrics,

@@ -10,6 +10,7 @@ use mortar::{
     layer::{Layer, LayerFn},
     module::{ModuleDecl, ModuleError, PresenceHook},
     route::{Access, Route},
+    store::DocumentDecl,
     table::TableDecl,
 };
 use prost::Message as _;
@@ -132,6 +133,16 @@ pub enum RouteError {
         /// The modules this binary has, comma-separated.
         available: String,
     },
+    /// `storage.embedded_modules` names a module this node does not have.
+    #[error(
+        "storage.embedded_modules names module `{name}`, which this node does not have (it has: {available})"
+    )]
+    UnknownHome {
+        /// The name in the config.
+        name: String,
+        /// The modules this node has, comma-separated.
+        available: String,
+    },
     /// A module's constructor failed.
     #[error("module declared in {defined_at} cannot be made: {source}")]
     Build {
@@ -223,6 +234,41 @@ pub struct ModuleSource {
     pub tables: Vec<&'static TableDecl>,
     /// The modules' config sections.
     pub configs: Vec<&'static ConfigDecl>,
+    /// The document types: the modules of their crates keep documents.
+    pub documents: Vec<&'static DocumentDecl>,
+}
+
+/// Which modules that keep documents a node may serve.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum DocumentHome {
+    /// Any: the node's store is the cluster's (MongoDB), or the node is alone (`mortar dev`).
+    #[default]
+    Anywhere,
+    /// Only these (`storage.embedded_modules` with the embedded store): the others keep their
+    /// documents in another worker's store.
+    Only(Vec<String>),
+}
+
+impl DocumentHome {
+    /// The home the `[storage]` section gives a cluster worker.
+    pub fn of(storage: &crate::config::StorageConfig) -> Self {
+        match (storage.url.as_str(), storage.embedded_modules.is_empty()) {
+            ("embedded", false) => Self::Only(storage.embedded_modules.clone()),
+            _ => Self::Anywhere,
+        }
+    }
+
+    fn allows(&self, module: &str) -> bool {
+        match self {
+            Self::Anywhere => true,
+            Self::Only(listed) => listed.iter().any(|name| name == module),
+        }
+    }
+}
+
+/// The crate of a `module_path!()`.
+fn crate_of(path: &str) -> &str {
+    path.split("::").next().unwrap_or(path)
 }
 
 impl ModuleSource {
@@ -237,6 +283,7 @@ impl ModuleSource {
             layers: mortar::layer::registered().collect(),
             tables: mortar::table::registered().collect(),
             configs: mortar::config::registered().collect(),
+            documents: mortar::store::registered().collect(),
         }
     }
 
@@ -252,6 +299,7 @@ impl ModuleSource {
             layers: declaration.layers.clone(),
             tables: declaration.tables.clone(),
             configs: declaration.configs.clone(),
+            documents: declaration.documents.clone(),
         }
     }
 
@@ -281,6 +329,8 @@ pub struct RouteTable {
     tables: BTreeMap<&'static str, (&'static TableDecl, String)>,
     /// Every declared module config section, by name, and where it is declared.
     configs: BTreeMap<&'static str, (&'static ConfigDecl, String)>,
+    /// The enabled modules that keep documents.
+    documents: BTreeSet<&'static str>,
 }
 
 /// A module's `on_online` or `on_offline` hook, and the route its context names
@@ -311,14 +361,17 @@ impl RouteTable {
     ///
     /// # Errors
     /// The first library that does not load ([`LoadError::Library`]), or see [`RouteError`].
-    pub fn for_worker(config: &crate::config::WorkerConfig) -> Result<Self, LoadError> {
+    ///
+    /// `home` says which modules with documents it may serve: the others are not served, and
+    /// naming one in `worker.modules` is an error.
+    pub fn for_worker(config: &crate::config::WorkerConfig, home: &DocumentHome) -> Result<Self, LoadError> {
         let mut sources = vec![ModuleSource::linked()];
         for path in &config.dynamic_modules {
             let library = Library::load(path)?;
             sources.push(ModuleSource::library(&library));
             tracing::info!(library = %path.display(), "loaded dynamic module library");
         }
-        let mut table = Self::build(sources, &config.modules)?;
+        let mut table = Self::build_for(sources, &config.modules, home)?;
         table.make_public(&config.public_routes);
         table.place_layers(&config.layers)?;
         Ok(table)
@@ -359,6 +412,19 @@ impl RouteTable {
     /// # Errors
     /// See [`RouteError`].
     pub fn build(sources: Vec<ModuleSource>, enabled: &[String]) -> Result<Self, RouteError> {
+        Self::build_for(sources, enabled, &DocumentHome::Anywhere)
+    }
+
+    /// [`RouteTable::build`], serving of the modules that keep documents only those `home`
+    /// allows.
+    ///
+    /// # Errors
+    /// See [`RouteError`]; also a module `enabled` names explicitly that `home` does not allow.
+    pub fn build_for(
+        sources: Vec<ModuleSource>,
+        enabled: &[String],
+        home: &DocumentHome,
+    ) -> Result<Self, RouteError> {
         let mut declared: HashMap<&'static str, (String, Origin, Box<dyn Module>)> = HashMap::new();
         let mut hooks = HashMap::new();
         let mut layers: BTreeMap<&'static str, (&'static Layer, String)> = BTreeMap::new();
@@ -412,8 +478,11 @@ impl RouteTable {
         }
         // The modules of each source: a route belongs to a module of its own origin.
         let mut own: Vec<BTreeSet<&'static str>> = Vec::new();
+        let mut with_documents: BTreeSet<&'static str> = BTreeSet::new();
         for source in &sources {
             let mut names = BTreeSet::new();
+            let document_crates: BTreeSet<&str> =
+                source.documents.iter().map(|decl| crate_of(decl.defined_at)).collect();
             for decl in &source.modules {
                 let module = (source.build)(decl).map_err(|source_error| RouteError::Build {
                     defined_at: source.place(decl.defined_at),
@@ -425,6 +494,9 @@ impl RouteTable {
                     return Err(RouteError::DuplicateModule { name, first: first.clone(), second: place });
                 }
                 declared.insert(name, (place, source.origin.clone(), module));
+                if document_crates.contains(crate_of(decl.defined_at)) {
+                    with_documents.insert(name);
+                }
                 for (status, hook, label) in [
                     (Status::Online, decl.on_online, "on_online"),
                     (Status::Offline, decl.on_offline, "on_offline"),
@@ -450,8 +522,29 @@ impl RouteTable {
                 return Err(RouteError::UnknownModule { name: name.clone(), available });
             }
         }
+        if let DocumentHome::Only(listed) = home
+            && let Some(name) = listed.iter().find(|name| !declared.contains_key(name.as_str()))
+        {
+            let mut available: Vec<&str> = declared.keys().copied().collect();
+            available.sort_unstable();
+            return Err(RouteError::UnknownHome { name: name.clone(), available: available.join(", ") });
+        }
+        // A module `enabled` names is served: the home only trims the default of every module.
+        let named = |name: &str| enabled.iter().any(|e| e == name);
+        let at_home = |name: &str| named(name) || !with_documents.contains(name) || home.allows(name);
         let is_enabled =
-            |name: &str| enabled.is_empty() || !linked.contains(name) || enabled.iter().any(|e| e == name);
+            |name: &str| (enabled.is_empty() || !linked.contains(name) || named(name)) && at_home(name);
+        let skipped: Vec<&str> = with_documents
+            .iter()
+            .copied()
+            .filter(|name| (enabled.is_empty() || !linked.contains(name)) && !at_home(name))
+            .collect();
+        if !skipped.is_empty() {
+            tracing::info!(
+                modules = ?skipped,
+                "not serving these modules: they keep documents, and storage.embedded_modules gives them to another worker's embedded store"
+            );
+        }
 
         let mut table: HashMap<&'static str, HashMap<&'static str, &'static Route>> = HashMap::new();
         let mut places: HashMap<&'static str, String> = HashMap::new();
@@ -496,6 +589,7 @@ impl RouteTable {
         table.retain(|main, _| is_enabled(main));
         hooks.retain(|(main, _), _| is_enabled(main));
         let descriptors = served_set(&all, &served_files);
+        let documents = with_documents.iter().copied().filter(|name| is_enabled(name)).collect();
         let modules = declared
             .into_iter()
             .filter(|(name, _)| is_enabled(name))
@@ -511,6 +605,7 @@ impl RouteTable {
             chains: HashMap::new(),
             tables,
             configs,
+            documents,
         };
         table.place_layers(&BTreeMap::new())?;
         Ok(table)
@@ -607,6 +702,12 @@ impl RouteTable {
             self.hooks.keys().filter(|(_, of)| *of == status).map(|(name, _)| (*name).to_owned()).collect();
         modules.sort_unstable();
         modules
+    }
+
+    /// The enabled modules that keep documents (their crate declares a `#[derive(Document)]`
+    /// type), sorted.
+    pub fn document_modules(&self) -> Vec<String> {
+        self.documents.iter().map(|name| (*name).to_owned()).collect()
     }
 
     /// Every served route.
@@ -781,6 +882,7 @@ mod tests {
             layers: Vec::new(),
             tables: Vec::new(),
             configs: Vec::new(),
+            documents: Vec::new(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! What the node's operators do through a worker (the admin API): call any route as the system,
 //! find a player, kick one, and the protos of every route the cluster serves.
 
-use super::{Worker, players};
+use super::Worker;
 use crate::{session::Location, trace};
 use bytes::Bytes;
 use mortar::{Code, Ctx, Session, ctx::Host as _, ctx::Request};
@@ -38,11 +38,7 @@ impl Worker {
     /// # Errors
     /// `UNAVAILABLE` when the session store fails.
     pub async fn locate(&self, user: u64) -> Result<Option<Location>, Code> {
-        let found = self.core.sessions.locate(vec![user]).await.map_err(|error| {
-            tracing::warn!(%error, "session store failed");
-            Code::UNAVAILABLE
-        })?;
-        Ok(found.into_iter().next().flatten())
+        Ok(self.core.players.locate(vec![user]).await?.into_iter().next().flatten())
     }
 
     /// Kicks `user` wherever they are logged in, with `reason`; false when they are not.
@@ -50,7 +46,7 @@ impl Worker {
     /// # Errors
     /// `UNAVAILABLE` when the session store or the player's gateway cannot be reached.
     pub async fn kick(&self, user: u64, reason: Code) -> Result<bool, Code> {
-        players::kick(self.core.sessions.clone(), self.core.gateways.clone(), user, reason).await
+        self.core.players.kick(user, reason).await
     }
 
     /// The protos of this worker's routes and, in a cluster, of the other workers' (those that

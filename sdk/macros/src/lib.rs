@@ -250,7 +250,10 @@ fn document(input: &syn::DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     let register = if input.generics.params.is_empty() {
         quote! {
             ::mortar::inventory::submit! {
-                ::mortar::store::DocumentDecl { collection: ::mortar::store::Collection::of::<#ident> }
+                ::mortar::store::DocumentDecl {
+                    collection: ::mortar::store::Collection::of::<#ident>,
+                    defined_at: module_path!(),
+                }
             }
         }
     } else {
