@@ -320,3 +320,48 @@ async fn offline_count_settles(client: &mut Client, user: u64, count: u32) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(ask(client, "offline_count", &user.to_string()).await.1, count.to_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_restarted_on_another_port_is_learnt_again_by_the_worker() {
+    let dir = TempDir::new("moved");
+    let library = format!("[{:?}]", library().to_str().unwrap());
+    let env = [("MORTAR_WORKER__DYNAMIC_MODULES", library.as_str())];
+    // The worker lists nothing: it learns the gateway from the gateway's handshake.
+    let worker =
+        support::worker(&dir, "worker-1", "127.0.0.1:0", "[worker]\nmodules = [\"dyntest\"]\n", &env);
+    let listed = support::static_registry(&[&worker]);
+    for run in 0..2 {
+        // Each run binds its RPC service on another free port (the test env binds port 0).
+        let gateway = support::gateway(&dir, "gateway-1", &listed, &[]);
+        support::wait_live(&gateway, 1);
+        let url = gateway.addr.clone();
+        let mut alice = login(&url, 1).await;
+        let mut bob = login(&url, 2).await;
+        let reply = alice.request("dyntest", "push", text("2,3"), |_| {}).await.unwrap();
+        assert_eq!((reply.code, text_of(&reply)), (0, "delivered=1 offline=[3]".to_owned()), "run {run}");
+        assert_eq!(text_of(&next_push(&mut bob).await), "from 1");
+        gateway.signal("TERM");
+    }
+    assert!(worker.log().contains("gateway moved: dialling its new address"), "{}", worker.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_whose_session_url_differs_refuse_each_other() {
+    let (redis, dir) = (Redis::start(), TempDir::new("mixed"));
+    let url = redis.url();
+    // The worker keeps sessions in Redis; the gateway, as the README's recipe once left it, keeps
+    // its own: a push between them would be lost, so they never connect.
+    let worker =
+        support::worker(&dir, "worker-1", "127.0.0.1:0", "", &[("MORTAR_SESSION__URL", url.as_str())]);
+    let gateway = support::gateway(&dir, "gateway-1", &support::static_registry(&[&worker]), &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !worker.log().contains("session.url differs") || !gateway.log().contains("session.url differs") {
+        assert!(std::time::Instant::now() < deadline, "{}\n{}", worker.log(), gateway.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(worker.log().contains(" ERROR "), "refused at ERROR: {}", worker.log());
+    assert_eq!(gateway.admin_get("/readyz").0, 503, "no worker it may use");
+    let mut client = Client::connect(&gateway.addr).await.unwrap();
+    let reply = client.request("echo", "say", text("hi"), |_| {}).await.unwrap();
+    assert_eq!(reply.code, ErrorCode::Unavailable as i32);
+}

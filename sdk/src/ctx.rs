@@ -50,15 +50,16 @@ pub struct Request {
     pub deadline: Instant,
 }
 
-/// What became of a push.
+/// What became of a push ([`Ctx::push`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pushed {
     /// Sessions it was queued for.
     pub delivered: usize,
-    /// Users not logged in anywhere: nothing was sent to them.
+    /// Users not logged in anywhere (or only on a gateway that cannot be reached): nothing was
+    /// sent to them.
     pub offline: Vec<u64>,
-    /// Online users it did not reach: their client does not read (its queue is full), their session
-    /// ended meanwhile, or their gateway did not answer.
+    /// Users it did not reach who may be online: their client does not read (its queue is full),
+    /// their session ended meanwhile, or a gateway that may hold them failed to answer.
     pub undelivered: usize,
 }
 
@@ -251,6 +252,12 @@ impl Ctx {
 
     /// Pushes `msg` as route `route` (`seq` 0) to each of `users` who is online, wherever they
     /// are: one message per gateway holding any of them.
+    ///
+    /// The answer says what became of each user, in every cluster layout: those logged in nowhere
+    /// are listed in [`Pushed::offline`] (nothing was sent: store the news, e.g. as mail, if it
+    /// must not be lost); the others count in [`Pushed::delivered`] (queued for their client) or
+    /// [`Pushed::undelivered`] (online but not reached). A push is never answered `Ok` with its
+    /// users silently dropped.
     ///
     /// # Errors
     /// `BAD_REQUEST` for a route that is not `main.sub`; `UNAVAILABLE` when the session store

@@ -901,6 +901,29 @@ mod tests {
     }
 
     #[test]
+    fn modules_that_keep_documents_are_served_only_at_their_home() {
+        use mortar::store::{Collection, DocumentDecl};
+        static BAG: DocumentDecl =
+            DocumentDecl { collection: || Collection { name: "bag", indexes: &[] }, defined_at: "p::store" };
+        let sources =
+            || vec![ModuleSource { documents: vec![&BAG], ..source(&[&ECHO, &PACK], &[&SAY, &QUERY]) }];
+        let anywhere = RouteTable::build(sources(), &[]).unwrap();
+        assert_eq!(anywhere.document_modules(), ["pack"], "the module of the crate declaring the document");
+        assert_eq!(names(&anywhere), ["echo.say", "pack.query"]);
+
+        let elsewhere = DocumentHome::Only(vec!["echo".into()]);
+        let table = RouteTable::build_for(sources(), &[], &elsewhere).unwrap();
+        assert_eq!(names(&table), ["echo.say"], "pack's documents live on another worker");
+        assert!(table.document_modules().is_empty());
+        let named = RouteTable::build_for(sources(), &["pack".into()], &elsewhere).unwrap();
+        assert_eq!(names(&named), ["pack.query"], "worker.modules naming it wins");
+
+        let typo = DocumentHome::Only(vec!["pakc".into()]);
+        let error = RouteTable::build_for(sources(), &[], &typo).err().unwrap();
+        assert!(error.to_string().contains("storage.embedded_modules names module `pakc`"), "{error}");
+    }
+
+    #[test]
     fn looks_up_by_main_and_sub() {
         let table = table(&[&ECHO, &PACK], &[&SAY, &SECRET, &QUERY], &[]).unwrap();
         assert_eq!(table.get("echo", "say").map(|r| r.defined_at), Some("a::say"));
