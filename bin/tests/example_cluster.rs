@@ -15,7 +15,7 @@ use mortar_cli::client::Client;
 use mortar_friend::friend::{self, Target};
 use mortar_group::group::{CreateReq, CreateResp, Done, GroupReq, Said, SayReq};
 use mortar_pack::pack::{QueryReq, QueryResp};
-use mortar_pb::{ErrorCode, Kick, UserMessage};
+use mortar_pb::{ErrorCode, Kick};
 use mortar_user::user::{LoginReq, LoginResp, RegisterReq, RegisterResp};
 use prost::Message as _;
 use std::{
@@ -23,7 +23,7 @@ use std::{
     process::Command,
     time::{Duration, Instant},
 };
-use support::{Mongo, Node, Redis, TempDir, call};
+use support::{Mongo, Node, Redis, TempDir, call, push_of};
 
 /// The example files bind fixed ports: their tests take turns.
 static EXAMPLE_PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -171,17 +171,6 @@ async fn login(account: &str) -> Client {
 async fn starter_items(client: &mut Client) -> Vec<(u32, u32)> {
     let pack: QueryResp = call(client, "pack.query", QueryReq {}).await.unwrap();
     pack.items.iter().map(|item| (item.item_id, item.count)).collect()
-}
-
-/// Reads until a push of `route` arrives (within 10 s); other messages are dropped.
-async fn push_of(client: &mut Client, route: &str) -> UserMessage {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let msg = tokio::time::timeout_at(deadline, client.next()).await.expect("the push in time").unwrap();
-        if msg.seq == 0 && format!("{}.{}", msg.main_type, msg.sub_type) == route {
-            return msg;
-        }
-    }
 }
 
 /// Counts the pushes of `route` that arrive within `wait`.

@@ -10,12 +10,12 @@ use mortar_friend::friend::{self, Target};
 use mortar_group::group::{CreateReq, CreateResp, GroupReq, KickReq, Said, SayReq};
 use mortar_mail::mail::{ClaimReq, ClaimResp, ListReq, ListResp, New};
 use mortar_pack::pack::{Item, QueryReq, QueryResp};
-use mortar_pb::{ErrorCode, UserMessage};
+use mortar_pb::ErrorCode;
 use mortar_user::user::{LoginReq, LoginResp, RegisterReq, RegisterResp};
 use prost::Message;
 use serde_json::{Value, json};
 use std::{net::SocketAddr, time::Duration};
-use support::{Mongo, Redis, TempDir, call, wait_live};
+use support::{Mongo, Redis, TempDir, call, push_of, wait_live};
 
 const TOKEN: &str = "cluster-gm-token";
 
@@ -35,17 +35,6 @@ async fn login(url: &str, account: &str) -> Client {
 async fn signed_up(url: &str, account: &str) -> (Client, u64) {
     let user = register(url, account).await;
     (login(url, account).await, user)
-}
-
-/// Reads until a push of `route` arrives (within 10 s); other messages are dropped.
-async fn push_of(client: &mut Client, route: &str) -> UserMessage {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let msg = tokio::time::timeout_at(deadline, client.next()).await.expect("the push in time").unwrap();
-        if msg.seq == 0 && format!("{}.{}", msg.main_type, msg.sub_type) == route {
-            return msg;
-        }
-    }
 }
 
 /// Reads for `wait` and fails on a push of `route`.

@@ -392,3 +392,14 @@ pub async fn call<Req: prost::Message, Resp: prost::Message + Default>(
         .expect("a reply in time")
         .unwrap()
 }
+
+/// Reads until a push of `route` arrives on `client` (within 10 s); other messages are dropped.
+pub async fn push_of(client: &mut mortar_cli::client::Client, route: &str) -> mortar_pb::UserMessage {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, client.next()).await.expect("the push in time").unwrap();
+        if msg.seq == 0 && format!("{}.{}", msg.main_type, msg.sub_type) == route {
+            return msg;
+        }
+    }
+}

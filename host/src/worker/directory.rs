@@ -15,17 +15,17 @@
 //! undelivered (nobody knows whether they are online).
 
 use super::{
-    gateways::{GatewayPool, Gateways as _},
+    gateways::GatewayPool,
     players::{Players, now_ms},
 };
-use crate::{gateway::directory::Claim, gateway::directory::Login, rpc::PushBatch, session::Location};
+use crate::{gateway::directory::Claim, gateway::directory::Login, session::Location};
 use bytes::Bytes;
 use futures::future::join_all;
 use mortar::{
     Code, Session,
     ctx::{BoxFuture, Pushed},
 };
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc};
 
 /// Players found by asking the gateways.
 pub struct GatewayDirectory {
@@ -111,11 +111,7 @@ impl Players for GatewayDirectory {
         sub: String,
         body: Bytes,
     ) -> BoxFuture<Result<bool, Code>> {
-        let pool = self.pool.clone();
-        Box::pin(async move {
-            let batch = PushBatch { sessions: vec![session], main, sub, data: body };
-            Ok(pool.push(&gateway, batch).await?.delivered == 1)
-        })
+        super::players::push_session(Arc::new(self.pool.clone()), gateway, session, main, sub, body)
     }
 
     fn kick(&self, user: u64, reason: Code) -> BoxFuture<Result<bool, Code>> {

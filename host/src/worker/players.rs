@@ -95,11 +95,7 @@ impl Players for StorePlayers {
         sub: String,
         body: Bytes,
     ) -> BoxFuture<Result<bool, Code>> {
-        let gateways = self.gateways.clone();
-        Box::pin(async move {
-            let batch = PushBatch { sessions: vec![session], main, sub, data: body };
-            Ok(gateways.push(&gateway, batch).await?.delivered == 1)
-        })
+        push_session(self.gateways.clone(), gateway, session, main, sub, body)
     }
 
     fn kick(&self, user: u64, reason: Code) -> BoxFuture<Result<bool, Code>> {
@@ -117,6 +113,22 @@ impl Players for StorePlayers {
         let store = self.store.clone();
         Box::pin(async move { store.locate(users).await.map_err(unavailable) })
     }
+}
+
+/// Pushes `main.sub` with `body` to session `session` of `gateway` through `gateways`; false when
+/// it ended.
+pub(super) fn push_session(
+    gateways: Arc<dyn Gateways>,
+    gateway: String,
+    session: u64,
+    main: String,
+    sub: String,
+    body: Bytes,
+) -> BoxFuture<Result<bool, Code>> {
+    Box::pin(async move {
+        let batch = PushBatch { sessions: vec![session], main, sub, data: body };
+        Ok(gateways.push(&gateway, batch).await?.delivered == 1)
+    })
 }
 
 /// Binds `session` to `user`. Steps:
