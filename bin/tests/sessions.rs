@@ -364,4 +364,18 @@ async fn nodes_whose_session_url_differs_refuse_each_other() {
     let mut client = Client::connect(&gateway.addr).await.unwrap();
     let reply = client.request("echo", "say", text("hi"), |_| {}).await.unwrap();
     assert_eq!(reply.code, ErrorCode::Unavailable as i32);
+
+    // With the Redis registry the newcomer sees the others' entries: it refuses to start.
+    let registry = [("MORTAR_REGISTRY__URL", url.as_str()), ("MORTAR_SESSION__URL", url.as_str())];
+    let _worker = support::worker(&dir, "worker-2", "127.0.0.1:0", "", &registry);
+    let conf = support::node_conf(&dir, "gateway-2", "");
+    let args = ["gateway", "--conf", conf.to_str().unwrap()];
+    let env = [
+        ("MORTAR_REGISTRY__URL", url.as_str()),
+        ("MORTAR_GATEWAY__LISTEN", "127.0.0.1:0"),
+        ("MORTAR_GATEWAY__RPC_LISTEN", "127.0.0.1:0"),
+        ("MORTAR_ADMIN__LISTEN", "127.0.0.1:0"),
+    ];
+    let refused = Node::try_start("gateway-2", &dir, &args, &env).err().expect("the gateway refuses to start");
+    assert!(refused.contains("exit Some(1)") && refused.contains("session.url differs"), "{refused}");
 }

@@ -47,12 +47,13 @@ fn worker_identity(secret: &str) -> Identity {
         offline_hooks: Vec::new(),
         documents: Vec::new(),
         store: String::new(),
+        sessions: "gateways".into(),
         version: String::new(),
         weight: 1,
         tags: Vec::new(),
         started_at_ms: 0,
     };
-    Identity { cluster: "mortar".into(), secret: secret.into(), entry, sessions: "gateways".into() }
+    Identity { cluster: "mortar".into(), secret: secret.into(), entry }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

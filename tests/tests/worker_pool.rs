@@ -31,6 +31,7 @@ fn entry(id: &str, kind: NodeKind, addr: String) -> NodeEntry {
         offline_hooks: Vec::new(),
         documents: Vec::new(),
         store: String::new(),
+        sessions: "gateways".into(),
         version: String::new(),
         weight: 1,
         tags: Vec::new(),
@@ -88,7 +89,6 @@ async fn the_pool_follows_the_registry() {
         cluster: "mortar".into(),
         secret: SECRET.into(),
         entry: entry("gateway-1", NodeKind::Gateway, "127.0.0.1:1".into()),
-        sessions: "gateways".into(),
     };
     let pool = WorkerPool::start(Arc::new(me), RpcConfig::default(), registry.clone(), Some(health.clone()));
     assert!(!health.is_ready(), "no worker yet");

@@ -48,6 +48,7 @@ pub async fn run(
     let rpc_addr = listeners.rpc.local_addr().map_err(|error| NodeError::Config(error.to_string()))?;
     let me = Arc::new(identity(&config, NodeKind::Gateway, rpc_addr, &config.gateway.rpc_advertise, None)?);
     let registry = registry::open(&config).await?;
+    super::check_sessions(&me.entry, &*registry)?;
     let health = Health::default();
     if !config.admin.token.is_empty() {
         tracing::warn!(node = %config.node.id, "admin.token is set, but gateway nodes do not serve the admin API: call a worker's admin listener");

@@ -94,6 +94,22 @@ impl AdminTask {
     }
 }
 
+/// Refuses to start a node whose `session.url` differs from that of a node `registry` lists
+/// already (pushes and kicks between them would be lost). Entries that do not say (the static
+/// list's) pass: there the handshake refuses instead.
+///
+/// # Errors
+/// The first such node, naming `session.url`.
+pub(crate) fn check_sessions(
+    me: &NodeEntry,
+    registry: &dyn crate::registry::Registry,
+) -> Result<(), NodeError> {
+    let nodes = registry.snapshot();
+    let differ =
+        nodes.values().filter(|other| other.id != me.id).find_map(|other| me.sessions_differ_from(other));
+    differ.map_or(Ok(()), |reason| Err(NodeError::Config(reason)))
+}
+
 /// This node as it introduces itself to peers and registers: its entry says `kind`, the address
 /// `advertise` (or the bound `rpc_addr`), and for a worker what its `routes` serve: the modules,
 /// those with an `on_online` or `on_offline` hook, those that keep documents, and where.
@@ -145,15 +161,11 @@ pub(crate) fn identity(
         offline_hooks,
         documents,
         store,
+        sessions: crate::session::identity(config),
         version: env!("CARGO_PKG_VERSION").into(),
         weight: config.worker.weight,
         tags: config.worker.tags.clone(),
         started_at_ms: crate::registry::now_ms(),
     };
-    Ok(Identity {
-        cluster: config.cluster.name.clone(),
-        secret: config.cluster.secret.clone(),
-        entry,
-        sessions: crate::session::identity(config),
-    })
+    Ok(Identity { cluster: config.cluster.name.clone(), secret: config.cluster.secret.clone(), entry })
 }

@@ -76,6 +76,7 @@ pub async fn run(
     let me =
         Arc::new(identity(&config, NodeKind::Worker, rpc_addr, &config.worker.advertise, Some(&routes))?);
     let registry = registry::open(&config).await?;
+    super::check_sessions(&me.entry, &*registry)?;
     let mut backends = Backends::open(&config).await?;
     let sessions = match config.session.url.as_str() {
         "memory" => None,

@@ -67,6 +67,10 @@ pub struct NodeEntry {
     /// must not serve the same module with documents.
     #[serde(default)]
     pub store: String,
+    /// Where its cluster keeps players' sessions (see `session::identity`): every node of a
+    /// cluster must say the same.
+    #[serde(default)]
+    pub sessions: String,
     /// The mortar version it runs.
     pub version: String,
     /// Its share of players relative to other workers of the same modules.
@@ -78,6 +82,18 @@ pub struct NodeEntry {
 }
 
 impl NodeEntry {
+    /// Why this node and `other` must not be in one cluster, if they must not: they keep players'
+    /// sessions in different places, so pushes and kicks between them would be lost. An entry
+    /// that does not say (an older node, or a static list's) passes.
+    pub fn sessions_differ_from(&self, other: &NodeEntry) -> Option<String> {
+        (!other.sessions.is_empty() && other.sessions != self.sessions).then(|| {
+            format!(
+                "session.url differs: node `{}` keeps players' sessions in {}, node `{}` in {}; pushes and kicks between them would be lost: give every node of the cluster the same session.url (MORTAR_SESSION__URL)",
+                other.id, other.sessions, self.id, self.sessions
+            )
+        })
+    }
+
     /// Whether the node serves module `name`.
     pub fn serves(&self, name: &str) -> bool {
         self.modules.iter().any(|module| module == name)
@@ -289,6 +305,7 @@ pub(crate) mod tests {
             offline_hooks: Vec::new(),
             documents: Vec::new(),
             store: String::new(),
+            sessions: String::new(),
             version: "test".into(),
             weight: 1,
             tags: Vec::new(),

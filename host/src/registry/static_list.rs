@@ -44,6 +44,7 @@ impl StaticRegistry {
                         offline_hooks: Vec::new(),
                         documents: Vec::new(),
                         store: String::new(),
+                        sessions: String::new(),
                         version: String::new(),
                         weight: 1,
                         tags: Vec::new(),

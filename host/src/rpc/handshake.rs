@@ -38,8 +38,6 @@ pub struct Hello {
     pub entry: NodeEntry,
     /// The nodes the dialling node knows (its registry's view).
     pub known: Vec<NodeEntry>,
-    /// Where the dialling node's cluster keeps players' sessions (see [`Identity::sessions`]).
-    pub sessions: String,
 }
 
 /// The listening node's answer.
@@ -60,10 +58,6 @@ pub struct Identity {
     pub secret: String,
     /// This node's registry entry.
     pub entry: NodeEntry,
-    /// Where this node keeps players' sessions: `gateways` (each gateway keeps its own players;
-    /// `session.url = "memory"`) or the session store's URL without credentials. Peers must say
-    /// the same.
-    pub sessions: String,
 }
 
 /// Why a connection to a peer failed.
@@ -130,7 +124,6 @@ pub async fn dial(
         secret: me.secret.clone(),
         entry: me.entry.clone(),
         known,
-        sessions: me.sessions.clone(),
     };
     let handshake_error = |reason: String| DialError::Handshake { addr: addr.to_owned(), reason };
     let exchange = async {
@@ -188,13 +181,9 @@ pub async fn accept(
         Some(hello) if !peer_kinds.contains(&hello.entry.kind) => {
             Err(("wrong kind of node", "this service is not for that kind of node".into()))
         }
-        Some(hello) if hello.sessions != me.sessions => Err((
-            "session.url differs",
-            format!(
-                "session.url differs: node `{}` keeps players' sessions in {}, node `{}` in {}; pushes and kicks between them would be lost: give every node of the cluster the same session.url",
-                hello.entry.id, hello.sessions, me.entry.id, me.sessions
-            ),
-        )),
+        Some(hello) if hello.entry.sessions != me.entry.sessions => {
+            Err(("session.url differs", me.entry.sessions_differ_from(&hello.entry).unwrap_or_default()))
+        }
         Some(_) => Ok(()),
     };
     let claimed = hello.as_ref().map_or("?", |hello| hello.entry.id.as_str()).to_owned();
