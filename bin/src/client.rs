@@ -69,7 +69,8 @@ impl Client {
     pub async fn send(&mut self, main: &str, sub: &str, data: Bytes) -> Result<u32, ClientError> {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1).max(1);
-        let msg = UserMessage { main_type: main.into(), sub_type: sub.into(), data, seq, code: 0 };
+        let msg =
+            UserMessage { main_type: main.into(), sub_type: sub.into(), data, seq, ..Default::default() };
         self.ws.send(Message::Binary(msg.encode_to_vec().into())).await?;
         Ok(seq)
     }

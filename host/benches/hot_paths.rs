@@ -29,8 +29,13 @@ use std::hint::black_box;
 
 fn echo_frame() -> Bytes {
     let body = EchoReq { text: "0123456789abcdef".into() }.encode_to_vec();
-    let msg =
-        UserMessage { main_type: "echo".into(), sub_type: "say".into(), seq: 42, data: body.into(), code: 0 };
+    let msg = UserMessage {
+        main_type: "echo".into(),
+        sub_type: "say".into(),
+        seq: 42,
+        data: body.into(),
+        ..Default::default()
+    };
     msg.encode_to_vec().into()
 }
 

@@ -276,7 +276,7 @@ impl Agent {
                                     sub_type,
                                     seq,
                                     data: body.encode_to_vec().into(),
-                                    code: 0,
+                                    ..Default::default()
                                 }
                             }
                             Err(code) => envelope::reply_code(main_type, sub_type, seq, code),
@@ -304,7 +304,7 @@ impl Agent {
         };
         Box::pin(async move {
             let reply = relay.relay(agent_message).await;
-            UserMessage { main_type, sub_type, code: reply.code, data: reply.data, seq }
+            UserMessage { main_type, sub_type, code: reply.code, data: reply.data, seq, ..Default::default() }
         })
     }
 

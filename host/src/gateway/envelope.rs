@@ -34,7 +34,7 @@ pub fn inspect(frame: Bytes, max_route_bytes: usize) -> Inbound {
 
 /// A reply carrying only a code.
 pub fn reply_code(main_type: String, sub_type: String, seq: u32, code: Code) -> UserMessage {
-    UserMessage { main_type, sub_type, seq, code: code.get(), data: Bytes::new() }
+    UserMessage { main_type, sub_type, seq, code: code.get(), data: Bytes::new(), reason: String::new() }
 }
 
 #[cfg(test)]
