@@ -56,7 +56,7 @@ fn synthetic() -> (String, String) {
 }
 
 fn noop(_: Ctx, _: Bytes) -> HandlerFuture {
-    Box::pin(async { Err(Code::INTERNAL) })
+    Box::pin(async { Err(Code::INTERNAL.into()) })
 }
 
 /// Twenty modules, `module0` to `module19`: `ModuleDecl::build` is a plain fn, so one per name.

@@ -30,8 +30,9 @@ pub const ENTRY_SYMBOL_PREFIX: &str = "mortar_module_entry_v1_";
 /// signature is part of the fingerprint.
 pub const ENTRY_SIGNATURE: &str = "extern \"C\" fn() -> &'static LibraryEntry";
 
-/// The version of [`Declaration`]'s layout, bumped whenever it changes.
-pub const LAYOUT_VERSION: u32 = 3;
+/// The version of [`Declaration`]'s layout, bumped whenever it or a type it holds changes (4: a
+/// route's handler answers a [`Failure`](crate::Failure), a code with a reason, not a bare code).
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// This build's ABI fingerprint: a library is loaded only by a host whose fingerprint is equal.
 pub const FINGERPRINT: &str = concat!(
@@ -43,7 +44,7 @@ pub const FINGERPRINT: &str = concat!(
     env!("MORTAR_ABI_RUSTC"),
     "; target ",
     env!("MORTAR_ABI_TARGET"),
-    "; declaration layout 3; entry extern \"C\" fn() -> &'static LibraryEntry",
+    "; declaration layout 4; entry extern \"C\" fn() -> &'static LibraryEntry",
 );
 
 /// What the entry point returns. `#[repr(C)]`, and its first two fields never change under

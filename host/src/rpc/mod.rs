@@ -15,7 +15,7 @@ pub mod listener;
 
 use crate::gateway::sessions::PushReport;
 use bytes::Bytes;
-use mortar::Code;
+use mortar::{Code, Failure};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
@@ -58,11 +58,11 @@ impl Reply {
     }
 }
 
-impl From<Result<Bytes, Code>> for Reply {
-    fn from(result: Result<Bytes, Code>) -> Self {
+impl From<Result<Bytes, Failure>> for Reply {
+    fn from(result: Result<Bytes, Failure>) -> Self {
         match result {
             Ok(data) => Self { code: Code::OK.get(), data },
-            Err(code) => Self::code(code),
+            Err(failure) => Self::code(failure.code()),
         }
     }
 }

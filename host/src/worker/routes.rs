@@ -740,7 +740,7 @@ mod tests {
     use std::sync::LazyLock;
 
     fn handler(_: Ctx, _: Bytes) -> HandlerFuture {
-        Box::pin(async { Err(Code::INTERNAL) })
+        Box::pin(async { Err(Code::INTERNAL.into()) })
     }
 
     fn types() -> (String, String) {
