@@ -183,7 +183,7 @@ fn rpc_codec(c: &mut Criterion) {
         id: 12_345,
         message: WorkerRpcRequest::Handle { msg },
     });
-    let reply = Reply { code: 0, data: EchoReq { text: "0123456789abcdef".into() }.encode_to_vec().into() };
+    let reply = Reply::ok(EchoReq { text: "0123456789abcdef".into() }.encode_to_vec().into());
     let response =
         Response { request_id: 12_345, message: Ok(WorkerRpcResponse::Handle(Handled::Reply(reply))) };
     let mut gateway = Postcard::<Response, Request>::default();

@@ -304,7 +304,7 @@ impl Agent {
         };
         Box::pin(async move {
             let reply = relay.relay(agent_message).await;
-            UserMessage { main_type, sub_type, code: reply.code, data: reply.data, seq, ..Default::default() }
+            envelope::relayed(main_type, sub_type, seq, reply)
         })
     }
 

@@ -18,8 +18,10 @@ use serde::{Deserialize, Serialize};
 use std::{io, net::SocketAddr};
 use tokio::net::TcpStream;
 
-/// The version of the node-to-node protocol; a peer speaking another is refused.
-pub const PROTOCOL: u32 = 1;
+/// The version of the node-to-node protocol; a peer speaking another is refused. Bumped whenever
+/// a message changes shape (2: a worker's `Reply` carries a `reason`), so nodes of two builds
+/// refuse each other at the handshake instead of misreading each other's frames.
+pub const PROTOCOL: u32 = 2;
 
 /// What a dialling node says first.
 #[derive(Debug, Serialize, Deserialize)]
