@@ -25,15 +25,23 @@ pub const MAX_REASON_BYTES: usize = 200;
 
 /// Decodes one binary frame and checks its route length against `max_route_bytes`.
 ///
-/// A request whose route is too long is refused with `BAD_REQUEST` and an empty route (the route
-/// is not echoed back, so a client cannot make the gateway repeat large strings).
+/// A request whose route is too long is refused with `BAD_REQUEST`, a reason that says so, and an
+/// empty route (the route is not echoed back, so a client cannot make the gateway repeat large
+/// strings).
 pub fn inspect(frame: Bytes, max_route_bytes: usize) -> Inbound {
     let msg = match UserMessage::decode(frame) {
         Ok(msg) => msg,
         Err(error) => return Inbound::Malformed(format!("bad envelope: {error}")),
     };
     if msg.main_type.len() + msg.sub_type.len() > max_route_bytes {
-        return Inbound::Refuse(reply_code(String::new(), String::new(), msg.seq, Code::BAD_REQUEST));
+        let reason = format!("route longer than {max_route_bytes} bytes");
+        return Inbound::Refuse(reply_because(
+            String::new(),
+            String::new(),
+            msg.seq,
+            Code::BAD_REQUEST,
+            reason,
+        ));
     }
     Inbound::Request(msg)
 }
@@ -95,6 +103,7 @@ mod tests {
         let Inbound::Refuse(reply) = inspect(frame(&"a".repeat(60), "say"), 62) else { panic!("refused") };
         assert_eq!((reply.code, reply.seq), (Code::BAD_REQUEST.get(), 9));
         assert!(reply.main_type.is_empty() && reply.sub_type.is_empty());
+        assert_eq!(reply.reason, "route longer than 62 bytes");
     }
 
     #[test]
