@@ -69,7 +69,8 @@ impl Client {
     pub async fn send(&mut self, main: &str, sub: &str, data: Bytes) -> Result<u32, ClientError> {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1).max(1);
-        let msg = UserMessage { main_type: main.into(), sub_type: sub.into(), data, seq, code: 0 };
+        let msg =
+            UserMessage { main_type: main.into(), sub_type: sub.into(), data, seq, ..Default::default() };
         self.ws.send(Message::Binary(msg.encode_to_vec().into())).await?;
         Ok(seq)
     }
@@ -214,11 +215,13 @@ impl Contract {
         from_json(&method.input(), json)
     }
 
-    /// A reply or push as JSON: `{"route":"main.sub","seq":N,"code":"OK","data":{…}}`.
+    /// A reply or push as JSON: `{"route":"main.sub","seq":N,"code":"OK","data":{…}}`, or
+    /// `{"code":"BAD_REQUEST","reason":"account must be 3–32 characters"}` for a failure.
     ///
     /// `route` and `seq` are left out when `with_route` is false. `data` is decoded with the
     /// route's reply type (or push type); it is left out when empty on an error, and given as
-    /// `{"hex": "…"}` when the route is not in the contract or the bytes do not decode.
+    /// `{"hex": "…"}` when the route is not in the contract or the bytes do not decode. `reason`
+    /// is there only when the reply is not OK and the server gave one.
     pub fn reply_json(&self, msg: &UserMessage, with_route: bool) -> serde_json::Value {
         let mut out = serde_json::Map::new();
         if with_route {
@@ -226,6 +229,9 @@ impl Contract {
             out.insert("seq".into(), msg.seq.into());
         }
         out.insert("code".into(), mortar_pb::ErrorCode::name_of(msg.code).into());
+        if msg.code != 0 && !msg.reason.is_empty() {
+            out.insert("reason".into(), msg.reason.clone().into());
+        }
         let known = self
             .method(&msg.main_type, &msg.sub_type)
             // A reply's route is the request's; `sys.pong` answers `sys.ping`.

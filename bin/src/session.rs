@@ -5,7 +5,8 @@
 //! be left out for `{}`); empty lines and lines starting with `#` are skipped. The requests are
 //! sent in order on one connection, each after the previous one's reply. Every reply and every
 //! push is printed as one JSON line, `{"route":…,"seq":…,"code":…,"data":…}` (a push has seq
-//! 0), so a shell script can log in and act as one player. A line that cannot be sent (an
+//! 0; a failed reply may add the server's `"reason":…`), so a shell script can log in and act as
+//! one player. A line that cannot be sent (an
 //! unknown route, JSON that does not fit) prints `{"line":…,"error":…}` and the session goes on.
 //! When stdin is a terminal a `mortar> ` prompt is shown on stderr and pushes are printed as they
 //! arrive, also while the prompt waits.

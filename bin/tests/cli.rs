@@ -74,7 +74,16 @@ fn dev_and_client_from_the_command_line() {
     assert_eq!((status, stdout.as_str()), (0, "{\"code\":\"OK\",\"data\":{\"text\":\"hi\"}}\n"));
 
     let (status, stdout, _) = dev.client(&["nothing.here"]);
-    assert_eq!((status, stdout.as_str()), (1, "{\"code\":\"NO_ROUTE\"}\n"));
+    assert_eq!(
+        (status, stdout.as_str()),
+        (1, concat!(r#"{"code":"NO_ROUTE","reason":"no worker serves module \"nothing\""}"#, "\n"))
+    );
+
+    let (status, stdout, _) = dev.client(&["user.register", r#"{"account":"a","password":"password1"}"#]);
+    assert_eq!(
+        (status, stdout.as_str()),
+        (1, concat!(r#"{"code":"BAD_REQUEST","reason":"account must be 3–32 characters"}"#, "\n"))
+    );
 
     let (status, _, stderr) = dev.client(&["echo.say", r#"{"txt":"hi"}"#]);
     assert_eq!(status, 1);
@@ -128,9 +137,10 @@ user.profile
     let items = &lines[2]["data"]["items"];
     assert_eq!(items[1], serde_json::json!({"itemId": 100, "count": 5}), "the starter items: {stdout}");
     assert_eq!(
-        (lines[3]["route"].as_str(), lines[3]["code"].as_str()),
-        (Some("nosuch.route"), Some("NO_ROUTE"))
+        (lines[3]["route"].as_str(), lines[3]["code"].as_str(), lines[3]["reason"].as_str()),
+        (Some("nosuch.route"), Some("NO_ROUTE"), Some(r#"no worker serves module "nosuch""#))
     );
+    assert!(lines[0].get("reason").is_none(), "an OK reply has no reason: {stdout}");
     assert!(
         lines[4]["error"].as_str().is_some_and(|e| e.contains("bogus")),
         "a line that cannot be sent: {stdout}"

@@ -357,6 +357,12 @@ async fn a_gateway_is_ready_only_with_a_worker_and_kicks_its_clients_on_sigterm(
     wait_live(&gw, 1);
     assert_eq!(gw.admin_get("/readyz").0, 200);
     assert_eq!(where_ran(&mut client).await, (0, "worker-1".to_owned()));
+    // The only worker is live and does not serve `ecoh`: the gateway says so, and what was meant.
+    let reply = client.request("ecoh", "node", Default::default(), |_| {}).await.unwrap();
+    assert_eq!(
+        (reply.code, reply.reason.as_str()),
+        (ErrorCode::NoRoute as i32, r#"no worker serves module "ecoh" (did you mean "echo"?)"#)
+    );
 
     gw.signal("TERM");
     let kick = tokio::time::timeout(Duration::from_secs(10), client.next()).await.unwrap().unwrap();

@@ -118,7 +118,10 @@ fn descriptors_can_be_turned_off() {
     )
     .unwrap();
     let (code, out, _) = client(&node.addr, "sys.descriptors", "{}");
-    assert_eq!((code, out.as_str()), (1, r#"{"code":"NO_ROUTE"}"#));
+    assert_eq!(
+        (code, out.as_str()),
+        (1, r#"{"code":"NO_ROUTE","reason":"this gateway does not serve descriptors"}"#)
+    );
     let (code, _, err) = client(&node.addr, "dyntest.hello", r#"{"text":"x"}"#);
     assert_eq!(code, 1);
     assert!(err.contains("route `dyntest.hello` is not in the proto contract"), "{err}");

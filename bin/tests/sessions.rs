@@ -376,6 +376,7 @@ async fn nodes_whose_session_url_differs_refuse_each_other() {
         ("MORTAR_GATEWAY__RPC_LISTEN", "127.0.0.1:0"),
         ("MORTAR_ADMIN__LISTEN", "127.0.0.1:0"),
     ];
-    let refused = Node::try_start("gateway-2", &dir, &args, &env).err().expect("the gateway refuses to start");
+    let refused =
+        Node::try_start("gateway-2", &dir, &args, &env).err().expect("the gateway refuses to start");
     assert!(refused.contains("exit Some(1)") && refused.contains("session.url differs"), "{refused}");
 }

@@ -29,8 +29,13 @@ use std::hint::black_box;
 
 fn echo_frame() -> Bytes {
     let body = EchoReq { text: "0123456789abcdef".into() }.encode_to_vec();
-    let msg =
-        UserMessage { main_type: "echo".into(), sub_type: "say".into(), seq: 42, data: body.into(), code: 0 };
+    let msg = UserMessage {
+        main_type: "echo".into(),
+        sub_type: "say".into(),
+        seq: 42,
+        data: body.into(),
+        ..Default::default()
+    };
     msg.encode_to_vec().into()
 }
 
@@ -51,7 +56,7 @@ fn synthetic() -> (String, String) {
 }
 
 fn noop(_: Ctx, _: Bytes) -> HandlerFuture {
-    Box::pin(async { Err(Code::INTERNAL) })
+    Box::pin(async { Err(Code::INTERNAL.into()) })
 }
 
 /// Twenty modules, `module0` to `module19`: `ModuleDecl::build` is a plain fn, so one per name.
@@ -179,7 +184,7 @@ fn rpc_codec(c: &mut Criterion) {
         id: 12_345,
         message: WorkerRpcRequest::Handle { msg },
     });
-    let reply = Reply { code: 0, data: EchoReq { text: "0123456789abcdef".into() }.encode_to_vec().into() };
+    let reply = Reply::ok(EchoReq { text: "0123456789abcdef".into() }.encode_to_vec().into());
     let response =
         Response { request_id: 12_345, message: Ok(WorkerRpcResponse::Handle(Handled::Reply(reply))) };
     let mut gateway = Postcard::<Response, Request>::default();

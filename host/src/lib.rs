@@ -13,6 +13,7 @@
 //! - [`registry`]: how nodes find each other (in-process, static list, Redis).
 //! - [`session`]: the session store: where each logged-in player is (memory, Redis).
 //! - [`storage`]: the document store behind `Ctx::store` (embedded redb, group-committed).
+//! - `suggest`: did-you-mean for the reasons of `NO_ROUTE` replies (a small edit distance).
 //! - [`trace`]: per-request trace ids carried across processes.
 
 pub mod admin;
@@ -27,6 +28,7 @@ pub mod registry;
 pub mod rpc;
 pub mod session;
 pub mod storage;
+mod suggest;
 pub mod trace;
 pub mod worker;
 

@@ -96,11 +96,51 @@ mod tests {
             code: ErrorCode::NoRoute as i32,
             data: bytes::Bytes::from_static(b"\x0a\x02hi"),
             seq: 7,
+            reason: "no worker serves module \"echo\"".into(),
         };
         let wire = msg.encode_to_vec();
         // Field 1 (main_type) is a length-delimited field: tag byte 0x0a.
         assert_eq!(wire[0], 0x0a);
         assert_eq!(UserMessage::decode(wire.as_slice()).unwrap(), msg);
+    }
+
+    /// The envelope as clients built before field 6 know it.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct EnvelopeV1 {
+        #[prost(string, tag = "1")]
+        main_type: String,
+        #[prost(string, tag = "2")]
+        sub_type: String,
+        #[prost(int32, tag = "3")]
+        code: i32,
+        #[prost(bytes = "vec", tag = "4")]
+        data: Vec<u8>,
+        #[prost(uint32, tag = "5")]
+        seq: u32,
+    }
+
+    #[test]
+    fn a_reason_is_field_6_and_clients_that_ignore_it_read_the_rest() {
+        let msg = UserMessage {
+            main_type: "user".into(),
+            sub_type: "register".into(),
+            code: ErrorCode::BadRequest as i32,
+            seq: 3,
+            reason: "account must be 3–32 characters".into(),
+            ..Default::default()
+        };
+        let wire = msg.encode_to_vec();
+        // Field 6, length-delimited: tag byte 0x32, then the length and the UTF-8 text.
+        let reason = msg.reason.as_bytes();
+        assert!(wire.ends_with(&[&[0x32, reason.len() as u8][..], reason].concat()));
+        let old = EnvelopeV1::decode(wire.as_slice()).unwrap();
+        assert_eq!(
+            (old.main_type.as_str(), old.sub_type.as_str(), old.code, old.seq),
+            ("user", "register", ErrorCode::BadRequest as i32, 3)
+        );
+        // No reason, no bytes: an OK reply is as it was.
+        let ok = UserMessage { seq: 3, ..Default::default() };
+        assert_eq!(ok.encode_to_vec(), EnvelopeV1 { seq: 3, ..Default::default() }.encode_to_vec());
     }
 
     #[test]

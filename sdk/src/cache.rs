@@ -18,7 +18,7 @@
 //! are integers that [`Cache::incr`] changes atomically. A cache may lose anything at any time
 //! (eviction, a restart of the memory cache): keep what must last in the store.
 
-use crate::{Code, ctx::BoxFuture};
+use crate::{Code, Failure, ctx::BoxFuture};
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 use std::{fmt, sync::Arc, time::Duration};
@@ -58,6 +58,14 @@ impl std::error::Error for CacheError {}
 impl From<CacheError> for Code {
     fn from(error: CacheError) -> Self {
         error.code()
+    }
+}
+
+/// The error's code, without a reason: a cache error's detail is for the host's log, not for the
+/// client.
+impl From<CacheError> for Failure {
+    fn from(error: CacheError) -> Self {
+        error.code().into()
     }
 }
 

@@ -31,7 +31,9 @@ pub const ENTRY_SYMBOL_PREFIX: &str = "mortar_module_entry_v1_";
 /// signature is part of the fingerprint.
 pub const ENTRY_SIGNATURE: &str = "extern \"C\" fn() -> &'static LibraryEntry";
 
-/// The version of [`Declaration`]'s layout, bumped whenever it changes.
+/// The version of [`Declaration`]'s layout, bumped whenever it or a type it holds changes (4: a
+/// route's handler answers a [`Failure`](crate::Failure), a code with a reason, not a bare code;
+/// the declaration lists the library's document types).
 pub const LAYOUT_VERSION: u32 = 4;
 
 /// This build's ABI fingerprint: a library is loaded only by a host whose fingerprint is equal.

@@ -1,16 +1,18 @@
 //! Middleware: layers a module wraps around handlers, for the routes they name, in order.
 //!
-//! A layer is an `async fn(ctx: Ctx, body: Bytes, next: Next) -> Result<Bytes, Code>`: it sees
-//! the encoded request, may answer it itself (a code, without calling `next`), or runs the rest
-//! of the chain with `next.run(ctx, body)` and may look at or change the encoded reply.
+//! A layer is an `async fn(ctx: Ctx, body: Bytes, next: Next) -> Result<Bytes, Failure>`: it sees
+//! the encoded request, may answer it itself (a code, with or without a reason, without calling
+//! `next`), or runs the rest of the chain with `next.run(ctx, body)` and may look at or change the
+//! encoded reply; a failure of the chain (its code and reason) passes through it as any value
+//! does. A layer that never passes on the chain's failure may return `Result<Bytes, Code>`.
 //!
 //! ```
-//! use mortar::{Code, Ctx, layer::{Bytes, Next}};
+//! use mortar::{Ctx, Failure, layer::{Bytes, Next}};
 //! mortar::module!("audit");
 //! mortar::layer!(name = "audit_slow", routes = ["pack.*", "mail.claim"], order = 0, run = slow);
 //!
 //! /// Logs the requests that take longer than 100 ms.
-//! async fn slow(ctx: Ctx, body: Bytes, next: Next) -> Result<Bytes, Code> {
+//! async fn slow(ctx: Ctx, body: Bytes, next: Next) -> Result<Bytes, Failure> {
 //!     let started = std::time::Instant::now();
 //!     let reply = next.run(ctx.clone(), body).await;
 //!     if started.elapsed() > std::time::Duration::from_millis(100) {
@@ -27,7 +29,7 @@
 //! (`ctx.request().depth` tells them apart), lowest `order` outermost, then by name.
 
 use crate::{
-    code::Code,
+    code::{Code, Failure},
     ctx::Ctx,
     route::{HandlerFn, HandlerFuture},
 };
@@ -101,18 +103,19 @@ impl Next {
 /// The glue [`layer!`](crate::layer!) generates: runs the layer, and answers `INTERNAL` (reported
 /// to the host) when it panics, on this side of a library boundary.
 #[doc(hidden)]
-pub fn glue<F, Fut>(ctx: Ctx, body: Bytes, next: Next, layer: F) -> HandlerFuture
+pub fn glue<E, F, Fut>(ctx: Ctx, body: Bytes, next: Next, layer: F) -> HandlerFuture
 where
+    E: Into<Failure>,
     F: FnOnce(Ctx, Bytes, Next) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<Bytes, Code>> + Send + 'static,
+    Fut: Future<Output = Result<Bytes, E>> + Send + 'static,
 {
     Box::pin(async move {
         let reporter = ctx.clone();
         match crate::panic::catch(layer(ctx, body, next)).await {
-            Ok(reply) => reply,
+            Ok(reply) => reply.map_err(Into::into),
             Err(message) => {
                 reporter.panicked(&message);
-                Err(Code::INTERNAL)
+                Err(Code::INTERNAL.into())
             }
         }
     })

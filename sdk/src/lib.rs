@@ -30,7 +30,7 @@
 //! - [`route`]: routes as [`#[handler]`](handler) registers them, and the decode/encode glue.
 //! - [`ctx`]: [`Ctx`], a handler's view of its request and of the host.
 //! - [`layer`](mod@layer): middleware, layers a module wraps around handlers ([`layer!`]).
-//! - [`code`]: [`Code`], the outcome a client sees.
+//! - [`code`]: [`Code`], the outcome a client sees, and [`Failure`], a code with its reason.
 //! - [`config`](mod@config): a module's own config section, `[modules.<name>]` ([`config!`]),
 //!   through [`Ctx::config`].
 //! - [`cache`]: values, counters and locks with TTLs, through [`Ctx::cache`].
@@ -56,7 +56,7 @@ pub mod route;
 pub mod store;
 pub mod table;
 
-pub use code::Code;
+pub use code::{Code, Failure};
 pub use ctx::{Ctx, Session};
 pub use module::Module;
 pub use mortar_macros::{Document, handler};
@@ -72,7 +72,7 @@ pub use serde;
 /// What most modules import.
 pub mod prelude {
     pub use crate::{
-        Code, Ctx, Module,
+        Code, Ctx, Failure, Module,
         store::{Document, Index, Versioned},
     };
     pub use mortar_macros::Document;

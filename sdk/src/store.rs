@@ -27,7 +27,7 @@
 //! Layout: [`Document`] and [`Index`] (the declaration), [`Store`] (the typed handle),
 //! [`StoreBackend`] (what a host implements), [`StoreError`] (and its wire codes).
 
-use crate::{Code, ctx::BoxFuture};
+use crate::{Code, Failure, ctx::BoxFuture};
 use serde::{Serialize, de::DeserializeOwned};
 use std::{fmt, marker::PhantomData, sync::Arc};
 
@@ -183,6 +183,14 @@ impl std::error::Error for StoreError {}
 impl From<StoreError> for Code {
     fn from(error: StoreError) -> Self {
         error.code()
+    }
+}
+
+/// The error's code, without a reason: a store error's detail is for the host's log, not for the
+/// client.
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        error.code().into()
     }
 }
 
@@ -438,6 +446,13 @@ impl From<StoreError> for UpdateError {
 impl From<UpdateError> for Code {
     fn from(error: UpdateError) -> Self {
         error.code()
+    }
+}
+
+/// The error's code, without a reason, as for a [`StoreError`].
+impl From<UpdateError> for Failure {
+    fn from(error: UpdateError) -> Self {
+        error.code().into()
     }
 }
 

@@ -123,7 +123,13 @@ pub async fn raw(url: &str) -> RawSocket {
 /// A request envelope.
 pub fn request(route: &str, seq: u32, data: impl Into<Bytes>) -> Message {
     let (main, sub) = route.split_once('.').unwrap_or((route, ""));
-    let msg = UserMessage { main_type: main.into(), sub_type: sub.into(), seq, data: data.into(), code: 0 };
+    let msg = UserMessage {
+        main_type: main.into(),
+        sub_type: sub.into(),
+        seq,
+        data: data.into(),
+        ..Default::default()
+    };
     Message::Binary(msg.encode_to_vec().into())
 }
 

@@ -228,35 +228,42 @@ mortar::layer!(name = "testkit_outer", routes = ["testkit.layered"], order = 0, 
 mortar::layer!(name = "testkit_inner", routes = ["testkit.layered"], order = 1, run = inner);
 mortar::layer!(name = "testkit_panics", routes = ["testkit.layer_panic"], order = 0, run = panics);
 
-/// Refuses the text `deny` with `PERMISSION_DENIED`; otherwise marks the request and the reply.
-async fn outer(ctx: Ctx, body: Bytes, next: Next) -> Result<Bytes, Code> {
+/// Refuses the text `deny` with `PERMISSION_DENIED` and a reason; otherwise marks the request and
+/// the reply.
+async fn outer(ctx: Ctx, body: Bytes, next: Next) -> Result<Bytes, Failure> {
     mark(ctx, body, next, "outer").await
 }
 
 /// Marks the request and the reply.
-async fn inner(ctx: Ctx, body: Bytes, next: Next) -> Result<Bytes, Code> {
+async fn inner(ctx: Ctx, body: Bytes, next: Next) -> Result<Bytes, Failure> {
     mark(ctx, body, next, "inner").await
 }
 
-/// Appends `>NAME` to the request's text on the way in and `<NAME` to the reply's on the way out.
-async fn mark(ctx: Ctx, body: Bytes, next: Next, name: &str) -> Result<Bytes, Code> {
+/// Appends `>NAME` to the request's text on the way in and `<NAME` to the reply's on the way out;
+/// a failure of the chain passes through unchanged.
+async fn mark(ctx: Ctx, body: Bytes, next: Next, name: &str) -> Result<Bytes, Failure> {
     let req = EchoReq::decode(body).map_err(|_| Code::BAD_REQUEST)?;
     if name == "outer" && req.text == "deny" {
-        return Err(Code::PERMISSION_DENIED);
+        return Err(Code::PERMISSION_DENIED.because("the outer layer denies \"deny\""));
     }
     let body = EchoReq { text: format!("{}>{name}", req.text) }.encode_to_vec().into();
     let reply = EchoResp::decode(next.run(ctx, body).await?).map_err(|_| Code::INTERNAL)?;
     Ok(EchoResp { text: format!("{}<{name}", reply.text) }.encode_to_vec().into())
 }
 
-/// Panics: the request is answered `INTERNAL`.
+/// Panics: the request is answered `INTERNAL`. A layer that never passes on the chain's failure
+/// may still answer a bare `Code`.
 async fn panics(_ctx: Ctx, _body: Bytes, _next: Next) -> Result<Bytes, Code> {
     panic!("testkit_panics was asked to panic")
 }
 
-/// Answers the text it got (after the layers) followed by `>handler`.
+/// Answers the text it got (after the layers) followed by `>handler`; refuses a text that ends
+/// in `fail` (after the layers) with `CONFLICT` and a reason, which the layers pass through.
 #[mortar::handler("testkit.layered", public)]
-async fn layered(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
+async fn layered(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Failure> {
+    if req.text.starts_with("fail>") {
+        return Err(Code::CONFLICT.because("the handler refuses \"fail\""));
+    }
     Ok(EchoResp { text: format!("{}>handler", req.text) })
 }
 

@@ -26,6 +26,7 @@ async fn echo_round_trip() {
     assert_eq!(reply.code, ErrorCode::Ok as i32);
     assert_eq!(reply.seq, 1);
     assert_eq!(text_of(&reply), "hi");
+    assert_eq!(reply.reason, "", "an OK reply carries no reason");
     node.stop().await.unwrap();
 }
 
@@ -69,16 +70,26 @@ async fn ping_is_answered_with_pong() {
 }
 
 #[tokio::test]
-async fn unknown_and_internal_routes_get_no_route_with_their_seq() {
+async fn unknown_and_internal_routes_get_no_route_with_their_seq_and_a_reason() {
     let node = DevNode::start().await;
     let mut client = Client::connect(&node.url()).await.unwrap();
-    for (main, sub) in
-        [("nothing", "here"), ("echo", "shout"), ("sys", "reboot"), ("", ""), ("testkit", "double")]
-    {
+    for (main, sub, reason) in [
+        ("nothing", "here", r#"no worker serves module "nothing""#),
+        ("ecoh", "say", r#"no worker serves module "ecoh" (did you mean "echo"?)"#),
+        ("echo", "shout", r#"module "echo" has no route "shout""#),
+        ("echo", "sya", r#"module "echo" has no route "sya" (did you mean "say"?)"#),
+        // An internal route is not there for clients, and never suggested to them.
+        ("echo", "upper", r#"module "echo" has no route "upper""#),
+        ("sys", "reboot", r#"module "sys" has no route "reboot""#),
+        ("sys", "pign", r#"module "sys" has no route "pign" (did you mean "ping"?)"#),
+        ("", "", r#"no worker serves module """#),
+        ("testkit", "double", r#"module "testkit" has no route "double""#),
+    ] {
         let reply = client.request(main, sub, echo_body("x"), |_| {}).await.unwrap();
         assert_eq!(reply.code, ErrorCode::NoRoute as i32, "{main}.{sub}");
         assert_eq!((reply.main_type.as_str(), reply.sub_type.as_str()), (main, sub));
         assert!(reply.data.is_empty());
+        assert_eq!(reply.reason, reason, "{main}.{sub}");
     }
     // The connection is still usable.
     assert_eq!(text_of(&echo(&mut client, "still here").await), "still here");
@@ -92,6 +103,7 @@ async fn undecodable_body_gets_bad_request() {
     let reply = client.request("echo", "say", Bytes::from_static(&[0x08, 0x01, 0xff]), |_| {}).await.unwrap();
     assert_eq!(reply.code, ErrorCode::BadRequest as i32);
     assert_eq!(reply.seq, 1);
+    assert_eq!(reply.reason, "body does not decode as echo.EchoReq");
 }
 
 #[tokio::test]

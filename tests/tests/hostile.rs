@@ -116,7 +116,10 @@ async fn flood_over_the_rate_limit_gets_rate_limited_replies() {
                 assert!(seen.insert(reply.seq), "seq {} answered twice", reply.seq);
                 match ErrorCode::try_from(reply.code) {
                     Ok(ErrorCode::Ok) => counts[0] += 1,
-                    Ok(ErrorCode::RateLimited) => counts[1] += 1,
+                    Ok(ErrorCode::RateLimited) => {
+                        assert_eq!(reply.reason, "over the limit of 50 requests per second");
+                        counts[1] += 1;
+                    }
                     other => panic!("unexpected code {other:?}"),
                 }
             }
@@ -152,6 +155,9 @@ async fn requests_over_the_in_flight_limit_are_refused_at_once() {
     let mut replies = Vec::new();
     for _ in 0..10 {
         let Received::Message(reply) = receive(&mut socket).await else { panic!("closed") };
+        if reply.code == ErrorCode::RateLimited as i32 {
+            assert_eq!(reply.reason, "over the limit of 4 requests in flight");
+        }
         replies.push((reply.seq, reply.code));
     }
     let limited: Vec<_> = replies.iter().filter(|(_, code)| *code == ErrorCode::RateLimited as i32).collect();
@@ -168,6 +174,7 @@ async fn overlong_route_is_a_bad_request() {
     let Received::Message(reply) = receive(&mut socket).await else { panic!("closed") };
     assert_eq!((reply.seq, reply.code), (7, ErrorCode::BadRequest as i32));
     assert!(reply.main_type.is_empty(), "the long route is not echoed");
+    assert_eq!(reply.reason, "route longer than 64 bytes", "64: the default gateway.max_route_bytes");
 }
 
 #[tokio::test]

@@ -15,6 +15,14 @@ async fn ask(node: &DevNode, route: &str, text: &str) -> (i32, String) {
     (reply.code, EchoResp::decode(reply.data).map(|r| r.text).unwrap_or_default())
 }
 
+/// The code and reason of a failed request.
+async fn refusal(node: &DevNode, route: &str, text: &str) -> (i32, String) {
+    let mut client = Client::connect(&node.url()).await.unwrap();
+    let (main, sub) = route.split_once('.').unwrap();
+    let reply = client.request(main, sub, echo_body(text), |_| {}).await.unwrap();
+    (reply.code, reply.reason)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layers_wrap_handlers_in_order_and_may_answer_themselves() {
     let node = DevNode::start().await;
@@ -23,8 +31,17 @@ async fn layers_wrap_handlers_in_order_and_may_answer_themselves() {
         (0, "x>outer>inner>handler<inner<outer".into()),
         "the lowest order is outermost, on the way in and out"
     );
-    assert_eq!(ask(&node, "testkit.layered", "deny").await.0, ErrorCode::PermissionDenied as i32);
-    assert_eq!(ask(&node, "testkit.layer_panic", "x").await.0, ErrorCode::Internal as i32);
+    assert_eq!(
+        refusal(&node, "testkit.layered", "deny").await,
+        (ErrorCode::PermissionDenied as i32, "the outer layer denies \"deny\"".into()),
+        "a layer answers with a reason"
+    );
+    assert_eq!(
+        refusal(&node, "testkit.layered", "fail").await,
+        (ErrorCode::Conflict as i32, "the handler refuses \"fail\"".into()),
+        "the handler's reason passes through the layers"
+    );
+    assert_eq!(refusal(&node, "testkit.layer_panic", "x").await, (ErrorCode::Internal as i32, String::new()));
     // Routes no layer names run bare.
     assert_eq!(ask(&node, "testkit.me", "").await, (0, "none".into()));
 }

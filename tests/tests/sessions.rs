@@ -152,7 +152,8 @@ async fn routes_need_a_login_unless_public() {
         DevNode::with_config(|config| config.worker.public_routes = vec!["testkit.online".into()]).await;
     let mut guest = Client::connect(&node.url()).await.unwrap();
     assert_eq!(ask(&mut guest, "testkit.push", "1").await.0, ErrorCode::NotLoggedIn as i32);
-    assert_eq!(ask(&mut guest, "testkit.kick", "1").await.0, ErrorCode::NotLoggedIn as i32);
+    let reply = guest.request("testkit", "kick", echo_body("1"), |_| {}).await.unwrap();
+    assert_eq!((reply.code, reply.reason.as_str()), (ErrorCode::NotLoggedIn as i32, "log in first"));
     // Public by its handler, and public by the config.
     assert_eq!(ask(&mut guest, "testkit.me", "").await, (0, "none".into()));
     assert_eq!(ask(&mut guest, "testkit.online", "1").await, (0, "false".into()));

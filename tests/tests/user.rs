@@ -7,8 +7,10 @@
 use mortar_cli::client::{Client, ClientError};
 use mortar_pack::pack::{Item, QueryReq, QueryResp};
 use mortar_pb::{ErrorCode, Kick, UserMessage};
-use mortar_tests::{DevNode, login, register};
-use mortar_user::user::{ProfileReq, ProfileResp, RenameReq, RenameResp, ResumeReq, ResumeResp};
+use mortar_tests::{DevNode, Received, login, raw, receive, register, request, send};
+use mortar_user::user::{
+    LoginReq, ProfileReq, ProfileResp, RegisterReq, RenameReq, RenameResp, ResumeReq, ResumeResp,
+};
 use prost::Message;
 use std::time::Duration;
 
@@ -105,6 +107,65 @@ async fn register_login_resume_and_a_login_elsewhere() {
 }
 
 /// Reads until `sys.kick` with `LOGGED_IN_ELSEWHERE`, then the close.
+/// The code and reason of `route`'s reply to `req`.
+async fn refusal(client: &mut Client, route: &str, req: impl Message) -> (i32, String) {
+    let (main, sub) = route.split_once('.').unwrap();
+    let reply = client.request(main, sub, req.encode_to_vec().into(), |_| {}).await.unwrap();
+    (reply.code, reply.reason)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_mistake_comes_back_with_its_reason() {
+    let node = node().await;
+    // A plain WebSocket client, decoding the envelope itself.
+    let mut socket = raw(&node.url()).await;
+    let body = RegisterReq { account: "a".into(), password: "password1".into() }.encode_to_vec();
+    send(&mut socket, request("user.register", 5, body)).await;
+    let Received::Message(reply) = receive(&mut socket).await else { panic!("closed") };
+    assert_eq!(
+        (reply.main_type.as_str(), reply.sub_type.as_str(), reply.seq, reply.code),
+        ("user", "register", 5, ErrorCode::BadRequest as i32)
+    );
+    assert_eq!(reply.reason, "account must be 3–32 characters");
+    assert!(reply.data.is_empty());
+
+    let mut client = Client::connect(&node.url()).await.unwrap();
+    let registration =
+        |account: &str, password: &str| RegisterReq { account: account.into(), password: password.into() };
+    let bad = ErrorCode::BadRequest as i32;
+    assert_eq!(
+        refusal(&mut client, "user.register", registration("Ana", "password1")).await,
+        (bad, "account may hold only a–z, 0–9 and _".into())
+    );
+    assert_eq!(
+        refusal(&mut client, "user.register", registration("ana", "short")).await,
+        (bad, "password must be 8–128 bytes".into())
+    );
+    let ok =
+        client.request("user", "register", registration("ana", "password1").encode_to_vec().into(), |_| {});
+    let ok = ok.await.unwrap();
+    assert_eq!((ok.code, ok.reason.as_str()), (0, ""), "an OK reply has no reason");
+    assert_eq!(
+        refusal(&mut client, "user.register", registration("ana", "password2")).await,
+        (ErrorCode::AlreadyExists as i32, "account is taken".into())
+    );
+    // A wrong password and an unknown account read the same.
+    let wrong = (ErrorCode::PermissionDenied as i32, "wrong account or password".to_owned());
+    let credentials =
+        |account: &str, password: &str| LoginReq { account: account.into(), password: password.into() };
+    assert_eq!(refusal(&mut client, "user.login", credentials("ana", "password2")).await, wrong);
+    assert_eq!(refusal(&mut client, "user.login", credentials("nobody", "password1")).await, wrong);
+    assert_eq!(
+        refusal(&mut client, "user.rename", RenameReq { name: "x".into() }).await,
+        (ErrorCode::NotLoggedIn as i32, "log in first".into())
+    );
+    login(&mut client, "ana", "password1").await.unwrap();
+    assert_eq!(
+        refusal(&mut client, "user.rename", RenameReq { name: " ".repeat(3) }).await,
+        (bad, "name must be 1–24 characters, not only spaces".into())
+    );
+}
+
 async fn kicked(client: &mut Client) {
     let mut reason = None;
     loop {

@@ -93,13 +93,38 @@ async fn the_pool_follows_the_registry() {
     let pool = WorkerPool::start(Arc::new(me), RpcConfig::default(), registry.clone(), Some(health.clone()));
     assert!(!health.is_ready(), "no worker yet");
     let timeout = Duration::from_secs(5);
-    assert_eq!(pool.relay(whoami(1), timeout).await.code, ErrorCode::Unavailable as i32);
+    let reply = pool.relay(whoami(1), timeout).await;
+    assert_eq!(
+        (reply.code, reply.reason.as_str()),
+        (ErrorCode::Unavailable as i32, "no worker is up; retry later")
+    );
 
     registry.register(&entry("worker-1", NodeKind::Worker, addr)).await.unwrap();
     until("the registered worker is live", || pool.live_count() == 1).await;
     assert!(health.is_ready());
     let reply = pool.relay(whoami(2), timeout).await;
     assert_eq!((reply.code, EchoResp::decode(reply.data).unwrap().text.as_str()), (0, "2"));
+    assert_eq!(reply.reason, "");
+    // Every registered worker is known and none serves the module: NO_ROUTE, with a suggestion
+    // when the name is close to a module one serves.
+    let typo = AgentMessage { main: "testkti".into(), ..whoami(4) };
+    let reply = pool.relay(typo, timeout).await;
+    assert_eq!(
+        (reply.code, reply.reason.as_str()),
+        (ErrorCode::NoRoute as i32, r#"no worker serves module "testkti" (did you mean "testkit"?)"#)
+    );
+    let unknown = AgentMessage { main: "nothing".into(), ..whoami(4) };
+    let reply = pool.relay(unknown, timeout).await;
+    assert_eq!(
+        (reply.code, reply.reason.as_str()),
+        (ErrorCode::NoRoute as i32, r#"no worker serves module "nothing""#)
+    );
+    // The worker answers for its own routes.
+    let reply = pool.relay(AgentMessage { sub: "whoamI".into(), ..whoami(5) }, timeout).await;
+    assert_eq!(
+        (reply.code, reply.reason.as_str()),
+        (ErrorCode::NoRoute as i32, r#"module "testkit" has no route "whoamI" (did you mean "whoami"?)"#)
+    );
 
     registry.deregister("worker-1").await.unwrap();
     until("the deregistered worker is dropped", || pool.live_count() == 0).await;

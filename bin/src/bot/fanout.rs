@@ -74,8 +74,13 @@ impl Request {
             .replace("{user}", &user.to_string())
             .replace("{prepared}", prepared);
         let data = contract.encode_request(&self.main, &self.sub, &json).map_err(|e| e.to_string())?;
-        let msg =
-            UserMessage { main_type: self.main.clone(), sub_type: self.sub.clone(), data, seq, code: 0 };
+        let msg = UserMessage {
+            main_type: self.main.clone(),
+            sub_type: self.sub.clone(),
+            data,
+            seq,
+            ..Default::default()
+        };
         Ok(Message::Binary(msg.encode_to_vec().into()))
     }
 }

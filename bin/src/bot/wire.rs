@@ -147,7 +147,7 @@ impl Conn {
                     sub_type: sub.clone(),
                     data: data.clone(),
                     seq: id,
-                    code: 0,
+                    ..Default::default()
                 };
                 msg.encode_to_vec()
             }

@@ -227,11 +227,12 @@ impl Agent {
         // Every frame counts against the rate, also one refused for its own fault: a client must
         // not get an answer per frame at any speed by sending bad ones.
         if self.limiter.as_ref().is_some_and(|limiter| limiter.check().is_err()) {
-            let reply = match checked {
-                Ok(msg) => envelope::reply_code(msg.main_type, msg.sub_type, msg.seq, Code::RATE_LIMITED),
-                Err(refusal) => UserMessage { code: Code::RATE_LIMITED.get(), ..refusal },
+            let reason = format!("over the limit of {} requests per second", config.rate_per_sec);
+            let (main_type, sub_type, seq) = match checked {
+                Ok(msg) => (msg.main_type, msg.sub_type, msg.seq),
+                Err(refusal) => (refusal.main_type, refusal.sub_type, refusal.seq),
             };
-            self.reply(reply);
+            self.reply(envelope::reply_because(main_type, sub_type, seq, Code::RATE_LIMITED, reason));
             return Ok(());
         }
         let msg = match checked {
@@ -242,7 +243,14 @@ impl Agent {
             }
         };
         if self.waiting.len() + self.running.len() >= config.max_in_flight {
-            self.reply(envelope::reply_code(msg.main_type, msg.sub_type, msg.seq, Code::RATE_LIMITED));
+            let reason = format!("over the limit of {} requests in flight", config.max_in_flight);
+            self.reply(envelope::reply_because(
+                msg.main_type,
+                msg.sub_type,
+                msg.seq,
+                Code::RATE_LIMITED,
+                reason,
+            ));
             return Ok(());
         }
         self.waiting.push_back(msg);
@@ -276,14 +284,26 @@ impl Agent {
                                     sub_type,
                                     seq,
                                     data: body.encode_to_vec().into(),
-                                    code: 0,
+                                    ..Default::default()
                                 }
                             }
                             Err(code) => envelope::reply_code(main_type, sub_type, seq, code),
                         }
                     });
                 }
-                _ => envelope::reply_code(main_type, sub_type, seq, Code::NO_ROUTE),
+                "descriptors" => {
+                    let reason = "this gateway does not serve descriptors".into();
+                    envelope::reply_because(main_type, sub_type, seq, Code::NO_ROUTE, reason)
+                }
+                _ => {
+                    let served: &[&str] = if self.shared.config.serve_descriptors {
+                        &["descriptors", "ping"]
+                    } else {
+                        &["ping"]
+                    };
+                    let reason = crate::suggest::no_route(&main_type, &sub_type, served.iter().copied());
+                    envelope::reply_because(main_type, sub_type, seq, Code::NO_ROUTE, reason)
+                }
             };
             return Box::pin(std::future::ready(reply));
         }
@@ -304,7 +324,7 @@ impl Agent {
         };
         Box::pin(async move {
             let reply = relay.relay(agent_message).await;
-            UserMessage { main_type, sub_type, code: reply.code, data: reply.data, seq }
+            envelope::relayed(main_type, sub_type, seq, reply)
         })
     }
 
@@ -354,11 +374,17 @@ impl Agent {
     }
 
     /// Answers every request read: running ones with their replies, waiting ones by running them,
-    /// or with code `refuse` when given. False when the client stopped taking replies.
+    /// or with code `refuse` when given (the reason: the server shuts down, or the session was
+    /// kicked). False when the client stopped taking replies.
     async fn drain(&mut self, refuse: Option<Code>) -> bool {
         if let Some(code) = refuse {
+            let reason = match code {
+                Code::SERVER_SHUTDOWN => "the server is shutting down",
+                _ => "this session is being closed",
+            };
             for msg in std::mem::take(&mut self.waiting) {
-                let reply = envelope::reply_code(msg.main_type, msg.sub_type, msg.seq, code);
+                let (main_type, sub_type, seq) = (msg.main_type, msg.sub_type, msg.seq);
+                let reply = envelope::reply_because(main_type, sub_type, seq, code, reason.into());
                 self.running.push_back(Box::pin(std::future::ready(reply)));
             }
         }

@@ -2,7 +2,7 @@
 //! service, or the cluster's workers chosen per request; a deadline on every request either way,
 //! failures turned into codes.
 
-use super::workers::{WorkerPool, code_of};
+use super::workers::{self, WorkerPool, code_of};
 use crate::{
     metrics as m,
     rpc::{AgentMessage, Handled, Presence, Reply, Status, WorkerRpcClient},
@@ -62,7 +62,7 @@ impl Relay {
     ///
     /// # Errors
     /// None: failures are replies with `TIMEOUT` (deadline passed), `UNAVAILABLE` (the worker is
-    /// gone) or `INTERNAL`.
+    /// gone) or `INTERNAL`, the first two with a reason that says so.
     pub async fn relay(&self, msg: AgentMessage) -> Reply {
         let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
         match &self.target {
@@ -75,7 +75,7 @@ impl Relay {
                     }
                     Err(_) => {
                         tracing::warn!(session, seq, trace = %trace::display(trace_id), "request timed out");
-                        Reply::code(Code::TIMEOUT)
+                        Reply::because(Code::TIMEOUT, workers::TIMED_OUT)
                     }
                 }
             }
@@ -91,13 +91,14 @@ impl Relay {
                         tracing::debug!(%peer, session, seq, trace = %trace::display(trace_id), code = %m::code_label(reply.code), "relayed");
                         reply
                     }
-                    Ok(Handled::Draining(_)) => Reply::code(Code::UNAVAILABLE),
+                    Ok(Handled::Draining(_)) => Reply::because(Code::UNAVAILABLE, workers::SHUTTING_DOWN),
                     Err(error) => {
-                        let code = code_of(&error);
+                        let reply = workers::reply_of(&error);
+                        let code = Code::from_wire(reply.code);
                         metrics::counter!(m::RPC_ERRORS, "peer" => peer.clone(), "code" => m::code_label(code.get()))
                             .increment(1);
                         tracing::warn!(%peer, session, seq, trace = %trace::display(trace_id), %error, ?code, "relay to worker failed");
-                        Reply::code(code)
+                        reply
                     }
                 }
             }

@@ -25,7 +25,7 @@ use crate::{
         AgentMessage, Called, Handled, InternalCall, Presence, Reply, Status, WorkerRpcClient, codec,
         handshake::{self, Identity},
     },
-    trace,
+    suggest, trace,
 };
 use bytes::Bytes;
 use mortar::Code;
@@ -63,6 +63,8 @@ struct Inner {
 /// A worker the pool connects to.
 struct Peer {
     entry: NodeEntry,
+    /// The modules it served when last connected (its handshake); none before it ever was.
+    served: Option<Arc<[String]>>,
     task: JoinHandle<()>,
     /// Wakes the peer task when a request found the worker gone.
     down: Arc<Notify>,
@@ -180,8 +182,11 @@ impl WorkerPool {
     /// the request goes to the next choice.
     ///
     /// # Errors
-    /// None: failures are replies. `UNAVAILABLE`: no live worker serves the module, or the
-    /// worker's connection failed (it is marked down at once); `TIMEOUT`: the deadline passed.
+    /// None: failures are replies, with a reason for the client. `NO_ROUTE`: no worker the pool
+    /// knows serves the module, and each one's modules are known (`no worker serves module
+    /// "gret" (did you mean "greet"?)`); `UNAVAILABLE`: no worker is live, or none of those
+    /// serving (or that may serve) the module, or the worker's connection failed (it is marked
+    /// down at once); `TIMEOUT`: the deadline passed.
     pub async fn relay(&self, msg: AgentMessage, timeout: Duration) -> Reply {
         let key = msg.user.unwrap_or(msg.session);
         let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
@@ -201,7 +206,7 @@ impl WorkerPool {
             }
             Err(msg) => {
                 tracing::debug!(main = %msg.main, session, "no live worker serves the module");
-                Reply::code(Code::UNAVAILABLE)
+                self.unserved(&msg.main)
             }
         }
     }
@@ -232,6 +237,33 @@ impl WorkerPool {
                 false => Reply::code(Code::NO_ROUTE),
             }
         })
+    }
+
+    /// The reply to a request for module `main` that no live worker took: `UNAVAILABLE` while no
+    /// worker is live, or while one that serves `main` or may serve it (a worker never connected
+    /// whose registry entry does not say what it serves) is down or draining; otherwise
+    /// `NO_ROUTE`, suggesting the closest module a known worker serves.
+    fn unserved(&self, main: &str) -> Reply {
+        let view = self.view();
+        if view.is_empty() {
+            return Reply::because(Code::UNAVAILABLE, "no worker is up; retry later");
+        }
+        let peers = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        let may_serve = |peer: &Peer| match &peer.served {
+            Some(served) => served.iter().any(|module| module == main),
+            None => peer.entry.modules.is_empty() || peer.entry.serves(main),
+        };
+        let live_serves = view.iter().any(|live| live.modules.iter().any(|module| module == main));
+        if live_serves || peers.values().any(may_serve) {
+            let reason = format!("no live worker serves module {main:?} now; retry later");
+            return Reply::because(Code::UNAVAILABLE, reason);
+        }
+        let live = view.iter().flat_map(|live| live.modules.iter());
+        let known = peers.values().filter_map(|peer| peer.served.as_deref()).flatten();
+        let mut served: Vec<&str> = live.chain(known).map(String::as_str).collect();
+        served.sort_unstable();
+        served.dedup();
+        Reply::because(Code::NO_ROUTE, suggest::no_module(main, served))
     }
 
     /// Tells the live workers that `presence.user` came online or went offline, so each module
@@ -305,14 +337,15 @@ impl WorkerPool {
                     msg = unhandled;
                 }
                 Err(error) => {
-                    let code = code_of(&error);
+                    let reply = reply_of(&error);
+                    let code = Code::from_wire(reply.code);
                     if code == Code::UNAVAILABLE {
                         self.mark_down(&worker, "call failed");
                     }
                     metrics::counter!(m::RPC_ERRORS, "peer" => worker.id.to_string(), "code" => m::code_label(code.get()))
                         .increment(1);
                     tracing::warn!(peer = %worker.id, trace = %trace::display(trace_id), %error, ?code, "call to worker failed");
-                    return Ok(Reply::code(code));
+                    return Ok(reply);
                 }
             }
         }
@@ -374,7 +407,7 @@ impl WorkerPool {
                 let down = Arc::new(Notify::new());
                 let task = tokio::spawn(self.clone().run_peer(entry.clone(), down.clone()));
                 if let Some(old) =
-                    peers.insert(entry.id.clone(), Peer { entry, task, down, generation: None })
+                    peers.insert(entry.id.clone(), Peer { entry, served: None, task, down, generation: None })
                 {
                     old.task.abort();
                 }
@@ -462,6 +495,7 @@ impl WorkerPool {
             let mut peers = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner);
             let Some(peer) = peers.get_mut(id) else { return };
             peer.generation = Some(generation);
+            peer.served = Some(live.modules.clone());
             let mut view = self.inner.view.write().unwrap_or_else(PoisonError::into_inner);
             let mut next: Vec<Live> = view.iter().filter(|l| &*l.id != id).cloned().collect();
             next.push(live);
@@ -533,6 +567,22 @@ async fn ping(client: &WorkerRpcClient, config: &RpcConfig) -> &'static str {
             Err(RpcError::DeadlineExceeded) => return "ping unanswered (frozen or overloaded)",
             Err(_) => return "ping failed",
         }
+    }
+}
+
+/// The reason of a `TIMEOUT` reply: the request passed its deadline.
+pub(super) const TIMED_OUT: &str = "no reply within the request timeout";
+
+/// The reason of an `UNAVAILABLE` reply from a worker that shuts down and did not run the request.
+pub(super) const SHUTTING_DOWN: &str = "the worker is shutting down; retry";
+
+/// The reply to a request whose call failed with `error`: its code (see [`code_of`]), with a
+/// reason when the client can act on it (`TIMEOUT`, `UNAVAILABLE`; an `INTERNAL` has none).
+pub(super) fn reply_of(error: &RpcError) -> Reply {
+    match code_of(error) {
+        Code::TIMEOUT => Reply::because(Code::TIMEOUT, TIMED_OUT),
+        Code::UNAVAILABLE => Reply::because(Code::UNAVAILABLE, "the worker cannot be reached; retry"),
+        code => Reply::code(code),
     }
 }
 

@@ -19,7 +19,7 @@ use crate::gateway::{
 };
 use crate::session::Location;
 use bytes::Bytes;
-use mortar::Code;
+use mortar::{Code, Failure};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
@@ -53,20 +53,42 @@ pub struct Reply {
     pub code: i32,
     /// The encoded reply body; empty unless `code` is OK.
     pub data: Bytes,
+    /// Why the request failed, for the client's `UserMessage.reason` (the gateway cuts it to
+    /// `envelope::MAX_REASON_BYTES`); empty when there is none, and ignored when `code` is OK.
+    pub reason: String,
 }
 
 impl Reply {
     /// A reply carrying only a code.
     pub fn code(code: Code) -> Self {
-        Self { code: code.get(), data: Bytes::new() }
+        Self { code: code.get(), data: Bytes::new(), reason: String::new() }
+    }
+
+    /// A reply carrying a code and the reason the client reads.
+    pub fn because(code: Code, reason: impl Into<String>) -> Self {
+        Self { code: code.get(), data: Bytes::new(), reason: reason.into() }
+    }
+
+    /// An OK reply with the encoded body `data`.
+    pub fn ok(data: Bytes) -> Self {
+        Self { code: Code::OK.get(), data, reason: String::new() }
     }
 }
 
-impl From<Result<Bytes, Code>> for Reply {
-    fn from(result: Result<Bytes, Code>) -> Self {
+impl From<Failure> for Reply {
+    fn from(failure: Failure) -> Self {
+        match failure.into_parts() {
+            (code, Some(reason)) => Self::because(code, reason),
+            (code, None) => Self::code(code),
+        }
+    }
+}
+
+impl From<Result<Bytes, Failure>> for Reply {
+    fn from(result: Result<Bytes, Failure>) -> Self {
         match result {
-            Ok(data) => Self { code: Code::OK.get(), data },
-            Err(code) => Self::code(code),
+            Ok(data) => Self::ok(data),
+            Err(failure) => failure.into(),
         }
     }
 }

@@ -42,10 +42,14 @@ impl Host for Core {
         let deadline = request.deadline;
         if let Some(route) = self.routes.get(main, sub) {
             // A panic in the handler is caught by the SDK's glue, on the module's side of a
-            // library boundary, and answered INTERNAL (see `Host::panicked`).
+            // library boundary, and answered INTERNAL (see `Host::panicked`). The caller gets the
+            // callee's code; its reason is for the callee's clients, not for other modules.
             let call = (route.handler)(from.for_call(route.path), body);
             return Box::pin(async move {
-                tokio::time::timeout_at(deadline.into(), call).await.unwrap_or(Err(Code::TIMEOUT))
+                match tokio::time::timeout_at(deadline.into(), call).await {
+                    Ok(result) => result.map_err(|failure| failure.code()),
+                    Err(_) => Err(Code::TIMEOUT),
+                }
             });
         }
         let Some(workers) = self.workers.clone() else {

@@ -238,9 +238,10 @@ impl Worker {
     }
 
     /// Handles one client request, whose client waits until `deadline`. Always answers: an
-    /// unknown or internal route is `NO_ROUTE`, a route that needs a login from a session without
-    /// one is `NOT_LOGGED_IN`, a body that does not decode is `BAD_REQUEST`, a panicking handler
-    /// is `INTERNAL`.
+    /// unknown or internal route is `NO_ROUTE` (with a reason naming it, and the closest route a
+    /// client may reach when it looks like a typo), a route that needs a login from a session
+    /// without one is `NOT_LOGGED_IN` ("log in first"), a body that does not decode is
+    /// `BAD_REQUEST`, a panicking handler is `INTERNAL`.
     ///
     /// Each request runs in a `request` span carrying its route, seq, session, user and trace id,
     /// and is counted in the request metrics by route and code.
@@ -248,12 +249,12 @@ impl Worker {
         let Some(route) = self.core.routes.get_for_client(&msg.main, &msg.sub) else {
             metrics::counter!(m::REQUESTS, "route" => "_unknown", "code" => m::code_label(Code::NO_ROUTE.get()))
                 .increment(1);
-            return Reply::code(Code::NO_ROUTE);
+            return Reply::because(Code::NO_ROUTE, self.core.routes.no_route_reason(&msg.main, &msg.sub));
         };
         if msg.user.is_none() && self.core.routes.needs_login(route) {
             metrics::counter!(m::REQUESTS, "route" => route.path, "code" => m::code_label(Code::NOT_LOGGED_IN.get()))
                 .increment(1);
-            return Reply::code(Code::NOT_LOGGED_IN);
+            return Reply::because(Code::NOT_LOGGED_IN, "log in first");
         }
         // Debug level: a span per request is created only when someone listens to it (formatting
         // its fields for every request would cost more than the request itself).

@@ -680,6 +680,22 @@ impl RouteTable {
         self.get(main, sub).filter(|route| route.is_for_clients())
     }
 
+    /// Why a client cannot reach `main.sub` (for which [`RouteTable::get_for_client`] has no
+    /// route): the reason of its `NO_ROUTE`, suggesting the closest module or route a client may
+    /// reach when the name looks like a typo.
+    pub fn no_route_reason(&self, main: &str, sub: &str) -> String {
+        let for_clients = |subs: &HashMap<&'static str, &'static Route>| {
+            subs.iter().filter(|(_, route)| route.is_for_clients()).map(|(sub, _)| *sub).collect::<Vec<_>>()
+        };
+        match self.routes.get(main).map(for_clients) {
+            Some(subs) if !subs.is_empty() => crate::suggest::no_route(main, sub, subs),
+            _ => {
+                let served = self.routes.iter().filter(|(_, subs)| subs.values().any(|r| r.is_for_clients()));
+                crate::suggest::no_module(main, served.map(|(main, _)| *main))
+            }
+        }
+    }
+
     /// The enabled modules.
     pub fn modules(&self) -> impl Iterator<Item = &dyn Module> {
         self.modules.iter().map(|(_, module)| &**module)
@@ -841,7 +857,7 @@ mod tests {
     use std::sync::LazyLock;
 
     fn handler(_: Ctx, _: Bytes) -> HandlerFuture {
-        Box::pin(async { Err(Code::INTERNAL) })
+        Box::pin(async { Err(Code::INTERNAL.into()) })
     }
 
     fn types() -> (String, String) {
@@ -938,6 +954,20 @@ mod tests {
         assert!(table.get("echo", "secret").is_some());
         assert!(table.get_for_client("echo", "secret").is_none());
         assert!(table.get_for_client("echo", "say").is_some());
+    }
+
+    #[test]
+    fn no_route_reasons_suggest_only_what_clients_may_reach() {
+        let table = table(&[&ECHO], &[&SAY, &SECRET], &[]).unwrap();
+        assert_eq!(
+            table.no_route_reason("ecoh", "say"),
+            r#"no worker serves module "ecoh" (did you mean "echo"?)"#
+        );
+        assert_eq!(
+            table.no_route_reason("echo", "sya"),
+            r#"module "echo" has no route "sya" (did you mean "say"?)"#
+        );
+        assert_eq!(table.no_route_reason("echo", "secrte"), r#"module "echo" has no route "secrte""#);
     }
 
     #[test]

@@ -143,16 +143,39 @@ pub struct Account {
     pub starter_granted_ms: i64,
 }
 
-/// Account names: 3-32 characters of `[a-z0-9_]`.
-fn valid_account(account: &str) -> bool {
-    (3..=32).contains(&account.len())
-        && account.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+/// Account names: 3-32 characters of `[a-z0-9_]`; `BAD_REQUEST` saying which rule it breaks.
+fn check_account(account: &str) -> Result<(), Failure> {
+    if !(3..=32).contains(&account.len()) {
+        return Err(Code::BAD_REQUEST.because("account must be 3–32 characters"));
+    }
+    if !account.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return Err(Code::BAD_REQUEST.because("account may hold only a–z, 0–9 and _"));
+    }
+    Ok(())
 }
 
-/// Passwords: 8-128 bytes.
-fn valid_password(password: &str) -> bool {
-    (8..=128).contains(&password.len())
+/// Passwords: 8-128 bytes; `BAD_REQUEST` with the bounds.
+fn check_password(password: &str) -> Result<(), Failure> {
+    if !(8..=128).contains(&password.len()) {
+        return Err(Code::BAD_REQUEST.because("password must be 8–128 bytes"));
+    }
+    Ok(())
 }
+
+/// Display names: 1-24 characters, not only spaces, no control characters; `BAD_REQUEST` saying
+/// which rule it breaks.
+fn check_name(name: &str) -> Result<(), Failure> {
+    if !(1..=24).contains(&name.chars().count()) || name.trim().is_empty() {
+        return Err(Code::BAD_REQUEST.because("name must be 1–24 characters, not only spaces"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Code::BAD_REQUEST.because("name must not hold control characters"));
+    }
+    Ok(())
+}
+
+/// Why every failed login fails, whether the account exists or not.
+const WRONG_LOGIN: &str = "wrong account or password";
 
 fn now_ms(ctx: &Ctx) -> i64 {
     ctx.now()
@@ -196,18 +219,19 @@ fn failure_keys(ctx: &Ctx, account: &str) -> [String; 2] {
 }
 
 /// `RATE_LIMITED` when the account or the IP has failed too often lately.
-async fn check_failures(ctx: &Ctx, account: Option<&str>) -> Result<(), Code> {
+async fn check_failures(ctx: &Ctx, account: Option<&str>) -> Result<(), Failure> {
     let config = ctx.config::<UserConfig>();
     let [by_account, by_ip] = failure_keys(ctx, account.unwrap_or(""));
     let (cache, window) = (ctx.cache(), Some(Duration::from_secs(config.failure_window_s)));
     // Adding 0 reads a counter (and makes a missing one 0).
+    let limited = || Code::RATE_LIMITED.because("too many failed logins; retry later");
     if cache.incr(&by_ip, 0, window).await? >= i64::from(config.failures_per_ip) {
-        return Err(Code::RATE_LIMITED);
+        return Err(limited());
     }
     if account.is_some()
         && cache.incr(&by_account, 0, window).await? >= i64::from(config.failures_per_account)
     {
-        return Err(Code::RATE_LIMITED);
+        return Err(limited());
     }
     Ok(())
 }
@@ -248,13 +272,12 @@ async fn grant_starter(ctx: &Ctx, user: u64) -> Result<(), Code> {
 /// password out of bounds. The starter items follow; if the pack module cannot be reached they
 /// are granted at the first login instead.
 #[mortar::handler("user.register", public)]
-async fn register(ctx: Ctx, req: RegisterReq) -> Result<RegisterResp, Code> {
-    if !valid_account(&req.account) || !valid_password(&req.password) {
-        return Err(Code::BAD_REQUEST);
-    }
+async fn register(ctx: Ctx, req: RegisterReq) -> Result<RegisterResp, Failure> {
+    check_account(&req.account)?;
+    check_password(&req.password)?;
     let store = ctx.store::<Account>();
     if store.find_one("account", &req.account).await?.is_some() {
-        return Err(Code::ALREADY_EXISTS);
+        return Err(Code::ALREADY_EXISTS.because("account is taken"));
     }
     let password = hash(&ctx, req.password).await?;
     let account = Account {
@@ -275,11 +298,11 @@ async fn register(ctx: Ctx, req: RegisterReq) -> Result<RegisterResp, Code> {
                 break;
             }
             Err(StoreError::AlreadyExists { index: None }) => continue,
-            Err(error) => return Err(error.code()),
+            Err(error) => return Err(error.into()),
         }
     }
     if user == 0 {
-        return Err(Code::INTERNAL);
+        return Err(Code::INTERNAL.into());
     }
     let _ = grant_starter(&ctx, user).await;
     Ok(RegisterResp { user_id: user })
@@ -288,9 +311,9 @@ async fn register(ctx: Ctx, req: RegisterReq) -> Result<RegisterResp, Code> {
 /// Logs in; unknown accounts and wrong passwords both answer `PERMISSION_DENIED`, after about
 /// the same time. A session of the same user elsewhere is kicked with `LOGGED_IN_ELSEWHERE`.
 #[mortar::handler("user.login", public)]
-async fn login(ctx: Ctx, req: LoginReq) -> Result<LoginResp, Code> {
-    if !valid_account(&req.account) || req.password.len() > 128 {
-        return Err(Code::PERMISSION_DENIED);
+async fn login(ctx: Ctx, req: LoginReq) -> Result<LoginResp, Failure> {
+    if check_account(&req.account).is_err() || req.password.len() > 128 {
+        return Err(Code::PERMISSION_DENIED.because(WRONG_LOGIN));
     }
     check_failures(&ctx, Some(&req.account)).await?;
     let store = ctx.store::<Account>();
@@ -299,7 +322,7 @@ async fn login(ctx: Ctx, req: LoginReq) -> Result<LoginResp, Code> {
     let matches = verify(&ctx, req.password, stored).await?;
     let Some(found) = found.filter(|_| matches) else {
         count_failure(&ctx, Some(&req.account)).await;
-        return Err(Code::PERMISSION_DENIED);
+        return Err(Code::PERMISSION_DENIED.because(WRONG_LOGIN));
     };
     let user = found.id;
     let secret: [u8; 32] = rand::random();
@@ -325,7 +348,7 @@ async fn login(ctx: Ctx, req: LoginReq) -> Result<LoginResp, Code> {
 /// Logs in again with the token of the last login, until it expires or the next login replaces
 /// it; `PERMISSION_DENIED` otherwise.
 #[mortar::handler("user.resume", public)]
-async fn resume(ctx: Ctx, req: ResumeReq) -> Result<ResumeResp, Code> {
+async fn resume(ctx: Ctx, req: ResumeReq) -> Result<ResumeResp, Failure> {
     check_failures(&ctx, None).await?;
     let parsed = req
         .token
@@ -346,7 +369,7 @@ async fn resume(ctx: Ctx, req: ResumeReq) -> Result<ResumeResp, Code> {
     };
     let Some(account) = account.filter(|_| valid) else {
         count_failure(&ctx, None).await;
-        return Err(Code::PERMISSION_DENIED);
+        return Err(Code::PERMISSION_DENIED.because("token unknown or expired; log in again"));
     };
     ctx.bind_user(account.id).await?;
     Ok(ResumeResp { user_id: account.id, name: account.doc.name })
@@ -367,13 +390,10 @@ async fn profile(ctx: Ctx, _req: ProfileReq) -> Result<ProfileResp, Code> {
 
 /// Changes the display name: 1-24 characters, no control characters, else `BAD_REQUEST`.
 #[mortar::handler("user.rename")]
-async fn rename(ctx: Ctx, req: RenameReq) -> Result<RenameResp, Code> {
+async fn rename(ctx: Ctx, req: RenameReq) -> Result<RenameResp, Failure> {
     let user = ctx.user_id().ok_or(Code::NOT_LOGGED_IN)?;
     let name = req.name;
-    let length = name.chars().count();
-    if !(1..=24).contains(&length) || name.chars().any(char::is_control) || name.trim().is_empty() {
-        return Err(Code::BAD_REQUEST);
-    }
+    check_name(&name)?;
     let (saved, ()) = ctx
         .store::<Account>()
         .update(user, |account| {
@@ -434,17 +454,27 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    /// The reason of a refusal.
+    fn why(checked: Result<(), Failure>) -> Option<String> {
+        checked.err().map(|failure| {
+            assert_eq!(failure.code(), Code::BAD_REQUEST);
+            failure.reason().unwrap_or_default().to_owned()
+        })
+    }
+
     #[test]
-    fn accounts_and_passwords_have_bounds() {
-        assert!(
-            valid_account("ana_01")
-                && !valid_account("an")
-                && !valid_account("Ana")
-                && !valid_account(&"a".repeat(33))
-        );
-        assert!(
-            valid_password("12345678") && !valid_password("1234567") && !valid_password(&"x".repeat(129))
-        );
+    fn accounts_passwords_and_names_have_bounds_and_say_which() {
+        assert_eq!(why(check_account("ana_01")), None);
+        assert_eq!(why(check_account("an")).as_deref(), Some("account must be 3–32 characters"));
+        assert_eq!(why(check_account(&"a".repeat(33))).as_deref(), Some("account must be 3–32 characters"));
+        assert_eq!(why(check_account("Ana")).as_deref(), Some("account may hold only a–z, 0–9 and _"));
+        assert_eq!(why(check_password("12345678")), None);
+        assert_eq!(why(check_password("1234567")).as_deref(), Some("password must be 8–128 bytes"));
+        assert!(why(check_password(&"x".repeat(129))).is_some());
+        assert_eq!(why(check_name("Ana the Bold")), None);
+        assert!(why(check_name("")).is_some() && why(check_name("   ")).is_some());
+        assert!(why(check_name(&"é".repeat(25))).is_some() && why(check_name(&"é".repeat(24))).is_none());
+        assert_eq!(why(check_name("a\u{7}b")).as_deref(), Some("name must not hold control characters"));
     }
 
     #[test]

@@ -10,7 +10,8 @@ use syn::{
 };
 
 /// `#[handler("main.sub")]`, `#[handler("main.sub", public)]` or
-/// `#[handler("main.sub", internal)]` on an `async fn(Ctx, Req) -> Result<Resp, Code>`.
+/// `#[handler("main.sub", internal)]` on an `async fn(Ctx, Req) -> Result<Resp, Code>` (or
+/// `Result<Resp, Failure>`).
 struct HandlerArgs {
     route: LitStr,
     internal: bool,
@@ -64,7 +65,7 @@ fn check_route(route: &str) -> Result<(), String> {
 }
 
 /// The form every handler has, for error messages.
-const EXPECTED: &str = "a handler is `async fn(ctx: Ctx, req: Req) -> Result<Resp, Code>`, with `Req` and `Resp` messages of the module's protos";
+const EXPECTED: &str = "a handler is `async fn(ctx: Ctx, req: Req) -> Result<Resp, Code>` (or `Result<Resp, Failure>` to give a reason with the code), with `Req` and `Resp` messages of the module's protos";
 
 /// Checks a handler's signature before the compiler does: its errors would point into the SDK.
 fn check_signature(sig: &syn::Signature) -> syn::Result<()> {
@@ -87,16 +88,17 @@ fn check_signature(sig: &syn::Signature) -> syn::Result<()> {
     let syn::ReturnType::Type(_, output) = &sig.output else {
         return Err(syn::Error::new_spanned(&sig.ident, format!("{EXPECTED}: this one returns nothing")));
     };
-    let returns_result_code = last_segment(output)
+    let returns_result_code_or_failure = last_segment(output)
         .filter(|segment| segment.ident == "Result")
         .and_then(|segment| match &segment.arguments {
             syn::PathArguments::AngleBracketed(args) if args.args.len() == 2 => args.args.last(),
             _ => None,
         })
         .is_some_and(|error| {
-            matches!(error, syn::GenericArgument::Type(ty) if last_segment(ty).is_some_and(|s| s.ident == "Code"))
+            matches!(error, syn::GenericArgument::Type(ty)
+                if last_segment(ty).is_some_and(|s| s.ident == "Code" || s.ident == "Failure"))
         });
-    if !returns_result_code {
+    if !returns_result_code_or_failure {
         let found = quote!(#output).to_string().replace(" < ", "<").replace(" >", ">").replace(" ,", ",");
         return Err(syn::Error::new_spanned(output, format!("{EXPECTED}: this one returns `{found}`")));
     }
@@ -111,7 +113,8 @@ fn last_segment(ty: &syn::Type) -> Option<&syn::PathSegment> {
     }
 }
 
-/// Registers an `async fn(Ctx, Req) -> Result<Resp, Code>` as the handler of a route.
+/// Registers an `async fn(Ctx, Req) -> Result<Resp, Code>` (or `-> Result<Resp, Failure>`, to
+/// answer `Err(Code::BAD_REQUEST.because("…"))` with a reason) as the handler of a route.
 ///
 /// `#[handler("pack.query")]` makes a client route for logged-in sessions (others get
 /// `NOT_LOGGED_IN`); `#[handler("user.login", public)]` one every client may call;
