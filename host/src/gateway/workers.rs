@@ -322,8 +322,11 @@ impl WorkerPool {
         F: Fn(WorkerRpcClient, tarpc::context::Context, M) -> Fut,
         Fut: std::future::Future<Output = Result<Sent<M>, RpcError>>,
     {
+        // Workers that handed this message back: the view drops them once their peer task
+        // runs, which under load may be after the next attempt.
+        let mut draining: Vec<Arc<str>> = Vec::new();
         for _ in 0..MAX_ATTEMPTS {
-            let Some(worker) = self.pick(main(&msg), key) else { return Err(msg) };
+            let Some(worker) = self.pick(main(&msg), key, &draining) else { return Err(msg) };
             let mut cx = tarpc::context::current();
             cx.deadline = deadline;
             cx.trace_context.trace_id = trace_id.into();
@@ -334,6 +337,7 @@ impl WorkerPool {
                 Ok(Sent::Reply(reply)) => return Ok(reply),
                 Ok(Sent::Draining(unhandled)) => {
                     self.mark_down(&worker, "draining");
+                    draining.push(worker.id.clone());
                     msg = unhandled;
                 }
                 Err(error) => {
@@ -374,10 +378,11 @@ impl WorkerPool {
         self.inner.view.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// The live worker for `key` among those serving `main`.
-    fn pick(&self, main: &str, key: u64) -> Option<Live> {
+    /// The live worker for `key` among those serving `main`, but for those in `skip`.
+    fn pick(&self, main: &str, key: u64, skip: &[Arc<str>]) -> Option<Live> {
         let view = self.view();
-        let serving = || view.iter().filter(|live| live.modules.iter().any(|m| m == main));
+        let serving =
+            || view.iter().filter(|live| !skip.contains(&live.id) && live.modules.iter().any(|m| m == main));
         let winner = rendezvous::pick(key, serving().map(|live| (live.hash, live.weight)))?;
         serving().nth(winner).cloned()
     }
