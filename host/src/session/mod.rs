@@ -73,12 +73,12 @@ pub trait SessionStore: Send + Sync + 'static {
 }
 
 /// Where a cluster node keeps players' sessions, as it says in its handshake (peers must say the
-/// same): `gateways` for `session.url = "memory"` (each gateway keeps its own players, and
+/// same): `"memory" (each gateway keeps its own players)` for `session.url = "memory"` (each gateway keeps its own players, and
 /// workers ask the gateways: [`directory`](crate::worker::directory)), else the store's URL
 /// without user and password.
 pub fn identity(config: &NodeConfig) -> String {
     match config.session.url.as_str() {
-        "memory" => "gateways".into(),
+        "memory" => "\"memory\" (each gateway keeps its own players)".into(),
         url => {
             let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
             let rest = rest.rsplit_once('@').map_or(rest, |(_, hosts)| hosts);
