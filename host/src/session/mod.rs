@@ -73,9 +73,9 @@ pub trait SessionStore: Send + Sync + 'static {
 }
 
 /// Where a cluster node keeps players' sessions, as it says in its handshake (peers must say the
-/// same): `"memory" (each gateway keeps its own players)` for `session.url = "memory"` (each gateway keeps its own players, and
-/// workers ask the gateways: [`directory`](crate::worker::directory)), else the store's URL
-/// without user and password.
+/// same): for `session.url = "memory"` a text saying each gateway keeps its own players (workers
+/// ask the gateways: [`directory`](crate::worker::directory)), else the store's URL without user
+/// and password.
 pub fn identity(config: &NodeConfig) -> String {
     match config.session.url.as_str() {
         "memory" => "\"memory\" (each gateway keeps its own players)".into(),
