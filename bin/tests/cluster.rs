@@ -123,6 +123,18 @@ fn load(
     clients: usize,
     stop: Arc<AtomicBool>,
 ) -> Vec<tokio::task::JoinHandle<Vec<(Instant, i32, String)>>> {
+    pipelined(url, clients, 1, stop)
+}
+
+/// Clients sending `echo.node` in rounds of `depth` requests at once until stopped: (round
+/// started at, code, node) per request, in reply order. The gateway handles a session's requests
+/// one after another (`session_concurrency` 1): the others of a round wait in its queue.
+fn pipelined(
+    url: &str,
+    clients: usize,
+    depth: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Vec<(Instant, i32, String)>>> {
     (0..clients)
         .map(|_| {
             let (url, stop) = (url.to_owned(), stop.clone());
@@ -131,8 +143,26 @@ fn load(
                 let mut results = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
-                    let (code, node) = where_ran(&mut client).await;
-                    results.push((started, code, node));
+                    if depth == 1 {
+                        let (code, node) = where_ran(&mut client).await;
+                        results.push((started, code, node));
+                        continue;
+                    }
+                    for _ in 0..depth {
+                        client.send("echo", "node", Default::default()).await.unwrap();
+                    }
+                    for _ in 0..depth {
+                        let reply = tokio::time::timeout(Duration::from_secs(15), client.next())
+                            .await
+                            .expect("every request gets a reply: none hangs")
+                            .expect("the connection stays up");
+                        let node = if reply.code == 0 {
+                            NodeResp::decode(reply.data).unwrap().node
+                        } else {
+                            String::new()
+                        };
+                        results.push((started, reply.code, node));
+                    }
                 }
                 results
             })
@@ -158,17 +188,26 @@ async fn a_killed_worker_fails_only_its_requests_in_flight() {
     let gw = gateway(&dir, "gateway-1", &static_registry(&[&w1, &w2]), &[]);
     wait_live(&gw, 2);
     let stop = Arc::new(AtomicBool::new(false));
-    let tasks = load(&gw.addr, 20, stop.clone());
+    // Sixteen requests queued per session: those not yet sent when the worker dies move.
+    let tasks = pipelined(&gw.addr, 20, 16, stop.clone());
     tokio::time::sleep(Duration::from_millis(800)).await;
     w1.signal("KILL");
     let killed = Instant::now();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
-    let results = collect(tasks).await;
+    let mut results = Vec::new();
+    let unavailable = ErrorCode::Unavailable as i32;
+    for task in tasks {
+        let client = task.await.unwrap();
+        // One request of a session at a time is at a worker: the kill fails at most that one.
+        // The first failure takes the worker out of every request's choice before the next pick.
+        let failed = client.iter().filter(|(_, code, _)| *code == unavailable).count();
+        assert!(failed <= 1, "{failed} UNAVAILABLE in a row for one client");
+        results.extend(client);
+    }
 
     let before = results.iter().filter(|(at, ..)| *at < killed).count();
     assert!(results.iter().filter(|(at, ..)| *at < killed).any(|(_, _, node)| node == "worker-1"));
-    let unavailable = ErrorCode::Unavailable as i32;
     for (at, code, node) in &results {
         assert!(
             *code == 0 || *code == unavailable,
@@ -313,6 +352,61 @@ async fn a_peer_with_the_wrong_secret_is_refused() {
     let _ = stranger.read_to_end(&mut rest);
     assert!(rest.is_empty(), "no answer but the close");
     assert!(w1.log().contains("the first frame is not a mortar handshake"), "{}", w1.log());
+}
+
+/// Strangers on the RPC port — connections that have not passed the handshake — can hold no
+/// more than a small first frame each, a bounded number at once: a hundred of them announcing
+/// 16 MiB frames and sending 4 MiB each leave the worker's memory where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_on_the_rpc_port_pin_no_memory() {
+    use std::io::{Read as _, Write as _};
+    let dir = TempDir::new("strangers");
+    let w1 = worker(&dir, "worker-1", "127.0.0.1:0", ECHO, &[]);
+    let gw = gateway(&dir, "gateway-1", &static_registry(&[&w1]), &[]);
+    wait_live(&gw, 1);
+    let baseline = w1.rss_kib();
+
+    let addr = w1.addr.clone();
+    let strangers: Vec<_> = (0..100)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut stranger = std::net::TcpStream::connect(&addr).unwrap();
+                stranger.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+                // A length prefix of 16 MiB - 1, then 4 MiB of it.
+                let mut sent = stranger.write_all(&[0x00, 0xff, 0xff, 0xff]).is_ok();
+                let chunk = vec![0u8; 64 << 10];
+                for _ in 0..64 {
+                    sent = sent && stranger.write_all(&chunk).is_ok();
+                }
+                stranger
+            })
+        })
+        .collect();
+    let strangers: Vec<_> = strangers.into_iter().map(|thread| thread.join().unwrap()).collect();
+    // Within the handshake timeout (1 s): what the worker read of them, it holds now.
+    std::thread::sleep(Duration::from_millis(300));
+    let held = w1.rss_kib();
+    drop(strangers);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = w1.rss_kib();
+    assert!(held < baseline + (32 << 10), "strangers pinned {} KiB", held.saturating_sub(baseline));
+    assert!(after < baseline + (32 << 10), "{} KiB stayed", after.saturating_sub(baseline));
+    let (_, metrics) = w1.admin_get("/metrics");
+    assert!(metrics.contains("mortar_rpc_refused_total{reason=\"not a handshake\"}"), "{metrics}");
+
+    // Silent strangers: past rpc.max_handshakes (64) in their handshake at once, closed at once.
+    let silent: Vec<_> = (0..64).map(|_| std::net::TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut one_more = std::net::TcpStream::connect(&addr).unwrap();
+    one_more.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut buf = [0u8; 1];
+    assert!(matches!(one_more.read(&mut buf), Ok(0)), "closed without waiting for the handshake timeout");
+    let (_, metrics) = w1.admin_get("/metrics");
+    assert!(metrics.contains("mortar_rpc_refused_total{reason=\"too many handshakes\"}"), "{metrics}");
+    drop(silent);
+    // The cluster's own connections are unharmed.
+    assert_eq!(where_ran(&mut Client::connect(&gw.addr).await.unwrap()).await.0, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -194,10 +194,30 @@ fn a_missing_file_is_refused() {
 }
 
 #[test]
-fn a_file_that_is_no_library_is_refused() {
+fn a_file_that_is_no_library_is_refused_with_the_loaders_reason() {
     let dir = TempDir::new("dynamic-garbage");
     let path = dir.file("libgarbage.so", "not a shared library");
-    refused(&dir, path.to_str().unwrap(), &[], &["libgarbage.so: cannot be loaded"]);
+    refused(
+        &dir,
+        path.to_str().unwrap(),
+        &[],
+        &["libgarbage.so: cannot be loaded: dlopen failed: ", "libgarbage.so"],
+    );
+}
+
+#[test]
+fn a_directory_a_fifo_and_a_symlink_loop_are_refused_as_what_they_are() {
+    let dir = TempDir::new("dynamic-not-files");
+    let directory = dir.0.join("libdir.so");
+    std::fs::create_dir(&directory).unwrap();
+    refused(&dir, directory.to_str().unwrap(), &[], &["libdir.so: is a directory, not a library file"]);
+    let fifo = dir.0.join("libfifo.so");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    refused(&dir, fifo.to_str().unwrap(), &[], &["libfifo.so: is a FIFO, not a library file"]);
+    let (a, b) = (dir.0.join("liba.so"), dir.0.join("libb.so"));
+    std::os::unix::fs::symlink(&b, &a).unwrap();
+    std::os::unix::fs::symlink(&a, &b).unwrap();
+    refused(&dir, a.to_str().unwrap(), &[], &["liba.so: cannot be read: Too many levels of symbolic links"]);
 }
 
 #[test]

@@ -21,6 +21,7 @@ pub mod cache;
 pub mod config;
 pub mod gateway;
 mod jitter;
+mod log_limit;
 pub mod metrics;
 pub mod node;
 pub mod redis_setup;

@@ -32,6 +32,8 @@ pub const RPC_DURATION: &str = "mortar_rpc_duration_seconds";
 pub const RPC_ERRORS: &str = "mortar_rpc_errors_total";
 /// Counter: peer connections refused at the handshake or over the connection cap, by `reason`.
 pub const RPC_REFUSED: &str = "mortar_rpc_refused_total";
+/// Counter: admin API requests refused for a missing or wrong token.
+pub const ADMIN_UNAUTHORIZED: &str = "mortar_admin_unauthorized_total";
 /// Gauge: workers a gateway is connected to now (the ones requests can go to).
 pub const WORKERS_LIVE: &str = "mortar_gateway_workers_live";
 /// Gauge: nodes the registry lists, by `kind` (`gateway`, `worker`).

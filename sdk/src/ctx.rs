@@ -2,7 +2,7 @@
 
 use crate::{
     cache::{Cache, CacheBackend},
-    code::Code,
+    code::{Code, Failure},
     store::{Document, Store, StoreBackend},
 };
 use bytes::Bytes;
@@ -86,8 +86,9 @@ pub trait Host: Send + Sync + 'static {
     fn cache(&self) -> Arc<dyn CacheBackend>;
 
     /// Runs internal or client route `route` with an encoded body on behalf of `from`, on a node
-    /// that serves the route's module (this node when it does), by `from`'s deadline.
-    fn call(&self, from: &Ctx, route: &str, body: Bytes) -> BoxFuture<Result<Bytes, Code>>;
+    /// that serves the route's module (this node when it does), by `from`'s deadline. A failure
+    /// carries the callee's reason when it gave one.
+    fn call(&self, from: &Ctx, route: &str, body: Bytes) -> BoxFuture<Result<Bytes, Failure>>;
 
     /// Logs the session of `from` in as `user`: its gateway marks it, the session store records
     /// where `user` is, and a session of `user` elsewhere is kicked with `LOGGED_IN_ELSEWHERE`.
@@ -229,7 +230,14 @@ impl Ctx {
         Req: Message,
         Resp: Message + Default,
     {
-        let reply = self.inner.host.call(self, route, Bytes::from(req.encode_to_vec())).await?;
+        // The callee's reason is for its own clients (the admin API shows it); a module maps the
+        // code to its own answer.
+        let reply = self
+            .inner
+            .host
+            .call(self, route, Bytes::from(req.encode_to_vec()))
+            .await
+            .map_err(|failure| failure.code())?;
         Resp::decode(reply).map_err(|_| Code::INTERNAL)
     }
 }

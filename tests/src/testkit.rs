@@ -174,10 +174,21 @@ fn user_ids(text: &str) -> Result<Vec<u64>, Code> {
         .collect()
 }
 
-/// Logs the session in as the user id in `text`.
+/// Logs the session in as the user id in `text`, giving that player an account (`testkit_ID`)
+/// first if it has none, as the user module would: other modules find it (`user.lookup`).
 #[mortar::handler("testkit.login", public)]
 async fn login(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
     let user = req.text.parse().map_err(|_| Code::BAD_REQUEST)?;
+    ctx.store::<mortar_user::Account>()
+        .upsert(user, |account| {
+            if account.account.is_empty() {
+                account.account = format!("testkit_{user}");
+                account.name = format!("testkit {user}");
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|error| error.code())?;
     ctx.bind_user(user).await?;
     Ok(EchoResp { text: format!("logged in as {user}") })
 }

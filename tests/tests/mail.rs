@@ -121,8 +121,9 @@ async fn the_admin_api_needs_its_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn system_mail_reaches_offline_players_and_claims_grant_once() {
     let node = node().await;
+    drop(player(&node, 20).await);
     let mut bob = player(&node, 21).await;
-    // Alice (20) is offline; Bob is online and gets mail.new.
+    // Alice (20) has an account and is offline; Bob is online and gets mail.new.
     let ids = send(
         &node,
         &[20, 21],
@@ -171,19 +172,75 @@ async fn system_mail_reaches_offline_players_and_claims_grant_once() {
     assert_eq!(deleted, Err(ErrorCode::NotFound as i32));
     assert_eq!(list(&mut alice).await.mails.len(), 1);
 
-    // Limits: title and body length, attachments per mail, a count of 0, user id 0.
-    for bad in [
-        json!({ "toUsers": ["20"], "title": "x".repeat(65) }),
-        json!({ "toUsers": ["20"], "title": " " }),
-        json!({ "toUsers": ["20"], "title": "t", "body": "b".repeat(2001) }),
-        json!({ "toUsers": ["20"], "title": "t", "attachments": vec![json!({ "itemId": 1, "count": 1 }); 11] }),
-        json!({ "toUsers": ["20"], "title": "t", "attachments": [{ "itemId": 1, "count": 0 }] }),
-        json!({ "toUsers": ["0"], "title": "t" }),
+    // Limits and mail that could never be claimed or shown as it was written: each refused with
+    // a code and a reason naming the field. Nothing reaches the mailbox.
+    let bad_request = ErrorCode::BadRequest as i32;
+    for (bad, code, reason) in [
+        (
+            json!({ "toUsers": ["20"], "title": "x".repeat(65) }),
+            bad_request,
+            "title: 1–64 characters, not only spaces",
+        ),
+        (json!({ "toUsers": ["20"], "title": " " }), bad_request, "title: 1–64 characters, not only spaces"),
+        (
+            json!({ "toUsers": ["20"], "title": "t", "body": "b".repeat(2001) }),
+            bad_request,
+            "body: at most 2000 characters",
+        ),
+        (
+            json!({ "toUsers": ["20"], "title": "t", "attachments": vec![json!({ "itemId": 1, "count": 1 }); 11] }),
+            bad_request,
+            "attachments: at most 10",
+        ),
+        (
+            json!({ "toUsers": ["20"], "title": "t", "attachments": [{ "itemId": 1, "count": 0 }] }),
+            bad_request,
+            "attachments[0]: count must be at least 1",
+        ),
+        (json!({ "toUsers": ["0"], "title": "t" }), bad_request, "toUsers: 0 is no player's id"),
+        (
+            json!({ "toUsers": ["20"], "title": "t", "attachments": [{ "itemId": 100, "count": 1 }, { "itemId": 999999, "count": 1 }] }),
+            bad_request,
+            "attachments[1]: item 999999 is not in items.json",
+        ),
+        (
+            json!({ "toUsers": ["20"], "title": "t", "attachments": [{ "itemId": 100, "count": 4000000000u32 }] }),
+            bad_request,
+            "attachments[0]: item 100 would pass its max_stack of",
+        ),
+        (
+            json!({ "toUsers": ["20"], "title": "t", "attachments": [{ "itemId": 300, "count": 1 }, { "itemId": 300, "count": 1 }] }),
+            bad_request,
+            "attachments[1]: item 300 would pass its max_stack of 1",
+        ),
+        (
+            json!({ "toUsers": ["20", "987654321"], "title": "t" }),
+            ErrorCode::NotFound as i32,
+            "toUsers: no player has the id 987654321",
+        ),
+        (
+            json!({ "toUsers": ["20"], "title": "Free gold\u{0}" }),
+            bad_request,
+            "title: must not hold control characters",
+        ),
+        (
+            json!({ "toUsers": ["20"], "title": "\u{1b}[2J\u{1b}[HSYSTEM" }),
+            bad_request,
+            "title: must not hold control characters",
+        ),
+        (
+            json!({ "toUsers": ["20"], "title": "t", "body": "\u{1b}]0;pwned\u{7}" }),
+            bad_request,
+            "body: must not hold control characters",
+        ),
     ] {
         let (_, reply) =
             admin_request(node.admin, "POST", "/v1/call/mail.send", Some(TOKEN), &bad.to_string()).await;
-        assert_eq!(reply["code"], json!(ErrorCode::BadRequest as i32), "{bad}");
+        assert_eq!(reply["code"], json!(code), "{bad}: {reply}");
+        let said = reply["reason"].as_str().unwrap_or_default();
+        assert!(said.starts_with(reason), "{bad}: {said:?} does not start with {reason:?}");
     }
+    assert_eq!(list(&mut alice).await.mails.len(), 1, "none of them arrived");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -135,3 +135,80 @@ async fn the_pool_follows_the_registry() {
     let _ = stop.send(());
     worker.await.unwrap().unwrap();
 }
+
+/// A worker whose connection dies under a session's queued requests: the request that met the
+/// dead connection is `UNAVAILABLE`, and the next pick — right away, before any other task of
+/// the gateway runs — goes to the other worker. (On one thread the pool's own tasks cannot run
+/// in between: a pool that took the worker out only there kept choosing it.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_dead_connection_leaves_the_choice_before_the_next_pick() {
+    let mut config = NodeConfig::default();
+    config.node.id = "worker-2".into();
+    config.cluster.secret = SECRET.into();
+    config.admin.enabled = false;
+    config.storage.path = mortar_tests::temp_dir("store");
+    let rpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let real = rpc.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(mortar_host::node::worker::run(
+        config,
+        WorkerListeners { rpc, admin: None },
+        || {},
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    // worker-1 takes the handshake, serves testkit by its entry, and never answers a request.
+    let fake = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake_addr = fake.local_addr().unwrap().to_string();
+    let fake_entry = NodeEntry {
+        modules: vec!["testkit".into()],
+        ..entry("worker-1", NodeKind::Worker, fake_addr.clone())
+    };
+    let fake_me = Identity { cluster: "mortar".into(), secret: SECRET.into(), entry: fake_entry };
+    let fake_connection = tokio::spawn(async move {
+        let (stream, peer) = fake.accept().await.unwrap();
+        let kinds = [NodeKind::Gateway];
+        mortar_host::rpc::handshake::accept(stream, peer, &kinds, &fake_me, &RpcConfig::default())
+            .await
+            .unwrap()
+            .1
+    });
+
+    let registry = Arc::new(MemoryRegistry::default());
+    let me = Identity {
+        cluster: "mortar".into(),
+        secret: SECRET.into(),
+        entry: entry("gateway-1", NodeKind::Gateway, "127.0.0.1:1".into()),
+    };
+    let pool = WorkerPool::start(Arc::new(me), RpcConfig::default(), registry.clone(), None);
+    registry.register(&entry("worker-1", NodeKind::Worker, fake_addr)).await.unwrap();
+    registry.register(&entry("worker-2", NodeKind::Worker, real)).await.unwrap();
+    until("both workers are live", || pool.live_count() == 2).await;
+    let connection = fake_connection.await.unwrap();
+
+    // A session whose requests go to worker-1: they time out.
+    let mut session = 0;
+    for candidate in 1..100 {
+        if pool.relay(whoami(candidate), Duration::from_millis(200)).await.code == ErrorCode::Timeout as i32 {
+            session = candidate;
+            break;
+        }
+    }
+    assert_ne!(session, 0, "some session goes to worker-1");
+
+    // worker-1's connection dies; the session's sixteen queued requests are relayed in turn.
+    drop(connection);
+    let mut codes = Vec::new();
+    for _ in 0..16 {
+        codes.push(pool.relay(whoami(session), Duration::from_secs(5)).await.code);
+    }
+    let unavailable = codes.iter().filter(|&&code| code == ErrorCode::Unavailable as i32).count();
+    assert_eq!(unavailable, 1, "one request met the dead connection, the rest moved: {codes:?}");
+    assert!(codes.iter().skip(1).all(|&code| code == 0), "{codes:?}");
+
+    pool.close();
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+}

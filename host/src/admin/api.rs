@@ -3,15 +3,18 @@
 //! every request must carry `Authorization: Bearer TOKEN` (401 otherwise).
 //!
 //! - `POST /v1/call/{route}`, a JSON body (the route's request in proto3 JSON; empty: `{}`) →
-//!   `{"code": N, "data": {…}}` (the reply in proto3 JSON), plus `"error": "NAME"` when `code`
-//!   is not 0. 400 for a body that is not the route's request, 404 for a route no proto
-//!   declares, 200 for everything the route answered.
+//!   `{"code": N, "data": {…}}` (the reply in proto3 JSON), plus `"error": "NAME"` (and
+//!   `"reason"` when the route gave one) when `code` is not 0. 400 for a body that is not the
+//!   route's request, 404 for a route no proto declares, 200 for everything the route answered.
 //! - `GET /v1/online/{userId}` → `{"userId", "gateway", "session", "loginAtMs"}`, 404 when the
 //!   player is offline.
 //! - `POST /v1/kick/{userId}` → `{"kicked": true}`, 404 (`{"kicked": false}`) when offline; the
 //!   player gets `sys.kick` with `PERMISSION_DENIED`.
 
-use crate::{config::AdminConfig, gateway::relay::merge_descriptor_sets, worker::Worker};
+use crate::{
+    config::AdminConfig, gateway::relay::merge_descriptor_sets, log_limit::LogLimit, metrics as m,
+    worker::Worker,
+};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
@@ -61,7 +64,12 @@ impl Api {
     pub async fn answer(&self, request: Request<Incoming>, client: IpAddr) -> Response<Full<Bytes>> {
         let presented = request.headers().get(header::AUTHORIZATION).map(|value| value.as_bytes());
         if !presented.is_some_and(|presented| same(presented, self.inner.expected.as_bytes())) {
-            tracing::warn!(%client, path = request.uri().path(), "admin API request without the right token");
+            // Guessers send many: one line per second, with how many were not logged.
+            static LOGGED: LogLimit = LogLimit::new(Duration::from_secs(1));
+            if let Some(held) = LOGGED.allow() {
+                tracing::warn!(%client, path = request.uri().path(), not_logged_since = held, "admin API request without the right token");
+            }
+            metrics::counter!(m::ADMIN_UNAUTHORIZED).increment(1);
             let mut response =
                 reply(StatusCode::UNAUTHORIZED, &json!({ "error": "missing or wrong bearer token" }));
             response
@@ -147,7 +155,14 @@ impl Api {
                     }
                 }
             }
-            Err(code) => reply(StatusCode::OK, &json!({ "code": code.get(), "error": name(code) })),
+            Err(failure) => {
+                let code = failure.code();
+                let mut body = json!({ "code": code.get(), "error": name(code) });
+                if let Some(reason) = failure.reason() {
+                    body["reason"] = reason.into();
+                }
+                reply(StatusCode::OK, &body)
+            }
         }
     }
 

@@ -186,6 +186,14 @@ pub struct RpcConfig {
     pub max_frame_bytes: usize,
     /// Peer connections a node accepts at once; more are closed at once.
     pub max_connections: usize,
+    /// Largest frame a connection may send before its handshake is accepted (the hello, with
+    /// the nodes its sender knows); a larger one closes it. Until the cluster secret is checked
+    /// a peer is a stranger: this, `max_handshakes` and `handshake_timeout_ms` bound what
+    /// strangers can hold.
+    pub max_handshake_bytes: usize,
+    /// Connections in their handshake at once (counted within `max_connections`); more are
+    /// closed at once.
+    pub max_handshakes: usize,
 }
 
 impl Default for RpcConfig {
@@ -199,6 +207,8 @@ impl Default for RpcConfig {
             ping_timeout_ms: 1_000,
             max_frame_bytes: 16 << 20,
             max_connections: 1_024,
+            max_handshake_bytes: 64 << 10,
+            max_handshakes: 64,
         }
     }
 }

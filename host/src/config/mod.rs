@@ -262,6 +262,8 @@ impl NodeConfig {
         // A relayed request carries a whole client frame, plus its envelope.
         within("rpc.max_frame_bytes", rpc.max_frame_bytes, g.max_frame_bytes + 4096, 1 << 30)?;
         within("rpc.max_connections", rpc.max_connections, 1, 100_000)?;
+        within("rpc.max_handshake_bytes", rpc.max_handshake_bytes, 4096, 16 << 20)?;
+        within("rpc.max_handshakes", rpc.max_handshakes, 1, rpc.max_connections)?;
 
         let url = self.storage.url.as_str();
         let mongo = url.starts_with("mongodb://") || url.starts_with("mongodb+srv://");

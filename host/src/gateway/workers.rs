@@ -387,16 +387,29 @@ impl WorkerPool {
         serving().nth(winner).cloned()
     }
 
-    /// Takes `worker`'s connection out of the view and tells its peer task, unless it has been
-    /// replaced already.
+    /// Takes `worker`'s connection out of the view (see [`WorkerPool::take_out`]) and logs why.
     fn mark_down(&self, worker: &Live, reason: &'static str) {
-        let peers = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(peer) = peers.get(&*worker.id)
-            && peer.generation == Some(worker.generation)
-        {
+        if self.take_out(&worker.id, worker.generation) {
             tracing::warn!(peer = %worker.id, reason, "worker marked down");
-            peer.down.notify_one();
         }
+    }
+
+    /// Takes connection `generation` of worker `id` out of the view before returning, so the
+    /// next pick of any request no longer finds it, and wakes its peer task, which closes it and
+    /// dials again. False when that connection had been replaced or taken out already.
+    fn take_out(&self, id: &str, generation: u64) -> bool {
+        {
+            let mut peers = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner);
+            match peers.get_mut(id) {
+                Some(peer) if peer.generation == Some(generation) => {
+                    peer.generation = None;
+                    peer.down.notify_one();
+                }
+                _ => return false,
+            }
+        }
+        self.rebuild();
+        true
     }
 
     fn apply(&self, change: Change) {
@@ -449,7 +462,16 @@ impl WorkerPool {
                     let new = WorkerRpcClient::new(client_config, codec::transport(frames));
                     // The dispatch outlives this connection's time in the view: requests already
                     // sent on it finish (or time out) after the worker is marked down.
-                    let mut dispatch = tokio::spawn(new.dispatch);
+                    // The moment the connection ends, before the peer task runs: no request is
+                    // sent to a closed connection in between.
+                    let mut dispatch = tokio::spawn({
+                        let (pool, id) = (self.clone(), entry.id.clone());
+                        async move {
+                            let ended = new.dispatch.await;
+                            pool.take_out(&id, generation);
+                            ended
+                        }
+                    });
                     let client = new.client;
                     tracing::info!(peer = %entry.id, addr = %entry.addr, modules = ?worker.modules, "worker up");
                     self.set_live(

@@ -14,12 +14,13 @@
 use super::codec::{self, Frames};
 use crate::{
     config::RpcConfig,
+    log_limit::LogLimit,
     metrics as m,
     registry::{NodeEntry, NodeKind},
 };
 use futures::{SinkExt as _, StreamExt as _};
 use serde::{Deserialize, Serialize};
-use std::{io, net::SocketAddr};
+use std::{io, net::SocketAddr, time::Duration};
 use tokio::net::TcpStream;
 
 /// The version of the node-to-node protocol; a peer speaking another is refused. Bumped whenever
@@ -120,14 +121,27 @@ pub async fn dial(
         .map_err(|_| connect_error(format!("no answer within {} ms", config.connect_timeout_ms)))?
         .map_err(|error| connect_error(error.to_string()))?;
     let _ = stream.set_nodelay(true);
-    let mut frames = codec::frames(stream, config.max_frame_bytes);
-    let hello = Hello {
+    let mut frames = codec::frames(stream, config.max_handshake_bytes);
+    let mut hello = Hello {
         protocol: PROTOCOL,
         cluster: me.cluster.clone(),
         secret: me.secret.clone(),
         entry: me.entry.clone(),
         known,
     };
+    // The peer reads at most `rpc.max_handshake_bytes` before it knows this node: the nodes it
+    // is told of are a hint (the registry has them all), so the hello leaves out what does not fit.
+    let known = std::mem::take(&mut hello.known);
+    // postcard writes a list as its length (a varint, at most 5 bytes) and then its items.
+    let mut room = config.max_handshake_bytes.saturating_sub(encoded_len(&hello).saturating_add(5));
+    for entry in known {
+        let len = encoded_len(&entry);
+        if len > room {
+            break;
+        }
+        room -= len;
+        hello.known.push(entry);
+    }
     let handshake_error = |reason: String| DialError::Handshake { addr: addr.to_owned(), reason };
     let exchange = async {
         frames.send(codec::encode(&hello)?).await?;
@@ -139,7 +153,10 @@ pub async fn dial(
         .map_err(|_| handshake_error(format!("no answer within {} ms", config.handshake_timeout_ms)))?
         .map_err(|error| handshake_error(error.to_string()))?;
     match welcome {
-        Welcome::Accepted(entry) if entry.id == expected => Ok((*entry, frames)),
+        Welcome::Accepted(entry) if entry.id == expected => {
+            frames.codec_mut().set_max_frame_length(config.max_frame_bytes);
+            Ok((*entry, frames))
+        }
         Welcome::Accepted(entry) => Err(DialError::WrongNode {
             addr: addr.to_owned(),
             expected: expected.to_owned(),
@@ -161,7 +178,7 @@ pub async fn accept(
     config: &RpcConfig,
 ) -> Option<(Hello, Frames)> {
     let _ = stream.set_nodelay(true);
-    let mut frames = codec::frames(stream, config.max_frame_bytes);
+    let mut frames = codec::frames(stream, config.max_handshake_bytes);
     let first = tokio::time::timeout(config.handshake_timeout(), frames.next()).await;
     let hello = match first {
         Ok(Some(Ok(frame))) => codec::decode::<Hello>(&frame).ok(),
@@ -194,6 +211,7 @@ pub async fn accept(
         (Ok(()), Some(hello)) => {
             let welcome = codec::encode(&Welcome::Accepted(Box::new(me.entry.clone()))).ok()?;
             tokio::time::timeout(config.handshake_timeout(), frames.send(welcome)).await.ok()?.ok()?;
+            frames.codec_mut().set_max_frame_length(config.max_frame_bytes);
             tracing::debug!(node = %me.entry.id, %peer, peer_node = claimed, "peer connected");
             Some((hello, frames))
         }
@@ -204,8 +222,9 @@ pub async fn accept(
             metrics::counter!(m::RPC_REFUSED, "reason" => label).increment(1);
             if label == "session.url differs" {
                 tracing::error!(node = %me.entry.id, %peer, peer_node = claimed, reason, "peer refused");
-            } else {
-                tracing::warn!(node = %me.entry.id, %peer, peer_node = claimed, reason, "peer refused");
+            } else if let Some(held) = STRANGERS_LOGGED.allow() {
+                // Anyone who reaches the port causes these: one line per second at most.
+                tracing::warn!(node = %me.entry.id, %peer, peer_node = claimed, reason, not_logged_since = held, "peer refused");
             }
             if hello.is_some() {
                 let refusal = codec::encode(&Welcome::Refused(reason)).ok()?;
@@ -215,6 +234,14 @@ pub async fn accept(
         }
     }
 }
+
+/// The length of `value`'s frame.
+fn encoded_len<T: serde::Serialize>(value: &T) -> usize {
+    codec::encode(value).map_or(usize::MAX, |frame| frame.len())
+}
+
+/// Refusals of strangers logged (see [`crate::log_limit`]).
+pub(super) static STRANGERS_LOGGED: LogLimit = LogLimit::new(Duration::from_secs(1));
 
 /// Compares secrets in time that depends on their length only.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {

@@ -1,8 +1,10 @@
 //! Accepting connections from peer nodes: a connection cap, the handshake, then the service.
 //!
 //! [`serve`] returns when its `stop` completes; until then, for each connection:
-//! 1. over `rpc.max_connections` open at once, it is closed at once (counted, logged);
-//! 2. a failed handshake closes it (see [`handshake::accept`]);
+//! 1. over `rpc.max_connections` open at once, or `rpc.max_handshakes` in their handshake, it is
+//!    closed at once (counted, logged);
+//! 2. a failed handshake closes it (see [`handshake::accept`]: its first frame is at most
+//!    `rpc.max_handshake_bytes`, within `rpc.handshake_timeout_ms`);
 //! 3. otherwise `serve_peer` runs on it until the peer hangs up.
 //!
 //! When `stop` completes the listener closes and the open connections are handed back to the
@@ -32,6 +34,7 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(config.max_connections));
+    let handshakes = Arc::new(Semaphore::new(config.max_handshakes));
     let config = Arc::new(config);
     let serve_peer = Arc::new(serve_peer);
     let mut connections = JoinSet::new();
@@ -51,14 +54,25 @@ where
                 };
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
                     metrics::counter!(m::RPC_REFUSED, "reason" => "too many connections").increment(1);
-                    tracing::warn!(%peer, limit = config.max_connections, "peer connection refused: rpc.max_connections reached");
+                    if let Some(held) = handshake::STRANGERS_LOGGED.allow() {
+                        tracing::warn!(%peer, limit = config.max_connections, not_logged_since = held, "peer connection refused: rpc.max_connections reached");
+                    }
+                    continue;
+                };
+                let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
+                    metrics::counter!(m::RPC_REFUSED, "reason" => "too many handshakes").increment(1);
+                    if let Some(held) = handshake::STRANGERS_LOGGED.allow() {
+                        tracing::warn!(%peer, limit = config.max_handshakes, not_logged_since = held, "peer connection refused: rpc.max_handshakes reached");
+                    }
                     continue;
                 };
                 let (me, config, serve_peer) = (me.clone(), config.clone(), serve_peer.clone());
                 // The handshake runs on the connection's own task, so a slow peer holds up no other.
                 connections.spawn(async move {
                     let _slot = slot;
-                    if let Some((hello, frames)) = handshake::accept(stream, peer, peer_kinds, &me, &config).await {
+                    let accepted = handshake::accept(stream, peer, peer_kinds, &me, &config).await;
+                    drop(handshake);
+                    if let Some((hello, frames)) = accepted {
                         serve_peer(hello, frames).await;
                     }
                 });

@@ -6,7 +6,7 @@ use super::{Core, InternalCall, MAX_CALL_DEPTH};
 use crate::{metrics as m, trace};
 use bytes::Bytes;
 use mortar::{
-    Code, Ctx,
+    Code, Ctx, Failure,
     cache::CacheBackend,
     ctx::{BoxFuture, Host, PanicSite, Pushed, Request},
     store::StoreBackend,
@@ -29,32 +29,31 @@ impl Host for Core {
         self.cache.clone()
     }
 
-    fn call(&self, from: &Ctx, path: &str, body: Bytes) -> BoxFuture<Result<Bytes, Code>> {
+    fn call(&self, from: &Ctx, path: &str, body: Bytes) -> BoxFuture<Result<Bytes, Failure>> {
         let request = from.request();
         let caller = request.route;
         if request.depth >= MAX_CALL_DEPTH {
             tracing::error!(%caller, callee = %path, "internal calls nest too deep");
-            return Box::pin(std::future::ready(Err(Code::INTERNAL)));
+            return Box::pin(std::future::ready(Err(Code::INTERNAL.into())));
         }
         let Some((main, sub)) = path.split_once('.') else {
-            return Box::pin(std::future::ready(Err(Code::NO_ROUTE)));
+            return Box::pin(std::future::ready(Err(Code::NO_ROUTE.into())));
         };
         let deadline = request.deadline;
         if let Some(route) = self.routes.get(main, sub) {
             // A panic in the handler is caught by the SDK's glue, on the module's side of a
-            // library boundary, and answered INTERNAL (see `Host::panicked`). The caller gets the
-            // callee's code; its reason is for the callee's clients, not for other modules.
+            // library boundary, and answered INTERNAL (see `Host::panicked`).
             let call = (route.handler)(from.for_call(route.path), body);
             return Box::pin(async move {
                 match tokio::time::timeout_at(deadline.into(), call).await {
-                    Ok(result) => result.map_err(|failure| failure.code()),
-                    Err(_) => Err(Code::TIMEOUT),
+                    Ok(result) => result,
+                    Err(_) => Err(Code::TIMEOUT.into()),
                 }
             });
         }
         let Some(workers) = self.workers.clone() else {
             tracing::warn!(%caller, callee = %path, "internal call to a route this node does not serve");
-            return Box::pin(std::future::ready(Err(Code::NO_ROUTE)));
+            return Box::pin(std::future::ready(Err(Code::NO_ROUTE.into())));
         };
         let call = InternalCall {
             main: main.to_owned(),
@@ -69,12 +68,13 @@ impl Host for Core {
         };
         Box::pin(async move {
             if Instant::now() >= deadline {
-                return Err(Code::TIMEOUT);
+                return Err(Code::TIMEOUT.into());
             }
             let reply = workers.call(call, deadline).await;
-            match reply.code {
-                0 => Ok(reply.data),
-                code => Err(Code::from_wire(code)),
+            match (reply.code, reply.reason) {
+                (0, _) => Ok(reply.data),
+                (code, reason) if reason.is_empty() => Err(Code::from_wire(code).into()),
+                (code, reason) => Err(Code::from_wire(code).because(reason)),
             }
         })
     }

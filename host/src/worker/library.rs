@@ -21,6 +21,22 @@ pub enum LibraryError {
         /// The configured path.
         path: PathBuf,
     },
+    /// Something is at the path, but not a file: a directory, a FIFO, a socket, a device.
+    #[error("dynamic module {}: is {what}, not a library file", .path.display())]
+    NotAFile {
+        /// The configured path.
+        path: PathBuf,
+        /// What it is, e.g. "a directory".
+        what: &'static str,
+    },
+    /// The path cannot be followed or read, e.g. a symlink loop or a directory without access.
+    #[error("dynamic module {}: cannot be read: {reason}", .path.display())]
+    Unreadable {
+        /// The configured path.
+        path: PathBuf,
+        /// The system's reason.
+        reason: String,
+    },
     /// The file exists but is not a library this platform can load.
     #[error("dynamic module {}: cannot be loaded: {reason}", .path.display())]
     Open {
@@ -66,7 +82,7 @@ impl Library {
     /// Opens the library at `path` and reads its declaration.
     ///
     /// Steps, each ending the load with its error when it fails:
-    /// 1. the file exists;
+    /// 1. the path leads (through any symlinks) to a regular file;
     /// 2. the platform's loader opens it (its initialisers run: the library's registries fill);
     /// 3. it exports `mortar_module_entry_v1_<crate>`, the crate being named by the file;
     /// 4. the fingerprint the entry point gives equals this node's, byte for byte;
@@ -76,9 +92,7 @@ impl Library {
     /// See [`LibraryError`].
     pub fn load(path: &Path) -> Result<Self, LibraryError> {
         let path = path.to_owned();
-        if !path.is_file() {
-            return Err(LibraryError::Missing { path });
-        }
+        check_file(&path)?;
         // SAFETY: opening a library runs its initialisers. A mortar module library's are the
         // `inventory` constructors of its own copy of the SDK, which only append to that copy's
         // registries. A library that is not a mortar module is refused below without any of its
@@ -86,7 +100,7 @@ impl Library {
         // Absolute, so the platform's loader opens this file rather than searching its paths.
         let absolute = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
         let library = unsafe { libloading::Library::new(&absolute) }
-            .map_err(|error| LibraryError::Open { path: path.clone(), reason: error.to_string() })?;
+            .map_err(|error| LibraryError::Open { path: path.clone(), reason: with_sources(&error) })?;
         let symbol = format!("{ENTRY_SYMBOL_PREFIX}{}", crate_name(&path));
         // SAFETY: a symbol with this name is only made by `mortar::export_module!`, whose
         // function has exactly this type under this name (the `_v1_` in the name; a new
@@ -130,6 +144,48 @@ impl Library {
     }
 }
 
+/// That `path` leads to a regular file, or what it is instead. (A FIFO would block the loader.)
+fn check_file(path: &Path) -> Result<(), LibraryError> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(match std::fs::symlink_metadata(path) {
+                Ok(_) => {
+                    LibraryError::Unreadable { path: path.to_owned(), reason: "a symlink to nothing".into() }
+                }
+                Err(_) => LibraryError::Missing { path: path.to_owned() },
+            });
+        }
+        Err(error) => {
+            return Err(LibraryError::Unreadable { path: path.to_owned(), reason: error.to_string() });
+        }
+    };
+    let kind = metadata.file_type();
+    let what = match () {
+        () if kind.is_file() => return Ok(()),
+        () if kind.is_dir() => "a directory",
+        () if kind.is_fifo() => "a FIFO",
+        () if kind.is_socket() => "a socket",
+        () if kind.is_block_device() || kind.is_char_device() => "a device",
+        () => "not a regular file",
+    };
+    Err(LibraryError::NotAFile { path: path.to_owned(), what })
+}
+
+/// `error`'s message followed by those of its sources: the dynamic loader's own reason is in
+/// the source of libloading's "dlopen failed".
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// The crate a library file was built from, as cargo names the file: `libmy_module.so` →
 /// `my_module`.
 fn crate_name(path: &Path) -> String {
@@ -157,6 +213,46 @@ mod tests {
         std::fs::write(&not_a_library, b"not an ELF file").unwrap();
         let error = Library::load(&not_a_library).err().map(|e| e.to_string()).unwrap_or_default();
         std::fs::remove_file(&not_a_library).ok();
-        assert!(error.contains("cannot be loaded"), "{error}");
+        assert!(error.contains("cannot be loaded: dlopen failed: "), "{error}");
+        assert!(
+            error.contains("invalid ELF header") || error.contains("too short"),
+            "the loader's reason: {error}"
+        );
+    }
+
+    #[test]
+    fn directories_fifos_and_symlink_loops_are_named_as_what_they_are() {
+        let dir = std::env::temp_dir().join(format!("mortar-library-paths-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let load =
+            |name: &str| Library::load(&dir.join(name)).err().map(|e| e.to_string()).unwrap_or_default();
+        std::fs::create_dir_all(dir.join("libdir.so")).unwrap();
+        assert!(
+            load("libdir.so").ends_with("libdir.so: is a directory, not a library file"),
+            "{}",
+            load("libdir.so")
+        );
+        let fifo = dir.join("libfifo.so");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        assert!(
+            load("libfifo.so").ends_with("libfifo.so: is a FIFO, not a library file"),
+            "{}",
+            load("libfifo.so")
+        );
+        std::os::unix::fs::symlink(dir.join("libloop_b.so"), dir.join("libloop_a.so")).unwrap();
+        std::os::unix::fs::symlink(dir.join("libloop_a.so"), dir.join("libloop_b.so")).unwrap();
+        assert!(
+            load("libloop_a.so").contains("libloop_a.so: cannot be read: Too many levels of symbolic links"),
+            "{}",
+            load("libloop_a.so")
+        );
+        std::os::unix::fs::symlink(dir.join("nothing"), dir.join("libdangling.so")).unwrap();
+        assert!(
+            load("libdangling.so").ends_with("libdangling.so: cannot be read: a symlink to nothing"),
+            "{}",
+            load("libdangling.so")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -4,7 +4,7 @@
 use super::Worker;
 use crate::{session::Location, trace};
 use bytes::Bytes;
-use mortar::{Code, Ctx, Session, ctx::Host as _, ctx::Request};
+use mortar::{Code, Ctx, Failure, Session, ctx::Host as _, ctx::Request};
 use std::{net::IpAddr, time::Instant};
 
 impl Worker {
@@ -13,14 +13,15 @@ impl Worker {
     /// `deadline`.
     ///
     /// # Errors
-    /// The callee's code; `NO_ROUTE` when no worker serves the route, `TIMEOUT` past `deadline`.
+    /// The callee's code and reason; `NO_ROUTE` when no worker serves the route, `TIMEOUT` past
+    /// `deadline`.
     pub async fn call_as_system(
         &self,
         path: &str,
         body: Bytes,
         client: IpAddr,
         deadline: Instant,
-    ) -> Result<Bytes, Code> {
+    ) -> Result<Bytes, Failure> {
         let request = Request {
             session: Session { id: 0, user: None, ip: client, gateway: String::new() },
             route: "admin.call",

@@ -24,8 +24,8 @@ pub mod mail {
 }
 
 use mail::{
-    Attachment, ClaimReq, ClaimResp, DeleteReq, DeleteResp, Grant, Granted, ListReq, ListResp, New, ReadReq,
-    ReadResp, SendReq, SendResp, Summary,
+    Attachment, ClaimReq, ClaimResp, DeleteReq, DeleteResp, Grant, Granted, ItemsCheck, ItemsChecked,
+    ListReq, ListResp, LookedUp, Lookup, New, ReadReq, ReadResp, SendReq, SendResp, Summary,
 };
 
 mortar::module!("mail");
@@ -47,7 +47,7 @@ pub struct MailConfig {
     pub max_body_chars: usize,
     /// Attachments one mail may carry (at most 100, what one `pack.add_items` takes).
     pub max_attachments: usize,
-    /// Recipients one `mail.send` may name.
+    /// Recipients one `mail.send` may name (at most 1000, what one `user.lookup` takes).
     pub max_recipients: usize,
 }
 
@@ -66,6 +66,9 @@ impl Default for MailConfig {
 fn check_config(config: &MailConfig) -> Result<(), String> {
     if config.max_mails == 0 || config.max_title_chars == 0 || config.max_recipients == 0 {
         return Err("max_mails, max_title_chars and max_recipients must be at least 1".into());
+    }
+    if config.max_recipients > 1000 {
+        return Err("max_recipients must be at most 1000 (what one user.lookup takes)".into());
     }
     if config.max_attachments > 100 {
         return Err("max_attachments must be at most 100 (what one pack.add_items takes)".into());
@@ -273,24 +276,36 @@ async fn delete(ctx: Ctx, req: DeleteReq) -> Result<DeleteResp, Code> {
 }
 
 /// Sends one mail to each of `to_users`, online or not; each gets its own mail id, and those
-/// online get `mail.new`. `BAD_REQUEST` for no recipients or more than `max_recipients`, a user
-/// id 0, an empty or too long title, a too long body, too many attachments or a count of 0;
-/// `MAILBOX_FULL` when no recipient could take it (see [`MailConfig::max_mails`]).
+/// online get `mail.new`. Refused with a reason naming the field:
+/// - `BAD_REQUEST` for no recipients or more than `max_recipients`, a user id 0, an empty or too
+///   long title, a title with control or bidirectional-override characters, a too long body or
+///   one with control characters other than newline and tab, too many attachments, or an
+///   attachment `pack.check_items` refuses (an unknown item, a count of 0, counts of one item
+///   past its `max_stack`: it could never be claimed);
+/// - `NOT_FOUND` for a recipient without an account (`user.lookup` says who has one, when the
+///   cluster serves the user module);
+/// - `MAILBOX_FULL` when no recipient could take it (see [`MailConfig::max_mails`]).
 #[mortar::handler("mail.send", internal)]
-async fn send(ctx: Ctx, req: SendReq) -> Result<SendResp, Code> {
+async fn send(ctx: Ctx, req: SendReq) -> Result<SendResp, Failure> {
     let config = ctx.config::<MailConfig>();
-    let bounded = |text: &str, max: usize| text.chars().count() <= max;
-    if req.to_users.is_empty() || req.to_users.len() > config.max_recipients || req.to_users.contains(&0) {
-        return Err(Code::BAD_REQUEST);
+    check_send(&req, &config)?;
+    if !req.attachments.is_empty() {
+        let check = ItemsCheck { items: req.attachments.clone() };
+        let checked: ItemsChecked = ctx.call("pack.check_items", &check).await?;
+        if let Some(rest) = checked.problem.strip_prefix("items") {
+            return Err(Code::BAD_REQUEST.because(format!("attachments{rest}")));
+        }
     }
-    if req.title.trim().is_empty() || !bounded(&req.title, config.max_title_chars) {
-        return Err(Code::BAD_REQUEST);
-    }
-    if !bounded(&req.body, config.max_body_chars) || req.attachments.len() > config.max_attachments {
-        return Err(Code::BAD_REQUEST);
-    }
-    if req.attachments.iter().any(|item| item.count == 0) {
-        return Err(Code::BAD_REQUEST);
+    // A game whose accounts are not the user module's (no worker serves it) checks its own.
+    match ctx.call::<_, LookedUp>("user.lookup", &Lookup { user_ids: req.to_users.clone() }).await {
+        Ok(known) => {
+            let has_account = |user: &&u64| known.users.iter().any(|known| known.user_id == **user);
+            if let Some(unknown) = req.to_users.iter().find(|user| !has_account(user)) {
+                return Err(Code::NOT_FOUND.because(format!("toUsers: no player has the id {unknown}")));
+            }
+        }
+        Err(Code::NO_ROUTE) => {}
+        Err(code) => return Err(code.into()),
     }
     let letter = Letter {
         title: req.title,
@@ -317,7 +332,7 @@ async fn send(ctx: Ctx, req: SendReq) -> Result<SendResp, Code> {
         .await;
     let mail_ids = delivered.into_iter().collect::<Result<Vec<u64>, Code>>()?;
     if mail_ids.iter().all(|&id| id == 0) {
-        return Err(MAILBOX_FULL);
+        return Err(MAILBOX_FULL.because("every recipient's mailbox is full of unclaimed attachments"));
     }
     // The mails are saved: a push that does not arrive takes nothing from them.
     let title = &letter.title;
@@ -331,6 +346,43 @@ async fn send(ctx: Ctx, req: SendReq) -> Result<SendResp, Code> {
         .await;
     Ok(SendResp { mail_ids })
 }
+
+/// The checks of `mail.send` that need nothing but the request (see [`send`]).
+fn check_send(req: &SendReq, config: &MailConfig) -> Result<(), Failure> {
+    let bad = |reason: String| Err(Code::BAD_REQUEST.because(reason));
+    let chars = |text: &str| text.chars().count();
+    if req.to_users.is_empty() || req.to_users.len() > config.max_recipients {
+        return bad(format!("toUsers: 1–{} recipients", config.max_recipients));
+    }
+    if req.to_users.contains(&0) {
+        return bad("toUsers: 0 is no player's id".into());
+    }
+    if req.title.trim().is_empty() || chars(&req.title) > config.max_title_chars {
+        return bad(format!("title: 1–{} characters, not only spaces", config.max_title_chars));
+    }
+    // Terminal escapes, NUL, and text that reads backwards from here on: a title must look like
+    // what it says in every client and log.
+    if req.title.chars().any(|c| c.is_control() || BIDI_CONTROLS.contains(&c)) {
+        return bad("title: must not hold control characters".into());
+    }
+    if chars(&req.body) > config.max_body_chars {
+        return bad(format!("body: at most {} characters", config.max_body_chars));
+    }
+    if req.body.chars().any(|c| (c.is_control() && c != '\n' && c != '\t') || BIDI_CONTROLS.contains(&c)) {
+        return bad("body: must not hold control characters but newlines and tabs".into());
+    }
+    if req.attachments.len() > config.max_attachments {
+        return bad(format!("attachments: at most {}", config.max_attachments));
+    }
+    Ok(())
+}
+
+/// The characters that change the direction of the text after them (Unicode's bidirectional
+/// embeddings, overrides and isolates).
+const BIDI_CONTROLS: [char; 9] = [
+    '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}',
+    '\u{2069}',
+];
 
 #[cfg(test)]
 mod tests {
@@ -359,6 +411,33 @@ mod tests {
         assert_eq!(mailbox.deliver(letter(&[], 0), 3), None, "three unclaimed mails: full");
         assert_eq!(mailbox.mails.len(), 3);
         assert!(mailbox.mails.iter().all(|letter| letter.id < 1 << 53 && letter.id > 0));
+    }
+
+    #[test]
+    fn a_mail_is_refused_naming_the_field() {
+        let config = MailConfig::default();
+        let why =
+            |req: SendReq| check_send(&req, &config).err().map(|f| f.reason().unwrap_or_default().to_owned());
+        let ok = || SendReq {
+            to_users: vec![7],
+            title: "Hello".into(),
+            body: "line\n\tindented".into(),
+            attachments: vec![],
+        };
+        assert_eq!(why(ok()), None);
+        assert_eq!(why(SendReq { to_users: vec![], ..ok() }).as_deref(), Some("toUsers: 1–1000 recipients"));
+        assert_eq!(
+            why(SendReq { to_users: vec![7, 0], ..ok() }).as_deref(),
+            Some("toUsers: 0 is no player's id")
+        );
+        for title in ["Hi\0there", "\u{1b}[2JSystem", "tab\t", "gift \u{202E}txt.exe"] {
+            let reason = why(SendReq { title: title.into(), ..ok() });
+            assert_eq!(reason.as_deref(), Some("title: must not hold control characters"), "{title:?}");
+        }
+        assert!(why(SendReq { title: "x".repeat(65), ..ok() }).unwrap().starts_with("title: 1–64"));
+        assert!(why(SendReq { body: "\u{1b}[31mred".into(), ..ok() }).unwrap().starts_with("body: "));
+        let eleven = vec![Attachment { item_id: 100, count: 1 }; 11];
+        assert_eq!(why(SendReq { attachments: eleven, ..ok() }).as_deref(), Some("attachments: at most 10"));
     }
 
     #[test]

@@ -18,7 +18,9 @@ pub mod pack {
     mortar::include_proto!("pack");
 }
 
-use pack::{AddItemsReq, AddItemsResp, Changed, QueryReq, QueryResp, UseReq, UseResp};
+use pack::{
+    AddItemsReq, AddItemsResp, Changed, CheckItemsReq, CheckItemsResp, QueryReq, QueryResp, UseReq, UseResp,
+};
 
 mortar::module!("pack");
 mortar::export_module!();
@@ -185,20 +187,10 @@ async fn add_items(ctx: Ctx, req: AddItemsReq) -> Result<AddItemsResp, Code> {
     if req.items.is_empty() || req.items.len() > MAX_GRANT_ENTRIES {
         return Err(Code::BAD_REQUEST);
     }
-    // The counts to add, by item, summed, each checked against the table.
-    let table = ctx.table::<Item>();
-    let mut adds: Vec<(u32, u32, u32)> = Vec::new(); // (item, count, max_stack)
-    for entry in &req.items {
-        let item = table.get(u64::from(entry.item_id)).ok_or(Code::BAD_REQUEST)?;
-        if entry.count == 0 {
-            return Err(Code::BAD_REQUEST);
-        }
-        match adds.iter_mut().find(|(id, ..)| *id == entry.item_id) {
-            Some((_, count, _)) => *count = count.checked_add(entry.count).ok_or(PACK_FULL)?,
-            None => adds.push((entry.item_id, entry.count, item.max_stack)),
-        }
-    }
-    adds.sort_unstable();
+    let adds = summed(&ctx, &req.items).map_err(|problem| match problem {
+        Problem::Unknown(_) | Problem::Zero(_) => Code::BAD_REQUEST,
+        Problem::OverStack(..) => PACK_FULL,
+    })?;
     let grant_id = req.grant_id;
     let (_, changed) = ctx
         .store::<PackDoc>()
@@ -231,6 +223,63 @@ async fn add_items(ctx: Ctx, req: AddItemsReq) -> Result<AddItemsResp, Code> {
     // gone) takes nothing from it, and `pack.query` shows the counts.
     let _ = ctx.push(&[user], "pack.changed", &Changed { items }).await;
     Ok(AddItemsResp { granted: true })
+}
+
+/// Why items could not be granted, with the index of the entry.
+enum Problem {
+    /// Not in the items table.
+    Unknown(usize),
+    /// A count of 0.
+    Zero(usize),
+    /// The entries of one item add up past its `max_stack` (or past `u32::MAX`).
+    OverStack(usize, u32),
+}
+
+impl Problem {
+    fn describe(&self, items: &[pack::Item]) -> String {
+        let item = |at: usize| items.get(at).map_or(0, |entry| entry.item_id);
+        match *self {
+            Self::Unknown(at) => format!("items[{at}]: item {} is not in items.json", item(at)),
+            Self::Zero(at) => format!("items[{at}]: count must be at least 1"),
+            Self::OverStack(at, max) => {
+                format!("items[{at}]: item {} would pass its max_stack of {max}", item(at))
+            }
+        }
+    }
+}
+
+/// `items`' counts by item, summed, as (item, count, max_stack) ordered by item: every item in
+/// the table, every count at least 1 and every sum at most the item's `max_stack`.
+fn summed(ctx: &Ctx, items: &[pack::Item]) -> Result<Vec<(u32, u32, u32)>, Problem> {
+    let table = ctx.table::<Item>();
+    let mut adds: Vec<(u32, u32, u32)> = Vec::new();
+    for (at, entry) in items.iter().enumerate() {
+        let item = table.get(u64::from(entry.item_id)).ok_or(Problem::Unknown(at))?;
+        if entry.count == 0 {
+            return Err(Problem::Zero(at));
+        }
+        let over = || Problem::OverStack(at, item.max_stack);
+        match adds.iter_mut().find(|(id, ..)| *id == entry.item_id) {
+            Some((_, count, _)) => *count = count.checked_add(entry.count).ok_or_else(over)?,
+            None => adds.push((entry.item_id, entry.count, item.max_stack)),
+        }
+        if adds.iter().any(|&(id, count, max)| id == entry.item_id && count > max) {
+            return Err(over());
+        }
+    }
+    adds.sort_unstable();
+    Ok(adds)
+}
+
+/// Whether `items` could be granted to an empty pack (see `CheckItemsResp`); `BAD_REQUEST` past
+/// [`MAX_GRANT_ENTRIES`].
+#[mortar::handler("pack.check_items", internal)]
+async fn check_items(ctx: Ctx, req: CheckItemsReq) -> Result<CheckItemsResp, Code> {
+    if req.items.len() > MAX_GRANT_ENTRIES {
+        return Err(Code::BAD_REQUEST);
+    }
+    let problem = summed(&ctx, &req.items).err().map(|problem| problem.describe(&req.items));
+    Ok(CheckItemsResp { problem: problem.unwrap_or_default() })
 }
 
 #[cfg(test)]
