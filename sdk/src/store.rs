@@ -29,7 +29,12 @@
 
 use crate::{Code, Failure, ctx::BoxFuture};
 use serde::{Serialize, de::DeserializeOwned};
-use std::{fmt, marker::PhantomData, sync::Arc};
+use std::{
+    fmt,
+    marker::PhantomData,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 /// A document's fields, as serde writes them: what backends store.
 pub type Fields = serde_json::Map<String, serde_json::Value>;
@@ -236,8 +241,12 @@ pub trait StoreBackend: Send + Sync + 'static {
     fn failed(&self, _collection: Collection, _error: &StoreError) {}
 }
 
-/// How many times [`Store::update`] tries before it gives up with `CONFLICT`.
-pub const UPDATE_ATTEMPTS: u32 = 10;
+/// How long [`Store::update`] keeps trying while other writes of the same document come first,
+/// before it gives up with `CONFLICT`. Each try it loses is a write that won, so N requests racing
+/// on one document all get through; the patience bounds only a write that keeps losing under a
+/// stream of others (the request's deadline bounds it too). A fixed number of tries did not: 50
+/// racing increments on a loaded machine, each commit waiting for the disk, outlasted 10 tries.
+pub const UPDATE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// The typed handle on the collection of `T`. Cheap to clone.
 pub struct Store<T> {
@@ -304,7 +313,7 @@ impl<T: Document> Store<T> {
     }
 
     /// Reads document `id`, lets `change` modify it, and saves it; on a conflict reads again and
-    /// calls `change` again (at most [`UPDATE_ATTEMPTS`] times, with a growing pause). `change`
+    /// calls `change` again (with a growing pause, for up to [`UPDATE_PATIENCE`]). `change`
     /// may refuse with any code, which is returned and nothing is written. Returns the saved
     /// document and what `change` returned the last time.
     ///
@@ -316,16 +325,19 @@ impl<T: Document> Store<T> {
         id: u64,
         mut change: impl FnMut(&mut T) -> Result<R, Code>,
     ) -> Result<(Versioned<T>, R), UpdateError> {
-        for attempt in 1..=UPDATE_ATTEMPTS {
+        let (started, mut attempt) = (Instant::now(), 0);
+        loop {
+            attempt += 1;
             let mut current = self.get(id).await?;
             let out = change(&mut current.doc).map_err(UpdateError::Refused)?;
             match self.save(current).await {
                 Ok(saved) => return Ok((saved, out)),
-                Err(StoreError::Conflict) if attempt < UPDATE_ATTEMPTS => self.backend.backoff(attempt).await,
+                Err(StoreError::Conflict) if started.elapsed() < UPDATE_PATIENCE => {
+                    self.backend.backoff(attempt).await;
+                }
                 Err(error) => return Err(error.into()),
             }
         }
-        Err(StoreError::Conflict.into())
     }
 
     /// Like [`Store::update`], but a missing document starts as `T::default()` and is inserted.
@@ -340,7 +352,9 @@ impl<T: Document> Store<T> {
     where
         T: Default,
     {
-        for attempt in 1..=UPDATE_ATTEMPTS {
+        let (started, mut attempt) = (Instant::now(), 0);
+        loop {
+            attempt += 1;
             let written = match self.try_get(id).await? {
                 Some(mut current) => {
                     let out = change(&mut current.doc).map_err(UpdateError::Refused)?;
@@ -358,11 +372,12 @@ impl<T: Document> Store<T> {
             };
             match written {
                 Ok(done) => return Ok(done),
-                Err(StoreError::Conflict) if attempt < UPDATE_ATTEMPTS => self.backend.backoff(attempt).await,
+                Err(StoreError::Conflict) if started.elapsed() < UPDATE_PATIENCE => {
+                    self.backend.backoff(attempt).await;
+                }
                 Err(error) => return Err(error.into()),
             }
         }
-        Err(StoreError::Conflict.into())
     }
 
     /// Deletes document `id`; whether it existed.
