@@ -138,6 +138,7 @@ async fn display_names_are_unique_case_insensitively_on_mongodb() {
     let (mut bob, bob_again) = login("bob").await;
     assert_eq!(ana_again.name, format!("Player{:08}", ana_again.user_id % 100_000_000));
     assert_eq!(bob_again.name, format!("Player{:08}", bob_again.user_id % 100_000_000));
-    let clash = support::call::<_, RenameResp>(&mut bob, "user.rename", rename(&ana_again.name.to_lowercase())).await;
+    let clash =
+        support::call::<_, RenameResp>(&mut bob, "user.rename", rename(&ana_again.name.to_lowercase())).await;
     assert_eq!(clash.err(), Some(mortar_pb::ErrorCode::AlreadyExists as i32));
 }

@@ -61,11 +61,18 @@ async fn register_login_resume_and_a_login_elsewhere() {
     assert_eq!(login(&mut guest, "nobody", "password1").await.map(|r| r.user_id), denied);
     let first = login(&mut guest, "ana", "password1").await.unwrap();
     assert_eq!(first.user_id, ana);
-    assert!(first.name.starts_with("Player") && first.name.len() == 14, "a default name, not the account: {}", first.name);
+    assert!(
+        first.name.starts_with("Player") && first.name.len() == 14,
+        "a default name, not the account: {}",
+        first.name
+    );
     // The session is the player's now; the starter items came once.
     assert_eq!(pack(&mut guest).await, starter());
     let profile: ProfileResp = call(&mut guest, "user.profile", ProfileReq {}).await.unwrap();
-    assert_eq!((profile.user_id, profile.account.as_str(), profile.name.as_str()), (ana, "ana", first.name.as_str()));
+    assert_eq!(
+        (profile.user_id, profile.account.as_str(), profile.name.as_str()),
+        (ana, "ana", first.name.as_str())
+    );
     assert!(profile.created_at > 0);
     let renamed: RenameResp =
         call(&mut guest, "user.rename", RenameReq { name: "Ana the Brave".into() }).await.unwrap();
@@ -170,7 +177,8 @@ async fn a_client_mistake_comes_back_with_its_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn display_names_are_normalized_visible_and_unique_case_insensitively() {
     let node = node().await;
-    let (mut ana, mut bob) = (Client::connect(&node.url()).await.unwrap(), Client::connect(&node.url()).await.unwrap());
+    let (mut ana, mut bob) =
+        (Client::connect(&node.url()).await.unwrap(), Client::connect(&node.url()).await.unwrap());
     register(&mut ana, "ana", "password1").await.unwrap();
     register(&mut bob, "bob", "password1").await.unwrap();
     let ana_default = login(&mut ana, "ana", "password1").await.unwrap().name;
@@ -191,7 +199,8 @@ async fn display_names_are_normalized_visible_and_unique_case_insensitively() {
         assert_eq!(code, ErrorCode::BadRequest as i32, "{hidden:?}");
         assert!(reason.contains(point), "{reason}");
     }
-    let bob_named: RenameResp = call(&mut bob, "user.rename", rename(" Bob   the\u{3000}Builder ")).await.unwrap();
+    let bob_named: RenameResp =
+        call(&mut bob, "user.rename", rename(" Bob   the\u{3000}Builder ")).await.unwrap();
     assert_eq!(bob_named.name, "Bob the Builder", "NFKC, one space between words");
     // Its owner may change the case of a name; the old name is free again after a rename.
     let again: RenameResp = call(&mut ana, "user.rename", rename("ANA")).await.unwrap();

@@ -95,9 +95,7 @@ impl Gate {
             && match purpose {
                 Purpose::Login => true,
                 // Logins waiting go first.
-                Purpose::Register => {
-                    state.running_registers < self.register_slots && state.logins.is_empty()
-                }
+                Purpose::Register => state.running_registers < self.register_slots && state.logins.is_empty(),
             }
     }
 
@@ -125,8 +123,9 @@ impl Gate {
                 Purpose::Register => (&mut state.registers, self.register_queue, "registrations"),
             };
             if queue.len() >= bound {
-                return Err(Code::RATE_LIMITED
-                    .because(format!("the server is busy: {bound} {what} wait for a password check; retry later")));
+                return Err(Code::RATE_LIMITED.because(format!(
+                    "the server is busy: {bound} {what} wait for a password check; retry later"
+                )));
             }
             let (tx, rx) = oneshot::channel();
             queue.push_back(tx);
@@ -299,6 +298,51 @@ mod tests {
         assert!(verify_with(&stored, b"password1", 2));
         assert!(!verify_with(&stored, b"password2", 2));
         assert!(!verify_with("not a hash", b"password1", 2));
+    }
+
+    #[test]
+    fn logins_go_first_registrations_get_half_and_a_full_queue_refuses_at_once() {
+        use futures::FutureExt as _;
+        use std::{
+            pin::Pin,
+            task::{Context, Poll},
+        };
+        type Waiting = Pin<Box<dyn Future<Output = Result<Slot, Failure>>>>;
+        fn poll(waiting: &mut Waiting) -> Option<Result<Slot, Failure>> {
+            match waiting.as_mut().poll(&mut Context::from_waker(futures::task::noop_waker_ref())) {
+                Poll::Ready(out) => Some(out),
+                Poll::Pending => None,
+            }
+        }
+        let config = UserConfig { hash_slots: 2, login_queue: 1, register_queue: 1, ..UserConfig::default() };
+        let gate: &'static Gate = Box::leak(Box::new(Gate::new(&config)));
+        let refused =
+            |out: Option<Result<Slot, Failure>>| out.unwrap().err().unwrap().code() == Code::RATE_LIMITED;
+
+        let register_1 = gate.acquire(Purpose::Register).now_or_never().unwrap().ok().unwrap();
+        let mut register_2: Waiting = Box::pin(gate.acquire(Purpose::Register));
+        assert!(poll(&mut register_2).is_none(), "registrations hold one of the two slots");
+        assert!(refused(gate.acquire(Purpose::Register).now_or_never()), "its queue is full");
+        let login_1 = gate.acquire(Purpose::Login).now_or_never().unwrap().ok().unwrap();
+        let mut login_2: Waiting = Box::pin(gate.acquire(Purpose::Login));
+        assert!(poll(&mut login_2).is_none());
+        assert!(refused(gate.acquire(Purpose::Login).now_or_never()));
+
+        drop(register_1);
+        assert!(poll(&mut register_2).is_none(), "the waiting login goes first");
+        let login_2 = poll(&mut login_2).unwrap().ok().unwrap();
+        // A login that gives up waiting leaves; its turn passes on.
+        let mut gone: Waiting = Box::pin(gate.acquire(Purpose::Login));
+        assert!(poll(&mut gone).is_none());
+        drop(gone);
+        drop(login_1);
+        let register_2 = poll(&mut register_2).unwrap().ok().unwrap();
+        drop((login_2, register_2));
+        let state = gate.lock();
+        assert_eq!(
+            (state.running, state.running_registers, state.logins.len(), state.registers.len()),
+            (0, 0, 0, 0)
+        );
     }
 
     #[test]
