@@ -112,7 +112,7 @@ async fn run(label: &str, flood: usize, limits: bool) {
     for flooder in flooders {
         let _ = flooder.await;
     }
-    let codes = codes.lock().unwrap();
+    let codes = codes.lock().unwrap().clone();
     let limited = codes.get(&(ErrorCode::RateLimited as i32)).copied().unwrap_or(0);
     let other: u64 =
         codes.iter().filter(|(code, _)| **code != ErrorCode::RateLimited as i32).map(|(_, n)| n).sum();
