@@ -206,7 +206,7 @@ async fn mail_friends_and_groups_across_two_gateways_on_mongodb() {
             Some(said) => said,
             None => Said::decode(push_of(member, "group.message").await.data).unwrap(),
         };
-        assert_eq!((said.from, said.name.as_str(), said.text.as_str()), (b, "ben", "go"));
+        assert_eq!((said.from, said.name.as_str(), said.text.as_str()), (b, accepted.name.as_str(), "go"));
         no_push(member, "group.message", Duration::from_millis(300)).await;
     }
     no_push(&mut eve_client, "group.message", Duration::from_millis(300)).await;
