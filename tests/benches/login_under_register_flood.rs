@@ -8,6 +8,9 @@
 //!    queue);
 //! 3. the flood with the limits per address and in all off: the hashing queue alone.
 //!
+//! Each row also gives the process's resident memory after it (node and clients: every hash of
+//! every row has run in it by then).
+//!
 //! `cargo bench -p mortar-tests --bench login_under_register_flood` (results in
 //! docs/benchmarks.md).
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
@@ -118,14 +121,25 @@ async fn run(label: &str, flood: usize, limits: bool) {
         codes.iter().filter(|(code, _)| **code != ErrorCode::RateLimited as i32).map(|(_, n)| n).sum();
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "| {label} | {:.1} | {:.1} | {:.1} | {} | {:.0} | {} | {limited} | {other} |",
+        "| {label} | {:.1} | {:.1} | {:.1} | {} | {:.0} | {} | {limited} | {other} | {} |",
         logins as f64 / took,
         ms(0.5),
         ms(0.99),
         if errors.is_empty() { "0".into() } else { format!("{errors:?}") },
         answered as f64 / took,
         made.load(Ordering::Relaxed),
+        resident_mib(),
     );
     drop(player);
     node.stop().await.unwrap();
+}
+
+/// This process's resident memory (node and clients), in MiB.
+fn resident_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+    kib.unwrap_or(0) / 1024
 }
