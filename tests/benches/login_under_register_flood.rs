@@ -41,9 +41,9 @@ fn main() {
 
 async fn bench() {
     println!(
-        "| run | logins/s | login p50 ms | login p99 ms | login errors | flood registrations: answered/s | accounts made | refused RATE_LIMITED | other codes |"
+        "| run | logins/s | login p50 ms | login p99 ms | login errors | flood registrations: answered/s | accounts made | refused RATE_LIMITED | other codes | resident MiB after |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     run("the player alone (yardstick)", 0, true).await;
     run(&format!("{FLOOD} connections registering, default limits"), FLOOD, true).await;
     run(
