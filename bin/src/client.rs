@@ -62,6 +62,33 @@ impl Client {
         Ok(Self { ws, next_seq: 1 })
     }
 
+    /// Connects to `url` (`ws://HOST:PORT/ws`) from local address `from` (e.g. `127.0.0.2`: on
+    /// Linux every `127.x.y.z` is loopback), so that one machine can be several clients'
+    /// addresses.
+    ///
+    /// # Errors
+    /// When `url` has no `HOST:PORT`, binding `from` fails, or the TCP connection or the WebSocket
+    /// upgrade fails.
+    pub async fn connect_from(url: &str, from: std::net::IpAddr) -> Result<Self, ClientError> {
+        use tokio_tungstenite::tungstenite::{Error, error::UrlError};
+        let target = url
+            .strip_prefix("ws://")
+            .and_then(|rest| rest.split('/').next())
+            .ok_or(Error::Url(UrlError::UnsupportedUrlScheme))?;
+        let addr = tokio::net::lookup_host(target)
+            .await
+            .map_err(Error::Io)?
+            .find(|addr| addr.is_ipv4() == from.is_ipv4())
+            .ok_or(Error::Url(UrlError::NoHostName))?;
+        let socket =
+            if from.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
+        let socket = socket.map_err(Error::Io)?;
+        socket.bind(std::net::SocketAddr::new(from, 0)).map_err(Error::Io)?;
+        let stream = socket.connect(addr).await.map_err(Error::Io)?;
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await?;
+        Ok(Self { ws, next_seq: 1 })
+    }
+
     /// Sends a request with a fresh seq and returns that seq.
     ///
     /// # Errors

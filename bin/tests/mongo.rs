@@ -84,3 +84,61 @@ async fn declared_indexes_exist_from_the_start() {
     let clash = accounts.insert(2, RegisteredAccount { name: "ann".into() }).await;
     assert_eq!(clash.err(), Some(mortar::store::StoreError::AlreadyExists { index: Some("name".into()) }));
 }
+
+/// Display names on MongoDB: unique by their case-insensitive key through the store's partial
+/// unique index, and accounts written before names had keys (no `name_key`, several at once)
+/// neither clash with each other nor keep their account name as their name after a login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn display_names_are_unique_case_insensitively_on_mongodb() {
+    use mortar_cli::client::Client;
+    use mortar_user::{
+        Account,
+        user::{LoginReq, LoginResp, RegisterReq, RegisterResp, RenameReq, RenameResp},
+    };
+    let mongo = Mongo::start();
+    let dir = support::TempDir::new("mongo-names");
+    let url = mongo.url("game");
+    let env = [("MORTAR_STORAGE__URL", url.as_str()), ("MORTAR_ADMIN__ENABLED", "false")];
+    let node = support::Node::start("dev", &dir, &["dev", "--listen", "127.0.0.1:0"], &env);
+    let login = |account: &'static str| {
+        let url = node.addr.clone();
+        async move {
+            let mut client = Client::connect(&url).await.unwrap();
+            let req = LoginReq { account: account.into(), password: "password1".into() };
+            let resp: LoginResp = support::call(&mut client, "user.login", req).await.unwrap();
+            (client, resp)
+        }
+    };
+    let mut guest = Client::connect(&node.addr).await.unwrap();
+    for account in ["ana", "bob"] {
+        let req = RegisterReq { account: account.into(), password: "password1".into() };
+        let _: RegisterResp = support::call(&mut guest, "user.register", req).await.unwrap();
+    }
+    let (mut ana, _) = login("ana").await;
+    let (mut bob, _) = login("bob").await;
+    let rename = |name: &str| RenameReq { name: name.into() };
+    let _: RenameResp = support::call(&mut ana, "user.rename", rename("Ana")).await.unwrap();
+    let clash = support::call::<_, RenameResp>(&mut bob, "user.rename", rename("ＡＮＡ")).await;
+    assert_eq!(clash.err(), Some(mortar_pb::ErrorCode::AlreadyExists as i32));
+
+    // Both accounts as an older version wrote them: no key, the account name as the name.
+    let store = mortar::store::Store::<Account>::new(storage::open(&config(url.clone())).await.unwrap());
+    for account in ["ana", "bob"] {
+        let found = store.find_one("account", account).await.unwrap().unwrap();
+        store
+            .update(found.id, |doc| {
+                doc.name = account.into();
+                doc.name_key = None;
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+    let (_ana, ana_again) = login("ana").await;
+    let (mut bob, bob_again) = login("bob").await;
+    assert_eq!(ana_again.name, format!("Player{:08}", ana_again.user_id % 100_000_000));
+    assert_eq!(bob_again.name, format!("Player{:08}", bob_again.user_id % 100_000_000));
+    let clash =
+        support::call::<_, RenameResp>(&mut bob, "user.rename", rename(&ana_again.name.to_lowercase())).await;
+    assert_eq!(clash.err(), Some(mortar_pb::ErrorCode::AlreadyExists as i32));
+}

@@ -264,15 +264,20 @@ pub async fn no_push(client: &mut mortar_cli::client::Client, route: &str, wait:
     }
 }
 
-/// Registers the account `name` (password `NAME-password`) and logs in on a new connection to
-/// `url`: the client and the user id.
+/// Registers the account `name` (password `NAME-password`), logs in on a new connection to
+/// `url` and renames the player `name` (a new account's display name is a default one, never the
+/// account name): the client and the user id.
 ///
 /// # Panics
-/// When the connection, the registration or the login fails.
+/// When the connection, the registration, the login or the rename fails.
 pub async fn signed_up(url: &str, name: &str) -> (mortar_cli::client::Client, u64) {
+    use mortar_user::user::{RenameReq, RenameResp};
     let mut client = mortar_cli::client::Client::connect(url).await.expect("connects");
     let password = format!("{name}-password");
     let user = register(&mut client, name, &password).await.expect("registered");
     login(&mut client, name, &password).await.expect("logged in");
+    let renamed: Result<RenameResp, i32> =
+        client.call("user.rename", &RenameReq { name: name.into() }).await.expect("the connection holds");
+    renamed.expect("renamed");
     (client, user)
 }

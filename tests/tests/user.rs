@@ -60,11 +60,19 @@ async fn register_login_resume_and_a_login_elsewhere() {
     assert_eq!(login(&mut guest, "ana", "wrong-password").await.map(|r| r.user_id), denied);
     assert_eq!(login(&mut guest, "nobody", "password1").await.map(|r| r.user_id), denied);
     let first = login(&mut guest, "ana", "password1").await.unwrap();
-    assert_eq!((first.user_id, first.name.as_str()), (ana, "ana"));
+    assert_eq!(first.user_id, ana);
+    assert!(
+        first.name.starts_with("Player") && first.name.len() == 14,
+        "a default name, not the account: {}",
+        first.name
+    );
     // The session is the player's now; the starter items came once.
     assert_eq!(pack(&mut guest).await, starter());
     let profile: ProfileResp = call(&mut guest, "user.profile", ProfileReq {}).await.unwrap();
-    assert_eq!((profile.user_id, profile.account.as_str(), profile.name.as_str()), (ana, "ana", "ana"));
+    assert_eq!(
+        (profile.user_id, profile.account.as_str(), profile.name.as_str()),
+        (ana, "ana", first.name.as_str())
+    );
     assert!(profile.created_at > 0);
     let renamed: RenameResp =
         call(&mut guest, "user.rename", RenameReq { name: "Ana the Brave".into() }).await.unwrap();
@@ -164,6 +172,98 @@ async fn a_client_mistake_comes_back_with_its_reason() {
         refusal(&mut client, "user.rename", RenameReq { name: " ".repeat(3) }).await,
         (bad, "name must be 1–24 characters, not only spaces".into())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn display_names_are_normalized_visible_and_unique_case_insensitively() {
+    let node = node().await;
+    let (mut ana, mut bob) =
+        (Client::connect(&node.url()).await.unwrap(), Client::connect(&node.url()).await.unwrap());
+    register(&mut ana, "ana", "password1").await.unwrap();
+    register(&mut bob, "bob", "password1").await.unwrap();
+    let ana_default = login(&mut ana, "ana", "password1").await.unwrap().name;
+    login(&mut bob, "bob", "password1").await.unwrap();
+    let rename = |name: &str| RenameReq { name: name.into() };
+    let taken = (ErrorCode::AlreadyExists as i32, "name is taken by another player".to_owned());
+    // Nobody takes another's default name, in any case.
+    assert_eq!(refusal(&mut bob, "user.rename", rename(&ana_default.to_uppercase())).await, taken);
+    let renamed: RenameResp = call(&mut ana, "user.rename", rename("Ana")).await.unwrap();
+    assert_eq!(renamed.name, "Ana");
+    // Another case, fullwidth letters, padding: the same name, taken.
+    for same in ["ANA", "ana", "Ａｎａ", "  Ana "] {
+        assert_eq!(refusal(&mut bob, "user.rename", rename(same)).await, taken, "{same:?}");
+    }
+    // Invisible characters are refused with the code point.
+    for (hidden, point) in [("An\u{200B}a", "U+200B"), ("\u{202E}anA", "U+202E"), ("A\u{2066}na", "U+2066")] {
+        let (code, reason) = refusal(&mut bob, "user.rename", rename(hidden)).await;
+        assert_eq!(code, ErrorCode::BadRequest as i32, "{hidden:?}");
+        assert!(reason.contains(point), "{reason}");
+    }
+    let bob_named: RenameResp =
+        call(&mut bob, "user.rename", rename(" Bob   the\u{3000}Builder ")).await.unwrap();
+    assert_eq!(bob_named.name, "Bob the Builder", "NFKC, one space between words");
+    // Its owner may change the case of a name; the old name is free again after a rename.
+    let again: RenameResp = call(&mut ana, "user.rename", rename("ANA")).await.unwrap();
+    assert_eq!(again.name, "ANA");
+    let _: RenameResp = call(&mut ana, "user.rename", rename("Anabel")).await.unwrap();
+    let freed: RenameResp = call(&mut bob, "user.rename", rename("ana")).await.unwrap();
+    assert_eq!(freed.name, "ana");
+}
+
+/// An account as the user module wrote it before display names had keys: `name` is the account
+/// name unless the player chose one, and there is no `name_key`.
+async fn make_legacy(data: &std::path::Path, account: &str, name: &str) {
+    use mortar_user::Account;
+    let config = mortar_host::config::StorageConfig { path: data.to_owned(), ..Default::default() };
+    let store = mortar::store::Store::<Account>::new(mortar_host::storage::open(&config).await.unwrap());
+    let found = store.find_one("account", account).await.unwrap().unwrap();
+    store
+        .update(found.id, |doc| {
+            doc.name = name.into();
+            doc.name_key = None;
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_named_before_names_had_keys_get_one_at_their_next_login() {
+    let data = mortar_tests::temp_dir("legacy-names");
+    let config = |config: &mut mortar_host::NodeConfig| {
+        config.storage.path = data.clone();
+        let user = serde_json::json!({ "argon2_memory_kib": 1024, "argon2_iterations": 1 });
+        config.modules.insert("user".into(), user);
+    };
+    let node = DevNode::with_config(config).await;
+    let mut client = Client::connect(&node.url()).await.unwrap();
+    for account in ["old_ana", "old_bob", "old_cy", "new_dee"] {
+        register(&mut client, account, "password1").await.unwrap();
+    }
+    drop(client);
+    node.stop().await.unwrap();
+    make_legacy(&data, "old_ana", "old_ana").await; // the default name then
+    make_legacy(&data, "old_bob", "Bob").await;
+    make_legacy(&data, "old_cy", "Cy").await;
+
+    let node = DevNode::with_config(config).await;
+    // A name without a key is not reserved: a newer player may take it.
+    let mut dee = Client::connect(&node.url()).await.unwrap();
+    login(&mut dee, "new_dee", "password1").await.unwrap();
+    let _: RenameResp = call(&mut dee, "user.rename", RenameReq { name: "BOB".into() }).await.unwrap();
+    // At their login: the default name of then becomes a default name of now; a chosen name is
+    // kept and reserved, unless another player holds it, and then it becomes a default name.
+    let ana = login(&mut Client::connect(&node.url()).await.unwrap(), "old_ana", "password1").await.unwrap();
+    assert_eq!(ana.name, format!("Player{:08}", ana.user_id % 100_000_000), "not the account name");
+    let bob = login(&mut Client::connect(&node.url()).await.unwrap(), "old_bob", "password1").await.unwrap();
+    assert!(bob.name.starts_with("Player"), "{}", bob.name);
+    let cy = login(&mut Client::connect(&node.url()).await.unwrap(), "old_cy", "password1").await.unwrap();
+    assert_eq!(cy.name, "Cy");
+    let taken = (ErrorCode::AlreadyExists as i32, "name is taken by another player".to_owned());
+    assert_eq!(refusal(&mut dee, "user.rename", RenameReq { name: "cy".into() }).await, taken);
+    assert_eq!(refusal(&mut dee, "user.rename", RenameReq { name: ana.name.clone() }).await, taken);
+    node.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&data);
 }
 
 async fn kicked(client: &mut Client) {
