@@ -1,13 +1,15 @@
 //! The mail, friend and group modules across a cluster of processes: two gateways and two
-//! workers sharing MongoDB (nx-27017) and Redis, players on both gateways; and a mail worker
-//! killed with `kill -9` while its claim waits on the pack, which grants once after the retry.
+//! workers sharing MongoDB (nx-27017) and Redis, players on both gateways; a mail worker
+//! killed with `kill -9` while its claim waits on the pack, which grants once after the retry;
+//! and two players' friend routes, and a join and the last leave of a group, racing on two
+//! workers.
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 mod support;
 
 use mortar_cli::client::Client;
 use mortar_friend::friend::{self, Target};
-use mortar_group::group::{CreateReq, CreateResp, GroupReq, KickReq, Said, SayReq};
+use mortar_group::group::{CreateReq, CreateResp, GroupReq, KickReq, MineReq, MineResp, Said, SayReq};
 use mortar_mail::mail::{ClaimReq, ClaimResp, ListReq, ListResp, New};
 use mortar_pack::pack::{Item, QueryReq, QueryResp};
 use mortar_pb::ErrorCode;
@@ -298,4 +300,131 @@ async fn a_mail_worker_killed_between_claim_and_grant_grants_once_after_the_retr
     let listed: ListResp = call(&mut ana, "mail.list", ListReq {}).await.unwrap();
     assert!(listed.mails[0].claimed);
     drop((pack, gateway));
+}
+
+/// Two workers and two gateways on MongoDB and Redis: `(workers, gateways)`.
+fn two_by_two(dir: &TempDir, env: &[(&str, &str)]) -> (Vec<support::Node>, Vec<support::Node>) {
+    let workers = vec![
+        support::worker(dir, "worker-1", "127.0.0.1:0", "", env),
+        support::worker(dir, "worker-2", "127.0.0.1:0", "", env),
+    ];
+    let gateways =
+        vec![support::gateway(dir, "gateway-1", "", env), support::gateway(dir, "gateway-2", "", env)];
+    gateways.iter().for_each(|gateway| wait_live(gateway, 2));
+    (workers, gateways)
+}
+
+/// How `client` sees `other`: the state on its friend list, none when `other` is not on it.
+async fn state_of(client: &mut Client, other: u64) -> Option<friend::State> {
+    let listed: friend::ListResp = call(client, "friend.list", friend::ListReq {}).await.unwrap();
+    let found: Vec<_> = listed.friends.iter().filter(|entry| entry.user_id == other).collect();
+    assert!(found.len() <= 1, "{other} is on the list once");
+    found.first().map(|entry| friend::State::try_from(entry.state).unwrap())
+}
+
+/// `route` of `client` against `other`: OK, or the code.
+async fn act(client: &mut Client, route: &str, other: u64) -> Result<(), i32> {
+    let target = Target { user_id: other };
+    if route == "friend.request" {
+        return call::<_, friend::Request>(client, route, target).await.map(drop);
+    }
+    call::<_, friend::Done>(client, route, target).await.map(drop)
+}
+
+/// Two players' friend routes raced, round after round, each player on their own gateway (so
+/// their requests run on either worker): the two lists always agree afterwards, mutual requests
+/// make friends, and a block always wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_friend_routes_on_two_workers_leave_lists_that_agree() {
+    use friend::State::{Blocked, Friend};
+    let (redis, mongo, dir) = (Redis::start(), Mongo::start(), TempDir::new("social-friend-race"));
+    let env = cluster_env(&redis, &mongo);
+    let env = borrowed(&env);
+    let (workers, gateways) = two_by_two(&dir, &env);
+    let (url1, url2) = (gateways[0].addr.clone(), gateways[1].addr.clone());
+    const PAIRS: usize = 12;
+    for pair in 0..PAIRS {
+        let (mut a, ida) = signed_up(&url1, &format!("racea{pair}")).await;
+        let (mut b, idb) = signed_up(&url2, &format!("raceb{pair}")).await;
+        for _ in 0..2 {
+            let answers =
+                futures::join!(act(&mut a, "friend.request", idb), act(&mut b, "friend.request", ida));
+            assert_eq!(answers, (Ok(()), Ok(())));
+            let views = (state_of(&mut a, idb).await, state_of(&mut b, ida).await);
+            assert_eq!(views, (Some(Friend), Some(Friend)), "request ∥ request");
+
+            act(&mut a, "friend.remove", idb).await.unwrap();
+            act(&mut a, "friend.request", idb).await.unwrap();
+            let answers =
+                futures::join!(act(&mut a, "friend.remove", idb), act(&mut b, "friend.accept", ida));
+            assert_eq!(answers.0, Ok(()));
+            let views = (state_of(&mut a, idb).await, state_of(&mut b, ida).await);
+            assert_eq!(views, (None, None), "accept ∥ remove (accepted: {:?})", answers.1);
+
+            act(&mut a, "friend.request", idb).await.unwrap();
+            let answers = futures::join!(act(&mut a, "friend.block", idb), act(&mut b, "friend.accept", ida));
+            assert_eq!(answers.0, Ok(()));
+            let views = (state_of(&mut a, idb).await, state_of(&mut b, ida).await);
+            assert_eq!(views, (Some(Blocked), None), "accept ∥ block (accepted: {:?})", answers.1);
+            // Neither hears of the other's presence.
+            b.close().await.unwrap();
+            no_push(&mut a, "friend.offline", Duration::from_millis(100)).await;
+            b = login(&url2, &format!("raceb{pair}")).await;
+            no_push(&mut a, "friend.online", Duration::from_millis(100)).await;
+            act(&mut a, "friend.unblock", idb).await.unwrap();
+        }
+    }
+    drop((workers, gateways));
+}
+
+/// A join racing the last member's leave, the two on different gateways and workers: the joiner
+/// is in the group, or the group is gone and not on the joiner's list; no slot of
+/// `max_groups_per_user` is ever lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_racing_the_last_leave_on_two_workers_never_burns_a_slot() {
+    let (redis, mongo, dir) = (Redis::start(), Mongo::start(), TempDir::new("social-group-race"));
+    let env = cluster_env(&redis, &mongo);
+    let mut env = borrowed(&env);
+    env.push(("MORTAR_MODULES__GROUP__MAX_GROUPS_PER_USER", "2"));
+    let (workers, gateways) = two_by_two(&dir, &env);
+    let (mut owner, _) = signed_up(&gateways[0].addr, "lastone").await;
+    let (mut joiner, _) = signed_up(&gateways[1].addr, "joiner").await;
+    for round in 0..24 {
+        let created: CreateResp =
+            call(&mut owner, "group.create", CreateReq { name: "Brief".into() }).await.unwrap();
+        let group = created.group_id;
+        let (join, leave) = futures::join!(
+            call::<_, mortar_group::group::Done>(&mut joiner, "group.join", GroupReq { group_id: group }),
+            call::<_, mortar_group::group::Done>(&mut owner, "group.leave", GroupReq { group_id: group }),
+        );
+        leave.unwrap();
+        let mine: MineResp = call(&mut joiner, "group.mine", MineReq {}).await.unwrap();
+        let listed: Vec<u64> = mine.groups.iter().map(|joined| joined.group_id).collect();
+        match join {
+            Ok(_) => {
+                assert_eq!(listed, [group], "round {round}");
+                let left: Result<mortar_group::group::Done, i32> =
+                    call(&mut joiner, "group.leave", GroupReq { group_id: group }).await;
+                left.unwrap();
+            }
+            Err(code) => {
+                assert_eq!(code, ErrorCode::NotFound as i32, "round {round}");
+                assert!(listed.is_empty(), "round {round}");
+            }
+        }
+        // Both of the joiner's slots are free.
+        let mut made = Vec::new();
+        for name in ["one", "two"] {
+            let created: Result<CreateResp, i32> =
+                call(&mut joiner, "group.create", CreateReq { name: name.into() }).await;
+            made.push(
+                created.unwrap_or_else(|code| panic!("round {round}: create answered {code}")).group_id,
+            );
+        }
+        for group_id in made {
+            let _: mortar_group::group::Done =
+                call(&mut joiner, "group.leave", GroupReq { group_id }).await.unwrap();
+        }
+    }
+    drop((workers, gateways));
 }

@@ -13,14 +13,16 @@ use std::time::Duration;
 
 const TOKEN: &str = "friend-test-token";
 
-/// Every node of this binary: cheap argon2; 3 friends, 2 pending requests, 2 blocks a player.
+/// Every node of this binary: cheap argon2; 3 friends, 2 requests sent and 2 received waiting,
+/// 2 blocks a player.
 async fn node() -> DevNode {
     DevNode::with_config(|config| {
         config.admin.token = TOKEN.into();
         config.modules.insert("user".into(), json!({ "argon2_memory_kib": 1024, "argon2_iterations": 1 }));
-        config
-            .modules
-            .insert("friend".into(), json!({ "max_friends": 3, "max_pending": 2, "max_blocked": 2 }));
+        config.modules.insert(
+            "friend".into(),
+            json!({ "max_friends": 3, "max_pending": 2, "max_incoming": 2, "max_blocked": 2 }),
+        );
     })
     .await
 }
@@ -164,10 +166,13 @@ async fn limits_on_friends_pending_requests_and_blocks() {
     for other in &mut others[..2] {
         act(&mut other.0, "friend.accept", e).await.unwrap();
     }
-    // Nor may more wait for the other player.
+    // Two may wait for the other player: a third request makes the oldest give way.
     act(&mut others[3].0, "friend.request", f3).await.unwrap();
     act(&mut others[4].0, "friend.request", f3).await.unwrap();
-    assert_eq!(act(&mut erin, "friend.request", f3).await, Err(1002), "f3 has two waiting");
+    assert_eq!(act(&mut erin, "friend.request", f3).await, Ok(()), "f4's request to f3 gives way");
+    assert_eq!(state_of(&mut others[3].0, f3).await, None);
+    assert_eq!(state_of(&mut others[2].0, f4).await, None);
+    assert_eq!(state_of(&mut others[2].0, e).await, Some(State::RequestReceived));
     // Three friends at most.
     act(&mut erin, "friend.request", f4).await.unwrap();
     act(&mut others[3].0, "friend.accept", e).await.unwrap();
@@ -177,4 +182,157 @@ async fn limits_on_friends_pending_requests_and_blocks() {
     act(&mut erin, "friend.block", f5).await.unwrap();
     act(&mut erin, "friend.block", f3).await.unwrap();
     assert_eq!(act(&mut erin, "friend.block", f4).await, Err(1003), "BLOCK_LIMIT");
+}
+
+/// How `client` sees `other`: the state on its list, none when `other` is not on it.
+async fn state_of(client: &mut Client, other: u64) -> Option<State> {
+    let listed: Result<ListResp, i32> = client.call("friend.list", &ListReq {}).await.unwrap();
+    let listed = listed.unwrap().friends;
+    let mut found = listed.iter().filter(|entry| entry.user_id == other);
+    let state = found.next().map(|entry| State::try_from(entry.state).unwrap());
+    assert!(found.next().is_none(), "{other} is on the list once");
+    state
+}
+
+/// Runs `route_a` of `a` (against `b`) and `route_b` of `b` (against `a`) at the same moment:
+/// both requests are written before either reply is read.
+async fn at_once(
+    (a, ida): (&mut Client, u64),
+    route_a: &str,
+    (b, idb): (&mut Client, u64),
+    route_b: &str,
+) -> (Result<(), i32>, Result<(), i32>) {
+    futures::join!(act(a, route_a, idb), act(b, route_b, ida))
+}
+
+/// Many rounds of two players' routes raced against each other (fresh pairs each round): their
+/// lists always agree afterwards, mutual requests make friends, and a block always wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_routes_of_two_players_leave_lists_that_agree() {
+    let node = node().await;
+    const ROUNDS: usize = 20;
+    let mut players = Vec::new();
+    for round in 0..ROUNDS {
+        players.push((
+            signed_up(&node.url(), &format!("racea{round}")).await,
+            signed_up(&node.url(), &format!("raceb{round}")).await,
+        ));
+    }
+    let mut split = [0usize; 3];
+    for ((mut a, ida), (mut b, idb)) in players {
+        // request ∥ request: friends, whoever came first.
+        let answers = at_once((&mut a, ida), "friend.request", (&mut b, idb), "friend.request").await;
+        assert_eq!(answers, (Ok(()), Ok(())));
+        let views = (state_of(&mut a, idb).await, state_of(&mut b, ida).await);
+        assert_eq!(views, (Some(State::Friend), Some(State::Friend)), "mutual requests make friends");
+
+        // accept ∥ remove: a withdraws (or ends) what b accepts: nothing is left on either side.
+        act(&mut a, "friend.remove", idb).await.unwrap();
+        act(&mut a, "friend.request", idb).await.unwrap();
+        let answers = at_once((&mut a, ida), "friend.remove", (&mut b, idb), "friend.accept").await;
+        assert_eq!(answers.0, Ok(()));
+        split[0] += usize::from(answers.1.is_ok());
+        let views = (state_of(&mut a, idb).await, state_of(&mut b, ida).await);
+        assert_eq!(views, (None, None), "accept ∥ remove (accepted: {:?})", answers.1);
+
+        // accept ∥ block: the block wins whatever came first.
+        act(&mut a, "friend.request", idb).await.unwrap();
+        let answers = at_once((&mut a, ida), "friend.block", (&mut b, idb), "friend.accept").await;
+        assert_eq!(answers.0, Ok(()));
+        split[1] += usize::from(answers.1.is_ok());
+        let views = (state_of(&mut a, idb).await, state_of(&mut b, ida).await);
+        assert_eq!(views, (Some(State::Blocked), None), "accept ∥ block (accepted: {:?})", answers.1);
+
+        // block ∥ request of the blocked one: still blocked, and b's request never reaches a.
+        let answers = at_once((&mut a, ida), "friend.unblock", (&mut b, idb), "friend.request").await;
+        assert_eq!(answers.0, Ok(()));
+        let views = (state_of(&mut a, idb).await, state_of(&mut b, ida).await);
+        assert!(
+            matches!(
+                views,
+                (None, Some(State::RequestSent)) | (Some(State::RequestReceived), Some(State::RequestSent))
+            ),
+            "unblock ∥ request: {views:?}"
+        );
+        split[2] += usize::from(views.0.is_some());
+    }
+    // Not an assertion (timing decides): how often each side of the races came first.
+    println!(
+        "accepted before remove {}, before block {}, request after unblock {} of {ROUNDS}",
+        split[0], split[1], split[2]
+    );
+}
+
+/// The blocked player never hears of the blocker's presence, nor the blocker of theirs, even
+/// when the block raced an accept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_that_raced_an_accept_stops_presence_both_ways() {
+    let node = node().await;
+    for round in 0..5 {
+        let (mut a, ida) = signed_up(&node.url(), &format!("presa{round}")).await;
+        let (mut b, idb) = signed_up(&node.url(), &format!("presb{round}")).await;
+        act(&mut a, "friend.request", idb).await.unwrap();
+        let _ = at_once((&mut a, ida), "friend.block", (&mut b, idb), "friend.accept").await;
+        // b leaves and comes back; then a does.
+        b.close().await.unwrap();
+        no_push(&mut a, "friend.offline", Duration::from_millis(200)).await;
+        let mut b = Client::connect(&node.url()).await.unwrap();
+        mortar_tests::login(&mut b, &format!("presb{round}"), &format!("presb{round}-password"))
+            .await
+            .unwrap();
+        no_push(&mut a, "friend.online", Duration::from_millis(200)).await;
+        a.close().await.unwrap();
+        no_push(&mut b, "friend.offline", Duration::from_millis(200)).await;
+        let mut a = Client::connect(&node.url()).await.unwrap();
+        mortar_tests::login(&mut a, &format!("presa{round}"), &format!("presa{round}-password"))
+            .await
+            .unwrap();
+        no_push(&mut b, "friend.online", Duration::from_millis(200)).await;
+        assert_eq!((state_of(&mut a, idb).await, state_of(&mut b, ida).await), (Some(State::Blocked), None));
+    }
+}
+
+/// Strangers' requests never stop a player asking others, and the newest requests reach them
+/// (the oldest waiting one gives way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_requests_never_stop_a_player_asking_or_being_asked() {
+    let node = node().await;
+    let (mut vic, v) = signed_up(&node.url(), "victim").await;
+    let mut strangers = Vec::new();
+    for n in 0..4 {
+        let (mut stranger, s) = signed_up(&node.url(), &format!("stranger{n}")).await;
+        assert_eq!(act(&mut stranger, "friend.request", v).await, Ok(()), "stranger {n}");
+        strangers.push((stranger, s));
+    }
+    // Two may wait for her (max_incoming here): the two newest.
+    let ids: Vec<u64> = strangers.iter().map(|(_, s)| *s).collect();
+    let waiting: Vec<(u64, Option<State>)> = {
+        let mut waiting = Vec::new();
+        for &s in &ids {
+            waiting.push((s, state_of(&mut vic, s).await));
+        }
+        waiting
+    };
+    assert_eq!(
+        waiting,
+        [
+            (ids[0], None),
+            (ids[1], None),
+            (ids[2], Some(State::RequestReceived)),
+            (ids[3], Some(State::RequestReceived))
+        ]
+    );
+    // The ones that gave way see their request gone, as she does.
+    assert_eq!(state_of(&mut strangers[0].0, v).await, None);
+    assert_eq!(state_of(&mut strangers[3].0, v).await, Some(State::RequestSent));
+    // She still asks others (her own two requests may wait), and a friend's request reaches her.
+    let (mut pal, p) = signed_up(&node.url(), "pal").await;
+    let (_, q) = signed_up(&node.url(), "quill").await;
+    assert_eq!(act(&mut vic, "friend.request", p).await, Ok(()));
+    assert_eq!(act(&mut vic, "friend.request", q).await, Ok(()));
+    assert_eq!(act(&mut pal, "friend.accept", v).await, Ok(()));
+    let (_, r) = signed_up(&node.url(), "rook").await;
+    assert_eq!(act(&mut vic, "friend.request", r).await, Ok(()));
+    let (_, t) = signed_up(&node.url(), "tern").await;
+    assert_eq!(act(&mut vic, "friend.request", t).await, Err(1002), "PENDING_LIMIT: two of hers wait");
 }

@@ -206,3 +206,43 @@ async fn limits_on_members_groups_names_and_texts() {
     let mut guest = Client::connect(&node.url()).await.unwrap();
     assert_eq!(create(&mut guest, "g").await, Err(ErrorCode::NotLoggedIn as i32));
 }
+
+/// The groups `client` is in, as `group.mine` answers.
+async fn mine_ids(client: &mut Client) -> Vec<u64> {
+    let mine: Result<MineResp, i32> = client.call("group.mine", &MineReq {}).await.unwrap();
+    mine.unwrap().groups.into_iter().map(|joined| joined.group_id).collect()
+}
+
+/// Rounds of a join racing the last member's leave: the joiner ends in the group, or the group
+/// is gone and nothing of it is left on the joiner's list; either way no slot of
+/// `max_groups_per_user` is lost, and the joiner still creates as many groups as the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_racing_the_last_leave_never_burns_a_slot() {
+    let node = node().await;
+    let (mut owner, _) = signed_up(&node.url(), "lastone").await;
+    let (mut joiner, j) = signed_up(&node.url(), "joiner").await;
+    let mut joined = 0;
+    for _ in 0..30 {
+        let group = create(&mut owner, "Brief").await.unwrap();
+        let (join, leave) =
+            futures::join!(act(&mut joiner, "group.join", group), act(&mut owner, "group.leave", group));
+        assert_eq!(leave, Ok(()));
+        match join {
+            Ok(()) => {
+                joined += 1;
+                assert_eq!(members(&mut joiner, group).await.unwrap(), [(j, "joiner".into(), Role::Owner)]);
+                assert_eq!(mine_ids(&mut joiner).await, [group]);
+                act(&mut joiner, "group.leave", group).await.unwrap();
+            }
+            Err(code) => {
+                assert_eq!(code, ErrorCode::NotFound as i32);
+                assert!(mine_ids(&mut joiner).await.is_empty());
+                assert_eq!(act(&mut joiner, "group.join", group).await, Err(ErrorCode::NotFound as i32));
+            }
+        }
+    }
+    println!("{joined} of 30 joins came before the leave");
+    // Both slots are free.
+    create(&mut joiner, "one").await.unwrap();
+    create(&mut joiner, "two").await.unwrap();
+}

@@ -10,14 +10,22 @@
 //!   `friend.online` / `friend.offline {userId}` to a player's friends when they log in or leave
 //!   (the module's `on_online` and `on_offline` hooks).
 //!
-//! One document per player (id = user id) holds their list and who blocked them. A change that
-//! concerns two players writes the other player's document first, then the caller's, each a
-//! compare-and-set: a crash between the two leaves a half that the caller's retry completes (every
-//! route is idempotent). Names come from `user.lookup`, so the user module must be served too.
+//! Each pair of players has one truth, kept in the document of the lower user id and copied to
+//! the other's under compare-and-set, so that after any interleaving of two players' routes their
+//! lists agree (see [`pair`] for the protocol and how documents of the previous version are
+//! read). A block always wins: it is applied to the truth whatever came first, and an accept
+//! that comes after it finds no request. Two players asking each other at the same moment
+//! become friends: whichever request comes second finds the first and accepts it. Names come
+//! from `user.lookup`, so the user module must be served too.
+
+pub mod pair;
 
 use mortar::prelude::*;
+use pair::{Counts, Pair, change, doc_of, list_of};
 use serde::{Deserialize, Serialize};
 use std::time::UNIX_EPOCH;
+
+pub use pair::{Entry, Friends, Link};
 
 /// The messages of `proto/friend.proto`.
 pub mod friend {
@@ -34,10 +42,13 @@ mortar::export_module!();
 
 /// I, or the other player, already have `max_friends` friends.
 pub const FRIEND_LIMIT: Code = Code::module(1001);
-/// I, or the other player, already have `max_pending` requests waiting (sent and received).
+/// I already have `max_pending` requests of mine waiting for an answer.
 pub const PENDING_LIMIT: Code = Code::module(1002);
 /// I already block `max_blocked` players.
 pub const BLOCK_LIMIT: Code = Code::module(1003);
+
+/// Never sent: a change closure's way to say that nothing needs writing.
+const UNCHANGED: Code = Code::module(1999);
 
 /// `[modules.friend]`: the sizes of one player's list.
 #[derive(Clone, Debug, Deserialize)]
@@ -45,24 +56,29 @@ pub const BLOCK_LIMIT: Code = Code::module(1003);
 pub struct FriendConfig {
     /// Friends one player may have.
     pub max_friends: usize,
-    /// Requests one player may have waiting, sent and received together.
+    /// Requests of one player waiting for an answer (sent by them); past it `friend.request`
+    /// answers `PENDING_LIMIT`. Requests they received do not count.
     pub max_pending: usize,
+    /// Requests waiting for one player's answer (received by them); a request past it makes
+    /// the oldest waiting one give way (gone from both lists), so strangers can neither fill a
+    /// player's list for good nor stop them asking.
+    pub max_incoming: usize,
     /// Players one player may block.
     pub max_blocked: usize,
 }
 
 impl Default for FriendConfig {
     fn default() -> Self {
-        Self { max_friends: 200, max_pending: 100, max_blocked: 200 }
+        Self { max_friends: 200, max_pending: 100, max_incoming: 100, max_blocked: 200 }
     }
 }
 
 fn check_config(config: &FriendConfig) -> Result<(), String> {
-    let sizes = [config.max_friends, config.max_pending, config.max_blocked];
+    let sizes = [config.max_friends, config.max_pending, config.max_incoming, config.max_blocked];
     if sizes.contains(&0) || sizes.iter().sum::<usize>() > 100_000 {
-        return Err(
-            "max_friends, max_pending and max_blocked must be at least 1, and 100000 at most together".into(),
-        );
+        return Err("max_friends, max_pending, max_incoming and max_blocked must be at least 1, and 100000 \
+                    at most together"
+            .into());
     }
     Ok(())
 }
@@ -91,78 +107,9 @@ impl Standing {
             Self::Blocked => State::Blocked,
         }
     }
-
-    fn pending(self) -> bool {
-        matches!(self, Self::Sent | Self::Received)
-    }
 }
 
-/// One player on my list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    /// The other player.
-    pub user: u64,
-    /// How they stand with me.
-    pub standing: Standing,
-    /// Since when, ms since the Unix epoch.
-    pub since_ms: i64,
-}
-
-/// A player's list: document id = user id.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, mortar::Document)]
-#[document(collection = "friend")]
-pub struct Friends {
-    /// Everyone on the list, oldest first.
-    pub entries: Vec<Entry>,
-    /// The players who block this one (their lists say `Blocked` for this player).
-    pub blocked_by: Vec<u64>,
-}
-
-impl Friends {
-    /// How `user` stands with the owner of this list.
-    pub fn standing_of(&self, user: u64) -> Option<Standing> {
-        self.entries.iter().find(|entry| entry.user == user).map(|entry| entry.standing)
-    }
-
-    fn count(&self, which: impl Fn(Standing) -> bool) -> usize {
-        self.entries.iter().filter(|entry| which(entry.standing)).count()
-    }
-
-    /// The friends' ids.
-    pub fn friends(&self) -> Vec<u64> {
-        self.entries
-            .iter()
-            .filter(|entry| entry.standing == Standing::Friend)
-            .map(|entry| entry.user)
-            .collect()
-    }
-
-    /// Sets how `user` stands, keeping their place on the list when they are on it.
-    fn set(&mut self, user: u64, standing: Standing, now_ms: i64) {
-        match self.entries.iter_mut().find(|entry| entry.user == user) {
-            Some(entry) => *entry = Entry { user, standing, since_ms: now_ms },
-            None => self.entries.push(Entry { user, standing, since_ms: now_ms }),
-        }
-    }
-
-    fn remove(&mut self, user: u64) {
-        self.entries.retain(|entry| entry.user != user);
-    }
-
-    /// Makes `user` a friend unless `max` friends are there already.
-    fn befriend(&mut self, user: u64, max: usize, now_ms: i64) -> Result<(), Code> {
-        match self.standing_of(user) {
-            Some(Standing::Friend) => Ok(()),
-            _ if self.count(|standing| standing == Standing::Friend) >= max => Err(FRIEND_LIMIT),
-            _ => {
-                self.set(user, Standing::Friend, now_ms);
-                Ok(())
-            }
-        }
-    }
-}
-
-fn now_ms(ctx: &Ctx) -> i64 {
+pub(crate) fn now_ms(ctx: &Ctx) -> i64 {
     ctx.now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
@@ -198,132 +145,158 @@ async fn both_names(ctx: &Ctx, me: u64, them: u64) -> Result<(String, String), C
     Ok((mine, theirs))
 }
 
-async fn list_of(ctx: &Ctx, user: u64) -> Result<Friends, Code> {
-    Ok(ctx.store::<Friends>().try_get(user).await?.map(|found| found.doc).unwrap_or_default())
+/// What a request did, for the push it calls for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Asked {
+    /// Nothing they need to hear of: we are friends already, my request waits already, or they
+    /// block me (my list says `REQUEST_SENT`, theirs nothing).
+    Nothing,
+    /// My request now waits for them: `friend.request` to them.
+    Waiting,
+    /// They had asked me: we are friends, `friend.accepted` to them.
+    Friends,
+}
+
+/// The module's codes with a reason that names the limit.
+fn explain(code: Code, config: &FriendConfig) -> Failure {
+    match code {
+        FRIEND_LIMIT => {
+            code.because(format!("one of you has {} friends, the most there may be", config.max_friends))
+        }
+        PENDING_LIMIT => code.because(format!(
+            "{} requests of yours wait for an answer, the most there may be",
+            config.max_pending
+        )),
+        BLOCK_LIMIT => {
+            code.because(format!("you block {} players, the most there may be", config.max_blocked))
+        }
+        code => code.into(),
+    }
+}
+
+/// `FRIEND_LIMIT` unless both of us have room for one more friend.
+fn room_for_friends(mine: Counts, theirs: Counts, max: usize) -> Result<(), Code> {
+    if mine.friends >= max || theirs.friends >= max { Err(FRIEND_LIMIT) } else { Ok(()) }
+}
+
+/// `friend.request` on the pair as I see it.
+fn ask(pair: &mut Pair, mine: Counts, theirs: Counts, config: &FriendConfig) -> Result<Asked, Code> {
+    use Standing::{Blocked, Friend, Received, Sent};
+    match (pair.mine, pair.theirs) {
+        (Some(Blocked), _) => Err(Code::CONFLICT),
+        (Some(Friend), _) | (Some(Sent), Some(Received | Blocked)) => Ok(Asked::Nothing),
+        // They asked me (also a request that never reached me while I blocked them).
+        (Some(Received), _) | (None, Some(Sent)) => {
+            room_for_friends(mine, theirs, config.max_friends)?;
+            *pair = Pair::FRIENDS;
+            Ok(Asked::Friends)
+        }
+        // Asked before, while they blocked me and since unblocked: it reaches them now.
+        (Some(Sent), _) => {
+            pair.theirs = Some(Received);
+            Ok(Asked::Waiting)
+        }
+        (None, _) if mine.sent >= config.max_pending => Err(PENDING_LIMIT),
+        (None, Some(Blocked)) => {
+            pair.mine = Some(Sent);
+            Ok(Asked::Nothing)
+        }
+        (None, _) => {
+            *pair = Pair { mine: Some(Sent), theirs: Some(Received) };
+            Ok(Asked::Waiting)
+        }
+    }
 }
 
 /// Asks to be friends. Answers `{}` (the push of the same route, to them, carries a filled one):
 /// when they asked me first we become friends (they get `friend.accepted`); otherwise they get
 /// `friend.request`, unless they block me, in which case nothing reaches them (my list still says
-/// `REQUEST_SENT`). Asking again changes nothing, unless the first request never reached them. `NOT_FOUND` for a player without an account,
-/// `CONFLICT` when I block them, `PENDING_LIMIT` or `FRIEND_LIMIT`.
+/// `REQUEST_SENT`). Asking again changes nothing, unless the first request never reached them.
+/// When `max_incoming` requests wait for them already, the oldest gives way. `NOT_FOUND` for a
+/// player without an account, `CONFLICT` when I block them, `PENDING_LIMIT` when `max_pending`
+/// of mine wait, `FRIEND_LIMIT`.
 #[mortar::handler("friend.request")]
-async fn request(ctx: Ctx, req: Target) -> Result<Request, Code> {
+async fn request(ctx: Ctx, req: Target) -> Result<Request, Failure> {
+    let config = ctx.config::<FriendConfig>();
+    request_pair(ctx, req).await.map_err(|code| explain(code, &config))
+}
+
+async fn request_pair(ctx: Ctx, req: Target) -> Result<Request, Code> {
     let (me, them) = pair(&ctx, &req)?;
     let config = ctx.config::<FriendConfig>();
     let (my_name, _) = both_names(&ctx, me, them).await?;
     let mine = list_of(&ctx, me).await?;
-    match mine.standing_of(them) {
-        Some(Standing::Blocked) => return Err(Code::CONFLICT),
-        Some(Standing::Friend) => return Ok(Request::default()),
-        // Asked before: delivered below unless it was (it was not while they blocked me).
-        Some(Standing::Sent) => {}
-        Some(Standing::Received) => {
-            befriend(&ctx, me, them, &my_name).await?;
-            return Ok(Request::default());
-        }
-        None if mine.count(Standing::pending) >= config.max_pending => return Err(PENDING_LIMIT),
-        None => {}
+    // Would this request wait for them? Then make room for it.
+    let mut preview = mine.pair(them);
+    let counts = Counts::default(); // limits are checked for real below
+    if ask(&mut preview, counts, counts, &config) == Ok(Asked::Waiting) {
+        make_room(&ctx, them, me, config.max_incoming).await?;
     }
-    let now = now_ms(&ctx);
-    let (_, theirs) = ctx
-        .store::<Friends>()
-        .upsert(them, |theirs| {
-            let standing = theirs.standing_of(me);
-            if standing.is_none() {
-                if theirs.count(Standing::pending) >= config.max_pending {
-                    return Err(PENDING_LIMIT);
-                }
-                theirs.set(me, Standing::Received, now);
-            }
-            Ok(standing)
-        })
-        .await?;
-    match theirs {
-        // They asked me too (and my list missed it): we are friends.
-        Some(Standing::Sent | Standing::Friend) => befriend(&ctx, me, them, &my_name).await?,
-        // They block me: only my side says so.
-        Some(Standing::Blocked) => set_mine(&ctx, me, them, Standing::Sent, now).await?,
-        Some(Standing::Received) => set_mine(&ctx, me, them, Standing::Sent, now).await?,
-        None => {
-            set_mine(&ctx, me, them, Standing::Sent, now).await?;
+    let asked = change(&ctx, me, them, |pair, mine, theirs| ask(pair, mine, theirs, &config)).await?;
+    match asked {
+        Asked::Nothing => {}
+        Asked::Waiting => {
             let _ = ctx.push(&[them], "friend.request", &Request { user_id: me, name: my_name }).await;
+        }
+        Asked::Friends => {
+            let _ = ctx.push(&[them], "friend.accepted", &Accepted { user_id: me, name: my_name }).await;
         }
     }
     Ok(Request::default())
 }
 
-/// Writes how `them` stands on my list.
-async fn set_mine(ctx: &Ctx, me: u64, them: u64, standing: Standing, now: i64) -> Result<(), Code> {
-    ctx.store::<Friends>()
-        .upsert(me, |mine| {
-            mine.set(them, standing, now);
+/// Lets the oldest requests waiting for `target` give way until one more fits below `max`
+/// (`asker`'s own request stays).
+async fn make_room(ctx: &Ctx, target: u64, asker: u64, max: usize) -> Result<(), Code> {
+    let waiting: Vec<u64> = doc_of(ctx, target)
+        .await?
+        .received_oldest_first()
+        .into_iter()
+        .filter(|&user| user != asker)
+        .collect();
+    let excess = (waiting.len() + 1).saturating_sub(max);
+    for &oldest in &waiting[..excess] {
+        change(ctx, target, oldest, |pair, _, _| {
+            if pair.mine == Some(Standing::Received) {
+                *pair = Pair::default();
+            }
             Ok(())
         })
         .await?;
-    Ok(())
-}
-
-/// Makes `me` and `them` friends (their side first) and tells them with `friend.accepted`.
-async fn befriend(ctx: &Ctx, me: u64, them: u64, my_name: &str) -> Result<(), Code> {
-    let (max, now) = (ctx.config::<FriendConfig>().max_friends, now_ms(ctx));
-    let store = ctx.store::<Friends>();
-    // Mine is checked first, so that a full list of mine does not leave theirs half done.
-    if list_of(ctx, me).await?.befriend(them, max, now).is_err() {
-        return Err(FRIEND_LIMIT);
     }
-    store
-        .upsert(them, |theirs| match theirs.standing_of(me) {
-            // They withdrew their request, or block me now.
-            None | Some(Standing::Blocked) => Err(Code::NOT_FOUND),
-            _ => theirs.befriend(me, max, now),
-        })
-        .await?;
-    store.upsert(me, |mine| mine.befriend(them, max, now)).await?;
-    let accepted = Accepted { user_id: me, name: my_name.to_owned() };
-    let _ = ctx.push(&[them], "friend.accepted", &accepted).await;
     Ok(())
 }
 
 /// Accepts their request: we are friends, and they get `friend.accepted`. `NOT_FOUND` when they
-/// have not asked (or withdrew), `FRIEND_LIMIT` when either list is full.
+/// have not asked (or withdrew, or I block them now), `FRIEND_LIMIT` when either list is full.
 #[mortar::handler("friend.accept")]
-async fn accept(ctx: Ctx, req: Target) -> Result<Done, Code> {
+async fn accept(ctx: Ctx, req: Target) -> Result<Done, Failure> {
+    let config = ctx.config::<FriendConfig>();
+    accept_pair(ctx, req).await.map_err(|code| explain(code, &config))
+}
+
+async fn accept_pair(ctx: Ctx, req: Target) -> Result<Done, Code> {
     let (me, them) = pair(&ctx, &req)?;
+    let config = ctx.config::<FriendConfig>();
     match list_of(&ctx, me).await?.standing_of(them) {
         Some(Standing::Received) => {}
         Some(Standing::Friend) => return Ok(Done {}),
         _ => return Err(Code::NOT_FOUND),
     }
     let (my_name, _) = both_names(&ctx, me, them).await?;
-    befriend(&ctx, me, them, &my_name).await?;
-    Ok(Done {})
-}
-
-/// Takes `them` off my list and me off theirs (unless they block me), when `mine` allows it.
-async fn part(ctx: &Ctx, me: u64, them: u64, mine: impl Fn(Standing) -> bool) -> Result<Done, Code> {
-    let store = ctx.store::<Friends>();
-    if !list_of(ctx, me).await?.standing_of(them).is_some_and(&mine) {
-        return Err(Code::NOT_FOUND);
+    let befriended = change(&ctx, me, them, |pair, mine, theirs| match pair.mine {
+        Some(Standing::Friend) => Ok(false),
+        Some(Standing::Received) => {
+            room_for_friends(mine, theirs, config.max_friends)?;
+            *pair = Pair::FRIENDS;
+            Ok(true)
+        }
+        _ => Err(Code::NOT_FOUND),
+    })
+    .await?;
+    if befriended {
+        let _ = ctx.push(&[them], "friend.accepted", &Accepted { user_id: me, name: my_name }).await;
     }
-    if store.try_get(them).await?.is_some() {
-        store
-            .update(them, |theirs| {
-                if theirs.standing_of(me) != Some(Standing::Blocked) {
-                    theirs.remove(me);
-                }
-                Ok(())
-            })
-            .await?;
-    }
-    store
-        .update(me, |list| {
-            if list.standing_of(them).is_some_and(&mine) {
-                list.remove(them);
-            }
-            Ok(())
-        })
-        .await?;
     Ok(Done {})
 }
 
@@ -331,47 +304,62 @@ async fn part(ctx: &Ctx, me: u64, them: u64, mine: impl Fn(Standing) -> bool) ->
 #[mortar::handler("friend.reject")]
 async fn reject(ctx: Ctx, req: Target) -> Result<Done, Code> {
     let (me, them) = pair(&ctx, &req)?;
-    part(&ctx, me, them, |standing| standing == Standing::Received).await
+    change(&ctx, me, them, |pair, _, _| match pair.mine {
+        Some(Standing::Received) => {
+            *pair = Pair::default();
+            Ok(())
+        }
+        _ => Err(Code::NOT_FOUND),
+    })
+    .await?;
+    Ok(Done {})
 }
 
-/// Ends a friendship, or withdraws my request: gone from both lists. `NOT_FOUND` when we are
-/// neither friends nor have I asked.
+/// Ends a friendship, or withdraws my request: gone from both lists (their block of me stays).
+/// `NOT_FOUND` when we are neither friends nor have I asked.
 #[mortar::handler("friend.remove")]
 async fn remove(ctx: Ctx, req: Target) -> Result<Done, Code> {
     let (me, them) = pair(&ctx, &req)?;
-    part(&ctx, me, them, |standing| matches!(standing, Standing::Friend | Standing::Sent)).await
+    change(&ctx, me, them, |pair, _, _| match pair.mine {
+        Some(Standing::Friend | Standing::Sent) => {
+            pair.mine = None;
+            pair.theirs = pair.theirs.filter(|&theirs| theirs == Standing::Blocked);
+            Ok(())
+        }
+        _ => Err(Code::NOT_FOUND),
+    })
+    .await?;
+    Ok(Done {})
 }
 
-/// Blocks them: whatever stood between us ends, their requests no longer reach me, and modules
-/// that read `friend.blocked_by` (group chat) leave their messages out. Blocking again changes
-/// nothing. `NOT_FOUND` for a player without an account, `BLOCK_LIMIT`.
+/// Blocks them: whatever stood between us ends (also when it is being changed at this moment:
+/// the block wins), their requests no longer reach me, neither of us hears of the other's
+/// presence, and modules that read `friend.blocked_by` (group chat) leave their messages out.
+/// Blocking again changes nothing. `NOT_FOUND` for a player without an account, `BLOCK_LIMIT`.
 #[mortar::handler("friend.block")]
-async fn block(ctx: Ctx, req: Target) -> Result<Done, Code> {
+async fn block(ctx: Ctx, req: Target) -> Result<Done, Failure> {
+    let config = ctx.config::<FriendConfig>();
+    block_pair(ctx, req).await.map_err(|code| explain(code, &config))
+}
+
+async fn block_pair(ctx: Ctx, req: Target) -> Result<Done, Code> {
     let (me, them) = pair(&ctx, &req)?;
     let config = ctx.config::<FriendConfig>();
-    let mine = list_of(&ctx, me).await?;
-    match mine.standing_of(them) {
-        Some(Standing::Blocked) => return Ok(Done {}),
-        _ if mine.count(|standing| standing == Standing::Blocked) >= config.max_blocked => {
-            return Err(BLOCK_LIMIT);
-        }
-        _ => {}
+    if list_of(&ctx, me).await?.standing_of(them) == Some(Standing::Blocked) {
+        return Ok(Done {});
     }
     both_names(&ctx, me, them).await?;
-    let store = ctx.store::<Friends>();
-    store
-        .upsert(them, |theirs| {
-            if theirs.standing_of(me) != Some(Standing::Blocked) {
-                theirs.remove(me);
+    change(&ctx, me, them, |pair, mine, _| {
+        if pair.mine != Some(Standing::Blocked) {
+            if mine.blocked >= config.max_blocked {
+                return Err(BLOCK_LIMIT);
             }
-            if !theirs.blocked_by.contains(&me) {
-                theirs.blocked_by.push(me);
-            }
-            Ok(())
-        })
-        .await?;
-    let now = now_ms(&ctx);
-    set_mine(&ctx, me, them, Standing::Blocked, now).await?;
+            pair.mine = Some(Standing::Blocked);
+            pair.theirs = pair.theirs.filter(|&theirs| theirs == Standing::Blocked);
+        }
+        Ok(())
+    })
+    .await?;
     Ok(Done {})
 }
 
@@ -379,26 +367,14 @@ async fn block(ctx: Ctx, req: Target) -> Result<Done, Code> {
 #[mortar::handler("friend.unblock")]
 async fn unblock(ctx: Ctx, req: Target) -> Result<Done, Code> {
     let (me, them) = pair(&ctx, &req)?;
-    let store = ctx.store::<Friends>();
-    if list_of(&ctx, me).await?.standing_of(them) != Some(Standing::Blocked) {
-        return Err(Code::NOT_FOUND);
-    }
-    if store.try_get(them).await?.is_some() {
-        store
-            .update(them, |theirs| {
-                theirs.blocked_by.retain(|&user| user != me);
-                Ok(())
-            })
-            .await?;
-    }
-    store
-        .update(me, |mine| {
-            if mine.standing_of(them) == Some(Standing::Blocked) {
-                mine.remove(them);
-            }
+    change(&ctx, me, them, |pair, _, _| match pair.mine {
+        Some(Standing::Blocked) => {
+            pair.mine = None;
             Ok(())
-        })
-        .await?;
+        }
+        _ => Err(Code::NOT_FOUND),
+    })
+    .await?;
     Ok(Done {})
 }
 
@@ -407,18 +383,23 @@ async fn unblock(ctx: Ctx, req: Target) -> Result<Done, Code> {
 #[mortar::handler("friend.list")]
 async fn list(ctx: Ctx, _req: ListReq) -> Result<ListResp, Code> {
     let me = ctx.user_id().ok_or(Code::NOT_LOGGED_IN)?;
-    let entries = list_of(&ctx, me).await?.entries;
-    let users: Vec<u64> = entries.iter().map(|entry| entry.user).collect();
+    let shown: Vec<(u64, Standing)> = list_of(&ctx, me)
+        .await?
+        .links
+        .iter()
+        .filter_map(|link| link.mine.map(|standing| (link.user, standing)))
+        .collect();
+    let users: Vec<u64> = shown.iter().map(|(user, _)| *user).collect();
     let (names, online) = futures::try_join!(names(&ctx, &users), ctx.online(&users))?;
-    let friends = entries
+    let friends = shown
         .iter()
         .zip(names)
         .zip(online)
-        .map(|((entry, name), online)| Listed {
-            user_id: entry.user,
+        .map(|((&(user_id, standing), name), online)| Listed {
+            user_id,
             name,
-            state: entry.standing.state().into(),
-            online: online && entry.standing != Standing::Blocked,
+            state: standing.state().into(),
+            online: online && standing != Standing::Blocked,
         })
         .collect();
     Ok(ListResp { friends })
@@ -427,7 +408,7 @@ async fn list(ctx: Ctx, _req: ListReq) -> Result<ListResp, Code> {
 /// Who blocks `userId` (internal, for modules that deliver a player's messages to others).
 #[mortar::handler("friend.blocked_by", internal)]
 async fn blocked_by(ctx: Ctx, req: BlockedByReq) -> Result<BlockedByResp, Code> {
-    Ok(BlockedByResp { user_ids: list_of(&ctx, req.user_id).await?.blocked_by })
+    Ok(BlockedByResp { user_ids: list_of(&ctx, req.user_id).await?.blocked_by() })
 }
 
 /// Tells the player's friends who are online that they logged in.
@@ -440,9 +421,16 @@ async fn went_offline(ctx: Ctx, user: u64) {
     tell_friends(&ctx, user, "friend.offline").await;
 }
 
+/// Pushes `route` to the player's friends: friends on both sides, so never to a player either
+/// of them blocks.
 async fn tell_friends(ctx: &Ctx, user: u64, route: &str) {
     let Ok(list) = list_of(ctx, user).await else { return };
-    let friends = list.friends();
+    let friends: Vec<u64> = list
+        .links
+        .iter()
+        .filter(|link| link.mine == Some(Standing::Friend) && link.theirs == Some(Standing::Friend))
+        .map(|link| link.user)
+        .collect();
     if !friends.is_empty() {
         let _ = ctx.push(&friends, route, &Presence { user_id: user }).await;
     }
@@ -453,17 +441,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn befriending_keeps_the_place_and_stops_at_the_limit() {
-        let mut list = Friends::default();
-        list.set(5, Standing::Received, 1);
-        list.set(6, Standing::Friend, 2);
-        assert_eq!(list.befriend(7, 2, 3), Ok(()));
-        assert_eq!(list.befriend(5, 2, 4), Err(FRIEND_LIMIT), "two friends already");
-        assert_eq!(list.befriend(6, 2, 4), Ok(()), "a friend again is no new friend");
-        let order: Vec<u64> = list.entries.iter().map(|entry| entry.user).collect();
-        assert_eq!(order, [5, 6, 7]);
-        assert_eq!(list.friends(), [6, 7]);
-        assert_eq!(list.count(Standing::pending), 1);
+    fn requests_between_two_players() {
+        use Standing::{Blocked, Friend, Received, Sent};
+        let config = FriendConfig { max_friends: 1, max_pending: 1, ..FriendConfig::default() };
+        let none = Counts::default();
+        let ask_on = |mine: Option<Standing>, theirs: Option<Standing>, counts: Counts| {
+            let mut pair = Pair { mine, theirs };
+            ask(&mut pair, counts, none, &config).map(|asked| (asked, pair))
+        };
+        let waiting = Pair { mine: Some(Sent), theirs: Some(Received) };
+        assert_eq!(ask_on(None, None, none), Ok((Asked::Waiting, waiting)));
+        assert_eq!(ask_on(Some(Received), Some(Sent), none), Ok((Asked::Friends, Pair::FRIENDS)));
+        assert_eq!(ask_on(Some(Sent), Some(Received), none), Ok((Asked::Nothing, waiting)));
+        let muted = Pair { mine: Some(Sent), theirs: Some(Blocked) };
+        assert_eq!(ask_on(None, Some(Blocked), none), Ok((Asked::Nothing, muted)));
+        assert_eq!(ask_on(Some(Sent), None, none), Ok((Asked::Waiting, waiting)), "unblocked since");
+        assert_eq!(ask_on(None, Some(Sent), none), Ok((Asked::Friends, Pair::FRIENDS)));
+        assert_eq!(ask_on(Some(Blocked), None, none), Err(Code::CONFLICT));
+        assert_eq!(ask_on(Some(Friend), Some(Friend), none), Ok((Asked::Nothing, Pair::FRIENDS)));
+        let full = Counts { friends: 1, sent: 1, ..none };
+        assert_eq!(ask_on(None, None, full), Err(PENDING_LIMIT));
+        assert_eq!(ask_on(Some(Received), Some(Sent), full), Err(FRIEND_LIMIT));
     }
 
     #[test]

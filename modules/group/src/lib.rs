@@ -12,8 +12,17 @@
 //! A group is one document (collection `group_chat`, id random below 2^53) holding its members; it is
 //! what `say`, `members` and every check read. Each player's groups are listed in a second
 //! document (collection `group_member`, id = user id), what `mine` reads and the per-player limit
-//! counts; joining writes it first and leaving last, so it may name a group the player is not (or
-//! no longer) in after a crash, never the other way round, and `mine` skips such names.
+//! counts; joining writes it first and leaving last, so it may name a group the player is not
+//! (or no longer) in only while a join or leave is under way, or after a crash between the two
+//! writes, never the other way round; `mine` skips such names.
+//!
+//! The last member to leave **closes** the group in the same compare-and-set that removes them
+//! (`closed_ms`, a state no write leaves), and only then deletes it: a join racing that leave
+//! either comes first (the group keeps the joiner) or finds it closed or gone and takes it off
+//! the joiner's list again, so a lost group never keeps a slot of `max_groups_per_user`. Names of
+//! groups that are gone or closed — from a crash, or written by the previous version, which
+//! could delete a group a player had just joined — are dropped from a player's list when it is
+//! full ([`make_room`]) and when they leave such a group.
 
 use mortar::{prelude::*, store::StoreError};
 use serde::{Deserialize, Serialize};
@@ -116,9 +125,20 @@ pub struct Chat {
     pub members: Vec<Membership>,
     /// When it was created, ms since the Unix epoch.
     pub created_ms: i64,
+    /// When the last member left, ms since the Unix epoch; 0 while open. Set in the write that
+    /// removes that member: a closed group is gone for everyone (read as not found, never written
+    /// again), and deleted next. (A number, not a bool: the MongoDB test server nx-27017 reads
+    /// booleans back as integers.)
+    #[serde(default)]
+    pub closed_ms: i64,
 }
 
 impl Chat {
+    /// Whether its last member left (see `closed_ms`).
+    pub fn closed(&self) -> bool {
+        self.closed_ms != 0
+    }
+
     /// `user`'s part, when they are a member.
     pub fn part_of(&self, user: u64) -> Option<Part> {
         self.members.iter().find(|member| member.user == user).map(|member| member.part)
@@ -163,27 +183,62 @@ fn valid_text(text: &str, max: usize) -> bool {
         && !text.chars().any(|c| c.is_control() && c != '\n')
 }
 
+/// Group `group`: `NOT_FOUND` when there is none, or it is closed.
 async fn chat(ctx: &Ctx, group: u64) -> Result<Chat, Code> {
     match ctx.store::<Chat>().try_get(group).await? {
-        Some(found) if group != 0 => Ok(found.doc),
+        Some(found) if group != 0 && !found.doc.closed() => Ok(found.doc),
         _ => Err(Code::NOT_FOUND),
     }
 }
 
-/// Adds `group` to `user`'s groups, unless they are in `max` already.
+/// Adds `group` to `user`'s groups, unless they are in `max` already (after dropping the names
+/// of groups that are gone: [`make_room`]).
 async fn enlist(ctx: &Ctx, user: u64, group: u64, max: usize) -> Result<(), Code> {
-    ctx.store::<Groups>()
-        .upsert(user, |mine| {
-            if !mine.groups.contains(&group) {
-                if mine.groups.len() >= max {
-                    return Err(GROUP_LIMIT);
-                }
-                mine.groups.push(group);
+    let add = |mine: &mut Groups| {
+        if !mine.groups.contains(&group) {
+            if mine.groups.len() >= max {
+                return Err(GROUP_LIMIT);
             }
+            mine.groups.push(group);
+        }
+        Ok(())
+    };
+    match ctx.store::<Groups>().upsert(user, add).await {
+        Err(mortar::store::UpdateError::Refused(GROUP_LIMIT)) if make_room(ctx, user, max).await? => {
+            ctx.store::<Groups>().upsert(user, add).await?;
+        }
+        other => {
+            other?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops from `user`'s list the groups that are gone or closed (they hold no one): whether the
+/// list has room for one more below `max` afterwards. Only when it is full, since it reads every
+/// listed group. Groups that exist and do not hold the player are kept: a join may be under way.
+async fn make_room(ctx: &Ctx, user: u64, max: usize) -> Result<bool, Code> {
+    let Some(listed) = ctx.store::<Groups>().try_get(user).await? else { return Ok(true) };
+    if listed.doc.groups.len() < max {
+        return Ok(true);
+    }
+    let mut gone = Vec::new();
+    for &group in &listed.doc.groups {
+        if matches!(chat(ctx, group).await, Err(Code::NOT_FOUND)) {
+            gone.push(group);
+        }
+    }
+    if gone.is_empty() {
+        return Ok(false);
+    }
+    let (kept, ()) = ctx
+        .store::<Groups>()
+        .update(user, |mine| {
+            mine.groups.retain(|group| !gone.contains(group));
             Ok(())
         })
         .await?;
-    Ok(())
+    Ok(kept.doc.groups.len() < max)
 }
 
 /// Takes `group` off `user`'s groups.
@@ -210,8 +265,7 @@ async fn create(ctx: Ctx, req: CreateReq) -> Result<CreateResp, Code> {
     if !valid_text(&req.name, config.max_name_chars) || req.name.contains('\n') {
         return Err(Code::BAD_REQUEST);
     }
-    let mine = ctx.store::<Groups>().try_get(me).await?;
-    if mine.is_some_and(|mine| mine.doc.groups.len() >= config.max_groups_per_user) {
+    if !make_room(&ctx, me, config.max_groups_per_user).await? {
         return Err(GROUP_LIMIT);
     }
     let now = now_ms(&ctx);
@@ -219,6 +273,7 @@ async fn create(ctx: Ctx, req: CreateReq) -> Result<CreateResp, Code> {
         name: req.name,
         members: vec![Membership { user: me, part: Part::Owner, joined_ms: now }],
         created_ms: now,
+        closed_ms: 0,
     };
     let store = ctx.store::<Chat>();
     let group = loop {
@@ -253,6 +308,9 @@ async fn join(ctx: Ctx, req: GroupReq) -> Result<Done, Code> {
     enlist(&ctx, me, group, config.max_groups_per_user).await?;
     let now = now_ms(&ctx);
     let joined = crowded_update(&ctx, group, |chat| {
+        if chat.closed() {
+            return Err(Code::NOT_FOUND); // its last member left since
+        }
         if chat.part_of(me).is_none() {
             if chat.members.len() >= config.max_members {
                 return Err(GROUP_FULL);
@@ -319,20 +377,24 @@ impl Drop for Turn {
     }
 }
 
-/// Removes `user` from `group` (see [`Chat::remove`]), deleting a group left empty, then from
-/// the player's list. `NOT_FOUND` when they are no member.
+/// Removes `user` from `group` (see [`Chat::remove`]), closing and deleting a group left empty
+/// (see the module docs), then from the player's list. `NOT_FOUND` when they are no member.
 async fn depart(ctx: &Ctx, group: u64, user: u64) -> Result<(), Code> {
-    let store = ctx.store::<Chat>();
-    let left =
-        crowded_update(ctx, group, |chat| if chat.remove(user) { Ok(()) } else { Err(Code::NOT_FOUND) })
-            .await
-            .map_err(|error| error.code())?;
-    // The last member left: the group goes, when no one joined since (a join in the moment
-    // between the check and the delete loses that group; the joiner's `mine` skips it).
-    if left.doc.members.is_empty()
-        && store.try_get(group).await?.is_some_and(|now| now.doc.members.is_empty())
-    {
-        store.delete(group).await?;
+    let now = now_ms(ctx).max(1);
+    let left = crowded_update(ctx, group, |chat| {
+        if chat.closed() || !chat.remove(user) {
+            return Err(Code::NOT_FOUND);
+        }
+        if chat.members.is_empty() {
+            chat.closed_ms = now;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|error| error.code())?;
+    // Closed in the write above: no one writes it again, so deleting it loses nothing.
+    if left.doc.closed() {
+        ctx.store::<Chat>().delete(group).await?;
     }
     unlist(ctx, user, group).await
 }
@@ -342,7 +404,11 @@ async fn depart(ctx: &Ctx, group: u64, user: u64) -> Result<(), Code> {
 #[mortar::handler("group.leave")]
 async fn leave(ctx: Ctx, req: GroupReq) -> Result<Done, Code> {
     let me = caller(&ctx)?;
-    chat(&ctx, req.group_id).await?;
+    if let Err(code) = chat(&ctx, req.group_id).await {
+        // Gone: nor should my list name it (see the module docs).
+        unlist(&ctx, me, req.group_id).await?;
+        return Err(code);
+    }
     depart(&ctx, req.group_id, me).await?;
     Ok(Done {})
 }
