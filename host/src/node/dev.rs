@@ -45,9 +45,9 @@ pub async fn run(
     let sessions = crate::session::open(&config).await?;
     let local = Arc::new(LocalGateway::default());
     backends.players = Arc::new(StorePlayers { store: sessions.clone(), gateways: local.clone() });
+    let health = Health::with_store(backends.store_writable.clone());
     let worker = Worker::new(config.node.id.clone(), routes, backends);
     worker.start()?;
-    let health = Health::default();
     let api = crate::admin::api::Api::new(worker.clone(), &config.admin);
     let admin = AdminTask::spawn(listeners.admin, &health, &config.admin, api);
     let reloading = CancellationToken::new();
