@@ -24,6 +24,9 @@ pub const QUEUE_FULL: &str = "mortar_gateway_outbound_queue_full_total";
 pub const PUSHES: &str = "mortar_gateway_pushes_total";
 /// Counter: pushes not sent because the client's outgoing queue was full, by `route`.
 pub const PUSHES_DROPPED: &str = "mortar_gateway_pushes_dropped_total";
+/// Counter: logins a gateway put back into a session store that lost them (a Redis server
+/// restarted empty): see `gateway::resync`.
+pub const SESSIONS_RESTORED: &str = "mortar_gateway_sessions_restored_total";
 /// Counter: sessions kicked, by `reason` code.
 pub const KICKS: &str = "mortar_gateway_kicks_total";
 /// Histogram: seconds from relaying a request to its reply, by worker `peer`.

@@ -66,8 +66,12 @@ pub async fn run(
         let hooks = [Status::Online, Status::Offline].map(|status| worker.routes().hook_modules(status));
         (Relay::rpc(client, config.node.id.clone(), hooks, timeout), Some(server))
     };
+    let resync_every = config.session.resync();
     let gateway = Gateway::new(config.gateway, config.node.id, relay, sessions);
     local.set(&gateway);
+    let resync_stop = CancellationToken::new();
+    let resync = (config.session.url != "memory")
+        .then(|| gateway::resync::spawn(gateway.downgrade(), resync_every, resync_stop.clone()));
 
     health.set_ready(true);
     ready();
@@ -76,6 +80,10 @@ pub async fn run(
         health.set_ready(false);
     };
     gateway::serve(listeners.gateway, gateway, shutdown).await;
+    resync_stop.cancel();
+    if let Some(resync) = resync {
+        let _ = resync.await;
+    }
 
     // The gateway (and with it the last tarpc client) is gone: the server sees its channel close.
     if let Some(server) = server {

@@ -37,8 +37,9 @@ use redb::{
 use std::{
     path::{Path, PathBuf},
     sync::{
-        Arc, PoisonError, RwLock, mpsc,
+        Arc, PoisonError, RwLock,
         atomic::{AtomicBool, Ordering},
+        mpsc,
     },
     thread,
     time::{Duration, Instant},
@@ -372,7 +373,12 @@ fn ids_where(
     let name = index_table(collection, field, index.unique);
     if index.unique {
         let Some(table) = existing(txn.open_table(name.as_unique()))? else { return Ok(Vec::new()) };
-        return Ok(table.get(key.as_str()).map_err(storage_error)?.map(|id| id.value()).into_iter().collect());
+        return Ok(table
+            .get(key.as_str())
+            .map_err(storage_error)?
+            .map(|id| id.value())
+            .into_iter()
+            .collect());
     }
     let Some(table) = existing(txn.open_multimap_table(name.as_lookup()))? else { return Ok(Vec::new()) };
     let mut ids = Vec::new();
@@ -432,7 +438,8 @@ impl Writer {
                 self.writable.store(false, Ordering::Release);
                 metrics::gauge!(crate::metrics::STORE_WRITABLE, "backend" => "embedded").set(0.0);
                 let now = Instant::now();
-                self.broken = Some(Broken { reason, since: now, next_try: now + RETRY_FIRST, wait: RETRY_FIRST });
+                self.broken =
+                    Some(Broken { reason, since: now, next_try: now + RETRY_FIRST, wait: RETRY_FIRST });
             }
         }
     }
@@ -477,7 +484,10 @@ impl Writer {
     /// Why writes are refused now, if they are.
     fn refusal(&self) -> Option<StoreError> {
         self.broken.as_ref().map(|broken| {
-            StoreError::Unavailable(format!("the embedded store cannot write ({}); it retries by itself", broken.reason))
+            StoreError::Unavailable(format!(
+                "the embedded store cannot write ({}); it retries by itself",
+                broken.reason
+            ))
         })
     }
 }
@@ -503,11 +513,13 @@ fn write_loop(mut writer: Writer, queue: &mpsc::Receiver<Write>) {
                 Ok(write) => Some(write),
                 Err(_) => return,
             },
-            Some(broken) => match queue.recv_timeout(broken.next_try.saturating_duration_since(Instant::now())) {
-                Ok(write) => Some(write),
-                Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            },
+            Some(broken) => {
+                match queue.recv_timeout(broken.next_try.saturating_duration_since(Instant::now())) {
+                    Ok(write) => Some(write),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
         };
         if writer.broken.as_ref().is_some_and(|broken| Instant::now() >= broken.next_try) {
             writer.recover();
@@ -532,7 +544,8 @@ fn write_loop(mut writer: Writer, queue: &mpsc::Receiver<Write>) {
                 results
             }
             (refusal, _) => {
-                let refusal = refusal.unwrap_or_else(|| StoreError::Unavailable("the embedded store is closed".into()));
+                let refusal =
+                    refusal.unwrap_or_else(|| StoreError::Unavailable("the embedded store is closed".into()));
                 batch.iter().map(|_| Err(refusal.clone())).collect()
             }
         };
@@ -640,7 +653,10 @@ fn add_to_indexes(
         let Some(key) = index_key(fields, index.field) else { continue };
         let name = index_table(collection, index.field, index.unique);
         if index.unique {
-            txn.open_table(name.as_unique()).map_err(storage_error)?.insert(key.as_str(), id).map_err(storage_error)?;
+            txn.open_table(name.as_unique())
+                .map_err(storage_error)?
+                .insert(key.as_str(), id)
+                .map_err(storage_error)?;
         } else {
             txn.open_multimap_table(name.as_lookup())
                 .map_err(storage_error)?
