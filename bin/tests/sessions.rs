@@ -53,6 +53,22 @@ async fn login(url: &str, user: u64) -> Client {
     client
 }
 
+/// Logs in as `user`, trying again for 10 s while the cluster answers `UNAVAILABLE` (its Redis
+/// just restarted).
+async fn login_soon(url: &str, user: u64) -> Client {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut client = Client::connect(url).await.unwrap();
+        let reply = client.request("dyntest", "login", text(&user.to_string()), |_| {}).await.unwrap();
+        if reply.code == 0 {
+            return client;
+        }
+        assert_eq!(reply.code, ErrorCode::Unavailable as i32);
+        assert!(std::time::Instant::now() < deadline, "no login within 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The next push `client` receives within 5 s.
 async fn next_push(client: &mut Client) -> UserMessage {
     tokio::time::timeout(Duration::from_secs(5), client.next()).await.expect("a push in time").unwrap()
@@ -83,10 +99,13 @@ struct Cluster {
     // Dropped in this order: the nodes (which print their logs when a test failed), then the
     // directory holding those logs, then Redis.
     gateways: [Node; 2],
-    _workers: [Node; 2],
+    workers: [Node; 2],
     _dir: TempDir,
-    _redis: Redis,
+    redis: Redis,
 }
+
+/// The workers' admin API token.
+const ADMIN_TOKEN: &str = "sessions-admin-token";
 
 /// Where the cluster keeps its players' sessions.
 #[derive(Clone, Copy, Debug)]
@@ -117,9 +136,17 @@ impl Cluster {
                 ("MORTAR_REGISTRY__HEARTBEAT_MS", "200"),
             ]);
         }
-        let w1 =
-            support::worker(&dir, "worker-1", "127.0.0.1:0", "[worker]\nmodules = [\"dyntest\"]\n", &env);
-        let w2 = support::worker(&dir, "worker-2", "127.0.0.1:0", "[worker]\nmodules = [\"echo\"]\n", &env);
+        let mut worker_env = env.clone();
+        worker_env.push(("MORTAR_ADMIN__TOKEN", ADMIN_TOKEN));
+        let w1 = support::worker(
+            &dir,
+            "worker-1",
+            "127.0.0.1:0",
+            "[worker]\nmodules = [\"dyntest\"]\n",
+            &worker_env,
+        );
+        let w2 =
+            support::worker(&dir, "worker-2", "127.0.0.1:0", "[worker]\nmodules = [\"echo\"]\n", &worker_env);
         let listed = match sessions {
             Sessions::Redis => String::new(),
             Sessions::Gateways => support::static_registry(&[&w1, &w2]),
@@ -133,7 +160,43 @@ impl Cluster {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        Self { gateways: [gw1, gw2], _workers: [w1, w2], _dir: dir, _redis: redis }
+        Self { gateways: [gw1, gw2], workers: [w1, w2], _dir: dir, redis }
+    }
+
+    /// `GET /v1/online/USER` on worker-1's admin API: the gateway the user is logged in on, if
+    /// online. Asks again (for 5 s) while the worker's Redis connection is coming back (503).
+    fn online(&self, user: u64) -> Option<String> {
+        let admin = self.workers[0].admin.expect("worker-1's admin address");
+        let path = format!("/v1/online/{user}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let (status, body) = loop {
+            let (status, body) = support::http_request(admin, "GET", &path, Some(ADMIN_TOKEN), "");
+            if status != 503 || std::time::Instant::now() > deadline {
+                break (status, body);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        match status {
+            200 => {
+                let found: serde_json::Value = serde_json::from_str(&body).unwrap();
+                Some(found["gateway"].as_str().unwrap().to_owned())
+            }
+            404 => None,
+            _ => panic!("/v1/online/{user}: {status} {body}"),
+        }
+    }
+
+    /// Waits (at most 10 s) until `/v1/online/USER` says `gateway`.
+    fn wait_online(&self, user: u64, gateway: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self.online(user);
+            if found.as_deref() == Some(gateway) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "user {user} is {found:?}, not on {gateway}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn url(&self, gateway: usize) -> String {
@@ -209,6 +272,56 @@ async fn pushes_logins_and_a_dead_gateway(sessions: Sessions) {
     let reply = carol.request("dyntest", "push", text("2"), |_| {}).await.unwrap();
     assert_eq!(text_of(&reply), "delivered=1 offline=[]");
     assert_eq!(text_of(&next_push(&mut bob_again).await), "from 3");
+}
+
+/// Redis restarted without its data forgets who is online; the gateways put their players'
+/// logins back within seconds, and a login made meanwhile is never overwritten: the older session
+/// is kicked instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restarted_empty_gets_the_gateways_logins_back() {
+    let mut cluster = Cluster::start(Sessions::Redis);
+    let (url1, url2) = (cluster.url(0), cluster.url(1));
+    let mut alice = login(&url1, 1).await;
+    let mut bob = login(&url2, 2).await;
+    let mut carol = login(&url1, 3).await;
+    cluster.wait_online(1, "gateway-1");
+    cluster.wait_online(2, "gateway-2");
+
+    // Redis restarts empty while gateway-1 is frozen; carol logs in again through gateway-2
+    // meanwhile: the store had no login of hers, so her first session is not kicked at login.
+    cluster.gateways[0].signal("STOP");
+    cluster.redis.restart();
+    assert_eq!(cluster.online(3), None, "the restarted Redis knows no one");
+    let mut carol_again = login_soon(&url2, 3).await;
+    cluster.gateways[0].signal("CONT");
+
+    // Within seconds every player still connected is online again, where they are.
+    cluster.wait_online(1, "gateway-1");
+    cluster.wait_online(2, "gateway-2");
+    // Gateway-1 found carol's newer login in place: it kept it and kicked her older session.
+    let kick = next_push(&mut carol).await;
+    assert_eq!((kick.main_type.as_str(), kick.sub_type.as_str()), ("sys", "kick"));
+    assert_eq!(Kick::decode(kick.data).unwrap().reason, ErrorCode::LoggedInElsewhere as i32);
+    assert_eq!(cluster.online(3).as_deref(), Some("gateway-2"), "the newer login was not overwritten");
+
+    // Pushes reach them again.
+    let reply = alice.request("dyntest", "push", text("2,3"), |_| {}).await.unwrap();
+    assert_eq!((reply.code, text_of(&reply)), (0, "delivered=2 offline=[]".to_owned()));
+    assert_eq!(text_of(&next_push(&mut bob).await), "from 1");
+    assert_eq!(text_of(&next_push(&mut carol_again).await), "from 1");
+
+    // And a second login kicks the first again.
+    let _alice_again = login(&url2, 1).await;
+    let kick = next_push(&mut alice).await;
+    assert_eq!((kick.main_type.as_str(), kick.sub_type.as_str()), ("sys", "kick"));
+    cluster.wait_online(1, "gateway-2");
+    let (_, metrics) = cluster.gateways[0].admin_get("/metrics");
+    assert!(metrics.contains("mortar_gateway_sessions_restored_total"), "{metrics}");
+    assert!(
+        cluster.gateways[0].log().contains("session store lost its logins"),
+        "{}",
+        cluster.gateways[0].log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,9 @@ pub const QUEUE_FULL: &str = "mortar_gateway_outbound_queue_full_total";
 pub const PUSHES: &str = "mortar_gateway_pushes_total";
 /// Counter: pushes not sent because the client's outgoing queue was full, by `route`.
 pub const PUSHES_DROPPED: &str = "mortar_gateway_pushes_dropped_total";
+/// Counter: logins a gateway put back into a session store that lost them (a Redis server
+/// restarted empty): see `gateway::resync`.
+pub const SESSIONS_RESTORED: &str = "mortar_gateway_sessions_restored_total";
 /// Counter: sessions kicked, by `reason` code.
 pub const KICKS: &str = "mortar_gateway_kicks_total";
 /// Histogram: seconds from relaying a request to its reply, by worker `peer`.
@@ -50,6 +53,12 @@ pub const STORE_ERRORS: &str = "mortar_store_errors_total";
 pub const STORE_COMMIT_DURATION: &str = "mortar_store_commit_duration_seconds";
 /// Histogram: writes per embedded-store commit (group commit at work).
 pub const STORE_COMMIT_BATCH: &str = "mortar_store_commit_writes";
+/// Gauge: 1 while the store can write, 0 from a failed commit (a full disk, an I/O error) until it
+/// has recovered by itself, by `backend` (the embedded store's; `/readyz` is 503 meanwhile).
+pub const STORE_WRITABLE: &str = "mortar_store_writable";
+/// Counter: commits (and recovery tries) of the store that failed, by `backend`: each failed
+/// commit failed every write it carried with `UNAVAILABLE`.
+pub const STORE_WRITE_FAILURES: &str = "mortar_store_write_failures_total";
 /// Histogram: seconds per cache operation, by `backend` and `op`.
 pub const CACHE_DURATION: &str = "mortar_cache_duration_seconds";
 /// Counter: cache operations that failed, by `backend` and `op`.

@@ -1,5 +1,5 @@
 //! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz` (the process answers),
-//! `/readyz` (the node serves clients and is not shutting down), and on worker and dev nodes the
+//! `/readyz` (the node serves clients, is not shutting down, and its store can write), and on worker and dev nodes the
 //! admin API under `/v1/` ([`api`]).
 
 pub mod api;
@@ -24,11 +24,16 @@ use tokio::{net::TcpListener, sync::Semaphore};
 pub struct Health {
     ready: Arc<AtomicBool>,
     peers_ok: Arc<AtomicBool>,
+    store_ok: Arc<AtomicBool>,
 }
 
 impl Default for Health {
     fn default() -> Self {
-        Self { ready: Arc::default(), peers_ok: Arc::new(AtomicBool::new(true)) }
+        Self {
+            ready: Arc::default(),
+            peers_ok: Arc::new(AtomicBool::new(true)),
+            store_ok: Arc::new(AtomicBool::new(true)),
+        }
     }
 }
 
@@ -43,9 +48,17 @@ impl Health {
         self.peers_ok.store(ok, Ordering::Release);
     }
 
-    /// Whether the node is ready: serving, and its peers are there.
+    /// A node whose readiness also needs `store_writable` (its store can write; the embedded
+    /// store's flag, see `storage::embedded`).
+    pub fn with_store(store_writable: Arc<AtomicBool>) -> Self {
+        Self { store_ok: store_writable, ..Self::default() }
+    }
+
+    /// Whether the node is ready: serving, its peers are there, and its store can write.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && self.peers_ok.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire)
+            && self.peers_ok.load(Ordering::Acquire)
+            && self.store_ok.load(Ordering::Acquire)
     }
 }
 

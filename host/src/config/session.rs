@@ -13,11 +13,16 @@ pub struct SessionConfig {
     pub url: String,
     /// Redis: deadline of each command.
     pub timeout_ms: u64,
+    /// Redis, gateways: how often a gateway checks whether the store lost its logins (a server
+    /// restarted empty), one small command each time; when it did, the gateway puts back the
+    /// logins of the sessions it holds (`gateway::resync`). Until then those players count as
+    /// offline: pushes to them are dropped, and a second login does not kick the first. 0: never.
+    pub resync_ms: u64,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { url: "memory".into(), timeout_ms: 1_000 }
+        Self { url: "memory".into(), timeout_ms: 1_000, resync_ms: 1_000 }
     }
 }
 
@@ -25,5 +30,10 @@ impl SessionConfig {
     /// [`SessionConfig::timeout_ms`] as a duration.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    /// [`SessionConfig::resync_ms`] as a duration.
+    pub fn resync(&self) -> Duration {
+        Duration::from_millis(self.resync_ms)
     }
 }

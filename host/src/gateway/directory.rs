@@ -177,6 +177,20 @@ impl SessionStore for Directory {
         Box::pin(std::future::ready(Ok(previous)))
     }
 
+    fn restore(&self, user: u64, location: Location) -> BoxFuture<Result<Option<Location>, SessionError>> {
+        let login =
+            Login { at_ms: location.login_at_ms, gateway: location.gateway, session: location.session };
+        let held = self.with(|state| match state.users.get(&user) {
+            Some(current) if *current == login => None,
+            Some(current) => Some(current.clone()),
+            None => {
+                state.users.insert(user, login);
+                None
+            }
+        });
+        Box::pin(std::future::ready(Ok(held.map(|login| self.location(&login)))))
+    }
+
     fn unbind(&self, user: u64, gateway: String, session: u64) -> BoxFuture<Result<bool, SessionError>> {
         let removed = gateway == self.node && self.release(user, session);
         Box::pin(std::future::ready(Ok(removed)))

@@ -13,6 +13,7 @@
 //! - [`workers`]: a cluster gateway's connections to its workers, and the choice among them.
 //! - [`rendezvous`]: weighted rendezvous hashing, so a player sticks to one worker.
 //! - [`service`]: the gateway's own tarpc service, which workers call to push and kick.
+//! - [`resync`]: restores this gateway's logins in a session store that lost them.
 
 pub mod admission;
 mod agent;
@@ -20,6 +21,7 @@ pub mod directory;
 pub mod envelope;
 pub mod relay;
 pub mod rendezvous;
+pub mod resync;
 pub mod service;
 pub mod sessions;
 mod socket;

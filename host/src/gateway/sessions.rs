@@ -44,6 +44,9 @@ struct Entry {
     user: Arc<AtomicU64>,
     /// The client's address, for the `on_online` hooks of its login.
     ip: std::net::IpAddr,
+    /// When it was marked logged in, in ms since the Unix epoch (this gateway's clock), for
+    /// restoring its login in a session store that lost it.
+    login_at_ms: AtomicU64,
 }
 
 /// Shards of the table: connects and disconnects of different sessions rarely share a lock.
@@ -90,7 +93,7 @@ impl SessionTable {
         self.shard(session)
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(session, Entry { queue, kick: Some(kick), user, ip });
+            .insert(session, Entry { queue, kick: Some(kick), user, ip, login_at_ms: AtomicU64::new(0) });
     }
 
     /// Marks `session` as logged in as `user` (not 0): its client's address, or none when no
@@ -98,8 +101,33 @@ impl SessionTable {
     pub fn bind(&self, session: u64, user: u64) -> Option<std::net::IpAddr> {
         let shard = self.shard(session).read().unwrap_or_else(PoisonError::into_inner);
         let entry = shard.get(&session)?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        entry.login_at_ms.store(now.map_or(0, |now| now.as_millis() as u64), Ordering::Release);
         entry.user.store(user, Ordering::Release);
         Some(entry.ip)
+    }
+
+    /// The live sessions logged in and not kicked: `(session, user, login_at_ms)`.
+    pub fn logged_in(&self) -> Vec<(u64, u64, u64)> {
+        let mut found = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
+            found.extend(shard.iter().filter(|(_, entry)| entry.kick.is_some()).filter_map(
+                |(session, entry)| {
+                    let user = entry.user.load(Ordering::Acquire);
+                    (user != 0).then(|| (*session, user, entry.login_at_ms.load(Ordering::Acquire)))
+                },
+            ));
+        }
+        found
+    }
+
+    /// Whether `session` is live, logged in as `user`, and not kicked.
+    pub fn holds(&self, session: u64, user: u64) -> bool {
+        let shard = self.shard(session).read().unwrap_or_else(PoisonError::into_inner);
+        shard
+            .get(&session)
+            .is_some_and(|entry| entry.kick.is_some() && entry.user.load(Ordering::Acquire) == user)
     }
 
     /// Kicks `session` with `reason` (the first kick's reason wins); false when no such session

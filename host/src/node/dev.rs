@@ -45,9 +45,9 @@ pub async fn run(
     let sessions = crate::session::open(&config).await?;
     let local = Arc::new(LocalGateway::default());
     backends.players = Arc::new(StorePlayers { store: sessions.clone(), gateways: local.clone() });
+    let health = Health::with_store(backends.store_writable.clone());
     let worker = Worker::new(config.node.id.clone(), routes, backends);
     worker.start()?;
-    let health = Health::default();
     let api = crate::admin::api::Api::new(worker.clone(), &config.admin);
     let admin = AdminTask::spawn(listeners.admin, &health, &config.admin, api);
     let reloading = CancellationToken::new();
@@ -66,8 +66,12 @@ pub async fn run(
         let hooks = [Status::Online, Status::Offline].map(|status| worker.routes().hook_modules(status));
         (Relay::rpc(client, config.node.id.clone(), hooks, timeout), Some(server))
     };
+    let resync_every = config.session.resync();
     let gateway = Gateway::new(config.gateway, config.node.id, relay, sessions);
     local.set(&gateway);
+    let resync_stop = CancellationToken::new();
+    let resync = (config.session.url != "memory")
+        .then(|| gateway::resync::spawn(gateway.downgrade(), resync_every, resync_stop.clone()));
 
     health.set_ready(true);
     ready();
@@ -76,6 +80,10 @@ pub async fn run(
         health.set_ready(false);
     };
     gateway::serve(listeners.gateway, gateway, shutdown).await;
+    resync_stop.cancel();
+    if let Some(resync) = resync {
+        let _ = resync.await;
+    }
 
     // The gateway (and with it the last tarpc client) is gone: the server sees its channel close.
     if let Some(server) = server {

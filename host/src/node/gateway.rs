@@ -73,6 +73,9 @@ pub async fn run(
         }
         Gateway::new(config.gateway.clone(), config.node.id.clone(), relay, sessions)
     };
+    let resync_stop = CancellationToken::new();
+    let resync = (config.session.url != "memory")
+        .then(|| gateway::resync::spawn(gateway.downgrade(), config.session.resync(), resync_stop.clone()));
 
     let rpc_stop = CancellationToken::new();
     let rpc = tokio::spawn({
@@ -98,6 +101,7 @@ pub async fn run(
         Err(error) => {
             pool.close();
             rpc_stop.cancel();
+            resync_stop.cancel();
             admin.stop().await;
             return Err(error.into());
         }
@@ -117,6 +121,10 @@ pub async fn run(
         health.set_ready(false);
     };
     gateway::serve(listeners.clients, gateway, shutdown).await;
+    resync_stop.cancel();
+    if let Some(resync) = resync {
+        let _ = resync.await;
+    }
 
     keeper.leave().await;
     rpc_stop.cancel();

@@ -91,9 +91,9 @@ pub async fn run(
     // Its readiness does not depend on other workers.
     let workers = WorkerPool::start(me.clone(), config.rpc.clone(), registry.clone(), None);
     backends.workers = Some(workers.clone());
+    let health = Health::with_store(backends.store_writable.clone());
     let worker = Worker::new(config.node.id.clone(), routes, backends);
     worker.start()?;
-    let health = Health::default();
     let api = crate::admin::api::Api::new(worker.clone(), &config.admin);
     let admin = AdminTask::spawn(listeners.admin, &health, &config.admin, api);
     let reloading = CancellationToken::new();

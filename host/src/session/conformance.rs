@@ -19,6 +19,7 @@ pub async fn run(store: Arc<dyn SessionStore>) {
     unbind_removes_only_the_current_session(&*store).await;
     locate_answers_in_order(&*store).await;
     purge_removes_the_gateways_players_only(&*store).await;
+    restore_never_replaces_a_login(&*store).await;
     racing_logins_leave_one_and_each_sees_a_distinct_predecessor(store).await;
 }
 
@@ -29,6 +30,26 @@ async fn binds_replace_and_return_the_previous(store: &dyn SessionStore) {
     assert_eq!(store.bind(1, at("gw-b", 20)).await.unwrap(), Some(at("gw-a", 10)));
     assert_eq!(store.locate(vec![1]).await.unwrap(), [Some(at("gw-b", 20))]);
     assert!(store.unbind(1, "gw-b".into(), 20).await.unwrap());
+}
+
+async fn restore_never_replaces_a_login(store: &dyn SessionStore) {
+    // A user with no location gets the restored one, with its gateway's purge covering it.
+    assert_eq!(store.restore(40, at("gw-r", 1)).await.unwrap(), None);
+    assert_eq!(store.locate(vec![40]).await.unwrap(), [Some(at("gw-r", 1))]);
+    assert_eq!(store.restore(40, at("gw-r", 1)).await.unwrap(), None, "its own location again");
+    // A newer login made meanwhile stays; the restore says whose it is.
+    store.bind(41, at("gw-s", 2)).await.unwrap();
+    assert_eq!(store.restore(41, at("gw-r", 3)).await.unwrap(), Some(at("gw-s", 2)));
+    assert_eq!(store.locate(vec![41]).await.unwrap(), [Some(at("gw-s", 2))]);
+    // A restored location is replaced by a later login like any other.
+    assert_eq!(store.bind(40, at("gw-s", 4)).await.unwrap(), Some(at("gw-r", 1)));
+    assert_eq!(store.restore(42, at("gw-r", 5)).await.unwrap(), None);
+    assert_eq!(store.purge_gateway("gw-r".into()).await.unwrap(), 1);
+    assert_eq!(
+        store.locate(vec![40, 41, 42]).await.unwrap(),
+        [Some(at("gw-s", 4)), Some(at("gw-s", 2)), None]
+    );
+    assert_eq!(store.purge_gateway("gw-s".into()).await.unwrap(), 2);
 }
 
 async fn unbind_removes_only_the_current_session(store: &dyn SessionStore) {

@@ -37,6 +37,19 @@ impl MemorySessions {
 }
 
 impl SessionStore for MemorySessions {
+    fn restore(&self, user: u64, location: Location) -> BoxFuture<Result<Option<Location>, SessionError>> {
+        let held = self.with(|state| match state.users.get(&user) {
+            Some(current) if current.is(&location.gateway, location.session) => None,
+            Some(current) => Some(current.clone()),
+            None => {
+                state.by_gateway.entry(location.gateway.clone()).or_default().insert(user);
+                state.users.insert(user, location);
+                None
+            }
+        });
+        Box::pin(std::future::ready(Ok(held)))
+    }
+
     fn bind(&self, user: u64, location: Location) -> BoxFuture<Result<Option<Location>, SessionError>> {
         let previous = self.with(|state| {
             state.by_gateway.entry(location.gateway.clone()).or_default().insert(user);

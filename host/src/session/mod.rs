@@ -15,6 +15,10 @@
 //!    disconnect of a replaced session never unbinds its successor.
 //! 3. [`SessionStore::purge_gateway`] removes every location on a gateway that died, so its
 //!    players can log in again at once.
+//! 4. [`SessionStore::restore`] puts a location back only where the user has none: it never
+//!    overwrites a login made meanwhile. A store that can lose its contents while the nodes run
+//!    (a Redis server restarted empty) says so by a new [`SessionStore::generation`]; the gateways
+//!    then restore the logins of the sessions they hold (`gateway::resync`).
 
 pub mod conformance;
 pub mod memory;
@@ -70,6 +74,18 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Removes every location on gateway `gateway`; how many it removed.
     fn purge_gateway(&self, gateway: String) -> BoxFuture<Result<usize, SessionError>>;
+
+    /// Makes `location` user `user`'s only if the user has no location, atomically: `None` when
+    /// it did (or the user already had this very location), else the location the user has,
+    /// which it left in place. For re-registering logins the store lost.
+    fn restore(&self, user: u64, location: Location) -> BoxFuture<Result<Option<Location>, SessionError>>;
+
+    /// A token that changes whenever the store lost its contents (a Redis server restarted
+    /// without its data, or flushed), so that the gateways restore their sessions' logins. The
+    /// default: a store that loses nothing while the process lives.
+    fn generation(&self) -> BoxFuture<Result<String, SessionError>> {
+        Box::pin(std::future::ready(Ok(String::new())))
+    }
 }
 
 /// Where a cluster node keeps players' sessions, as it says in its handshake (peers must say the

@@ -2,7 +2,9 @@
 //!
 //! Keys: `mortar:CLUSTER:session:user:ID` holds a user's location as JSON (the session id as a
 //! string: Lua numbers are doubles); `mortar:CLUSTER:session:gateway:ID` is the set of users bound
-//! on a gateway, for purging it. Each operation is one Lua script, so it is atomic: a bind swaps
+//! on a gateway, for purging it; `mortar:CLUSTER:session:generation` a random token set by the
+//! first node that finds it missing: a server restarted empty (or flushed) lost it with the
+//! logins, so a new token tells the gateways to restore theirs. Each operation is one Lua script, so it is atomic: a bind swaps
 //! the location and moves the user between gateway sets in one step.
 
 use super::{Location, SessionError, SessionStore};
@@ -51,8 +53,10 @@ return 0
     )
 });
 
-/// `KEYS[1]` the gateway's set; `ARGV[1]` the user-key prefix, `ARGV[2]` the gateway. Returns how
-/// many locations it removed.
+/// `KEYS[1]` the gateway's set, `KEYS[2]` the generation key; `ARGV[1]` the user-key prefix,
+/// `ARGV[2]` the gateway. Returns how many locations it removed. Removing any also drops the
+/// generation: a gateway taken for gone while it lives (its registry entry lost with a Redis
+/// restarted empty) then restores its players' logins, as after any loss.
 static PURGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -69,7 +73,42 @@ for _, user in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   end
 end
 redis.call('DEL', KEYS[1])
+if removed > 0 then redis.call('DEL', KEYS[2]) end
 return removed
+",
+    )
+});
+
+/// `KEYS[1]` user key, `KEYS[2]` the gateway's set; `ARGV[1]` the location, `ARGV[2]` its
+/// gateway, `ARGV[3]` its session, `ARGV[4]` the user id. Sets the location only if the user has
+/// none; returns the user's other location, or nothing.
+static RESTORE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, location = pcall(cjson.decode, current)
+  if ok and location.gateway == ARGV[2] and location.session == ARGV[3] then
+    redis.call('SADD', KEYS[2], ARGV[4])
+    return false
+  end
+  return current
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[4])
+return false
+",
+    )
+});
+
+/// `KEYS[1]` the generation key; `ARGV[1]` a new token. Returns the token, setting it if missing.
+static GENERATION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local current = redis.call('GET', KEYS[1])
+if current then return current end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
 ",
     )
 });
@@ -92,6 +131,7 @@ struct Shared {
     conn: ConnectionManager,
     users: String,
     gateways: String,
+    generation: String,
     timeout: Duration,
 }
 
@@ -105,8 +145,13 @@ impl RedisSessions {
             .await
             .map_err(|reason| SessionError::Unavailable(format!("session store {url}: {reason}")))?;
         let prefix = format!("mortar:{cluster}:session:");
-        let shared =
-            Shared { conn, users: format!("{prefix}user:"), gateways: format!("{prefix}gateway:"), timeout };
+        let shared = Shared {
+            conn,
+            users: format!("{prefix}user:"),
+            gateways: format!("{prefix}gateway:"),
+            generation: format!("{prefix}generation"),
+            timeout,
+        };
         Ok(Self { shared: Arc::new(shared) })
     }
 
@@ -185,10 +230,41 @@ impl SessionStore for RedisSessions {
         })
     }
 
+    fn restore(&self, user: u64, location: Location) -> BoxFuture<Result<Option<Location>, SessionError>> {
+        let call = self.run(move |shared, mut conn| {
+            let mut invocation = RESTORE.prepare_invoke();
+            invocation
+                .key(format!("{}{user}", shared.users))
+                .key(format!("{}{}", shared.gateways, location.gateway))
+                .arg(encode(&location))
+                .arg(&location.gateway)
+                .arg(location.session.to_string())
+                .arg(user);
+            Box::pin(async move { invocation.invoke_async::<Option<String>>(&mut conn).await })
+        });
+        Box::pin(async move { call.await?.map(|held: String| decode(&held)).transpose() })
+    }
+
+    fn generation(&self) -> BoxFuture<Result<String, SessionError>> {
+        self.run(move |shared, mut conn| {
+            // A fresh RandomState's keys: a random token without a dependency (as `jitter`).
+            let random =
+                std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
+            let token = format!("{random:016x}");
+            let mut invocation = GENERATION.prepare_invoke();
+            invocation.key(&shared.generation).arg(token);
+            Box::pin(async move { invocation.invoke_async::<String>(&mut conn).await })
+        })
+    }
+
     fn purge_gateway(&self, gateway: String) -> BoxFuture<Result<usize, SessionError>> {
         self.run(move |shared, mut conn| {
             let mut invocation = PURGE.prepare_invoke();
-            invocation.key(format!("{}{gateway}", shared.gateways)).arg(&shared.users).arg(&gateway);
+            invocation
+                .key(format!("{}{gateway}", shared.gateways))
+                .key(&shared.generation)
+                .arg(&shared.users)
+                .arg(&gateway);
             Box::pin(async move { invocation.invoke_async::<usize>(&mut conn).await })
         })
     }

@@ -16,6 +16,18 @@
 //!
 //! The writer thread ends when the last handle on the store is dropped, after committing and
 //! answering what it took; the drop waits for it, so the file is free again when it returns.
+//!
+//! A commit that fails (a full disk, an I/O error) fails its writes with `UNAVAILABLE`, and redb
+//! then refuses every later operation on that handle ("Previous I/O error occurred") until the
+//! database is closed and opened again. So the store turns *not writable* ([`EmbeddedStore::writable`],
+//! the gauge `mortar_store_writable`, `/readyz` 503) and the writer thread recovers it by itself:
+//! 1. writes arriving meanwhile are answered `UNAVAILABLE` at once;
+//! 2. after [`RETRY_FIRST`] (doubling up to [`RETRY_MAX`] while it keeps failing) it takes the
+//!    database from the readers (reads answer `UNAVAILABLE` meanwhile), waits for the reads
+//!    running on it, closes it and opens the file again, which rolls it back to its last commit:
+//!    every acknowledged write is in it, since a write is answered only after its commit;
+//! 3. it commits a probe (a row of [`PROBE_BYTES`] in table `mortar/probe`, then its removal):
+//!    once that succeeds the store is writable again; otherwise it goes on at 2.
 
 use mortar::store::{Collection, Fields, RawDoc, StoreBackend, StoreError};
 use redb::{
@@ -24,8 +36,13 @@ use redb::{
 };
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, mpsc},
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     thread,
+    time::{Duration, Instant},
 };
 use tokio::sync::oneshot;
 
@@ -38,6 +55,16 @@ pub const MAX_BATCH: usize = 1024;
 /// The file in `storage.path`.
 pub const FILE_NAME: &str = "mortar.redb";
 
+/// How long a store that cannot write waits before it first tries again (reopening the file).
+pub const RETRY_FIRST: Duration = Duration::from_millis(500);
+
+/// The longest wait between two tries of a store that cannot write: each reopen after a failure
+/// checks the whole file, so a disk that stays full is not hammered.
+pub const RETRY_MAX: Duration = Duration::from_secs(8);
+
+/// The database, shared by the readers and the writer thread; none while the writer reopens it.
+type Slot = RwLock<Option<Arc<Database>>>;
+
 /// The embedded store; cheap to clone.
 #[derive(Clone)]
 pub struct EmbeddedStore {
@@ -45,7 +72,9 @@ pub struct EmbeddedStore {
 }
 
 struct Inner {
-    db: Arc<Database>,
+    db: Arc<Slot>,
+    /// Whether the last commit (or probe) succeeded; shared with the writer thread.
+    writable: Arc<AtomicBool>,
     /// To the writer thread; taken on drop, which ends the thread.
     writes: Option<mpsc::Sender<Write>>,
     writer: Option<thread::JoinHandle<()>>,
@@ -92,18 +121,36 @@ impl EmbeddedStore {
     ///
     /// # Errors
     /// When the directory cannot be created, or the file cannot be opened (another process holds
-    /// it, or it is not a redb file).
+    /// it, or it is not a redb file), or the file is empty: redb would make an empty store of it,
+    /// and a store file is never empty, so its data was lost (a cut copy, a full disk while it was
+    /// copied); the message names the file and says what to do.
     pub fn open(dir: &Path) -> Result<Self, OpenError> {
         let error = |reason: String| OpenError { path: dir.to_owned(), reason };
         std::fs::create_dir_all(dir).map_err(|e| error(e.to_string()))?;
-        let db = Arc::new(Database::create(dir.join(FILE_NAME)).map_err(|e| error(e.to_string()))?);
+        let file = dir.join(FILE_NAME);
+        if std::fs::metadata(&file).is_ok_and(|meta| meta.is_file() && meta.len() == 0) {
+            return Err(error(format!(
+                "{} is empty (0 bytes), so it holds none of the data it should: restore it from a backup, or delete it to start with an empty store",
+                file.display()
+            )));
+        }
+        let db = Database::create(&file).map_err(|e| error(e.to_string()))?;
+        let slot = Arc::new(RwLock::new(Some(Arc::new(db))));
+        let writable = Arc::new(AtomicBool::new(true));
+        metrics::gauge!(crate::metrics::STORE_WRITABLE, "backend" => "embedded").set(1.0);
         let (writes, queue) = mpsc::channel();
-        let writer_db = db.clone();
+        let state = Writer { file, slot: slot.clone(), writable: writable.clone(), broken: None };
         let writer = thread::Builder::new()
             .name("mortar-store-writer".into())
-            .spawn(move || write_loop(&writer_db, &queue))
+            .spawn(move || write_loop(state, &queue))
             .map_err(|e| error(e.to_string()))?;
-        Ok(Self { inner: Arc::new(Inner { db, writes: Some(writes), writer: Some(writer) }) })
+        Ok(Self { inner: Arc::new(Inner { db: slot, writable, writes: Some(writes), writer: Some(writer) }) })
+    }
+
+    /// Whether the store can write now: false from a failed commit until the writer thread has
+    /// reopened the file and committed again (see the module docs). The node's `/readyz` follows it.
+    pub fn writable(&self) -> Arc<AtomicBool> {
+        self.inner.writable.clone()
     }
 
     fn write(&self, op: Op) -> mortar::ctx::BoxFuture<Result<Done, StoreError>> {
@@ -122,7 +169,11 @@ impl EmbeddedStore {
         &self,
         read: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let txn = self.inner.db.begin_read().map_err(internal)?;
+        let db = self.inner.db.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let db = db.ok_or_else(|| {
+            StoreError::Unavailable("the embedded store is being reopened after a failed write".into())
+        })?;
+        let txn = db.begin_read().map_err(storage_error)?;
         read(&txn)
     }
 }
@@ -193,7 +244,7 @@ impl StoreBackend for EmbeddedStore {
     ) -> mortar::ctx::BoxFuture<Result<u64, StoreError>> {
         let counted = self.read(|txn| match &filter {
             None => match existing(txn.open_table(docs_table(collection).as_def()))? {
-                Some(table) => table.len().map_err(internal),
+                Some(table) => table.len().map_err(storage_error),
                 None => Ok(0),
             },
             Some((field, value)) => Ok(ids_where(txn, collection, field, value, usize::MAX)?.len() as u64),
@@ -215,6 +266,17 @@ fn version(done: Done) -> Result<u64, StoreError> {
 
 fn internal(error: impl std::fmt::Display) -> StoreError {
     StoreError::Internal(error.to_string())
+}
+
+/// A redb error: `UNAVAILABLE` when the file cannot be used now (an I/O error, or one before it
+/// that the database still remembers), else internal.
+fn storage_error(error: impl Into<redb::Error>) -> StoreError {
+    match error.into() {
+        error @ (redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed) => {
+            StoreError::Unavailable(error.to_string())
+        }
+        error => StoreError::Internal(error.to_string()),
+    }
 }
 
 /// A table name owned for the length of one use (redb takes `&str` names).
@@ -276,7 +338,7 @@ fn existing<T>(opened: Result<T, TableError>) -> Result<Option<T>, StoreError> {
     match opened {
         Ok(table) => Ok(Some(table)),
         Err(TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(error) => Err(internal(error)),
+        Err(error) => Err(storage_error(error)),
     }
 }
 
@@ -287,7 +349,7 @@ fn get_doc(
 ) -> Result<Option<RawDoc>, StoreError> {
     let name = docs_table(collection);
     let Some(table) = existing(txn.open_table(name.as_def()))? else { return Ok(None) };
-    match table.get(id).map_err(internal)? {
+    match table.get(id).map_err(storage_error)? {
         Some(record) => decode(id, record.value()).map(Some),
         None => Ok(None),
     }
@@ -311,22 +373,158 @@ fn ids_where(
     let name = index_table(collection, field, index.unique);
     if index.unique {
         let Some(table) = existing(txn.open_table(name.as_unique()))? else { return Ok(Vec::new()) };
-        return Ok(table.get(key.as_str()).map_err(internal)?.map(|id| id.value()).into_iter().collect());
+        return Ok(table
+            .get(key.as_str())
+            .map_err(storage_error)?
+            .map(|id| id.value())
+            .into_iter()
+            .collect());
     }
     let Some(table) = existing(txn.open_multimap_table(name.as_lookup()))? else { return Ok(Vec::new()) };
     let mut ids = Vec::new();
-    for id in table.get(key.as_str()).map_err(internal)? {
+    for id in table.get(key.as_str()).map_err(storage_error)? {
         if ids.len() == limit {
             break;
         }
-        ids.push(id.map_err(internal)?.value());
+        ids.push(id.map_err(storage_error)?.value());
     }
     Ok(ids)
 }
 
-/// The writer thread: group commit (see the module docs).
-fn write_loop(db: &Database, queue: &mpsc::Receiver<Write>) {
-    while let Ok(first) = queue.recv() {
+/// The writer thread's own state.
+struct Writer {
+    /// The database file.
+    file: PathBuf,
+    slot: Arc<Slot>,
+    writable: Arc<AtomicBool>,
+    /// While the store cannot write: why, since when, and when it tries again after how long.
+    broken: Option<Broken>,
+}
+
+struct Broken {
+    reason: String,
+    since: Instant,
+    next_try: Instant,
+    wait: Duration,
+}
+
+/// The probe a store that could not write commits to learn that it can again: [`PROBE_BYTES`]
+/// written in one commit and removed in the next, so the store is declared writable only when it
+/// could take that much (a small probe would fit in the free pages of the file on a disk still
+/// full, and the next real batch would fail again), and leaves that much free in its file.
+const PROBE: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("mortar/probe");
+
+/// The size of the probe.
+pub const PROBE_BYTES: usize = 256 * 1024;
+
+impl Writer {
+    /// The database, which only this thread ever takes out of the slot.
+    fn db(&self) -> Option<Arc<Database>> {
+        self.slot.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Takes the store out of service after a failed commit (see the module docs).
+    fn fail(&mut self, reason: String) {
+        metrics::counter!(crate::metrics::STORE_WRITE_FAILURES, "backend" => "embedded").increment(1);
+        match &mut self.broken {
+            Some(broken) => {
+                tracing::debug!(file = %self.file.display(), error = %reason, "embedded store still cannot write");
+                broken.wait = (broken.wait * 2).min(RETRY_MAX);
+                broken.next_try = Instant::now() + broken.wait;
+                broken.reason = reason;
+            }
+            None => {
+                tracing::error!(file = %self.file.display(), error = %reason, "embedded store cannot write: writes answer UNAVAILABLE and /readyz 503 until it reopens the file and commits again (tried every few seconds)");
+                self.writable.store(false, Ordering::Release);
+                metrics::gauge!(crate::metrics::STORE_WRITABLE, "backend" => "embedded").set(0.0);
+                let now = Instant::now();
+                self.broken =
+                    Some(Broken { reason, since: now, next_try: now + RETRY_FIRST, wait: RETRY_FIRST });
+            }
+        }
+    }
+
+    /// Closes the database and opens it again, then commits the probe: writable again when that
+    /// succeeds.
+    fn recover(&mut self) {
+        if let Some(db) = self.slot.write().unwrap_or_else(PoisonError::into_inner).take() {
+            // Reads hold the database only while they run on the caller's thread: brief.
+            let mut db = db;
+            let db = loop {
+                match Arc::try_unwrap(db) {
+                    Ok(db) => break db,
+                    Err(shared) => {
+                        db = shared;
+                        thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            };
+            // A database whose I/O failed writes nothing on close: the next open recovers it.
+            if let Err(error) = db.close() {
+                tracing::debug!(file = %self.file.display(), %error, "closing the embedded store after its failure");
+            }
+        }
+        let db = match Database::open(&self.file) {
+            Ok(db) => Arc::new(db),
+            Err(error) => return self.fail(format!("reopening: {error}")),
+        };
+        *self.slot.write().unwrap_or_else(PoisonError::into_inner) = Some(db.clone());
+        let probed = probe(&db, Some(&vec![0x5a; PROBE_BYTES])).and_then(|()| probe(&db, None));
+        match probed {
+            Ok(()) => {
+                let down = self.broken.take().map_or(Duration::ZERO, |broken| broken.since.elapsed());
+                self.writable.store(true, Ordering::Release);
+                metrics::gauge!(crate::metrics::STORE_WRITABLE, "backend" => "embedded").set(1.0);
+                tracing::warn!(file = %self.file.display(), down_ms = down.as_millis() as u64, "embedded store writes again: reopened and committed");
+            }
+            Err(error) => self.fail(format!("after reopening: {error}")),
+        }
+    }
+
+    /// Why writes are refused now, if they are.
+    fn refusal(&self) -> Option<StoreError> {
+        self.broken.as_ref().map(|broken| {
+            StoreError::Unavailable(format!(
+                "the embedded store cannot write ({}); it retries by itself",
+                broken.reason
+            ))
+        })
+    }
+}
+
+/// Commits `blob` as the probe's one row, or removes it.
+fn probe(db: &Database, blob: Option<&[u8]>) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut probe = txn.open_table(PROBE)?;
+        match blob {
+            Some(blob) => drop(probe.insert(0, blob)?),
+            None => drop(probe.remove(0)?),
+        }
+    }
+    Ok(txn.commit()?)
+}
+
+/// The writer thread: group commit, and recovery from failed commits (see the module docs).
+fn write_loop(mut writer: Writer, queue: &mpsc::Receiver<Write>) {
+    loop {
+        let first = match &writer.broken {
+            None => match queue.recv() {
+                Ok(write) => Some(write),
+                Err(_) => return,
+            },
+            Some(broken) => {
+                match queue.recv_timeout(broken.next_try.saturating_duration_since(Instant::now())) {
+                    Ok(write) => Some(write),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        };
+        if writer.broken.as_ref().is_some_and(|broken| Instant::now() >= broken.next_try) {
+            writer.recover();
+        }
+        let Some(first) = first else { continue };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -334,30 +532,46 @@ fn write_loop(db: &Database, queue: &mpsc::Receiver<Write>) {
                 Err(_) => break,
             }
         }
-        let started = std::time::Instant::now();
-        let results = commit_batch(db, &batch);
-        metrics::histogram!(crate::metrics::STORE_COMMIT_DURATION).record(started.elapsed());
-        metrics::histogram!(crate::metrics::STORE_COMMIT_BATCH).record(batch.len() as f64);
+        let results = match (writer.refusal(), writer.db()) {
+            (None, Some(db)) => {
+                let started = Instant::now();
+                let (results, failure) = commit_batch(&db, &batch);
+                metrics::histogram!(crate::metrics::STORE_COMMIT_DURATION).record(started.elapsed());
+                metrics::histogram!(crate::metrics::STORE_COMMIT_BATCH).record(batch.len() as f64);
+                if let Some(failure) = failure {
+                    writer.fail(failure);
+                }
+                results
+            }
+            (refusal, _) => {
+                let refusal =
+                    refusal.unwrap_or_else(|| StoreError::Unavailable("the embedded store is closed".into()));
+                batch.iter().map(|_| Err(refusal.clone())).collect()
+            }
+        };
         for (write, result) in batch.into_iter().zip(results) {
             let _ = write.done.send(result);
         }
     }
 }
 
-/// Applies `batch` in one durable transaction; one result per write. When the commit fails,
-/// every write fails with it.
-fn commit_batch(db: &Database, batch: &[Write]) -> Vec<Result<Done, StoreError>> {
-    let failed = |error: StoreError| batch.iter().map(|_| Err(error.clone())).collect();
+/// Applies `batch` in one durable transaction; one result per write, and why the transaction
+/// failed, if it did. When it fails, every write fails with it.
+fn commit_batch(db: &Database, batch: &[Write]) -> (Vec<Result<Done, StoreError>>, Option<String>) {
+    let failed = |error: String| {
+        let results = batch.iter().map(|_| Err(StoreError::Unavailable(error.clone()))).collect();
+        (results, Some(error))
+    };
     let txn = match db.begin_write() {
         Ok(txn) => txn,
-        Err(error) => return failed(StoreError::Unavailable(error.to_string())),
+        Err(error) => return failed(error.to_string()),
     };
     let results: Vec<_> = batch.iter().map(|write| apply(&txn, &write.op)).collect();
     match txn.commit() {
-        Ok(()) => results,
+        Ok(()) => (results, None),
         Err(error) => {
             tracing::error!(%error, writes = batch.len(), "embedded store commit failed");
-            failed(StoreError::Unavailable(format!("commit failed: {error}")))
+            failed(format!("commit failed: {error}"))
         }
     }
 }
@@ -368,20 +582,20 @@ fn apply(txn: &WriteTransaction, op: &Op) -> Result<Done, StoreError> {
     match op {
         Op::Insert { collection, id, fields } => {
             let name = docs_table(*collection);
-            let mut docs = txn.open_table(name.as_def()).map_err(internal)?;
-            if docs.get(*id).map_err(internal)?.is_some() {
+            let mut docs = txn.open_table(name.as_def()).map_err(storage_error)?;
+            if docs.get(*id).map_err(storage_error)?.is_some() {
                 return Err(StoreError::AlreadyExists { index: None });
             }
             check_unique(txn, *collection, *id, fields)?;
             let record = encode(1, fields)?;
-            docs.insert(*id, record.as_slice()).map_err(internal)?;
+            docs.insert(*id, record.as_slice()).map_err(storage_error)?;
             add_to_indexes(txn, *collection, *id, fields)?;
             Ok(Done::Version(1))
         }
         Op::Replace { collection, id, expected, fields } => {
             let name = docs_table(*collection);
-            let mut docs = txn.open_table(name.as_def()).map_err(internal)?;
-            let old = match docs.get(*id).map_err(internal)? {
+            let mut docs = txn.open_table(name.as_def()).map_err(storage_error)?;
+            let old = match docs.get(*id).map_err(storage_error)? {
                 Some(record) => decode(*id, record.value())?,
                 None => return Err(StoreError::NotFound),
             };
@@ -391,15 +605,15 @@ fn apply(txn: &WriteTransaction, op: &Op) -> Result<Done, StoreError> {
             check_unique(txn, *collection, *id, fields)?;
             let version = old.version + 1;
             let record = encode(version, fields)?;
-            docs.insert(*id, record.as_slice()).map_err(internal)?;
+            docs.insert(*id, record.as_slice()).map_err(storage_error)?;
             remove_from_indexes(txn, *collection, *id, &old.fields)?;
             add_to_indexes(txn, *collection, *id, fields)?;
             Ok(Done::Version(version))
         }
         Op::Delete { collection, id } => {
             let name = docs_table(*collection);
-            let mut docs = txn.open_table(name.as_def()).map_err(internal)?;
-            let old = match docs.remove(*id).map_err(internal)? {
+            let mut docs = txn.open_table(name.as_def()).map_err(storage_error)?;
+            let old = match docs.remove(*id).map_err(storage_error)? {
                 Some(record) => decode(*id, record.value())?,
                 None => return Ok(Done::Existed(false)),
             };
@@ -419,8 +633,8 @@ fn check_unique(
     for index in collection.indexes.iter().filter(|index| index.unique) {
         let Some(key) = index_key(fields, index.field) else { continue };
         let name = index_table(collection, index.field, true);
-        let table = txn.open_table(name.as_unique()).map_err(internal)?;
-        if let Some(holder) = table.get(key.as_str()).map_err(internal)?
+        let table = txn.open_table(name.as_unique()).map_err(storage_error)?;
+        if let Some(holder) = table.get(key.as_str()).map_err(storage_error)?
             && holder.value() != id
         {
             return Err(StoreError::AlreadyExists { index: Some(index.field.to_owned()) });
@@ -439,12 +653,15 @@ fn add_to_indexes(
         let Some(key) = index_key(fields, index.field) else { continue };
         let name = index_table(collection, index.field, index.unique);
         if index.unique {
-            txn.open_table(name.as_unique()).map_err(internal)?.insert(key.as_str(), id).map_err(internal)?;
+            txn.open_table(name.as_unique())
+                .map_err(storage_error)?
+                .insert(key.as_str(), id)
+                .map_err(storage_error)?;
         } else {
             txn.open_multimap_table(name.as_lookup())
-                .map_err(internal)?
+                .map_err(storage_error)?
                 .insert(key.as_str(), id)
-                .map_err(internal)?;
+                .map_err(storage_error)?;
         }
     }
     Ok(())
@@ -460,16 +677,16 @@ fn remove_from_indexes(
         let Some(key) = index_key(fields, index.field) else { continue };
         let name = index_table(collection, index.field, index.unique);
         if index.unique {
-            let mut table = txn.open_table(name.as_unique()).map_err(internal)?;
-            let holder = table.get(key.as_str()).map_err(internal)?.map(|holder| holder.value());
+            let mut table = txn.open_table(name.as_unique()).map_err(storage_error)?;
+            let holder = table.get(key.as_str()).map_err(storage_error)?.map(|holder| holder.value());
             if holder == Some(id) {
-                table.remove(key.as_str()).map_err(internal)?;
+                table.remove(key.as_str()).map_err(storage_error)?;
             }
         } else {
             txn.open_multimap_table(name.as_lookup())
-                .map_err(internal)?
+                .map_err(storage_error)?
                 .remove(key.as_str(), id)
-                .map_err(internal)?;
+                .map_err(storage_error)?;
         }
     }
     Ok(())

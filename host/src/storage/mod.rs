@@ -45,10 +45,29 @@ pub enum StorageError {
 /// # Errors
 /// See [`StorageError`].
 pub async fn open(config: &StorageConfig) -> Result<Arc<dyn StoreBackend>, StorageError> {
+    Ok(open_watched(config).await?.0)
+}
+
+/// Opens the store `config.url` names, with whether it can write now (see
+/// [`embedded::EmbeddedStore::writable`]; always true for MongoDB, whose failures are per call).
+///
+/// # Errors
+/// See [`StorageError`].
+pub async fn open_watched(
+    config: &StorageConfig,
+) -> Result<(Arc<dyn StoreBackend>, Arc<std::sync::atomic::AtomicBool>), StorageError> {
     let url = config.url.as_str();
     if url == "embedded" {
-        return Ok(Arc::new(Instrumented::new("embedded", embedded::EmbeddedStore::open(&config.path)?)));
+        let store = embedded::EmbeddedStore::open(&config.path)?;
+        let writable = store.writable();
+        return Ok((Arc::new(Instrumented::new("embedded", store)), writable));
     }
+    let always = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    Ok((open_remote(config).await?, always))
+}
+
+async fn open_remote(config: &StorageConfig) -> Result<Arc<dyn StoreBackend>, StorageError> {
+    let url = config.url.as_str();
     if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
         let store = mongo::MongoStore::connect(url, config.timeout())
             .await

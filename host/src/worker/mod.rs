@@ -81,6 +81,8 @@ pub struct Backends {
     pub workers: Option<WorkerPool>,
     /// How many `Ctx::blocking` works run at once.
     pub blocking_threads: usize,
+    /// Whether the store can write now; the node's readiness follows it.
+    pub store_writable: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Backends {
@@ -96,6 +98,7 @@ impl Backends {
             }),
             workers: None,
             blocking_threads: 2,
+            store_writable: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
 
@@ -104,13 +107,13 @@ impl Backends {
     /// # Errors
     /// When one cannot be opened.
     pub async fn open(config: &crate::NodeConfig) -> Result<Self, crate::node::NodeError> {
-        let store = crate::storage::open(&config.storage).await?;
+        let (store, store_writable) = crate::storage::open_watched(&config.storage).await?;
         let cache = crate::cache::open(config).await?;
         let blocking_threads = match config.worker.blocking_threads {
             0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             threads => threads,
         };
-        Ok(Self { store, cache, blocking_threads, ..Self::none() })
+        Ok(Self { store, cache, blocking_threads, store_writable, ..Self::none() })
     }
 }
 
