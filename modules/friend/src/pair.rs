@@ -19,11 +19,11 @@
 //! back in the new shape ([`list_of`]).
 
 use crate::{Standing, UNCHANGED, now_ms};
-use mortar::{
-    prelude::*,
-    store::{UPDATE_ATTEMPTS, UpdateError},
-};
+use mortar::{prelude::*, store::UpdateError};
 use serde::{Deserialize, Serialize};
+
+/// Reads and writes of a pair's copy, or of a list being made current, before `CONFLICT`.
+const ATTEMPTS: u32 = 10;
 
 /// How the two players of a pair stand with each other, seen from one of them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -245,7 +245,7 @@ pub async fn doc_of(ctx: &Ctx, user: u64) -> Result<Friends, Code> {
 /// `UNAVAILABLE`, `INTERNAL`, `CONFLICT` when it kept changing while being made current.
 pub async fn list_of(ctx: &Ctx, user: u64) -> Result<Friends, Code> {
     let store = ctx.store::<Friends>();
-    for attempt in 1..=UPDATE_ATTEMPTS {
+    for attempt in 1..=ATTEMPTS {
         let Some(mut found) = store.try_get(user).await? else { return Ok(Friends::default()) };
         found.doc.upgrade();
         if found.doc.format >= FORMAT {
@@ -263,7 +263,7 @@ pub async fn list_of(ctx: &Ctx, user: u64) -> Result<Friends, Code> {
         found.doc.format = FORMAT;
         match store.save(found).await {
             Ok(saved) => return Ok(saved.doc),
-            Err(mortar::store::StoreError::Conflict) if attempt < UPDATE_ATTEMPTS => {
+            Err(mortar::store::StoreError::Conflict) if attempt < ATTEMPTS => {
                 ctx.sleep(std::time::Duration::from_millis(u64::from(attempt) * 5)).await;
             }
             Err(error) => return Err(error.code()),
@@ -328,7 +328,7 @@ async fn mirror(ctx: &Ctx, lower: u64, higher: u64) -> Result<(), Code> {
         Ok::<_, Code>(link.unwrap_or(Link { user: lower, mine: None, theirs: None, since_ms: 0 }))
     };
     let mut truth = truth_now().await?;
-    for _ in 0..UPDATE_ATTEMPTS {
+    for _ in 0..ATTEMPTS {
         let written = ctx
             .store::<Friends>()
             .upsert(higher, |doc| {
