@@ -29,9 +29,26 @@ async fn came_online(ctx: Ctx, user: u64) {
     }
 }
 
-/// Counts the player's departures in the module's cache.
+/// Where `went_offline` leaves its late mark: the stored counter `OFFLINE_MARKS + user`.
+pub const OFFLINE_MARKS: u64 = 1_000_000;
+
+/// Counts the player's departures in the module's cache at once; then, slowly (100 ms in the hook
+/// and 100 ms in a task it spawns), bumps the stored counter `OFFLINE_MARKS + user`: work a
+/// stopping node must finish before it lets go of its store.
 async fn went_offline(ctx: Ctx, user: u64) {
     let _ = ctx.cache().incr(&format!("offline:{user}"), 1, Some(Duration::from_secs(600))).await;
+    ctx.sleep(Duration::from_millis(100)).await;
+    let later = ctx.clone();
+    ctx.spawn(async move {
+        later.sleep(Duration::from_millis(100)).await;
+        let _ = later
+            .store::<Counter>()
+            .upsert(OFFLINE_MARKS + user, |counter| {
+                counter.n += 1;
+                Ok(())
+            })
+            .await;
+    });
 }
 
 /// Answers how many times `went_offline` ran for the user id in `text`.

@@ -291,3 +291,26 @@ async fn websocket_ping_frames_are_answered_and_keep_the_connection_alive() {
     let Received::Message(reply) = receive(&mut socket).await else { panic!("closed") };
     assert_eq!(text_of(&reply), "still open");
 }
+
+/// A node that stops runs its players' offline hooks, and the tasks they spawn, to the end before
+/// it returns: nothing they write is cut, and the next node opens the same store at once (it
+/// could not while the old node's work still held it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_finishes_its_offline_hooks_before_it_lets_go_of_the_store() {
+    let data = mortar_tests::temp_dir("offline-hooks");
+    let with_data = |config: &mut mortar_host::NodeConfig| config.storage.path = data.clone();
+    let node = DevNode::with_config(with_data).await;
+    let mut player = Client::connect(&node.url()).await.unwrap();
+    assert_eq!(player.request("testkit", "login", echo_body("5"), |_| {}).await.unwrap().code, 0);
+    // Stopping closes the session: its hook runs, and its spawned task writes after 200 ms.
+    node.stop().await.unwrap();
+    drop(player);
+
+    let node = DevNode::with_config(with_data).await;
+    let mut client = Client::connect(&node.url()).await.unwrap();
+    let mark = (mortar_tests::testkit::OFFLINE_MARKS + 5).to_string();
+    let bumped = client.request("testkit", "bump", echo_body(&mark), |_| {}).await.unwrap();
+    assert_eq!(text_of(&bumped), "2", "the first node's late write landed before it stopped");
+    node.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+}

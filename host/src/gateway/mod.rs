@@ -54,6 +54,7 @@ use tokio_tungstenite::tungstenite::{
     protocol::WebSocketConfig,
 };
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// A [`Gateway`] that may be gone (see [`Gateway::downgrade`]).
 #[derive(Clone)]
@@ -90,6 +91,9 @@ struct Shared {
     directory: Option<Arc<Directory>>,
     /// `GATEWAY_REPLIES` by protocol code, registered once (a labelled lookup per reply costs).
     replies: Vec<metrics::Counter>,
+    /// Work a session leaves behind (its unbind, the modules' presence hooks): [`serve`] waits
+    /// for it before it returns, so a stopping node finishes its players' offline hooks.
+    background: TaskTracker,
 }
 
 impl Shared {
@@ -99,7 +103,7 @@ impl Shared {
     /// is still online.
     fn unbind(&self, user: u64, session: u64, client_ip: std::net::IpAddr) {
         let (store, node, relay) = (self.store.clone(), self.node_id.clone(), self.relay.clone());
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             match store.unbind(user, node.clone(), session).await {
                 Ok(true) => {
                     tracing::debug!(%node, session, user, "user went offline");
@@ -153,8 +157,18 @@ impl Gateway {
             .collect();
         let next_session = AtomicU64::new(1);
         let sessions = SessionTable::default();
-        let shared =
-            Shared { config, node_id, relay, admission, next_session, sessions, store, directory, replies };
+        let shared = Shared {
+            config,
+            node_id,
+            relay,
+            admission,
+            next_session,
+            sessions,
+            store,
+            directory,
+            replies,
+            background: TaskTracker::new(),
+        };
         Self { shared: Arc::new(shared) }
     }
 
@@ -193,7 +207,7 @@ impl Gateway {
         let (relay, gateway) = (self.shared.relay.clone(), self.shared.node_id.clone());
         let presence =
             crate::rpc::Presence { status: crate::rpc::Status::Online, user, session, client_ip, gateway };
-        tokio::spawn(async move { relay.presence(presence).await });
+        self.shared.background.spawn(async move { relay.presence(presence).await });
         true
     }
 
@@ -313,14 +327,23 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, shutdown: impl Futur
     }
     drop(listener);
     stop.cancel();
-    let grace = shared.config.shutdown_grace();
+    let deadline = tokio::time::Instant::now() + shared.config.shutdown_grace();
     let all_ended = async { while sessions.join_next().await.is_some() {} };
-    if tokio::time::timeout(grace, all_ended).await.is_err() {
+    if tokio::time::timeout_at(deadline, all_ended).await.is_err() {
         tracing::warn!(
             remaining = sessions.len(),
             "sessions still open after the shutdown grace period: aborting them"
         );
         sessions.shutdown().await;
+    }
+    // The ended sessions' offline hooks: run them to the end (within the grace), so a node that
+    // stops neither cuts them nor still writes to its store after it returned.
+    shared.background.close();
+    if tokio::time::timeout_at(deadline, shared.background.wait()).await.is_err() {
+        tracing::warn!(
+            remaining = shared.background.len(),
+            "presence hooks still running after the shutdown grace period: leaving them"
+        );
     }
 }
 

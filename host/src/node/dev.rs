@@ -91,7 +91,7 @@ pub async fn run(
     }
     reloading.cancel();
     let _ = reloader.await;
-    worker.stop();
+    worker.stop(config.worker.shutdown_grace()).await;
     admin.stop().await;
     Ok(())
 }

@@ -124,7 +124,7 @@ pub async fn run(
             reloading.cancel();
             gateways.close();
             workers.close();
-            worker.stop();
+            worker.stop(config.worker.shutdown_grace()).await;
             admin.stop().await;
             return Err(error.into());
         }
@@ -150,7 +150,7 @@ pub async fn run(
     let _ = reloader.await;
     gateways.close();
     workers.close();
-    worker.stop();
+    worker.stop(config.worker.shutdown_grace()).await;
     admin.stop().await;
     refused.map_or(Ok(()), Err)
 }

@@ -108,20 +108,21 @@ impl Host for Core {
     }
 
     fn spawn(&self, task: BoxFuture<()>) {
-        tokio::spawn(task);
+        self.tasks.spawn(task);
     }
 
     fn blocking(&self, work: Box<dyn FnOnce() + Send>) -> BoxFuture<()> {
-        let places = self.blocking.clone();
+        let (places, tasks) = (self.blocking.clone(), self.tasks.clone());
         Box::pin(async move {
             let Ok(place) = places.acquire_owned().await else { return };
             // The place is held by the work itself: a caller that stops waiting (its deadline)
             // does not free it while the work still runs.
-            let _ = tokio::task::spawn_blocking(move || {
-                let _place = place;
-                work();
-            })
-            .await;
+            let _ = tasks
+                .spawn_blocking(move || {
+                    let _place = place;
+                    work();
+                })
+                .await;
         })
     }
 

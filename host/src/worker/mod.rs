@@ -145,6 +145,9 @@ struct Core {
     workers: Option<WorkerPool>,
     /// Places for `Ctx::blocking` works.
     blocking: Arc<tokio::sync::Semaphore>,
+    /// The modules' `Ctx::spawn` tasks and `Ctx::blocking` works, which [`Worker::stop`] waits
+    /// for: a caller that stopped waiting does not stop them.
+    tasks: tokio_util::task::TaskTracker,
     /// Per-route metric handles, registered once (a labelled lookup per request costs).
     metrics: HashMap<&'static str, RouteMetrics>,
 }
@@ -178,6 +181,7 @@ impl Worker {
             players: backends.players,
             workers: backends.workers,
             blocking: Arc::new(tokio::sync::Semaphore::new(backends.blocking_threads.max(1))),
+            tasks: tokio_util::task::TaskTracker::new(),
             metrics,
         };
         Self { core: Arc::new(core) }
@@ -235,8 +239,15 @@ impl Worker {
         Ok(())
     }
 
-    /// Runs every enabled module's `on_stop`.
-    pub fn stop(&self) {
+    /// Waits (at most `grace`) for the tasks and blocking works the modules started, then runs
+    /// every enabled module's `on_stop`. A stopped worker's modules write nothing more to its
+    /// store, so the next node may open it at once.
+    pub async fn stop(&self, grace: Duration) {
+        let tasks = &self.core.tasks;
+        tasks.close();
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+            tracing::warn!(node = %self.core.node_id, remaining = tasks.len(), "module tasks still running after the shutdown grace period: leaving them");
+        }
         self.core.routes.modules().for_each(|module| module.on_stop());
     }
 
