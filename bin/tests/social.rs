@@ -101,6 +101,9 @@ fn cluster_env(redis: &Redis, mongo: &Mongo) -> Vec<(&'static str, String)> {
         ("MORTAR_GATEWAY__SESSION_CONCURRENCY", "4".into()),
         ("MORTAR_MODULES__USER__ARGON2_MEMORY_KIB", "1024".into()),
         ("MORTAR_MODULES__USER__ARGON2_ITERATIONS", "1".into()),
+        // The races register hundreds of players from one address.
+        ("MORTAR_MODULES__USER__REGISTER_PER_IP", "0".into()),
+        ("MORTAR_MODULES__USER__REGISTER_PER_SEC", "0".into()),
     ]
 }
 

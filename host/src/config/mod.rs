@@ -284,6 +284,9 @@ impl NodeConfig {
         within("cache.timeout_ms", c.timeout_ms, 10, 60_000)?;
         memory_or_redis("session.url", &self.session.url)?;
         within("session.timeout_ms", self.session.timeout_ms, 10, 60_000)?;
+        if self.session.resync_ms > 0 {
+            within("session.resync_ms", self.session.resync_ms, 100, HOUR_MS)?;
+        }
         if self.tables.poll_ms != 0 {
             within("tables.poll_ms", self.tables.poll_ms, 100, HOUR_MS)?;
         }
