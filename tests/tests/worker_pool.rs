@@ -54,19 +54,17 @@ fn whoami(session: u64) -> AgentMessage {
     }
 }
 
-async fn until(what: &str, condition: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_pool_follows_the_registry() {
-    mortar_host::metrics::install();
+/// A real worker node `id` of this cluster on 127.0.0.1 (with the testkit module): its RPC
+/// address, the sender that stops it, and its task.
+async fn start_worker(
+    id: &str,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), mortar_host::node::NodeError>>,
+) {
     let mut config = NodeConfig::default();
-    config.node.id = "worker-1".into();
+    config.node.id = id.into();
     config.cluster.secret = SECRET.into();
     config.admin.enabled = false;
     config.storage.path = mortar_tests::temp_dir("store");
@@ -81,6 +79,21 @@ async fn the_pool_follows_the_registry() {
             let _ = stopped.await;
         },
     ));
+    (addr, stop, worker)
+}
+
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_follows_the_registry() {
+    mortar_host::metrics::install();
+    let (addr, stop, worker) = start_worker("worker-1").await;
 
     let registry = Arc::new(MemoryRegistry::default());
     let health = Health::default();
@@ -142,22 +155,7 @@ async fn the_pool_follows_the_registry() {
 /// in between: a pool that took the worker out only there kept choosing it.)
 #[tokio::test(flavor = "current_thread")]
 async fn a_dead_connection_leaves_the_choice_before_the_next_pick() {
-    let mut config = NodeConfig::default();
-    config.node.id = "worker-2".into();
-    config.cluster.secret = SECRET.into();
-    config.admin.enabled = false;
-    config.storage.path = mortar_tests::temp_dir("store");
-    let rpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let real = rpc.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(mortar_host::node::worker::run(
-        config,
-        WorkerListeners { rpc, admin: None },
-        || {},
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (real, stop, worker) = start_worker("worker-2").await;
 
     // worker-1 takes the handshake, serves testkit by its entry, and never answers a request.
     let fake = TcpListener::bind("127.0.0.1:0").await.unwrap();
