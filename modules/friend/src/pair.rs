@@ -6,7 +6,7 @@
 //! is kept in both documents, but only the document of the **lower** user id holds the truth:
 //! every change of a pair is a compare-and-set of that one document ([`change`]), so changes of
 //! one pair are applied one after the other, each seeing the last. The higher player's document
-//! then gets a copy ([`mirror`]): read the truth, write it, read the truth again until it did not
+//! then gets a copy (`mirror`): read the truth, write it, read the truth again until it did not
 //! move. When every route on a pair has finished, the copy equals the truth (the last copy
 //! written read a truth that no later change moved without writing its own copy after it).
 //!

@@ -22,7 +22,7 @@
 //! the joiner's list again, so a lost group never keeps a slot of `max_groups_per_user`. Names of
 //! groups that are gone or closed — from a crash, or written by the previous version, which
 //! could delete a group a player had just joined — are dropped from a player's list when it is
-//! full ([`make_room`]) and when they leave such a group.
+//! full (`make_room`) and when they leave such a group.
 
 use mortar::{prelude::*, store::StoreError};
 use serde::{Deserialize, Serialize};

@@ -7,9 +7,9 @@
 //! - `user.profile {}`, `user.rename {name}` for a logged-in player;
 //! - internal `user.lookup {userIds}` → `{users: [{userId, name}]}`, for other modules.
 //!
-//! Layout: [`password`] (argon2id behind a bounded queue that serves logins first, with reused
-//! memory), [`limits`] (registrations per address and in all; failed logins throttled per
-//! address, pair and account), [`names`] (display names: normalized, no invisible characters,
+//! Layout: `password` (argon2id behind a bounded queue that serves logins first, with reused
+//! memory), `limits` (registrations per address and in all; failed logins throttled per
+//! address, pair and account), `names` (display names: normalized, no invisible characters,
 //! unique by a case-insensitive key); this file: config, accounts and the handlers.
 //!
 //! Tokens are `USERID.SECRET`: 32 random bytes, of which only a BLAKE2s hash is stored; a login
@@ -167,7 +167,7 @@ mortar::table!(
 pub struct Account {
     /// The login name, unique.
     pub account: String,
-    /// The display name (see [`names`]).
+    /// The display name (see the module `names`).
     pub name: String,
     /// The display name's key (lower case, NFKC), unique; none on accounts made before names
     /// were keyed, until their next login gives them one.
