@@ -28,3 +28,20 @@ fn wrong_admin_tokens_are_counted_and_logged_once_a_second() {
     let (status, _) = http_request(admin, "GET", "/v1/online/1", Some("the-real-admin-token"), "");
     assert_eq!(status, 404, "the right token still works: player 1 is offline");
 }
+
+/// An internal call to a module of the same node runs like one from another node: through the
+/// route's layers, in its span, counted in `mortar_requests_total`. `user.register` grants the
+/// starter items through `pack.add_items`, a local call in `mortar dev`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_internal_call_is_counted_like_a_remote_one() {
+    use mortar_user::user::{RegisterReq, RegisterResp};
+    let dir = TempDir::new("admin-local-call");
+    let env = [("MORTAR_ADMIN__LISTEN", "127.0.0.1:0")];
+    let node = Node::start("dev", &dir, &["dev", "--listen", "127.0.0.1:0", "--data", "data"], &env);
+    let mut client = mortar_cli::client::Client::connect(&node.addr).await.unwrap();
+    let req = RegisterReq { account: "counted".into(), password: "counted-password".into() };
+    support::call::<_, RegisterResp>(&mut client, "user.register", req).await.unwrap();
+    let (_, metrics) = node.admin_get("/metrics");
+    let line = r#"mortar_requests_total{route="pack.add_items",code="OK"} 1"#;
+    assert!(metrics.lines().any(|l| l == line), "no `{line}` in:\n{metrics}");
+}

@@ -56,4 +56,10 @@ async fn the_node_config_moves_or_switches_off_a_layer() {
     assert_eq!(ask(&node, "testkit.layered", "x").await, (0, "x>outer>handler<outer".into()));
     // testkit.me now runs through testkit_outer too, which refuses `deny`.
     assert_eq!(ask(&node, "testkit.me", "deny").await.0, ErrorCode::PermissionDenied as i32);
+    // An internal call to a route of this node runs through the layers too: `testkit.relay`'s
+    // and then `testkit.double`'s.
+    let (code, text) = ask(&node, "testkit.relay", "x").await;
+    assert_eq!(code, 0);
+    assert!(text.starts_with("x>outer>outerx>outer>outer from session "), "{text}");
+    assert!(text.ends_with("<outer<outer"), "{text}");
 }

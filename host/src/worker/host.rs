@@ -41,11 +41,23 @@ impl Host for Core {
         };
         let deadline = request.deadline;
         if let Some(route) = self.routes.get(main, sub) {
-            // A panic in the handler is caught by the SDK's glue, on the module's side of a
-            // library boundary, and answered INTERNAL (see `Host::panicked`).
-            let call = (route.handler)(from.for_call(route.path), body);
+            // The same path as a call from another node: layers, span, metrics. A panic in the
+            // handler is caught by the SDK's glue, on the module's side of a library boundary,
+            // and answered INTERNAL (see `Host::panicked`).
+            let Some(core) = self.me.upgrade() else {
+                return Box::pin(std::future::ready(Err(Code::UNAVAILABLE.into())));
+            };
+            let span = tracing::debug_span!(
+                "call",
+                node = %self.node_id,
+                route = route.path,
+                session = request.session.id,
+                user = request.session.user,
+                trace = %trace::display(request.trace_id),
+            );
+            let ctx = from.for_call(route.path);
             return Box::pin(async move {
-                match tokio::time::timeout_at(deadline.into(), call).await {
+                match tokio::time::timeout_at(deadline.into(), core.run(route, ctx, body, span)).await {
                     Ok(result) => result,
                     Err(_) => Err(Code::TIMEOUT.into()),
                 }

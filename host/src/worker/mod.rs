@@ -36,7 +36,7 @@ use crate::{
 use bytes::Bytes;
 use futures::StreamExt as _;
 use mortar::{
-    Code, Ctx, Session, cache::CacheBackend, ctx::Request, module::ModuleError, store::StoreBackend,
+    Code, Ctx, Failure, Session, cache::CacheBackend, ctx::Request, module::ModuleError, store::StoreBackend,
 };
 use players::Players;
 use routes::{Origin, RouteTable};
@@ -124,6 +124,8 @@ pub struct Worker {
 }
 
 struct Core {
+    /// This core, for the futures of `Host` calls, which outlive the `&self` they start from.
+    me: std::sync::Weak<Core>,
     node_id: String,
     routes: RouteTable,
     /// Set when the node begins to shut down: relayed requests are handed back unhandled.
@@ -169,7 +171,8 @@ impl Worker {
                 (route.path, RouteMetrics { ok, duration })
             })
             .collect();
-        let core = Core {
+        let core = Arc::new_cyclic(|me| Core {
+            me: me.clone(),
             node_id,
             routes,
             draining: AtomicBool::new(false),
@@ -183,8 +186,8 @@ impl Worker {
             blocking: Arc::new(tokio::sync::Semaphore::new(backends.blocking_threads.max(1))),
             tasks: tokio_util::task::TaskTracker::new(),
             metrics,
-        };
-        Self { core: Arc::new(core) }
+        });
+        Self { core }
     }
 
     /// Starts draining: from now on requests relayed over RPC are answered
@@ -291,7 +294,7 @@ impl Worker {
             deadline,
         };
         let ctx = Ctx::new(request, self.core.clone());
-        self.run(route, ctx, msg.data, span).await
+        self.core.run(route, ctx, msg.data, span).await.into()
     }
 
     /// Runs internal call `call` from a module of another worker, by `deadline`. Always answers:
@@ -322,7 +325,7 @@ impl Worker {
             deadline,
         };
         let ctx = Ctx::new(request, self.core.clone());
-        self.run(route, ctx, call.data, span).await
+        self.core.run(route, ctx, call.data, span).await.into()
     }
 
     /// Runs the `on_online` or `on_offline` hooks (by `presence.status`) of those of `modules`
@@ -357,36 +360,6 @@ impl Worker {
         futures::future::join_all(hooks).await;
     }
 
-    /// Runs `route`'s handler, logs and counts the outcome.
-    async fn run(
-        &self,
-        route: &'static mortar::route::Route,
-        ctx: Ctx,
-        body: Bytes,
-        span: tracing::Span,
-    ) -> Reply {
-        let started = Instant::now();
-        let reply = match self.core.routes.layers_of(route.path) {
-            None => (route.handler)(ctx, body),
-            Some(layers) => mortar::layer::Next::new(route.handler, layers.clone()).run(ctx, body),
-        };
-        let reply: Reply = reply.instrument(span.clone()).await.into();
-        let elapsed = started.elapsed();
-        span.in_scope(|| tracing::debug!(code = %m::code_label(reply.code), elapsed_us = elapsed.as_micros() as u64, "handled"));
-        match self.core.metrics.get(route.path) {
-            Some(stats) if reply.code == 0 => {
-                stats.ok.increment(1);
-                stats.duration.record(elapsed);
-            }
-            stats => {
-                stats.inspect(|stats| stats.duration.record(elapsed));
-                metrics::counter!(m::REQUESTS, "route" => route.path, "code" => m::code_label(reply.code))
-                    .increment(1);
-            }
-        }
-        reply
-    }
-
     /// Serves the worker's tarpc service on one transport (an in-process channel or a TCP
     /// connection) until the peer hangs up. Each request runs on its own task.
     pub async fn serve<T>(self, transport: T)
@@ -401,6 +374,41 @@ impl Worker {
                 tokio::spawn(request);
             })
             .await;
+    }
+}
+
+impl Core {
+    /// The one way a handler runs, for a client request, an internal call (from a module of this
+    /// node or another) and an admin API call: through the route's layers, in `span`, logged at
+    /// debug and counted in the request metrics by route and code.
+    async fn run(
+        &self,
+        route: &'static mortar::route::Route,
+        ctx: Ctx,
+        body: Bytes,
+        span: tracing::Span,
+    ) -> Result<Bytes, Failure> {
+        let started = Instant::now();
+        let reply = match self.routes.layers_of(route.path) {
+            None => (route.handler)(ctx, body),
+            Some(layers) => mortar::layer::Next::new(route.handler, layers.clone()).run(ctx, body),
+        };
+        let reply = reply.instrument(span.clone()).await;
+        let elapsed = started.elapsed();
+        let code = reply.as_ref().map_or_else(|failure| failure.code().get(), |_| 0);
+        span.in_scope(|| tracing::debug!(code = %m::code_label(code), elapsed_us = elapsed.as_micros() as u64, "handled"));
+        match self.metrics.get(route.path) {
+            Some(stats) if code == 0 => {
+                stats.ok.increment(1);
+                stats.duration.record(elapsed);
+            }
+            stats => {
+                stats.inspect(|stats| stats.duration.record(elapsed));
+                metrics::counter!(m::REQUESTS, "route" => route.path, "code" => m::code_label(code))
+                    .increment(1);
+            }
+        }
+        reply
     }
 }
 
