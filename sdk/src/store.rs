@@ -286,7 +286,10 @@ impl<T: Document> Store<T> {
     /// # Errors
     /// `UNAVAILABLE`, `INTERNAL` (also when the stored fields no longer fit `T`).
     pub async fn try_get(&self, id: u64) -> Result<Option<Versioned<T>>, StoreError> {
-        let found = self.backend.get(Collection::of::<T>(), check_id(id)?).await?;
+        if id > MAX_ID {
+            return Ok(None); // no document can have it (a client's id out of range)
+        }
+        let found = self.backend.get(Collection::of::<T>(), id).await?;
         found.map(decode).transpose().map_err(|error| self.failed(error))
     }
 
@@ -296,7 +299,8 @@ impl<T: Document> Store<T> {
     /// `ALREADY_EXISTS` when the id or a unique field's value is taken; `UNAVAILABLE`, `INTERNAL`.
     pub async fn insert(&self, id: u64, doc: T) -> Result<Versioned<T>, StoreError> {
         let fields = encode(&doc).map_err(|error| self.failed(error))?;
-        let version = self.backend.insert(Collection::of::<T>(), check_id(id)?, fields).await?;
+        let id = check_id(id).map_err(|error| self.failed(error))?;
+        let version = self.backend.insert(Collection::of::<T>(), id, fields).await?;
         Ok(Versioned { id, version, doc })
     }
 
@@ -307,8 +311,15 @@ impl<T: Document> Store<T> {
     /// `ALREADY_EXISTS` when a unique field's new value is taken; `UNAVAILABLE`, `INTERNAL`.
     pub async fn save(&self, doc: Versioned<T>) -> Result<Versioned<T>, StoreError> {
         let fields = encode(&doc.doc).map_err(|error| self.failed(error))?;
-        let version =
-            self.backend.replace(Collection::of::<T>(), check_id(doc.id)?, doc.version, fields).await?;
+        let version = self
+            .backend
+            .replace(
+                Collection::of::<T>(),
+                check_id(doc.id).map_err(|error| self.failed(error))?,
+                doc.version,
+                fields,
+            )
+            .await?;
         Ok(Versioned { version, ..doc })
     }
 
@@ -385,7 +396,10 @@ impl<T: Document> Store<T> {
     /// # Errors
     /// `UNAVAILABLE`, `INTERNAL`.
     pub async fn delete(&self, id: u64) -> Result<bool, StoreError> {
-        self.backend.delete(Collection::of::<T>(), check_id(id)?).await
+        if id > MAX_ID {
+            return Ok(false);
+        }
+        self.backend.delete(Collection::of::<T>(), id).await
     }
 
     /// Up to `limit` documents whose indexed `field` equals `value`, by ascending id.

@@ -419,3 +419,33 @@ async fn slow_reader_that_catches_up_gets_every_reply() {
     let next = tokio::time::timeout(GUARD, ws.next()).await.expect("a reply comes");
     assert!(matches!(next, Some(Ok(Message::Binary(_)))), "{next:?}");
 }
+
+/// Ids a client sends above the largest storable one (`i64::MAX`) name nothing: `NOT_FOUND`, as
+/// any other id without a document, never `INTERNAL`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_above_the_storable_range_are_not_found() {
+    use mortar_friend::friend::{Done, Request, Target};
+    use mortar_group::group::{Done as GroupDone, GroupReq, KickReq, MembersResp};
+    let node = DevNode::start().await;
+    let mut client = Client::connect(&node.url()).await.unwrap();
+    assert_eq!(client.request("testkit", "login", echo_body("31"), |_| {}).await.unwrap().code, 0);
+    let huge = mortar::store::MAX_ID + 6;
+    let not_found = ErrorCode::NotFound as i32;
+    let target = Target { user_id: huge };
+    let requested: Result<Request, i32> = client.call("friend.request", &target).await.unwrap();
+    assert_eq!(requested.err(), Some(not_found));
+    for route in ["friend.accept", "friend.reject", "friend.remove", "friend.block", "friend.unblock"] {
+        let answered: Result<Done, i32> = client.call(route, &target).await.unwrap();
+        assert_eq!(answered.err(), Some(not_found), "{route}");
+    }
+    let group = GroupReq { group_id: huge };
+    for route in ["group.join", "group.leave"] {
+        let answered: Result<GroupDone, i32> = client.call(route, &group).await.unwrap();
+        assert_eq!(answered.err(), Some(not_found), "{route}");
+    }
+    let members: Result<MembersResp, i32> = client.call("group.members", &group).await.unwrap();
+    assert_eq!(members.err(), Some(not_found));
+    let kick = KickReq { group_id: huge, user_id: huge };
+    let kicked: Result<GroupDone, i32> = client.call("group.kick", &kick).await.unwrap();
+    assert_eq!(kicked.err(), Some(not_found));
+}

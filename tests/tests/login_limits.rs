@@ -151,3 +151,23 @@ async fn registrations_are_limited_in_all() {
         assert!(reason.contains("8 registrations per second"), "{reason}");
     }
 }
+
+/// An address past its own registration limit no longer counts against everyone's: 24 attempts
+/// from one address at once (3× the 8 a second of everyone) leave room for a newcomer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_past_its_limit_does_not_use_up_everyones() {
+    let node = node().await;
+    let mut flood = Vec::new();
+    for _ in 0..24 {
+        flood.push(from(&node, 9, 1).await);
+    }
+    let attempts = flood.iter_mut().enumerate().map(|(n, client)| async move {
+        let req = RegisterReq { account: format!("flood_{n}"), password: "password1".into() };
+        call::<_, RegisterResp>(client, "user.register", req).await.err()
+    });
+    let refused = futures::future::join_all(attempts).await;
+    let limited = refused.iter().filter(|code| **code == Some(ErrorCode::RateLimited as i32)).count();
+    assert_eq!(limited, 20, "4 from the address, then its own limit: {refused:?}");
+    let mut newcomer = from(&node, 9, 2).await;
+    assert!(register(&mut newcomer, "newcomer", "password1").await.is_ok(), "everyone's share is left");
+}

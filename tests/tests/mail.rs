@@ -221,17 +221,17 @@ async fn system_mail_reaches_offline_players_and_claims_grant_once() {
         (
             json!({ "toUsers": ["20"], "title": "Free gold\u{0}" }),
             bad_request,
-            "title: must not hold control characters",
+            "title: must not hold control or text-direction characters",
         ),
         (
             json!({ "toUsers": ["20"], "title": "\u{1b}[2J\u{1b}[HSYSTEM" }),
             bad_request,
-            "title: must not hold control characters",
+            "title: must not hold control or text-direction characters",
         ),
         (
             json!({ "toUsers": ["20"], "title": "t", "body": "\u{1b}]0;pwned\u{7}" }),
             bad_request,
-            "body: must not hold control characters",
+            "body: must not hold control or text-direction characters",
         ),
     ] {
         let (_, reply) =

@@ -121,6 +121,12 @@ pub async fn serve(
 }
 
 fn answer(request: &Request<Incoming>, health: &Health) -> Response<Full<Bytes>> {
+    if request.uri().path().starts_with("/v1/") {
+        return text(
+            StatusCode::NOT_FOUND,
+            "the admin API is off: worker and dev nodes serve it once admin.token is set\n".into(),
+        );
+    }
     if request.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
     }
@@ -132,10 +138,6 @@ fn answer(request: &Request<Incoming>, health: &Health) -> Response<Full<Bytes>>
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" if health.is_ready() => text(StatusCode::OK, "ready\n".into()),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into()),
-        path if path.starts_with("/v1/") => text(
-            StatusCode::NOT_FOUND,
-            "the admin API is off: worker and dev nodes serve it once admin.token is set\n".into(),
-        ),
         _ => text(StatusCode::NOT_FOUND, "admin endpoints: /metrics /healthz /readyz /v1/\n".into()),
     }
 }

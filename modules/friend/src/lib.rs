@@ -116,10 +116,13 @@ pub(crate) fn now_ms(ctx: &Ctx) -> i64 {
 }
 
 /// The caller and the other player of a request: `BAD_REQUEST` for 0 or oneself.
-fn pair(ctx: &Ctx, target: &Target) -> Result<(u64, u64), Code> {
+fn pair(ctx: &Ctx, target: &Target) -> Result<(u64, u64), Failure> {
     let me = ctx.user_id().ok_or(Code::NOT_LOGGED_IN)?;
-    if target.user_id == 0 || target.user_id == me {
-        return Err(Code::BAD_REQUEST);
+    if target.user_id == 0 {
+        return Err(Code::BAD_REQUEST.because("userId: 0 is no player's id"));
+    }
+    if target.user_id == me {
+        return Err(Code::BAD_REQUEST.because("userId: that is you"));
     }
     Ok((me, target.user_id))
 }
@@ -218,11 +221,11 @@ fn ask(pair: &mut Pair, mine: Counts, theirs: Counts, config: &FriendConfig) -> 
 #[mortar::handler("friend.request")]
 async fn request(ctx: Ctx, req: Target) -> Result<Request, Failure> {
     let config = ctx.config::<FriendConfig>();
-    request_pair(ctx, req).await.map_err(|code| explain(code, &config))
+    let (me, them) = pair(&ctx, &req)?;
+    request_pair(ctx, me, them).await.map_err(|code| explain(code, &config))
 }
 
-async fn request_pair(ctx: Ctx, req: Target) -> Result<Request, Code> {
-    let (me, them) = pair(&ctx, &req)?;
+async fn request_pair(ctx: Ctx, me: u64, them: u64) -> Result<Request, Code> {
     let config = ctx.config::<FriendConfig>();
     let (my_name, _) = both_names(&ctx, me, them).await?;
     let mine = list_of(&ctx, me).await?;
@@ -272,11 +275,11 @@ async fn make_room(ctx: &Ctx, target: u64, asker: u64, max: usize) -> Result<(),
 #[mortar::handler("friend.accept")]
 async fn accept(ctx: Ctx, req: Target) -> Result<Done, Failure> {
     let config = ctx.config::<FriendConfig>();
-    accept_pair(ctx, req).await.map_err(|code| explain(code, &config))
+    let (me, them) = pair(&ctx, &req)?;
+    accept_pair(ctx, me, them).await.map_err(|code| explain(code, &config))
 }
 
-async fn accept_pair(ctx: Ctx, req: Target) -> Result<Done, Code> {
-    let (me, them) = pair(&ctx, &req)?;
+async fn accept_pair(ctx: Ctx, me: u64, them: u64) -> Result<Done, Code> {
     let config = ctx.config::<FriendConfig>();
     match list_of(&ctx, me).await?.standing_of(them) {
         Some(Standing::Received) => {}
@@ -302,7 +305,7 @@ async fn accept_pair(ctx: Ctx, req: Target) -> Result<Done, Code> {
 
 /// Refuses their request: it is gone from both lists. `NOT_FOUND` when there is none.
 #[mortar::handler("friend.reject")]
-async fn reject(ctx: Ctx, req: Target) -> Result<Done, Code> {
+async fn reject(ctx: Ctx, req: Target) -> Result<Done, Failure> {
     let (me, them) = pair(&ctx, &req)?;
     change(&ctx, me, them, |pair, _, _| match pair.mine {
         Some(Standing::Received) => {
@@ -318,7 +321,7 @@ async fn reject(ctx: Ctx, req: Target) -> Result<Done, Code> {
 /// Ends a friendship, or withdraws my request: gone from both lists (their block of me stays).
 /// `NOT_FOUND` when we are neither friends nor have I asked.
 #[mortar::handler("friend.remove")]
-async fn remove(ctx: Ctx, req: Target) -> Result<Done, Code> {
+async fn remove(ctx: Ctx, req: Target) -> Result<Done, Failure> {
     let (me, them) = pair(&ctx, &req)?;
     change(&ctx, me, them, |pair, _, _| match pair.mine {
         Some(Standing::Friend | Standing::Sent) => {
@@ -339,11 +342,11 @@ async fn remove(ctx: Ctx, req: Target) -> Result<Done, Code> {
 #[mortar::handler("friend.block")]
 async fn block(ctx: Ctx, req: Target) -> Result<Done, Failure> {
     let config = ctx.config::<FriendConfig>();
-    block_pair(ctx, req).await.map_err(|code| explain(code, &config))
+    let (me, them) = pair(&ctx, &req)?;
+    block_pair(ctx, me, them).await.map_err(|code| explain(code, &config))
 }
 
-async fn block_pair(ctx: Ctx, req: Target) -> Result<Done, Code> {
-    let (me, them) = pair(&ctx, &req)?;
+async fn block_pair(ctx: Ctx, me: u64, them: u64) -> Result<Done, Code> {
     let config = ctx.config::<FriendConfig>();
     if list_of(&ctx, me).await?.standing_of(them) == Some(Standing::Blocked) {
         return Ok(Done {});
@@ -365,7 +368,7 @@ async fn block_pair(ctx: Ctx, req: Target) -> Result<Done, Code> {
 
 /// Lifts my block: they are off my list, and may ask again. `NOT_FOUND` when I do not block them.
 #[mortar::handler("friend.unblock")]
-async fn unblock(ctx: Ctx, req: Target) -> Result<Done, Code> {
+async fn unblock(ctx: Ctx, req: Target) -> Result<Done, Failure> {
     let (me, them) = pair(&ctx, &req)?;
     change(&ctx, me, them, |pair, _, _| match pair.mine {
         Some(Standing::Blocked) => {

@@ -277,7 +277,7 @@ async fn delete(ctx: Ctx, req: DeleteReq) -> Result<DeleteResp, Code> {
 
 /// Sends one mail to each of `to_users`, online or not; each gets its own mail id, and those
 /// online get `mail.new`. Refused with a reason naming the field:
-/// - `BAD_REQUEST` for no recipients or more than `max_recipients`, a user id 0, an empty or too
+/// - `BAD_REQUEST` for no recipients or more than `max_recipients`, a user id 0 or twice, an empty or too
 ///   long title, a title with control or bidirectional-override characters, a too long body or
 ///   one with control characters other than newline and tab, too many attachments, or an
 ///   attachment `pack.check_items` refuses (an unknown item, a count of 0, counts of one item
@@ -357,19 +357,31 @@ fn check_send(req: &SendReq, config: &MailConfig) -> Result<(), Failure> {
     if req.to_users.contains(&0) {
         return bad("toUsers: 0 is no player's id".into());
     }
+    let mut seen = std::collections::HashSet::with_capacity(req.to_users.len());
+    if let Some(twice) = req.to_users.iter().find(|&&user| !seen.insert(user)) {
+        return bad(format!("toUsers: {twice} is named twice (one mail each)"));
+    }
     if req.title.trim().is_empty() || chars(&req.title) > config.max_title_chars {
         return bad(format!("title: 1–{} characters, not only spaces", config.max_title_chars));
     }
     // Terminal escapes, NUL, and text that reads backwards from here on: a title must look like
     // what it says in every client and log.
-    if req.title.chars().any(|c| c.is_control() || BIDI_CONTROLS.contains(&c)) {
-        return bad("title: must not hold control characters".into());
+    if let Some(c) = req.title.chars().find(|&c| c.is_control() || BIDI_CONTROLS.contains(&c)) {
+        return bad(format!(
+            "title: must not hold control or text-direction characters (U+{:04X})",
+            u32::from(c)
+        ));
     }
     if chars(&req.body) > config.max_body_chars {
         return bad(format!("body: at most {} characters", config.max_body_chars));
     }
-    if req.body.chars().any(|c| (c.is_control() && c != '\n' && c != '\t') || BIDI_CONTROLS.contains(&c)) {
-        return bad("body: must not hold control characters but newlines and tabs".into());
+    if let Some(c) =
+        req.body.chars().find(|&c| (c.is_control() && c != '\n' && c != '\t') || BIDI_CONTROLS.contains(&c))
+    {
+        return bad(format!(
+            "body: must not hold control or text-direction characters but newlines and tabs (U+{:04X})",
+            u32::from(c)
+        ));
     }
     if req.attachments.len() > config.max_attachments {
         return bad(format!("attachments: at most {}", config.max_attachments));
@@ -430,9 +442,19 @@ mod tests {
             why(SendReq { to_users: vec![7, 0], ..ok() }).as_deref(),
             Some("toUsers: 0 is no player's id")
         );
-        for title in ["Hi\0there", "\u{1b}[2JSystem", "tab\t", "gift \u{202E}txt.exe"] {
+        assert_eq!(
+            why(SendReq { to_users: vec![7, 8, 7], ..ok() }).as_deref(),
+            Some("toUsers: 7 is named twice (one mail each)")
+        );
+        for (title, c) in [
+            ("Hi\0there", "0000"),
+            ("\u{1b}[2JSystem", "001B"),
+            ("tab\t", "0009"),
+            ("gift \u{202E}txt.exe", "202E"),
+        ] {
             let reason = why(SendReq { title: title.into(), ..ok() });
-            assert_eq!(reason.as_deref(), Some("title: must not hold control characters"), "{title:?}");
+            let said = format!("title: must not hold control or text-direction characters (U+{c})");
+            assert_eq!(reason, Some(said), "{title:?}");
         }
         assert!(why(SendReq { title: "x".repeat(65), ..ok() }).unwrap().starts_with("title: 1–64"));
         assert!(why(SendReq { body: "\u{1b}[31mred".into(), ..ok() }).unwrap().starts_with("body: "));

@@ -406,6 +406,11 @@ async fn rename(ctx: Ctx, req: RenameReq) -> Result<RenameResp, Failure> {
     let user = ctx.user_id().ok_or(Code::NOT_LOGGED_IN)?;
     let name = names::normalize(&req.name)?;
     let key = names::key(&name);
+    if names::is_default(&key) {
+        // Else anyone could take the look of a new player's name, or the name itself.
+        return Err(Code::BAD_REQUEST
+            .because("names of the form Player and 8 digits are given to new players; choose another"));
+    }
     let updated = ctx
         .store::<Account>()
         .update(user, |account| {

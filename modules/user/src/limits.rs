@@ -82,15 +82,7 @@ pub(crate) async fn forgive(ctx: &Ctx, account: &str) {
 pub(crate) async fn admit_register(ctx: &Ctx) -> Result<(), Failure> {
     let config = ctx.config::<UserConfig>();
     let cache = ctx.cache();
-    if config.register_per_sec > 0 {
-        let all = cache.incr("register:all", 1, Some(Duration::from_secs(1))).await?;
-        if all > i64::from(config.register_per_sec) {
-            return Err(Code::RATE_LIMITED.because(format!(
-                "over the limit of {} registrations per second; retry later",
-                config.register_per_sec
-            )));
-        }
-    }
+    // The address's own limit first: an address past it no longer counts against everyone's.
     if config.register_per_ip > 0 {
         let key = format!("register:ip:{}", ctx.client_ip());
         let window = Some(Duration::from_secs(config.register_ip_window_s));
@@ -98,6 +90,15 @@ pub(crate) async fn admit_register(ctx: &Ctx) -> Result<(), Failure> {
             return Err(Code::RATE_LIMITED.because(format!(
                 "over the limit of {} registrations from your address in {} s; retry later",
                 config.register_per_ip, config.register_ip_window_s
+            )));
+        }
+    }
+    if config.register_per_sec > 0 {
+        let all = cache.incr("register:all", 1, Some(Duration::from_secs(1))).await?;
+        if all > i64::from(config.register_per_sec) {
+            return Err(Code::RATE_LIMITED.because(format!(
+                "over the limit of {} registrations per second; retry later",
+                config.register_per_sec
             )));
         }
     }

@@ -43,7 +43,8 @@ pub(crate) fn key(name: &str) -> String {
 fn refuse_char(c: char) -> Result<(), Failure> {
     let category = c.general_category();
     if category == GeneralCategory::Control {
-        return Err(Code::BAD_REQUEST.because("name must not hold control characters"));
+        return Err(Code::BAD_REQUEST
+            .because(format!("name must not hold control characters (U+{:04X})", u32::from(c))));
     }
     if category == GeneralCategory::Format || default_ignorable(c) {
         return Err(Code::BAD_REQUEST.because(format!(
@@ -74,6 +75,13 @@ fn default_ignorable(c: char) -> bool {
         0x034F | 0x115F..=0x1160 | 0x17B4..=0x17B5 | 0x180B..=0x180F | 0x2800 | 0x3164 | 0xFE00..=0xFE0F
             | 0xFFA0 | 0xFFF0..=0xFFF8 | 0xE0000..=0xE0FFF
     )
+}
+
+/// Whether name key `key` has the form of a default name (`player` and 8 digits), which players
+/// may not choose.
+pub(crate) fn is_default(key: &str) -> bool {
+    key.strip_prefix("player")
+        .is_some_and(|digits| digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// A name for a player who has not chosen one: `Player` and 8 digits. `seed` picks the digits
@@ -112,7 +120,7 @@ mod tests {
         assert!(why("\u{3164}").contains("U+3164"), "Hangul filler");
         assert!(why("Ana\u{FE0F}").contains("U+FE0F"), "variation selector");
         assert!(why("A\u{E0041}").contains("U+E0041"), "tag character");
-        assert_eq!(why("a\u{7}b"), "name must not hold control characters");
+        assert_eq!(why("a\u{7}b"), "name must not hold control characters (U+0007)");
         assert!(why("A\u{E000}").contains("private-use"));
         assert!(why("A\u{2028}b").contains("U+2028"));
         assert!(why("").contains("1–24"));
@@ -132,6 +140,10 @@ mod tests {
     #[test]
     fn default_names_fit_and_are_valid() {
         assert_eq!(default_name(42), "Player00000042");
+        assert!(is_default(&key(&default_name(42))));
+        assert!(is_default(&key("ＰＬＡＹＥＲ１２３４５６７８")), "fullwidth folds to the same key");
+        assert!(!is_default(&key("Player1234567")) && !is_default(&key("Player123456789")));
+        assert!(!is_default(&key("Playerone")));
         assert_eq!(normalize(&default_name(u64::MAX)).unwrap(), default_name(u64::MAX));
     }
 }

@@ -218,6 +218,8 @@ fn hash_with(config: &UserConfig, password: &[u8], keep: usize) -> Result<String
 /// Whether `password` hashes to `stored` (a PHC string of argon2); false for a string that is
 /// not one.
 fn verify_with(stored: &str, password: &[u8], keep: usize) -> bool {
+    #[cfg(test)]
+    tests::VERIFIED.with(|verified| verified.set(verified.get() + 1));
     let Ok(phc) = PasswordHash::new(stored) else { return false };
     let (Ok(algorithm), Ok(params)) = (Algorithm::try_from(phc.algorithm.as_str()), Params::try_from(&phc))
     else {
@@ -252,7 +254,7 @@ pub(crate) async fn hash(ctx: &Ctx, password: String) -> Result<String, Failure>
 }
 
 /// Whether `password` matches `stored`, in the logins' queue. Without an account a hash made once
-/// is checked instead, so both take about the same time.
+/// is checked instead, so both take the same time (see [`check`]).
 ///
 /// # Errors
 /// `RATE_LIMITED` when the queue is full; `INTERNAL`.
@@ -264,26 +266,52 @@ pub(crate) async fn verify(ctx: &Ctx, password: String, stored: Option<String>) 
     let keep = gate.slots;
     let checked = ctx.blocking(move || {
         let _slot = slot;
-        let exists = stored.is_some();
-        let stored = match stored {
-            Some(stored) => stored,
-            None => match DUMMY.get() {
-                Some(dummy) => dummy.clone(),
-                None => {
-                    let dummy = hash_with(&config, b"not a password of anyone", keep)?;
-                    DUMMY.get_or_init(|| dummy).clone()
-                }
-            },
+        // Made by the node's first login, whichever account it names, so that no login pays for
+        // it alone and an unknown account never takes longer than a known one.
+        let dummy = match DUMMY.get() {
+            Some(dummy) => dummy,
+            None => {
+                let dummy = hash_with(&config, b"not a password of anyone", keep)?;
+                DUMMY.get_or_init(|| dummy)
+            }
         };
-        Ok::<_, String>(exists && verify_with(&stored, password.as_bytes(), keep))
+        Ok::<_, String>(check(stored.as_deref(), dummy, password.as_bytes(), keep))
     });
     checked.await?.map_err(|_| Code::INTERNAL.into())
+}
+
+/// Whether `password` matches `stored`; without an account, `dummy` is checked and the answer is
+/// no. One argon2 verification either way: the time does not say whether the account exists.
+fn check(stored: Option<&str>, dummy: &str, password: &[u8], keep: usize) -> bool {
+    let matched = verify_with(stored.unwrap_or(dummy), password, keep);
+    stored.is_some() && matched
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use argon2::PasswordVerifier as _;
+
+    thread_local! {
+        /// Argon2 verifications run on this thread.
+        pub(super) static VERIFIED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    #[test]
+    fn an_unknown_account_costs_one_verification_like_a_known_one() {
+        let config = cheap();
+        let (stored, dummy) =
+            (hash_with(&config, b"password1", 2).unwrap(), hash_with(&config, b"x", 2).unwrap());
+        let verifications = |stored: Option<&str>, password: &[u8]| {
+            let before = VERIFIED.with(std::cell::Cell::get);
+            let matched = check(stored, &dummy, password, 2);
+            (matched, VERIFIED.with(std::cell::Cell::get) - before)
+        };
+        assert_eq!(verifications(Some(&stored), b"password1"), (true, 1));
+        assert_eq!(verifications(Some(&stored), b"password2"), (false, 1));
+        assert_eq!(verifications(None, b"password1"), (false, 1), "the dummy is checked");
+        assert_eq!(verifications(None, b"x"), (false, 1), "and never lets anyone in");
+    }
 
     fn cheap() -> UserConfig {
         UserConfig { argon2_memory_kib: 64, argon2_iterations: 1, ..UserConfig::default() }
