@@ -466,3 +466,62 @@ async fn a_gateway_is_ready_only_with_a_worker_and_kicks_its_clients_on_sigterm(
     w1.signal("TERM");
     assert_eq!(w1.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+/// The connections between workers' RPC ports: (worker, the worker it dialled).
+fn worker_links(workers: &[&support::Node]) -> Vec<(String, String)> {
+    let port = |node: &support::Node| node.addr.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let mut links = Vec::new();
+    for from in workers {
+        for remote in support::established_remote_ports(from.child.id()) {
+            if let Some(to) = workers.iter().find(|to| to.name != from.name && port(to) == remote) {
+                links.push((from.name.clone(), to.name.clone()));
+            }
+        }
+    }
+    links.sort();
+    links.dedup();
+    links
+}
+
+/// Workers dial each other only for calls: four workers that call nothing hold no connection
+/// between them; `user.register` on the user module's worker grants the starter items through
+/// `pack.add_items` on the pack module's, which opens that one connection; it closes after
+/// `rpc.peer_idle_ms` without a call and opens again for the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_dial_each_other_only_for_calls_and_close_idle_connections() {
+    use mortar_pack::pack::{QueryReq, QueryResp};
+    use mortar_user::user::{LoginReq, LoginResp, RegisterReq, RegisterResp};
+    let dir = TempDir::new("on-demand");
+    let env = [("MORTAR_RPC__PEER_IDLE_MS", "1000"), ("MORTAR_MODULES__USER__ARGON2_MEMORY_KIB", "1024")];
+    let module = |names: &str| format!("[worker]\nmodules = [{names}]\n");
+    let w1 = worker(&dir, "worker-1", "127.0.0.1:0", &module(r#""user""#), &env);
+    let w2 = worker(&dir, "worker-2", "127.0.0.1:0", &module(r#""pack""#), &env);
+    let w3 = worker(&dir, "worker-3", "127.0.0.1:0", &module(r#""mail", "friend""#), &env);
+    let w4 = worker(&dir, "worker-4", "127.0.0.1:0", &module(r#""group", "echo""#), &env);
+    let gw = gateway(&dir, "gateway-1", &static_registry(&[&w1, &w2, &w3, &w4]), &[]);
+    wait_live(&gw, 4);
+    let workers = [&w1, &w2, &w3, &w4];
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(worker_links(&workers), [] as [(String, String); 0], "no call, no connection");
+
+    let mut client = Client::connect(&gw.addr).await.unwrap();
+    for round in 0..2 {
+        let account = format!("caller_{round}");
+        let (account, password) = (account.clone(), format!("{account}-password"));
+        let req = RegisterReq { account: account.clone(), password: password.clone() };
+        support::call::<_, RegisterResp>(&mut client, "user.register", req).await.unwrap();
+        support::call::<_, LoginResp>(&mut client, "user.login", LoginReq { account, password })
+            .await
+            .unwrap();
+        let pack: QueryResp = support::call(&mut client, "pack.query", QueryReq {}).await.unwrap();
+        assert!(!pack.items.is_empty(), "round {round}: the starter items came through worker-2");
+        let links = worker_links(&workers);
+        assert!(links.contains(&("worker-1".into(), "worker-2".into())), "round {round}: {links:?}");
+        // No call for peer_idle_ms: every connection between workers closes.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !worker_links(&workers).is_empty() {
+            assert!(Instant::now() < deadline, "still linked: {:?}", worker_links(&workers));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

@@ -8,7 +8,7 @@ use mortar_host::{
     NodeConfig,
     admin::Health,
     config::RpcConfig,
-    gateway::workers::WorkerPool,
+    gateway::workers::{Dialing, WorkerPool},
     node::worker::WorkerListeners,
     registry::{NodeEntry, NodeKind, Registry as _, memory::MemoryRegistry},
     rpc::{AgentMessage, handshake::Identity},
@@ -103,7 +103,13 @@ async fn the_pool_follows_the_registry() {
         secret: SECRET.into(),
         entry: entry("gateway-1", NodeKind::Gateway, "127.0.0.1:1".into()),
     };
-    let pool = WorkerPool::start(Arc::new(me), RpcConfig::default(), registry.clone(), Some(health.clone()));
+    let pool = WorkerPool::start(
+        Arc::new(me),
+        RpcConfig::default(),
+        registry.clone(),
+        Some(health.clone()),
+        Dialing::Always,
+    );
     assert!(!health.is_ready(), "no worker yet");
     let timeout = Duration::from_secs(5);
     let reply = pool.relay(whoami(1), timeout).await;
@@ -180,7 +186,7 @@ async fn a_dead_connection_leaves_the_choice_before_the_next_pick() {
         secret: SECRET.into(),
         entry: entry("gateway-1", NodeKind::Gateway, "127.0.0.1:1".into()),
     };
-    let pool = WorkerPool::start(Arc::new(me), RpcConfig::default(), registry.clone(), None);
+    let pool = WorkerPool::start(Arc::new(me), RpcConfig::default(), registry.clone(), None, Dialing::Always);
     registry.register(&entry("worker-1", NodeKind::Worker, fake_addr)).await.unwrap();
     registry.register(&entry("worker-2", NodeKind::Worker, real)).await.unwrap();
     until("both workers are live", || pool.live_count() == 2).await;
@@ -209,4 +215,52 @@ async fn a_dead_connection_leaves_the_choice_before_the_next_pick() {
     pool.close();
     let _ = stop.send(());
     worker.await.unwrap().unwrap();
+}
+
+/// A worker whose connection closes by itself, again and again: each new connection stays in the
+/// choice. (The close used to leave a stale "gone" word behind, which took the next connection
+/// down the moment it was up, and the worker was out for a backoff.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_connection_is_not_taken_down_by_the_last_ones_end() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let worker_entry =
+        NodeEntry { modules: vec!["testkit".into()], ..entry("worker-1", NodeKind::Worker, addr.clone()) };
+    let worker_me =
+        Arc::new(Identity { cluster: "mortar".into(), secret: SECRET.into(), entry: worker_entry });
+    let (connections, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = listener.accept().await.unwrap();
+            let (kinds, me) = ([NodeKind::Gateway], worker_me.clone());
+            let accepted =
+                mortar_host::rpc::handshake::accept(stream, peer, &kinds, &me, &RpcConfig::default()).await;
+            if let Some((_, frames)) = accepted {
+                let _ = connections.send(frames);
+            }
+        }
+    });
+    let registry = Arc::new(MemoryRegistry::default());
+    let me = Identity {
+        cluster: "mortar".into(),
+        secret: SECRET.into(),
+        entry: entry("gateway-1", NodeKind::Gateway, "127.0.0.1:1".into()),
+    };
+    let pool = WorkerPool::start(Arc::new(me), RpcConfig::default(), registry.clone(), None, Dialing::Always);
+    registry.register(&entry("worker-1", NodeKind::Worker, addr)).await.unwrap();
+    let mut connection = accepted.recv().await.unwrap();
+    for round in 0..12 {
+        until("the worker is live", || pool.live_count() == 1).await;
+        drop(connection); // the worker closes it
+        connection = tokio::time::timeout(Duration::from_secs(5), accepted.recv()).await.unwrap().unwrap();
+        until("the worker is live again", || pool.live_count() == 1).await;
+        // It stays: no stale word takes it out (the pool would dial again after its backoff).
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(pool.live_count(), 1, "round {round}");
+        assert!(
+            accepted.try_recv().is_err(),
+            "round {round}: the new connection was taken down and dialled again"
+        );
+    }
+    pool.close();
 }

@@ -410,3 +410,30 @@ pub async fn push_of(client: &mut mortar_cli::client::Client, route: &str) -> mo
         }
     }
 }
+
+/// The remote ports of process `pid`'s established TCP connections over IPv4 (its sockets, found
+/// through /proc/PID/fd, looked up in /proc/net/tcp).
+pub fn established_remote_ports(pid: u32) -> Vec<u16> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .filter_map(|target| {
+                    let target = target.to_string_lossy().into_owned();
+                    Some(target.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (remote, state, inode) = (fields.get(2)?, fields.get(3)?, fields.get(9)?);
+            let established = *state == "01";
+            let port = u16::from_str_radix(remote.rsplit(':').next()?, 16).ok()?;
+            (established && inodes.contains(*inode)).then_some(port)
+        })
+        .collect()
+}

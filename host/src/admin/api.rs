@@ -173,7 +173,7 @@ impl Api {
         if let Some(method) = held.and_then(|pool| mortar_pb::route_method(&pool, main, sub)) {
             return Some(method);
         }
-        let sets = self.inner.worker.cluster_descriptors(self.inner.timeout).await;
+        let sets = self.inner.worker.cluster_descriptors(main, self.inner.timeout).await;
         let pool = match mortar_pb::contract([&merge_descriptor_sets(&sets)[..]]) {
             Ok(pool) => pool,
             Err(error) => {

@@ -194,6 +194,10 @@ pub struct RpcConfig {
     /// Connections in their handshake at once (counted within `max_connections`); more are
     /// closed at once.
     pub max_handshakes: usize,
+    /// A worker dials another worker only when one of its modules calls a module there, and
+    /// closes that connection after this long without a call. (Gateways keep every worker
+    /// connected: every client request needs one.)
+    pub peer_idle_ms: u64,
 }
 
 impl Default for RpcConfig {
@@ -209,6 +213,7 @@ impl Default for RpcConfig {
             max_connections: 1_024,
             max_handshake_bytes: 64 << 10,
             max_handshakes: 64,
+            peer_idle_ms: 30_000,
         }
     }
 }
@@ -242,5 +247,10 @@ impl RpcConfig {
     /// [`RpcConfig::ping_timeout_ms`] as a duration.
     pub fn ping_timeout(&self) -> Duration {
         Duration::from_millis(self.ping_timeout_ms)
+    }
+
+    /// [`RpcConfig::peer_idle_ms`] as a duration.
+    pub fn peer_idle(&self) -> Duration {
+        Duration::from_millis(self.peer_idle_ms)
     }
 }

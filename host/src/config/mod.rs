@@ -264,6 +264,7 @@ impl NodeConfig {
         within("rpc.max_connections", rpc.max_connections, 1, 100_000)?;
         within("rpc.max_handshake_bytes", rpc.max_handshake_bytes, 4096, 16 << 20)?;
         within("rpc.max_handshakes", rpc.max_handshakes, 1, rpc.max_connections)?;
+        within("rpc.peer_idle_ms", rpc.peer_idle_ms, 100, 24 * HOUR_MS)?;
 
         let url = self.storage.url.as_str();
         let mongo = url.starts_with("mongodb://") || url.starts_with("mongodb+srv://");

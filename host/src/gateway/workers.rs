@@ -2,8 +2,8 @@
 //! among them, and the choice of a worker for each request. A worker keeps one pool of the other
 //! workers too, for calls to modules it does not serve (`Ctx::call`).
 //!
-//! The pool follows the registry. For each worker listed it runs a peer task that, until the
-//! worker leaves the registry or the pool closes:
+//! The pool follows the registry. A gateway's pool ([`Dialing::Always`]) runs a peer task for
+//! each worker listed that, until the worker leaves the registry or the pool closes:
 //! 1. dials the worker and takes its handshake (the worker's entry says what it serves);
 //! 2. puts it in the live view, where requests find it;
 //! 3. pings it every `rpc.ping_interval_ms`, and takes it out of the view when the connection
@@ -11,6 +11,14 @@
 //!    or draining ([`WorkerPool::relay`] marks it down at once);
 //! 4. waits (backoff from `rpc.backoff_min_ms`, doubling to `rpc.backoff_max_ms`, with jitter)
 //!    and dials again.
+//!
+//! A worker's pool of the other workers ([`Dialing::OnDemand`]) dials none of them until a call
+//! needs one: a call to module `m` starts a peer task for each worker that serves `m` (or may: one
+//! whose modules are not known yet) and has no connection, and waits for the first to be live.
+//! Such a task does steps 1–3 once and ends when the connection has carried no call for
+//! `rpc.peer_idle_ms`, or went down; a worker whose dial failed is not dialled again before its
+//! backoff has passed (calls for its modules answer `UNAVAILABLE` meanwhile). So workers whose
+//! modules never call each other hold no connection between them.
 //!
 //! Taking a worker out of the view never cuts requests already sent to it: they finish, or get
 //! `TIMEOUT` at their deadline, or `UNAVAILABLE` when its connection closes.
@@ -31,7 +39,10 @@ use bytes::Bytes;
 use mortar::Code;
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError, RwLock},
+    sync::{
+        Arc, Mutex, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 use tarpc::client::RpcError;
@@ -46,6 +57,17 @@ pub struct WorkerPool {
     inner: Arc<Inner>,
 }
 
+/// When a pool connects to the workers it knows (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialing {
+    /// To every worker listed, at once, and again whenever a connection is lost: a gateway's
+    /// pool, since every client request needs a worker.
+    Always,
+    /// To a worker only when a call needs it, closing the connection after `rpc.peer_idle_ms`
+    /// without a call: a worker's pool of the other workers.
+    OnDemand,
+}
+
 struct Inner {
     me: Arc<Identity>,
     config: RpcConfig,
@@ -54,10 +76,16 @@ struct Inner {
     /// The gateway's readiness, and that it reports `mortar_gateway_workers_live`; none for a
     /// worker's pool of the other workers.
     health: Option<Health>,
+    dialing: Dialing,
     /// What requests choose from; replaced whole on every change, read per request.
     view: RwLock<Arc<Vec<Live>>>,
+    /// Wakes the calls waiting for a connection (on demand) whenever the view changes or a dial
+    /// ends.
+    changed: Notify,
     peers: Mutex<HashMap<String, Peer>>,
     follower: Mutex<Option<JoinHandle<()>>>,
+    /// The base of [`Live::used`].
+    born: Instant,
 }
 
 /// A worker the pool connects to.
@@ -65,11 +93,46 @@ struct Peer {
     entry: NodeEntry,
     /// The modules it served when last connected (its handshake); none before it ever was.
     served: Option<Arc<[String]>>,
-    task: JoinHandle<()>,
+    /// Its peer task: always one with [`Dialing::Always`]; on demand, one while a connection is
+    /// being made or is up.
+    task: Option<JoinHandle<()>>,
+    /// On demand: dials that failed in a row, and when it may be dialled again after the last.
+    failures: u32,
+    retry_at: Option<Instant>,
     /// Wakes the peer task when a request found the worker gone.
-    down: Arc<Notify>,
+    down: Arc<Down>,
     /// The connection now in the view, by generation.
     generation: Option<u64>,
+}
+
+/// A request's word to a peer task that the connection it used is gone or draining.
+///
+/// It carries the connection's generation: a word about an earlier connection (left as a permit
+/// when it came while the task was not listening, e.g. as that connection closed by itself) must
+/// not take down the next one the moment it is up.
+#[derive(Default)]
+struct Down {
+    generation: AtomicU64,
+    notify: Notify,
+}
+
+impl Down {
+    /// Says that connection `generation` is gone.
+    fn signal(&self, generation: u64) {
+        self.generation.store(generation, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Completes once connection `generation` was said to be gone.
+    async fn of(&self, generation: u64) {
+        loop {
+            let notified = self.notify.notified();
+            if self.generation.load(Ordering::Acquire) == generation {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// What a worker did with a message the pool sent.
@@ -99,6 +162,20 @@ struct Live {
     client: WorkerRpcClient,
     generation: u64,
     latency: metrics::Histogram,
+    /// When a call last went to it, in ms since the pool was made (the idle close of an
+    /// on-demand connection reads it).
+    used: Arc<AtomicU64>,
+}
+
+impl Peer {
+    /// Whether it serves module `main`, or may: it never connected and its registry entry does
+    /// not say what it serves.
+    fn may_serve(&self, main: &str) -> bool {
+        match &self.served {
+            Some(served) => served.iter().any(|module| module == main),
+            None => self.entry.modules.is_empty() || self.entry.serves(main),
+        }
+    }
 }
 
 impl Live {
@@ -112,14 +189,15 @@ impl Live {
 }
 
 impl WorkerPool {
-    /// A pool for node `me`, following `registry` from now on. A gateway's `health` is kept not
-    /// ready while no worker is connected; a worker, whose pool only carries calls to modules it
-    /// does not serve, passes none.
+    /// A pool for node `me`, following `registry` from now on, connecting as `dialing` says. A
+    /// gateway's `health` is kept not ready while no worker is connected; a worker, whose pool
+    /// only carries calls to modules it does not serve, passes none.
     pub fn start(
         me: Arc<Identity>,
         config: RpcConfig,
         registry: Arc<dyn Registry>,
         health: Option<Health>,
+        dialing: Dialing,
     ) -> Self {
         if let Some(health) = &health {
             health.set_peers_ok(false);
@@ -129,9 +207,12 @@ impl WorkerPool {
             config,
             registry: registry.clone(),
             health,
+            dialing,
             view: RwLock::default(),
+            changed: Notify::new(),
             peers: Mutex::default(),
             follower: Mutex::default(),
+            born: Instant::now(),
         });
         let pool = Self { inner };
         let mut watcher = registry.watch();
@@ -158,7 +239,7 @@ impl WorkerPool {
             follower.abort();
         }
         let peers = std::mem::take(&mut *self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner));
-        peers.into_values().for_each(|peer| peer.task.abort());
+        peers.into_values().filter_map(|peer| peer.task).for_each(|task| task.abort());
         self.rebuild();
     }
 
@@ -219,6 +300,7 @@ impl WorkerPool {
     /// `UNAVAILABLE`: none of those is live, or the connection failed; `TIMEOUT`: the deadline
     /// passed.
     pub async fn call(&self, call: InternalCall, deadline: Instant) -> Reply {
+        self.connect_for(&call.main, deadline).await;
         let key = call.user.unwrap_or(call.session);
         let trace_id = call.trace_id;
         let main: fn(&InternalCall) -> &str = |call| call.main.as_str();
@@ -232,7 +314,7 @@ impl WorkerPool {
             .await;
         sent.unwrap_or_else(|call| {
             let registered = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner);
-            match registered.values().any(|peer| peer.entry.serves(&call.main)) {
+            match registered.values().any(|peer| peer.may_serve(&call.main)) {
                 true => Reply::code(Code::UNAVAILABLE),
                 false => Reply::code(Code::NO_ROUTE),
             }
@@ -249,12 +331,8 @@ impl WorkerPool {
             return Reply::because(Code::UNAVAILABLE, "no worker is up; retry later");
         }
         let peers = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner);
-        let may_serve = |peer: &Peer| match &peer.served {
-            Some(served) => served.iter().any(|module| module == main),
-            None => peer.entry.modules.is_empty() || peer.entry.serves(main),
-        };
         let live_serves = view.iter().any(|live| live.modules.iter().any(|module| module == main));
-        if live_serves || peers.values().any(may_serve) {
+        if live_serves || peers.values().any(|peer| peer.may_serve(main)) {
             let reason = format!("no live worker serves module {main:?} now; retry later");
             return Reply::because(Code::UNAVAILABLE, reason);
         }
@@ -331,6 +409,9 @@ impl WorkerPool {
             cx.deadline = deadline;
             cx.trace_context.trace_id = trace_id.into();
             let started = Instant::now();
+            if self.inner.dialing == Dialing::OnDemand {
+                worker.used.store(self.since_born(started), Ordering::Relaxed);
+            }
             let result = send(worker.client.clone(), cx, msg).await;
             worker.latency.record(started.elapsed());
             match result {
@@ -374,6 +455,71 @@ impl WorkerPool {
         if sets.is_empty() { Err(Code::UNAVAILABLE) } else { Ok(sets) }
     }
 
+    /// On demand: starts connections to the workers that serve (or may serve) module `main` and
+    /// have none, and waits until one of them is live, they all failed, or `deadline`. At once
+    /// with [`Dialing::Always`].
+    pub async fn connect_for(&self, main: &str, deadline: Instant) {
+        if self.inner.dialing == Dialing::Always {
+            return;
+        }
+        loop {
+            let changed = self.inner.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let dialing = self.dial_for(main);
+            if !dialing || self.view().iter().any(|live| live.modules.iter().any(|m| m == main)) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline.into(), changed).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Starts a peer task for each worker that may serve `main`, has none, and is not waiting
+    /// out its backoff; whether any such worker is being dialled or connected now.
+    fn dial_for(&self, main: &str) -> bool {
+        let now = Instant::now();
+        let mut peers = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut dialing = false;
+        for peer in peers.values_mut().filter(|peer| peer.may_serve(main)) {
+            if peer.task.is_some() {
+                dialing = true;
+            } else if peer.retry_at.is_none_or(|at| at <= now) {
+                peer.task = Some(tokio::spawn(self.clone().run_peer(peer.entry.clone(), peer.down.clone())));
+                dialing = true;
+            }
+        }
+        dialing
+    }
+
+    /// An on-demand peer task's end: forgets the task (if the peer still has this one) and, when
+    /// its dial failed, when it may be dialled again; wakes the calls waiting.
+    fn ended(&self, id: &str, dial_failed: bool) {
+        {
+            let mut peers = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(peer) = peers.get_mut(id)
+                && peer.task.as_ref().map(JoinHandle::id) == tokio::task::try_id()
+            {
+                peer.task = None;
+                if dial_failed {
+                    let config = &self.inner.config;
+                    let backoff = config.backoff_min().saturating_mul(1 << peer.failures.min(16));
+                    peer.failures += 1;
+                    peer.retry_at = Some(Instant::now() + backoff.min(config.backoff_max()));
+                } else {
+                    (peer.failures, peer.retry_at) = (0, None);
+                }
+            }
+        }
+        self.inner.changed.notify_waiters();
+    }
+
+    /// `at` in ms since the pool was made.
+    fn since_born(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.inner.born).as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn view(&self) -> Arc<Vec<Live>> {
         self.inner.view.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
@@ -403,7 +549,7 @@ impl WorkerPool {
             match peers.get_mut(id) {
                 Some(peer) if peer.generation == Some(generation) => {
                     peer.generation = None;
-                    peer.down.notify_one();
+                    peer.down.signal(generation);
                 }
                 _ => return false,
             }
@@ -419,31 +565,69 @@ impl WorkerPool {
                     return;
                 }
                 let mut peers = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner);
-                if peers.get(&entry.id).is_some_and(|peer| peer.entry.addr == entry.addr) {
-                    return; // same worker, same address: what it serves comes from its handshake
-                }
-                let down = Arc::new(Notify::new());
-                let task = tokio::spawn(self.clone().run_peer(entry.clone(), down.clone()));
-                if let Some(old) =
-                    peers.insert(entry.id.clone(), Peer { entry, served: None, task, down, generation: None })
+                if let Some(peer) = peers.get_mut(&entry.id)
+                    && peer.entry.addr == entry.addr
                 {
-                    old.task.abort();
+                    // Same worker, same address: its connection stays (what it serves comes from
+                    // its handshake); a richer entry tells on-demand dialling what it may serve.
+                    peer.entry = entry;
+                    return;
+                }
+                let down = Arc::new(Down::default());
+                let task = match self.inner.dialing {
+                    Dialing::Always => Some(tokio::spawn(self.clone().run_peer(entry.clone(), down.clone()))),
+                    Dialing::OnDemand => {
+                        if entry.store.is_empty() {
+                            // Known second-hand (a static list, a gateway's hello): shake hands
+                            // once so both learn what the other serves and where it keeps its
+                            // documents, which the start-time check against split stores needs.
+                            tokio::spawn(self.clone().meet(entry.clone()));
+                        }
+                        None
+                    }
+                };
+                let peer =
+                    Peer { entry, served: None, task, failures: 0, retry_at: None, down, generation: None };
+                if let Some(task) = peers.insert(peer.entry.id.clone(), peer).and_then(|old| old.task) {
+                    task.abort();
                 }
             }
             Change::Removed(id) => {
                 let removed = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
                 if let Some(peer) = removed {
                     tracing::info!(peer = %id, "worker left the registry");
-                    peer.task.abort();
+                    if let Some(task) = peer.task {
+                        task.abort();
+                    }
                 }
             }
         }
         self.rebuild();
     }
 
-    /// One worker's connection, again and again (see the module docs).
-    async fn run_peer(self, entry: NodeEntry, down: Arc<Notify>) {
+    /// On demand: dials worker `entry` for its handshake only (learning its own entry, and it
+    /// this node's), then closes the connection; tries three times, with backoff.
+    async fn meet(self, entry: NodeEntry) {
         let config = &self.inner.config;
+        let mut backoff = config.backoff_min();
+        for _ in 0..3 {
+            let known = self.inner.registry.snapshot().into_values().collect();
+            match handshake::dial(&entry.addr, &entry.id, &self.inner.me, known, config).await {
+                Ok((worker, _frames)) => {
+                    tracing::debug!(peer = %entry.id, "met worker: handshake only");
+                    return self.inner.registry.learn(worker, true);
+                }
+                Err(error) => tracing::debug!(peer = %entry.id, %error, "cannot meet worker yet"),
+            }
+            tokio::time::sleep(crate::jitter::jitter(backoff, 0.25)).await;
+            backoff = (backoff * 2).min(config.backoff_max());
+        }
+    }
+
+    /// One worker's connection, again and again; on demand, once (see the module docs).
+    async fn run_peer(self, entry: NodeEntry, down: Arc<Down>) {
+        let config = &self.inner.config;
+        let on_demand = self.inner.dialing == Dialing::OnDemand;
         let mut backoff = config.backoff_min();
         let mut failing = false;
         let mut generation = 0u64;
@@ -473,7 +657,12 @@ impl WorkerPool {
                         }
                     });
                     let client = new.client;
-                    tracing::info!(peer = %entry.id, addr = %entry.addr, modules = ?worker.modules, "worker up");
+                    if on_demand {
+                        tracing::debug!(peer = %entry.id, addr = %entry.addr, modules = ?worker.modules, "worker connected for a call");
+                    } else {
+                        tracing::info!(peer = %entry.id, addr = %entry.addr, modules = ?worker.modules, "worker up");
+                    }
+                    let used = Arc::new(AtomicU64::new(self.since_born(Instant::now())));
                     self.set_live(
                         &entry.id,
                         generation,
@@ -491,15 +680,24 @@ impl WorkerPool {
                             client: client.clone(),
                             generation,
                             latency: metrics::histogram!(m::RPC_DURATION, "peer" => entry.id.clone()),
+                            used: used.clone(),
                         },
                     );
                     let reason = tokio::select! {
                         _ = &mut dispatch => "connection closed",
                         reason = ping(&client, config) => reason,
-                        () = down.notified() => "a request found it gone or draining",
+                        () = down.of(generation) => "a request found it gone or draining",
+                        () = self.idle(&used), if on_demand => "idle",
                     };
                     self.clear_live(&entry.id, generation);
-                    tracing::warn!(peer = %entry.id, reason, "worker down");
+                    if reason == "idle" {
+                        tracing::debug!(peer = %entry.id, idle_ms = config.peer_idle_ms, "no call for a while: connection closed");
+                    } else {
+                        tracing::warn!(peer = %entry.id, reason, "worker down");
+                    }
+                    if on_demand {
+                        return self.ended(&entry.id, false);
+                    }
                 }
                 Err(error @ handshake::DialError::Refused { .. }) => {
                     failing = true;
@@ -511,9 +709,26 @@ impl WorkerPool {
                 }
                 Err(error) => tracing::debug!(peer = %entry.id, %error, "cannot reach worker"),
             }
+            if on_demand {
+                return self.ended(&entry.id, true);
+            }
             // Up to a quarter more, so gateways that lost one worker do not redial in step.
             tokio::time::sleep(crate::jitter::jitter(backoff, 0.25)).await;
             backoff = (backoff * 2).min(config.backoff_max());
+        }
+    }
+
+    /// Completes once the connection whose last call is in `used` has carried none for
+    /// `rpc.peer_idle_ms`.
+    async fn idle(&self, used: &AtomicU64) {
+        let idle = self.inner.config.peer_idle();
+        loop {
+            let last = self.inner.born + Duration::from_millis(used.load(Ordering::Relaxed));
+            let until = last + idle;
+            if Instant::now() >= until {
+                return;
+            }
+            tokio::time::sleep_until(until.into()).await;
         }
     }
 
@@ -559,6 +774,7 @@ impl WorkerPool {
             health.set_peers_ok(!next.is_empty());
         }
         *view = Arc::new(next);
+        self.inner.changed.notify_waiters();
     }
 }
 

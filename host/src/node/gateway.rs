@@ -15,7 +15,11 @@ use super::{AdminTask, NodeError, identity};
 use crate::{
     admin::Health,
     config::NodeConfig,
-    gateway::{self, Gateway, relay::Relay, workers::WorkerPool},
+    gateway::{
+        self, Gateway,
+        relay::Relay,
+        workers::{Dialing, WorkerPool},
+    },
     registry::{self, NodeKind, keeper::Keeper},
     rpc::{codec, handshake::Hello, listener},
 };
@@ -55,7 +59,13 @@ pub async fn run(
     }
     let admin = AdminTask::spawn(listeners.admin, &health, &config.admin, None);
 
-    let pool = WorkerPool::start(me.clone(), config.rpc.clone(), registry.clone(), Some(health.clone()));
+    let pool = WorkerPool::start(
+        me.clone(),
+        config.rpc.clone(),
+        registry.clone(),
+        Some(health.clone()),
+        Dialing::Always,
+    );
     let relay = Relay::cluster(pool.clone(), config.gateway.request_timeout());
     let gateway = if config.session.url == "memory" {
         // The gateways are the session directory: this one keeps its own players.

@@ -25,7 +25,7 @@ use super::{AdminTask, NodeError, identity};
 use crate::{
     admin::Health,
     config::NodeConfig,
-    gateway::workers::WorkerPool,
+    gateway::workers::{Dialing, WorkerPool},
     registry::{self, Change, NodeEntry, NodeKind, Registry, keeper::Keeper},
     rpc::{codec, handshake::Hello, listener},
     worker::{
@@ -89,7 +89,8 @@ pub async fn run(
         Some(store) => Arc::new(StorePlayers { store, gateways: Arc::new(gateways.clone()) }),
     };
     // Its readiness does not depend on other workers.
-    let workers = WorkerPool::start(me.clone(), config.rpc.clone(), registry.clone(), None);
+    let workers =
+        WorkerPool::start(me.clone(), config.rpc.clone(), registry.clone(), None, Dialing::OnDemand);
     backends.workers = Some(workers.clone());
     let health = Health::with_store(backends.store_writable.clone());
     let worker = Worker::new(config.node.id.clone(), routes, backends);

@@ -51,10 +51,12 @@ impl Worker {
     }
 
     /// The protos of this worker's routes and, in a cluster, of the other workers' (those that
-    /// answer within `timeout`), as encoded `FileDescriptorSet`s.
-    pub async fn cluster_descriptors(&self, timeout: std::time::Duration) -> Vec<Bytes> {
+    /// answer within `timeout`, connected first to those serving module `main`), as encoded
+    /// `FileDescriptorSet`s.
+    pub async fn cluster_descriptors(&self, main: &str, timeout: std::time::Duration) -> Vec<Bytes> {
         let mut sets = vec![self.core.routes.descriptors()];
         if let Some(workers) = &self.core.workers {
+            workers.connect_for(main, Instant::now() + timeout).await;
             sets.extend(workers.descriptors(timeout).await.unwrap_or_default());
         }
         sets
