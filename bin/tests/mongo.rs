@@ -138,7 +138,13 @@ async fn display_names_are_unique_case_insensitively_on_mongodb() {
     let (mut bob, bob_again) = login("bob").await;
     assert_eq!(ana_again.name, format!("Player{:08}", ana_again.user_id % 100_000_000));
     assert_eq!(bob_again.name, format!("Player{:08}", bob_again.user_id % 100_000_000));
-    let clash =
-        support::call::<_, RenameResp>(&mut bob, "user.rename", rename(&ana_again.name.to_lowercase())).await;
+    // Ana's new default name has its key in the unique index; Bob cannot take hers.
+    let holder =
+        store.find_one("name_key", &ana_again.name.to_lowercase()).await.unwrap().map(|found| found.id);
+    assert_eq!(holder, Some(ana_again.user_id));
+    let renamed: RenameResp = support::call(&mut bob, "user.rename", rename("Ana")).await.unwrap();
+    assert_eq!(renamed.name, "Ana");
+    let (mut ana, _) = login("ana").await;
+    let clash = support::call::<_, RenameResp>(&mut ana, "user.rename", rename("ANA")).await;
     assert_eq!(clash.err(), Some(mortar_pb::ErrorCode::AlreadyExists as i32));
 }

@@ -185,8 +185,12 @@ async fn display_names_are_normalized_visible_and_unique_case_insensitively() {
     login(&mut bob, "bob", "password1").await.unwrap();
     let rename = |name: &str| RenameReq { name: name.into() };
     let taken = (ErrorCode::AlreadyExists as i32, "name is taken by another player".to_owned());
-    // Nobody takes another's default name, in any case.
-    assert_eq!(refusal(&mut bob, "user.rename", rename(&ana_default.to_uppercase())).await, taken);
+    // Nobody takes another's default name, in any case: the form is kept for new players.
+    let reserved = "names of the form Player and 8 digits are given to new players; choose another";
+    assert_eq!(
+        refusal(&mut bob, "user.rename", rename(&ana_default.to_uppercase())).await,
+        (ErrorCode::BadRequest as i32, reserved.to_owned())
+    );
     let renamed: RenameResp = call(&mut ana, "user.rename", rename("Ana")).await.unwrap();
     assert_eq!(renamed.name, "Ana");
     // Another case, fullwidth letters, padding: the same name, taken.
@@ -261,8 +265,13 @@ async fn accounts_named_before_names_had_keys_get_one_at_their_next_login() {
     assert_eq!(cy.name, "Cy");
     let taken = (ErrorCode::AlreadyExists as i32, "name is taken by another player".to_owned());
     assert_eq!(refusal(&mut dee, "user.rename", RenameReq { name: "cy".into() }).await, taken);
-    assert_eq!(refusal(&mut dee, "user.rename", RenameReq { name: ana.name.clone() }).await, taken);
     node.stop().await.unwrap();
+    // Ana's new default name has its key in the unique index.
+    let config = mortar_host::config::StorageConfig { path: data.clone(), ..Default::default() };
+    let store =
+        mortar::store::Store::<mortar_user::Account>::new(mortar_host::storage::open(&config).await.unwrap());
+    let holder = store.find_one("name_key", &ana.name.to_lowercase()).await.unwrap().map(|found| found.id);
+    assert_eq!(holder, Some(ana.user_id));
     let _ = std::fs::remove_dir_all(&data);
 }
 

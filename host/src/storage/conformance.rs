@@ -64,8 +64,10 @@ async fn reads_and_inserts(store: &Store<Player>) {
     assert_eq!(taken, Err(StoreError::AlreadyExists { index: Some("name".into()) }));
     assert_eq!(taken.unwrap_err().code(), Code::ALREADY_EXISTS);
     assert_eq!(store.try_get(2).await, Ok(None), "a refused insert writes nothing");
-    // Ids above what every backend stores are refused before they reach it.
-    assert!(matches!(store.get(u64::MAX).await, Err(StoreError::Internal(_))));
+    // Ids above what every backend stores name no document, and are never written.
+    assert_eq!(store.get(u64::MAX).await, Err(StoreError::NotFound));
+    assert_eq!(store.delete(u64::MAX).await, Ok(false));
+    assert!(matches!(store.insert(u64::MAX, player("max", 1)).await, Err(StoreError::Internal(_))));
 }
 
 async fn compare_and_set(store: &Store<Player>) {
