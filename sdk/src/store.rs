@@ -17,11 +17,24 @@
 //!
 //! (or by hand: `impl Document for Account { const COLLECTION … ; const INDEXES … }`).
 //!
+//! An index names a Rust field and is on the name serde stores it under:
+//!
+//! ```
+//! # use serde::{Deserialize, Serialize};
+//! # use mortar::store::{Document as _, Index};
+//! #[derive(Serialize, Deserialize, Default, mortar::Document)]
+//! #[serde(rename_all = "camelCase")]
+//! #[document(collection = "guild", index(unique = "guild_name"), index(lookup = "leader"))]
+//! struct Guild { guild_name: String, #[serde(rename = "chief")] leader: u64 }
+//!
+//! assert_eq!(Guild::INDEXES, [Index::unique("guildName"), Index::lookup("chief")]);
+//! ```
+//!
 //! Every document has a `u64` id (at most `i64::MAX`, which every backend can store) and a
 //! version that each write raises by one. A write names the version it read ([`Store::save`]):
 //! when another write came first it is refused with `CONFLICT`, so no update is ever lost
-//! silently. [`Store::update`] does the read-modify-write loop for you, retrying a bounded number
-//! of times. There are no transactions across documents: make multi-document changes idempotent
+//! silently. [`Store::update`] does the read-modify-write loop for you, retrying for up to
+//! [`UPDATE_PATIENCE`]. There are no transactions across documents: make multi-document changes idempotent
 //! (e.g. grants keyed by an id, see docs/storage.md).
 //!
 //! Layout: [`Document`] and [`Index`] (the declaration), [`Store`] (the typed handle),

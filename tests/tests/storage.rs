@@ -57,3 +57,30 @@ async fn a_module_counts_in_its_cache() {
     }
     assert_eq!(hits, ["1", "2", "3"]);
 }
+
+/// A unique index on a field serde renames holds on the stored name: the second document with
+/// the same value is refused (the index used to name the Rust field, which no stored document
+/// has, so it was never enforced).
+#[tokio::test]
+async fn a_unique_index_on_a_renamed_field_is_enforced() {
+    use mortar::store::{Store, StoreError};
+    #[derive(Default, serde::Serialize, serde::Deserialize, mortar::Document)]
+    #[serde(rename_all = "camelCase")]
+    #[document(collection = "renamed_fields", index(unique = "display_name"), index(unique = "tag"))]
+    struct Renamed {
+        display_name: String,
+        #[serde(rename = "t")]
+        tag: String,
+    }
+    let dir = temp_dir("renamed-index");
+    let backend = mortar_host::storage::embedded::EmbeddedStore::open(&dir).unwrap();
+    let store = Store::<Renamed>::new(std::sync::Arc::new(backend));
+    let doc = |name: &str, tag: &str| Renamed { display_name: name.into(), tag: tag.into() };
+    store.insert(1, doc("ana", "a")).await.unwrap();
+    let name_taken = store.insert(2, doc("ana", "b")).await.err();
+    assert!(matches!(name_taken, Some(StoreError::AlreadyExists { .. })), "{name_taken:?}");
+    let tag_taken = store.insert(3, doc("bo", "a")).await.err();
+    assert!(matches!(tag_taken, Some(StoreError::AlreadyExists { .. })), "{tag_taken:?}");
+    store.insert(4, doc("bo", "b")).await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

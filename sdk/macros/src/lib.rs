@@ -181,7 +181,8 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 ///
 /// `collection` is required (lower-case letters, digits and `_`, starting with a letter); each
-/// `index` names a field of the struct, `unique` or `lookup`. A non-generic type is also
+/// `index` names a field of the struct, `unique` or `lookup`; the index is on the name serde stores
+/// the field under (its `#[serde(rename = "…")]`, or the struct's `rename_all`). A non-generic type is also
 /// registered (`mortar::store::declared`), so backends prepare its collection when a node starts.
 #[proc_macro_derive(Document, attributes(document))]
 pub fn derive_document(item: TokenStream) -> TokenStream {
@@ -196,8 +197,23 @@ fn document(input: &syn::DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     let syn::Data::Struct(data) = &input.data else {
         return Err(syn::Error::new_spanned(&input.ident, "a Document is a struct with named fields"));
     };
-    let fields: Vec<String> =
-        data.fields.iter().filter_map(|field| field.ident.as_ref().map(ToString::to_string)).collect();
+    let rename_all = serde_rename(&input.attrs, "rename_all")?;
+    // Each field's Rust name and the name serde stores it under, which the store indexes.
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for field in &data.fields {
+        let Some(ident) = &field.ident else { continue };
+        let rust = ident.to_string().trim_start_matches("r#").to_owned();
+        let stored = match serde_rename(&field.attrs, "rename")? {
+            Some(renamed) => renamed,
+            None => match &rename_all {
+                Some(rule) => apply_rename_all(rule, &rust).ok_or_else(|| {
+                    syn::Error::new_spanned(&input.ident, format!("unknown serde rename_all rule {rule:?}"))
+                })?,
+                None => rust.clone(),
+            },
+        };
+        fields.push((rust, stored));
+    }
     let mut collection: Option<LitStr> = None;
     let mut indexes = Vec::new();
     for attr in input.attrs.iter().filter(|attr| attr.path().is_ident("document")) {
@@ -215,13 +231,13 @@ fn document(input: &syn::DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
                         return Err(index.error("expected `unique = \"field\"` or `lookup = \"field\"`"));
                     };
                     let field: LitStr = index.value()?.parse()?;
-                    if !fields.contains(&field.value()) {
+                    let Some((_, stored)) = fields.iter().find(|(rust, _)| *rust == field.value()) else {
                         return Err(syn::Error::new(
                             field.span(),
                             format!("`{}` is not a field of this struct", field.value()),
                         ));
-                    }
-                    indexes.push((unique, field));
+                    };
+                    indexes.push((unique, LitStr::new(stored, field.span())));
                     Ok(())
                 })
             } else {
@@ -268,5 +284,73 @@ fn document(input: &syn::DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
             const INDEXES: &'static [::mortar::store::Index] = &[#(#indexes),*];
         }
         #register
+    })
+}
+
+/// The string of `#[serde(KEY = "…")]` among `attrs` (`rename`, `rename_all`), also in its
+/// `KEY(serialize = "…")` form; other serde attributes are left to serde.
+fn serde_rename(attrs: &[syn::Attribute], key: &str) -> syn::Result<Option<String>> {
+    let mut found = None;
+    for attr in attrs.iter().filter(|attr| attr.path().is_ident("serde")) {
+        attr.parse_nested_meta(|meta| {
+            if !meta.path.is_ident(key) {
+                // Skip whatever this is: `default`, `skip`, `with = "…"`, `bound(…)`, ….
+                if meta.input.peek(syn::Token![=]) {
+                    let _: syn::Expr = meta.value()?.parse()?;
+                } else if meta.input.peek(syn::token::Paren) {
+                    let _ = meta.parse_nested_meta(|inner| {
+                        if inner.input.peek(syn::Token![=]) {
+                            let _: syn::Expr = inner.value()?.parse()?;
+                        }
+                        Ok(())
+                    });
+                }
+                return Ok(());
+            }
+            if meta.input.peek(syn::Token![=]) {
+                let name: LitStr = meta.value()?.parse()?;
+                found = Some(name.value());
+            } else {
+                meta.parse_nested_meta(|inner| {
+                    let name: LitStr = inner.value()?.parse()?;
+                    if inner.path.is_ident("serialize") {
+                        found = Some(name.value());
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(found)
+}
+
+/// A snake_case field name under serde's `rename_all` rule `rule`; `None` for an unknown rule.
+fn apply_rename_all(rule: &str, field: &str) -> Option<String> {
+    let pascal = || -> String {
+        field
+            .split('_')
+            .map(|word| {
+                let mut chars = word.chars();
+                chars
+                    .next()
+                    .map_or_else(String::new, |first| first.to_ascii_uppercase().to_string() + chars.as_str())
+            })
+            .collect()
+    };
+    Some(match rule {
+        "lowercase" | "snake_case" => field.to_owned(),
+        "UPPERCASE" | "SCREAMING_SNAKE_CASE" => field.to_ascii_uppercase(),
+        "PascalCase" => pascal(),
+        "camelCase" => {
+            let pascal = pascal();
+            let mut chars = pascal.chars();
+            chars
+                .next()
+                .map_or_else(String::new, |first| first.to_ascii_lowercase().to_string() + chars.as_str())
+        }
+        "kebab-case" => field.replace('_', "-"),
+        "SCREAMING-KEBAB-CASE" => field.replace('_', "-").to_ascii_uppercase(),
+        _ => return None,
     })
 }
