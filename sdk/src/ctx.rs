@@ -6,7 +6,7 @@ use crate::{
     store::{Document, Store, StoreBackend},
 };
 use bytes::Bytes;
-use prost::Message;
+use prost::{Message, Name};
 use std::{
     fmt,
     future::Future,
@@ -94,13 +94,27 @@ pub trait Host: Send + Sync + 'static {
     /// where `user` is, and a session of `user` elsewhere is kicked with `LOGGED_IN_ELSEWHERE`.
     fn bind_user(&self, from: &Ctx, user: u64) -> BoxFuture<Result<(), Code>>;
 
-    /// Pushes `route` with the encoded `body` to each of `users` that is online, one batch per
-    /// gateway.
-    fn push(&self, from: &Ctx, users: Vec<u64>, route: &str, body: Bytes) -> BoxFuture<Result<Pushed, Code>>;
+    /// Pushes `route` with `body`, an encoded `message` (its full proto name), to each of `users`
+    /// that is online, one batch per gateway. `BAD_REQUEST` when no loaded proto declares `route`
+    /// as a push (a server-streaming rpc) of that message.
+    fn push(
+        &self,
+        from: &Ctx,
+        users: Vec<u64>,
+        route: &str,
+        message: &str,
+        body: Bytes,
+    ) -> BoxFuture<Result<Pushed, Code>>;
 
-    /// Pushes `route` with the encoded `body` to the session of `from`, logged in or not; false
-    /// when the session has ended.
-    fn push_session(&self, from: &Ctx, route: &str, body: Bytes) -> BoxFuture<Result<bool, Code>>;
+    /// Pushes `route` with `body`, an encoded `message`, to the session of `from`, logged in or
+    /// not; false when the session has ended. `BAD_REQUEST` as for [`Host::push`].
+    fn push_session(
+        &self,
+        from: &Ctx,
+        route: &str,
+        message: &str,
+        body: Bytes,
+    ) -> BoxFuture<Result<bool, Code>>;
 
     /// Kicks `user`'s session, wherever it is, with `reason`; false when `user` is offline.
     fn kick(&self, from: &Ctx, user: u64, reason: Code) -> BoxFuture<Result<bool, Code>>;
@@ -268,26 +282,23 @@ impl Ctx {
     /// users silently dropped.
     ///
     /// # Errors
-    /// `BAD_REQUEST` for a route that is not `main.sub`; `UNAVAILABLE` when the session store
-    /// cannot be reached.
-    pub async fn push<M: Message>(&self, users: &[u64], route: &str, msg: &M) -> Result<Pushed, Code> {
-        if !route.contains('.') {
-            return Err(Code::BAD_REQUEST);
-        }
-        self.inner.host.push(self, users.to_vec(), route, Bytes::from(msg.encode_to_vec())).await
+    /// `BAD_REQUEST` for a route that no proto declares as a push of `M` (a server-streaming rpc:
+    /// `rpc Note(Text) returns (stream Text);` in service `Testkit` declares `testkit.note`), a bug
+    /// the node logs; `UNAVAILABLE` when the session store cannot be reached.
+    pub async fn push<M: Message + Name>(&self, users: &[u64], route: &str, msg: &M) -> Result<Pushed, Code> {
+        let body = Bytes::from(msg.encode_to_vec());
+        self.inner.host.push(self, users.to_vec(), route, &M::full_name(), body).await
     }
 
     /// Pushes `msg` as route `route` (`seq` 0) to this request's own session, logged in or not
     /// (a login challenge, a queue position): false when the session has ended.
     ///
     /// # Errors
-    /// `BAD_REQUEST` for a route that is not `main.sub`; `UNAVAILABLE` when the session's gateway
-    /// cannot be reached.
-    pub async fn push_session<M: Message>(&self, route: &str, msg: &M) -> Result<bool, Code> {
-        if !route.contains('.') {
-            return Err(Code::BAD_REQUEST);
-        }
-        self.inner.host.push_session(self, route, Bytes::from(msg.encode_to_vec())).await
+    /// `BAD_REQUEST` as for [`Ctx::push`]; `UNAVAILABLE` when the session's gateway cannot be
+    /// reached.
+    pub async fn push_session<M: Message + Name>(&self, route: &str, msg: &M) -> Result<bool, Code> {
+        let body = Bytes::from(msg.encode_to_vec());
+        self.inner.host.push_session(self, route, &M::full_name(), body).await
     }
 
     /// Kicks `user`'s session with `reason` (it gets `sys.kick` and is closed); false when `user`

@@ -70,6 +70,17 @@ pub fn matches(pattern: &str, path: &str) -> bool {
     }
 }
 
+/// Whether `pattern` is one [`matches`] understands: `*`, `main.*` or `main.sub`, each part
+/// lower-case ASCII letters, digits and `_` (as route names are). The node checks layers' and
+/// its config's patterns with it.
+pub fn is_pattern(pattern: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    pattern == "*"
+        || pattern.split_once('.').is_some_and(|(main, sub)| part(main) && (sub == "*" || part(sub)))
+}
+
 /// The rest of a route's chain: the layers after this one, then the handler.
 #[derive(Clone)]
 pub struct Next {
@@ -141,7 +152,18 @@ macro_rules! layer {
 
 #[cfg(test)]
 mod tests {
-    use super::matches;
+    use super::{is_pattern, matches};
+
+    #[test]
+    fn patterns_are_star_main_star_or_a_route() {
+        for pattern in ["*", "pack.*", "pack.use", "pack_2.add_items"] {
+            assert!(is_pattern(pattern), "{pattern}");
+        }
+        for pattern in ["", "pack", "pack.", ".use", "Pack.use", "pack.u*e", "*.use", "pack.use.x", "pack.**"]
+        {
+            assert!(!is_pattern(pattern), "{pattern}");
+        }
+    }
 
     #[test]
     fn patterns_match_every_route_a_module_or_one_route() {

@@ -252,6 +252,13 @@ async fn tell(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
     Ok(EchoResp { text: ctx.push_session("testkit.note", &req).await?.to_string() })
 }
 
+/// Pushes the text to the asking session under the route it names: a module pushing a route its
+/// protos do not declare, or with another message, is refused.
+#[mortar::handler("testkit.push_as", public)]
+async fn push_as(ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
+    Ok(EchoResp { text: ctx.push_session(&req.text.clone(), &req).await?.to_string() })
+}
+
 mortar::layer!(name = "testkit_outer", routes = ["testkit.layered"], order = 0, run = outer);
 mortar::layer!(name = "testkit_inner", routes = ["testkit.layered"], order = 1, run = inner);
 mortar::layer!(name = "testkit_panics", routes = ["testkit.layer_panic"], order = 0, run = panics);

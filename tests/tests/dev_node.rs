@@ -314,3 +314,28 @@ async fn a_stopping_node_finishes_its_offline_hooks_before_it_lets_go_of_the_sto
     node.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// A push goes out only under a route a proto declares as a push (a server-streaming rpc) of the
+/// message sent: any other is refused `BAD_REQUEST` and logged, never sent to a client that
+/// could not decode it.
+#[tokio::test]
+async fn pushes_are_checked_against_the_protos() {
+    let node = DevNode::start().await;
+    let mut client = Client::connect(&node.url()).await.unwrap();
+    let mut pushed = Vec::new();
+    let reply = client
+        .request("testkit", "push_as", echo_body("testkit.note"), |push| pushed.push(push))
+        .await
+        .unwrap();
+    assert_eq!((reply.code, text_of(&reply)), (0, "true".to_owned()));
+    for route in ["testkit.nope", "pack.changed", "nodot", "testkit.push_as"] {
+        let reply =
+            client.request("testkit", "push_as", echo_body(route), |push| pushed.push(push)).await.unwrap();
+        assert_eq!(reply.code, ErrorCode::BadRequest as i32, "{route}");
+    }
+    let reply = client.request("echo", "say", echo_body("last"), |push| pushed.push(push)).await.unwrap();
+    assert_eq!(text_of(&reply), "last");
+    let routes: Vec<String> =
+        pushed.iter().map(|push| format!("{}.{}", push.main_type, push.sub_type)).collect();
+    assert_eq!(routes, ["testkit.note"], "only the declared push went out");
+}

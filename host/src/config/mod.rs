@@ -202,12 +202,12 @@ impl NodeConfig {
         within("worker.weight", w.weight, 1, 1000)?;
         within("worker.blocking_threads", w.blocking_threads, 0, 1024)?;
         for pattern in &w.public_routes {
-            let valid = is_route_pattern(pattern);
+            let valid = pattern != "*" && mortar::layer::is_pattern(pattern);
             check("worker.public_routes", valid, format!("`{pattern}` is not `main.sub` or `main.*`"))?;
         }
         for (layer, patterns) in &w.layers {
             for pattern in patterns {
-                let valid = pattern == "*" || is_route_pattern(pattern);
+                let valid = mortar::layer::is_pattern(pattern);
                 let reason = format!("layer `{layer}`: `{pattern}` is not `*`, `main.*` or `main.sub`");
                 check("worker.layers", valid, reason)?;
             }
@@ -328,16 +328,6 @@ fn is_name(name: &str, mixed_case: bool) -> bool {
 }
 
 /// Empty, or `HOST:PORT` with a numeric port.
-/// Whether `pattern` is `main.sub` or `main.*`, each part lower-case letters, digits and `_`.
-fn is_route_pattern(pattern: &str) -> bool {
-    pattern.split_once('.').is_some_and(|(main, sub)| {
-        let part = |p: &str| {
-            !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        };
-        part(main) && (sub == "*" || part(sub))
-    })
-}
-
 fn is_address(address: &str) -> bool {
     address.is_empty()
         || address

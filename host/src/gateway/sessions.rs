@@ -19,7 +19,7 @@ use tokio::sync::{
 };
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-/// What a session's writer task sends to its client.
+/// What a session's agent queues for its client (its socket writes them: see `socket`).
 ///
 /// An encoded frame rather than a tungstenite `Message`: the queue's first block (32 items) is
 /// allocated for every connection, idle or not, so items are kept small.
@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 pub enum Outbound {
     /// One binary frame: an encoded `UserMessage` (a reply or a push).
     Frame(Bytes),
-    /// The close frame; the writer stops after it.
+    /// The close frame; the socket writes nothing after it.
     Close(CloseFrame),
 }
 

@@ -245,7 +245,7 @@ pub(super) static STRANGERS_LOGGED: LogLimit = LogLimit::new(Duration::from_secs
 
 /// Compares secrets in time that depends on their length only.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 #[cfg(test)]

@@ -567,6 +567,14 @@ fn commit_batch(db: &Database, batch: &[Write]) -> (Vec<Result<Done, StoreError>
         Err(error) => return failed(error.to_string()),
     };
     let results: Vec<_> = batch.iter().map(|write| apply(&txn, &write.op)).collect();
+    // An I/O error may strike a write halfway: none of the batch is committed.
+    if let Some(Err(StoreError::Unavailable(error))) =
+        results.iter().find(|result| matches!(result, Err(StoreError::Unavailable(_))))
+    {
+        let error = format!("write failed: {error}");
+        tracing::error!(%error, writes = batch.len(), "embedded store batch abandoned");
+        return failed(error);
+    }
     match txn.commit() {
         Ok(()) => (results, None),
         Err(error) => {
@@ -576,8 +584,9 @@ fn commit_batch(db: &Database, batch: &[Write]) -> (Vec<Result<Done, StoreError>
     }
 }
 
-/// One write inside the batch's transaction. Every check runs before the first change, so a
-/// refused write changes nothing.
+/// One write inside the batch's transaction. Every check (the id, the version, unique values,
+/// a stored record that decodes) runs before the first change, so a write a check refuses changes
+/// nothing; an I/O error fails the whole batch (see [`commit_batch`]).
 fn apply(txn: &WriteTransaction, op: &Op) -> Result<Done, StoreError> {
     match op {
         Op::Insert { collection, id, fields } => {
@@ -613,10 +622,12 @@ fn apply(txn: &WriteTransaction, op: &Op) -> Result<Done, StoreError> {
         Op::Delete { collection, id } => {
             let name = docs_table(*collection);
             let mut docs = txn.open_table(name.as_def()).map_err(storage_error)?;
-            let old = match docs.remove(*id).map_err(storage_error)? {
+            // Decoded before it is removed: a record that does not decode is refused untouched.
+            let old = match docs.get(*id).map_err(storage_error)? {
                 Some(record) => decode(*id, record.value())?,
                 None => return Ok(Done::Existed(false)),
             };
+            docs.remove(*id).map_err(storage_error)?;
             remove_from_indexes(txn, *collection, *id, &old.fields)?;
             Ok(Done::Existed(true))
         }
@@ -745,6 +756,38 @@ mod tests {
         let player = store.get(1).await.unwrap();
         assert_eq!((player.version, player.doc.coins), (1, 5));
         assert_eq!(store.find_one("name", "ann").await.unwrap().map(|p| p.id), Some(1));
+    }
+
+    /// A delete of a record that does not decode is refused and leaves it (and its index
+    /// entries) where it is: it used to remove the record first and fail after.
+    #[tokio::test]
+    async fn a_record_that_does_not_decode_is_not_deleted() {
+        let dir = TempDir::new("corrupt-delete");
+        let player = || Player { name: Some("ann".into()), guild: 1, coins: 5 };
+        Store::<Player>::new(Arc::new(EmbeddedStore::open(&dir.0).unwrap()))
+            .insert(1, player())
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            match Database::create(dir.0.join(FILE_NAME)) {
+                Ok(db) => break db,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(error) => panic!("{error}"),
+            }
+        };
+        let txn = db.begin_write().unwrap();
+        let name = docs_table(Collection::of::<Player>());
+        txn.open_table(name.as_def()).unwrap().insert(1, [FORMAT + 1, 0, 0].as_slice()).unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        let store = Store::<Player>::new(Arc::new(EmbeddedStore::open(&dir.0).unwrap()));
+        assert!(matches!(store.delete(1).await, Err(StoreError::Internal(_))));
+        assert!(matches!(store.get(1).await, Err(StoreError::Internal(_))), "still there, still unreadable");
+        let indexed = store.find_one("name", "ann").await;
+        assert!(matches!(indexed, Err(StoreError::Internal(_))), "its index entry still leads to it");
     }
 
     #[test]

@@ -95,15 +95,28 @@ impl Host for Core {
         self.players.bind(from.request().session.clone(), user)
     }
 
-    fn push(&self, _: &Ctx, users: Vec<u64>, route: &str, body: Bytes) -> BoxFuture<Result<Pushed, Code>> {
-        let Some((main, sub)) = route.split_once('.') else {
+    fn push(
+        &self,
+        from: &Ctx,
+        users: Vec<u64>,
+        route: &str,
+        message: &str,
+        body: Bytes,
+    ) -> BoxFuture<Result<Pushed, Code>> {
+        let Some((main, sub)) = self.declared_push(from, route, message) else {
             return Box::pin(std::future::ready(Err(Code::BAD_REQUEST)));
         };
         self.players.push(users, main.to_owned(), sub.to_owned(), body)
     }
 
-    fn push_session(&self, from: &Ctx, route: &str, body: Bytes) -> BoxFuture<Result<bool, Code>> {
-        let Some((main, sub)) = route.split_once('.') else {
+    fn push_session(
+        &self,
+        from: &Ctx,
+        route: &str,
+        message: &str,
+        body: Bytes,
+    ) -> BoxFuture<Result<bool, Code>> {
+        let Some((main, sub)) = self.declared_push(from, route, message) else {
             return Box::pin(std::future::ready(Err(Code::BAD_REQUEST)));
         };
         let session = &from.request().session;
@@ -161,5 +174,32 @@ impl Host for Core {
             panic = %message,
             "{what}"
         );
+    }
+}
+
+/// Pushes refused because no proto declares them, logged (see [`crate::log_limit`]).
+static UNDECLARED_PUSHES: crate::log_limit::LogLimit =
+    crate::log_limit::LogLimit::new(Duration::from_secs(1));
+
+impl Core {
+    /// `route` split in `main` and `sub` when a loaded proto declares it a push of `message` (a
+    /// server-streaming rpc whose output is `message`); else logs the module's mistake.
+    fn declared_push<'a>(&self, from: &Ctx, route: &'a str, message: &str) -> Option<(&'a str, &'a str)> {
+        let declared = self.routes.push_message(route);
+        if declared == Some(message) {
+            return route.split_once('.');
+        }
+        if let Some(not_logged_since) = UNDECLARED_PUSHES.allow() {
+            let caller = from.request().route;
+            match declared {
+                Some(declared) => {
+                    tracing::error!(%caller, %route, %message, %declared, not_logged_since, "push refused: its proto declares another message")
+                }
+                None => {
+                    tracing::error!(%caller, %route, %message, not_logged_since, "push refused: no loaded proto declares this route as a push (a server-streaming rpc)")
+                }
+            }
+        }
+        None
     }
 }

@@ -331,6 +331,9 @@ pub struct RouteTable {
     configs: BTreeMap<&'static str, (&'static ConfigDecl, String)>,
     /// The enabled modules that keep documents.
     documents: BTreeSet<&'static str>,
+    /// Every push route the loaded protos declare (a server-streaming rpc), with its message's
+    /// full name.
+    pushes: HashMap<String, String>,
 }
 
 /// A module's `on_online` or `on_offline` hook, and the route its context names
@@ -438,7 +441,7 @@ impl RouteTable {
                         second: place,
                     });
                 }
-                if let Some(pattern) = layer.routes.iter().find(|p| !valid_pattern(p)) {
+                if let Some(pattern) = layer.routes.iter().find(|p| !mortar::layer::is_pattern(p)) {
                     return Err(RouteError::LayerPattern {
                         name: layer.name,
                         defined_at: place,
@@ -589,6 +592,20 @@ impl RouteTable {
         table.retain(|main, _| is_enabled(main));
         hooks.retain(|(main, _), _| is_enabled(main));
         let descriptors = served_set(&all, &served_files);
+        let pushes = all
+            .services()
+            .flat_map(|service| {
+                let main = service.name().to_ascii_lowercase();
+                let pushes = service.methods().filter(|method| method.is_server_streaming());
+                let pushes = pushes.map(|method| {
+                    (
+                        format!("{main}.{}", mortar_pb::snake_case(method.name())),
+                        method.output().full_name().to_owned(),
+                    )
+                });
+                pushes.collect::<Vec<_>>()
+            })
+            .collect();
         let documents = with_documents.iter().copied().filter(|name| is_enabled(name)).collect();
         let modules = declared
             .into_iter()
@@ -606,6 +623,7 @@ impl RouteTable {
             tables,
             configs,
             documents,
+            pushes,
         };
         table.place_layers(&BTreeMap::new())?;
         Ok(table)
@@ -731,6 +749,11 @@ impl RouteTable {
         self.routes.values().flat_map(|subs| subs.values().copied())
     }
 
+    /// The full name of the message push route `route` carries, when a loaded proto declares it.
+    pub fn push_message(&self, route: &str) -> Option<&str> {
+        self.pushes.get(route).map(String::as_str)
+    }
+
     /// The protos of the served routes (and the files they import), as one encoded
     /// `FileDescriptorSet`: what `sys.descriptors` gives clients.
     pub fn descriptors(&self) -> bytes::Bytes {
@@ -763,17 +786,6 @@ fn check_rpc(pool: &DescriptorPool, route: &'static Route, place: &str) -> Resul
         });
     }
     Ok(method.parent_file().name().to_owned())
-}
-
-/// Whether a layer's route pattern is `*`, `main.*` or `main.sub`.
-fn valid_pattern(pattern: &str) -> bool {
-    pattern == "*"
-        || pattern.split_once('.').is_some_and(|(main, sub)| {
-            let part = |p: &str| {
-                !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            };
-            part(main) && (sub == "*" || part(sub))
-        })
 }
 
 /// `add_items` → `AddItems`: the proto name a route part comes from.
