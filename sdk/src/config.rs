@@ -29,13 +29,15 @@
 //! }
 //! ```
 //!
-//! The values live in the module's own static: one per process (two nodes in one process, as in
-//! tests, share them). A section the node's config does not have gives the type's `Default`. An unknown key (with
-//! `deny_unknown_fields`), a value of the wrong type or one `check` refuses stops the node's start
-//! with the section, key and reason; so does a `[modules.X]` section no loaded module reads.
+//! The values belong to the node: each node reads its own config when it starts (two nodes in one
+//! process, as in tests, each have theirs), and [`Ctx::config`](crate::Ctx::config) reads the
+//! values of the node that runs the request. A section the node's config does not have gives the
+//! type's `Default`. An unknown key (with `deny_unknown_fields`), a value of the wrong type or one
+//! `check` refuses stops the node's start with the section, key and reason; so does a
+//! `[modules.X]` section no loaded module reads.
 
 use serde::de::DeserializeOwned;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::{any::Any, sync::Arc};
 
 /// A module's config type, as [`config!`](crate::config!) declares it.
 pub trait Config: DeserializeOwned + Default + Send + Sync + 'static {
@@ -49,49 +51,24 @@ pub trait Config: DeserializeOwned + Default + Send + Sync + 'static {
     fn check(&self) -> Result<(), String> {
         Ok(())
     }
-
-    /// Where the node's values are kept.
-    fn slot() -> &'static Slot<Self>;
 }
 
-/// Where a module's config values are kept once the node read them.
-pub struct Slot<T> {
-    current: RwLock<Option<Arc<T>>>,
-}
+/// A config section's values as a node keeps them: the module's own type behind `Any`.
+pub type Values = Arc<dyn Any + Send + Sync>;
 
-impl<T: Config> Slot<T> {
-    /// Nothing read yet (the values are `T::default()` until the node reads its config).
-    #[doc(hidden)]
-    pub const fn new() -> Self {
-        Self { current: RwLock::new(None) }
-    }
-
-    /// The values.
-    pub fn get(&self) -> Arc<T> {
-        if let Some(current) = self.current.read().unwrap_or_else(PoisonError::into_inner).as_ref() {
-            return current.clone();
-        }
-        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
-        current.get_or_insert_with(|| Arc::new(T::default())).clone()
-    }
-
-    /// Decodes and checks the section given as JSON (none: the defaults) and keeps it.
-    #[doc(hidden)]
-    pub fn load(&self, json: Option<&str>) -> Result<(), String> {
-        let values: T = match json {
-            Some(json) => serde_json::from_str(json).map_err(|error| error.to_string())?,
-            None => T::default(),
-        };
-        values.check()?;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(values));
-        Ok(())
-    }
-}
-
-impl<T: Config> Default for Slot<T> {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Decodes and checks section `T` given as JSON (none: the defaults): the values a node keeps for
+/// [`Ctx::config`](crate::Ctx::config), as the module's own type behind `Any` (made and read
+/// on the module's side of a library boundary, so its type is the module's own).
+///
+/// # Errors
+/// Why the section is refused: a key or value serde refuses, or `check`'s reason.
+pub fn decode<T: Config>(json: Option<&str>) -> Result<Values, String> {
+    let values: T = match json {
+        Some(json) => serde_json::from_str(json).map_err(|error| error.to_string())?,
+        None => T::default(),
+    };
+    values.check()?;
+    Ok(Arc::new(values))
 }
 
 /// A config section as [`config!`](crate::config!) registers it, for the node to fill.
@@ -99,8 +76,8 @@ impl<T: Config> Default for Slot<T> {
 pub struct ConfigDecl {
     /// The section's name.
     pub section: &'static str,
-    /// Decodes, checks and keeps the section given as JSON (none: the defaults).
-    pub load: fn(Option<&str>) -> Result<(), String>,
+    /// Decodes and checks the section given as JSON (none: the defaults); see [`decode`].
+    pub load: fn(Option<&str>) -> Result<Values, String>,
     /// Where it is declared (`crate::path`), for error messages.
     pub defined_at: &'static str,
 }
@@ -119,7 +96,6 @@ pub fn registered() -> impl Iterator<Item = &'static ConfigDecl> {
 macro_rules! config {
     ($config:ty, section = $section:literal $(, check = $check:path)? $(,)?) => {
         const _: () = {
-            static SLOT: $crate::config::Slot<$config> = $crate::config::Slot::new();
             impl $crate::config::Config for $config {
                 const SECTION: &'static str = $section;
                 $(
@@ -127,14 +103,11 @@ macro_rules! config {
                         $check(self)
                     }
                 )?
-                fn slot() -> &'static $crate::config::Slot<Self> {
-                    &SLOT
-                }
             }
             $crate::inventory::submit! {
                 $crate::config::ConfigDecl {
                     section: $section,
-                    load: |json| SLOT.load(json),
+                    load: $crate::config::decode::<$config>,
                     defined_at: module_path!(),
                 }
             }
@@ -166,14 +139,11 @@ mod tests {
 
     #[test]
     fn a_section_is_decoded_checked_or_defaulted() {
-        assert_eq!(Knobs::slot().get().size, 3, "the defaults before the node reads its config");
-        Knobs::slot().load(Some(r#"{"size": 9}"#)).unwrap();
-        assert_eq!(Knobs::slot().get().size, 9);
-        let unknown = Knobs::slot().load(Some(r#"{"sise": 9}"#)).unwrap_err();
+        let size = |json| decode::<Knobs>(json).map(|any| any.downcast::<Knobs>().unwrap().size);
+        assert_eq!(size(Some(r#"{"size": 9}"#)), Ok(9));
+        assert_eq!(size(None), Ok(3), "no section: the defaults");
+        let unknown = size(Some(r#"{"sise": 9}"#)).unwrap_err();
         assert!(unknown.contains("unknown field `sise`"), "{unknown}");
-        assert_eq!(Knobs::slot().load(Some(r#"{"size": 0}"#)).unwrap_err(), "size must be at least 1");
-        assert_eq!(Knobs::slot().get().size, 9, "refused values change nothing");
-        Knobs::slot().load(None).unwrap();
-        assert_eq!(Knobs::slot().get().size, 3);
+        assert_eq!(size(Some(r#"{"size": 0}"#)), Err("size must be at least 1".into()));
     }
 }

@@ -94,9 +94,12 @@ pub trait Host: Send + Sync + 'static {
     /// where `user` is, and a session of `user` elsewhere is kicked with `LOGGED_IN_ELSEWHERE`.
     fn bind_user(&self, from: &Ctx, user: u64) -> BoxFuture<Result<(), Code>>;
 
+    /// The values of config section `section` this node read (see [`crate::config::decode`]).
+    fn config(&self, section: &str) -> Option<crate::config::Values>;
+
     /// Pushes `route` with `body`, an encoded `message` (its full proto name), to each of `users`
     /// that is online, one batch per gateway. `BAD_REQUEST` when no loaded proto declares `route`
-    /// as a push (a server-streaming rpc) of that message.
+    /// with that message as its rpc's output.
     fn push(
         &self,
         from: &Ctx,
@@ -212,9 +215,14 @@ impl Ctx {
         Cache::new(self.inner.host.cache(), module)
     }
 
-    /// This module's config section `T` (see [`config`](mod@crate::config)), as the node read it.
+    /// This module's config section `T` (see [`config`](mod@crate::config)), as this node read
+    /// it (its defaults when the node has not read it: a context outside a node).
     pub fn config<T: crate::config::Config>(&self) -> Arc<T> {
-        T::slot().get()
+        self.inner
+            .host
+            .config(T::SECTION)
+            .and_then(|values| values.downcast::<T>().ok())
+            .unwrap_or_else(|| Arc::new(T::default()))
     }
 
     /// The loaded rows of game config table `T` (see [`table`](mod@crate::table)): a snapshot, which a
@@ -282,9 +290,10 @@ impl Ctx {
     /// users silently dropped.
     ///
     /// # Errors
-    /// `BAD_REQUEST` for a route that no proto declares as a push of `M` (a server-streaming rpc:
-    /// `rpc Note(Text) returns (stream Text);` in service `Testkit` declares `testkit.note`), a bug
-    /// the node logs; `UNAVAILABLE` when the session store cannot be reached.
+    /// `BAD_REQUEST` for a route that no proto declares with `M` as its rpc's output (a push
+    /// route is a server-streaming rpc: `rpc Note(Text) returns (stream Text);` in service
+    /// `Testkit` declares `testkit.note`; a push may also share a request route and carry its
+    /// reply type), a bug the node logs; `UNAVAILABLE` when the session store cannot be reached.
     pub async fn push<M: Message + Name>(&self, users: &[u64], route: &str, msg: &M) -> Result<Pushed, Code> {
         let body = Bytes::from(msg.encode_to_vec());
         self.inner.host.push(self, users.to_vec(), route, &M::full_name(), body).await

@@ -139,7 +139,7 @@ async fn the_login_and_pack_scenarios_register_once_and_use_what_the_player_has(
 async fn the_push_scenario_prepares_a_group_and_counts_its_messages() {
     let node = DevNode::with_config(|config| {
         config.gateway.rate_per_sec = 0;
-        // As the login test's: a module's config is one per process.
+        // Cheap password hashes: the scenario logs many players in.
         config
             .modules
             .insert("user".into(), serde_json::json!({"argon2_memory_kib": 1024, "argon2_iterations": 1}));

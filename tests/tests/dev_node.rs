@@ -315,9 +315,9 @@ async fn a_stopping_node_finishes_its_offline_hooks_before_it_lets_go_of_the_sto
     let _ = std::fs::remove_dir_all(&data);
 }
 
-/// A push goes out only under a route a proto declares as a push (a server-streaming rpc) of the
-/// message sent: any other is refused `BAD_REQUEST` and logged, never sent to a client that
-/// could not decode it.
+/// A push goes out only under a route a proto declares with the message sent as its rpc's output
+/// (a server-streaming rpc, here): any other is refused `BAD_REQUEST` and logged, never sent to a
+/// client that could not decode it.
 #[tokio::test]
 async fn pushes_are_checked_against_the_protos() {
     let node = DevNode::start().await;
@@ -328,7 +328,7 @@ async fn pushes_are_checked_against_the_protos() {
         .await
         .unwrap();
     assert_eq!((reply.code, text_of(&reply)), (0, "true".to_owned()));
-    for route in ["testkit.nope", "pack.changed", "nodot", "testkit.push_as"] {
+    for route in ["testkit.nope", "pack.changed", "nodot", "pack.query"] {
         let reply =
             client.request("testkit", "push_as", echo_body(route), |push| pushed.push(push)).await.unwrap();
         assert_eq!(reply.code, ErrorCode::BadRequest as i32, "{route}");
@@ -338,4 +338,23 @@ async fn pushes_are_checked_against_the_protos() {
     let routes: Vec<String> =
         pushed.iter().map(|push| format!("{}.{}", push.main_type, push.sub_type)).collect();
     assert_eq!(routes, ["testkit.note"], "only the declared push went out");
+}
+
+/// Module config belongs to the node: two nodes in one process, one whose groups may have names
+/// of 4 characters at most, each answer by their own `[modules.group]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_in_one_process_each_read_their_own_module_config() {
+    use mortar_group::group::{CreateReq, CreateResp};
+    let strict = DevNode::with_config(|config| {
+        config.modules.insert("group".into(), serde_json::json!({ "max_name_chars": 4 }));
+    })
+    .await;
+    let lenient = DevNode::start().await;
+    for (node, expected) in [(&strict, Err(ErrorCode::BadRequest as i32)), (&lenient, Ok(()))] {
+        let mut client = Client::connect(&node.url()).await.unwrap();
+        assert_eq!(client.request("testkit", "login", echo_body("41"), |_| {}).await.unwrap().code, 0);
+        let created: Result<CreateResp, i32> =
+            client.call("group.create", &CreateReq { name: "Raiders".into() }).await.unwrap();
+        assert_eq!(created.map(|_| ()), expected);
+    }
 }

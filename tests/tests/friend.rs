@@ -1,6 +1,6 @@
 //! The friend module in `mortar dev` (embedded store), through real WebSocket clients: request →
-//! accept → both lists, pushes of requests, acceptances and presence, blocks, limits. Its own test
-//! binary: `[modules.friend]` has small limits here (a module's config is one per process).
+//! accept → both lists, pushes of requests, acceptances and presence, blocks, limits (small ones:
+//! every node here has its own `[modules.friend]`).
 #![allow(clippy::unwrap_used)]
 
 use mortar_cli::client::Client;

@@ -1,7 +1,7 @@
 //! The group module in `mortar dev` (embedded store), through real WebSocket clients: a group's
 //! message reaches every online member once and no one outside, leave and kick stop delivery,
-//! blocks hold, ownership passes on, limits hold. Its own test binary: `[modules.group]` has small
-//! limits here (a module's config is one per process).
+//! blocks hold, ownership passes on, limits hold (small ones: every node here has its own
+//! `[modules.group]`).
 #![allow(clippy::unwrap_used)]
 
 use mortar_cli::client::Client;

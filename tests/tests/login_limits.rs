@@ -1,8 +1,7 @@
 //! Failed logins rate-limited per address, per account and address, and per account across
 //! addresses without locking the owner out; registrations limited per address and in all; in
-//! `mortar dev`, with clients on several loopback addresses (every `127.x.y.z` is one on Linux).
-//! Its own test binary: a module's config (here `[modules.user]` with small limits) is one per
-//! process.
+//! `mortar dev`, with clients on several loopback addresses (every `127.x.y.z` is one on Linux),
+//! each node with small limits in its own `[modules.user]`.
 #![allow(clippy::unwrap_used)]
 
 use mortar_cli::client::Client;

@@ -37,7 +37,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     // One node: it is the home of every module's documents.
-    let routes = RouteTable::for_worker(&config.worker, &DocumentHome::Anywhere)?;
+    let mut routes = RouteTable::for_worker(&config.worker, &DocumentHome::Anywhere)?;
     routes.configure(&config.modules).map_err(LoadError::from)?;
     let tables = Tables::new(config.tables.path.clone(), routes.tables());
     tables.load()?;

@@ -63,7 +63,7 @@ pub async fn run(
     ready: impl FnOnce(),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    let routes = RouteTable::for_worker(&config.worker, &DocumentHome::of(&config.storage))?;
+    let mut routes = RouteTable::for_worker(&config.worker, &DocumentHome::of(&config.storage))?;
     routes.configure(&config.modules).map_err(LoadError::from)?;
     let tables = Tables::new(config.tables.path.clone(), routes.tables());
     tables.load()?;

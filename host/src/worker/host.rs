@@ -95,6 +95,10 @@ impl Host for Core {
         self.players.bind(from.request().session.clone(), user)
     }
 
+    fn config(&self, section: &str) -> Option<mortar::config::Values> {
+        self.routes.config(section)
+    }
+
     fn push(
         &self,
         from: &Ctx,
@@ -182,8 +186,9 @@ static UNDECLARED_PUSHES: crate::log_limit::LogLimit =
     crate::log_limit::LogLimit::new(Duration::from_secs(1));
 
 impl Core {
-    /// `route` split in `main` and `sub` when a loaded proto declares it a push of `message` (a
-    /// server-streaming rpc whose output is `message`); else logs the module's mistake.
+    /// `route` split in `main` and `sub` when a loaded proto declares it with `message` as its
+    /// rpc's output (a server-streaming rpc, or a request route whose push shares its reply
+    /// type); else logs the module's mistake.
     fn declared_push<'a>(&self, from: &Ctx, route: &'a str, message: &str) -> Option<(&'a str, &'a str)> {
         let declared = self.routes.push_message(route);
         if declared == Some(message) {
@@ -196,7 +201,7 @@ impl Core {
                     tracing::error!(%caller, %route, %message, %declared, not_logged_since, "push refused: its proto declares another message")
                 }
                 None => {
-                    tracing::error!(%caller, %route, %message, not_logged_since, "push refused: no loaded proto declares this route as a push (a server-streaming rpc)")
+                    tracing::error!(%caller, %route, %message, not_logged_since, "push refused: no loaded proto declares this route (declare it as a server-streaming rpc)")
                 }
             }
         }

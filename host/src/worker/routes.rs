@@ -331,9 +331,11 @@ pub struct RouteTable {
     configs: BTreeMap<&'static str, (&'static ConfigDecl, String)>,
     /// The enabled modules that keep documents.
     documents: BTreeSet<&'static str>,
-    /// Every push route the loaded protos declare (a server-streaming rpc), with its message's
-    /// full name.
+    /// Every route the loaded protos declare, with the full name of the message a push on it
+    /// carries: a server-streaming rpc's output (a push route), or a request route's reply type.
     pushes: HashMap<String, String>,
+    /// The modules' config sections as this node read them (see [`RouteTable::configure`]).
+    configured: HashMap<&'static str, mortar::config::Values>,
 }
 
 /// A module's `on_online` or `on_offline` hook, and the route its context names
@@ -596,8 +598,9 @@ impl RouteTable {
             .services()
             .flat_map(|service| {
                 let main = service.name().to_ascii_lowercase();
-                let pushes = service.methods().filter(|method| method.is_server_streaming());
-                let pushes = pushes.map(|method| {
+                // A server-streaming rpc declares a push route; a push may also share a request
+                // route and carry its reply type (friend.request does).
+                let pushes = service.methods().map(|method| {
                     (
                         format!("{main}.{}", mortar_pb::snake_case(method.name())),
                         method.output().full_name().to_owned(),
@@ -624,6 +627,7 @@ impl RouteTable {
             configs,
             documents,
             pushes,
+            configured: HashMap::new(),
         };
         table.place_layers(&BTreeMap::new())?;
         Ok(table)
@@ -665,17 +669,25 @@ impl RouteTable {
     ///
     /// # Errors
     /// A section a module refuses ([`RouteError::Config`]), or one no loaded module reads.
-    pub fn configure(&self, sections: &BTreeMap<String, serde_json::Value>) -> Result<(), RouteError> {
+    pub fn configure(&mut self, sections: &BTreeMap<String, serde_json::Value>) -> Result<(), RouteError> {
         if let Some(section) = sections.keys().find(|section| !self.configs.contains_key(section.as_str())) {
             let available = self.configs.keys().copied().collect::<Vec<_>>().join(", ");
             return Err(RouteError::UnknownConfig { section: section.clone(), available });
         }
+        let mut configured = HashMap::new();
         for (section, (decl, _)) in &self.configs {
             let json = sections.get(*section).map(serde_json::Value::to_string);
-            (decl.load)(json.as_deref())
+            let values = (decl.load)(json.as_deref())
                 .map_err(|reason| RouteError::Config { section: (*section).to_owned(), reason })?;
+            configured.insert(*section, values);
         }
+        self.configured = configured;
         Ok(())
+    }
+
+    /// Config section `section` as [`RouteTable::configure`] read it.
+    pub fn config(&self, section: &str) -> Option<mortar::config::Values> {
+        self.configured.get(section).cloned()
     }
 
     /// The game config tables the loaded modules declare, by file.
@@ -749,7 +761,8 @@ impl RouteTable {
         self.routes.values().flat_map(|subs| subs.values().copied())
     }
 
-    /// The full name of the message push route `route` carries, when a loaded proto declares it.
+    /// The full name of the message a push on `route` carries, when a loaded proto declares the
+    /// route: its rpc's output type.
     pub fn push_message(&self, route: &str) -> Option<&str> {
         self.pushes.get(route).map(String::as_str)
     }
@@ -1080,10 +1093,10 @@ mod tests {
         assert!(error.contains("`Pack`"), "{error}");
     }
 
-    fn load_knobs(json: Option<&str>) -> Result<(), String> {
+    fn load_knobs(json: Option<&str>) -> Result<mortar::config::Values, String> {
         match json {
             Some(json) if json.contains("bad") => Err("size: bad value".into()),
-            _ => Ok(()),
+            json => Ok(Arc::new(json.unwrap_or("defaults").to_owned())),
         }
     }
     static KNOBS: ConfigDecl = ConfigDecl { section: "knobs", load: load_knobs, defined_at: "k" };
@@ -1091,10 +1104,14 @@ mod tests {
     #[test]
     fn config_sections_go_to_their_module_and_unknown_ones_are_refused() {
         let with_knobs = ModuleSource { configs: vec![&KNOBS], ..source(&[&ECHO], &[&SAY]) };
-        let table = RouteTable::build(vec![with_knobs], &[]).unwrap();
+        let mut table = RouteTable::build(vec![with_knobs], &[]).unwrap();
+        let knobs = |table: &RouteTable| table.config("knobs").map(|any| any.downcast::<String>().unwrap());
+        assert_eq!(knobs(&table), None, "not read yet");
         table.configure(&BTreeMap::new()).unwrap();
+        assert_eq!(knobs(&table).as_deref().map(String::as_str), Some("defaults"));
         let good = BTreeMap::from([("knobs".to_owned(), serde_json::json!({"size": 3}))]);
         table.configure(&good).unwrap();
+        assert_eq!(knobs(&table).as_deref().map(String::as_str), Some(r#"{"size":3}"#));
         let bad = BTreeMap::from([("knobs".to_owned(), serde_json::json!({"size": "bad"}))]);
         assert_eq!(table.configure(&bad).unwrap_err().to_string(), "modules.knobs: size: bad value");
         let unknown = BTreeMap::from([("knbos".to_owned(), serde_json::json!({}))]);
