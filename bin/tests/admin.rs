@@ -31,10 +31,11 @@ fn wrong_admin_tokens_are_counted_and_logged_once_a_second() {
 
 /// An internal call to a module of the same node runs like one from another node: through the
 /// route's layers, in its span, counted in `mortar_requests_total`. `user.register` grants the
-/// starter items through `pack.add_items`, a local call in `mortar dev`.
+/// starter items through `pack.add_items`, a local call in `mortar dev`. Presence hooks are
+/// counted there too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_internal_call_is_counted_like_a_remote_one() {
-    use mortar_user::user::{RegisterReq, RegisterResp};
+    use mortar_user::user::{LoginReq, LoginResp, RegisterReq, RegisterResp};
     let dir = TempDir::new("admin-local-call");
     let env = [("MORTAR_ADMIN__LISTEN", "127.0.0.1:0")];
     let node = Node::start("dev", &dir, &["dev", "--listen", "127.0.0.1:0", "--data", "data"], &env);
@@ -44,4 +45,13 @@ async fn a_local_internal_call_is_counted_like_a_remote_one() {
     let (_, metrics) = node.admin_get("/metrics");
     let line = r#"mortar_requests_total{route="pack.add_items",code="OK"} 1"#;
     assert!(metrics.lines().any(|l| l == line), "no `{line}` in:\n{metrics}");
+    // A presence hook is counted too, under its route: the login runs friend's on_online.
+    let req = LoginReq { account: "counted".into(), password: "counted-password".into() };
+    support::call::<_, LoginResp>(&mut client, "user.login", req).await.unwrap();
+    let line = r#"mortar_requests_total{route="friend.on_online",code="OK"} 1"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !node.admin_get("/metrics").1.lines().any(|l| l == line) {
+        assert!(std::time::Instant::now() < deadline, "no `{line}` in:\n{}", node.admin_get("/metrics").1);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

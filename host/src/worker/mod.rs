@@ -330,7 +330,9 @@ impl Worker {
 
     /// Runs the `on_online` or `on_offline` hooks (by `presence.status`) of those of `modules`
     /// this worker serves for the player who came online or went offline, at once, each by
-    /// `deadline`; completes when they have run.
+    /// `deadline`, in a `hook` span and counted in the request metrics under the hook's route
+    /// (`friend.on_offline`); completes when they have run. (Layers wrap routes, whose bodies
+    /// they may read; hooks have none and run bare.)
     pub async fn presence(&self, presence: Presence, modules: &[String], deadline: Instant) {
         let trace_id = trace::new_trace_id();
         let hooks =
@@ -350,11 +352,31 @@ impl Worker {
                 };
                 let ctx = Ctx::new(request, self.core.clone());
                 let (node, user) = (&self.core.node_id, presence.user);
+                let span = tracing::debug_span!(
+                    "hook",
+                    node = %node,
+                    route = hook.path,
+                    session = presence.session,
+                    user,
+                    trace = %trace::display(trace_id),
+                );
                 async move {
+                    let started = Instant::now();
                     // A panic is caught by the SDK's glue and reported through `Host::panicked`.
-                    if tokio::time::timeout_at(deadline.into(), (hook.run)(ctx, user)).await.is_err() {
-                        tracing::warn!(%node, hook = hook.path, user, "hook cut short at its deadline");
-                    }
+                    let ran = tokio::time::timeout_at(deadline.into(), (hook.run)(ctx, user))
+                        .instrument(span)
+                        .await;
+                    let code = match ran {
+                        Ok(()) => Code::OK,
+                        Err(_) => {
+                            tracing::warn!(%node, hook = hook.path, user, "hook cut short at its deadline");
+                            Code::TIMEOUT
+                        }
+                    };
+                    // Counted like requests, by the hook's route (`friend.on_offline`).
+                    metrics::counter!(m::REQUESTS, "route" => hook.path, "code" => m::code_label(code.get()))
+                        .increment(1);
+                    metrics::histogram!(m::REQUEST_DURATION, "route" => hook.path).record(started.elapsed());
                 }
             });
         futures::future::join_all(hooks).await;
