@@ -5,9 +5,9 @@
 //! Layout:
 //! - [`mortar`] (re-exported at the crate root): the [`UserMessage`] envelope, [`ErrorCode`] and the
 //!   `sys.*` messages.
-//! - [`descriptors`], [`contract`] and [`route_method`]: descriptor pools, so a client can encode
-//!   and decode any route's message from JSON without code written for it, and a node can check
-//!   each route against its rpc.
+//! - [`descriptors`], [`contract`], [`route_method`] and [`merge_descriptor_sets`]: descriptor
+//!   pools and sets, so a client can encode and decode any route's message from JSON without code
+//!   written for it, and a node can check each route against its rpc.
 //!
 //! Routes map to services: route `main.sub` is the method whose snake_case name is `sub` in the
 //! service whose lower-cased name is `main`; a server-streaming method declares a push route.
@@ -55,6 +55,22 @@ pub fn route_method(pool: &DescriptorPool, main: &str, sub: &str) -> Option<Meth
     pool.services()
         .filter(|service| service.name().eq_ignore_ascii_case(main))
         .find_map(|service| service.methods().find(|method| snake_case(method.name()) == sub))
+}
+
+/// One `FileDescriptorSet` with the files of every set in `sets`, each file name once (the first
+/// seen wins); sets that do not decode are skipped. For a view of a cluster whose nodes each
+/// describe the modules they serve.
+pub fn merge_descriptor_sets(sets: &[bytes::Bytes]) -> bytes::Bytes {
+    use prost::Message as _;
+    use prost_reflect::prost_types::FileDescriptorSet;
+    let mut names = std::collections::HashSet::new();
+    let file = sets
+        .iter()
+        .filter_map(|set| FileDescriptorSet::decode(set.clone()).ok())
+        .flat_map(|set| set.file)
+        .filter(|file| names.insert(file.name.clone()))
+        .collect();
+    FileDescriptorSet { file }.encode_to_vec().into()
 }
 
 /// `SayHello` → `say_hello`: how a proto method name becomes the `sub` of its route.

@@ -8,7 +8,8 @@ use mortar_host::session::memory::MemorySessions;
 use mortar_host::worker::Backends;
 use mortar_host::{
     config::GatewayConfig,
-    gateway::{self, Gateway, relay::Relay, sessions::PushReport},
+    gateway::{self, Gateway, relay::Relay},
+    rpc::PushReport,
     worker::{Worker, routes::RouteTable},
 };
 use mortar_tests::echo_body;

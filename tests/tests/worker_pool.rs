@@ -8,9 +8,9 @@ use mortar_host::{
     NodeConfig,
     admin::Health,
     config::RpcConfig,
-    gateway::workers::{Dialing, WorkerPool},
     node::worker::WorkerListeners,
     registry::{NodeEntry, NodeKind, Registry as _, memory::MemoryRegistry},
+    rpc::workers::{Dialing, WorkerPool},
     rpc::{AgentMessage, handshake::Identity},
 };
 use mortar_pb::ErrorCode;
@@ -107,7 +107,10 @@ async fn the_pool_follows_the_registry() {
         Arc::new(me),
         RpcConfig::default(),
         registry.clone(),
-        Some(health.clone()),
+        Some(Box::new({
+            let health = health.clone();
+            move |live| health.set_peers_ok(live > 0)
+        })),
         Dialing::Always,
     );
     assert!(!health.is_ready(), "no worker yet");

@@ -11,10 +11,7 @@
 //! - `POST /v1/kick/{userId}` → `{"kicked": true}`, 404 (`{"kicked": false}`) when offline; the
 //!   player gets `sys.kick` with `PERMISSION_DENIED`.
 
-use crate::{
-    config::AdminConfig, gateway::relay::merge_descriptor_sets, log_limit::LogLimit, metrics as m,
-    worker::Worker,
-};
+use crate::{config::AdminConfig, log_limit::LogLimit, metrics as m, worker::Worker};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
@@ -176,7 +173,7 @@ impl Api {
             return Some(method);
         }
         let sets = self.inner.worker.cluster_descriptors(main, self.inner.timeout).await;
-        let pool = match mortar_pb::contract([&merge_descriptor_sets(&sets)[..]]) {
+        let pool = match mortar_pb::contract([&mortar_pb::merge_descriptor_sets(&sets)[..]]) {
             Ok(pool) => pool,
             Err(error) => {
                 tracing::error!(%error, "admin API: the cluster's protos do not load");

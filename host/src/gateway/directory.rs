@@ -12,10 +12,11 @@
 //!
 //! So, whatever order the messages of racing logins arrive in, exactly one session stays bound.
 
-use super::sessions::PushReport;
-use crate::session::{Location, SessionError, SessionStore};
+use crate::{
+    rpc::Login,
+    session::{Location, SessionError, SessionStore},
+};
 use mortar::ctx::BoxFuture;
-use serde::{Deserialize, Serialize};
 use std::{
     collections::HashMap,
     sync::{Mutex, PoisonError},
@@ -26,38 +27,6 @@ use std::{
 /// request's deadline is at most `gateway.request_timeout_ms`, 600 s at most; 60 s by far covers
 /// the default 10 s).
 pub const EVICTIONS_KEPT: Duration = Duration::from_secs(60);
-
-/// One login: when it happened (by the worker's clock), on which gateway and session. Ordered by
-/// those fields in turn; the later login of a player wins.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Login {
-    /// Milliseconds since the Unix epoch.
-    pub at_ms: u64,
-    /// The gateway holding the session.
-    pub gateway: String,
-    /// The session.
-    pub session: u64,
-}
-
-/// What became of a claim.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Claim {
-    /// The session is logged in as the player.
-    Bound,
-    /// A newer login of the player exists: this one lost.
-    Superseded,
-    /// The session ended before it could be marked.
-    Gone,
-}
-
-/// A push to players by user id, as one gateway carried it out.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UsersPushed {
-    /// What became of it, by session.
-    pub report: PushReport,
-    /// The users among those asked who are logged in here.
-    pub found: Vec<u64>,
-}
 
 /// The players logged in on one gateway's sessions.
 pub struct Directory {

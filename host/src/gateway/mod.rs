@@ -10,8 +10,6 @@
 //! - [`directory`]: the players logged in here, when the gateways are the cluster's session
 //!   directory (`session.url = "memory"`).
 //! - [`relay`]: the way to a worker (in-process, or its tarpc service), with deadlines.
-//! - [`workers`]: a cluster gateway's connections to its workers, and the choice among them.
-//! - [`rendezvous`]: weighted rendezvous hashing, so a player sticks to one worker.
 //! - [`service`]: the gateway's own tarpc service, which workers call to push and kick.
 //! - [`resync`]: restores this gateway's logins in a session store that lost them.
 
@@ -20,23 +18,22 @@ mod agent;
 pub mod directory;
 pub mod envelope;
 pub mod relay;
-pub mod rendezvous;
 pub mod resync;
 pub mod service;
 pub mod sessions;
 mod socket;
-pub mod workers;
 
+use crate::rpc::{Claim, Login, PushReport, UsersPushed};
 use crate::session::SessionStore;
 use crate::{config::GatewayConfig, metrics as m};
 use admission::{Admission, Refusal};
 use bytes::Bytes;
-use directory::{Claim, Directory, Login, UsersPushed};
+use directory::Directory;
 use mortar::Code;
 use mortar_pb::UserMessage;
 use prost::Message as _;
 use relay::Relay;
-use sessions::{PushReport, SessionTable};
+use sessions::SessionTable;
 use std::{
     future::Future,
     net::SocketAddr,

@@ -2,7 +2,7 @@
 //! service, or the cluster's workers chosen per request; a deadline on every request either way,
 //! failures turned into codes.
 
-use super::workers::{self, WorkerPool, code_of};
+use crate::rpc::workers::{self, WorkerPool, code_of};
 use crate::{
     metrics as m,
     rpc::{AgentMessage, Handled, Presence, Reply, Status, WorkerRpcClient},
@@ -147,21 +147,6 @@ impl Relay {
             }
             Target::Cluster(pool) => pool.descriptors(self.timeout).await?,
         };
-        Ok(merge_descriptor_sets(&sets))
+        Ok(mortar_pb::merge_descriptor_sets(&sets))
     }
-}
-
-/// One `FileDescriptorSet` with the files of every set in `sets`, each file name once (the first
-/// seen wins); sets that do not decode are skipped.
-pub(crate) fn merge_descriptor_sets(sets: &[Bytes]) -> Bytes {
-    use prost::Message as _;
-    use prost_reflect::prost_types::FileDescriptorSet;
-    let mut names = std::collections::HashSet::new();
-    let file = sets
-        .iter()
-        .filter_map(|set| FileDescriptorSet::decode(set.clone()).ok())
-        .flat_map(|set| set.file)
-        .filter(|file| names.insert(file.name.clone()))
-        .collect();
-    FileDescriptorSet { file }.encode_to_vec().into()
 }

@@ -1,9 +1,9 @@
 //! The gateway's tarpc service: what workers ask of the gateway holding a player's session.
 
 use super::Gateway;
-use crate::gateway::directory::{Claim, Login, UsersPushed};
-use crate::gateway::sessions::PushReport;
-use crate::rpc::{GatewayRpc, GatewayRpcRequest, GatewayRpcResponse, PushBatch};
+use crate::rpc::{
+    Claim, GatewayRpc, GatewayRpcRequest, GatewayRpcResponse, Login, PushBatch, PushReport, UsersPushed,
+};
 use crate::session::Location;
 use bytes::Bytes;
 use futures::StreamExt as _;

@@ -5,6 +5,7 @@
 //! addressed session's queue without waiting: a session whose queue is full does not read, so its
 //! copy is dropped and counted rather than holding up the others.
 
+use crate::rpc::PushReport;
 use bytes::Bytes;
 use std::{
     collections::HashMap,
@@ -55,17 +56,6 @@ const SHARDS: usize = 16;
 /// Live sessions by id, each with its writer's queue.
 pub struct SessionTable {
     shards: [RwLock<HashMap<u64, Entry>>; SHARDS],
-}
-
-/// What became of one push, by session.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PushReport {
-    /// Queued for the session's client.
-    pub delivered: usize,
-    /// No such session on this gateway (it ended, or never was).
-    pub offline: usize,
-    /// The session's outgoing queue was full (its client does not read) or closing: not sent.
-    pub dropped: usize,
 }
 
 impl Default for SessionTable {

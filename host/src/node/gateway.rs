@@ -15,13 +15,14 @@ use super::{AdminTask, NodeError, identity};
 use crate::{
     admin::Health,
     config::NodeConfig,
-    gateway::{
-        self, Gateway,
-        relay::Relay,
+    gateway::{self, Gateway, relay::Relay},
+    registry::{self, NodeKind, keeper::Keeper},
+    rpc::{
+        codec,
+        handshake::Hello,
+        listener,
         workers::{Dialing, WorkerPool},
     },
-    registry::{self, NodeKind, keeper::Keeper},
-    rpc::{codec, handshake::Hello, listener},
 };
 use std::{future::Future, sync::Arc};
 use tokio::net::TcpListener;
@@ -63,7 +64,7 @@ pub async fn run(
         me.clone(),
         config.rpc.clone(),
         registry.clone(),
-        Some(health.clone()),
+        Some(live_workers(health.clone())),
         Dialing::Always,
     );
     let relay = Relay::cluster(pool.clone(), config.gateway.request_timeout());
@@ -143,4 +144,13 @@ pub async fn run(
     pool.close();
     admin.stop().await;
     Ok(())
+}
+
+/// The gateway's readiness and `mortar_gateway_workers_live` follow its live workers: not ready
+/// while none is connected.
+fn live_workers(health: Health) -> crate::rpc::workers::OnLive {
+    Box::new(move |live| {
+        metrics::gauge!(crate::metrics::WORKERS_LIVE).set(live as f64);
+        health.set_peers_ok(live > 0);
+    })
 }

@@ -25,8 +25,8 @@ use super::{AdminTask, NodeError, identity};
 use crate::{
     admin::Health,
     config::NodeConfig,
-    gateway::workers::{Dialing, WorkerPool},
     registry::{self, Change, NodeEntry, NodeKind, Registry, keeper::Keeper},
+    rpc::workers::{Dialing, WorkerPool},
     rpc::{codec, handshake::Hello, listener},
     worker::{
         Backends, Worker,

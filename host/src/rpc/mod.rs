@@ -8,15 +8,15 @@
 //! - [`codec`]: the postcard serde format over length-delimited frames.
 //! - [`handshake`]: the first exchange on every connection (cluster secret, who is who).
 //! - [`listener`]: accepting peer connections with a cap, the handshake, then a service.
+//! - [`workers`]: a node's connections to the workers, and the choice of one for each request.
+//! - [`rendezvous`]: weighted rendezvous hashing, so a player sticks to one worker.
 
 pub mod codec;
 pub mod handshake;
 pub mod listener;
+pub mod rendezvous;
+pub mod workers;
 
-use crate::gateway::{
-    directory::{Claim, Login, UsersPushed},
-    sessions::PushReport,
-};
 use crate::session::Location;
 use bytes::Bytes;
 use mortar::{Code, Failure};
@@ -215,4 +215,47 @@ pub trait GatewayRpc {
     async fn locate(users: Vec<u64>) -> Vec<Option<Location>>;
     /// Answers at once: a liveness check.
     async fn ping();
+}
+
+/// One login: when it happened (by the worker's clock), on which gateway and session. Ordered by
+/// those fields in turn; the later login of a player wins.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Login {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The gateway holding the session.
+    pub gateway: String,
+    /// The session.
+    pub session: u64,
+}
+
+/// What became of a claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Claim {
+    /// The session is logged in as the player.
+    Bound,
+    /// A newer login of the player exists: this one lost.
+    Superseded,
+    /// The session ended before it could be marked.
+    Gone,
+}
+
+/// A push to players by user id, as one gateway carried it out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsersPushed {
+    /// What became of it, by session.
+    pub report: PushReport,
+    /// The users among those asked who are logged in here.
+    pub found: Vec<u64>,
+}
+
+/// What became of one push, by session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushReport {
+    /// Queued for the session's client.
+    pub delivered: usize,
+    /// No such session on this gateway (it ended, or never was).
+    pub offline: usize,
+    /// The session's outgoing queue was full (its client does not read) or closing: not sent.
+    pub dropped: usize,
 }

@@ -18,7 +18,10 @@ use super::{
     gateways::GatewayPool,
     players::{Players, now_ms},
 };
-use crate::{gateway::directory::Claim, gateway::directory::Login, session::Location};
+use crate::{
+    rpc::{Claim, Login},
+    session::Location,
+};
 use bytes::Bytes;
 use futures::future::join_all;
 use mortar::{

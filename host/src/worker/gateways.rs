@@ -9,16 +9,15 @@
 //!   is dialled again at the new one. With a shared session store, a gateway that leaves the
 //!   registry has its players' logins purged from it, so they can log in again at once.
 
-use crate::gateway::workers::code_of;
+use crate::rpc::workers::code_of;
 use crate::{
     config::RpcConfig,
-    gateway::{
-        Gateway, WeakGateway,
-        directory::{Claim, Login, UsersPushed},
-        sessions::PushReport,
-    },
+    gateway::{Gateway, WeakGateway},
     registry::{Change, NodeKind, Registry},
-    rpc::{GatewayRpcClient, PushBatch, codec, handshake, handshake::Identity},
+    rpc::{
+        Claim, GatewayRpcClient, Login, PushBatch, PushReport, UsersPushed, codec, handshake,
+        handshake::Identity,
+    },
     session::{Location, SessionStore},
 };
 use mortar::{Code, ctx::BoxFuture};

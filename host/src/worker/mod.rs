@@ -25,8 +25,8 @@ mod system;
 pub mod tables;
 
 use crate::{
-    gateway::workers::WorkerPool,
     metrics as m,
+    rpc::workers::WorkerPool,
     rpc::{
         AgentMessage, Called, Handled, InternalCall, Presence, Reply, WorkerRpc, WorkerRpcRequest,
         WorkerRpcResponse,

@@ -25,7 +25,6 @@
 
 use super::rendezvous;
 use crate::{
-    admin::Health,
     config::RpcConfig,
     metrics as m,
     registry::{Change, NodeEntry, NodeKind, Registry},
@@ -57,6 +56,9 @@ pub struct WorkerPool {
     inner: Arc<Inner>,
 }
 
+/// What a pool tells of the number of live workers (see [`WorkerPool::start`]).
+pub type OnLive = Box<dyn Fn(usize) + Send + Sync>;
+
 /// When a pool connects to the workers it knows (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialing {
@@ -75,7 +77,7 @@ struct Inner {
     registry: Arc<dyn Registry>,
     /// The gateway's readiness, and that it reports `mortar_gateway_workers_live`; none for a
     /// worker's pool of the other workers.
-    health: Option<Health>,
+    on_live: Option<OnLive>,
     dialing: Dialing,
     /// What requests choose from; replaced whole on every change, read per request.
     view: RwLock<Arc<Vec<Live>>>,
@@ -189,24 +191,25 @@ impl Live {
 }
 
 impl WorkerPool {
-    /// A pool for node `me`, following `registry` from now on, connecting as `dialing` says. A
-    /// gateway's `health` is kept not ready while no worker is connected; a worker, whose pool
-    /// only carries calls to modules it does not serve, passes none.
+    /// A pool for node `me`, following `registry` from now on, connecting as `dialing` says.
+    /// `on_live` hears how many workers are live, now and at every change (a gateway's readiness
+    /// and gauge follow it); a worker, whose pool only carries calls to modules it does not
+    /// serve, passes none.
     pub fn start(
         me: Arc<Identity>,
         config: RpcConfig,
         registry: Arc<dyn Registry>,
-        health: Option<Health>,
+        on_live: Option<OnLive>,
         dialing: Dialing,
     ) -> Self {
-        if let Some(health) = &health {
-            health.set_peers_ok(false);
+        if let Some(on_live) = &on_live {
+            on_live(0);
         }
         let inner = Arc::new(Inner {
             me,
             config,
             registry: registry.clone(),
-            health,
+            on_live,
             dialing,
             view: RwLock::default(),
             changed: Notify::new(),
@@ -769,9 +772,8 @@ impl WorkerPool {
         for (live, modules) in next.iter_mut().zip(modules) {
             live.modules = modules;
         }
-        if let Some(health) = &self.inner.health {
-            metrics::gauge!(m::WORKERS_LIVE).set(next.len() as f64);
-            health.set_peers_ok(!next.is_empty());
+        if let Some(on_live) = &self.inner.on_live {
+            on_live(next.len());
         }
         *view = Arc::new(next);
         self.inner.changed.notify_waiters();
@@ -814,14 +816,14 @@ async fn ping(client: &WorkerRpcClient, config: &RpcConfig) -> &'static str {
 }
 
 /// The reason of a `TIMEOUT` reply: the request passed its deadline.
-pub(super) const TIMED_OUT: &str = "no reply within the request timeout";
+pub(crate) const TIMED_OUT: &str = "no reply within the request timeout";
 
 /// The reason of an `UNAVAILABLE` reply from a worker that shuts down and did not run the request.
-pub(super) const SHUTTING_DOWN: &str = "the worker is shutting down; retry";
+pub(crate) const SHUTTING_DOWN: &str = "the worker is shutting down; retry";
 
 /// The reply to a request whose call failed with `error`: its code (see [`code_of`]), with a
 /// reason when the client can act on it (`TIMEOUT`, `UNAVAILABLE`; an `INTERNAL` has none).
-pub(super) fn reply_of(error: &RpcError) -> Reply {
+pub(crate) fn reply_of(error: &RpcError) -> Reply {
     match code_of(error) {
         Code::TIMEOUT => Reply::because(Code::TIMEOUT, TIMED_OUT),
         Code::UNAVAILABLE => Reply::because(Code::UNAVAILABLE, "the worker cannot be reached; retry"),
