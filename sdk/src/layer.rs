@@ -70,7 +70,7 @@ pub fn matches(pattern: &str, path: &str) -> bool {
     }
 }
 
-/// Whether `pattern` is one [`matches`] understands: `*`, `main.*` or `main.sub`, each part
+/// Whether `pattern` is one [`matches()`] understands: `*`, `main.*` or `main.sub`, each part
 /// lower-case ASCII letters, digits and `_` (as route names are). The node checks layers' and
 /// its config's patterns with it.
 pub fn is_pattern(pattern: &str) -> bool {

@@ -5,15 +5,14 @@
 //! over tarpc's in-process channel transport instead: the same service and the same gateway code
 //! as a cluster over TCP, without sockets between them.
 
-use super::{AdminTask, Listeners, NodeError};
+use super::{AdminTask, Listeners, NodeError, local::LocalGateway};
 use crate::{
     admin::Health,
     config::NodeConfig,
     gateway::{self, Gateway, relay::Relay},
     rpc::{Status, WorkerRpcClient},
     worker::{
-        Backends, Worker,
-        gateways::LocalGateway,
+        Worker,
         players::StorePlayers,
         routes::{DocumentHome, LoadError, RouteTable},
         tables::Tables,
@@ -41,7 +40,7 @@ pub async fn run(
     routes.configure(&config.modules).map_err(LoadError::from)?;
     let tables = Tables::new(config.tables.path.clone(), routes.tables());
     tables.load()?;
-    let mut backends = Backends::open(&config).await?;
+    let mut backends = super::open_backends(&config).await?;
     let sessions = crate::session::open(&config).await?;
     let local = Arc::new(LocalGateway::default());
     backends.players = Arc::new(StorePlayers { store: sessions.clone(), gateways: local.clone() });

@@ -3,9 +3,11 @@
 //! - [`dev`]: gateway and worker in one process, no RPC between them.
 //! - [`gateway`]: a cluster gateway: clients, the workers found through the registry.
 //! - [`worker`]: a cluster worker: the enabled modules behind the worker RPC service.
+//! - `local`: the adapters that join a dev node's gateway and worker in one process.
 
 pub mod dev;
 pub mod gateway;
+mod local;
 pub mod worker;
 
 use crate::{
@@ -58,6 +60,27 @@ pub enum NodeError {
     /// The config lacks what this kind of node needs.
     #[error("{0}")]
     Config(String),
+}
+
+/// The store and cache `config` names for a node's worker, and no player yet (every player is
+/// offline until the node gives its worker its players).
+///
+/// # Errors
+/// When one cannot be opened.
+async fn open_backends(config: &crate::NodeConfig) -> Result<crate::worker::Backends, NodeError> {
+    let (store, store_writable) = crate::storage::open_watched(&config.storage).await?;
+    let cache = crate::cache::open(config).await?;
+    let blocking_threads = match config.worker.blocking_threads {
+        0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+        threads => threads,
+    };
+    Ok(crate::worker::Backends {
+        store,
+        cache,
+        blocking_threads,
+        store_writable,
+        ..crate::worker::Backends::none()
+    })
 }
 
 /// The admin listener's task and the way to stop it.

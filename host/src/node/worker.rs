@@ -29,7 +29,7 @@ use crate::{
     rpc::workers::{Dialing, WorkerPool},
     rpc::{codec, handshake::Hello, listener},
     worker::{
-        Backends, Worker,
+        Worker,
         directory::GatewayDirectory,
         gateways::GatewayPool,
         players::StorePlayers,
@@ -77,7 +77,7 @@ pub async fn run(
         Arc::new(identity(&config, NodeKind::Worker, rpc_addr, &config.worker.advertise, Some(&routes))?);
     let registry = registry::open(&config).await?;
     super::check_sessions(&me.entry, &*registry)?;
-    let mut backends = Backends::open(&config).await?;
+    let mut backends = super::open_backends(&config).await?;
     let sessions = match config.session.url.as_str() {
         "memory" => None,
         _ => Some(crate::session::open(&config).await?),

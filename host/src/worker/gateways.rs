@@ -1,7 +1,8 @@
 //! How a worker reaches the gateway holding a player's session: to mark a session logged in, to
 //! kick it, to push to it.
 //!
-//! - [`LocalGateway`]: the node's own gateway (`mortar dev`), called directly.
+//! - [`NoGateways`]: none (a bare worker in tests); `mortar dev` joins its own gateway in
+//!   `node::local`.
 //! - [`GatewayPool`]: a cluster's gateways, found through the registry (with the static registry:
 //!   learnt from each gateway's own handshake when it dials this worker) and dialled on first use
 //!   (one multiplexed tarpc connection each, with the cluster handshake). A connection that
@@ -12,7 +13,6 @@
 use crate::rpc::workers::code_of;
 use crate::{
     config::RpcConfig,
-    gateway::{Gateway, WeakGateway},
     registry::{Change, NodeKind, Registry},
     rpc::{
         Claim, GatewayRpcClient, Login, PushBatch, PushReport, UsersPushed, codec, handshake,
@@ -23,7 +23,7 @@ use crate::{
 use mortar::{Code, ctx::BoxFuture};
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, OnceLock, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
     time::Instant,
 };
 use tarpc::client::RpcError;
@@ -52,47 +52,6 @@ impl Gateways for NoGateways {
 
     fn push(&self, _: &str, _: PushBatch) -> BoxFuture<Result<PushReport, Code>> {
         Box::pin(std::future::ready(Err(Code::UNAVAILABLE)))
-    }
-}
-
-/// The node's own gateway, set once it exists (the worker is made first). Held weakly: the
-/// gateway's relay holds the worker.
-#[derive(Default)]
-pub struct LocalGateway {
-    gateway: OnceLock<WeakGateway>,
-}
-
-impl LocalGateway {
-    /// Makes `gateway` the one calls reach.
-    pub fn set(&self, gateway: &Gateway) {
-        let _ = self.gateway.set(gateway.downgrade());
-    }
-
-    fn get(&self, id: &str) -> Result<Gateway, Code> {
-        self.gateway
-            .get()
-            .and_then(WeakGateway::upgrade)
-            .filter(|gateway| gateway.node_id() == id)
-            .ok_or(Code::UNAVAILABLE)
-    }
-}
-
-impl Gateways for LocalGateway {
-    fn bind(&self, gateway: &str, session: u64, user: u64) -> BoxFuture<Result<bool, Code>> {
-        let bound = self.get(gateway).map(|gateway| gateway.bind(session, user));
-        Box::pin(std::future::ready(bound))
-    }
-
-    fn kick(&self, gateway: &str, session: u64, reason: Code) -> BoxFuture<Result<bool, Code>> {
-        let kicked = self.get(gateway).map(|gateway| gateway.kick(session, reason));
-        Box::pin(std::future::ready(kicked))
-    }
-
-    fn push(&self, gateway: &str, batch: PushBatch) -> BoxFuture<Result<PushReport, Code>> {
-        let report = self
-            .get(gateway)
-            .map(|gateway| gateway.push(&batch.sessions, &batch.main, &batch.sub, batch.data));
-        Box::pin(std::future::ready(report))
     }
 }
 

@@ -101,20 +101,6 @@ impl Backends {
             store_writable: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
-
-    /// The store and cache `config` names, and no player yet (every player is offline).
-    ///
-    /// # Errors
-    /// When one cannot be opened.
-    pub async fn open(config: &crate::NodeConfig) -> Result<Self, crate::node::NodeError> {
-        let (store, store_writable) = crate::storage::open_watched(&config.storage).await?;
-        let cache = crate::cache::open(config).await?;
-        let blocking_threads = match config.worker.blocking_threads {
-            0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
-            threads => threads,
-        };
-        Ok(Self { store, cache, blocking_threads, store_writable, ..Self::none() })
-    }
 }
 
 /// The module-running side of a node. Cheap to clone.
