@@ -18,7 +18,7 @@
 //! are integers that [`Cache::incr`] changes atomically. A cache may lose anything at any time
 //! (eviction, a restart of the memory cache): keep what must last in the store.
 
-use crate::{Code, Failure, ctx::BoxFuture};
+use crate::{Code, Failure, future::BoxFuture};
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 use std::{fmt, sync::Arc, time::Duration};

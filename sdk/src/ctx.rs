@@ -11,13 +11,11 @@ use std::{
     fmt,
     future::Future,
     net::IpAddr,
-    pin::Pin,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
-/// A boxed future that the host returns to the SDK.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+pub use crate::future::BoxFuture;
 
 /// Who sent a request: the client session it came from, as the gateway saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -39,6 +39,8 @@
 //! - [`store`]: documents ([`store::Document`]), versions and compare-and-set, through
 //!   [`Ctx::store`].
 //! - [`dynamic`]: the entry point [`export_module!`] generates for loading from a library.
+//! - [`future`]: `BoxFuture`, the future type between the host and the SDK (below `ctx`, `store`
+//!   and `cache`, which all use it, so none of them imports another for it).
 //! - `build` (feature `build`): compiles a module crate's protos in its build script.
 //! - [`pb`]: the envelope and `sys.*` messages (`mortar-pb`).
 
@@ -49,6 +51,7 @@ pub mod code;
 pub mod config;
 pub mod ctx;
 pub mod dynamic;
+pub mod future;
 pub mod layer;
 pub mod module;
 mod panic;

@@ -1,6 +1,6 @@
 //! [`Module`]: a feature of the game (login, inventory, mail…) and its routes.
 
-use crate::ctx::{BoxFuture, Ctx};
+use crate::{ctx::Ctx, future::BoxFuture};
 use std::{
     fmt,
     panic::{AssertUnwindSafe, catch_unwind},

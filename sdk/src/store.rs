@@ -40,7 +40,7 @@
 //! Layout: [`Document`] and [`Index`] (the declaration), [`Store`] (the typed handle),
 //! [`StoreBackend`] (what a host implements), [`StoreError`] (and its wire codes).
 
-use crate::{Code, Failure, ctx::BoxFuture};
+use crate::{Code, Failure, future::BoxFuture};
 use serde::{Serialize, de::DeserializeOwned};
 use std::{
     fmt,
