@@ -92,6 +92,9 @@ pub trait Host: Send + Sync + 'static {
     /// where `user` is, and a session of `user` elsewhere is kicked with `LOGGED_IN_ELSEWHERE`.
     fn bind_user(&self, from: &Ctx, user: u64) -> BoxFuture<Result<(), Code>>;
 
+    /// The instance of enabled module `name` on this node (see [`Ctx::module`]).
+    fn module(&self, name: &str) -> Option<Arc<dyn std::any::Any + Send + Sync>>;
+
     /// The values of config section `section` this node read (see [`crate::config::decode`]).
     fn config(&self, section: &str) -> Option<crate::config::Values>;
 
@@ -211,6 +214,31 @@ impl Ctx {
         let module =
             self.inner.request.route.split_once('.').map_or(self.inner.request.route, |(main, _)| main);
         Cache::new(self.inner.host.cache(), module)
+    }
+
+    /// This module's instance on this node: the value [`module!`](macro@crate::module) made
+    /// (`mortar::module!(Group)` makes a `Group::default()`), with the state the module keeps
+    /// per node. `None` when the module running this request is not a `T`.
+    ///
+    /// ```ignore
+    /// #[derive(Default)]
+    /// pub struct Lobby { waiting: std::sync::Mutex<Vec<u64>> }
+    /// impl mortar::Module for Lobby {
+    ///     fn name(&self) -> &'static str { "lobby" }
+    /// }
+    /// mortar::module!(Lobby);
+    ///
+    /// #[mortar::handler("lobby.wait")]
+    /// async fn wait(ctx: Ctx, _: WaitReq) -> Result<WaitResp, Code> {
+    ///     let lobby = ctx.module::<Lobby>().ok_or(Code::INTERNAL)?;
+    ///     lobby.waiting.lock().unwrap().push(ctx.user_id().ok_or(Code::NOT_LOGGED_IN)?);
+    ///     Ok(WaitResp {})
+    /// }
+    /// ```
+    pub fn module<T: crate::Module>(&self) -> Option<Arc<T>> {
+        let route = self.inner.request.route;
+        let name = route.split_once('.').map_or(route, |(main, _)| main);
+        self.inner.host.module(name)?.downcast::<T>().ok()
     }
 
     /// This module's config section `T` (see [`config`](mod@crate::config)), as this node read

@@ -2,15 +2,19 @@
 
 use crate::{ctx::Ctx, future::BoxFuture};
 use std::{
+    any::Any,
     fmt,
     panic::{AssertUnwindSafe, catch_unwind},
+    sync::Arc,
 };
 
-/// A module: a named group of routes with a lifecycle.
+/// A module: a named group of routes with a lifecycle, and its state on a node.
 ///
 /// Its routes are the [`#[handler]`](crate::handler)s whose route starts with its name. A node
-/// serves a module's routes only when its config enables the module.
-pub trait Module: Send + Sync + 'static {
+/// serves a module's routes only when its config enables the module. Each node that enables it
+/// makes one instance, which its handlers reach with [`Ctx::module`]: state a module keeps there
+/// (locks, counters, caches of its own) is the node's, never a process-wide static.
+pub trait Module: Any + Send + Sync + 'static {
     /// The module's name: the `main` of its routes. Lower-case.
     fn name(&self) -> &'static str;
 
@@ -24,6 +28,12 @@ pub trait Module: Send + Sync + 'static {
 
     /// Runs once when the node stops, after it has stopped serving requests.
     fn on_stop(&self) {}
+
+    /// The module's own instance, for [`Ctx::module`] (the host keeps modules behind a guard).
+    #[doc(hidden)]
+    fn instance(&self) -> Option<Arc<dyn Any + Send + Sync>> {
+        None
+    }
 }
 
 /// Why a module could not start.
@@ -131,16 +141,18 @@ macro_rules! include_proto {
 /// # Errors
 /// When the constructor panics.
 pub fn build(decl: &ModuleDecl) -> Result<Box<dyn Module>, ModuleError> {
-    let module = catch_unwind(AssertUnwindSafe(decl.build)).map_err(|panic| {
-        ModuleError(format!("its constructor panicked: {}", crate::panic::message(&*panic)))
-    })?;
+    let module: Arc<dyn Module> = catch_unwind(AssertUnwindSafe(decl.build))
+        .map_err(|panic| {
+            ModuleError(format!("its constructor panicked: {}", crate::panic::message(&*panic)))
+        })?
+        .into();
     Ok(Box::new(Guarded { name: module.name(), module }))
 }
 
 /// A module whose hooks cannot unwind.
 struct Guarded {
     name: &'static str,
-    module: Box<dyn Module>,
+    module: Arc<dyn Module>,
 }
 
 impl Module for Guarded {
@@ -158,6 +170,11 @@ impl Module for Guarded {
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.module.on_stop())) {
             eprintln!("mortar: module `{}`: on_stop panicked: {}", self.name, crate::panic::message(&*panic));
         }
+    }
+
+    fn instance(&self) -> Option<Arc<dyn Any + Send + Sync>> {
+        // Made here, on the module's side of a library boundary: its type is the module's own.
+        Some(self.module.clone())
     }
 }
 

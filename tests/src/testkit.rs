@@ -20,7 +20,27 @@ use std::{
     time::Duration,
 };
 
-mortar::module!("testkit", on_online = came_online, on_offline = went_offline);
+mortar::module!(Testkit, on_online = came_online, on_offline = went_offline);
+
+/// The module on a node: how many times `testkit.count` ran there.
+#[derive(Default)]
+pub struct Testkit {
+    counted: std::sync::atomic::AtomicU64,
+}
+
+impl Module for Testkit {
+    fn name(&self) -> &'static str {
+        "testkit"
+    }
+}
+
+/// Counts in the node's own module instance and answers the count: module state per node.
+#[mortar::handler("testkit.count", public)]
+async fn count(ctx: Ctx, _req: EchoReq) -> Result<EchoResp, Code> {
+    let kit = ctx.module::<Testkit>().ok_or(Code::INTERNAL)?;
+    let counted = kit.counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    Ok(EchoResp { text: counted.to_string() })
+}
 
 /// Counts the player's logins in the module's cache, checking the hook's context is theirs.
 async fn came_online(ctx: Ctx, user: u64) {

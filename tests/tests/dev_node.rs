@@ -358,3 +358,19 @@ async fn two_nodes_in_one_process_each_read_their_own_module_config() {
         assert_eq!(created.map(|_| ()), expected);
     }
 }
+
+/// A module's instance belongs to the node: two nodes in one process count apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_has_its_own_module_instance() {
+    let (first, second) = (DevNode::start().await, DevNode::start().await);
+    let mut counts = Vec::new();
+    for node in [&first, &first, &first, &second] {
+        let mut client = Client::connect(&node.url()).await.unwrap();
+        counts.push(text_of(&request_text(&mut client, "testkit", "count", "").await));
+    }
+    assert_eq!(counts, ["1", "2", "3", "1"]);
+}
+
+async fn request_text(client: &mut Client, main: &str, sub: &str, text: &str) -> UserMessage {
+    client.request(main, sub, echo_body(text), |_| {}).await.unwrap()
+}

@@ -95,6 +95,10 @@ impl Host for Core {
         self.players.bind(from.request().session.clone(), user)
     }
 
+    fn module(&self, name: &str) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        self.routes.instance(name)
+    }
+
     fn config(&self, section: &str) -> Option<mortar::config::Values> {
         self.routes.config(section)
     }

@@ -731,6 +731,11 @@ impl RouteTable {
         self.modules.iter().map(|(_, module)| &**module)
     }
 
+    /// The instance enabled module `name` made on this node (see `Ctx::module`).
+    pub fn instance(&self, name: &str) -> Option<std::sync::Arc<dyn std::any::Any + Send + Sync>> {
+        self.modules.iter().find(|(_, module)| module.name() == name)?.1.instance()
+    }
+
     /// The enabled modules and where each comes from.
     pub fn modules_with_origin(&self) -> impl Iterator<Item = (&Origin, &dyn Module)> {
         self.modules.iter().map(|(origin, module)| (origin, &**module))

@@ -28,7 +28,7 @@ use mortar::{prelude::*, store::StoreError};
 use serde::{Deserialize, Serialize};
 use std::{
     collections::HashMap,
-    sync::{Arc, LazyLock, Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
     time::UNIX_EPOCH,
 };
 
@@ -42,8 +42,20 @@ use group::{
     Member, MembersResp, MineReq, MineResp, Role, Said, SayReq,
 };
 
-mortar::module!("group");
+mortar::module!(Group);
 mortar::export_module!();
+
+/// The module on a node: the turns of the groups written on it now (see `Turn`).
+#[derive(Default)]
+pub struct Group {
+    turns: Mutex<HashMap<u64, Arc<futures::lock::Mutex<()>>>>,
+}
+
+impl Module for Group {
+    fn name(&self) -> &'static str {
+        "group"
+    }
+}
 
 /// The group already has `max_members` members.
 pub const GROUP_FULL: Code = Code::module(1001);
@@ -338,7 +350,7 @@ async fn crowded_update(
     mut change: impl FnMut(&mut Chat) -> Result<(), Code>,
 ) -> Result<mortar::store::Versioned<Chat>, mortar::store::UpdateError> {
     let store = ctx.store::<Chat>();
-    let turn = Turn::of(group);
+    let turn = Turn::of(ctx, group)?;
     let _guard = turn.lock.lock().await;
     loop {
         match store.update(group, &mut change).await {
@@ -350,26 +362,25 @@ async fn crowded_update(
 }
 
 /// A group's turn to write its document on this node: one async lock per group with writers
-/// waiting, dropped from the table with its last holder.
+/// waiting, in the node's [`Group`], dropped from its table with its last holder.
 struct Turn {
     group: u64,
     lock: Arc<futures::lock::Mutex<()>>,
+    module: Arc<Group>,
 }
 
-type Turns = Mutex<HashMap<u64, Arc<futures::lock::Mutex<()>>>>;
-
-static TURNS: LazyLock<Turns> = LazyLock::new(Turns::default);
-
 impl Turn {
-    fn of(group: u64) -> Self {
-        let mut turns = TURNS.lock().unwrap_or_else(PoisonError::into_inner);
-        Self { group, lock: turns.entry(group).or_default().clone() }
+    fn of(ctx: &Ctx, group: u64) -> Result<Self, mortar::store::UpdateError> {
+        let module = ctx.module::<Group>().ok_or(mortar::store::UpdateError::Refused(Code::INTERNAL))?;
+        let lock =
+            module.turns.lock().unwrap_or_else(PoisonError::into_inner).entry(group).or_default().clone();
+        Ok(Self { group, lock, module })
     }
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        let mut turns = TURNS.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut turns = self.module.turns.lock().unwrap_or_else(PoisonError::into_inner);
         // The table's and this one: no one else waits.
         if Arc::strong_count(&self.lock) == 2 {
             turns.remove(&self.group);
