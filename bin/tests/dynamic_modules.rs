@@ -64,6 +64,11 @@ async fn a_stock_mortar_serves_a_library_module_like_a_linked_one() {
     assert!(slept >= 40, "{nap}");
     let spawn = call(&mut ws, &contract, "dyntest.spawn", r#"{"text":"t1"}"#).await;
     assert_eq!(spawn["data"]["text"], "a spawned task recorded t1", "{spawn}");
+    // Its own instance on this node, reached through Ctx.
+    for n in ["1", "2"] {
+        let counted = call(&mut ws, &contract, "dyntest.count", "{}").await;
+        assert_eq!(counted["data"]["text"], n, "{counted}");
+    }
     let shout = call(&mut ws, &contract, "dyntest.shout", r#"{"text":"loud"}"#).await;
     assert_eq!(shout["data"]["text"], "LOUD!", "{shout}");
     // A panic in the library answers INTERNAL; the node and the connection stay up.

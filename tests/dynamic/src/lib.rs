@@ -18,9 +18,11 @@ use dyntest::{CalleeContext, Empty, Nap, Napped, Text};
 mortar::module!(Dyntest, on_offline = went_offline);
 mortar::export_module!();
 
-/// The module, for its start hook.
+/// The module, for its start hook and the count `dyntest.count` keeps in it.
 #[derive(Default)]
-struct Dyntest;
+struct Dyntest {
+    counted: std::sync::atomic::AtomicU64,
+}
 
 impl Module for Dyntest {
     fn name(&self) -> &'static str {
@@ -39,6 +41,15 @@ impl Module for Dyntest {
 
 /// Texts the spawned tasks have recorded: a static of the library's own.
 static SPAWNED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Counts in the node's instance of the module, through `ctx.module` across the library
+/// boundary; answers the count.
+#[mortar::handler("dyntest.count", public)]
+async fn count(ctx: Ctx, _req: Text) -> Result<Text, Code> {
+    let module = ctx.module::<Dyntest>().ok_or(Code::INTERNAL)?;
+    let counted = module.counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    Ok(Text { text: counted.to_string() })
+}
 
 /// Answers "hello TEXT from a library".
 #[mortar::handler("dyntest.hello", public)]
