@@ -9,6 +9,7 @@ use mortar_host::worker::Backends;
 use mortar_host::{
     config::GatewayConfig,
     gateway::{self, Gateway, relay::Relay},
+    node::local::OwnWorker,
     rpc::PushReport,
     worker::{Worker, routes::RouteTable},
 };
@@ -21,7 +22,7 @@ use tokio::net::TcpListener;
 async fn start_gateway() -> (Gateway, String, tokio::sync::oneshot::Sender<()>) {
     let worker = Worker::new("push-1".into(), RouteTable::from_registry(&[]).unwrap(), Backends::none());
     let config = GatewayConfig { rate_per_sec: 0, max_connections_per_ip: 0, ..GatewayConfig::default() };
-    let relay = Relay::local(worker, config.request_timeout());
+    let relay = Relay::local(Arc::new(OwnWorker(worker)), config.request_timeout());
     let gateway = Gateway::new(config, "push-1".into(), relay, Arc::new(MemorySessions::default()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/ws", listener.local_addr().unwrap());

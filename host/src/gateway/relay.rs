@@ -7,11 +7,24 @@ use crate::{
     metrics as m,
     rpc::{AgentMessage, Handled, Presence, Reply, Status, WorkerRpcClient},
     trace,
-    worker::Worker,
 };
 use bytes::Bytes;
-use mortar::Code;
-use std::time::{Duration, Instant};
+use mortar::{Code, ctx::BoxFuture};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+/// The node's own worker, as its gateway calls it in-process (`mortar dev`): the node joins the
+/// two through this, so the gateway names no type of the runtime.
+pub trait Upstream: Send + Sync + 'static {
+    /// Handles one client request, whose client waits until `deadline`; always answers.
+    fn handle(&self, msg: AgentMessage, deadline: Instant) -> BoxFuture<Reply>;
+    /// Runs the hooks of `presence.status` of the modules that have one, by `deadline`.
+    fn presence(&self, presence: Presence, deadline: Instant) -> BoxFuture<()>;
+    /// The protos of the routes it serves, as one encoded `FileDescriptorSet`.
+    fn descriptors(&self) -> Bytes;
+}
 
 /// Relays client requests to a worker. Cheap to clone.
 #[derive(Clone)]
@@ -23,7 +36,7 @@ pub struct Relay {
 #[derive(Clone)]
 enum Target {
     /// This node's own worker: handlers run on the session's task, no RPC.
-    Local(Worker),
+    Local(Arc<dyn Upstream>),
     /// A worker's tarpc service (a remote node, or this node's worker through an in-process
     /// channel), with the call latency recorded by peer, and its modules with `on_online` and
     /// `on_offline` hooks.
@@ -36,7 +49,7 @@ impl Relay {
     /// Relays to `worker` in this process: the handler runs on the calling session's task, as
     /// Pitaya handles a frontend server's own routes, without a task hand-off or a serialisation.
     /// Each request gets `timeout` to complete.
-    pub fn local(worker: Worker, timeout: Duration) -> Self {
+    pub fn local(worker: Arc<dyn Upstream>, timeout: Duration) -> Self {
         Self { target: Target::Local(worker), timeout }
     }
 
@@ -112,10 +125,7 @@ impl Relay {
     pub async fn presence(&self, presence: Presence) {
         let deadline = Instant::now() + self.timeout;
         match &self.target {
-            Target::Local(worker) => {
-                let modules = worker.routes().hook_modules(presence.status);
-                worker.presence(presence, &modules, deadline).await;
-            }
+            Target::Local(worker) => worker.presence(presence, deadline).await,
             Target::Rpc { worker, peer, hooks, .. } => {
                 let hooks = &hooks[usize::from(presence.status == Status::Offline)];
                 if hooks.is_empty() {
@@ -139,7 +149,7 @@ impl Relay {
     /// `TIMEOUT` past the request deadline; `UNAVAILABLE` when no worker answered.
     pub async fn descriptors(&self) -> Result<Bytes, Code> {
         let sets = match &self.target {
-            Target::Local(worker) => return Ok(worker.routes().descriptors()),
+            Target::Local(worker) => return Ok(worker.descriptors()),
             Target::Rpc { worker, .. } => {
                 let mut cx = tarpc::context::current();
                 cx.deadline = Instant::now() + self.timeout;

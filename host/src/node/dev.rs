@@ -5,7 +5,10 @@
 //! over tarpc's in-process channel transport instead: the same service and the same gateway code
 //! as a cluster over TCP, without sockets between them.
 
-use super::{AdminTask, Listeners, NodeError, local::LocalGateway};
+use super::{
+    AdminTask, Listeners, NodeError,
+    local::{LocalGateway, OwnWorker},
+};
 use crate::{
     admin::Health,
     config::NodeConfig,
@@ -54,7 +57,7 @@ pub async fn run(
 
     let timeout = config.gateway.request_timeout();
     let (relay, server) = if config.gateway.local_dispatch {
-        (Relay::local(worker.clone(), timeout), None)
+        (Relay::local(Arc::new(OwnWorker(worker.clone())), timeout), None)
     } else {
         let (client_side, server_side) = tarpc::transport::channel::unbounded();
         let server = tokio::spawn(worker.clone().serve(server_side));

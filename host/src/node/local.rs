@@ -1,13 +1,37 @@
 //! The adapters that join a node's own gateway and worker in one process (`mortar dev`): the
-//! runtime reaches the gateway through its [`Gateways`] trait and never names the gateway's types.
+//! runtime reaches the gateway through its [`Gateways`] trait, the gateway the worker through its
+//! [`Upstream`] trait, and neither names the other's types.
 
 use crate::{
-    gateway::{Gateway, WeakGateway},
-    rpc::{PushBatch, PushReport},
-    worker::gateways::Gateways,
+    gateway::{Gateway, WeakGateway, relay::Upstream},
+    rpc::{AgentMessage, Presence, PushBatch, PushReport, Reply},
+    worker::{Worker, gateways::Gateways},
 };
+use bytes::Bytes;
 use mortar::{Code, ctx::BoxFuture};
-use std::sync::OnceLock;
+use std::{sync::OnceLock, time::Instant};
+
+/// The node's worker as its gateway's upstream: requests run on the calling session's task.
+pub struct OwnWorker(pub Worker);
+
+impl Upstream for OwnWorker {
+    fn handle(&self, msg: AgentMessage, deadline: Instant) -> BoxFuture<Reply> {
+        let worker = self.0.clone();
+        Box::pin(async move { worker.handle(msg, deadline).await })
+    }
+
+    fn presence(&self, presence: Presence, deadline: Instant) -> BoxFuture<()> {
+        let worker = self.0.clone();
+        Box::pin(async move {
+            let modules = worker.routes().hook_modules(presence.status);
+            worker.presence(presence, &modules, deadline).await;
+        })
+    }
+
+    fn descriptors(&self) -> Bytes {
+        self.0.routes().descriptors()
+    }
+}
 
 /// The node's own gateway, set once it exists (the worker is made first). Held weakly: the
 /// gateway's relay holds the worker.

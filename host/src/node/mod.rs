@@ -3,11 +3,11 @@
 //! - [`dev`]: gateway and worker in one process, no RPC between them.
 //! - [`gateway`]: a cluster gateway: clients, the workers found through the registry.
 //! - [`worker`]: a cluster worker: the enabled modules behind the worker RPC service.
-//! - `local`: the adapters that join a dev node's gateway and worker in one process.
+//! - [`local`]: the adapters that join a dev node's gateway and worker in one process.
 
 pub mod dev;
 pub mod gateway;
-mod local;
+pub mod local;
 pub mod worker;
 
 use crate::{
