@@ -39,6 +39,12 @@ fn entry(id: &str, kind: NodeKind, addr: String) -> NodeEntry {
     }
 }
 
+/// Gateway-1 of this cluster, whose pools the tests start.
+fn gateway_identity() -> Arc<Identity> {
+    let entry = entry("gateway-1", NodeKind::Gateway, "127.0.0.1:1".into());
+    Arc::new(Identity { cluster: "mortar".into(), secret: SECRET.into(), entry })
+}
+
 /// `testkit.whoami` (the testkit module is linked into the tests; it answers the session id).
 fn whoami(session: u64) -> AgentMessage {
     AgentMessage {
@@ -98,13 +104,9 @@ async fn the_pool_follows_the_registry() {
     let registry = Arc::new(MemoryRegistry::default());
     let health = Health::default();
     health.set_ready(true);
-    let me = Identity {
-        cluster: "mortar".into(),
-        secret: SECRET.into(),
-        entry: entry("gateway-1", NodeKind::Gateway, "127.0.0.1:1".into()),
-    };
+    let me = gateway_identity();
     let pool = WorkerPool::start(
-        Arc::new(me),
+        me,
         RpcConfig::default(),
         registry.clone(),
         Some(Box::new({
@@ -184,12 +186,8 @@ async fn a_dead_connection_leaves_the_choice_before_the_next_pick() {
     });
 
     let registry = Arc::new(MemoryRegistry::default());
-    let me = Identity {
-        cluster: "mortar".into(),
-        secret: SECRET.into(),
-        entry: entry("gateway-1", NodeKind::Gateway, "127.0.0.1:1".into()),
-    };
-    let pool = WorkerPool::start(Arc::new(me), RpcConfig::default(), registry.clone(), None, Dialing::Always);
+    let me = gateway_identity();
+    let pool = WorkerPool::start(me, RpcConfig::default(), registry.clone(), None, Dialing::Always);
     registry.register(&entry("worker-1", NodeKind::Worker, fake_addr)).await.unwrap();
     registry.register(&entry("worker-2", NodeKind::Worker, real)).await.unwrap();
     until("both workers are live", || pool.live_count() == 2).await;
@@ -244,12 +242,8 @@ async fn a_new_connection_is_not_taken_down_by_the_last_ones_end() {
         }
     });
     let registry = Arc::new(MemoryRegistry::default());
-    let me = Identity {
-        cluster: "mortar".into(),
-        secret: SECRET.into(),
-        entry: entry("gateway-1", NodeKind::Gateway, "127.0.0.1:1".into()),
-    };
-    let pool = WorkerPool::start(Arc::new(me), RpcConfig::default(), registry.clone(), None, Dialing::Always);
+    let me = gateway_identity();
+    let pool = WorkerPool::start(me, RpcConfig::default(), registry.clone(), None, Dialing::Always);
     registry.register(&entry("worker-1", NodeKind::Worker, addr)).await.unwrap();
     let mut connection = accepted.recv().await.unwrap();
     for round in 0..12 {
