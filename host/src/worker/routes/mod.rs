@@ -1,6 +1,23 @@
 //! The route table: the handlers of the modules a node enables, looked up by `main` and `sub`,
 //! each checked against its rpc in its module's protos, with the chain of layers (middleware)
 //! each route runs through.
+//!
+//! Layout:
+//! - this file: [`RouteTable`], built from the catalog and looked up per request (the router).
+//! - [`catalog`]: where modules and their declarations come from ([`ModuleSource`], [`Origin`]),
+//!   and which modules keep their documents here ([`DocumentHome`]).
+//! - [`contract`]: each route checked against its rpc, the served descriptor set.
+//! - [`error`]: [`RouteError`], [`LoadError`].
+
+pub mod catalog;
+pub mod contract;
+pub mod error;
+
+use catalog::crate_of;
+pub use catalog::{DocumentHome, ModuleSource, Origin};
+pub use contract::synthetic_protos;
+use contract::{check_rpc, served_set};
+pub use error::{LoadError, RouteError};
 
 use super::library::Library;
 use crate::rpc::Status;
@@ -8,308 +25,15 @@ use mortar::{
     Module,
     config::ConfigDecl,
     layer::{Layer, LayerFn},
-    module::{ModuleDecl, ModuleError, PresenceHook},
+    module::PresenceHook,
     route::{Access, Route},
-    store::DocumentDecl,
     table::TableDecl,
 };
-use prost::Message as _;
 use prost_reflect::DescriptorPool;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    fmt,
-    path::PathBuf,
     sync::Arc,
 };
-
-/// Why a route table could not be built.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RouteError {
-    /// Two handlers claim one route.
-    #[error("route `{route}` is declared twice: by {first} and by {second}")]
-    DuplicateRoute {
-        /// The route.
-        route: &'static str,
-        /// Where the first handler is defined.
-        first: String,
-        /// Where the second handler is defined.
-        second: String,
-    },
-    /// Two modules share a name.
-    #[error("module `{name}` is declared twice: in {first} and in {second}")]
-    DuplicateModule {
-        /// The name.
-        name: &'static str,
-        /// Where the first module is declared.
-        first: String,
-        /// Where the second module is declared.
-        second: String,
-    },
-    /// A route's `main` names no module declared beside it (in this binary, or in the same
-    /// library).
-    #[error(
-        "route `{route}` (defined at {defined_at}) belongs to no module: declare `mortar::module!(\"{module}\")` in its crate"
-    )]
-    Orphan {
-        /// The route.
-        route: &'static str,
-        /// Its module part.
-        module: &'static str,
-        /// Where its handler is defined.
-        defined_at: String,
-    },
-    /// Two layers share a name.
-    #[error("layer `{name}` is declared twice: in {first} and in {second}")]
-    DuplicateLayer {
-        /// The name.
-        name: &'static str,
-        /// Where the first is declared.
-        first: String,
-        /// Where the second is declared.
-        second: String,
-    },
-    /// Two modules declare one config section.
-    #[error("config section `modules.{section}` is declared twice: in {first} and in {second}")]
-    DuplicateConfig {
-        /// The section.
-        section: &'static str,
-        /// Where the first is declared.
-        first: String,
-        /// Where the second is declared.
-        second: String,
-    },
-    /// A module's config section is refused.
-    #[error("modules.{section}: {reason}")]
-    Config {
-        /// The section.
-        section: String,
-        /// What is wrong (from the module).
-        reason: String,
-    },
-    /// The node's config has a section no loaded module reads.
-    #[error("modules.{section}: no loaded module reads this section (sections: {available})")]
-    UnknownConfig {
-        /// The section.
-        section: String,
-        /// The sections declared, comma-separated.
-        available: String,
-    },
-    /// Two tables read one file.
-    #[error("table `{file}` is declared twice: in {first} and in {second}")]
-    DuplicateTable {
-        /// The file's name without `.json`.
-        file: &'static str,
-        /// Where the first is declared.
-        first: String,
-        /// Where the second is declared.
-        second: String,
-    },
-    /// A layer's route pattern is not `*`, `main.*` or `main.sub`.
-    #[error(
-        "layer `{name}` (declared in {defined_at}): route pattern `{pattern}` is not `*`, `main.*` or `main.sub`"
-    )]
-    LayerPattern {
-        /// The layer.
-        name: &'static str,
-        /// Where it is declared.
-        defined_at: String,
-        /// The pattern.
-        pattern: String,
-    },
-    /// The config places a layer no module declares.
-    #[error("worker.layers names layer `{name}`, which no loaded module declares (declared: {available})")]
-    UnknownLayer {
-        /// The name in the config.
-        name: String,
-        /// The layers declared, comma-separated.
-        available: String,
-    },
-    /// The config enables a module that is not linked into this binary.
-    #[error("config enables module `{name}`, which this binary does not have (it has: {available})")]
-    UnknownModule {
-        /// The name in the config.
-        name: String,
-        /// The modules this binary has, comma-separated.
-        available: String,
-    },
-    /// `storage.embedded_modules` names a module this node does not have.
-    #[error(
-        "storage.embedded_modules names module `{name}`, which this node does not have (it has: {available})"
-    )]
-    UnknownHome {
-        /// The name in the config.
-        name: String,
-        /// The modules this node has, comma-separated.
-        available: String,
-    },
-    /// A module's constructor failed.
-    #[error("module declared in {defined_at} cannot be made: {source}")]
-    Build {
-        /// Where it is declared.
-        defined_at: String,
-        /// What went wrong.
-        #[source]
-        source: ModuleError,
-    },
-    /// The protos of an origin do not form one contract.
-    #[error("the protos of {origin} do not load: {reason}")]
-    Protos {
-        /// Where they come from.
-        origin: Origin,
-        /// What prost-reflect said.
-        reason: String,
-    },
-    /// A route has no rpc in its module's protos.
-    #[error(
-        "route `{route}` (defined at {defined_at}) has no rpc: add `rpc {method}(...)` to `service {service}` in its module's .proto"
-    )]
-    NoRpc {
-        /// The route.
-        route: &'static str,
-        /// Where its handler is defined.
-        defined_at: String,
-        /// The service it belongs in.
-        service: String,
-        /// The rpc's expected name.
-        method: String,
-    },
-    /// A handler's request or reply type differs from its rpc's.
-    #[error("route `{route}` (defined at {defined_at}): {mismatch}")]
-    Types {
-        /// The route.
-        route: &'static str,
-        /// Where its handler is defined.
-        defined_at: String,
-        /// Both pairs of types: "the handler takes `A` and returns `B`, but its rpc …".
-        mismatch: String,
-    },
-}
-
-/// Why a worker's modules could not be loaded.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum LoadError {
-    /// A library was refused.
-    #[error(transparent)]
-    Library(#[from] super::library::LibraryError),
-    /// The modules do not form a route table.
-    #[error(transparent)]
-    Routes(#[from] RouteError),
-}
-
-/// Where a module comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Origin {
-    /// Linked into this binary.
-    Linked,
-    /// Loaded from this shared library.
-    Library(PathBuf),
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Linked => f.write_str("this binary"),
-            Self::Library(path) => write!(f, "{}", path.display()),
-        }
-    }
-}
-
-/// The modules, routes and protos of one origin: this binary or one library.
-pub struct ModuleSource {
-    /// Where they come from.
-    pub origin: Origin,
-    /// The modules.
-    pub modules: Vec<&'static ModuleDecl>,
-    /// Makes a module: the SDK's [`mortar::module::build`] of the origin's own copy of the SDK.
-    pub build: fn(&ModuleDecl) -> Result<Box<dyn Module>, ModuleError>,
-    /// The routes.
-    pub routes: Vec<&'static Route>,
-    /// The encoded descriptor sets of the origin's protos.
-    pub protos: Vec<&'static [u8]>,
-    /// The layers.
-    pub layers: Vec<&'static Layer>,
-    /// The game config tables.
-    pub tables: Vec<&'static TableDecl>,
-    /// The modules' config sections.
-    pub configs: Vec<&'static ConfigDecl>,
-    /// The document types: the modules of their crates keep documents.
-    pub documents: Vec<&'static DocumentDecl>,
-}
-
-/// Which modules that keep documents a node may serve.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum DocumentHome {
-    /// Any: the node's store is the cluster's (MongoDB), or the node is alone (`mortar dev`).
-    #[default]
-    Anywhere,
-    /// Only these (`storage.embedded_modules` with the embedded store): the others keep their
-    /// documents in another worker's store.
-    Only(Vec<String>),
-}
-
-impl DocumentHome {
-    /// The home the `[storage]` section gives a cluster worker.
-    pub fn of(storage: &crate::config::StorageConfig) -> Self {
-        match (storage.url.as_str(), storage.embedded_modules.is_empty()) {
-            ("embedded", false) => Self::Only(storage.embedded_modules.clone()),
-            _ => Self::Anywhere,
-        }
-    }
-
-    fn allows(&self, module: &str) -> bool {
-        match self {
-            Self::Anywhere => true,
-            Self::Only(listed) => listed.iter().any(|name| name == module),
-        }
-    }
-}
-
-/// The crate of a `module_path!()`.
-fn crate_of(path: &str) -> &str {
-    path.split("::").next().unwrap_or(path)
-}
-
-impl ModuleSource {
-    /// Everything linked into this program.
-    pub fn linked() -> Self {
-        Self {
-            origin: Origin::Linked,
-            modules: mortar::module::registered().collect(),
-            build: mortar::module::build,
-            routes: mortar::route::registered().collect(),
-            protos: mortar::module::protos().map(|protos| protos.descriptors).collect(),
-            layers: mortar::layer::registered().collect(),
-            tables: mortar::table::registered().collect(),
-            configs: mortar::config::registered().collect(),
-            documents: mortar::store::registered().collect(),
-        }
-    }
-
-    /// What a loaded library declares.
-    pub fn library(library: &Library) -> Self {
-        let declaration = library.declaration();
-        Self {
-            origin: Origin::Library(library.path().to_owned()),
-            modules: declaration.modules.clone(),
-            build: declaration.build,
-            routes: declaration.routes.clone(),
-            protos: declaration.protos.iter().map(|protos| protos.descriptors).collect(),
-            layers: declaration.layers.clone(),
-            tables: declaration.tables.clone(),
-            configs: declaration.configs.clone(),
-            documents: declaration.documents.clone(),
-        }
-    }
-
-    fn place(&self, defined_at: &str) -> String {
-        match &self.origin {
-            Origin::Linked => defined_at.to_owned(),
-            Origin::Library(path) => format!("{defined_at} (in {})", path.display()),
-        }
-    }
-}
 
 /// The enabled modules and their routes.
 pub struct RouteTable {
@@ -779,111 +503,15 @@ impl RouteTable {
     }
 }
 
-/// Checks `route` against its rpc in `pool` and answers the name of the file declaring it.
-fn check_rpc(pool: &DescriptorPool, route: &'static Route, place: &str) -> Result<String, RouteError> {
-    let (main, sub) = route.path.split_once('.').unwrap_or((route.path, ""));
-    let Some(method) = mortar_pb::route_method(pool, main, sub) else {
-        return Err(RouteError::NoRpc {
-            route: route.path,
-            defined_at: place.to_owned(),
-            service: camel_case(main),
-            method: camel_case(sub),
-        });
-    };
-    let (request, reply) = (route.types)();
-    if method.input().full_name() != request || method.output().full_name() != reply {
-        return Err(RouteError::Types {
-            route: route.path,
-            defined_at: place.to_owned(),
-            mismatch: format!(
-                "the handler takes `{request}` and returns `{reply}`, but its rpc `{}` takes `{}` and returns `{}`",
-                method.full_name(),
-                method.input().full_name(),
-                method.output().full_name()
-            ),
-        });
-    }
-    Ok(method.parent_file().name().to_owned())
-}
-
-/// `add_items` → `AddItems`: the proto name a route part comes from.
-fn camel_case(name: &str) -> String {
-    name.split('_')
-        .map(|word| {
-            let mut word = word.to_owned();
-            if let Some(first) = word.get_mut(..1) {
-                first.make_ascii_uppercase();
-            }
-            word
-        })
-        .collect()
-}
-
-/// `files` and everything they import, except `mortar.proto` (clients have it), encoded.
-fn served_set(pool: &DescriptorPool, files: &BTreeSet<String>) -> bytes::Bytes {
-    let mut wanted: BTreeSet<String> = BTreeSet::new();
-    let mut queue: Vec<String> = files.iter().cloned().collect();
-    while let Some(name) = queue.pop() {
-        if let Some(file) = pool.get_file_by_name(&name)
-            && wanted.insert(name)
-        {
-            queue.extend(file.dependencies().map(|dep| dep.name().to_owned()));
-        }
-    }
-    let own: BTreeSet<String> = mortar_pb::descriptors().files().map(|file| file.name().to_owned()).collect();
-    // Dependencies first, as `pool.files()` orders them, so a client can add them in order.
-    let file = pool
-        .files()
-        .filter(|file| wanted.contains(file.name()) && !own.contains(file.name()))
-        .map(|file| file.file_descriptor_proto().clone())
-        .collect();
-    prost_reflect::prost_types::FileDescriptorSet { file }.encode_to_vec().into()
-}
-
-/// A descriptor set declaring `routes` (`main.sub` each) in package `synthetic`, every rpc taking
-/// and answering `synthetic.Msg`: for route tables in tests and benches whose handlers are not
-/// made by `#[handler]`.
-#[doc(hidden)]
-pub fn synthetic_protos(routes: &[&str]) -> Vec<u8> {
-    use prost_reflect::prost_types::{
-        DescriptorProto, FileDescriptorProto, FileDescriptorSet, MethodDescriptorProto,
-        ServiceDescriptorProto,
-    };
-    let mut services: Vec<ServiceDescriptorProto> = Vec::new();
-    for route in routes {
-        let (main, sub) = route.split_once('.').unwrap_or((route, ""));
-        let name = camel_case(main);
-        let method = MethodDescriptorProto {
-            name: Some(camel_case(sub)),
-            input_type: Some(".synthetic.Msg".into()),
-            output_type: Some(".synthetic.Msg".into()),
-            ..Default::default()
-        };
-        match services.iter_mut().find(|service| service.name.as_deref() == Some(&name)) {
-            Some(service) => service.method.push(method),
-            None => services.push(ServiceDescriptorProto {
-                name: Some(name),
-                method: vec![method],
-                ..Default::default()
-            }),
-        }
-    }
-    let file = FileDescriptorProto {
-        name: Some("synthetic.proto".into()),
-        package: Some("synthetic".into()),
-        syntax: Some("proto3".into()),
-        message_type: vec![DescriptorProto { name: Some("Msg".into()), ..Default::default() }],
-        service: services,
-        ..Default::default()
-    };
-    FileDescriptorSet { file: vec![file] }.encode_to_vec()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use mortar::{Code, Ctx, module::Named, route::HandlerFuture};
+    use mortar::{
+        Code, Ctx,
+        module::{ModuleDecl, Named},
+        route::HandlerFuture,
+    };
     use std::sync::LazyLock;
 
     fn handler(_: Ctx, _: Bytes) -> HandlerFuture {
@@ -1136,6 +764,7 @@ mod tests {
 
     #[test]
     fn descriptors_hold_the_served_files_only() {
+        use prost::Message as _;
         use prost_reflect::prost_types::FileDescriptorSet;
         let table = table(&[&ECHO], &[&SAY], &[]).unwrap();
         let set = FileDescriptorSet::decode(table.descriptors()).unwrap();
