@@ -98,6 +98,9 @@ pub trait Host: Send + Sync + 'static {
     /// The values of config section `section` this node read (see [`crate::config::decode`]).
     fn config(&self, section: &str) -> Option<crate::config::Values>;
 
+    /// The rows of game config table `file` this node loaded (see [`crate::table::decode`]).
+    fn table(&self, file: &str) -> Option<crate::table::Loaded>;
+
     /// Pushes `route` with `body`, an encoded `message` (its full proto name), to each of `users`
     /// that is online, one batch per gateway. `BAD_REQUEST` when no loaded proto declares `route`
     /// with that message as its rpc's output.
@@ -251,10 +254,15 @@ impl Ctx {
             .unwrap_or_else(|| Arc::new(T::default()))
     }
 
-    /// The loaded rows of game config table `T` (see [`table`](mod@crate::table)): a snapshot, which a
-    /// reload does not change under this request.
+    /// The rows of game config table `T` (see [`table`](mod@crate::table)) this node loaded (none
+    /// in a context outside a node): a snapshot, which a reload does not change under this
+    /// request.
     pub fn table<T: crate::table::Row>(&self) -> Arc<crate::table::Rows<T>> {
-        T::table().rows()
+        self.inner
+            .host
+            .table(T::FILE)
+            .and_then(|rows| rows.downcast::<crate::table::Rows<T>>().ok())
+            .unwrap_or_default()
     }
 
     /// The collection of document type `T` in the node's store (see [`crate::store`]).

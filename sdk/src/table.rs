@@ -2,7 +2,7 @@
 //! default `conf/tables/`), typed in Rust, validated when loaded, replaced whole on a reload.
 //!
 //! ```
-//! use mortar::{Code, Ctx, table::Table};
+//! use mortar::{Code, Ctx};
 //!
 //! /// One row of `items.json`: `[{"id": 1, "name": "Potion", "max_stack": 99}, …]`.
 //! #[derive(serde::Deserialize)]
@@ -20,21 +20,25 @@
 //! }
 //! ```
 //!
-//! A node loads every table its modules declare when it starts, and again on `SIGHUP` or when a
-//! file changes: each file is read, every row decoded (unknown fields refused when the type says
-//! `deny_unknown_fields`), ids checked for duplicates, each row's `check` run (it may look at other
-//! tables, as they will be after the reload: [`Table::pending`]), and only when every table passed
-//! are they all replaced at once. A file that is missing gives the table its `default` (the
-//! module's own, built in) or, without one, stops the load. A table that fails keeps its old rows
-//! and the node says why: the file, the row (counted from 1) and the reason.
+//! Each node loads every table its modules declare when it starts, and again on `SIGHUP` or when
+//! a file changes: each file is read, every row decoded (unknown fields refused when the type
+//! says `deny_unknown_fields`), ids checked for duplicates, each row's `check` run, each
+//! reference to another table (`refs`) checked against that table as it will be after the
+//! reload, and only when every table passed are they all replaced at once. A file that is missing
+//! gives the table its `default` (the module's own, built in) or, without one, stops the load. A
+//! table that fails keeps its old rows and the node says why: the file, the row (counted from 1)
+//! and the reason.
 //!
-//! A handler's [`Rows`] is a snapshot: a reload never changes rows under a running request.
+//! The rows belong to the node: two nodes in one process (as in tests) each read their own
+//! folder. A handler's [`Rows`] is a snapshot: a reload never changes rows under a running
+//! request.
 
 use serde::de::DeserializeOwned;
 use std::{
-    collections::HashMap,
+    any::Any,
+    collections::{HashMap, HashSet},
     fmt,
-    sync::{Arc, Mutex, PoisonError, RwLock},
+    sync::Arc,
 };
 
 /// A table's row type, as [`table!`](crate::table!) declares it.
@@ -45,17 +49,14 @@ pub trait Row: DeserializeOwned + Send + Sync + 'static {
     /// The row's id, unique within its table.
     fn id(&self) -> u64;
 
-    /// Checks one row beyond its type, e.g. that it names items that exist
-    /// (`Item::table().pending()`); the reason goes into the load error.
+    /// Checks one row beyond its type (a row's references to other tables are checked by the
+    /// node: `refs` in [`table!`](crate::table!)); the reason goes into the load error.
     ///
     /// # Errors
     /// Why the row is refused.
     fn check(&self) -> Result<(), String> {
         Ok(())
     }
-
-    /// The table of this row type.
-    fn table() -> &'static Table<Self>;
 }
 
 /// Why a table could not be loaded.
@@ -86,6 +87,12 @@ pub struct Rows<T> {
     by_id: HashMap<u64, usize>,
 }
 
+impl<T> Default for Rows<T> {
+    fn default() -> Self {
+        Self { rows: Vec::new(), by_id: HashMap::new() }
+    }
+}
+
 impl<T: Row> Rows<T> {
     /// The row with id `id`.
     pub fn get(&self, id: u64) -> Option<&T> {
@@ -111,108 +118,47 @@ impl<T: Row> Rows<T> {
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
-
-    fn empty() -> Self {
-        Self { rows: Vec::new(), by_id: HashMap::new() }
-    }
 }
 
-/// Where a table's rows live: the loaded ones, and during a load the ones being checked.
-pub struct Table<T> {
-    current: RwLock<Option<Arc<Rows<T>>>>,
-    staged: Mutex<Option<Arc<Rows<T>>>>,
+/// A table's rows as the node keeps them: the module's own [`Rows`] behind `Any` (made and read
+/// on the module's side of a library boundary, so its type is the module's own).
+pub type Loaded = Arc<dyn Any + Send + Sync>;
+
+/// A table file decoded and its rows checked, for the node to keep once every table passed.
+pub struct Decoded {
+    /// The rows (a [`Loaded`]).
+    pub rows: Loaded,
+    /// Every row's id: what other tables' references are checked against.
+    pub ids: HashSet<u64>,
+    /// The rows' references to other tables.
+    pub references: Vec<Reference>,
 }
 
-impl<T: Row> Table<T> {
-    /// An empty table (until the node loads it).
-    #[doc(hidden)]
-    pub const fn new() -> Self {
-        Self { current: RwLock::new(None), staged: Mutex::new(None) }
-    }
-
-    /// The loaded rows.
-    pub fn rows(&self) -> Arc<Rows<T>> {
-        self.current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .unwrap_or_else(|| Arc::new(Rows::empty()))
-    }
-
-    /// The rows as they will be once the load in progress succeeds (the loaded rows when none
-    /// is in progress): what a row's `check` looks at in another table.
-    pub fn pending(&self) -> Arc<Rows<T>> {
-        match self.staged.lock().unwrap_or_else(PoisonError::into_inner).clone() {
-            Some(staged) => staged,
-            None => self.rows(),
+/// Decodes `text` (the file `file`) as rows `T`: ids unique, each row's `check` passed, and the
+/// references `refs` collected for the node to check.
+///
+/// # Errors
+/// The first row refused (or the file, when it is not a JSON array).
+pub fn decode<T: Row>(file: &str, text: &str, refs: &[RefField<T>]) -> Result<Decoded, TableError> {
+    let error = |row: Option<usize>, reason: String| TableError { file: file.to_owned(), row, reason };
+    let values: Vec<serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| error(None, format!("not a JSON array of rows: {e}")))?;
+    let mut rows = Vec::with_capacity(values.len());
+    let mut by_id = HashMap::with_capacity(values.len());
+    let mut references = Vec::new();
+    for (at, value) in values.into_iter().enumerate() {
+        let row = T::deserialize(value).map_err(|e| error(Some(at + 1), e.to_string()))?;
+        if let Some(first) = by_id.insert(row.id(), at) {
+            return Err(error(Some(at + 1), format!("id {} is also the id of row {}", row.id(), first + 1)));
         }
-    }
-
-    /// Decodes `text` (the file `file`) as this table's rows and keeps them aside; how many.
-    #[doc(hidden)]
-    pub fn stage(&self, file: &str, text: &str) -> Result<usize, TableError> {
-        let error = |row: Option<usize>, reason: String| TableError { file: file.to_owned(), row, reason };
-        let values: Vec<serde_json::Value> =
-            serde_json::from_str(text).map_err(|e| error(None, format!("not a JSON array of rows: {e}")))?;
-        let mut rows = Vec::with_capacity(values.len());
-        let mut by_id = HashMap::with_capacity(values.len());
-        for (at, value) in values.into_iter().enumerate() {
-            let row = T::deserialize(value).map_err(|e| error(Some(at + 1), e.to_string()))?;
-            if let Some(first) = by_id.insert(row.id(), at) {
-                return Err(error(
-                    Some(at + 1),
-                    format!("id {} is also the id of row {}", row.id(), first + 1),
-                ));
-            }
-            rows.push(row);
+        row.check().map_err(|reason| error(Some(at + 1), reason))?;
+        for &(field, table, id) in refs {
+            references.push(Reference { row: at + 1, field, table, id: id(&row) });
         }
-        let count = rows.len();
-        *self.staged.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(Rows { rows, by_id }));
-        Ok(count)
+        rows.push(row);
     }
-
-    /// Runs each staged row's `check`.
-    #[doc(hidden)]
-    pub fn check_staged(&self, file: &str) -> Result<(), TableError> {
-        let staged = self.pending();
-        for (at, row) in staged.rows.iter().enumerate() {
-            row.check().map_err(|reason| TableError { file: file.to_owned(), row: Some(at + 1), reason })?;
-        }
-        Ok(())
-    }
-
-    /// Makes the staged rows the loaded ones.
-    #[doc(hidden)]
-    pub fn commit(&self) {
-        if let Some(staged) = self.staged.lock().unwrap_or_else(PoisonError::into_inner).take() {
-            *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(staged);
-        }
-    }
-
-    /// Forgets the staged rows.
-    #[doc(hidden)]
-    pub fn discard(&self) {
-        self.staged.lock().unwrap_or_else(PoisonError::into_inner).take();
-    }
-
-    /// Whether the pending rows (see [`Table::pending`]) have id `id`.
-    #[doc(hidden)]
-    pub fn pending_contains(&self, id: u64) -> bool {
-        self.pending().contains(id)
-    }
-
-    /// The references `field_ids` finds in each pending row.
-    #[doc(hidden)]
-    pub fn pending_references(&self, field_ids: &[RefField<T>]) -> Vec<Reference> {
-        let pending = self.pending();
-        let mut found = Vec::new();
-        for (at, row) in pending.rows.iter().enumerate() {
-            for &(field, table, id) in field_ids {
-                found.push(Reference { row: at + 1, field, table, id: id(row) });
-            }
-        }
-        found
-    }
+    let ids = by_id.keys().copied().collect();
+    Ok(Decoded { rows: Arc::new(Rows { rows, by_id }), ids, references })
 }
 
 /// A field of rows `T` naming another table's rows: its name, the table, and how to read it.
@@ -233,12 +179,6 @@ pub struct Reference {
     pub id: u64,
 }
 
-impl<T: Row> Default for Table<T> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// A table as [`table!`](crate::table!) registers it, for the node to load.
 #[derive(Debug)]
 pub struct TableDecl {
@@ -246,19 +186,8 @@ pub struct TableDecl {
     pub file: &'static str,
     /// The rows used when the node's tables folder has no such file.
     pub default: Option<&'static str>,
-    /// Decodes a file's text (the name given for errors) and keeps the rows aside; how many.
-    pub stage: fn(&str, &str) -> Result<usize, TableError>,
-    /// Checks every staged row (the name given for errors).
-    pub check: fn(&str) -> Result<(), TableError>,
-    /// Makes the staged rows the loaded ones.
-    pub commit: fn(),
-    /// Forgets the staged rows.
-    pub discard: fn(),
-    /// Whether the pending rows have an id: how another table's references to this one are
-    /// checked.
-    pub contains: fn(u64) -> bool,
-    /// The references of the pending rows to other tables.
-    pub references: fn() -> Vec<Reference>,
+    /// Decodes and checks a file's text (the name given for errors); see [`decode`].
+    pub decode: fn(&str, &str) -> Result<Decoded, TableError>,
     /// Where it is declared (`crate::path`), for error messages.
     pub defined_at: &'static str,
 }
@@ -282,7 +211,6 @@ pub fn registered() -> impl Iterator<Item = &'static TableDecl> {
 macro_rules! table {
     ($row:ty, file = $file:literal, id = $id:ident $(, default = $default:expr)? $(, check = $check:path)? $(, refs = [$($field:ident => $table:literal),* $(,)?])? $(,)?) => {
         const _: () = {
-            static TABLE: $crate::table::Table<$row> = $crate::table::Table::new();
             impl $crate::table::Row for $row {
                 const FILE: &'static str = $file;
                 fn id(&self) -> u64 {
@@ -293,20 +221,16 @@ macro_rules! table {
                         $check(self)
                     }
                 )?
-                fn table() -> &'static $crate::table::Table<Self> {
-                    &TABLE
-                }
             }
             $crate::inventory::submit! {
                 $crate::table::TableDecl {
                     file: $file,
                     default: $crate::table!(@default $($default)?),
-                    stage: |file, text| TABLE.stage(file, text),
-                    check: |file| TABLE.check_staged(file),
-                    commit: || TABLE.commit(),
-                    discard: || TABLE.discard(),
-                    contains: |id| TABLE.pending_contains(id),
-                    references: || TABLE.pending_references(&[$($((stringify!($field), $table, |row: &$row| row.$field as u64)),*)?]),
+                    decode: |file, text| $crate::table::decode::<$row>(
+                        file,
+                        text,
+                        &[$($((stringify!($field), $table, |row: &$row| row.$field as u64)),*)?],
+                    ),
                     defined_at: module_path!(),
                 }
             }
@@ -334,27 +258,23 @@ mod tests {
     crate::table!(Thing, file = "things", id = id, check = no_zero);
 
     #[test]
-    fn a_load_is_checked_row_by_row_and_replaces_the_rows_only_when_committed() {
-        let table = Thing::table();
-        assert!(table.rows().is_empty());
-        assert_eq!(table.stage("things.json", r#"[{"id": 1, "max": 5}, {"id": 2, "max": 9}]"#), Ok(2));
-        table.check_staged("things.json").unwrap();
-        assert!(table.rows().is_empty(), "staged rows are not loaded yet");
-        assert_eq!(table.pending().get(2).map(|t| t.max), Some(9));
-        table.commit();
-        assert_eq!(table.rows().get(1).map(|t| t.max), Some(5));
+    fn a_file_is_decoded_and_checked_row_by_row() {
+        let rows = |text| {
+            decode::<Thing>("things.json", text, &[("max", "maxima", |thing: &Thing| u64::from(thing.max))])
+        };
+        let decoded = rows(r#"[{"id": 1, "max": 5}, {"id": 2, "max": 9}]"#).unwrap();
+        let loaded = decoded.rows.downcast::<Rows<Thing>>().unwrap();
+        assert_eq!((loaded.len(), loaded.get(2).map(|t| t.max)), (2, Some(9)));
+        assert_eq!(decoded.ids, HashSet::from([1, 2]));
+        assert_eq!(decoded.references[1], Reference { row: 2, field: "max", table: "maxima", id: 9 });
 
-        let unknown =
-            table.stage("things.json", r#"[{"id": 1, "max": 5}, {"id": 3, "colour": 1}]"#).unwrap_err();
+        let unknown = rows(r#"[{"id": 1, "max": 5}, {"id": 3, "colour": 1}]"#).err().unwrap();
         assert_eq!((unknown.row, unknown.file.as_str()), (Some(2), "things.json"));
         assert!(unknown.reason.contains("unknown field `colour`"), "{unknown}");
-        let twice = table.stage("things.json", r#"[{"id": 4, "max": 1}, {"id": 4, "max": 2}]"#).unwrap_err();
+        let twice = rows(r#"[{"id": 4, "max": 1}, {"id": 4, "max": 2}]"#).err().unwrap();
         assert_eq!(twice.to_string(), "things.json row 2: id 4 is also the id of row 1");
-        table.stage("things.json", r#"[{"id": 1, "max": 0}]"#).unwrap();
-        let checked = table.check_staged("things.json").unwrap_err();
+        let checked = rows(r#"[{"id": 1, "max": 0}]"#).err().unwrap();
         assert_eq!(checked.to_string(), "things.json row 1: max must be at least 1");
-        table.discard();
-        assert_eq!(table.rows().len(), 2, "a refused load keeps the old rows");
-        assert!(table.stage("things.json", "{}").unwrap_err().reason.starts_with("not a JSON array"));
+        assert!(rows("{}").err().unwrap().reason.starts_with("not a JSON array"));
     }
 }

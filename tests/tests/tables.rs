@@ -1,6 +1,5 @@
 //! Game config tables through the pack module's `items.json`, in `mortar dev`: a changed file is
-//! reloaded, a refused one keeps the loaded table. Its own test binary: a table's rows are one per
-//! process, so a test that changes them must not share the process with tests using them.
+//! reloaded, a refused one keeps the loaded table, and each node has its own rows.
 #![allow(clippy::unwrap_used)]
 
 use mortar_cli::client::Client;
@@ -92,4 +91,27 @@ async fn a_row_naming_an_item_no_table_has_stops_the_start() {
         error.to_string().contains("starter_items.json row 2: item_id 999 is not in items.json"),
         "{error}"
     );
+}
+
+/// Table rows belong to the node: two nodes in one process, one reading a folder where potions
+/// cannot be used, each answer `pack.use` by their own `items.json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_in_one_process_each_read_their_own_tables() {
+    let tables = mortar_tests::temp_dir("tables-own");
+    std::fs::create_dir_all(&tables).unwrap();
+    std::fs::write(
+        tables.join("items.json"),
+        r#"[{"id": 100, "name": "Small Potion", "kind": "consumable", "max_stack": 999, "usable": false}]"#,
+    )
+    .unwrap();
+    std::fs::write(tables.join("starter_items.json"), r#"[{"id": 1, "item_id": 100, "count": 1}]"#).unwrap();
+    let own = DevNode::with_config(|config| config.tables.path = tables.clone()).await;
+    let built_in = DevNode::start().await;
+    for (node, expected) in [(&own, Err(ErrorCode::BadRequest as i32)), (&built_in, Ok(9))] {
+        let mut player = player(node, 12).await;
+        assert_eq!(grant(&mut player, "0|start|100:10").await, 0);
+        assert_eq!(use_item(&mut player, 100, 1).await, expected);
+    }
+    drop((own, built_in));
+    let _ = std::fs::remove_dir_all(&tables);
 }

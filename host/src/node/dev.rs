@@ -18,7 +18,6 @@ use crate::{
         Worker,
         players::StorePlayers,
         routes::{DocumentHome, LoadError, RouteTable},
-        tables::Tables,
     },
 };
 use std::{future::Future, sync::Arc};
@@ -41,8 +40,7 @@ pub async fn run(
     // One node: it is the home of every module's documents.
     let mut routes = RouteTable::for_worker(&config.worker, &DocumentHome::Anywhere)?;
     routes.configure(&config.modules).map_err(LoadError::from)?;
-    let tables = Tables::new(config.tables.path.clone(), routes.tables());
-    tables.load()?;
+    let tables = routes.load_tables(config.tables.path.clone())?;
     let mut backends = super::open_backends(&config).await?;
     let sessions = crate::session::open(&config).await?;
     let local = Arc::new(LocalGateway::default());

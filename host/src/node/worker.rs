@@ -34,7 +34,6 @@ use crate::{
         gateways::GatewayPool,
         players::StorePlayers,
         routes::{DocumentHome, LoadError, RouteTable},
-        tables::Tables,
     },
 };
 use std::{future::Future, sync::Arc};
@@ -65,8 +64,7 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let mut routes = RouteTable::for_worker(&config.worker, &DocumentHome::of(&config.storage))?;
     routes.configure(&config.modules).map_err(LoadError::from)?;
-    let tables = Tables::new(config.tables.path.clone(), routes.tables());
-    tables.load()?;
+    let tables = routes.load_tables(config.tables.path.clone())?;
     if routes.modules().next().is_none() {
         return Err(NodeError::Config(
             "this worker has no module to serve: none is linked into the binary, or worker.modules and storage.embedded_modules leave none".into(),

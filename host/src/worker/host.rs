@@ -103,6 +103,10 @@ impl Host for Core {
         self.routes.config(section)
     }
 
+    fn table(&self, file: &str) -> Option<mortar::table::Loaded> {
+        self.routes.table(file)
+    }
+
     fn push(
         &self,
         from: &Ctx,

@@ -11,11 +11,11 @@
 //!
 //! and logs what it did; it ends when the node shuts down.
 
-use mortar::table::{TableDecl, TableError};
+use mortar::table::{Decoded, Loaded, TableDecl, TableError};
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError, RwLock},
     time::{Duration, SystemTime},
 };
 use tokio_util::sync::CancellationToken;
@@ -28,7 +28,8 @@ pub struct TablesError(pub Vec<TableError>);
 /// What a file looked like when last read: its size and modification time.
 type Stamp = Option<(u64, SystemTime)>;
 
-/// The tables of a node's modules and the folder they are read from. Cheap to clone.
+/// The tables of a node's modules, the folder they are read from and the rows loaded. Cheap to
+/// clone.
 #[derive(Clone)]
 pub struct Tables {
     inner: Arc<Inner>,
@@ -37,6 +38,8 @@ pub struct Tables {
 struct Inner {
     dir: PathBuf,
     decls: Vec<&'static TableDecl>,
+    /// The loaded rows, by file; replaced whole by a load.
+    loaded: RwLock<HashMap<&'static str, Loaded>>,
     /// Each file's stamp at the last load.
     stamps: Mutex<HashMap<&'static str, Stamp>>,
 }
@@ -44,7 +47,8 @@ struct Inner {
 impl Tables {
     /// The tables `decls`, read from `dir`.
     pub fn new(dir: PathBuf, decls: impl IntoIterator<Item = &'static TableDecl>) -> Self {
-        let inner = Inner { dir, decls: decls.into_iter().collect(), stamps: Mutex::default() };
+        let decls = decls.into_iter().collect();
+        let inner = Inner { dir, decls, loaded: RwLock::default(), stamps: Mutex::default() };
         Self { inner: Arc::new(inner) }
     }
 
@@ -55,69 +59,54 @@ impl Tables {
     /// Every table that failed (a file that cannot be read or decoded, a row refused, a missing
     /// file without built-in rows); then no table changed.
     pub fn load(&self) -> Result<Vec<(&'static str, usize)>, TablesError> {
-        // A table's rows are a static of its module: two nodes in one process (tests) load one
-        // after the other.
-        static LOADING: Mutex<()> = Mutex::new(());
-        let _one_at_a_time = LOADING.lock().unwrap_or_else(PoisonError::into_inner);
+        // One load at a time (SIGHUP and a changed file at once): the later one wins whole.
+        let mut stamps = self.inner.stamps.lock().unwrap_or_else(PoisonError::into_inner);
         let mut errors = Vec::new();
-        let mut counts = Vec::new();
-        let mut stamps = HashMap::new();
+        let mut decoded = HashMap::new();
+        let mut seen = HashMap::new();
         for decl in &self.inner.decls {
             let path = self.path(decl);
             let shown = path.display().to_string();
-            stamps.insert(decl.file, stamp(&path));
-            let staged = match std::fs::read_to_string(&path) {
-                Ok(text) => (decl.stage)(&shown, &text),
+            seen.insert(decl.file, stamp(&path));
+            let rows = match std::fs::read_to_string(&path) {
+                Ok(text) => (decl.decode)(&shown, &text),
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => match decl.default {
                     Some(text) => {
-                        (decl.stage)(&format!("{} (built into {})", decl.file, decl.defined_at), text)
+                        (decl.decode)(&format!("{} (built into {})", decl.file, decl.defined_at), text)
                     }
                     None => Err(TableError {
-                        file: shown,
+                        file: shown.clone(),
                         row: None,
                         reason: format!("missing, and {} has no built-in rows", decl.defined_at),
                     }),
                 },
-                Err(error) => Err(TableError { file: shown, row: None, reason: error.to_string() }),
+                Err(error) => Err(TableError { file: shown.clone(), row: None, reason: error.to_string() }),
             };
-            match staged {
-                Ok(count) => counts.push((decl.file, count)),
+            match rows {
+                Ok(rows) => {
+                    decoded.insert(decl.file, (rows, shown));
+                }
                 Err(error) => errors.push(error),
             }
         }
         if errors.is_empty() {
-            for decl in &self.inner.decls {
-                let file = self.path(decl).display().to_string();
-                if let Err(error) = (decl.check)(&file) {
-                    errors.push(error);
-                }
-                errors.extend(self.broken_references(decl, &file));
-            }
+            let tables = self.inner.decls.iter().filter_map(|decl| decoded.get(decl.file));
+            errors.extend(tables.filter_map(|(rows, file)| broken_reference(&decoded, rows, file)));
         }
         if !errors.is_empty() {
-            self.inner.decls.iter().for_each(|decl| (decl.discard)());
             return Err(TablesError(errors));
         }
-        self.inner.decls.iter().for_each(|decl| (decl.commit)());
-        *self.inner.stamps.lock().unwrap_or_else(PoisonError::into_inner) = stamps;
+        let counts =
+            self.inner.decls.iter().map(|decl| (decl.file, decoded[decl.file].0.ids.len())).collect();
+        let loaded = decoded.into_iter().map(|(file, (rows, _))| (file, rows.rows)).collect();
+        *self.inner.loaded.write().unwrap_or_else(PoisonError::into_inner) = loaded;
+        *stamps = seen;
         Ok(counts)
     }
 
-    /// The first reference of `decl`'s pending rows to a row that the other table does not have.
-    fn broken_references(&self, decl: &TableDecl, file: &str) -> Option<TableError> {
-        (decl.references)().into_iter().find_map(|reference| {
-            let reason = match self.inner.decls.iter().find(|other| other.file == reference.table) {
-                None => format!(
-                    "{} refers to table `{}`, which no loaded module declares",
-                    reference.field, reference.table
-                ),
-                Some(other) if !(other.contains)(reference.id) => {
-                    format!("{} {} is not in {}.json", reference.field, reference.id, reference.table)
-                }
-                Some(_) => return None,
-            };
-            Some(TableError { file: file.to_owned(), row: Some(reference.row), reason })
-        })
+    /// The rows of table `file` as last loaded.
+    pub fn rows(&self, file: &str) -> Option<Loaded> {
+        self.inner.loaded.read().unwrap_or_else(PoisonError::into_inner).get(file).cloned()
     }
 
     /// Whether a table file changed since the last load.
@@ -159,6 +148,28 @@ impl Tables {
     fn path(&self, decl: &TableDecl) -> PathBuf {
         self.inner.dir.join(format!("{}.json", decl.file))
     }
+}
+
+/// The first reference of `rows` (of `file`) to a row that the table it names does not have, in
+/// the tables as they are being loaded.
+fn broken_reference(
+    decoded: &HashMap<&'static str, (Decoded, String)>,
+    rows: &Decoded,
+    file: &str,
+) -> Option<TableError> {
+    rows.references.iter().find_map(|reference| {
+        let reason = match decoded.get(reference.table) {
+            None => format!(
+                "{} refers to table `{}`, which no loaded module declares",
+                reference.field, reference.table
+            ),
+            Some((other, _)) if !other.ids.contains(&reference.id) => {
+                format!("{} {} is not in {}.json", reference.field, reference.id, reference.table)
+            }
+            Some(_) => return None,
+        };
+        Some(TableError { file: file.to_owned(), row: Some(reference.row), reason })
+    })
 }
 
 fn stamp(path: &Path) -> Stamp {

@@ -38,8 +38,20 @@ use user::{
     RenameReq, RenameResp, ResumeReq, ResumeResp, StarterGrant, StarterGranted, StarterItem,
 };
 
-mortar::module!("user");
+mortar::module!(User);
 mortar::export_module!();
+
+/// The module on a node: its password hashing (slots, queues, buffers; see `password`).
+#[derive(Default)]
+pub struct User {
+    hashing: password::Hashing,
+}
+
+impl Module for User {
+    fn name(&self) -> &'static str {
+        "user"
+    }
+}
 
 /// `[modules.user]`.
 #[derive(Clone, Debug, Deserialize)]

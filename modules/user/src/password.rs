@@ -14,8 +14,8 @@
 //! 350–800 MB. Here the blocks are kept in a pool instead, one per slot at most, and every hash
 //! borrows one, so the memory is bounded by `hash_slots` (docs/benchmarks.md has the measurement).
 //!
-//! The queue and the pool are one per process, as a module's config is (two nodes in one process,
-//! as in tests, share them).
+//! The queue and the pool belong to the node (the module's instance, [`crate::User`]): two nodes
+//! in one process, as in tests, each have theirs, sized by their own config.
 
 use crate::UserConfig;
 use argon2::{
@@ -26,8 +26,16 @@ use futures::channel::oneshot;
 use mortar::prelude::*;
 use std::{
     collections::VecDeque,
-    sync::{Mutex, OnceLock, PoisonError},
+    sync::{Arc, Mutex, OnceLock, PoisonError},
 };
+
+/// The module's hashing on one node: its slots and buffers (made by the node's first hash, from
+/// its config), and the hash an unknown account's login checks.
+#[derive(Default)]
+pub(crate) struct Hashing {
+    gate: OnceLock<Arc<Gate>>,
+    dummy: OnceLock<String>,
+}
 
 /// What a hash is for: which queue it waits in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,13 +46,15 @@ pub(crate) enum Purpose {
     Register,
 }
 
-/// The hashing slots of this process.
+/// The hashing slots of a node, and argon2's memory: one buffer per running hash, kept for the
+/// next.
 struct Gate {
     slots: usize,
     register_slots: usize,
     login_queue: usize,
     register_queue: usize,
     state: Mutex<State>,
+    buffers: Mutex<Vec<Vec<Block>>>,
 }
 
 #[derive(Default)]
@@ -57,7 +67,7 @@ struct State {
 
 /// A hashing slot, given back on drop (to the next waiter, logins first).
 pub(crate) struct Slot {
-    gate: &'static Gate,
+    gate: Arc<Gate>,
     purpose: Purpose,
     armed: bool,
 }
@@ -82,6 +92,7 @@ impl Gate {
             login_queue: config.login_queue as usize,
             register_queue: config.register_queue as usize,
             state: Mutex::new(State::default()),
+            buffers: Mutex::new(Vec::new()),
         }
     }
 
@@ -99,16 +110,16 @@ impl Gate {
             }
     }
 
-    fn start(&'static self, state: &mut State, purpose: Purpose) -> Slot {
+    fn start(self: &Arc<Self>, state: &mut State, purpose: Purpose) -> Slot {
         state.running += 1;
         if purpose == Purpose::Register {
             state.running_registers += 1;
         }
-        Slot { gate: self, purpose, armed: true }
+        Slot { gate: Arc::clone(self), purpose, armed: true }
     }
 
     /// A slot for `purpose`, at once or once one frees.
-    async fn acquire(&'static self, purpose: Purpose) -> Result<Slot, Failure> {
+    async fn acquire(self: &Arc<Self>, purpose: Purpose) -> Result<Slot, Failure> {
         let waiting = {
             let mut state = self.lock();
             let queue_empty = match purpose {
@@ -137,7 +148,7 @@ impl Gate {
     }
 
     /// Gives a slot of `purpose` back and hands free slots to waiters, logins first.
-    fn release(&'static self, purpose: Purpose) {
+    fn release(self: &Arc<Self>, purpose: Purpose) {
         let mut state = self.lock();
         state.running -= 1;
         if purpose == Purpose::Register {
@@ -172,36 +183,38 @@ impl Gate {
     }
 }
 
-fn gate(ctx: &Ctx) -> &'static Gate {
-    static GATE: OnceLock<Gate> = OnceLock::new();
-    GATE.get_or_init(|| Gate::new(&ctx.config::<UserConfig>()))
+impl Gate {
+    /// Runs `f` with a buffer of at least `blocks` blocks from the pool, and puts it back (the
+    /// pool keeps at most one per slot).
+    fn with_buffer<R>(&self, blocks: usize, f: impl FnOnce(&mut [Block]) -> R) -> R {
+        let taken = self.buffers.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let mut buffer = taken.unwrap_or_default();
+        if buffer.len() < blocks {
+            buffer.resize(blocks, Block::default());
+        }
+        let out = f(&mut buffer[..blocks]);
+        let mut pool = self.buffers.lock().unwrap_or_else(PoisonError::into_inner);
+        if pool.len() < self.slots {
+            pool.push(buffer);
+        }
+        out
+    }
 }
 
-/// argon2's memory, one buffer per running hash, kept for the next.
-static BUFFERS: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
-
-/// Runs `f` with a buffer of at least `blocks` blocks from the pool, and puts it back.
-fn with_buffer<R>(blocks: usize, keep: usize, f: impl FnOnce(&mut [Block]) -> R) -> R {
-    let taken = BUFFERS.lock().unwrap_or_else(PoisonError::into_inner).pop();
-    let mut buffer = taken.unwrap_or_default();
-    if buffer.len() < blocks {
-        buffer.resize(blocks, Block::default());
-    }
-    let out = f(&mut buffer[..blocks]);
-    let mut pool = BUFFERS.lock().unwrap_or_else(PoisonError::into_inner);
-    if pool.len() < keep {
-        pool.push(buffer);
-    }
-    out
+/// This node's hashing: the user module's instance's, made from its config on first use.
+fn hashing(ctx: &Ctx) -> Result<(Arc<crate::User>, Arc<Gate>), Failure> {
+    let user = ctx.module::<crate::User>().ok_or(Code::INTERNAL)?;
+    let gate = user.hashing.gate.get_or_init(|| Arc::new(Gate::new(&ctx.config::<UserConfig>()))).clone();
+    Ok((user, gate))
 }
 
 /// A PHC string of `password` hashed with the configured parameters and a fresh salt.
-fn hash_with(config: &UserConfig, password: &[u8], keep: usize) -> Result<String, String> {
+fn hash_with(config: &UserConfig, password: &[u8], gate: &Gate) -> Result<String, String> {
     let params = config.params()?;
     let salt: [u8; Salt::RECOMMENDED_LENGTH] = rand::random();
     let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
     let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-    with_buffer(params.block_count(), keep, |blocks| {
+    gate.with_buffer(params.block_count(), |blocks| {
         argon2.hash_password_into_with_memory(password, &salt, &mut out, blocks)
     })
     .map_err(|error| error.to_string())?;
@@ -217,7 +230,7 @@ fn hash_with(config: &UserConfig, password: &[u8], keep: usize) -> Result<String
 
 /// Whether `password` hashes to `stored` (a PHC string of argon2); false for a string that is
 /// not one.
-fn verify_with(stored: &str, password: &[u8], keep: usize) -> bool {
+fn verify_with(stored: &str, password: &[u8], gate: &Gate) -> bool {
     #[cfg(test)]
     tests::VERIFIED.with(|verified| verified.set(verified.get() + 1));
     let Ok(phc) = PasswordHash::new(stored) else { return false };
@@ -231,7 +244,7 @@ fn verify_with(stored: &str, password: &[u8], keep: usize) -> bool {
     };
     let mut out = vec![0u8; expected.len()];
     let argon2 = Argon2::new(algorithm, version, params.clone());
-    let hashed = with_buffer(params.block_count(), keep, |blocks| {
+    let hashed = gate.with_buffer(params.block_count(), |blocks| {
         argon2.hash_password_into_with_memory(password, salt.as_ref(), &mut out, blocks)
     });
     hashed.is_ok() && crate::same(&out, expected.as_bytes())
@@ -242,13 +255,12 @@ fn verify_with(stored: &str, password: &[u8], keep: usize) -> bool {
 /// # Errors
 /// `RATE_LIMITED` when the queue is full; `INTERNAL`.
 pub(crate) async fn hash(ctx: &Ctx, password: String) -> Result<String, Failure> {
-    let gate = gate(ctx);
+    let (_, gate) = hashing(ctx)?;
     let slot = gate.acquire(Purpose::Register).await?;
     let config = ctx.config::<UserConfig>();
-    let keep = gate.slots;
     let hashed = ctx.blocking(move || {
         let _slot = slot;
-        hash_with(&config, password.as_bytes(), keep)
+        hash_with(&config, password.as_bytes(), &gate)
     });
     hashed.await?.map_err(|_| Code::INTERNAL.into())
 }
@@ -259,31 +271,29 @@ pub(crate) async fn hash(ctx: &Ctx, password: String) -> Result<String, Failure>
 /// # Errors
 /// `RATE_LIMITED` when the queue is full; `INTERNAL`.
 pub(crate) async fn verify(ctx: &Ctx, password: String, stored: Option<String>) -> Result<bool, Failure> {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    let gate = gate(ctx);
+    let (user, gate) = hashing(ctx)?;
     let slot = gate.acquire(Purpose::Login).await?;
     let config = ctx.config::<UserConfig>();
-    let keep = gate.slots;
     let checked = ctx.blocking(move || {
         let _slot = slot;
         // Made by the node's first login, whichever account it names, so that no login pays for
         // it alone and an unknown account never takes longer than a known one.
-        let dummy = match DUMMY.get() {
+        let dummy = match user.hashing.dummy.get() {
             Some(dummy) => dummy,
             None => {
-                let dummy = hash_with(&config, b"not a password of anyone", keep)?;
-                DUMMY.get_or_init(|| dummy)
+                let dummy = hash_with(&config, b"not a password of anyone", &gate)?;
+                user.hashing.dummy.get_or_init(|| dummy)
             }
         };
-        Ok::<_, String>(check(stored.as_deref(), dummy, password.as_bytes(), keep))
+        Ok::<_, String>(check(stored.as_deref(), dummy, password.as_bytes(), &gate))
     });
     checked.await?.map_err(|_| Code::INTERNAL.into())
 }
 
 /// Whether `password` matches `stored`; without an account, `dummy` is checked and the answer is
 /// no. One argon2 verification either way: the time does not say whether the account exists.
-fn check(stored: Option<&str>, dummy: &str, password: &[u8], keep: usize) -> bool {
-    let matched = verify_with(stored.unwrap_or(dummy), password, keep);
+fn check(stored: Option<&str>, dummy: &str, password: &[u8], gate: &Gate) -> bool {
+    let matched = verify_with(stored.unwrap_or(dummy), password, gate);
     stored.is_some() && matched
 }
 
@@ -300,11 +310,12 @@ mod tests {
     #[test]
     fn an_unknown_account_costs_one_verification_like_a_known_one() {
         let config = cheap();
+        let gate = Gate::new(&config);
         let (stored, dummy) =
-            (hash_with(&config, b"password1", 2).unwrap(), hash_with(&config, b"x", 2).unwrap());
+            (hash_with(&config, b"password1", &gate).unwrap(), hash_with(&config, b"x", &gate).unwrap());
         let verifications = |stored: Option<&str>, password: &[u8]| {
             let before = VERIFIED.with(std::cell::Cell::get);
-            let matched = check(stored, &dummy, password, 2);
+            let matched = check(stored, &dummy, password, &gate);
             (matched, VERIFIED.with(std::cell::Cell::get) - before)
         };
         assert_eq!(verifications(Some(&stored), b"password1"), (true, 1));
@@ -320,12 +331,13 @@ mod tests {
     #[test]
     fn hashes_are_argon2id_phc_strings_that_argon2_itself_accepts() {
         let config = cheap();
-        let stored = hash_with(&config, b"password1", 2).unwrap();
+        let gate = Gate::new(&config);
+        let stored = hash_with(&config, b"password1", &gate).unwrap();
         assert!(stored.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{stored}");
         assert!(config.hasher().unwrap().verify_password(b"password1", stored.as_str()).is_ok());
-        assert!(verify_with(&stored, b"password1", 2));
-        assert!(!verify_with(&stored, b"password2", 2));
-        assert!(!verify_with("not a hash", b"password1", 2));
+        assert!(verify_with(&stored, b"password1", &gate));
+        assert!(!verify_with(&stored, b"password2", &gate));
+        assert!(!verify_with("not a hash", b"password1", &gate));
     }
 
     #[test]
@@ -343,7 +355,7 @@ mod tests {
             }
         }
         let config = UserConfig { hash_slots: 2, login_queue: 1, register_queue: 1, ..UserConfig::default() };
-        let gate: &'static Gate = Box::leak(Box::new(Gate::new(&config)));
+        let gate: &'static Arc<Gate> = Box::leak(Box::new(Arc::new(Gate::new(&config))));
         let refused =
             |out: Option<Result<Slot, Failure>>| out.unwrap().err().unwrap().code() == Code::RATE_LIMITED;
 
@@ -377,7 +389,8 @@ mod tests {
     fn hashes_made_by_argon2_itself_still_verify() {
         use argon2::PasswordHasher as _;
         let stored = cheap().hasher().unwrap().hash_password(b"password1").unwrap().to_string();
-        assert!(verify_with(&stored, b"password1", 2));
-        assert!(!verify_with(&stored, b"password", 2));
+        let gate = Gate::new(&cheap());
+        assert!(verify_with(&stored, b"password1", &gate));
+        assert!(!verify_with(&stored, b"password", &gate));
     }
 }

@@ -19,7 +19,10 @@ pub use contract::synthetic_protos;
 use contract::{check_rpc, served_set};
 pub use error::{LoadError, RouteError};
 
-use super::library::Library;
+use super::{
+    library::Library,
+    tables::{Tables, TablesError},
+};
 use crate::rpc::Status;
 use mortar::{
     Module,
@@ -32,6 +35,7 @@ use mortar::{
 use prost_reflect::DescriptorPool;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
+    path::PathBuf,
     sync::Arc,
 };
 
@@ -60,6 +64,8 @@ pub struct RouteTable {
     pushes: HashMap<String, String>,
     /// The modules' config sections as this node read them (see [`RouteTable::configure`]).
     configured: HashMap<&'static str, mortar::config::Values>,
+    /// The game config tables as this node loads them (see [`RouteTable::load_tables`]).
+    loaded_tables: Option<Tables>,
 }
 
 /// A module's `on_online` or `on_offline` hook, and the route its context names
@@ -352,6 +358,7 @@ impl RouteTable {
             documents,
             pushes,
             configured: HashMap::new(),
+            loaded_tables: None,
         };
         table.place_layers(&BTreeMap::new())?;
         Ok(table)
@@ -414,9 +421,22 @@ impl RouteTable {
         self.configured.get(section).cloned()
     }
 
-    /// The game config tables the loaded modules declare, by file.
-    pub fn tables(&self) -> impl Iterator<Item = &'static TableDecl> + '_ {
-        self.tables.values().map(|(table, _)| *table)
+    /// Loads the game config tables the modules declare from `dir` (see [`Tables::load`]); this
+    /// node's handlers read them from then on, also after each reload of the returned
+    /// [`Tables`].
+    ///
+    /// # Errors
+    /// Every table refused; then the node has no rows.
+    pub fn load_tables(&mut self, dir: PathBuf) -> Result<Tables, TablesError> {
+        let tables = Tables::new(dir, self.tables.values().map(|(table, _)| *table));
+        tables.load()?;
+        self.loaded_tables = Some(tables.clone());
+        Ok(tables)
+    }
+
+    /// The rows of table `file` this node loaded.
+    pub fn table(&self, file: &str) -> Option<mortar::table::Loaded> {
+        self.loaded_tables.as_ref()?.rows(file)
     }
 
     /// The layers route `path` runs through, outermost first; none when it has none.
