@@ -47,7 +47,7 @@ fn worker_identity(secret: &str) -> Identity {
         offline_hooks: Vec::new(),
         documents: Vec::new(),
         store: String::new(),
-        sessions: mortar_host::session::identity(&mortar_host::NodeConfig::default()),
+        sessions: mortar_host::session::identity(&Default::default()),
         version: String::new(),
         weight: 1,
         tags: Vec::new(),

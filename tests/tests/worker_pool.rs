@@ -31,7 +31,7 @@ fn entry(id: &str, kind: NodeKind, addr: String) -> NodeEntry {
         offline_hooks: Vec::new(),
         documents: Vec::new(),
         store: String::new(),
-        sessions: mortar_host::session::identity(&mortar_host::NodeConfig::default()),
+        sessions: mortar_host::session::identity(&Default::default()),
         version: String::new(),
         weight: 1,
         tags: Vec::new(),

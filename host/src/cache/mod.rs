@@ -8,7 +8,7 @@
 pub mod memory;
 pub mod redis;
 
-use crate::{config::NodeConfig, metrics as m};
+use crate::{config::CacheConfig, metrics as m};
 use bytes::Bytes;
 use futures::FutureExt as _;
 use mortar::{
@@ -17,16 +17,15 @@ use mortar::{
 };
 use std::{sync::Arc, time::Duration, time::Instant};
 
-/// Opens the cache `config.cache.url` names.
+/// Opens the cache `cache.url` names, for the cluster named `cluster` (its keys' prefix).
 ///
 /// # Errors
 /// A Redis server that cannot be reached at start, as text.
-pub async fn open(config: &NodeConfig) -> Result<Arc<dyn CacheBackend>, CacheError> {
-    let cache = &config.cache;
+pub async fn open(cache: &CacheConfig, cluster: &str) -> Result<Arc<dyn CacheBackend>, CacheError> {
     if cache.url == "memory" {
         return Ok(Arc::new(Instrumented("memory", memory::MemoryCache::new(cache.max_entries))));
     }
-    let redis = redis::RedisCache::connect(&cache.url, &config.cluster.name, cache.timeout()).await?;
+    let redis = redis::RedisCache::connect(&cache.url, cluster, cache.timeout()).await?;
     Ok(Arc::new(Instrumented("redis", redis)))
 }
 

@@ -42,7 +42,7 @@ pub async fn run(
     routes.configure(&config.modules).map_err(LoadError::from)?;
     let tables = routes.load_tables(config.tables.path.clone())?;
     let mut backends = super::open_backends(&config).await?;
-    let sessions = crate::session::open(&config).await?;
+    let sessions = crate::session::open(&config.session, &config.cluster.name).await?;
     let local = Arc::new(LocalGateway::default());
     backends.players = Arc::new(StorePlayers { store: sessions.clone(), gateways: local.clone() });
     let health = Health::with_store(backends.store_writable.clone());

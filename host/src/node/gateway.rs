@@ -52,7 +52,7 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let rpc_addr = listeners.rpc.local_addr().map_err(|error| NodeError::Config(error.to_string()))?;
     let me = Arc::new(identity(&config, NodeKind::Gateway, rpc_addr, &config.gateway.rpc_advertise, None)?);
-    let registry = registry::open(&config).await?;
+    let registry = registry::open(&config.registry, &config.cluster.name).await?;
     super::check_sessions(&me.entry, &*registry)?;
     let health = Health::default();
     if !config.admin.token.is_empty() {
@@ -72,7 +72,7 @@ pub async fn run(
         // The gateways are the session directory: this one keeps its own players.
         Gateway::with_directory(config.gateway.clone(), config.node.id.clone(), relay)
     } else {
-        let sessions = crate::session::open(&config).await?;
+        let sessions = crate::session::open(&config.session, &config.cluster.name).await?;
         // Session ids start again at 1: logins a previous run of this gateway left behind would
         // point at new, unrelated sessions.
         match sessions.purge_gateway(config.node.id.clone()).await {

@@ -69,7 +69,7 @@ pub enum NodeError {
 /// When one cannot be opened.
 async fn open_backends(config: &crate::NodeConfig) -> Result<crate::worker::Backends, NodeError> {
     let (store, store_writable) = crate::storage::open_watched(&config.storage).await?;
-    let cache = crate::cache::open(config).await?;
+    let cache = crate::cache::open(&config.cache, &config.cluster.name).await?;
     let blocking_threads = match config.worker.blocking_threads {
         0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
         threads => threads,
@@ -184,7 +184,7 @@ pub(crate) fn identity(
         offline_hooks,
         documents,
         store,
-        sessions: crate::session::identity(config),
+        sessions: crate::session::identity(&config.session),
         version: env!("CARGO_PKG_VERSION").into(),
         weight: config.worker.weight,
         tags: config.worker.tags.clone(),

@@ -73,12 +73,12 @@ pub async fn run(
     let rpc_addr = listeners.rpc.local_addr().map_err(|error| NodeError::Config(error.to_string()))?;
     let me =
         Arc::new(identity(&config, NodeKind::Worker, rpc_addr, &config.worker.advertise, Some(&routes))?);
-    let registry = registry::open(&config).await?;
+    let registry = registry::open(&config.registry, &config.cluster.name).await?;
     super::check_sessions(&me.entry, &*registry)?;
     let mut backends = super::open_backends(&config).await?;
     let sessions = match config.session.url.as_str() {
         "memory" => None,
-        _ => Some(crate::session::open(&config).await?),
+        _ => Some(crate::session::open(&config.session, &config.cluster.name).await?),
     };
     let gateways = GatewayPool::start(me.clone(), config.rpc.clone(), registry.clone(), sessions.clone());
     backends.players = match sessions {

@@ -17,7 +17,7 @@ pub mod memory;
 pub mod redis;
 pub mod static_list;
 
-use crate::config::NodeConfig;
+use crate::config::RegistryConfig;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, sync::Arc};
@@ -269,17 +269,17 @@ fn diff(before: &Nodes, after: &Nodes) -> Vec<Change> {
     changes
 }
 
-/// Opens the registry `config.registry.url` names.
+/// Opens the registry `config.url` names, of the cluster named `cluster`.
 ///
 /// # Errors
 /// A URL that names no backend, or a Redis server that cannot be reached at start.
-pub async fn open(config: &NodeConfig) -> Result<Arc<dyn Registry>, RegistryError> {
-    let url = config.registry.url.as_str();
+pub async fn open(config: &RegistryConfig, cluster: &str) -> Result<Arc<dyn Registry>, RegistryError> {
+    let url = config.url.as_str();
     if url == "static" {
-        return Ok(Arc::new(static_list::StaticRegistry::new(&config.registry.nodes)));
+        return Ok(Arc::new(static_list::StaticRegistry::new(&config.nodes)));
     }
     if url.starts_with("redis://") {
-        return Ok(Arc::new(redis::RedisRegistry::connect(&config.registry, &config.cluster.name).await?));
+        return Ok(Arc::new(redis::RedisRegistry::connect(config, cluster).await?));
     }
     Err(RegistryError::BadUrl(url.to_owned()))
 }

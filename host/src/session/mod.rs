@@ -24,7 +24,7 @@ pub mod conformance;
 pub mod memory;
 pub mod redis;
 
-use crate::config::NodeConfig;
+use crate::config::SessionConfig;
 use mortar::ctx::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -92,8 +92,8 @@ pub trait SessionStore: Send + Sync + 'static {
 /// same): for `session.url = "memory"` a text saying each gateway keeps its own players (workers
 /// ask the gateways: [`directory`](crate::worker::directory)), else the store's URL without user
 /// and password.
-pub fn identity(config: &NodeConfig) -> String {
-    match config.session.url.as_str() {
+pub fn identity(config: &SessionConfig) -> String {
+    match config.url.as_str() {
         "memory" => "\"memory\" (each gateway keeps its own players)".into(),
         url => {
             let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
@@ -103,15 +103,14 @@ pub fn identity(config: &NodeConfig) -> String {
     }
 }
 
-/// Opens the store `config.session.url` names.
+/// Opens the store `session.url` names, for the cluster named `cluster` (its keys' prefix).
 ///
 /// # Errors
 /// A Redis server that cannot be reached at start.
-pub async fn open(config: &NodeConfig) -> Result<Arc<dyn SessionStore>, SessionError> {
-    let session = &config.session;
+pub async fn open(session: &SessionConfig, cluster: &str) -> Result<Arc<dyn SessionStore>, SessionError> {
     if session.url == "memory" {
         return Ok(Arc::new(memory::MemorySessions::default()));
     }
-    let store = redis::RedisSessions::connect(&session.url, &config.cluster.name, session.timeout()).await?;
+    let store = redis::RedisSessions::connect(&session.url, cluster, session.timeout()).await?;
     Ok(Arc::new(store))
 }
