@@ -1,11 +1,18 @@
 #!/usr/bin/env python3
 """Checks that mortar's layers point one way; exits 1 naming each offending edge.
 
-1. Crates (from `cargo metadata`): a module crate (modules/*) depends on the SDK, never on the
-   host; the SDK and mortar-pb depend on no other mortar crate but each other in that order.
-2. Folders of the host crate (host/src/*), until they are crates of their own: `gateway` and
-   `worker` never name each other, `rpc` (the cluster) names neither, nothing below `node` names
-   `node` or `admin`, and no two folders name each other (no cycle).
+1. Crates (from `cargo metadata`, normal and build dependencies): each crate of the host depends
+   only on the crates below it, in this order:
+
+       mortar-pb <- mortar (SDK) <- mortar-telemetry <- mortar-backends <- mortar-cluster
+                 <- mortar-runtime | mortar-gateway <- mortar-node <- mortar-cli
+
+   `mortar-gateway` and `mortar-runtime` never depend on each other, `mortar-cluster` on neither,
+   and only `mortar-node` (and what is above it: the CLI, the tests) names both. A module crate
+   (modules/*) depends on the SDK and pb only.
+2. Modules inside each crate: no two top-level modules of a crate's `src/` name each other through
+   `crate::`, directly or around a longer cycle (the crate root, `lib.rs`, is not counted: it is
+   the layer above its modules).
 
 Usage: scripts/check-layers.py (from anywhere in the repo). Run by .ci/run.
 """
@@ -18,103 +25,126 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Folder -> folders of the host it must never name.
-FORBIDDEN = {
-    "gateway": {"worker", "node", "admin"},
-    "worker": {"gateway", "node", "admin"},
-    "rpc": {"gateway", "worker", "node", "admin"},
-    "registry": {"gateway", "worker", "rpc", "node", "admin"},
-    "session": {"gateway", "worker", "rpc", "node", "admin"},
-    "storage": {"gateway", "worker", "rpc", "node", "admin"},
-    "cache": {"gateway", "worker", "rpc", "node", "admin"},
-    "config": {"gateway", "worker", "rpc", "node", "admin", "registry", "session", "storage", "cache"},
+SDK = {"mortar-pb", "mortar", "mortar-macros"}
+# Crate -> the mortar crates it may depend on.
+ALLOWED = {
+    "mortar-pb": set(),
+    "mortar-macros": set(),
+    "mortar": {"mortar-pb", "mortar-macros"},
+    "mortar-telemetry": SDK,
+    "mortar-backends": SDK | {"mortar-telemetry"},
+    "mortar-cluster": SDK | {"mortar-telemetry", "mortar-backends"},
+    "mortar-runtime": SDK | {"mortar-telemetry", "mortar-backends", "mortar-cluster"},
+    "mortar-gateway": SDK | {"mortar-telemetry", "mortar-backends", "mortar-cluster"},
+    "mortar-node": SDK
+    | {"mortar-telemetry", "mortar-backends", "mortar-cluster", "mortar-runtime", "mortar-gateway"},
 }
+# Crates that may name both the gateway and the runtime (the composition root and above).
+ABOVE_NODE = {"mortar-node", "mortar-cli", "mortar-tests", "mortar-fuzz"}
 
 
-def crate_problems():
+def metadata():
     out = subprocess.run(
         ["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline"],
         cwd=ROOT, check=True, capture_output=True, text=True,
     ).stdout
+    return json.loads(out)["packages"]
+
+
+def crate_problems(packages):
     problems = []
-    for package in json.loads(out)["packages"]:
+    for package in packages:
         name = package["name"]
-        deps = {dep["name"] for dep in package["dependencies"] if dep.get("kind") in (None, "build")}
+        deps = {
+            dep["name"]
+            for dep in package["dependencies"]
+            if dep.get("kind") in (None, "build") and dep["name"].startswith("mortar")
+        }
         relative = os.path.relpath(package["manifest_path"], ROOT)
-        if relative.startswith("modules/") and "mortar-host" in deps:
-            problems.append(f"crate {name} (a module) depends on mortar-host: modules see only the SDK")
-        if name in ("mortar", "mortar-macros", "mortar-pb"):
-            for dep in sorted(deps & {"mortar-host", "mortar-cli"}):
-                problems.append(f"crate {name} depends on {dep}")
-        if name == "mortar-pb" and "mortar" in deps:
-            problems.append("crate mortar-pb depends on mortar (the SDK): pb is below it")
+        if relative.startswith("modules/"):
+            for dep in sorted(deps - SDK - {name}):
+                problems.append(f"crate {name} (a module) depends on {dep}: modules see only the SDK")
+            continue
+        if name in ALLOWED:
+            for dep in sorted(deps - ALLOWED[name]):
+                problems.append(f"crate {name} depends on {dep}, which is not below it")
+        if {"mortar-gateway", "mortar-runtime"} <= deps and name not in ABOVE_NODE:
+            problems.append(f"crate {name} names both mortar-gateway and mortar-runtime: only mortar-node joins them")
     return problems
 
 
-def folder_edges():
-    src = os.path.join(ROOT, "host", "src")
-    folders = {entry for entry in os.listdir(src) if os.path.isdir(os.path.join(src, entry))}
+def crate_sources(packages):
+    for package in packages:
+        src = os.path.join(os.path.dirname(package["manifest_path"]), "src")
+        if os.path.isdir(src):
+            yield package["name"], src
+
+
+def module_edges(src):
+    """Top-level modules of `src` and the edges (a, b): module a names crate::b."""
+    modules = {
+        entry[:-3] if entry.endswith(".rs") else entry
+        for entry in os.listdir(src)
+        if entry not in ("lib.rs", "main.rs") and (entry.endswith(".rs") or os.path.isdir(os.path.join(src, entry)))
+    }
     edges = {}
-    for folder in folders:
-        for directory, _, files in os.walk(os.path.join(src, folder)):
-            for file in files:
-                if not file.endswith(".rs"):
-                    continue
-                path = os.path.join(directory, file)
-                text = open(path, encoding="utf-8").read().split("#[cfg(test)]")[0]
-                text = re.sub(r"//[^\n]*", "", text)
-                named = set(re.findall(r"crate::([a-z_]+)", text))
-                for group in re.findall(r"use crate::\{(.*?)\};", text, re.S):
-                    depth, token, items = 0, "", []
-                    for ch in group:
-                        depth += ch == "{"
-                        depth -= ch == "}"
-                        if ch == "," and depth == 0:
-                            items.append(token)
-                            token = ""
-                        else:
-                            token += ch
-                    items.append(token)
-                    named |= {m.group(1) for m in (re.match(r"\s*([a-z_]+)", it) for it in items) if m}
-                for other in named & folders - {folder}:
-                    edges.setdefault((folder, other), os.path.relpath(path, ROOT))
-    return folders, edges
+    for module in modules:
+        paths = [os.path.join(src, module + ".rs")] if os.path.isfile(os.path.join(src, module + ".rs")) else []
+        for directory, _, files in os.walk(os.path.join(src, module)):
+            paths += [os.path.join(directory, file) for file in files if file.endswith(".rs")]
+        for path in paths:
+            text = open(path, encoding="utf-8").read().split("#[cfg(test)]")[0]
+            text = re.sub(r"//[^\n]*", "", text)
+            named = set(re.findall(r"\bcrate::([a-z_]+)", text))
+            for group in re.findall(r"use crate::\{(.*?)\};", text, re.S):
+                depth, token, items = 0, "", []
+                for ch in group:
+                    depth += ch == "{"
+                    depth -= ch == "}"
+                    if ch == "," and depth == 0:
+                        items.append(token)
+                        token = ""
+                    else:
+                        token += ch
+                items.append(token)
+                named |= {m.group(1) for m in (re.match(r"\s*([a-z_]+)", it) for it in items) if m}
+            for other in named & modules - {module}:
+                edges.setdefault((module, other), os.path.relpath(path, ROOT))
+    return modules, edges
 
 
-def folder_problems():
-    folders, edges = folder_edges()
-    problems = [
-        f"host/src/{a} names host/src/{b} ({where}): {a} must not depend on {b}"
-        for (a, b), where in sorted(edges.items())
-        if b in FORBIDDEN.get(a, set())
-    ]
-    # Any cycle among the folders.
-    graph = {folder: {b for (a, b) in edges if a == folder} for folder in folders}
-    state = {}
+def cycle_problems(crate, src):
+    modules, edges = module_edges(src)
+    graph = {module: {b for (a, b) in edges if a == module} for module in modules}
+    problems, state = [], {}
 
     def visit(node, path):
         state[node] = "open"
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
                 cycle = path[path.index(nxt):] + [nxt]
-                problems.append("host/src folders form a cycle: " + " -> ".join(cycle))
+                where = ", ".join(edges[(a, b)] for a, b in zip(cycle, cycle[1:]))
+                problems.append(f"modules of {crate} form a cycle: {' -> '.join(cycle)} ({where})")
             elif nxt not in state:
                 visit(nxt, path + [nxt])
         state[node] = "done"
 
-    for folder in sorted(folders):
-        if folder not in state:
-            visit(folder, [folder])
+    for module in sorted(modules):
+        if module not in state:
+            visit(module, [module])
     return problems
 
 
 def main():
-    problems = crate_problems() + folder_problems()
+    packages = metadata()
+    problems = crate_problems(packages)
+    for crate, src in crate_sources(packages):
+        problems += cycle_problems(crate, src)
     for problem in problems:
         print(f"check-layers: {problem}", file=sys.stderr)
     if problems:
         sys.exit(1)
-    print("check-layers: crates and host folders point one way")
+    print("check-layers: crates point one way, and no crate's modules form a cycle")
 
 
 if __name__ == "__main__":

@@ -5,10 +5,8 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use mortar_cli::client::{self, Client, Contract};
-use mortar_host::{
-    NodeConfig,
-    node::{Listeners, gateway::GatewayListeners, worker::WorkerListeners},
-};
+use mortar_node::NodeConfig;
+use mortar_node::{Listeners, gateway::GatewayListeners, worker::WorkerListeners};
 use std::{
     io::IsTerminal as _, io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration,
 };
@@ -285,13 +283,13 @@ fn ready_line(line: String) {
 /// `mortar gateway`: binds the listeners, prints the readiness line once it serves, runs until
 /// Ctrl-C/SIGTERM.
 async fn gateway(config: NodeConfig) -> anyhow::Result<ExitCode> {
-    mortar_host::metrics::install();
+    mortar_telemetry::metrics::install();
     let clients = bind(config.gateway.listen, "clients", "gateway.listen or --listen").await?;
     let rpc = bind(config.gateway.rpc_listen, "workers", "gateway.rpc_listen").await?;
     let admin = admin_listener(&config).await?;
     let line = format!("mortar: gateway listening on ws://{}/ws", clients.local_addr()?);
     let listeners = GatewayListeners { clients, rpc, admin };
-    mortar_host::node::gateway::run(config, listeners, || ready_line(line), shutdown_signal()).await?;
+    mortar_node::gateway::run(config, listeners, || ready_line(line), shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -299,24 +297,24 @@ async fn gateway(config: NodeConfig) -> anyhow::Result<ExitCode> {
 /// `mortar worker`: binds the listeners, prints the readiness line once registered, runs until
 /// Ctrl-C/SIGTERM.
 async fn worker(config: NodeConfig) -> anyhow::Result<ExitCode> {
-    mortar_host::metrics::install();
+    mortar_telemetry::metrics::install();
     let rpc = bind(config.worker.listen, "gateways", "worker.listen or --rpc-listen").await?;
     let admin = admin_listener(&config).await?;
     let line = format!("mortar: worker {} listening on tcp://{}", config.node.id, rpc.local_addr()?);
     let listeners = WorkerListeners { rpc, admin };
-    mortar_host::node::worker::run(config, listeners, || ready_line(line), shutdown_signal()).await?;
+    mortar_node::worker::run(config, listeners, || ready_line(line), shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
 /// `mortar dev`: binds the listeners, prints the readiness line and runs until Ctrl-C/SIGTERM.
 async fn dev(config: NodeConfig) -> anyhow::Result<ExitCode> {
-    mortar_host::metrics::install();
+    mortar_telemetry::metrics::install();
     let gateway = bind(config.gateway.listen, "clients", "gateway.listen or --listen").await?;
     let admin = admin_listener(&config).await?;
     let line = format!("mortar: gateway listening on ws://{}/ws", gateway.local_addr()?);
     let listeners = Listeners { gateway, admin };
-    mortar_host::node::dev::run(config, listeners, || ready_line(line), shutdown_signal()).await?;
+    mortar_node::dev::run(config, listeners, || ready_line(line), shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -30,7 +30,7 @@ mod tests {
     /// has its rpc, with the handler's types.
     #[test]
     fn the_linked_modules_form_a_route_table() {
-        let table = mortar_host::worker::routes::RouteTable::from_registry(&[]).unwrap();
+        let table = mortar_runtime::routes::RouteTable::from_registry(&[]).unwrap();
         assert!(table.get_for_client("echo", "say").is_some());
         assert!(table.get_for_client("echo", "upper").is_none(), "echo.upper is internal");
     }

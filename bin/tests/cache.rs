@@ -4,7 +4,7 @@
 
 mod support;
 
-use mortar_host::cache::{conformance, redis::RedisCache};
+use mortar_backends::cache::{conformance, redis::RedisCache};
 use std::{sync::Arc, time::Duration};
 use support::Redis;
 

@@ -155,7 +155,7 @@ fn one_trace_id_in_the_gateway_and_worker_log_lines() {
     let log_path = std::env::temp_dir().join(format!("mortar-trace-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).expect("log file");
     // No NO_COLOR: a log that is not a terminal gets no colour codes by itself.
-    let env = [("RUST_LOG", "mortar_host=debug")];
+    let env = [("RUST_LOG", "mortar_gateway=debug,mortar_runtime=debug")];
     let mut dev = DevProcess::start_with(&env, Stdio::from(log));
     let (status, _, _) = dev.client(&["echo.say", r#"{"text":"traced"}"#]);
     assert_eq!(status, 0);

@@ -5,7 +5,9 @@
 
 mod support;
 
-use mortar_host::{config::StorageConfig, storage};
+use mortar_node::config::StorageConfig;
+
+use mortar_backends::storage;
 use support::Mongo;
 
 fn config(url: String) -> StorageConfig {

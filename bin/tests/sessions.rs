@@ -6,8 +6,8 @@
 
 mod support;
 
+use mortar_backends::session::{Location, SessionStore as _, conformance, redis::RedisSessions};
 use mortar_cli::client::{Client, ClientError};
-use mortar_host::session::{Location, SessionStore as _, conformance, redis::RedisSessions};
 use mortar_pb::{ErrorCode, Kick, UserMessage};
 use prost::Message as _;
 use std::{sync::Arc, time::Duration};

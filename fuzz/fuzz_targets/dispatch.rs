@@ -4,17 +4,15 @@
 
 use libfuzzer_sys::fuzz_target;
 use mortar_echo as _;
-use mortar_host::{
-    rpc::AgentMessage,
-    worker::{Worker, routes::RouteTable},
-};
+use mortar_cluster::rpc::AgentMessage;
+use mortar_runtime::{Worker, routes::RouteTable};
 use prost::Message as _;
 use std::sync::LazyLock;
 
 static WORKER: LazyLock<(tokio::runtime::Runtime, Worker)> = LazyLock::new(|| {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let routes = RouteTable::from_registry(&[]).expect("route table");
-    (runtime, Worker::new("fuzz".into(), routes, mortar_host::worker::Backends::none()))
+    (runtime, Worker::new("fuzz".into(), routes, mortar_runtime::Backends::none()))
 });
 
 fuzz_target!(|input: &[u8]| {

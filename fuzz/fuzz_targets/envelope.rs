@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mortar_host::gateway::envelope::{Inbound, inspect};
+use mortar_gateway::envelope::{Inbound, inspect};
 
 fuzz_target!(|frame: &[u8]| {
     match inspect(bytes::Bytes::copy_from_slice(frame), 64) {

@@ -8,10 +8,8 @@ pub mod testkit;
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
 use mortar_echo::echo::EchoReq;
-use mortar_host::{
-    NodeConfig,
-    node::{Listeners, NodeError},
-};
+use mortar_node::NodeConfig;
+use mortar_node::{Listeners, NodeError};
 use mortar_pb::UserMessage;
 use prost::Message as _;
 use std::net::SocketAddr;
@@ -58,7 +56,7 @@ impl DevNode {
         let data = config.storage.path.clone();
         let owns_data = data == own;
         config.validate().expect("test config is valid");
-        mortar_host::metrics::install();
+        mortar_telemetry::metrics::install();
         let gateway = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let (addr, admin_addr) = (gateway.local_addr().expect("bound"), admin.local_addr().expect("bound"));
@@ -67,7 +65,7 @@ impl DevNode {
             let _ = stopped.await;
         };
         let listeners = Listeners { gateway, admin: Some(admin) };
-        let task = tokio::spawn(mortar_host::node::dev::run(config, listeners, || {}, shutdown));
+        let task = tokio::spawn(mortar_node::dev::run(config, listeners, || {}, shutdown));
         Self { addr, data, owns_data, admin: admin_addr, stop: Some(stop), task: Some(task) }
     }
 

@@ -298,7 +298,7 @@ async fn websocket_ping_frames_are_answered_and_keep_the_connection_alive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_node_finishes_its_offline_hooks_before_it_lets_go_of_the_store() {
     let data = mortar_tests::temp_dir("offline-hooks");
-    let with_data = |config: &mut mortar_host::NodeConfig| config.storage.path = data.clone();
+    let with_data = |config: &mut mortar_node::NodeConfig| config.storage.path = data.clone();
     let node = DevNode::with_config(with_data).await;
     let mut player = Client::connect(&node.url()).await.unwrap();
     assert_eq!(player.request("testkit", "login", echo_body("5"), |_| {}).await.unwrap().code, 0);

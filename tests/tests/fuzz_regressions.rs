@@ -1,12 +1,10 @@
 //! Replays `fuzz/regressions/<target>/*` (inputs that crashed a fuzz target once, and hand-made edge
 //! cases) through the same code and checks as the targets in `fuzz/fuzz_targets/`, on every test run.
 
-use mortar_host::worker::Backends;
-use mortar_host::{
-    gateway::envelope::{Inbound, inspect},
-    rpc::AgentMessage,
-    worker::{Worker, routes::RouteTable},
-};
+use mortar_cluster::rpc::AgentMessage;
+use mortar_gateway::envelope::{Inbound, inspect};
+use mortar_runtime::Backends;
+use mortar_runtime::{Worker, routes::RouteTable};
 use prost::Message as _;
 use std::path::PathBuf;
 

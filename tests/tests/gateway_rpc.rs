@@ -4,17 +4,15 @@
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use mortar_cli::client::Client;
-use mortar_echo::echo::EchoResp;
-use mortar_host::{
-    NodeConfig,
-    config::StaticNode,
-    node::{gateway::GatewayListeners, worker::WorkerListeners},
-    registry::{NodeEntry, NodeKind},
-    rpc::{
-        GatewayRpcClient, PushBatch, codec,
-        handshake::{self, DialError, Identity},
-    },
+use mortar_cluster::registry::{NodeEntry, NodeKind};
+use mortar_cluster::rpc::{
+    GatewayRpcClient, PushBatch, codec,
+    handshake::{self, DialError, Identity},
 };
+use mortar_echo::echo::EchoResp;
+use mortar_node::NodeConfig;
+use mortar_node::config::StaticNode;
+use mortar_node::{gateway::GatewayListeners, worker::WorkerListeners};
 use mortar_pb::{ErrorCode, Kick};
 use mortar_tests::echo_body;
 use prost::Message as _;
@@ -47,7 +45,7 @@ fn worker_identity(secret: &str) -> Identity {
         offline_hooks: Vec::new(),
         documents: Vec::new(),
         store: String::new(),
-        sessions: mortar_host::session::identity(&Default::default()),
+        sessions: mortar_backends::session::identity(&Default::default()),
         version: String::new(),
         weight: 1,
         tags: Vec::new(),
@@ -58,11 +56,11 @@ fn worker_identity(secret: &str) -> Identity {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_push_to_and_kick_a_gateways_sessions() {
-    mortar_host::metrics::install();
+    mortar_telemetry::metrics::install();
     let worker_rpc = bind().await;
     let worker_addr = worker_rpc.local_addr().unwrap();
     let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(mortar_host::node::worker::run(
+    let worker = tokio::spawn(mortar_node::worker::run(
         config("worker-1"),
         WorkerListeners { rpc: worker_rpc, admin: None },
         || {},
@@ -77,7 +75,7 @@ async fn workers_push_to_and_kick_a_gateways_sessions() {
     let (clients, rpc) = (bind().await, bind().await);
     let (client_addr, rpc_addr) = (clients.local_addr().unwrap(), rpc.local_addr().unwrap());
     let (stop_gateway, gateway_stopped) = tokio::sync::oneshot::channel::<()>();
-    let gateway = tokio::spawn(mortar_host::node::gateway::run(
+    let gateway = tokio::spawn(mortar_node::gateway::run(
         gateway_config.clone(),
         GatewayListeners { clients, rpc, admin: None },
         || {},
@@ -156,18 +154,16 @@ async fn workers_push_to_and_kick_a_gateways_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_that_never_answers_holds_up_only_its_own_callers() {
-    use mortar_host::{
-        registry::{Registry as _, memory::MemoryRegistry},
-        session::memory::MemorySessions,
-        worker::gateways::{GatewayPool, Gateways as _},
-    };
+    use mortar_backends::session::memory::MemorySessions;
+    use mortar_cluster::registry::{Registry as _, memory::MemoryRegistry};
+    use mortar_runtime::gateways::{GatewayPool, Gateways as _};
     use std::sync::Arc;
 
     // A live gateway, and an address that accepts connections but never answers the handshake.
     let (clients, rpc, stuck) = (bind().await, bind().await, bind().await);
     let (rpc_addr, stuck_addr) = (rpc.local_addr().unwrap(), stuck.local_addr().unwrap());
     let (stop_gateway, gateway_stopped) = tokio::sync::oneshot::channel::<()>();
-    let gateway = tokio::spawn(mortar_host::node::gateway::run(
+    let gateway = tokio::spawn(mortar_node::gateway::run(
         config("gateway-live"),
         GatewayListeners { clients, rpc, admin: None },
         || {},

@@ -88,7 +88,7 @@ async fn grants_add_once_uses_take_and_limits_hold() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_uses_and_grants_lose_no_update_and_survive_a_restart() {
     let data = mortar_tests::temp_dir("pack-data");
-    let with_data = |config: &mut mortar_host::NodeConfig| {
+    let with_data = |config: &mut mortar_node::NodeConfig| {
         config.storage.path = data.clone();
         config.gateway.session_concurrency = 8;
         config.gateway.rate_per_sec = 0;

@@ -2,17 +2,15 @@
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use bytes::Bytes;
+use mortar_backends::session::memory::MemorySessions;
 use mortar_cli::client::Client;
+use mortar_cluster::rpc::PushReport;
 use mortar_echo::echo::{EchoReq, EchoResp};
-use mortar_host::session::memory::MemorySessions;
-use mortar_host::worker::Backends;
-use mortar_host::{
-    config::GatewayConfig,
-    gateway::{self, Gateway, relay::Relay},
-    node::local::OwnWorker,
-    rpc::PushReport,
-    worker::{Worker, routes::RouteTable},
-};
+use mortar_gateway::{self as gateway, Gateway, relay::Relay};
+use mortar_node::config::GatewayConfig;
+use mortar_node::local::OwnWorker;
+use mortar_runtime::Backends;
+use mortar_runtime::{Worker, routes::RouteTable};
 use mortar_tests::echo_body;
 use prost::Message as _;
 use std::{sync::Arc, time::Duration};

@@ -6,7 +6,7 @@
 
 use mortar_cli::client::Client;
 use mortar_echo::echo::EchoResp;
-use mortar_host::NodeConfig;
+use mortar_node::NodeConfig;
 use mortar_pb::{ErrorCode, UserMessage};
 use mortar_tests::{DevNode, Received, admin_get, echo_body, raw, receive, request, send, testkit};
 use prost::Message as _;

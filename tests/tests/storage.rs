@@ -73,7 +73,7 @@ async fn a_unique_index_on_a_renamed_field_is_enforced() {
         tag: String,
     }
     let dir = temp_dir("renamed-index");
-    let backend = mortar_host::storage::embedded::EmbeddedStore::open(&dir).unwrap();
+    let backend = mortar_backends::storage::embedded::EmbeddedStore::open(&dir).unwrap();
     let store = Store::<Renamed>::new(std::sync::Arc::new(backend));
     let doc = |name: &str, tag: &str| Renamed { display_name: name.into(), tag: tag.into() };
     store.insert(1, doc("ana", "a")).await.unwrap();

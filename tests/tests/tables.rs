@@ -77,15 +77,14 @@ async fn a_row_naming_an_item_no_table_has_stops_the_start() {
         r#"[{"id": 1, "item_id": 100, "count": 1}, {"id": 2, "item_id": 999, "count": 1}]"#,
     )
     .unwrap();
-    let mut config = mortar_host::NodeConfig::default();
+    let mut config = mortar_node::NodeConfig::default();
     config.storage.path = mortar_tests::temp_dir("tables-refs-data");
     config.tables.path = tables.clone();
-    let listeners = mortar_host::node::Listeners {
+    let listeners = mortar_node::Listeners {
         gateway: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         admin: None,
     };
-    let error =
-        mortar_host::node::dev::run(config, listeners, || {}, std::future::pending()).await.unwrap_err();
+    let error = mortar_node::dev::run(config, listeners, || {}, std::future::pending()).await.unwrap_err();
     let _ = std::fs::remove_dir_all(&tables);
     assert!(
         error.to_string().contains("starter_items.json row 2: item_id 999 is not in items.json"),

@@ -218,8 +218,8 @@ async fn display_names_are_normalized_visible_and_unique_case_insensitively() {
 /// name unless the player chose one, and there is no `name_key`.
 async fn make_legacy(data: &std::path::Path, account: &str, name: &str) {
     use mortar_user::Account;
-    let config = mortar_host::config::StorageConfig { path: data.to_owned(), ..Default::default() };
-    let store = mortar::store::Store::<Account>::new(mortar_host::storage::open(&config).await.unwrap());
+    let config = mortar_node::config::StorageConfig { path: data.to_owned(), ..Default::default() };
+    let store = mortar::store::Store::<Account>::new(mortar_backends::storage::open(&config).await.unwrap());
     let found = store.find_one("account", account).await.unwrap().unwrap();
     store
         .update(found.id, |doc| {
@@ -234,7 +234,7 @@ async fn make_legacy(data: &std::path::Path, account: &str, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_named_before_names_had_keys_get_one_at_their_next_login() {
     let data = mortar_tests::temp_dir("legacy-names");
-    let config = |config: &mut mortar_host::NodeConfig| {
+    let config = |config: &mut mortar_node::NodeConfig| {
         config.storage.path = data.clone();
         let user = serde_json::json!({ "argon2_memory_kib": 1024, "argon2_iterations": 1 });
         config.modules.insert("user".into(), user);
@@ -267,9 +267,10 @@ async fn accounts_named_before_names_had_keys_get_one_at_their_next_login() {
     assert_eq!(refusal(&mut dee, "user.rename", RenameReq { name: "cy".into() }).await, taken);
     node.stop().await.unwrap();
     // Ana's new default name has its key in the unique index.
-    let config = mortar_host::config::StorageConfig { path: data.clone(), ..Default::default() };
-    let store =
-        mortar::store::Store::<mortar_user::Account>::new(mortar_host::storage::open(&config).await.unwrap());
+    let config = mortar_node::config::StorageConfig { path: data.clone(), ..Default::default() };
+    let store = mortar::store::Store::<mortar_user::Account>::new(
+        mortar_backends::storage::open(&config).await.unwrap(),
+    );
     let holder = store.find_one("name_key", &ana.name.to_lowercase()).await.unwrap().map(|found| found.id);
     assert_eq!(holder, Some(ana.user_id));
     let _ = std::fs::remove_dir_all(&data);
@@ -292,14 +293,13 @@ async fn kicked(client: &mut Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_module_config_section_that_does_not_check_stops_the_start() {
-    let mut config = mortar_host::NodeConfig::default();
+    let mut config = mortar_node::NodeConfig::default();
     config.storage.path = mortar_tests::temp_dir("user-config");
     config.modules.insert("user".into(), serde_json::json!({"argon2_memory_kib": 1}));
-    let listeners = mortar_host::node::Listeners {
+    let listeners = mortar_node::Listeners {
         gateway: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         admin: None,
     };
-    let error =
-        mortar_host::node::dev::run(config, listeners, || {}, std::future::pending()).await.unwrap_err();
+    let error = mortar_node::dev::run(config, listeners, || {}, std::future::pending()).await.unwrap_err();
     assert!(error.to_string().starts_with("modules.user: argon2 parameters"), "{error}");
 }

@@ -3,16 +3,14 @@
 //! ready without workers.
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
+use mortar_cluster::registry::{NodeEntry, NodeKind, Registry as _, memory::MemoryRegistry};
+use mortar_cluster::rpc::workers::{Dialing, WorkerPool};
+use mortar_cluster::rpc::{AgentMessage, handshake::Identity};
 use mortar_echo::echo::EchoResp;
-use mortar_host::{
-    NodeConfig,
-    admin::Health,
-    config::RpcConfig,
-    node::worker::WorkerListeners,
-    registry::{NodeEntry, NodeKind, Registry as _, memory::MemoryRegistry},
-    rpc::workers::{Dialing, WorkerPool},
-    rpc::{AgentMessage, handshake::Identity},
-};
+use mortar_node::NodeConfig;
+use mortar_node::admin::Health;
+use mortar_node::config::RpcConfig;
+use mortar_node::worker::WorkerListeners;
 use mortar_pb::ErrorCode;
 use mortar_tests::echo_body;
 use prost::Message as _;
@@ -31,7 +29,7 @@ fn entry(id: &str, kind: NodeKind, addr: String) -> NodeEntry {
         offline_hooks: Vec::new(),
         documents: Vec::new(),
         store: String::new(),
-        sessions: mortar_host::session::identity(&Default::default()),
+        sessions: mortar_backends::session::identity(&Default::default()),
         version: String::new(),
         weight: 1,
         tags: Vec::new(),
@@ -64,11 +62,7 @@ fn whoami(session: u64) -> AgentMessage {
 /// address, the sender that stops it, and its task.
 async fn start_worker(
     id: &str,
-) -> (
-    String,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), mortar_host::node::NodeError>>,
-) {
+) -> (String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), mortar_node::NodeError>>) {
     let mut config = NodeConfig::default();
     config.node.id = id.into();
     config.cluster.secret = SECRET.into();
@@ -77,14 +71,10 @@ async fn start_worker(
     let rpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = rpc.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(mortar_host::node::worker::run(
-        config,
-        WorkerListeners { rpc, admin: None },
-        || {},
-        async {
+    let worker =
+        tokio::spawn(mortar_node::worker::run(config, WorkerListeners { rpc, admin: None }, || {}, async {
             let _ = stopped.await;
-        },
-    ));
+        }));
     (addr, stop, worker)
 }
 
@@ -98,7 +88,7 @@ async fn until(what: &str, condition: impl Fn() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_follows_the_registry() {
-    mortar_host::metrics::install();
+    mortar_telemetry::metrics::install();
     let (addr, stop, worker) = start_worker("worker-1").await;
 
     let registry = Arc::new(MemoryRegistry::default());
@@ -179,7 +169,7 @@ async fn a_dead_connection_leaves_the_choice_before_the_next_pick() {
     let fake_connection = tokio::spawn(async move {
         let (stream, peer) = fake.accept().await.unwrap();
         let kinds = [NodeKind::Gateway];
-        mortar_host::rpc::handshake::accept(stream, peer, &kinds, &fake_me, &RpcConfig::default())
+        mortar_cluster::rpc::handshake::accept(stream, peer, &kinds, &fake_me, &RpcConfig::default())
             .await
             .unwrap()
             .1
@@ -235,7 +225,8 @@ async fn a_new_connection_is_not_taken_down_by_the_last_ones_end() {
             let (stream, peer) = listener.accept().await.unwrap();
             let (kinds, me) = ([NodeKind::Gateway], worker_me.clone());
             let accepted =
-                mortar_host::rpc::handshake::accept(stream, peer, &kinds, &me, &RpcConfig::default()).await;
+                mortar_cluster::rpc::handshake::accept(stream, peer, &kinds, &me, &RpcConfig::default())
+                    .await;
             if let Some((_, frames)) = accepted {
                 let _ = connections.send(frames);
             }

@@ -65,7 +65,7 @@ impl Conn {
     ///
     /// # Errors
     /// A failed connection or handshake, or a setup request that is not answered OK.
-    pub async fn connect(
+    pub(super) async fn connect(
         options: &BotOptions,
         scenario: &dyn Scenario,
         contract: Arc<Contract>,
@@ -200,7 +200,7 @@ impl Conn {
     /// Runs `step` again and again until `deadline`: closed loop when `rate` is 0, otherwise
     /// `rate` requests per second regardless of replies (latency counted from the scheduled send).
     /// With no step, holds the connection, sending only heartbeats.
-    pub async fn run(
+    pub(super) async fn run(
         mut self,
         step: Option<Step>,
         rate: f64,

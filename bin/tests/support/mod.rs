@@ -12,16 +12,16 @@ use std::{
 };
 
 /// The binary under test.
-pub const MORTAR: &str = env!("CARGO_BIN_EXE_mortar");
+pub(crate) const MORTAR: &str = env!("CARGO_BIN_EXE_mortar");
 
 /// The secret of the test clusters.
-pub const SECRET: &str = "test-cluster-secret";
+pub(crate) const SECRET: &str = "test-cluster-secret";
 
 /// A directory of its own under the temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
+pub(crate) struct TempDir(pub PathBuf);
 
 impl TempDir {
-    pub fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!("mortar-{name}-{}-{n}", std::process::id()));
@@ -29,7 +29,7 @@ impl TempDir {
         Self(path)
     }
 
-    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn file(&self, name: &str, text: &str) -> PathBuf {
         let path = self.0.join(name);
         std::fs::write(&path, text).unwrap();
         path
@@ -43,7 +43,7 @@ impl Drop for TempDir {
 }
 
 /// A `mortar` process, killed on drop. Its stderr goes to a file, shown when a test fails.
-pub struct Node {
+pub(crate) struct Node {
     pub child: Child,
     /// The readiness line's address: `ws://…/ws` of a gateway, `HOST:PORT` of a worker.
     pub addr: String,
@@ -55,19 +55,24 @@ pub struct Node {
 
 impl Node {
     /// Starts `mortar ARGS` with `env`, and waits (at most 20 s) for its readiness line.
-    pub fn start(name: &str, dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Node {
+    pub(crate) fn start(name: &str, dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Node {
         Self::try_start(name, dir, args, env).unwrap_or_else(|error| panic!("{error}"))
     }
 
     /// Like [`Node::start`], but a node that exits before its readiness line is an error carrying
     /// its exit code and stderr.
-    pub fn try_start(name: &str, dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Result<Node, String> {
+    pub(crate) fn try_start(
+        name: &str,
+        dir: &TempDir,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Node, String> {
         Self::try_start_program(MORTAR, name, dir, args, env)
     }
 
     /// Like [`Node::try_start`], running `program` (a path relative to `dir` works) instead of
     /// the binary under test.
-    pub fn try_start_program(
+    pub(crate) fn try_start_program(
         program: &str,
         name: &str,
         dir: &TempDir,
@@ -114,14 +119,14 @@ impl Node {
     }
 
     /// Sends `signal` (`TERM`, `KILL`, `STOP`, `CONT`).
-    pub fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status =
             Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status();
         assert!(status.unwrap().success(), "kill -{signal} {}", self.name);
     }
 
     /// Waits (at most `within`) for the process to exit; its exit code.
-    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+    pub(crate) fn wait_exit(&mut self, within: Duration) -> Option<i32> {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -133,19 +138,19 @@ impl Node {
     }
 
     /// Its resident memory now, in KiB (Linux).
-    pub fn rss_kib(&self) -> u64 {
+    pub(crate) fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         let line = status.lines().find(|line| line.starts_with("VmRSS:")).expect("VmRSS in /proc/PID/status");
         line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("VmRSS in KiB")
     }
 
     /// What the node has logged so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// `GET path` on the admin listener: status and body.
-    pub fn admin_get(&self, path: &str) -> (u16, String) {
+    pub(crate) fn admin_get(&self, path: &str) -> (u16, String) {
         http_get(self.admin.expect("the node logged its admin address"), path)
     }
 }
@@ -162,7 +167,7 @@ impl Drop for Node {
 }
 
 /// `GET path` over plain HTTP/1.1: status and body.
-pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
@@ -175,7 +180,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// `METHOD path` with `body` (JSON) and, when given, `Authorization: Bearer TOKEN`, over plain
 /// HTTP/1.1: status and body.
-pub fn http_request(
+pub(crate) fn http_request(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -199,12 +204,12 @@ pub fn http_request(
 }
 
 /// A free loopback port (bound, then released: good enough for a test's own servers).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A config file for a cluster node `id`: the test secret and `extra` TOML.
-pub fn node_conf(dir: &TempDir, id: &str, extra: &str) -> PathBuf {
+pub(crate) fn node_conf(dir: &TempDir, id: &str, extra: &str) -> PathBuf {
     let text =
         format!("[node]\nid = \"{id}\"\nworker_threads = 2\n[cluster]\nsecret = \"{SECRET}\"\n{extra}");
     dir.file(&format!("{id}.toml"), &text)
@@ -220,7 +225,7 @@ const TEST_ENV: [(&str, &str); 5] = [
 ];
 
 /// A worker process `id` with `extra` config, its RPC on `rpc` (`127.0.0.1:0` for any port).
-pub fn worker(dir: &TempDir, id: &str, rpc: &str, extra: &str, env: &[(&str, &str)]) -> Node {
+pub(crate) fn worker(dir: &TempDir, id: &str, rpc: &str, extra: &str, env: &[(&str, &str)]) -> Node {
     let conf = node_conf(dir, id, extra);
     let env: Vec<_> = TEST_ENV.iter().chain(env).copied().collect();
     let data = dir.0.join(format!("{id}-data"));
@@ -230,40 +235,40 @@ pub fn worker(dir: &TempDir, id: &str, rpc: &str, extra: &str, env: &[(&str, &st
 }
 
 /// A gateway process `id` with `extra` config.
-pub fn gateway(dir: &TempDir, id: &str, extra: &str, env: &[(&str, &str)]) -> Node {
+pub(crate) fn gateway(dir: &TempDir, id: &str, extra: &str, env: &[(&str, &str)]) -> Node {
     let conf = node_conf(dir, id, extra);
     let env: Vec<_> = TEST_ENV.iter().chain(env).copied().collect();
     Node::start(id, dir, &["gateway", "--conf", conf.to_str().unwrap()], &env)
 }
 
 /// The `[registry]` section listing `workers` statically.
-pub fn static_registry(workers: &[&Node]) -> String {
+pub(crate) fn static_registry(workers: &[&Node]) -> String {
     let nodes: Vec<String> =
         workers.iter().map(|w| format!("{{ id = \"{}\", addr = \"{}\" }}", w.name, w.addr)).collect();
     format!("[registry]\nurl = \"static\"\nnodes = [{}]\n", nodes.join(", "))
 }
 
 /// A Redis server of the test's own on a free loopback port, killed on drop.
-pub struct Redis {
+pub(crate) struct Redis {
     child: Option<Child>,
     pub port: u16,
 }
 
 impl Redis {
     /// Starts `redis-server` (scripts/test.sh installs it) and waits until it answers.
-    pub fn start() -> Redis {
+    pub(crate) fn start() -> Redis {
         let mut redis = Redis { child: None, port: free_port() };
         redis.restart();
         redis
     }
 
     /// `redis://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// Kills the server (its data is gone: nothing is saved).
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -271,7 +276,7 @@ impl Redis {
     }
 
     /// Starts the server again on the same port, empty.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.kill();
         let child = Command::new("redis-server")
             .args([
@@ -297,7 +302,7 @@ impl Redis {
     }
 
     /// Sends one inline command; the first line of the answer.
-    pub fn command(&self, command: &str) -> Option<String> {
+    pub(crate) fn command(&self, command: &str) -> Option<String> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
         write!(stream, "{command}\r\n").ok()?;
@@ -316,7 +321,7 @@ impl Drop for Redis {
 /// A MongoDB wire-protocol server of the test's own, `nx-27017` (scripts/test.sh installs it into
 /// a virtual environment and names it in `MORTAR_TEST_NX_27017`), in memory, on a free port;
 /// killed on drop.
-pub struct Mongo {
+pub(crate) struct Mongo {
     child: Child,
     pub port: u16,
     _dir: TempDir,
@@ -324,7 +329,7 @@ pub struct Mongo {
 
 impl Mongo {
     /// Starts the server and waits until it accepts connections.
-    pub fn start() -> Mongo {
+    pub(crate) fn start() -> Mongo {
         let program = std::env::var("MORTAR_TEST_NX_27017").unwrap_or_else(|_| "nx-27017".into());
         let dir = TempDir::new("nx");
         let port = free_port();
@@ -348,7 +353,7 @@ impl Mongo {
     }
 
     /// A URI naming database `db`.
-    pub fn url(&self, db: &str) -> String {
+    pub(crate) fn url(&self, db: &str) -> String {
         format!("mongodb://127.0.0.1:{}/{db}?directConnection=true", self.port)
     }
 }
@@ -362,7 +367,7 @@ impl Drop for Mongo {
 
 /// The test module's library (`tests/dynamic`, a dev-dependency of `bin`), as cargo built it for
 /// this test run, beside the test binary.
-pub fn library() -> PathBuf {
+pub(crate) fn library() -> PathBuf {
     let deps = std::env::current_exe().unwrap().parent().unwrap().to_owned();
     let name = format!("{}mortar_dynamic_test{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
     let path = deps.join(&name);
@@ -375,7 +380,7 @@ pub fn library() -> PathBuf {
 }
 
 /// Waits (at most 20 s) until the gateway's metrics say it has `live` workers connected.
-pub fn wait_live(gateway: &Node, live: usize) {
+pub(crate) fn wait_live(gateway: &Node, live: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let want = format!("mortar_gateway_workers_live {live}\n");
     loop {
@@ -389,7 +394,7 @@ pub fn wait_live(gateway: &Node, live: usize) {
 }
 
 /// `client.call(route, req)` within 15 s: the reply, or its code.
-pub async fn call<Req: prost::Message, Resp: prost::Message + Default>(
+pub(crate) async fn call<Req: prost::Message, Resp: prost::Message + Default>(
     client: &mut mortar_cli::client::Client,
     route: &str,
     req: Req,
@@ -401,7 +406,7 @@ pub async fn call<Req: prost::Message, Resp: prost::Message + Default>(
 }
 
 /// Reads until a push of `route` arrives on `client` (within 10 s); other messages are dropped.
-pub async fn push_of(client: &mut mortar_cli::client::Client, route: &str) -> mortar_pb::UserMessage {
+pub(crate) async fn push_of(client: &mut mortar_cli::client::Client, route: &str) -> mortar_pb::UserMessage {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let msg = tokio::time::timeout_at(deadline, client.next()).await.expect("the push in time").unwrap();
@@ -413,7 +418,7 @@ pub async fn push_of(client: &mut mortar_cli::client::Client, route: &str) -> mo
 
 /// The remote ports of process `pid`'s established TCP connections over IPv4 (its sockets, found
 /// through /proc/PID/fd, looked up in /proc/net/tcp).
-pub fn established_remote_ports(pid: u32) -> Vec<u16> {
+pub(crate) fn established_remote_ports(pid: u32) -> Vec<u16> {
     let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|fds| {
             fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())

@@ -1,0 +1,507 @@
+//! The agent: one task per client connection. It reads frames, checks them against the session's
+//! limits, runs or relays requests, and writes replies and pushes through the connection's
+//! outgoing queue ([`Socket`]).
+//!
+//! The agent's loop ends when:
+//! 1. the client closes the connection (its close frame is echoed) or the socket fails;
+//! 2. the client sends a frame that is not a binary `UserMessage`, or one over the size limit
+//!    (closed with 1007, 1003 or 1009 and a reason);
+//! 3. the client is silent for the read timeout (closed with 1000, "idle timeout");
+//! 4. the client's outgoing queue stays full for the write timeout because it does not read
+//!    (disconnected; while the queue is full the agent reads nothing from that client);
+//! 5. the node shuts down (`sys.kick` with `SERVER_SHUTDOWN`, then closed with 1001);
+//! 6. the session is kicked (a worker's `kick`: `sys.kick` with its reason, then closed with
+//!    1008).
+//!
+//! In cases 2, 3, 5 and 6 every request already read gets its reply before the close frame (on
+//! shutdown and kick, requests not yet started are answered `SERVER_SHUTDOWN` or the kick's
+//! reason). In every case a request
+//! already started runs to completion (or its deadline) before the session's task ends, so a
+//! client that leaves mid-request never cuts a handler short between two writes; requests not
+//! started yet are dropped. Only the node's shutdown grace period cuts them short.
+
+use super::{
+    Shared,
+    envelope::{self, Inbound},
+    sessions::Outbound,
+    socket::{Io, Socket},
+};
+use bytes::Bytes;
+use futures::{StreamExt as _, stream::FuturesOrdered};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use mortar::Code;
+use mortar_cluster::rpc::AgentMessage;
+use mortar_pb::{Descriptors, Kick, UserMessage};
+use mortar_telemetry::metrics as m;
+use mortar_telemetry::trace;
+use prost::Message as _;
+use std::{
+    collections::VecDeque,
+    future::{Future, poll_fn},
+    net::IpAddr,
+    num::NonZeroU32,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+use tokio::{
+    net::TcpStream,
+    sync::{mpsc, oneshot},
+    time::{Instant, Sleep},
+};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{
+        self, Message,
+        error::CapacityError,
+        protocol::{CloseFrame, frame::coding::CloseCode},
+    },
+};
+use tokio_util::sync::CancellationToken;
+
+type PendingReply = Pin<Box<dyn Future<Output = UserMessage> + Send>>;
+
+/// Why the agent's loop ended.
+enum End {
+    /// Nothing more can be sent: the client is gone, or does not read. The label is the reason.
+    Gone(&'static str),
+    /// Close with this frame after the pending replies. The label is the reason.
+    Close(CloseFrame, &'static str),
+    /// The node is shutting down.
+    Shutdown,
+    /// The session was kicked with this reason code.
+    Kicked(i32),
+    /// The client sent a close frame: it is echoed (RFC 6455 §5.5.1), nothing more is sent.
+    ClientClosed,
+}
+
+/// One session's request state.
+struct Agent {
+    shared: Arc<Shared>,
+    session: u64,
+    ip: IpAddr,
+    socket: Socket,
+    /// Requests read and admitted, not started yet, in arrival order.
+    waiting: VecDeque<UserMessage>,
+    /// Requests started, yielding replies in arrival order.
+    running: FuturesOrdered<PendingReply>,
+    limiter: Option<DefaultDirectRateLimiter>,
+    /// The logged-in user (0: none), set through the session table by a worker's bind.
+    user: Arc<AtomicU64>,
+}
+
+/// Runs one client's session until it ends (see the module docs).
+///
+/// Its log events carry `node`, `session` and `ip` as fields rather than through a span: entering
+/// a span on every poll of every connection costs more than the few events it would label.
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    ws: WebSocketStream<TcpStream>,
+    session: u64,
+    ip: IpAddr,
+    shutdown: CancellationToken,
+) {
+    let owner = shared.clone();
+    let config = &owner.config;
+    let (pusher, mut pushes) = mpsc::channel(config.outbound_queue);
+    let (kick, mut kicked) = oneshot::channel();
+    let user = Arc::new(AtomicU64::new(0));
+    let registered = Registered::new(&owner, session, pusher, kick, user.clone(), ip);
+    // The table holds the kick's sender while the session lives; this guards the unexpected.
+    let mut kick_live = true;
+    let limiter = NonZeroU32::new(config.rate_per_sec).map(|rate| {
+        let burst = NonZeroU32::new(config.rate_burst).unwrap_or(rate);
+        RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+    });
+    let socket = Socket::new(ws, config.outbound_queue);
+    let mut agent = Agent {
+        shared,
+        session,
+        ip,
+        socket,
+        waiting: VecDeque::new(),
+        running: FuturesOrdered::new(),
+        limiter,
+        user,
+    };
+    let idle = tokio::time::sleep(config.read_timeout());
+    tokio::pin!(idle);
+    // Boxed and only while the outgoing queue is full: most connections never need it.
+    let mut stalled: Option<Pin<Box<Sleep>>> = None;
+
+    let end = loop {
+        if agent.socket.has_room() {
+            stalled = None;
+        } else if stalled.is_none() {
+            stalled = Some(Box::pin(tokio::time::sleep(config.write_timeout())));
+        }
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break End::Shutdown,
+            kick = &mut kicked, if kick_live => match kick {
+                Ok(reason) => break End::Kicked(reason),
+                Err(_) => kick_live = false,
+            },
+            Some(reply) = agent.running.next(), if !agent.running.is_empty() && agent.socket.has_room() => {
+                agent.reply(reply);
+                agent.start_ready();
+                idle.as_mut().reset(Instant::now() + config.read_timeout());
+            }
+            Some(push) = pushes.recv(), if agent.socket.has_room() => agent.socket.queue(push),
+            io = agent.socket.io() => {
+                let frame = match io {
+                    Io::Read(frame) => frame,
+                    // Take replies and pushes again (the loop re-checks the queue).
+                    Io::Room => continue,
+                    Io::WriteFailed => break End::Gone("error"),
+                };
+                idle.as_mut().reset(Instant::now() + config.read_timeout());
+                let handled = match frame {
+                    Some(Ok(Message::Binary(data))) => agent.accept(data),
+                    Some(Ok(Message::Text(_))) => Err(End::Close(
+                        close(CloseCode::Unsupported, "text frames are not supported: send binary UserMessage frames"),
+                        "text_frame",
+                    )),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(()),
+                    Some(Ok(Message::Close(_))) => Err(End::ClientClosed),
+                    None => Err(End::Gone("client")),
+                    Some(Err(tungstenite::Error::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                        let reason = format!("frame of {size} bytes exceeds the limit of {max_size}");
+                        Err(End::Close(close(CloseCode::Size, &reason), "frame_too_large"))
+                    }
+                    Some(Err(error)) => {
+                        tracing::debug!(node = %agent.shared.node_id, session, %ip, %error, "client connection failed");
+                        Err(End::Gone("error"))
+                    }
+                };
+                if let Err(end) = handled {
+                    break end;
+                }
+            }
+            () = &mut idle => break End::Close(close(CloseCode::Normal, "idle timeout"), "idle"),
+            () = expired(&mut stalled) => {
+                agent.does_not_read();
+                break End::Gone("queue_full");
+            }
+        }
+    };
+
+    // No more pushes: the session is ending.
+    drop(registered);
+    let user = agent.user.load(Ordering::Acquire);
+    if user != 0 {
+        agent.shared.unbind(user, session, ip);
+    }
+    let reason = match &end {
+        End::Gone(reason) | End::Close(_, reason) => *reason,
+        End::Shutdown => "shutdown",
+        End::Kicked(_) => "kicked",
+        End::ClientClosed => "client",
+    };
+    metrics::counter!(m::SESSIONS_CLOSED, "reason" => reason).increment(1);
+    tracing::debug!(node = %agent.shared.node_id, session, %ip, reason, "session ending");
+    // Boxed: the goodbye runs once; its state need not be part of every idle connection's task.
+    Box::pin(agent.finish(end)).await;
+}
+
+/// Completes when the timer is set and has fired.
+async fn expired(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(timer) => timer.await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Agent {
+    /// Takes one binary frame: a request is queued (or refused at once with `RATE_LIMITED` /
+    /// `BAD_REQUEST`), a malformed frame ends the session.
+    fn accept(&mut self, frame: Bytes) -> Result<(), End> {
+        let config = &self.shared.config;
+        let checked = match envelope::inspect(frame, config.max_route_bytes) {
+            Inbound::Request(msg) => Ok(msg),
+            Inbound::Refuse(reply) => Err(reply),
+            Inbound::Malformed(reason) => {
+                return Err(End::Close(close(CloseCode::Invalid, &reason), "bad_envelope"));
+            }
+        };
+        // Every frame counts against the rate, also one refused for its own fault: a client must
+        // not get an answer per frame at any speed by sending bad ones.
+        if self.limiter.as_ref().is_some_and(|limiter| limiter.check().is_err()) {
+            let reason = format!("over the limit of {} requests per second", config.rate_per_sec);
+            let (main_type, sub_type, seq) = match checked {
+                Ok(msg) => (msg.main_type, msg.sub_type, msg.seq),
+                Err(refusal) => (refusal.main_type, refusal.sub_type, refusal.seq),
+            };
+            self.reply(envelope::reply_because(main_type, sub_type, seq, Code::RATE_LIMITED, reason));
+            return Ok(());
+        }
+        let msg = match checked {
+            Ok(msg) => msg,
+            Err(refusal) => {
+                self.reply(refusal);
+                return Ok(());
+            }
+        };
+        if self.waiting.len() + self.running.len() >= config.max_in_flight {
+            let reason = format!("over the limit of {} requests in flight", config.max_in_flight);
+            self.reply(envelope::reply_because(
+                msg.main_type,
+                msg.sub_type,
+                msg.seq,
+                Code::RATE_LIMITED,
+                reason,
+            ));
+            return Ok(());
+        }
+        self.waiting.push_back(msg);
+        self.start_ready();
+        Ok(())
+    }
+
+    /// Starts waiting requests while fewer than `session_concurrency` run.
+    fn start_ready(&mut self) {
+        while self.running.len() < self.shared.config.session_concurrency {
+            let Some(msg) = self.waiting.pop_front() else { return };
+            let reply = self.request(msg);
+            self.running.push_back(reply);
+        }
+    }
+
+    /// The reply to one request: answered here for `sys.*`, relayed to a worker otherwise.
+    fn request(&self, msg: UserMessage) -> PendingReply {
+        let UserMessage { main_type, sub_type, data, seq, .. } = msg;
+        if main_type == "sys" {
+            let reply = match sub_type.as_str() {
+                "ping" => UserMessage { main_type, sub_type: "pong".into(), seq, ..Default::default() },
+                "descriptors" if self.shared.config.serve_descriptors => {
+                    let relay = self.shared.relay.clone();
+                    return Box::pin(async move {
+                        match relay.descriptors().await {
+                            Ok(set) => {
+                                let body = Descriptors { file_descriptor_set: set };
+                                UserMessage {
+                                    main_type,
+                                    sub_type,
+                                    seq,
+                                    data: body.encode_to_vec().into(),
+                                    ..Default::default()
+                                }
+                            }
+                            Err(code) => envelope::reply_code(main_type, sub_type, seq, code),
+                        }
+                    });
+                }
+                "descriptors" => {
+                    let reason = "this gateway does not serve descriptors".into();
+                    envelope::reply_because(main_type, sub_type, seq, Code::NO_ROUTE, reason)
+                }
+                _ => {
+                    let served: &[&str] = if self.shared.config.serve_descriptors {
+                        &["descriptors", "ping"]
+                    } else {
+                        &["ping"]
+                    };
+                    let reason =
+                        mortar_cluster::suggest::no_route(&main_type, &sub_type, served.iter().copied());
+                    envelope::reply_because(main_type, sub_type, seq, Code::NO_ROUTE, reason)
+                }
+            };
+            return Box::pin(std::future::ready(reply));
+        }
+        let relay = self.shared.relay.clone();
+        let agent_message = AgentMessage {
+            main: main_type.clone(),
+            sub: sub_type.clone(),
+            seq,
+            data,
+            session: self.session,
+            user: match self.user.load(Ordering::Acquire) {
+                0 => None,
+                user => Some(user),
+            },
+            client_ip: self.ip,
+            gateway: self.shared.node_id.clone(),
+            trace_id: trace::new_trace_id(),
+        };
+        Box::pin(async move {
+            let reply = relay.relay(agent_message).await;
+            envelope::relayed(main_type, sub_type, seq, reply)
+        })
+    }
+
+    /// Queues a reply for the client.
+    fn reply(&mut self, reply: UserMessage) {
+        self.shared.count_reply(reply.code);
+        self.socket.queue(Outbound::Frame(encode(&reply)));
+    }
+
+    /// Counts and logs a client disconnected because it does not read.
+    fn does_not_read(&self) {
+        metrics::counter!(m::QUEUE_FULL).increment(1);
+        tracing::info!(
+            node = %self.shared.node_id,
+            session = self.session,
+            ip = %self.ip,
+            "client does not read: outgoing queue full for the write timeout, disconnecting"
+        );
+    }
+
+    /// Waits, writing, until the outgoing queue has room again.
+    ///
+    /// # Errors
+    /// When the socket fails, or the queue stays full for the write timeout (the client does not
+    /// read).
+    async fn make_room(&mut self) -> Result<(), ()> {
+        if self.socket.has_room() {
+            return Ok(());
+        }
+        match tokio::time::timeout(self.shared.config.write_timeout(), self.socket.make_room()).await {
+            Ok(written) => written.map_err(drop),
+            Err(_) => {
+                self.does_not_read();
+                Err(())
+            }
+        }
+    }
+
+    /// The next reply of the requests started, writing what is queued meanwhile.
+    async fn next_reply(&mut self) -> Option<UserMessage> {
+        poll_fn(|cx| {
+            // Write errors surface at the next `make_room` or flush.
+            let _ = self.socket.poll_write(cx);
+            self.running.poll_next_unpin(cx)
+        })
+        .await
+    }
+
+    /// Answers every request read: running ones with their replies, waiting ones by running them,
+    /// or with code `refuse` when given (the reason: the server shuts down, or the session was
+    /// kicked). False when the client stopped taking replies.
+    async fn drain(&mut self, refuse: Option<Code>) -> bool {
+        if let Some(code) = refuse {
+            let reason = match code {
+                Code::SERVER_SHUTDOWN => "the server is shutting down",
+                _ => "this session is being closed",
+            };
+            for msg in std::mem::take(&mut self.waiting) {
+                let (main_type, sub_type, seq) = (msg.main_type, msg.sub_type, msg.seq);
+                let reply = envelope::reply_because(main_type, sub_type, seq, code, reason.into());
+                self.running.push_back(Box::pin(std::future::ready(reply)));
+            }
+        }
+        loop {
+            self.start_ready();
+            let Some(reply) = self.next_reply().await else { return true };
+            self.reply(reply);
+            if self.make_room().await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Lets every started request finish when its reply can no longer be sent; the replies are
+    /// dropped.
+    async fn abandon(&mut self) {
+        self.waiting.clear();
+        while self.running.next().await.is_some() {}
+    }
+
+    /// Says goodbye after the loop ended: answers what was read, pushes `sys.kick` on shutdown
+    /// and kick, sends the close frame. Requests whose replies cannot be sent any more are left
+    /// to finish.
+    async fn finish(&mut self, end: End) {
+        let (kick, frame) = match end {
+            End::Gone(_) => return self.abandon().await,
+            End::ClientClosed => {
+                let write_timeout = self.shared.config.write_timeout();
+                let _ = tokio::time::timeout(write_timeout, self.socket.echo_close()).await;
+                return self.abandon().await;
+            }
+            End::Close(frame, _) => (None, frame),
+            End::Shutdown => (Some(Code::SERVER_SHUTDOWN), close(CloseCode::Away, "server shutdown")),
+            End::Kicked(reason) => (Some(Code::from_wire(reason)), close(CloseCode::Policy, "kicked")),
+        };
+        if !self.drain(kick).await {
+            return self.abandon().await;
+        }
+        if let Some(reason) = kick {
+            let kick = push("sys", "kick", Kick { reason: reason.get() }.encode_to_vec());
+            metrics::counter!(m::KICKS, "reason" => m::code_label(reason.get())).increment(1);
+            metrics::counter!(m::PUSHES, "route" => "sys.kick").increment(1);
+            self.socket.queue(Outbound::Frame(encode(&kick)));
+        }
+        self.socket.queue(Outbound::Close(frame));
+        let write_timeout = self.shared.config.write_timeout();
+        if !matches!(tokio::time::timeout(write_timeout, self.socket.flush()).await, Ok(Ok(()))) {
+            tracing::debug!(node = %self.shared.node_id, session = self.session, "goodbye not delivered");
+        }
+    }
+}
+
+/// The session's entry in the gateway's session table, removed when dropped (also when the
+/// session's task is aborted), so pushes never find a session that is gone.
+struct Registered<'a> {
+    shared: &'a Shared,
+    session: u64,
+}
+
+impl<'a> Registered<'a> {
+    fn new(
+        shared: &'a Shared,
+        session: u64,
+        queue: mpsc::Sender<Outbound>,
+        kick: oneshot::Sender<i32>,
+        user: Arc<AtomicU64>,
+        ip: IpAddr,
+    ) -> Self {
+        shared.sessions.insert(session, queue, kick, user, ip);
+        Self { shared, session }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.shared.sessions.remove(self.session);
+    }
+}
+
+/// A server push: `seq` 0.
+fn push(main: &str, sub: &str, data: Vec<u8>) -> UserMessage {
+    UserMessage { main_type: main.into(), sub_type: sub.into(), data: data.into(), ..Default::default() }
+}
+
+fn encode(msg: &UserMessage) -> Bytes {
+    Bytes::from(msg.encode_to_vec())
+}
+
+/// A close frame; the reason is cut to the 123 bytes the protocol allows.
+fn close(code: CloseCode, reason: &str) -> CloseFrame {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    CloseFrame { code, reason: reason[..end].to_owned().into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reason_is_cut_to_the_protocol_limit_on_a_char_boundary() {
+        let reason = "é".repeat(100); // 200 bytes
+        let frame = close(CloseCode::Invalid, &reason);
+        assert_eq!(frame.reason.len(), 122);
+        assert_eq!(close(CloseCode::Normal, "idle timeout").reason.as_str(), "idle timeout");
+    }
+
+    #[test]
+    fn frames_encode_as_user_messages() {
+        let kick = push("sys", "kick", Kick { reason: Code::SERVER_SHUTDOWN.get() }.encode_to_vec());
+        let decoded = UserMessage::decode(encode(&kick)).unwrap();
+        assert_eq!((decoded.seq, decoded.code), (0, 0));
+        assert_eq!(Kick::decode(decoded.data).unwrap().reason, 13);
+    }
+}

@@ -1,0 +1,204 @@
+//! The gateway's live sessions: how a push finds a session's outgoing queue.
+//!
+//! Each agent registers its writer's queue here for as long as its connection lives. A push
+//! encodes its message once and hands the same bytes (reference-counted, never copied) to every
+//! addressed session's queue without waiting: a session whose queue is full does not read, so its
+//! copy is dropped and counted rather than holding up the others.
+
+use bytes::Bytes;
+use mortar_cluster::rpc::PushReport;
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+use tokio::sync::{
+    mpsc::{self, error::TrySendError},
+    oneshot,
+};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+/// What a session's agent queues for its client (its socket writes them: see `socket`).
+///
+/// An encoded frame rather than a tungstenite `Message`: the queue's first block (32 items) is
+/// allocated for every connection, idle or not, so items are kept small.
+#[derive(Debug)]
+pub enum Outbound {
+    /// One binary frame: an encoded `UserMessage` (a reply or a push).
+    Frame(Bytes),
+    /// The close frame; the socket writes nothing after it.
+    Close(CloseFrame),
+}
+
+/// A live session's ways in: its outgoing queue, and its kick (taken by the first kick).
+///
+/// The kick is a oneshot, not a message in the queue: it is never lost to a full queue, and the
+/// agent polls it on every turn of its loop, where a oneshot costs a load and a `Notify` cost a
+/// lock (measured: 1.5% of a gateway's CPU at 1,000 clients).
+struct Entry {
+    queue: mpsc::Sender<Outbound>,
+    kick: Option<oneshot::Sender<i32>>,
+    /// The logged-in user (0: none), shared with the session's agent, which puts it in every
+    /// request it relays.
+    user: Arc<AtomicU64>,
+    /// The client's address, for the `on_online` hooks of its login.
+    ip: std::net::IpAddr,
+    /// When it was marked logged in, in ms since the Unix epoch (this gateway's clock), for
+    /// restoring its login in a session store that lost it.
+    login_at_ms: AtomicU64,
+}
+
+/// Shards of the table: connects and disconnects of different sessions rarely share a lock.
+const SHARDS: usize = 16;
+
+/// Live sessions by id, each with its writer's queue.
+pub struct SessionTable {
+    shards: [RwLock<HashMap<u64, Entry>>; SHARDS],
+}
+
+impl Default for SessionTable {
+    fn default() -> Self {
+        Self { shards: std::array::from_fn(|_| RwLock::default()) }
+    }
+}
+
+impl SessionTable {
+    fn shard(&self, session: u64) -> &RwLock<HashMap<u64, Entry>> {
+        // Session ids are sequential, so the low bits spread them evenly.
+        &self.shards[(session % SHARDS as u64) as usize]
+    }
+
+    /// Registers `session` with its writer's queue, the sender of its kick, its user slot and its
+    /// client's address, replacing any earlier entry of that id.
+    pub fn insert(
+        &self,
+        session: u64,
+        queue: mpsc::Sender<Outbound>,
+        kick: oneshot::Sender<i32>,
+        user: Arc<AtomicU64>,
+        ip: std::net::IpAddr,
+    ) {
+        self.shard(session)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(session, Entry { queue, kick: Some(kick), user, ip, login_at_ms: AtomicU64::new(0) });
+    }
+
+    /// Marks `session` as logged in as `user` (not 0): its client's address, or none when no
+    /// such session is live.
+    pub fn bind(&self, session: u64, user: u64) -> Option<std::net::IpAddr> {
+        let shard = self.shard(session).read().unwrap_or_else(PoisonError::into_inner);
+        let entry = shard.get(&session)?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        entry.login_at_ms.store(now.map_or(0, |now| now.as_millis() as u64), Ordering::Release);
+        entry.user.store(user, Ordering::Release);
+        Some(entry.ip)
+    }
+
+    /// The live sessions logged in and not kicked: `(session, user, login_at_ms)`.
+    pub fn logged_in(&self) -> Vec<(u64, u64, u64)> {
+        let mut found = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
+            found.extend(shard.iter().filter(|(_, entry)| entry.kick.is_some()).filter_map(
+                |(session, entry)| {
+                    let user = entry.user.load(Ordering::Acquire);
+                    (user != 0).then(|| (*session, user, entry.login_at_ms.load(Ordering::Acquire)))
+                },
+            ));
+        }
+        found
+    }
+
+    /// Whether `session` is live, logged in as `user`, and not kicked.
+    pub fn holds(&self, session: u64, user: u64) -> bool {
+        let shard = self.shard(session).read().unwrap_or_else(PoisonError::into_inner);
+        shard
+            .get(&session)
+            .is_some_and(|entry| entry.kick.is_some() && entry.user.load(Ordering::Acquire) == user)
+    }
+
+    /// Kicks `session` with `reason` (the first kick's reason wins); false when no such session
+    /// is live.
+    pub fn kick(&self, session: u64, reason: i32) -> bool {
+        let mut shard = self.shard(session).write().unwrap_or_else(PoisonError::into_inner);
+        let Some(entry) = shard.get_mut(&session) else { return false };
+        if let Some(kick) = entry.kick.take() {
+            let _ = kick.send(reason);
+        }
+        true
+    }
+
+    /// Forgets `session`; pushes to it count as offline from now on.
+    pub fn remove(&self, session: u64) {
+        self.shard(session).write().unwrap_or_else(PoisonError::into_inner).remove(&session);
+    }
+
+    /// Live sessions.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|shard| shard.read().unwrap_or_else(PoisonError::into_inner).len()).sum()
+    }
+
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Queues `frame` for each of `sessions`, without waiting on any of them.
+    pub fn push(&self, sessions: &[u64], frame: &Bytes) -> PushReport {
+        let mut report = PushReport::default();
+        for &session in sessions {
+            let shard = self.shard(session).read().unwrap_or_else(PoisonError::into_inner);
+            match shard.get(&session).map(|entry| entry.queue.try_send(Outbound::Frame(frame.clone()))) {
+                Some(Ok(())) => report.delivered += 1,
+                None => report.offline += 1,
+                Some(Err(TrySendError::Full(_) | TrySendError::Closed(_))) => report.dropped += 1,
+            }
+        }
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn a_push_reaches_live_sessions_and_reports_the_rest() {
+        let table = SessionTable::default();
+        let (live, mut live_rx) = mpsc::channel(4);
+        let (full, _full_rx) = mpsc::channel(1);
+        let (closed, closed_rx) = mpsc::channel(4);
+        drop(closed_rx);
+        table.insert(1, live, oneshot::channel().0, Arc::default(), LOOPBACK);
+        table.insert(2, full.clone(), oneshot::channel().0, Arc::default(), LOOPBACK);
+        table.insert(3, closed, oneshot::channel().0, Arc::default(), LOOPBACK);
+        full.try_send(Outbound::Frame(Bytes::new())).unwrap();
+
+        let frame = Bytes::from_static(b"push");
+        let report = table.push(&[1, 2, 3, 4], &frame);
+        assert_eq!(report, PushReport { delivered: 1, offline: 1, dropped: 2 });
+        let Ok(Outbound::Frame(got)) = live_rx.try_recv() else { panic!("no frame queued") };
+        // The same bytes, not a copy.
+        assert_eq!(got.as_ptr(), frame.as_ptr());
+
+        table.remove(1);
+        assert_eq!(table.push(&[1], &frame).offline, 1);
+        assert_eq!(table.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_kick_reaches_its_session_once_with_the_first_reason() {
+        let table = SessionTable::default();
+        let (kick, kicked) = oneshot::channel();
+        table.insert(7, mpsc::channel(1).0, kick, Arc::default(), LOOPBACK);
+        assert!(table.kick(7, 12));
+        assert!(table.kick(7, 13));
+        assert!(!table.kick(8, 12));
+        assert_eq!(kicked.await, Ok(12));
+    }
+}

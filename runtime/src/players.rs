@@ -1,0 +1,199 @@
+//! Players for module code: login binding, pushes, kicks and presence.
+//!
+//! [`Players`] is what the worker asks; two ways answer it:
+//! - [`StorePlayers`]: a session store (`mortar dev`'s memory, or Redis shared by the cluster)
+//!   says where each player is, and the gateway holding the session is called.
+//! - [`GatewayDirectory`](super::directory::GatewayDirectory): the gateways themselves are the
+//!   directory (`session.url = "memory"` on a cluster), and are asked.
+
+use super::gateways::Gateways;
+use bytes::Bytes;
+use mortar::{
+    Code, Session,
+    ctx::{BoxFuture, Pushed},
+};
+use mortar_backends::session::{Location, SessionError, SessionStore};
+use mortar_cluster::rpc::PushBatch;
+use std::{collections::HashMap, sync::Arc, time::SystemTime};
+
+/// Where logged-in players are and how to reach them: what `Ctx::bind_user`, `Ctx::push`,
+/// `Ctx::kick`, `Ctx::online` and the admin API use.
+pub trait Players: Send + Sync + 'static {
+    /// Binds `session` to `user` (see `Ctx::bind_user`): an older session of the user anywhere is
+    /// kicked with `LOGGED_IN_ELSEWHERE`.
+    fn bind(&self, session: Session, user: u64) -> BoxFuture<Result<(), Code>>;
+
+    /// Pushes `main.sub` with `body` to the online ones of `users`; offline ones are reported.
+    fn push(
+        &self,
+        users: Vec<u64>,
+        main: String,
+        sub: String,
+        body: Bytes,
+    ) -> BoxFuture<Result<Pushed, Code>>;
+
+    /// Pushes `main.sub` with `body` to session `session` of `gateway`; false when it ended.
+    fn push_session(
+        &self,
+        gateway: String,
+        session: u64,
+        main: String,
+        sub: String,
+        body: Bytes,
+    ) -> BoxFuture<Result<bool, Code>>;
+
+    /// Kicks `user` wherever they are; false when they are offline.
+    fn kick(&self, user: u64, reason: Code) -> BoxFuture<Result<bool, Code>>;
+
+    /// Where each of `users` is logged in, in their order.
+    fn locate(&self, users: Vec<u64>) -> BoxFuture<Result<Vec<Option<Location>>, Code>>;
+}
+
+/// Milliseconds since the Unix epoch: a login's time.
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|since| since.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn unavailable(error: SessionError) -> Code {
+    tracing::warn!(%error, "session store failed");
+    Code::UNAVAILABLE
+}
+
+/// Players found through a session store, reached through the gateways holding them.
+pub struct StorePlayers {
+    /// Where players are.
+    pub store: Arc<dyn SessionStore>,
+    /// The gateways holding their sessions.
+    pub gateways: Arc<dyn Gateways>,
+}
+
+impl Players for StorePlayers {
+    fn bind(&self, session: Session, user: u64) -> BoxFuture<Result<(), Code>> {
+        Box::pin(bind_user(self.store.clone(), self.gateways.clone(), session, user))
+    }
+
+    fn push(
+        &self,
+        users: Vec<u64>,
+        main: String,
+        sub: String,
+        body: Bytes,
+    ) -> BoxFuture<Result<Pushed, Code>> {
+        Box::pin(push(self.store.clone(), self.gateways.clone(), users, main, sub, body))
+    }
+
+    fn push_session(
+        &self,
+        gateway: String,
+        session: u64,
+        main: String,
+        sub: String,
+        body: Bytes,
+    ) -> BoxFuture<Result<bool, Code>> {
+        push_session(self.gateways.clone(), gateway, session, main, sub, body)
+    }
+
+    fn kick(&self, user: u64, reason: Code) -> BoxFuture<Result<bool, Code>> {
+        let (store, gateways) = (self.store.clone(), self.gateways.clone());
+        Box::pin(async move {
+            let found = store.locate(vec![user]).await.map_err(unavailable)?;
+            match found.into_iter().next().flatten() {
+                Some(location) => gateways.kick(&location.gateway, location.session, reason).await,
+                None => Ok(false),
+            }
+        })
+    }
+
+    fn locate(&self, users: Vec<u64>) -> BoxFuture<Result<Vec<Option<Location>>, Code>> {
+        let store = self.store.clone();
+        Box::pin(async move { store.locate(users).await.map_err(unavailable) })
+    }
+}
+
+/// Pushes `main.sub` with `body` to session `session` of `gateway` through `gateways`; false when
+/// it ended.
+pub(super) fn push_session(
+    gateways: Arc<dyn Gateways>,
+    gateway: String,
+    session: u64,
+    main: String,
+    sub: String,
+    body: Bytes,
+) -> BoxFuture<Result<bool, Code>> {
+    Box::pin(async move {
+        let batch = PushBatch { sessions: vec![session], main, sub, data: body };
+        Ok(gateways.push(&gateway, batch).await?.delivered == 1)
+    })
+}
+
+/// Binds `session` to `user`. Steps:
+/// 1. the store makes `session` the user's location, atomically, and says which it replaced;
+/// 2. a replaced session of another gateway or id is kicked with `LOGGED_IN_ELSEWHERE`;
+/// 3. the session's gateway marks it logged in; if it ended meanwhile the binding is undone.
+async fn bind_user(
+    store: Arc<dyn SessionStore>,
+    gateways: Arc<dyn Gateways>,
+    session: Session,
+    user: u64,
+) -> Result<(), Code> {
+    let location = Location { gateway: session.gateway.clone(), session: session.id, login_at_ms: now_ms() };
+    let previous = store.bind(user, location).await.map_err(unavailable)?;
+    if let Some(previous) = previous.filter(|previous| !previous.is(&session.gateway, session.id)) {
+        match gateways.kick(&previous.gateway, previous.session, Code::LOGGED_IN_ELSEWHERE).await {
+            Ok(_) => {
+                tracing::info!(user, old_gateway = %previous.gateway, old_session = previous.session, "logged in elsewhere: old session kicked")
+            }
+            // Its gateway is gone: so is the session.
+            Err(code) => {
+                tracing::warn!(user, old_gateway = %previous.gateway, ?code, "cannot kick the replaced session")
+            }
+        }
+    }
+    match gateways.bind(&session.gateway, session.id, user).await {
+        Ok(true) => Ok(()),
+        outcome => {
+            // The session ended (or its gateway cannot be reached) before it was marked: undo.
+            let _ = store.unbind(user, session.gateway.clone(), session.id).await;
+            Err(outcome.err().unwrap_or(Code::UNAVAILABLE))
+        }
+    }
+}
+
+/// Pushes to the online ones of `users`: one batch per gateway, sent at once.
+async fn push(
+    store: Arc<dyn SessionStore>,
+    gateways: Arc<dyn Gateways>,
+    users: Vec<u64>,
+    main: String,
+    sub: String,
+    body: Bytes,
+) -> Result<Pushed, Code> {
+    let found = store.locate(users.clone()).await.map_err(unavailable)?;
+    let mut by_gateway: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut pushed = Pushed::default();
+    for (user, location) in users.into_iter().zip(found) {
+        match location {
+            Some(location) => by_gateway.entry(location.gateway).or_default().push(location.session),
+            None => pushed.offline.push(user),
+        }
+    }
+    let sends = by_gateway.into_iter().map(|(gateway, sessions)| {
+        let count = sessions.len();
+        let batch = PushBatch { sessions, main: main.clone(), sub: sub.clone(), data: body.clone() };
+        let gateways = gateways.clone();
+        async move { (count, gateways.push(&gateway, batch).await) }
+    });
+    for (count, report) in futures::future::join_all(sends).await {
+        match report {
+            Ok(report) => {
+                pushed.delivered += report.delivered;
+                pushed.undelivered += report.dropped + report.offline;
+            }
+            Err(_) => pushed.undelivered += count,
+        }
+    }
+    Ok(pushed)
+}
