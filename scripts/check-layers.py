@@ -4,12 +4,14 @@
 1. Crates (from `cargo metadata`, normal and build dependencies): each crate of the host depends
    only on the crates below it, in this order:
 
-       mortar-pb <- mortar (SDK) <- mortar-telemetry <- mortar-backends <- mortar-cluster
-                 <- mortar-runtime | mortar-gateway <- mortar-node <- mortar-cli
+       mortar-pb <- mortar-abi (the host <-> module contract) <- mortar-telemetry <- mortar-backends
+                 <- mortar-cluster <- mortar-runtime | mortar-gateway <- mortar-node <- mortar-cli
 
-   `mortar-gateway` and `mortar-runtime` never depend on each other, `mortar-cluster` on neither,
-   and only `mortar-node` (and what is above it: the CLI, the tests) names both. A module crate
-   (modules/*) depends on the SDK and pb only.
+   and the SDK, `mortar` (with `mortar-macros`), sits on pb and the abi beside the host: no crate of
+   the host depends on it (`mortar-backends` only optionally, for its conformance suites written
+   against the SDK), and `mortar-node` and above may. `mortar-gateway` and `mortar-runtime` never
+   depend on each other, `mortar-cluster` on neither, and only `mortar-node` (and what is above it:
+   the CLI, the tests) names both. A module crate (modules/*) depends on the SDK and pb only.
 2. Modules inside each crate: no two top-level modules of a crate's `src/` name each other through
    `crate::`, directly or around a longer cycle (the crate root, `lib.rs`, is not counted: it is
    the layer above its modules).
@@ -25,20 +27,26 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# What the host builds on, and what module authors see.
+ABI = {"mortar-pb", "mortar-abi"}
 SDK = {"mortar-pb", "mortar", "mortar-macros"}
-# Crate -> the mortar crates it may depend on.
+# Crate -> the mortar crates it may depend on (optional ones: OPTIONAL).
 ALLOWED = {
     "mortar-pb": set(),
     "mortar-macros": set(),
-    "mortar": {"mortar-pb", "mortar-macros"},
-    "mortar-telemetry": SDK,
-    "mortar-backends": SDK | {"mortar-telemetry"},
-    "mortar-cluster": SDK | {"mortar-telemetry", "mortar-backends"},
-    "mortar-runtime": SDK | {"mortar-telemetry", "mortar-backends", "mortar-cluster"},
-    "mortar-gateway": SDK | {"mortar-telemetry", "mortar-backends", "mortar-cluster"},
-    "mortar-node": SDK
+    "mortar-abi": {"mortar-pb"},
+    "mortar": {"mortar-pb", "mortar-abi", "mortar-macros"},
+    "mortar-telemetry": ABI,
+    "mortar-backends": ABI | {"mortar-telemetry"},
+    "mortar-cluster": ABI | {"mortar-telemetry", "mortar-backends"},
+    "mortar-runtime": ABI | {"mortar-telemetry", "mortar-backends", "mortar-cluster"},
+    "mortar-gateway": ABI | {"mortar-telemetry", "mortar-backends", "mortar-cluster"},
+    "mortar-node": ABI
+    | SDK
     | {"mortar-telemetry", "mortar-backends", "mortar-cluster", "mortar-runtime", "mortar-gateway"},
 }
+# Crate -> the mortar crates it may name behind a feature (never in a default build).
+OPTIONAL = {"mortar-backends": {"mortar"}}
 # Crates that may name both the gateway and the runtime (the composition root and above).
 ABOVE_NODE = {"mortar-node", "mortar-cli", "mortar-tests", "mortar-fuzz"}
 
@@ -58,7 +66,9 @@ def crate_problems(packages):
         deps = {
             dep["name"]
             for dep in package["dependencies"]
-            if dep.get("kind") in (None, "build") and dep["name"].startswith("mortar")
+            if dep.get("kind") in (None, "build")
+            and dep["name"].startswith("mortar")
+            and not (dep.get("optional") and dep["name"] in OPTIONAL.get(name, set()))
         }
         relative = os.path.relpath(package["manifest_path"], ROOT)
         if relative.startswith("modules/"):

@@ -1,5 +1,5 @@
 //! The backends of a mortar node, each behind the trait its users see: where modules' documents
-//! are kept (`mortar::store::StoreBackend`), their cache entries (`mortar::cache::CacheBackend`),
+//! are kept (`mortar_abi::store::StoreBackend`), their cache entries (`mortar_abi::cache::CacheBackend`),
 //! and where logged-in players are ([`session::SessionStore`]).
 //!
 //! Layout:

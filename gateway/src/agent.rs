@@ -29,7 +29,7 @@ use super::{
 use bytes::Bytes;
 use futures::{StreamExt as _, stream::FuturesOrdered};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use mortar::Code;
+use mortar_abi::Code;
 use mortar_cluster::rpc::AgentMessage;
 use mortar_pb::{Descriptors, Kick, UserMessage};
 use mortar_telemetry::metrics as m;

@@ -12,7 +12,7 @@
 //!
 //! So, whatever order the messages of racing logins arrive in, exactly one session stays bound.
 
-use mortar::ctx::BoxFuture;
+use mortar_abi::future::BoxFuture;
 use mortar_backends::session::{Location, SessionError, SessionStore};
 use mortar_cluster::rpc::Login;
 use std::{

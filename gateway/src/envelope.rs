@@ -3,7 +3,7 @@
 //! reasons kept short. Pure functions, fuzzed by `fuzz/`.
 
 use bytes::Bytes;
-use mortar::Code;
+use mortar_abi::Code;
 use mortar_cluster::rpc::Reply;
 use mortar_pb::UserMessage;
 use prost::Message as _;

@@ -28,7 +28,7 @@ use crate::config::GatewayConfig;
 use admission::{Admission, Refusal};
 use bytes::Bytes;
 use directory::Directory;
-use mortar::Code;
+use mortar_abi::Code;
 use mortar_backends::session::SessionStore;
 use mortar_cluster::rpc::{Claim, Login, PushReport, UsersPushed};
 use mortar_pb::UserMessage;

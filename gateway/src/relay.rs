@@ -3,7 +3,7 @@
 //! failures turned into codes.
 
 use bytes::Bytes;
-use mortar::{Code, ctx::BoxFuture};
+use mortar_abi::{Code, future::BoxFuture};
 use mortar_cluster::rpc::workers::{self, WorkerPool, code_of};
 use mortar_cluster::rpc::{AgentMessage, Handled, Presence, Reply, Status, WorkerRpcClient};
 use mortar_telemetry::metrics as m;

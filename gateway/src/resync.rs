@@ -21,7 +21,7 @@
 
 use super::{Gateway, WeakGateway};
 use futures::StreamExt as _;
-use mortar::Code;
+use mortar_abi::Code;
 use mortar_backends::session::Location;
 use mortar_telemetry::metrics as m;
 use std::time::Duration;

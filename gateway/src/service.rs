@@ -3,7 +3,7 @@
 use super::Gateway;
 use bytes::Bytes;
 use futures::StreamExt as _;
-use mortar::Code;
+use mortar_abi::Code;
 use mortar_backends::session::Location;
 use mortar_cluster::rpc::{
     Claim, GatewayRpc, GatewayRpcRequest, GatewayRpcResponse, Login, PushBatch, PushReport, UsersPushed,

@@ -6,7 +6,8 @@
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use mortar::{
-    Code, Ctx,
+    Code,
+    ctx::Invocation,
     module::{ModuleDecl, Named},
     route::{Access, HandlerFuture, Route},
 };
@@ -53,7 +54,7 @@ fn synthetic() -> (String, String) {
     ("synthetic.Msg".into(), "synthetic.Msg".into())
 }
 
-fn noop(_: Ctx, _: Bytes) -> HandlerFuture {
+fn noop(_: Invocation, _: Bytes) -> HandlerFuture {
     Box::pin(async { Err(Code::INTERNAL.into()) })
 }
 

@@ -192,12 +192,12 @@ impl NodeConfig {
         within("worker.weight", w.weight, 1, 1000)?;
         within("worker.blocking_threads", w.blocking_threads, 0, 1024)?;
         for pattern in &w.public_routes {
-            let valid = pattern != "*" && mortar::layer::is_pattern(pattern);
+            let valid = pattern != "*" && mortar_abi::layer::is_pattern(pattern);
             check("worker.public_routes", valid, format!("`{pattern}` is not `main.sub` or `main.*`"))?;
         }
         for (layer, patterns) in &w.layers {
             for pattern in patterns {
-                let valid = mortar::layer::is_pattern(pattern);
+                let valid = mortar_abi::layer::is_pattern(pattern);
                 let reason = format!("layer `{layer}`: `{pattern}` is not `*`, `main.*` or `main.sub`");
                 check("worker.layers", valid, reason)?;
             }

@@ -58,7 +58,7 @@ pub enum NodeError {
     Registry(#[from] RegistryError),
     /// The cache could not be opened.
     #[error(transparent)]
-    Cache(#[from] mortar::cache::CacheError),
+    Cache(#[from] mortar_abi::cache::CacheError),
     /// The document store could not be opened.
     #[error(transparent)]
     Storage(#[from] mortar_backends::storage::StorageError),

@@ -3,7 +3,7 @@
 //! [`Upstream`] trait, and neither names the other's types.
 
 use bytes::Bytes;
-use mortar::{Code, ctx::BoxFuture};
+use mortar_abi::{Code, future::BoxFuture};
 use mortar_cluster::rpc::{AgentMessage, Presence, PushBatch, PushReport, Reply};
 use mortar_gateway::{Gateway, WeakGateway, relay::Upstream};
 use mortar_runtime::{Worker, gateways::Gateways};

@@ -20,9 +20,10 @@ use super::{
 };
 use bytes::Bytes;
 use futures::future::join_all;
-use mortar::{
-    Code, Session,
-    ctx::{BoxFuture, Pushed},
+use mortar_abi::{
+    Code,
+    future::BoxFuture,
+    host::{Pushed, Session},
 };
 use mortar_backends::session::Location;
 use mortar_cluster::rpc::{Claim, Login};

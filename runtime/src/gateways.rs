@@ -10,7 +10,7 @@
 //!   is dialled again at the new one. With a shared session store, a gateway that leaves the
 //!   registry has its players' logins purged from it, so they can log in again at once.
 
-use mortar::{Code, ctx::BoxFuture};
+use mortar_abi::{Code, future::BoxFuture};
 use mortar_backends::session::{Location, SessionStore};
 use mortar_cluster::config::RpcConfig;
 use mortar_cluster::registry::{Change, NodeKind, Registry};

@@ -4,10 +4,11 @@
 
 use super::{Core, InternalCall, MAX_CALL_DEPTH};
 use bytes::Bytes;
-use mortar::{
-    Code, Ctx, Failure,
+use mortar_abi::{
+    Code, Failure,
     cache::CacheBackend,
-    ctx::{BoxFuture, Host, PanicSite, Pushed, Request},
+    future::BoxFuture,
+    host::{Host, Invocation, PanicSite, Pushed, Request},
     store::StoreBackend,
 };
 use mortar_telemetry::metrics as m;
@@ -30,7 +31,7 @@ impl Host for Core {
         self.cache.clone()
     }
 
-    fn call(&self, from: &Ctx, path: &str, body: Bytes) -> BoxFuture<Result<Bytes, Failure>> {
+    fn call(&self, from: &Invocation, path: &str, body: Bytes) -> BoxFuture<Result<Bytes, Failure>> {
         let request = from.request();
         let caller = request.route;
         if request.depth >= MAX_CALL_DEPTH {
@@ -92,7 +93,7 @@ impl Host for Core {
         })
     }
 
-    fn bind_user(&self, from: &Ctx, user: u64) -> BoxFuture<Result<(), Code>> {
+    fn bind_user(&self, from: &Invocation, user: u64) -> BoxFuture<Result<(), Code>> {
         self.players.bind(from.request().session.clone(), user)
     }
 
@@ -100,17 +101,17 @@ impl Host for Core {
         self.routes.instance(name)
     }
 
-    fn config(&self, section: &str) -> Option<mortar::config::Values> {
+    fn config(&self, section: &str) -> Option<mortar_abi::config::Values> {
         self.routes.config(section)
     }
 
-    fn table(&self, file: &str) -> Option<mortar::table::Loaded> {
+    fn table(&self, file: &str) -> Option<mortar_abi::table::Loaded> {
         self.routes.table(file)
     }
 
     fn push(
         &self,
-        from: &Ctx,
+        from: &Invocation,
         users: Vec<u64>,
         route: &str,
         message: &str,
@@ -124,7 +125,7 @@ impl Host for Core {
 
     fn push_session(
         &self,
-        from: &Ctx,
+        from: &Invocation,
         route: &str,
         message: &str,
         body: Bytes,
@@ -136,11 +137,11 @@ impl Host for Core {
         self.players.push_session(session.gateway.clone(), session.id, main.to_owned(), sub.to_owned(), body)
     }
 
-    fn kick(&self, _: &Ctx, user: u64, reason: Code) -> BoxFuture<Result<bool, Code>> {
+    fn kick(&self, _: &Invocation, user: u64, reason: Code) -> BoxFuture<Result<bool, Code>> {
         self.players.kick(user, reason)
     }
 
-    fn online(&self, _: &Ctx, users: Vec<u64>) -> BoxFuture<Result<Vec<bool>, Code>> {
+    fn online(&self, _: &Invocation, users: Vec<u64>) -> BoxFuture<Result<Vec<bool>, Code>> {
         let located = self.players.locate(users);
         Box::pin(async move { Ok(located.await?.iter().map(Option::is_some).collect()) })
     }
@@ -198,7 +199,12 @@ impl Core {
     /// `route` split in `main` and `sub` when a loaded proto declares it with `message` as its
     /// rpc's output (a server-streaming rpc, or a request route whose push shares its reply
     /// type); else logs the module's mistake.
-    fn declared_push<'a>(&self, from: &Ctx, route: &'a str, message: &str) -> Option<(&'a str, &'a str)> {
+    fn declared_push<'a>(
+        &self,
+        from: &Invocation,
+        route: &'a str,
+        message: &str,
+    ) -> Option<(&'a str, &'a str)> {
         let declared = self.routes.push_message(route);
         if declared == Some(message) {
             return route.split_once('.');

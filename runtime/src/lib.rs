@@ -4,13 +4,14 @@
 //! - [`routes`]: the route table built from the linked modules, the loaded libraries and the
 //!   enabled modules, each route checked against its rpc.
 //! - [`library`]: the dynamic-module loader (the one place with `unsafe` code).
-//! - `host`: what handlers ask of the host (`mortar::ctx::Host` for the worker's core).
+//! - `host`: what handlers ask of the host ([`mortar_abi::host::Host`] for the worker's core).
 //! - [`players`]: where logged-in players are, through a session store and the gateways;
 //!   [`directory`]: the same when the gateways themselves are the directory; [`gateways`]: the
 //!   way to the gateways.
 //! - [`tables`]: the game config tables of the modules, loaded and reloaded.
 //! - this file: [`Worker`], which dispatches a request to its handler (the SDK's glue catches
-//!   its panics and reports them through [`Host::panicked`](mortar::ctx::Host::panicked)), serves the [`WorkerRpc`] tarpc
+//!   its panics and reports them through [`Host::panicked`](mortar_abi::host::Host::panicked)),
+//!   serves the [`WorkerRpc`] tarpc
 //!   service, runs internal calls between modules (here, or on the worker of the cluster that
 //!   serves the callee's module) and the modules' `on_online` / `on_offline` hooks.
 //! - `system`: what the admin API does through the worker.
@@ -34,8 +35,12 @@ use mortar_telemetry::metrics as m;
 
 use bytes::Bytes;
 use futures::StreamExt as _;
-use mortar::{
-    Code, Ctx, Failure, Session, cache::CacheBackend, ctx::Request, module::ModuleError, store::StoreBackend,
+use mortar_abi::{
+    Code, Failure,
+    cache::CacheBackend,
+    host::{Invocation, Request, Session},
+    module::ModuleError,
+    store::StoreBackend,
 };
 use mortar_telemetry::trace;
 use players::Players;
@@ -220,7 +225,7 @@ impl Worker {
         let mut started = Vec::new();
         for (origin, module) in self.core.routes.modules_with_origin() {
             if let Err(source) = module.on_start() {
-                started.into_iter().for_each(|m: &dyn mortar::Module| m.on_stop());
+                started.into_iter().for_each(|m: &dyn mortar_abi::module::Module| m.on_stop());
                 return Err(StartError { module: module.name(), origin: origin.clone(), source });
             }
             started.push(module);
@@ -279,7 +284,7 @@ impl Worker {
             depth: 0,
             deadline,
         };
-        let ctx = Ctx::new(request, self.core.clone());
+        let ctx = Invocation::new(request, self.core.clone());
         self.core.run(route, ctx, msg.data, span).await.into()
     }
 
@@ -310,7 +315,7 @@ impl Worker {
             depth: call.depth,
             deadline,
         };
-        let ctx = Ctx::new(request, self.core.clone());
+        let ctx = Invocation::new(request, self.core.clone());
         self.core.run(route, ctx, call.data, span).await.into()
     }
 
@@ -336,7 +341,7 @@ impl Worker {
                     depth: 0,
                     deadline,
                 };
-                let ctx = Ctx::new(request, self.core.clone());
+                let ctx = Invocation::new(request, self.core.clone());
                 let (node, user) = (&self.core.node_id, presence.user);
                 let span = tracing::debug_span!(
                     "hook",
@@ -391,15 +396,15 @@ impl Core {
     /// debug and counted in the request metrics by route and code.
     async fn run(
         &self,
-        route: &'static mortar::route::Route,
-        ctx: Ctx,
+        route: &'static mortar_abi::route::Route,
+        ctx: Invocation,
         body: Bytes,
         span: tracing::Span,
     ) -> Result<Bytes, Failure> {
         let started = Instant::now();
         let reply = match self.routes.layers_of(route.path) {
             None => (route.handler)(ctx, body),
-            Some(layers) => mortar::layer::Next::new(route.handler, layers.clone()).run(ctx, body),
+            Some(layers) => mortar_abi::layer::Next::new(route.handler, layers.clone()).run(ctx, body),
         };
         let reply = reply.instrument(span.clone()).await;
         let elapsed = started.elapsed();

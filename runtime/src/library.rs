@@ -7,7 +7,7 @@
 //! `docs/dynamic-modules.md`.
 #![allow(unsafe_code)]
 
-use mortar::dynamic::{Declaration, ENTRY_SYMBOL_PREFIX, FINGERPRINT, LibraryEntry};
+use mortar_abi::dynamic::{Declaration, ENTRY_SYMBOL_PREFIX, FINGERPRINT, LibraryEntry};
 use std::path::{Path, PathBuf};
 
 /// Why a module library was refused. Each names the library's path and the reason; nothing of a

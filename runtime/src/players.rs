@@ -8,9 +8,10 @@
 
 use super::gateways::Gateways;
 use bytes::Bytes;
-use mortar::{
-    Code, Session,
-    ctx::{BoxFuture, Pushed},
+use mortar_abi::{
+    Code,
+    future::BoxFuture,
+    host::{Pushed, Session},
 };
 use mortar_backends::session::{Location, SessionError, SessionStore};
 use mortar_cluster::rpc::PushBatch;

@@ -3,7 +3,10 @@
 
 use super::Worker;
 use bytes::Bytes;
-use mortar::{Code, Ctx, Failure, Session, ctx::Host as _, ctx::Request};
+use mortar_abi::{
+    Code, Failure,
+    host::{Host as _, Invocation, Request, Session},
+};
 use mortar_backends::session::Location;
 use mortar_telemetry::trace;
 use std::{net::IpAddr, time::Instant};
@@ -31,7 +34,7 @@ impl Worker {
             depth: 0,
             deadline,
         };
-        let ctx = Ctx::new(request, self.core.clone());
+        let ctx = Invocation::new(request, self.core.clone());
         self.core.call(&ctx, path, body).await
     }
 

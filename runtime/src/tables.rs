@@ -11,7 +11,7 @@
 //!
 //! and logs what it did; it ends when the node shuts down.
 
-use mortar::table::{Decoded, Loaded, TableDecl, TableError};
+use mortar_abi::table::{Decoded, Loaded, TableDecl, TableError};
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},

@@ -37,7 +37,9 @@
 //! `[modules.X]` section no loaded module reads.
 
 use serde::de::DeserializeOwned;
-use std::{any::Any, sync::Arc};
+use std::sync::Arc;
+
+pub use mortar_abi::config::{ConfigDecl, Values, registered};
 
 /// A module's config type, as [`config!`](crate::config!) declares it.
 pub trait Config: DeserializeOwned + Default + Send + Sync + 'static {
@@ -53,9 +55,6 @@ pub trait Config: DeserializeOwned + Default + Send + Sync + 'static {
     }
 }
 
-/// A config section's values as a node keeps them: the module's own type behind `Any`.
-pub type Values = Arc<dyn Any + Send + Sync>;
-
 /// Decodes and checks section `T` given as JSON (none: the defaults): the values a node keeps for
 /// [`Ctx::config`](crate::Ctx::config), as the module's own type behind `Any` (made and read
 /// on the module's side of a library boundary, so its type is the module's own).
@@ -69,24 +68,6 @@ pub fn decode<T: Config>(json: Option<&str>) -> Result<Values, String> {
     };
     values.check()?;
     Ok(Arc::new(values))
-}
-
-/// A config section as [`config!`](crate::config!) registers it, for the node to fill.
-#[derive(Debug)]
-pub struct ConfigDecl {
-    /// The section's name.
-    pub section: &'static str,
-    /// Decodes and checks the section given as JSON (none: the defaults); see [`decode`].
-    pub load: fn(Option<&str>) -> Result<Values, String>,
-    /// Where it is declared (`crate::path`), for error messages.
-    pub defined_at: &'static str,
-}
-
-inventory::collect!(ConfigDecl);
-
-/// Every config section linked into this program, in no particular order.
-pub fn registered() -> impl Iterator<Item = &'static ConfigDecl> {
-    inventory::iter::<ConfigDecl>.into_iter()
 }
 
 /// Declares a module's config type (see the [module docs](self)):

@@ -1,9 +1,9 @@
 //! [`Ctx`]: what a handler knows about its request and what it can ask of the host.
 
 use crate::{
-    cache::{Cache, CacheBackend},
-    code::{Code, Failure},
-    store::{Document, Store, StoreBackend},
+    cache::Cache,
+    code::Code,
+    store::{Document, Store},
 };
 use bytes::Bytes;
 use prost::{Message, Name};
@@ -15,208 +15,83 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-pub use crate::future::BoxFuture;
-
-/// Who sent a request: the client session it came from, as the gateway saw it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Session {
-    /// The session id, unique within its gateway for the gateway's lifetime.
-    pub id: u64,
-    /// The logged-in user, if the session has logged in.
-    pub user: Option<u64>,
-    /// The client's IP address as the gateway saw the connection.
-    pub ip: IpAddr,
-    /// The id of the gateway node holding the session.
-    pub gateway: String,
-}
-
-/// The request being handled.
-#[derive(Clone, Debug)]
-pub struct Request {
-    /// The session the request (or the client request that led to this internal call) came from.
-    pub session: Session,
-    /// The route being handled, `main.sub`.
-    pub route: &'static str,
-    /// The client's request id (0 for internal calls).
-    pub seq: u32,
-    /// Trace id shared by every call made on behalf of one client request.
-    pub trace_id: u128,
-    /// How many internal calls deep this request is (0 for a client request).
-    pub depth: u8,
-    /// When the client stops waiting: the gateway's request timeout from when it relayed the
-    /// request. Internal calls made for it inherit it, also across nodes.
-    pub deadline: Instant,
-}
-
-/// What became of a push ([`Ctx::push`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Pushed {
-    /// Sessions it was queued for.
-    pub delivered: usize,
-    /// Users not logged in anywhere (or only on a gateway that cannot be reached): nothing was
-    /// sent to them.
-    pub offline: Vec<u64>,
-    /// Users it did not reach who may be online: their client does not read (its queue is full),
-    /// their session ended meanwhile, or a gateway that may hold them failed to answer.
-    pub undelivered: usize,
-}
-
-/// Where module code panicked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PanicSite {
-    /// In a handler: the request is answered `INTERNAL`.
-    Handler,
-    /// In a task from [`Ctx::spawn`]: the task ended.
-    Task,
-    /// In a module's `on_online` or `on_offline` hook: the hook ended.
-    Hook,
-}
-
-/// What the host does for handlers. Implemented by the host; module code uses [`Ctx`].
-pub trait Host: Send + Sync + 'static {
-    /// The id of the node running the handler.
-    fn node_id(&self) -> &str;
-
-    /// The node's document store.
-    fn store(&self) -> Arc<dyn StoreBackend>;
-
-    /// The node's cache.
-    fn cache(&self) -> Arc<dyn CacheBackend>;
-
-    /// Runs internal or client route `route` with an encoded body on behalf of `from`, on a node
-    /// that serves the route's module (this node when it does), by `from`'s deadline. A failure
-    /// carries the callee's reason when it gave one.
-    fn call(&self, from: &Ctx, route: &str, body: Bytes) -> BoxFuture<Result<Bytes, Failure>>;
-
-    /// Logs the session of `from` in as `user`: its gateway marks it, the session store records
-    /// where `user` is, and a session of `user` elsewhere is kicked with `LOGGED_IN_ELSEWHERE`.
-    fn bind_user(&self, from: &Ctx, user: u64) -> BoxFuture<Result<(), Code>>;
-
-    /// The instance of enabled module `name` on this node (see [`Ctx::module`]).
-    fn module(&self, name: &str) -> Option<Arc<dyn std::any::Any + Send + Sync>>;
-
-    /// The values of config section `section` this node read (see [`crate::config::decode`]).
-    fn config(&self, section: &str) -> Option<crate::config::Values>;
-
-    /// The rows of game config table `file` this node loaded (see [`crate::table::decode`]).
-    fn table(&self, file: &str) -> Option<crate::table::Loaded>;
-
-    /// Pushes `route` with `body`, an encoded `message` (its full proto name), to each of `users`
-    /// that is online, one batch per gateway. `BAD_REQUEST` when no loaded proto declares `route`
-    /// with that message as its rpc's output.
-    fn push(
-        &self,
-        from: &Ctx,
-        users: Vec<u64>,
-        route: &str,
-        message: &str,
-        body: Bytes,
-    ) -> BoxFuture<Result<Pushed, Code>>;
-
-    /// Pushes `route` with `body`, an encoded `message`, to the session of `from`, logged in or
-    /// not; false when the session has ended. `BAD_REQUEST` as for [`Host::push`].
-    fn push_session(
-        &self,
-        from: &Ctx,
-        route: &str,
-        message: &str,
-        body: Bytes,
-    ) -> BoxFuture<Result<bool, Code>>;
-
-    /// Kicks `user`'s session, wherever it is, with `reason`; false when `user` is offline.
-    fn kick(&self, from: &Ctx, user: u64, reason: Code) -> BoxFuture<Result<bool, Code>>;
-
-    /// Whether each of `users` is online, in their order.
-    fn online(&self, from: &Ctx, users: Vec<u64>) -> BoxFuture<Result<Vec<bool>, Code>>;
-
-    /// Runs `task` on the host's runtime, detached.
-    fn spawn(&self, task: BoxFuture<()>);
-
-    /// Runs `work` on the host's threads for blocking work, once one of its places is free;
-    /// completes when it has run.
-    fn blocking(&self, work: Box<dyn FnOnce() + Send>) -> BoxFuture<()>;
-
-    /// Completes after `duration`, timed by the host's runtime.
-    fn sleep(&self, duration: Duration) -> BoxFuture<()>;
-
-    /// The current wall-clock time.
-    fn now(&self) -> SystemTime;
-
-    /// Module code running for `request` panicked with `message`: a handler, answered
-    /// `INTERNAL`, or a task it spawned or an `on_offline` hook, ended. For the host's log and metrics.
-    fn panicked(&self, request: &Request, site: PanicSite, message: &str);
-}
+pub use mortar_abi::{
+    future::BoxFuture,
+    host::{Host, Invocation, PanicSite, Pushed, Request, Session},
+};
 
 /// The handle a handler receives: the request's session and route, and the host's services.
 ///
 /// Cheap to clone; clones share the request.
 #[derive(Clone)]
-pub struct Ctx {
-    // One allocation per request, and one reference count to bump per clone.
-    inner: Arc<Inner>,
+pub struct Ctx(Invocation);
+
+impl From<Invocation> for Ctx {
+    fn from(invocation: Invocation) -> Self {
+        Self(invocation)
+    }
 }
 
-struct Inner {
-    request: Request,
-    host: Arc<dyn Host>,
+impl From<Ctx> for Invocation {
+    fn from(ctx: Ctx) -> Self {
+        ctx.0
+    }
 }
 
 impl Ctx {
-    /// Made by the host for each request.
+    /// A context for `request` on `host` (the host makes one for each request; a test may make
+    /// its own with a host of its own).
     pub fn new(request: Request, host: Arc<dyn Host>) -> Self {
-        Self { inner: Arc::new(Inner { request, host }) }
+        Self(Invocation::new(request, host))
     }
 
     /// The request being handled.
     pub fn request(&self) -> &Request {
-        &self.inner.request
+        self.0.request()
     }
 
     /// The session id.
     pub fn session_id(&self) -> u64 {
-        self.inner.request.session.id
+        self.0.request().session.id
     }
 
     /// The logged-in user of the session, if any.
     pub fn user_id(&self) -> Option<u64> {
-        self.inner.request.session.user
+        self.0.request().session.user
     }
 
     /// The client's IP address.
     pub fn client_ip(&self) -> IpAddr {
-        self.inner.request.session.ip
+        self.0.request().session.ip
     }
 
     /// The id of the node running this handler (`node.id` of its config).
     pub fn node_id(&self) -> &str {
-        self.inner.host.node_id()
+        self.0.host().node_id()
     }
 
     /// When the client stops waiting for this request. Calls to other modules made after it fail
     /// with `TIMEOUT`; a task from [`Ctx::spawn`] that outlives the request and calls other
     /// modules gives itself time with [`Ctx::with_timeout`].
     pub fn deadline(&self) -> Instant {
-        self.inner.request.deadline
+        self.0.request().deadline
     }
 
     /// The time left until [`Ctx::deadline`]; zero once it has passed.
     pub fn remaining(&self) -> Duration {
-        self.inner.request.deadline.saturating_duration_since(Instant::now())
+        self.0.request().deadline.saturating_duration_since(Instant::now())
     }
 
     /// This context with the deadline `timeout` from now, for work that outlives the request
     /// (a task from [`Ctx::spawn`]) and calls other modules.
     pub fn with_timeout(&self, timeout: Duration) -> Ctx {
-        let request = Request { deadline: Instant::now() + timeout, ..self.inner.request.clone() };
-        Ctx::new(request, Arc::clone(&self.inner.host))
+        Ctx(self.0.with_deadline(Instant::now() + timeout))
     }
 
     /// This module's keys in the node's cache (see [`crate::cache`]): the module is the `main`
     /// of the route being handled.
     pub fn cache(&self) -> Cache {
-        let module =
-            self.inner.request.route.split_once('.').map_or(self.inner.request.route, |(main, _)| main);
-        Cache::new(self.inner.host.cache(), module)
+        Cache::new(self.0.host().cache(), self.0.module())
     }
 
     /// This module's instance on this node: the value [`module!`](macro@crate::module) made
@@ -239,16 +114,14 @@ impl Ctx {
     /// }
     /// ```
     pub fn module<T: crate::Module>(&self) -> Option<Arc<T>> {
-        let route = self.inner.request.route;
-        let name = route.split_once('.').map_or(route, |(main, _)| main);
-        self.inner.host.module(name)?.downcast::<T>().ok()
+        self.0.host().module(self.0.module())?.downcast::<T>().ok()
     }
 
     /// This module's config section `T` (see [`config`](mod@crate::config)), as this node read
     /// it (its defaults when the node has not read it: a context outside a node).
     pub fn config<T: crate::config::Config>(&self) -> Arc<T> {
-        self.inner
-            .host
+        self.0
+            .host()
             .config(T::SECTION)
             .and_then(|values| values.downcast::<T>().ok())
             .unwrap_or_else(|| Arc::new(T::default()))
@@ -258,8 +131,8 @@ impl Ctx {
     /// in a context outside a node): a snapshot, which a reload does not change under this
     /// request.
     pub fn table<T: crate::table::Row>(&self) -> Arc<crate::table::Rows<T>> {
-        self.inner
-            .host
+        self.0
+            .host()
             .table(T::FILE)
             .and_then(|rows| rows.downcast::<crate::table::Rows<T>>().ok())
             .unwrap_or_default()
@@ -267,7 +140,7 @@ impl Ctx {
 
     /// The collection of document type `T` in the node's store (see [`crate::store`]).
     pub fn store<T: Document>(&self) -> Store<T> {
-        Store::new(self.inner.host.store())
+        Store::new(self.0.host().store())
     }
 
     /// Calls another module's route (typically an internal one) and decodes its reply: on this
@@ -289,9 +162,9 @@ impl Ctx {
         // The callee's reason is for its own clients (the admin API shows it); a module maps the
         // code to its own answer.
         let reply = self
-            .inner
-            .host
-            .call(self, route, Bytes::from(req.encode_to_vec()))
+            .0
+            .host()
+            .call(&self.0, route, Bytes::from(req.encode_to_vec()))
             .await
             .map_err(|failure| failure.code())?;
         Resp::decode(reply).map_err(|_| Code::INTERNAL)
@@ -311,7 +184,7 @@ impl Ctx {
         if user == 0 {
             return Err(Code::BAD_REQUEST);
         }
-        self.inner.host.bind_user(self, user).await
+        self.0.host().bind_user(&self.0, user).await
     }
 
     /// Pushes `msg` as route `route` (`seq` 0) to each of `users` who is online, wherever they
@@ -330,7 +203,7 @@ impl Ctx {
     /// reply type), a bug the node logs; `UNAVAILABLE` when the session store cannot be reached.
     pub async fn push<M: Message + Name>(&self, users: &[u64], route: &str, msg: &M) -> Result<Pushed, Code> {
         let body = Bytes::from(msg.encode_to_vec());
-        self.inner.host.push(self, users.to_vec(), route, &M::full_name(), body).await
+        self.0.host().push(&self.0, users.to_vec(), route, &M::full_name(), body).await
     }
 
     /// Pushes `msg` as route `route` (`seq` 0) to this request's own session, logged in or not
@@ -341,7 +214,7 @@ impl Ctx {
     /// reached.
     pub async fn push_session<M: Message + Name>(&self, route: &str, msg: &M) -> Result<bool, Code> {
         let body = Bytes::from(msg.encode_to_vec());
-        self.inner.host.push_session(self, route, &M::full_name(), body).await
+        self.0.host().push_session(&self.0, route, &M::full_name(), body).await
     }
 
     /// Kicks `user`'s session with `reason` (it gets `sys.kick` and is closed); false when `user`
@@ -350,7 +223,7 @@ impl Ctx {
     /// # Errors
     /// `UNAVAILABLE` when the session store or the user's gateway cannot be reached.
     pub async fn kick(&self, user: u64, reason: Code) -> Result<bool, Code> {
-        self.inner.host.kick(self, user, reason).await
+        self.0.host().kick(&self.0, user, reason).await
     }
 
     /// Whether `user` is online.
@@ -366,7 +239,7 @@ impl Ctx {
     /// # Errors
     /// `UNAVAILABLE` when the session store cannot be reached.
     pub async fn online(&self, users: &[u64]) -> Result<Vec<bool>, Code> {
-        self.inner.host.online(self, users.to_vec()).await
+        self.0.host().online(&self.0, users.to_vec()).await
     }
 }
 
@@ -377,9 +250,9 @@ impl Ctx {
     /// with this request's route and trace id; the node stays up.
     pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         let ctx = self.clone();
-        self.inner.host.spawn(Box::pin(async move {
-            if let Err(message) = crate::panic::catch(task).await {
-                ctx.inner.host.panicked(&ctx.inner.request, PanicSite::Task, &message);
+        self.0.host().spawn(Box::pin(async move {
+            if let Err(message) = mortar_abi::panic::catch(task).await {
+                ctx.0.panicked(PanicSite::Task, &message);
             }
         }));
     }
@@ -396,8 +269,8 @@ impl Ctx {
     ) -> Result<R, Code> {
         let out = Arc::new(std::sync::Mutex::new(None));
         let slot = out.clone();
-        self.inner
-            .host
+        self.0
+            .host()
             .blocking(Box::new(move || {
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
                 *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(result);
@@ -407,7 +280,7 @@ impl Ctx {
         match result {
             Some(Ok(value)) => Ok(value),
             Some(Err(panic)) => {
-                self.panicked(&crate::panic::message(&*panic));
+                self.panicked(&mortar_abi::panic::message(&*panic));
                 Err(Code::INTERNAL)
             }
             None => Err(Code::INTERNAL),
@@ -416,44 +289,30 @@ impl Ctx {
 
     /// Completes after `duration`.
     pub async fn sleep(&self, duration: Duration) {
-        self.inner.host.sleep(duration).await;
+        self.0.host().sleep(duration).await;
     }
 
     /// The current wall-clock time.
     pub fn now(&self) -> SystemTime {
-        self.inner.host.now()
+        self.0.host().now()
     }
 
     /// Reports a panic of this request's handler to the host.
-    pub(crate) fn panicked(&self, message: &str) {
-        self.inner.host.panicked(&self.inner.request, PanicSite::Handler, message);
-    }
-
-    /// Reports a panic of an `on_online` or `on_offline` hook to the host.
-    pub(crate) fn hook_panicked(&self, message: &str) {
-        self.inner.host.panicked(&self.inner.request, PanicSite::Hook, message);
+    fn panicked(&self, message: &str) {
+        self.0.panicked(PanicSite::Handler, message);
     }
 }
 
 impl fmt::Debug for Ctx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ctx").field("request", &self.inner.request).finish_non_exhaustive()
+        f.debug_struct("Ctx").field("request", self.0.request()).finish_non_exhaustive()
     }
 }
 
 impl Ctx {
-    /// The context of an internal call made from this request to `route`: same session and trace,
-    /// one level deeper. Used by the host to run [`Ctx::call`].
+    /// The invocation this context wraps, as the host handed it over.
     #[doc(hidden)]
-    pub fn for_call(&self, route: &'static str) -> Ctx {
-        let request = Request {
-            session: self.inner.request.session.clone(),
-            route,
-            seq: 0,
-            trace_id: self.inner.request.trace_id,
-            depth: self.inner.request.depth.saturating_add(1),
-            deadline: self.inner.request.deadline,
-        };
-        Ctx::new(request, Arc::clone(&self.inner.host))
+    pub fn invocation(&self) -> &Invocation {
+        &self.0
     }
 }

@@ -1,6 +1,3 @@
-//! The one future type that crosses between the host and the SDK.
+//! The one future type that crosses between the host and module code.
 
-use std::{future::Future, pin::Pin};
-
-/// A boxed future that the host returns to the SDK (and the SDK's glue to the host).
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+pub use mortar_abi::future::BoxFuture;

@@ -1,5 +1,9 @@
 //! The mortar SDK: everything a module author touches, and nothing of the host.
 //!
+//! The contract between host and module code (declarations, the `Host` and backend traits, the
+//! library fingerprint) is `mortar-abi`'s; this crate re-exports what of it a module author names
+//! and adds the typed side: [`Ctx`], typed handlers, [`store::Store`], [`cache::Cache`], macros.
+//!
 //! A module is one crate: `proto/echo.proto` declares its routes (`service Echo { rpc Say(EchoReq)
 //! returns (EchoResp); }` is route `echo.say`), `build.rs` compiles it
 //! (`mortar::build::compile_protos()`, feature `build`), and `src/lib.rs` is the module:
@@ -39,8 +43,7 @@
 //! - [`store`]: documents ([`store::Document`]), versions and compare-and-set, through
 //!   [`Ctx::store`].
 //! - [`dynamic`]: the entry point [`export_module!`] generates for loading from a library.
-//! - [`future`]: `BoxFuture`, the future type between the host and the SDK (below `ctx`, `store`
-//!   and `cache`, which all use it, so none of them imports another for it).
+//! - [`future`]: `BoxFuture`, the future type between the host and the SDK.
 //! - `build` (feature `build`): compiles a module crate's protos in its build script.
 //! - [`pb`]: the envelope and `sys.*` messages (`mortar-pb`).
 
@@ -54,7 +57,6 @@ pub mod dynamic;
 pub mod future;
 pub mod layer;
 pub mod module;
-mod panic;
 pub mod route;
 pub mod store;
 pub mod table;
@@ -69,6 +71,8 @@ pub use mortar_pb as pb;
 pub use bytes;
 #[doc(hidden)]
 pub use inventory;
+#[doc(hidden)]
+pub use mortar_abi as abi;
 pub use prost;
 pub use serde;
 

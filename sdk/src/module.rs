@@ -1,110 +1,30 @@
 //! [`Module`]: a feature of the game (login, inventory, mail…) and its routes.
 
-use crate::{ctx::Ctx, future::BoxFuture};
-use std::{
-    any::Any,
-    fmt,
-    panic::{AssertUnwindSafe, catch_unwind},
-    sync::Arc,
+use crate::ctx::Ctx;
+use mortar_abi::{
+    future::BoxFuture,
+    host::{Invocation, PanicSite},
+    panic,
 };
 
-/// A module: a named group of routes with a lifecycle, and its state on a node.
-///
-/// Its routes are the [`#[handler]`](crate::handler)s whose route starts with its name. A node
-/// serves a module's routes only when its config enables the module. Each node that enables it
-/// makes one instance, which its handlers reach with [`Ctx::module`]: state a module keeps there
-/// (locks, counters, caches of its own) is the node's, never a process-wide static.
-pub trait Module: Any + Send + Sync + 'static {
-    /// The module's name: the `main` of its routes. Lower-case.
-    fn name(&self) -> &'static str;
-
-    /// Runs once when a node that enables the module starts, before it serves any request.
-    ///
-    /// # Errors
-    /// An error stops the node's start, with this module's name and the error.
-    fn on_start(&self) -> Result<(), ModuleError> {
-        Ok(())
-    }
-
-    /// Runs once when the node stops, after it has stopped serving requests.
-    fn on_stop(&self) {}
-
-    /// The module's own instance, for [`Ctx::module`] (the host keeps modules behind a guard).
-    #[doc(hidden)]
-    fn instance(&self) -> Option<Arc<dyn Any + Send + Sync>> {
-        None
-    }
-}
-
-/// Why a module could not start.
-#[derive(Debug)]
-pub struct ModuleError(pub String);
-
-impl fmt::Display for ModuleError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ModuleError {}
-
-/// A module as [`module!`](macro@crate::module) registers it.
-#[derive(Debug)]
-pub struct ModuleDecl {
-    /// Makes the module; called once per node that enables it.
-    pub build: fn() -> Box<dyn Module>,
-    /// Where it is declared (`crate::path`), for error messages.
-    pub defined_at: &'static str,
-    /// Runs when a player comes online, behind its glue (see [`module!`](macro@crate::module)).
-    pub on_online: Option<PresenceHook>,
-    /// Runs when a player goes offline, behind its glue (see [`module!`](macro@crate::module)).
-    pub on_offline: Option<PresenceHook>,
-}
-
-/// An `on_online` or `on_offline` hook behind its glue: gets the context of the player's session
-/// (the one that logged in, or the one that ended; its user is the player) and the player's user
-/// id.
-pub type PresenceHook = fn(Ctx, u64) -> BoxFuture<()>;
+pub use mortar_abi::module::{
+    Module, ModuleDecl, ModuleError, Named, PresenceHook, Protos, build, protos, registered,
+};
 
 /// The glue [`module!`](macro@crate::module) generates for an `on_online` or `on_offline` hook:
 /// runs it, and reports a panic to the host on this side of a library boundary.
 #[doc(hidden)]
-pub fn presence_hook<F, Fut>(ctx: Ctx, user: u64, hook: F) -> BoxFuture<()>
+pub fn presence_hook<F, Fut>(invocation: Invocation, user: u64, hook: F) -> BoxFuture<()>
 where
     F: FnOnce(Ctx, u64) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     Box::pin(async move {
-        let reporter = ctx.clone();
-        if let Err(message) = crate::panic::catch(hook(ctx, user)).await {
-            reporter.hook_panicked(&message);
+        let reporter = invocation.clone();
+        if let Err(message) = panic::catch(hook(Ctx::from(invocation), user)).await {
+            reporter.panicked(PanicSite::Hook, &message);
         }
     })
-}
-
-inventory::collect!(ModuleDecl);
-
-/// Every module linked into this program, in no particular order.
-pub fn registered() -> impl Iterator<Item = &'static ModuleDecl> {
-    inventory::iter::<ModuleDecl>.into_iter()
-}
-
-/// The protos of a module crate, as [`include_proto!`](crate::include_proto) registers them: the
-/// encoded `FileDescriptorSet` of every file in the crate's `proto/` folder.
-#[derive(Debug)]
-pub struct Protos {
-    /// The encoded descriptor set.
-    pub descriptors: &'static [u8],
-    /// Where they are included (`crate::path`), for error messages.
-    pub defined_at: &'static str,
-}
-
-inventory::collect!(Protos);
-
-/// The protos of every module crate linked into this program, in no particular order (a crate
-/// including several packages appears once per package, with the same bytes).
-pub fn protos() -> impl Iterator<Item = &'static Protos> {
-    inventory::iter::<Protos>.into_iter()
 }
 
 /// Includes the Rust types generated for proto package `package` by the crate's build script
@@ -134,61 +54,6 @@ macro_rules! include_proto {
     };
 }
 
-/// Makes the module `decl` declares, turning a panic in its constructor into an error, and
-/// wrapping it so a panic in its hooks is an error or a log line too: a panic must never unwind
-/// out of a library into the host, whose runtime cannot catch it.
-///
-/// # Errors
-/// When the constructor panics.
-pub fn build(decl: &ModuleDecl) -> Result<Box<dyn Module>, ModuleError> {
-    let module: Arc<dyn Module> = catch_unwind(AssertUnwindSafe(decl.build))
-        .map_err(|panic| {
-            ModuleError(format!("its constructor panicked: {}", crate::panic::message(&*panic)))
-        })?
-        .into();
-    Ok(Box::new(Guarded { name: module.name(), module }))
-}
-
-/// A module whose hooks cannot unwind.
-struct Guarded {
-    name: &'static str,
-    module: Arc<dyn Module>,
-}
-
-impl Module for Guarded {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn on_start(&self) -> Result<(), ModuleError> {
-        catch_unwind(AssertUnwindSafe(|| self.module.on_start())).unwrap_or_else(|panic| {
-            Err(ModuleError(format!("on_start panicked: {}", crate::panic::message(&*panic))))
-        })
-    }
-
-    fn on_stop(&self) {
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.module.on_stop())) {
-            eprintln!("mortar: module `{}`: on_stop panicked: {}", self.name, crate::panic::message(&*panic));
-        }
-    }
-
-    fn instance(&self) -> Option<Arc<dyn Any + Send + Sync>> {
-        // Made here, on the module's side of a library boundary: its type is the module's own.
-        Some(self.module.clone())
-    }
-}
-
-/// A module with routes and no state or hooks: all it has is its name.
-#[doc(hidden)]
-pub struct Named(pub &'static str);
-
-impl Module for Named {
-    fn name(&self) -> &'static str {
-        self.0
-    }
-}
-
-/// Declares a module.
 ///
 /// `mortar::module!("echo");` declares a module with routes only. `mortar::module!(Pack);`
 /// declares one whose type implements [`Module`] and [`Default`], for modules with start and stop
@@ -226,7 +91,7 @@ macro_rules! module {
             [$($online)?], [$($offline)?]);
     };
     (@hook) => { None };
-    (@hook $hook:path) => { Some(|ctx, user| $crate::module::presence_hook(ctx, user, $hook)) };
+    (@hook $hook:path) => { Some(|invocation, user| $crate::module::presence_hook(invocation, user, $hook)) };
     (@submit $build:expr, [$($online:path)?], [$($offline:path)?]) => {
         $crate::inventory::submit! {
             $crate::module::ModuleDecl {

@@ -37,67 +37,17 @@
 
 use crate::{
     code::{Code, Failure},
-    ctx::BoxFuture,
     ctx::Ctx,
 };
 use bytes::Bytes;
+use mortar_abi::{
+    host::{Invocation, PanicSite},
+    panic,
+};
 use prost::{Message, Name};
 use std::future::Future;
 
-/// What a handler's glue returns: the encoded reply, or the code (and reason) to answer with.
-pub type HandlerFuture = BoxFuture<Result<Bytes, Failure>>;
-
-/// A handler behind its glue: takes the encoded request, gives the encoded reply.
-pub type HandlerFn = fn(Ctx, Bytes) -> HandlerFuture;
-
-/// The full proto names of a route's request and reply types, e.g. `("echo.EchoReq", "echo.EchoResp")`.
-pub type MessageTypes = (String, String);
-
-/// Who may reach a route.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    /// Logged-in clients (through a gateway) and other modules; a client that has not logged in
-    /// gets `NOT_LOGGED_IN`. The default.
-    Client,
-    /// Every client, logged in or not (`#[handler("user.login", public)]`), and other modules.
-    Public,
-    /// Only other modules, through [`Ctx::call`]; a client asking for it gets `NO_ROUTE`.
-    Internal,
-}
-
-/// One route, as [`#[handler]`](crate::handler) registers it.
-#[derive(Debug)]
-pub struct Route {
-    /// `main.sub`; `main` is the module's name.
-    pub path: &'static str,
-    /// Who may reach it.
-    pub access: Access,
-    /// The handler behind its decode/encode glue.
-    pub handler: HandlerFn,
-    /// The request and reply types, for checking the route against the proto contract.
-    pub types: fn() -> MessageTypes,
-    /// Where the handler is defined (`crate::module::fn`), for error messages.
-    pub defined_at: &'static str,
-}
-
-impl Route {
-    /// Whether clients may reach it (logged in or not, see [`Access`]).
-    pub fn is_for_clients(&self) -> bool {
-        self.access != Access::Internal
-    }
-
-    /// The module part of the path.
-    pub fn module(&self) -> &'static str {
-        self.path.split_once('.').map_or(self.path, |(main, _)| main)
-    }
-}
-
-inventory::collect!(Route);
-
-/// Every route linked into this program, in no particular order.
-pub fn registered() -> impl Iterator<Item = &'static Route> {
-    inventory::iter::<Route>.into_iter()
-}
+pub use mortar_abi::route::{Access, HandlerFn, HandlerFuture, MessageTypes, Route, registered};
 
 /// The glue [`#[handler]`](crate::handler) generates: decodes `body` as `Req` (answering
 /// `BAD_REQUEST`, "body does not decode as `Req`'s proto name", without calling `handler` when it
@@ -105,7 +55,7 @@ pub fn registered() -> impl Iterator<Item = &'static Route> {
 /// `INTERNAL` (no reason: the detail is the host's to log) and reported to the host, on this side
 /// of a library boundary.
 #[doc(hidden)]
-pub fn dispatch<Req, Resp, E, F, Fut>(ctx: Ctx, body: Bytes, handler: F) -> HandlerFuture
+pub fn dispatch<Req, Resp, E, F, Fut>(invocation: Invocation, body: Bytes, handler: F) -> HandlerFuture
 where
     Req: Message + Name + Default + Send + 'static,
     Resp: Message,
@@ -118,11 +68,11 @@ where
         return Box::pin(std::future::ready(Err(failure)));
     };
     Box::pin(async move {
-        let reporter = ctx.clone();
-        match crate::panic::catch(handler(ctx, req)).await {
+        let reporter = invocation.clone();
+        match panic::catch(handler(Ctx::from(invocation), req)).await {
             Ok(result) => Ok(Bytes::from(result.map_err(Into::into)?.encode_to_vec())),
             Err(message) => {
-                reporter.panicked(&message);
+                reporter.panicked(PanicSite::Handler, &message);
                 Err(Code::INTERNAL.into())
             }
         }

@@ -4,9 +4,9 @@
 
 use bytes::Bytes;
 use moka::{Expiry, future::Cache, ops::compute::Op};
-use mortar::{
+use mortar_abi::{
     cache::{CacheBackend, CacheError},
-    ctx::BoxFuture,
+    future::BoxFuture,
 };
 use std::time::{Duration, Instant};
 

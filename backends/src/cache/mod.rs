@@ -11,9 +11,9 @@ pub mod redis;
 use crate::config::CacheConfig;
 use bytes::Bytes;
 use futures::FutureExt as _;
-use mortar::{
+use mortar_abi::{
     cache::{CacheBackend, CacheError},
-    ctx::BoxFuture,
+    future::BoxFuture,
 };
 use mortar_telemetry::metrics as m;
 use std::{sync::Arc, time::Duration, time::Instant};

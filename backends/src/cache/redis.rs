@@ -4,9 +4,9 @@
 //! counter); `set_if_absent` is `SET NX`.
 
 use bytes::Bytes;
-use mortar::{
+use mortar_abi::{
     cache::{CacheBackend, CacheError},
-    ctx::BoxFuture,
+    future::BoxFuture,
 };
 use redis::{AsyncCommands as _, aio::ConnectionManager};
 use std::{sync::Arc, time::Duration};

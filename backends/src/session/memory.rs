@@ -1,7 +1,7 @@
 //! The session store in this process: `mortar dev`, and tests.
 
 use super::{Location, SessionError, SessionStore};
-use mortar::ctx::BoxFuture;
+use mortar_abi::future::BoxFuture;
 use std::{
     collections::{HashMap, HashSet},
     sync::{Mutex, PoisonError},

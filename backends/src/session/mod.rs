@@ -26,7 +26,7 @@ pub mod memory;
 pub mod redis;
 
 use crate::config::SessionConfig;
-use mortar::ctx::BoxFuture;
+use mortar_abi::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 

@@ -8,7 +8,7 @@
 //! the location and moves the user between gateway sets in one step.
 
 use super::{Location, SessionError, SessionStore};
-use mortar::ctx::BoxFuture;
+use mortar_abi::future::BoxFuture;
 use redis::{Script, aio::ConnectionManager};
 use serde::{Deserialize, Serialize};
 use std::{

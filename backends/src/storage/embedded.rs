@@ -29,7 +29,7 @@
 //! 3. it commits a probe (a row of [`PROBE_BYTES`] in table `mortar/probe`, then its removal):
 //!    once that succeeds the store is writable again; otherwise it goes on at 2.
 
-use mortar::store::{Collection, Fields, RawDoc, StoreBackend, StoreError};
+use mortar_abi::store::{Collection, Fields, RawDoc, StoreBackend, StoreError};
 use redb::{
     Database, MultimapTableDefinition, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _,
     TableDefinition, TableError, WriteTransaction,
@@ -153,7 +153,7 @@ impl EmbeddedStore {
         self.inner.writable.clone()
     }
 
-    fn write(&self, op: Op) -> mortar::ctx::BoxFuture<Result<Done, StoreError>> {
+    fn write(&self, op: Op) -> mortar_abi::future::BoxFuture<Result<Done, StoreError>> {
         let (done, answer) = oneshot::channel();
         let sent = match &self.inner.writes {
             Some(writes) => writes.send(Write { op, done }).map_err(drop),
@@ -183,7 +183,7 @@ impl StoreBackend for EmbeddedStore {
         &self,
         collection: Collection,
         id: u64,
-    ) -> mortar::ctx::BoxFuture<Result<Option<RawDoc>, StoreError>> {
+    ) -> mortar_abi::future::BoxFuture<Result<Option<RawDoc>, StoreError>> {
         let found = self.read(|txn| get_doc(txn, collection, id));
         Box::pin(std::future::ready(found))
     }
@@ -193,7 +193,7 @@ impl StoreBackend for EmbeddedStore {
         collection: Collection,
         id: u64,
         fields: Fields,
-    ) -> mortar::ctx::BoxFuture<Result<u64, StoreError>> {
+    ) -> mortar_abi::future::BoxFuture<Result<u64, StoreError>> {
         let write = self.write(Op::Insert { collection, id, fields });
         Box::pin(async move { version(write.await?) })
     }
@@ -204,12 +204,16 @@ impl StoreBackend for EmbeddedStore {
         id: u64,
         expected: u64,
         fields: Fields,
-    ) -> mortar::ctx::BoxFuture<Result<u64, StoreError>> {
+    ) -> mortar_abi::future::BoxFuture<Result<u64, StoreError>> {
         let write = self.write(Op::Replace { collection, id, expected, fields });
         Box::pin(async move { version(write.await?) })
     }
 
-    fn delete(&self, collection: Collection, id: u64) -> mortar::ctx::BoxFuture<Result<bool, StoreError>> {
+    fn delete(
+        &self,
+        collection: Collection,
+        id: u64,
+    ) -> mortar_abi::future::BoxFuture<Result<bool, StoreError>> {
         let write = self.write(Op::Delete { collection, id });
         Box::pin(async move {
             match write.await? {
@@ -225,7 +229,7 @@ impl StoreBackend for EmbeddedStore {
         field: &'static str,
         value: serde_json::Value,
         limit: usize,
-    ) -> mortar::ctx::BoxFuture<Result<Vec<RawDoc>, StoreError>> {
+    ) -> mortar_abi::future::BoxFuture<Result<Vec<RawDoc>, StoreError>> {
         let found = self.read(|txn| {
             let ids = ids_where(txn, collection, field, &value, limit)?;
             let mut docs = Vec::with_capacity(ids.len());
@@ -241,7 +245,7 @@ impl StoreBackend for EmbeddedStore {
         &self,
         collection: Collection,
         filter: Option<(&'static str, serde_json::Value)>,
-    ) -> mortar::ctx::BoxFuture<Result<u64, StoreError>> {
+    ) -> mortar_abi::future::BoxFuture<Result<u64, StoreError>> {
         let counted = self.read(|txn| match &filter {
             None => match existing(txn.open_table(docs_table(collection).as_def()))? {
                 Some(table) => table.len().map_err(storage_error),
@@ -252,7 +256,7 @@ impl StoreBackend for EmbeddedStore {
         Box::pin(std::future::ready(counted))
     }
 
-    fn backoff(&self, attempt: u32) -> mortar::ctx::BoxFuture<()> {
+    fn backoff(&self, attempt: u32) -> mortar_abi::future::BoxFuture<()> {
         super::backoff(attempt)
     }
 }

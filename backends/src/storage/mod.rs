@@ -14,8 +14,8 @@ pub mod mongo;
 
 use crate::config::StorageConfig;
 use futures::FutureExt as _;
-use mortar::{
-    ctx::BoxFuture,
+use mortar_abi::{
+    future::BoxFuture,
     store::{Collection, Fields, RawDoc, StoreBackend, StoreError},
 };
 use mortar_telemetry::metrics as m;

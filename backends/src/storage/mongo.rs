@@ -21,8 +21,8 @@ use mongodb::{
     error::{ErrorKind, WriteFailure},
     options::{ClientOptions, IndexOptions, ReturnDocument},
 };
-use mortar::{
-    ctx::BoxFuture,
+use mortar_abi::{
+    future::BoxFuture,
     store::{Collection, Fields, RawDoc, StoreBackend, StoreError},
 };
 use std::{
@@ -63,7 +63,7 @@ impl MongoStore {
             .map_err(|error| format!("the server does not answer: {error}"))?;
         let store = Self { shared: Arc::new(Shared { db, ready: Mutex::default() }) };
         // Indexes of every declared document type exist before the node serves.
-        for collection in mortar::store::declared() {
+        for collection in mortar_abi::store::declared() {
             store
                 .collection(collection)
                 .await

@@ -18,7 +18,7 @@ pub mod rendezvous;
 pub mod workers;
 
 use bytes::Bytes;
-use mortar::{Code, Failure};
+use mortar_abi::{Code, Failure};
 use mortar_backends::session::Location;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;

@@ -32,7 +32,7 @@ use crate::rpc::{
 };
 use crate::suggest;
 use bytes::Bytes;
-use mortar::Code;
+use mortar_abi::Code;
 use mortar_telemetry::metrics as m;
 use mortar_telemetry::trace;
 use std::{

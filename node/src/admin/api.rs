@@ -15,7 +15,7 @@ use crate::config::AdminConfig;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header};
-use mortar::Code;
+use mortar_abi::Code;
 use mortar_pb::ErrorCode;
 use mortar_runtime::Worker;
 use mortar_telemetry::log_limit::LogLimit;

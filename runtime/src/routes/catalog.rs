@@ -3,10 +3,10 @@
 //! documents on this node.
 
 use crate::library::Library;
-use mortar::{
-    Module,
+use mortar_abi::{
     config::ConfigDecl,
     layer::Layer,
+    module::Module,
     module::{ModuleDecl, ModuleError},
     route::Route,
     store::DocumentDecl,
@@ -38,7 +38,7 @@ pub struct ModuleSource {
     pub origin: Origin,
     /// The modules.
     pub modules: Vec<&'static ModuleDecl>,
-    /// Makes a module: the SDK's [`mortar::module::build`] of the origin's own copy of the SDK.
+    /// Makes a module: the SDK's [`mortar_abi::module::build`] of the origin's own copy of the SDK.
     pub build: fn(&ModuleDecl) -> Result<Box<dyn Module>, ModuleError>,
     /// The routes.
     pub routes: Vec<&'static Route>,
@@ -92,14 +92,14 @@ impl ModuleSource {
     pub fn linked() -> Self {
         Self {
             origin: Origin::Linked,
-            modules: mortar::module::registered().collect(),
-            build: mortar::module::build,
-            routes: mortar::route::registered().collect(),
-            protos: mortar::module::protos().map(|protos| protos.descriptors).collect(),
-            layers: mortar::layer::registered().collect(),
-            tables: mortar::table::registered().collect(),
-            configs: mortar::config::registered().collect(),
-            documents: mortar::store::registered().collect(),
+            modules: mortar_abi::module::registered().collect(),
+            build: mortar_abi::module::build,
+            routes: mortar_abi::route::registered().collect(),
+            protos: mortar_abi::module::protos().map(|protos| protos.descriptors).collect(),
+            layers: mortar_abi::layer::registered().collect(),
+            tables: mortar_abi::table::registered().collect(),
+            configs: mortar_abi::config::registered().collect(),
+            documents: mortar_abi::store::registered().collect(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! synthetic protos for tests and benches.
 
 use super::RouteError;
-use mortar::route::Route;
+use mortar_abi::route::Route;
 use prost::Message as _;
 use prost_reflect::DescriptorPool;
 use std::collections::BTreeSet;

@@ -1,7 +1,7 @@
 //! Why a route table, or a worker's modules, could not be loaded.
 
 use super::Origin;
-use mortar::module::ModuleError;
+use mortar_abi::module::ModuleError;
 
 /// Why a route table could not be built.
 #[derive(Debug, thiserror::Error)]

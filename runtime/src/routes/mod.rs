@@ -22,10 +22,10 @@ pub use catalog::{DocumentHome, ModuleSource, Origin};
 pub use contract::synthetic_protos;
 use contract::{check_rpc, served_set};
 pub use error::{LoadError, RouteError};
-use mortar::{
-    Module,
+use mortar_abi::{
     config::ConfigDecl,
     layer::{Layer, LayerFn},
+    module::Module,
     module::PresenceHook,
     route::{Access, Route},
     table::TableDecl,
@@ -62,7 +62,7 @@ pub struct RouteTable {
     /// carries: a server-streaming rpc's output (a push route), or a request route's reply type.
     pushes: HashMap<String, String>,
     /// The modules' config sections as this node read them (see [`RouteTable::configure`]).
-    configured: HashMap<&'static str, mortar::config::Values>,
+    configured: HashMap<&'static str, mortar_abi::config::Values>,
     /// The game config tables as this node loads them (see [`RouteTable::load_tables`]).
     loaded_tables: Option<Tables>,
 }
@@ -172,7 +172,7 @@ impl RouteTable {
                         second: place,
                     });
                 }
-                if let Some(pattern) = layer.routes.iter().find(|p| !mortar::layer::is_pattern(p)) {
+                if let Some(pattern) = layer.routes.iter().find(|p| !mortar_abi::layer::is_pattern(p)) {
                     return Err(RouteError::LayerPattern {
                         name: layer.name,
                         defined_at: place,
@@ -383,8 +383,8 @@ impl RouteTable {
                 let chain: Vec<LayerFn> = ordered
                     .iter()
                     .filter(|layer| match placed.get(layer.name) {
-                        Some(patterns) => patterns.iter().any(|p| mortar::layer::matches(p, path)),
-                        None => layer.routes.iter().any(|p| mortar::layer::matches(p, path)),
+                        Some(patterns) => patterns.iter().any(|p| mortar_abi::layer::matches(p, path)),
+                        None => layer.routes.iter().any(|p| mortar_abi::layer::matches(p, path)),
                     })
                     .map(|layer| layer.run)
                     .collect();
@@ -416,7 +416,7 @@ impl RouteTable {
     }
 
     /// Config section `section` as [`RouteTable::configure`] read it.
-    pub fn config(&self, section: &str) -> Option<mortar::config::Values> {
+    pub fn config(&self, section: &str) -> Option<mortar_abi::config::Values> {
         self.configured.get(section).cloned()
     }
 
@@ -434,7 +434,7 @@ impl RouteTable {
     }
 
     /// The rows of table `file` this node loaded.
-    pub fn table(&self, file: &str) -> Option<mortar::table::Loaded> {
+    pub fn table(&self, file: &str) -> Option<mortar_abi::table::Loaded> {
         self.loaded_tables.as_ref()?.rows(file)
     }
 
@@ -526,14 +526,15 @@ impl RouteTable {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use mortar::{
-        Code, Ctx,
+    use mortar_abi::{
+        Code,
+        host::Invocation,
         module::{ModuleDecl, Named},
         route::HandlerFuture,
     };
     use std::sync::LazyLock;
 
-    fn handler(_: Ctx, _: Bytes) -> HandlerFuture {
+    fn handler(_: Invocation, _: Bytes) -> HandlerFuture {
         Box::pin(async { Err(Code::INTERNAL.into()) })
     }
 
@@ -569,7 +570,7 @@ mod tests {
         ModuleSource {
             origin: Origin::Linked,
             modules: modules.to_vec(),
-            build: mortar::module::build,
+            build: mortar_abi::module::build,
             routes: routes.to_vec(),
             protos: vec![*PROTOS],
             layers: Vec::new(),
@@ -595,7 +596,7 @@ mod tests {
 
     #[test]
     fn modules_that_keep_documents_are_served_only_at_their_home() {
-        use mortar::store::{Collection, DocumentDecl};
+        use mortar_abi::store::{Collection, DocumentDecl};
         static BAG: DocumentDecl =
             DocumentDecl { collection: || Collection { name: "bag", indexes: &[] }, defined_at: "p::store" };
         let sources =
@@ -708,8 +709,12 @@ mod tests {
         );
     }
 
-    fn pass(ctx: mortar::Ctx, body: bytes::Bytes, next: mortar::layer::Next) -> mortar::route::HandlerFuture {
-        next.run(ctx, body)
+    fn pass(
+        invocation: Invocation,
+        body: bytes::Bytes,
+        next: mortar_abi::layer::Next,
+    ) -> mortar_abi::route::HandlerFuture {
+        next.run(invocation, body)
     }
     static TIMING: Layer = Layer { name: "timing", routes: &["*"], order: 5, run: pass, defined_at: "t" };
     static AUDIT: Layer = Layer { name: "audit", routes: &["pack.*"], order: 5, run: pass, defined_at: "u" };
@@ -745,7 +750,7 @@ mod tests {
         assert!(error.contains("`Pack`"), "{error}");
     }
 
-    fn load_knobs(json: Option<&str>) -> Result<mortar::config::Values, String> {
+    fn load_knobs(json: Option<&str>) -> Result<mortar_abi::config::Values, String> {
         match json {
             Some(json) if json.contains("bad") => Err("size: bad value".into()),
             json => Ok(Arc::new(json.unwrap_or("defaults").to_owned())),

@@ -150,10 +150,10 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
 
         const _: () = {
             fn shim(
-                ctx: ::mortar::Ctx,
+                invocation: ::mortar::ctx::Invocation,
                 body: ::mortar::bytes::Bytes,
             ) -> ::mortar::route::HandlerFuture {
-                ::mortar::route::dispatch(ctx, body, #name)
+                ::mortar::route::dispatch(invocation, body, #name)
             }
             fn types() -> ::mortar::route::MessageTypes {
                 ::mortar::route::message_types(#name)

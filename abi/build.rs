@@ -1,7 +1,7 @@
 //! Computes the parts of the dynamic-module ABI fingerprint that only the build knows: the
-//! compiler (`rustc -vV`: version, commit, host), the target triple, and a hash of the SDK's own
-//! source, so two builds of the SDK that could lay out a type differently never share a
-//! fingerprint.
+//! compiler (`rustc -vV`: version, commit, host), the target triple, and a hash of this crate's
+//! own source (the types that cross between host and library), so two builds of the contract that
+//! could lay out a type differently never share a fingerprint.
 
 use std::{
     error::Error,

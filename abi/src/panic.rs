@@ -11,7 +11,8 @@ use std::{
 };
 
 /// Runs `future` to its end; a panic while polling it ends it with the panic's message.
-pub(crate) async fn catch<F: Future>(future: F) -> Result<F::Output, String> {
+#[doc(hidden)]
+pub async fn catch<F: Future>(future: F) -> Result<F::Output, String> {
     let mut future = std::pin::pin!(future);
     std::future::poll_fn(move |cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
         Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
@@ -22,7 +23,8 @@ pub(crate) async fn catch<F: Future>(future: F) -> Result<F::Output, String> {
 }
 
 /// The message of a panic payload (`panic!("…")` gives a `&str` or a `String`).
-pub(crate) fn message(payload: &(dyn Any + Send)) -> String {
+#[doc(hidden)]
+pub fn message(payload: &(dyn Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
