@@ -92,6 +92,29 @@ fn pairs(text: &str) -> std::collections::HashMap<&str, &str> {
     text.split(' ').filter_map(|pair| pair.split_once('=')).collect()
 }
 
+/// `GET /v1/online/USER` on `worker`'s admin API: the gateway the user is logged in on, if
+/// online. Asks again (for 5 s) while the worker's Redis connection is coming back (503).
+fn online(worker: &Node, user: u64) -> Option<String> {
+    let admin = worker.admin.expect("the worker's admin address");
+    let path = format!("/v1/online/{user}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (status, body) = loop {
+        let (status, body) = support::http_request(admin, "GET", &path, Some(ADMIN_TOKEN), "");
+        if status != 503 || std::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    match status {
+        200 => {
+            let found: serde_json::Value = serde_json::from_str(&body).unwrap();
+            Some(found["gateway"].as_str().unwrap().to_owned())
+        }
+        404 => None,
+        _ => panic!("/v1/online/{user}: {status} {body}"),
+    }
+}
+
 /// Two gateways and two workers as processes, sharing a Redis for the registry, the session
 /// store and the cache. Both workers serve `dyntest` (loaded from the test library); only
 /// worker-2 serves `echo`.
@@ -163,27 +186,9 @@ impl Cluster {
         Self { gateways: [gw1, gw2], workers: [w1, w2], _dir: dir, redis }
     }
 
-    /// `GET /v1/online/USER` on worker-1's admin API: the gateway the user is logged in on, if
-    /// online. Asks again (for 5 s) while the worker's Redis connection is coming back (503).
+    /// `GET /v1/online/USER` on worker-1's admin API (see [`online`]).
     fn online(&self, user: u64) -> Option<String> {
-        let admin = self.workers[0].admin.expect("worker-1's admin address");
-        let path = format!("/v1/online/{user}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        let (status, body) = loop {
-            let (status, body) = support::http_request(admin, "GET", &path, Some(ADMIN_TOKEN), "");
-            if status != 503 || std::time::Instant::now() > deadline {
-                break (status, body);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        match status {
-            200 => {
-                let found: serde_json::Value = serde_json::from_str(&body).unwrap();
-                Some(found["gateway"].as_str().unwrap().to_owned())
-            }
-            404 => None,
-            _ => panic!("/v1/online/{user}: {status} {body}"),
-        }
+        online(&self.workers[0], user)
     }
 
     /// Waits (at most 10 s) until `/v1/online/USER` says `gateway`.
@@ -456,6 +461,44 @@ async fn a_gateway_restarted_on_another_port_is_learnt_again_by_the_worker() {
         gateway.signal("TERM");
     }
     assert!(worker.log().contains("gateway moved: dialling its new address"), "{}", worker.log());
+}
+
+/// A gateway killed with `kill -9` and started again at once (its registry entry never expires,
+/// so no worker takes it for gone) leaves logins of its previous run in the session store: the
+/// new run has the workers, the store's one writer, purge them, and keeps its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_and_started_again_has_its_previous_runs_logins_purged() {
+    let redis = Redis::start();
+    let dir = TempDir::new("rerun");
+    let (url, library) = (redis.url(), format!("[{:?}]", library().to_str().unwrap()));
+    let env = [
+        ("MORTAR_REGISTRY__URL", url.as_str()),
+        ("MORTAR_REGISTRY__TTL_MS", "60000"),
+        ("MORTAR_SESSION__URL", url.as_str()),
+        ("MORTAR_WORKER__DYNAMIC_MODULES", library.as_str()),
+        ("MORTAR_ADMIN__TOKEN", ADMIN_TOKEN),
+    ];
+    let worker =
+        support::worker(&dir, "worker-1", "127.0.0.1:0", "[worker]\nmodules = [\"dyntest\"]\n", &env);
+    let gateway = support::gateway(&dir, "gateway-1", "", &env);
+    support::wait_live(&gateway, 1);
+    let alice = login(&gateway.addr, 5).await;
+    assert_eq!(online(&worker, 5).as_deref(), Some("gateway-1"));
+    gateway.signal("KILL");
+    drop((alice, gateway));
+
+    let gateway = support::gateway(&dir, "gateway-1", "", &env);
+    support::wait_live(&gateway, 1);
+    let bob = login(&gateway.addr, 6).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while online(&worker, 5).is_some() {
+        assert!(std::time::Instant::now() < deadline, "the previous run's login stays: {}", gateway.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(online(&worker, 6).as_deref(), Some("gateway-1"), "the new run's login is kept");
+    let _alice = login(&gateway.addr, 5).await;
+    assert_eq!(online(&worker, 5).as_deref(), Some("gateway-1"));
+    drop(bob);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,8 +12,7 @@
 //!
 //! So, whatever order the messages of racing logins arrive in, exactly one session stays bound.
 
-use mortar_abi::future::BoxFuture;
-use mortar_backends::session::{Location, SessionError, SessionStore};
+use mortar_backends::session::Location;
 use mortar_cluster::rpc::Login;
 use std::{
     collections::HashMap,
@@ -130,50 +129,15 @@ impl Directory {
         self.len() == 0
     }
 
+    /// Where each of `users` is logged in here, in their order.
+    pub fn locate(&self, users: &[u64]) -> Vec<Option<Location>> {
+        self.with(|state| {
+            users.iter().map(|user| state.users.get(user).map(|login| self.location(login))).collect()
+        })
+    }
+
     fn location(&self, login: &Login) -> Location {
         Location { gateway: self.node.clone(), session: login.session, login_at_ms: login.at_ms }
-    }
-}
-
-/// The gateway's own use: unbinding a session that ended, finding players for the admin API.
-impl SessionStore for Directory {
-    fn bind(&self, user: u64, location: Location) -> BoxFuture<Result<Option<Location>, SessionError>> {
-        let login =
-            Login { at_ms: location.login_at_ms, gateway: location.gateway, session: location.session };
-        let previous = self.with(|state| state.users.insert(user, login)).map(|old| self.location(&old));
-        Box::pin(std::future::ready(Ok(previous)))
-    }
-
-    fn restore(&self, user: u64, location: Location) -> BoxFuture<Result<Option<Location>, SessionError>> {
-        let login =
-            Login { at_ms: location.login_at_ms, gateway: location.gateway, session: location.session };
-        let held = self.with(|state| match state.users.get(&user) {
-            Some(current) if *current == login => None,
-            Some(current) => Some(current.clone()),
-            None => {
-                state.users.insert(user, login);
-                None
-            }
-        });
-        Box::pin(std::future::ready(Ok(held.map(|login| self.location(&login)))))
-    }
-
-    fn unbind(&self, user: u64, gateway: String, session: u64) -> BoxFuture<Result<bool, SessionError>> {
-        let removed = gateway == self.node && self.release(user, session);
-        Box::pin(std::future::ready(Ok(removed)))
-    }
-
-    fn locate(&self, users: Vec<u64>) -> BoxFuture<Result<Vec<Option<Location>>, SessionError>> {
-        let found = self.with(|state| {
-            users.iter().map(|user| state.users.get(user).map(|login| self.location(login))).collect()
-        });
-        Box::pin(std::future::ready(Ok(found)))
-    }
-
-    fn purge_gateway(&self, gateway: String) -> BoxFuture<Result<usize, SessionError>> {
-        let purged =
-            if gateway == self.node { self.with(|state| std::mem::take(&mut state.users).len()) } else { 0 };
-        Box::pin(std::future::ready(Ok(purged)))
     }
 }
 
@@ -215,15 +179,14 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_session_that_ended_unbinds_only_its_own_login() {
+    #[test]
+    fn a_session_that_ended_releases_only_its_own_login() {
         let directory = Directory::new("g1".into());
         directory.claim(7, login(10, "g1", 1)).unwrap();
-        assert!(!directory.unbind(7, "g1".into(), 2).await.unwrap());
-        assert!(!directory.unbind(7, "g2".into(), 1).await.unwrap());
-        let found = directory.locate(vec![7]).await.unwrap();
-        assert_eq!(found, vec![Some(Location { gateway: "g1".into(), session: 1, login_at_ms: 10 })]);
-        assert!(directory.unbind(7, "g1".into(), 1).await.unwrap());
+        assert!(!directory.release(7, 2));
+        let found = directory.locate(&[7, 8]);
+        assert_eq!(found, vec![Some(Location { gateway: "g1".into(), session: 1, login_at_ms: 10 }), None]);
+        assert!(directory.release(7, 1));
         assert!(directory.is_empty());
     }
 }

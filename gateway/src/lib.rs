@@ -29,8 +29,7 @@ use admission::{Admission, Refusal};
 use bytes::Bytes;
 use directory::Directory;
 use mortar_abi::Code;
-use mortar_backends::session::SessionStore;
-use mortar_cluster::rpc::{Claim, Login, PushReport, UsersPushed};
+use mortar_cluster::rpc::{Claim, Login, Logins, LoginsAnswer, PushReport, UsersPushed};
 use mortar_pb::UserMessage;
 use mortar_telemetry::metrics as m;
 use prost::Message as _;
@@ -66,6 +65,18 @@ impl WeakGateway {
     }
 }
 
+/// This run's first session id: the start time in milliseconds times 2048. Ids never repeat
+/// across runs of a gateway (a run would need over 2,048 sessions a millisecond, on average, to
+/// reach the next run's first id), so a login left in the session store by a previous run never
+/// points at a session of this one, and the run purges those below its first id at start. They
+/// stay below 2^53 until the year 2109: exact in JSON and in the Redis store's Lua.
+fn first_session() -> u64 {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64);
+    now_ms.max(1) << 11
+}
+
 /// The path clients connect to.
 pub const WS_PATH: &str = "/ws";
 
@@ -83,10 +94,10 @@ struct Shared {
     admission: Arc<Admission>,
     next_session: AtomicU64,
     sessions: SessionTable,
-    /// Where logged-in players are: a session's binding is removed when it ends.
-    store: Arc<dyn SessionStore>,
-    /// The players logged in here, when the gateways are the session directory (then also
-    /// `store`).
+    /// This run's first session id (see [`first_session`]).
+    first_session: u64,
+    /// The players logged in here, when the gateways are the session directory; else the
+    /// workers keep them in the session store, and a session's end is reported to them.
     directory: Option<Arc<Directory>>,
     /// `GATEWAY_REPLIES` by protocol code, registered once (a labelled lookup per reply costs).
     replies: Vec<metrics::Counter>,
@@ -96,14 +107,26 @@ struct Shared {
 }
 
 impl Shared {
-    /// Removes user `user`'s login if it is still session `session` of this gateway, and then
-    /// has the modules' `on_offline` hooks run, in the background (a session's end does not wait
-    /// on the store). A session replaced by a newer login of its user runs no hook: the player
-    /// is still online.
+    /// Removes user `user`'s login if it is still session `session` of this gateway (in this
+    /// gateway's directory, or through the workers, the session store's writer), and then has
+    /// the modules' `on_offline` hooks run, in the background (a session's end does not wait on
+    /// the store). A session replaced by a newer login of its user runs no hook: the player is
+    /// still online.
     fn unbind(&self, user: u64, session: u64, client_ip: std::net::IpAddr) {
-        let (store, node, relay) = (self.store.clone(), self.node_id.clone(), self.relay.clone());
+        let (directory, node, relay) = (self.directory.clone(), self.node_id.clone(), self.relay.clone());
         self.background.spawn(async move {
-            match store.unbind(user, node.clone(), session).await {
+            let ended = match directory {
+                Some(directory) => Ok(directory.release(user, session)),
+                None => match relay.logins(Logins::Ended { user, gateway: node.clone(), session }).await {
+                    Ok(LoginsAnswer::Ended(ended)) => Ok(ended),
+                    Ok(answer) => {
+                        tracing::warn!(%node, session, user, ?answer, "a worker answered a session's end with something else");
+                        Err(Code::INTERNAL)
+                    }
+                    Err(code) => Err(code),
+                },
+            };
+            match ended {
                 Ok(true) => {
                     tracing::debug!(%node, session, user, "user went offline");
                     let status = mortar_cluster::rpc::Status::Offline;
@@ -118,7 +141,7 @@ impl Shared {
                         .await;
                 }
                 Ok(false) => tracing::debug!(%node, session, user, "session was replaced by a newer login"),
-                Err(error) => tracing::warn!(%node, session, user, %error, "cannot unbind the user"),
+                Err(code) => tracing::warn!(%node, session, user, ?code, "cannot unbind the user"),
             }
         });
     }
@@ -133,10 +156,10 @@ impl Shared {
 }
 
 impl Gateway {
-    /// A gateway named `node_id` relaying client requests through `relay`; its sessions' logins
-    /// are kept in `store`.
-    pub fn new(config: GatewayConfig, node_id: String, relay: Relay, store: Arc<dyn SessionStore>) -> Self {
-        Self::build(config, node_id, relay, store, None)
+    /// A gateway named `node_id` relaying client requests through `relay`; the workers behind it
+    /// keep its sessions' logins in the session store.
+    pub fn new(config: GatewayConfig, node_id: String, relay: Relay) -> Self {
+        Self::build(config, node_id, relay, None)
     }
 
     /// A gateway named `node_id` relaying client requests through `relay`, that keeps its own
@@ -145,14 +168,13 @@ impl Gateway {
     /// [`Gateway::evict`], [`Gateway::push_users`] and [`Gateway::kick_user`].
     pub fn with_directory(config: GatewayConfig, node_id: String, relay: Relay) -> Self {
         let directory = Arc::new(Directory::new(node_id.clone()));
-        Self::build(config, node_id, relay, directory.clone(), Some(directory))
+        Self::build(config, node_id, relay, Some(directory))
     }
 
     fn build(
         config: GatewayConfig,
         node_id: String,
         relay: Relay,
-        store: Arc<dyn SessionStore>,
         directory: Option<Arc<Directory>>,
     ) -> Self {
         let admission =
@@ -160,7 +182,8 @@ impl Gateway {
         let replies = (0..=Code::SERVER_SHUTDOWN.get())
             .map(|code| metrics::counter!(m::GATEWAY_REPLIES, "code" => m::code_label(code)))
             .collect();
-        let next_session = AtomicU64::new(1);
+        let first_session = first_session();
+        let next_session = AtomicU64::new(first_session);
         let sessions = SessionTable::default();
         let shared = Shared {
             config,
@@ -169,7 +192,7 @@ impl Gateway {
             admission,
             next_session,
             sessions,
-            store,
+            first_session,
             directory,
             replies,
             background: TaskTracker::new(),
@@ -283,9 +306,9 @@ impl Gateway {
     }
 
     /// Where each of `users` is logged in here, in their order.
-    pub async fn locate(&self, users: Vec<u64>) -> Vec<Option<mortar_backends::session::Location>> {
+    pub fn locate(&self, users: &[u64]) -> Vec<Option<mortar_backends::session::Location>> {
         match &self.shared.directory {
-            Some(directory) => directory.locate(users).await.unwrap_or_default(),
+            Some(directory) => directory.locate(users),
             None => Vec::new(),
         }
     }

@@ -5,7 +5,9 @@
 use bytes::Bytes;
 use mortar_abi::{Code, future::BoxFuture};
 use mortar_cluster::rpc::workers::{self, WorkerPool, code_of};
-use mortar_cluster::rpc::{AgentMessage, Handled, Presence, Reply, Status, WorkerRpcClient};
+use mortar_cluster::rpc::{
+    AgentMessage, Handled, Logins, LoginsAnswer, Presence, Reply, Status, WorkerRpcClient,
+};
 use mortar_telemetry::metrics as m;
 use mortar_telemetry::trace;
 use std::{
@@ -20,6 +22,9 @@ pub trait Upstream: Send + Sync + 'static {
     fn handle(&self, msg: AgentMessage, deadline: Instant) -> BoxFuture<Reply>;
     /// Runs the hooks of `presence.status` of the modules that have one, by `deadline`.
     fn presence(&self, presence: Presence, deadline: Instant) -> BoxFuture<()>;
+    /// Changes the logins in the session store, which the worker side alone writes (see
+    /// [`Logins`]).
+    fn logins(&self, change: Logins) -> BoxFuture<Result<LoginsAnswer, Code>>;
     /// The protos of the routes it serves, as one encoded `FileDescriptorSet`.
     fn descriptors(&self) -> Bytes;
 }
@@ -137,6 +142,24 @@ impl Relay {
                 }
             }
             Target::Cluster(pool) => pool.presence(presence, self.timeout).await,
+        }
+    }
+
+    /// Has the workers behind this relay change the logins in the session store (they are its one
+    /// writer): a session ended, a login restored, this gateway's previous run purged.
+    ///
+    /// # Errors
+    /// The worker's code (`UNAVAILABLE` when the store cannot be reached); `UNAVAILABLE` or
+    /// `TIMEOUT` when no worker answered by the request timeout.
+    pub async fn logins(&self, change: Logins) -> Result<LoginsAnswer, Code> {
+        match &self.target {
+            Target::Local(worker) => worker.logins(change).await,
+            Target::Rpc { worker, .. } => {
+                let mut cx = tarpc::context::current();
+                cx.deadline = Instant::now() + self.timeout;
+                worker.logins(cx, change).await.map_err(|error| code_of(&error))?.map_err(Code::from_wire)
+            }
+            Target::Cluster(pool) => pool.logins(change, self.timeout).await,
         }
     }
 

@@ -51,7 +51,7 @@ impl GatewayRpc for GatewayServer {
     }
 
     async fn locate(self, _: tarpc::context::Context, users: Vec<u64>) -> Vec<Option<Location>> {
-        self.0.locate(users).await
+        self.0.locate(&users)
     }
 
     async fn ping(self, _: tarpc::context::Context) {}

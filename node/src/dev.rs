@@ -65,7 +65,7 @@ pub async fn run(
         (Relay::rpc(client, config.node.id.clone(), hooks, timeout), Some(server))
     };
     let resync_every = config.session.resync();
-    let gateway = Gateway::new(config.gateway, config.node.id, relay, sessions);
+    let gateway = Gateway::new(config.gateway, config.node.id, relay);
     local.set(&gateway);
     let resync_stop = CancellationToken::new();
     let resync = (config.session.url != "memory")

@@ -70,17 +70,9 @@ pub async fn run(
         // The gateways are the session directory: this one keeps its own players.
         Gateway::with_directory(config.gateway.clone(), config.node.id.clone(), relay)
     } else {
-        let sessions = mortar_backends::session::open(&config.session, &config.cluster.name).await?;
-        // Session ids start again at 1: logins a previous run of this gateway left behind would
-        // point at new, unrelated sessions.
-        match sessions.purge_gateway(config.node.id.clone()).await {
-            Ok(0) => {}
-            Ok(purged) => {
-                tracing::info!(node = %config.node.id, purged, "removed logins left by this gateway's previous run")
-            }
-            Err(error) => return Err(error.into()),
-        }
-        Gateway::new(config.gateway.clone(), config.node.id.clone(), relay, sessions)
+        // The workers keep the logins in the session store; the resync task has them purge those
+        // this gateway's previous run left.
+        Gateway::new(config.gateway.clone(), config.node.id.clone(), relay)
     };
     let resync_stop = CancellationToken::new();
     let resync = (config.session.url != "memory")

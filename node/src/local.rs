@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use mortar_abi::{Code, future::BoxFuture};
-use mortar_cluster::rpc::{AgentMessage, Presence, PushBatch, PushReport, Reply};
+use mortar_cluster::rpc::{AgentMessage, Logins, LoginsAnswer, Presence, PushBatch, PushReport, Reply};
 use mortar_gateway::{Gateway, WeakGateway, relay::Upstream};
 use mortar_runtime::{Worker, gateways::Gateways};
 use std::{sync::OnceLock, time::Instant};
@@ -24,6 +24,11 @@ impl Upstream for OwnWorker {
             let modules = worker.routes().hook_modules(presence.status);
             worker.presence(presence, &modules, deadline).await;
         })
+    }
+
+    fn logins(&self, change: Logins) -> BoxFuture<Result<LoginsAnswer, Code>> {
+        let worker = self.0.clone();
+        Box::pin(async move { worker.logins(change).await })
     }
 
     fn descriptors(&self) -> Bytes {

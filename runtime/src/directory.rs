@@ -26,7 +26,7 @@ use mortar_abi::{
     host::{Pushed, Session},
 };
 use mortar_backends::session::Location;
-use mortar_cluster::rpc::{Claim, Login};
+use mortar_cluster::rpc::{Claim, Login, Logins, LoginsAnswer};
 use std::{collections::HashSet, sync::Arc};
 
 /// Players found by asking the gateways.
@@ -149,5 +149,14 @@ impl Players for GatewayDirectory {
             }
             Ok(located)
         })
+    }
+
+    fn logins(&self, change: Logins) -> BoxFuture<Result<LoginsAnswer, Code>> {
+        // Each gateway keeps its own logins here: none asks a worker to change them.
+        tracing::warn!(
+            ?change,
+            "a gateway asked to change logins, but the gateways are the session directory"
+        );
+        Box::pin(std::future::ready(Err(Code::BAD_REQUEST)))
     }
 }

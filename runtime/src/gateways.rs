@@ -122,7 +122,7 @@ impl GatewayPool {
                             Change::Removed(id) if gateways.remove(&id).is_some() => {
                                 inner.clients.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
                                 let Some(sessions) = &sessions else { continue };
-                                match sessions.purge_gateway(id.clone()).await {
+                                match sessions.purge_gateway(id.clone(), u64::MAX).await {
                                     Ok(purged) => {
                                         tracing::info!(gateway = %id, purged, "gateway left: its players' logins removed")
                                     }

@@ -28,8 +28,8 @@ pub mod tables;
 
 use mortar_cluster::rpc::workers::WorkerPool;
 use mortar_cluster::rpc::{
-    AgentMessage, Called, Handled, InternalCall, Presence, Reply, WorkerRpc, WorkerRpcRequest,
-    WorkerRpcResponse,
+    AgentMessage, Called, Handled, InternalCall, Logins, LoginsAnswer, Presence, Reply, WorkerRpc,
+    WorkerRpcRequest, WorkerRpcResponse,
 };
 use mortar_telemetry::metrics as m;
 
@@ -373,6 +373,16 @@ impl Worker {
         futures::future::join_all(hooks).await;
     }
 
+    /// Changes the cluster's logins as a gateway asks (see [`Logins`]): the runtime is the
+    /// session store's one writer.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE` when the session store cannot be reached; `BAD_REQUEST` when the gateways
+    /// are the session directory (each keeps its own logins).
+    pub async fn logins(&self, change: Logins) -> Result<LoginsAnswer, Code> {
+        self.core.players.logins(change).await
+    }
+
     /// Serves the worker's tarpc service on one transport (an in-process channel or a TCP
     /// connection) until the peer hangs up. Each request runs on its own task.
     pub async fn serve<T>(self, transport: T)
@@ -459,6 +469,11 @@ impl WorkerRpc for WorkerServer {
         // Hooks run also while draining: the player's presence changed either way, and no other
         // worker would run them.
         self.0.presence(presence, &modules, cx.deadline).await;
+    }
+
+    async fn logins(self, _: tarpc::context::Context, change: Logins) -> Result<LoginsAnswer, i32> {
+        // Also while draining: a gateway's sessions end and restart whether workers drain or not.
+        self.0.logins(change).await.map_err(|code| code.get())
     }
 
     async fn ping(self, _: tarpc::context::Context) {}

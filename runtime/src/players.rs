@@ -1,5 +1,9 @@
 //! Players for module code: login binding, pushes, kicks and presence.
 //!
+//! The runtime is the session store's one writer: it binds logins here (`Ctx::bind_user`), and
+//! removes, restores and purges them when a gateway reports a session's end, a store that lost
+//! its logins or its own restart ([`Players::logins`]); a gateway never writes the store itself.
+//!
 //! [`Players`] is what the worker asks; two ways answer it:
 //! - [`StorePlayers`]: a session store (`mortar dev`'s memory, or Redis shared by the cluster)
 //!   says where each player is, and the gateway holding the session is called.
@@ -14,7 +18,7 @@ use mortar_abi::{
     host::{Pushed, Session},
 };
 use mortar_backends::session::{Location, SessionError, SessionStore};
-use mortar_cluster::rpc::PushBatch;
+use mortar_cluster::rpc::{Logins, LoginsAnswer, PushBatch};
 use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
 /// Where logged-in players are and how to reach them: what `Ctx::bind_user`, `Ctx::push`,
@@ -48,6 +52,10 @@ pub trait Players: Send + Sync + 'static {
 
     /// Where each of `users` is logged in, in their order.
     fn locate(&self, users: Vec<u64>) -> BoxFuture<Result<Vec<Option<Location>>, Code>>;
+
+    /// Changes the logins as a gateway asks (a session ended, a login restored, a restarted
+    /// gateway's old logins purged; see [`Logins`]).
+    fn logins(&self, change: Logins) -> BoxFuture<Result<LoginsAnswer, Code>>;
 }
 
 /// Milliseconds since the Unix epoch: a login's time.
@@ -111,6 +119,27 @@ impl Players for StorePlayers {
     fn locate(&self, users: Vec<u64>) -> BoxFuture<Result<Vec<Option<Location>>, Code>> {
         let store = self.store.clone();
         Box::pin(async move { store.locate(users).await.map_err(unavailable) })
+    }
+
+    fn logins(&self, change: Logins) -> BoxFuture<Result<LoginsAnswer, Code>> {
+        let store = self.store.clone();
+        Box::pin(async move {
+            let answer = match change {
+                Logins::Ended { user, gateway, session } => {
+                    LoginsAnswer::Ended(store.unbind(user, gateway, session).await.map_err(unavailable)?)
+                }
+                Logins::Restore { user, location } => {
+                    LoginsAnswer::Restored(store.restore(user, location).await.map_err(unavailable)?)
+                }
+                Logins::Purge { gateway, below } => {
+                    LoginsAnswer::Purged(store.purge_gateway(gateway, below).await.map_err(unavailable)?)
+                }
+                Logins::Generation => {
+                    LoginsAnswer::Generation(store.generation().await.map_err(unavailable)?)
+                }
+            };
+            Ok(answer)
+        })
     }
 }
 

@@ -2,7 +2,6 @@
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use bytes::Bytes;
-use mortar_backends::session::memory::MemorySessions;
 use mortar_cli::client::Client;
 use mortar_cluster::rpc::PushReport;
 use mortar_echo::echo::{EchoReq, EchoResp};
@@ -21,7 +20,7 @@ async fn start_gateway() -> (Gateway, String, tokio::sync::oneshot::Sender<()>) 
     let worker = Worker::new("push-1".into(), RouteTable::from_registry(&[]).unwrap(), Backends::none());
     let config = GatewayConfig { rate_per_sec: 0, max_connections_per_ip: 0, ..GatewayConfig::default() };
     let relay = Relay::local(Arc::new(OwnWorker(worker)), config.request_timeout());
-    let gateway = Gateway::new(config, "push-1".into(), relay, Arc::new(MemorySessions::default()));
+    let gateway = Gateway::new(config, "push-1".into(), relay);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/ws", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -7,7 +7,7 @@ use super::{Location, SessionStore};
 use std::{collections::HashSet, sync::Arc};
 
 fn at(gateway: &str, session: u64) -> Location {
-    Location { gateway: gateway.into(), session, login_at_ms: 1_764_000_000_000 + session }
+    Location { gateway: gateway.into(), session, login_at_ms: 1_764_000_000_000 + session % 1_000_000 }
 }
 
 /// Runs every check against `store`, which must start empty.
@@ -19,6 +19,7 @@ pub async fn run(store: Arc<dyn SessionStore>) {
     unbind_removes_only_the_current_session(&*store).await;
     locate_answers_in_order(&*store).await;
     purge_removes_the_gateways_players_only(&*store).await;
+    purge_below_keeps_a_restarted_gateways_new_logins(&*store).await;
     restore_never_replaces_a_login(&*store).await;
     racing_logins_leave_one_and_each_sees_a_distinct_predecessor(store).await;
 }
@@ -44,12 +45,12 @@ async fn restore_never_replaces_a_login(store: &dyn SessionStore) {
     // A restored location is replaced by a later login like any other.
     assert_eq!(store.bind(40, at("gw-s", 4)).await.unwrap(), Some(at("gw-r", 1)));
     assert_eq!(store.restore(42, at("gw-r", 5)).await.unwrap(), None);
-    assert_eq!(store.purge_gateway("gw-r".into()).await.unwrap(), 1);
+    assert_eq!(store.purge_gateway("gw-r".into(), u64::MAX).await.unwrap(), 1);
     assert_eq!(
         store.locate(vec![40, 41, 42]).await.unwrap(),
         [Some(at("gw-s", 4)), Some(at("gw-s", 2)), None]
     );
-    assert_eq!(store.purge_gateway("gw-s".into()).await.unwrap(), 2);
+    assert_eq!(store.purge_gateway("gw-s".into(), u64::MAX).await.unwrap(), 2);
 }
 
 async fn unbind_removes_only_the_current_session(store: &dyn SessionStore) {
@@ -81,12 +82,28 @@ async fn purge_removes_the_gateways_players_only(store: &dyn SessionStore) {
     store.bind(20, at("gw-live", 20)).await.unwrap();
     // User 11 moved to the live gateway before the other died: it stays.
     store.bind(11, at("gw-live", 111)).await.unwrap();
-    assert_eq!(store.purge_gateway("gw-dead".into()).await.unwrap(), 4);
+    assert_eq!(store.purge_gateway("gw-dead".into(), u64::MAX).await.unwrap(), 4);
     let found = store.locate(vec![10, 11, 12, 20]).await.unwrap();
     assert_eq!(found, [None, Some(at("gw-live", 111)), None, Some(at("gw-live", 20))]);
-    assert_eq!(store.purge_gateway("gw-dead".into()).await.unwrap(), 0);
-    assert_eq!(store.purge_gateway("gw-live".into()).await.unwrap(), 2);
+    assert_eq!(store.purge_gateway("gw-dead".into(), u64::MAX).await.unwrap(), 0);
+    assert_eq!(store.purge_gateway("gw-live".into(), u64::MAX).await.unwrap(), 2);
     assert_eq!(store.locate(vec![11, 20]).await.unwrap(), [None, None]);
+}
+
+async fn purge_below_keeps_a_restarted_gateways_new_logins(store: &dyn SessionStore) {
+    // The previous run's sessions 5 and 6, the new run's (from 1000) 1000 and 1001.
+    store.bind(30, at("gw-again", 5)).await.unwrap();
+    store.bind(31, at("gw-again", 6)).await.unwrap();
+    store.bind(32, at("gw-again", 1000)).await.unwrap();
+    store.bind(31, at("gw-again", 1001)).await.unwrap();
+    assert_eq!(store.purge_gateway("gw-again".into(), 1000).await.unwrap(), 1);
+    let found = store.locate(vec![30, 31, 32]).await.unwrap();
+    assert_eq!(found, [None, Some(at("gw-again", 1001)), Some(at("gw-again", 1000))]);
+    // The kept logins are still the gateway's: purged when it dies, whatever their ids.
+    store.bind(33, at("gw-again", u64::MAX - 1)).await.unwrap();
+    assert_eq!(store.purge_gateway("gw-again".into(), 1000).await.unwrap(), 0);
+    assert_eq!(store.purge_gateway("gw-again".into(), u64::MAX).await.unwrap(), 3);
+    assert_eq!(store.locate(vec![31, 32, 33]).await.unwrap(), [None, None, None]);
 }
 
 async fn racing_logins_leave_one_and_each_sees_a_distinct_predecessor(store: Arc<dyn SessionStore>) {

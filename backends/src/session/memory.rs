@@ -81,14 +81,21 @@ impl SessionStore for MemorySessions {
         Box::pin(std::future::ready(Ok(found)))
     }
 
-    fn purge_gateway(&self, gateway: String) -> BoxFuture<Result<usize, SessionError>> {
+    fn purge_gateway(&self, gateway: String, below: u64) -> BoxFuture<Result<usize, SessionError>> {
         let removed = self.with(|state| {
             let users = state.by_gateway.remove(&gateway).unwrap_or_default();
-            let before = state.users.len();
+            let (before, mut kept) = (state.users.len(), Vec::new());
             for user in users {
-                if state.users.get(&user).is_some_and(|location| location.gateway == gateway) {
-                    state.users.remove(&user);
+                match state.users.get(&user) {
+                    Some(location) if location.gateway == gateway && location.session < below => {
+                        state.users.remove(&user);
+                    }
+                    Some(location) if location.gateway == gateway => kept.push(user),
+                    _ => {}
                 }
+            }
+            if !kept.is_empty() {
+                state.by_gateway.insert(gateway, kept.into_iter().collect());
             }
             before - state.users.len()
         });

@@ -13,8 +13,9 @@
 //!    one location is left.
 //! 2. [`SessionStore::unbind`] removes a location only while it is still the user's, so a late
 //!    disconnect of a replaced session never unbinds its successor.
-//! 3. [`SessionStore::purge_gateway`] removes every location on a gateway that died, so its
-//!    players can log in again at once.
+//! 3. [`SessionStore::purge_gateway`] removes every location on a gateway that died (or the
+//!    sessions of its previous run, when it started again), so its players can log in again at
+//!    once and nobody shows online through a session that is gone.
 //! 4. [`SessionStore::restore`] puts a location back only where the user has none: it never
 //!    overwrites a login made meanwhile. A store that can lose its contents while the nodes run
 //!    (a Redis server restarted empty) says so by a new [`SessionStore::generation`]; the gateways
@@ -73,8 +74,10 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The locations of `users`, in their order (none: offline).
     fn locate(&self, users: Vec<u64>) -> BoxFuture<Result<Vec<Option<Location>>, SessionError>>;
 
-    /// Removes every location on gateway `gateway`; how many it removed.
-    fn purge_gateway(&self, gateway: String) -> BoxFuture<Result<usize, SessionError>>;
+    /// Removes every location on gateway `gateway` whose session id is below `below` (all of
+    /// them: `u64::MAX`); how many it removed. A gateway that starts again purges those of its
+    /// previous run this way, without touching the logins of its new sessions.
+    fn purge_gateway(&self, gateway: String, below: u64) -> BoxFuture<Result<usize, SessionError>>;
 
     /// Makes `location` user `user`'s only if the user has no location, atomically: `None` when
     /// it did (or the user already had this very location), else the location the user has,

@@ -54,25 +54,33 @@ return 0
 });
 
 /// `KEYS[1]` the gateway's set, `KEYS[2]` the generation key; `ARGV[1]` the user-key prefix,
-/// `ARGV[2]` the gateway. Returns how many locations it removed. Removing any also drops the
+/// `ARGV[2]` the gateway, `ARGV[3]` the session id below which its locations go (decimal, compared
+/// as strings by length first: exact for every u64). Returns how many locations it removed. Removing any also drops the
 /// generation: a gateway taken for gone while it lives (its registry entry lost with a Redis
 /// restarted empty) then restores its players' logins, as after any loss.
 static PURGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local removed = 0
+local below = ARGV[3]
 for _, user in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local key = ARGV[1] .. user
   local current = redis.call('GET', key)
+  local keep = false
   if current then
     local ok, location = pcall(cjson.decode, current)
     if ok and location.gateway == ARGV[2] then
-      redis.call('DEL', key)
-      removed = removed + 1
+      local session = location.session
+      if #session < #below or (#session == #below and session < below) then
+        redis.call('DEL', key)
+        removed = removed + 1
+      else
+        keep = true
+      end
     end
   end
+  if not keep then redis.call('SREM', KEYS[1], user) end
 end
-redis.call('DEL', KEYS[1])
 if removed > 0 then redis.call('DEL', KEYS[2]) end
 return removed
 ",
@@ -257,14 +265,15 @@ impl SessionStore for RedisSessions {
         })
     }
 
-    fn purge_gateway(&self, gateway: String) -> BoxFuture<Result<usize, SessionError>> {
+    fn purge_gateway(&self, gateway: String, below: u64) -> BoxFuture<Result<usize, SessionError>> {
         self.run(move |shared, mut conn| {
             let mut invocation = PURGE.prepare_invoke();
             invocation
                 .key(format!("{}{gateway}", shared.gateways))
                 .key(&shared.generation)
                 .arg(&shared.users)
-                .arg(&gateway);
+                .arg(&gateway)
+                .arg(below.to_string());
             Box::pin(async move { invocation.invoke_async::<usize>(&mut conn).await })
         })
     }

@@ -160,6 +160,54 @@ pub struct Presence {
     pub gateway: String,
 }
 
+/// A change to the cluster's logins that a gateway asks of the runtime, the session store's one
+/// writer (`mortar_runtime::players`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Logins {
+    /// Session `session` of gateway `gateway` ended: its user's login is removed if it is still
+    /// this session's. Answers [`LoginsAnswer::Ended`].
+    Ended {
+        /// Its user.
+        user: u64,
+        /// The gateway that held it.
+        gateway: String,
+        /// The session.
+        session: u64,
+    },
+    /// The store lost its logins: `location` goes back as `user`'s unless the user has another
+    /// one. Answers [`LoginsAnswer::Restored`].
+    Restore {
+        /// The player.
+        user: u64,
+        /// Their session, on the asking gateway.
+        location: Location,
+    },
+    /// Gateway `gateway` started again: the logins a previous run left on it (sessions below
+    /// `below`, this run's first session id) are removed. Answers [`LoginsAnswer::Purged`].
+    Purge {
+        /// The gateway.
+        gateway: String,
+        /// This run's first session id.
+        below: u64,
+    },
+    /// Asks the store's generation, which changes when it loses its logins. Answers
+    /// [`LoginsAnswer::Generation`].
+    Generation,
+}
+
+/// The answer to a [`Logins`] change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LoginsAnswer {
+    /// Whether the ended session was its user's login (the player went offline).
+    Ended(bool),
+    /// None: restored (or it was there); else the other login the user has.
+    Restored(Option<Location>),
+    /// How many logins were removed.
+    Purged(usize),
+    /// The store's generation.
+    Generation(String),
+}
+
 /// One payload for many sessions of one gateway: a server push.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PushBatch {
@@ -184,6 +232,10 @@ pub trait WorkerRpc {
     /// Runs the `on_online` or `on_offline` hooks of `modules` (those of them this worker
     /// serves) for the player who came online or went offline; completes when they have run.
     async fn presence(presence: Presence, modules: Vec<String>);
+    /// Changes the cluster's logins in the session store for a gateway: a session ended, a login
+    /// restored, a restarted gateway's old logins purged. `Err` carries a code (`UNAVAILABLE`
+    /// when the store cannot be reached).
+    async fn logins(change: Logins) -> Result<LoginsAnswer, i32>;
     /// Answers at once: the gateway's liveness check.
     async fn ping();
     /// The protos of the routes this worker serves: an encoded `FileDescriptorSet`.

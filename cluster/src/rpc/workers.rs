@@ -27,7 +27,8 @@ use super::rendezvous;
 use crate::config::RpcConfig;
 use crate::registry::{Change, NodeEntry, NodeKind, Registry};
 use crate::rpc::{
-    AgentMessage, Called, Handled, InternalCall, Presence, Reply, Status, WorkerRpcClient, codec,
+    AgentMessage, Called, Handled, InternalCall, Logins, LoginsAnswer, Presence, Reply, Status,
+    WorkerRpcClient, codec,
     handshake::{self, Identity},
 };
 use crate::suggest;
@@ -455,6 +456,35 @@ impl WorkerPool {
         let sets: Vec<Bytes> =
             futures::future::join_all(asks).await.into_iter().filter_map(Result::ok).collect();
         if sets.is_empty() { Err(Code::UNAVAILABLE) } else { Ok(sets) }
+    }
+
+    /// Has a live worker change the cluster's logins as `change` says (the runtime is the session
+    /// store's one writer), trying another worker when one cannot be reached, by `timeout`.
+    ///
+    /// # Errors
+    /// The worker's code (`UNAVAILABLE` when its session store cannot be reached); `UNAVAILABLE`
+    /// or `TIMEOUT` when no worker answered.
+    pub async fn logins(&self, change: Logins, timeout: Duration) -> Result<LoginsAnswer, Code> {
+        let view = self.view();
+        // Spread by player over the live workers; any of them reaches the one store.
+        let start = match &change {
+            Logins::Ended { user, .. } | Logins::Restore { user, .. } => *user as usize % view.len().max(1),
+            Logins::Purge { .. } | Logins::Generation => 0,
+        };
+        let deadline = Instant::now() + timeout;
+        let mut failed = Code::UNAVAILABLE;
+        for live in view.iter().cycle().skip(start).take(view.len().min(2)) {
+            let mut cx = tarpc::context::current();
+            cx.deadline = deadline;
+            match live.client.logins(cx, change.clone()).await {
+                Ok(answer) => return answer.map_err(Code::from_wire),
+                Err(error) => {
+                    tracing::debug!(worker = %live.id, %error, "cannot change logins through this worker");
+                    failed = code_of(&error);
+                }
+            }
+        }
+        Err(failed)
     }
 
     /// On demand: starts connections to the workers that serve (or may serve) module `main` and
