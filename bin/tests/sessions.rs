@@ -291,6 +291,14 @@ async fn a_redis_restarted_empty_gets_the_gateways_logins_back() {
     let mut carol = login(&url1, 3).await;
     cluster.wait_online(1, "gateway-1");
     cluster.wait_online(2, "gateway-2");
+    // Each gateway has read the store's generation once (through a worker, once one is live).
+    for gateway in &cluster.gateways {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !gateway.admin_get("/metrics").1.contains("mortar_gateway_sessions_restored_total") {
+            assert!(std::time::Instant::now() < deadline, "{} never read the generation", gateway.name);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 
     // Redis restarts empty while gateway-1 is frozen; carol logs in again through gateway-2
     // meanwhile: the store had no login of hers, so her first session is not kicked at login.

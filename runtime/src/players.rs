@@ -122,14 +122,14 @@ impl Players for StorePlayers {
     }
 
     fn logins(&self, change: Logins) -> BoxFuture<Result<LoginsAnswer, Code>> {
-        let store = self.store.clone();
+        let (store, gateways) = (self.store.clone(), self.gateways.clone());
         Box::pin(async move {
             let answer = match change {
                 Logins::Ended { user, gateway, session } => {
                     LoginsAnswer::Ended(store.unbind(user, gateway, session).await.map_err(unavailable)?)
                 }
                 Logins::Restore { user, location } => {
-                    LoginsAnswer::Restored(store.restore(user, location).await.map_err(unavailable)?)
+                    LoginsAnswer::Restored(restore(&*store, &*gateways, user, location).await?)
                 }
                 Logins::Purge { gateway, below } => {
                     LoginsAnswer::Purged(store.purge_gateway(gateway, below).await.map_err(unavailable)?)
@@ -140,6 +140,38 @@ impl Players for StorePlayers {
             };
             Ok(answer)
         })
+    }
+}
+
+/// Puts `location` back as `user`'s login in a store that lost it: `None` when it is the user's
+/// now, else the login the user keeps. A login restored first by another gateway that is older
+/// than `location` gives way (its session is kicked `LOGGED_IN_ELSEWHERE`): the store lost the
+/// newer one, and whichever gateway restores first must not decide which login of a player stays.
+async fn restore(
+    store: &dyn SessionStore,
+    gateways: &dyn Gateways,
+    user: u64,
+    location: Location,
+) -> Result<Option<Location>, Code> {
+    let held = match store.restore(user, location.clone()).await.map_err(unavailable)? {
+        Some(held) if held.login_at_ms < location.login_at_ms => held,
+        other => return Ok(other),
+    };
+    let replaced = store.bind(user, location.clone()).await.map_err(unavailable)?;
+    match replaced {
+        // A login newer than both came meanwhile: it stays, and this session gives way.
+        Some(newer) if newer != held && newer.login_at_ms > location.login_at_ms => {
+            store.bind(user, newer.clone()).await.map_err(unavailable)?;
+            Ok(Some(newer))
+        }
+        Some(older) if !older.is(&location.gateway, location.session) => {
+            tracing::info!(user, old_gateway = %older.gateway, old_session = older.session, "restored a newer login than the one restored first: the older session kicked");
+            if let Err(code) = gateways.kick(&older.gateway, older.session, Code::LOGGED_IN_ELSEWHERE).await {
+                tracing::warn!(user, old_gateway = %older.gateway, ?code, "cannot kick the replaced session");
+            }
+            Ok(None)
+        }
+        _ => Ok(None),
     }
 }
 
