@@ -2,9 +2,13 @@
 //! no server.
 //!
 //! Layout of the file `mortar.redb`: per collection a table `doc/COLLECTION` (id → record), per
-//! unique index a table `unique/COLLECTION/FIELD` (value → id) and per lookup index a multimap
-//! table `lookup/COLLECTION/FIELD` (value → ids). An index key is the field's value as canonical
-//! JSON (`"alice"`, `42`). A record is one format byte ([`FORMAT`]), the version (8 bytes,
+//! unique index a table `unique/COLLECTION/FIELD` (value → id), per lookup index a multimap
+//! table `lookup/COLLECTION/FIELD` (value → ids) and per sorted index a table
+//! `sorted/COLLECTION/NAME` whose keys are the index's values and the id in an order-preserving
+//! byte encoding, so a page or a count is one range of it. A unique or lookup key is
+//! the field's value as canonical JSON (`"alice"`, `42`). A sorted index declared on a collection
+//! that already has documents is filled from them before its collection's first use (the table
+//! `mortar/sorted` remembers which fields each one was filled for). A record is one format byte ([`FORMAT`]), the version (8 bytes,
 //! little-endian) and the fields as JSON: stable, and readable by any tool.
 //!
 //! Reads run on the caller's thread against a snapshot. Writes go to one writer thread, which
@@ -29,15 +33,18 @@
 //! 3. it commits a probe (a row of [`PROBE_BYTES`] in table `mortar/probe`, then its removal):
 //!    once that succeeds the store is writable again; otherwise it goes on at 2.
 
-use mortar_abi::store::{Collection, Fields, RawDoc, StoreBackend, StoreError};
+use mortar_abi::store::{Collection, Fields, Position, RawDoc, Scan, SortedIndex, StoreBackend, StoreError};
 use redb::{
     Database, MultimapTableDefinition, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _,
     TableDefinition, TableError, WriteTransaction,
 };
+use serde_json::Value;
 use std::{
+    collections::HashSet,
+    ops::Bound,
     path::{Path, PathBuf},
     sync::{
-        Arc, PoisonError, RwLock,
+        Arc, Mutex, PoisonError, RwLock,
         atomic::{AtomicBool, Ordering},
         mpsc,
     },
@@ -77,6 +84,8 @@ struct Inner {
     writable: Arc<AtomicBool>,
     /// To the writer thread; taken on drop, which ends the thread.
     writes: Option<mpsc::Sender<Write>>,
+    /// The collections whose sorted indexes are known to be filled.
+    prepared: Mutex<HashSet<&'static str>>,
     writer: Option<thread::JoinHandle<()>>,
 }
 
@@ -96,9 +105,26 @@ struct Write {
 }
 
 enum Op {
-    Insert { collection: Collection, id: u64, fields: Fields },
-    Replace { collection: Collection, id: u64, expected: u64, fields: Fields },
-    Delete { collection: Collection, id: u64 },
+    Insert {
+        collection: Collection,
+        id: u64,
+        fields: Fields,
+    },
+    Replace {
+        collection: Collection,
+        id: u64,
+        expected: u64,
+        fields: Fields,
+    },
+    Delete {
+        collection: Collection,
+        id: u64,
+    },
+    /// Fills the collection's sorted indexes from its documents where they were not filled for
+    /// the fields they have now.
+    Prepare {
+        collection: Collection,
+    },
 }
 
 enum Done {
@@ -144,7 +170,14 @@ impl EmbeddedStore {
             .name("mortar-store-writer".into())
             .spawn(move || write_loop(state, &queue))
             .map_err(|e| error(e.to_string()))?;
-        Ok(Self { inner: Arc::new(Inner { db: slot, writable, writes: Some(writes), writer: Some(writer) }) })
+        let inner = Inner {
+            db: slot,
+            writable,
+            writes: Some(writes),
+            prepared: Mutex::default(),
+            writer: Some(writer),
+        };
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     /// Whether the store can write now: false from a failed commit until the writer thread has
@@ -162,6 +195,32 @@ impl EmbeddedStore {
         Box::pin(async move {
             sent.map_err(|_| StoreError::Unavailable("the store's writer has stopped".into()))?;
             answer.await.map_err(|_| StoreError::Internal("the store's writer dropped a write".into()))?
+        })
+    }
+
+    /// Has the writer fill `collection`'s sorted indexes, once per store, before the first use.
+    async fn prepare(&self, collection: Collection) -> Result<(), StoreError> {
+        let prepared = |store: &Self| {
+            store.inner.prepared.lock().unwrap_or_else(PoisonError::into_inner).contains(collection.name)
+        };
+        if collection.sorted.is_empty() || prepared(self) {
+            return Ok(());
+        }
+        self.write(Op::Prepare { collection }).await?;
+        self.inner.prepared.lock().unwrap_or_else(PoisonError::into_inner).insert(collection.name);
+        Ok(())
+    }
+
+    /// A write to a collection, once its sorted indexes are filled.
+    fn write_to(
+        &self,
+        collection: Collection,
+        op: Op,
+    ) -> mortar_abi::future::BoxFuture<Result<Done, StoreError>> {
+        let store = self.clone();
+        Box::pin(async move {
+            store.prepare(collection).await?;
+            store.write(op).await
         })
     }
 
@@ -194,7 +253,7 @@ impl StoreBackend for EmbeddedStore {
         id: u64,
         fields: Fields,
     ) -> mortar_abi::future::BoxFuture<Result<u64, StoreError>> {
-        let write = self.write(Op::Insert { collection, id, fields });
+        let write = self.write_to(collection, Op::Insert { collection, id, fields });
         Box::pin(async move { version(write.await?) })
     }
 
@@ -205,7 +264,7 @@ impl StoreBackend for EmbeddedStore {
         expected: u64,
         fields: Fields,
     ) -> mortar_abi::future::BoxFuture<Result<u64, StoreError>> {
-        let write = self.write(Op::Replace { collection, id, expected, fields });
+        let write = self.write_to(collection, Op::Replace { collection, id, expected, fields });
         Box::pin(async move { version(write.await?) })
     }
 
@@ -214,7 +273,7 @@ impl StoreBackend for EmbeddedStore {
         collection: Collection,
         id: u64,
     ) -> mortar_abi::future::BoxFuture<Result<bool, StoreError>> {
-        let write = self.write(Op::Delete { collection, id });
+        let write = self.write_to(collection, Op::Delete { collection, id });
         Box::pin(async move {
             match write.await? {
                 Done::Existed(existed) => Ok(existed),
@@ -256,9 +315,227 @@ impl StoreBackend for EmbeddedStore {
         Box::pin(std::future::ready(counted))
     }
 
+    fn scan(
+        &self,
+        collection: Collection,
+        scan: Scan,
+    ) -> mortar_abi::future::BoxFuture<Result<Vec<RawDoc>, StoreError>> {
+        let store = self.clone();
+        Box::pin(async move {
+            store.prepare(collection).await?;
+            store.read(|txn| {
+                let ids = sorted_ids(txn, collection, &scan, scan.limit)?;
+                let mut docs = Vec::with_capacity(ids.len());
+                for id in ids {
+                    docs.extend(get_doc(txn, collection, id)?);
+                }
+                Ok(docs)
+            })
+        })
+    }
+
+    fn count_scan(
+        &self,
+        collection: Collection,
+        scan: Scan,
+    ) -> mortar_abi::future::BoxFuture<Result<u64, StoreError>> {
+        let store = self.clone();
+        Box::pin(async move {
+            store.prepare(collection).await?;
+            let whole = Scan { after: None, ..scan };
+            store.read(|txn| {
+                let Some((table, (from, to))) = sorted_range(txn, collection, &whole)? else { return Ok(0) };
+                let range = table.range::<&[u8]>((as_slice(&from), as_slice(&to))).map_err(storage_error)?;
+                let mut counted = 0;
+                for entry in range {
+                    entry.map_err(storage_error)?;
+                    counted += 1;
+                }
+                Ok(counted)
+            })
+        })
+    }
+
+    fn get_many(
+        &self,
+        collection: Collection,
+        ids: Vec<u64>,
+    ) -> mortar_abi::future::BoxFuture<Result<Vec<RawDoc>, StoreError>> {
+        let found = self.read(|txn| {
+            let mut docs = Vec::with_capacity(ids.len());
+            for id in ids {
+                docs.extend(get_doc(txn, collection, id)?);
+            }
+            Ok(docs)
+        });
+        Box::pin(std::future::ready(found))
+    }
+
     fn backoff(&self, attempt: u32) -> mortar_abi::future::BoxFuture<()> {
         super::backoff(attempt)
     }
+}
+
+fn as_slice(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match bound {
+        Bound::Included(key) => Bound::Included(key.as_slice()),
+        Bound::Excluded(key) => Bound::Excluded(key.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+type SortedTable = redb::ReadOnlyTable<&'static [u8], ()>;
+
+/// A key range of a sorted index's table.
+type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// The sorted index's table and the key range `scan` covers (its cursor included); none when
+/// the table was never written or the range is empty.
+fn sorted_range(
+    txn: &redb::ReadTransaction,
+    collection: Collection,
+    scan: &Scan,
+) -> Result<Option<(SortedTable, KeyRange)>, StoreError> {
+    let mut prefix = Vec::new();
+    for value in &scan.equal {
+        push_value(&mut prefix, value);
+    }
+    let with = |value: &Value| {
+        let mut key = prefix.clone();
+        push_value(&mut key, value);
+        key
+    };
+    // As in MongoDB, a bound on one side keeps the range to its value's type (`100..` is the
+    // integers from 100, not also every string): the other side stops at that type's end.
+    let bracket = [&scan.from, &scan.to].into_iter().find_map(|bound| match bound {
+        Bound::Included(value) | Bound::Excluded(value) => Some(with(value)[..=prefix.len()].to_vec()),
+        Bound::Unbounded => None,
+    });
+    let whole = bracket.unwrap_or_else(|| prefix.clone());
+    let mut from = match &scan.from {
+        Bound::Unbounded => Bound::Included(whole.clone()),
+        Bound::Included(value) => Bound::Included(with(value)),
+        Bound::Excluded(value) => past(with(value)),
+    };
+    let mut to = match &scan.to {
+        Bound::Unbounded => past(whole),
+        Bound::Included(value) => past(with(value)),
+        Bound::Excluded(value) => Bound::Excluded(with(value)),
+    };
+    if let Some(Position { values, id }) = &scan.after {
+        let mut key = prefix.clone();
+        for value in values {
+            push_value(&mut key, value);
+        }
+        key.extend_from_slice(&id.to_be_bytes());
+        if scan.descending {
+            to = tighter(to, Bound::Excluded(key), std::cmp::Ordering::Less);
+        } else {
+            from = tighter(from, Bound::Excluded(key), std::cmp::Ordering::Greater);
+        }
+    }
+    let empty = match (&from, &to) {
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
+            a > b || (a == b && !(matches!(from, Bound::Included(_)) && matches!(to, Bound::Included(_))))
+        }
+        _ => false,
+    };
+    let name = sorted_table(collection, scan.index);
+    let Some(table) = existing(txn.open_table(name.as_sorted()))? else { return Ok(None) };
+    Ok((!empty).then_some((table, (from, to))))
+}
+
+/// Ids of up to `limit` documents of `scan`, in its order.
+fn sorted_ids(
+    txn: &redb::ReadTransaction,
+    collection: Collection,
+    scan: &Scan,
+    limit: usize,
+) -> Result<Vec<u64>, StoreError> {
+    let Some((table, (from, to))) = sorted_range(txn, collection, scan)? else { return Ok(Vec::new()) };
+    let range = table.range::<&[u8]>((as_slice(&from), as_slice(&to))).map_err(storage_error)?;
+    let id_of = |entry: Result<
+        (redb::AccessGuard<'_, &'static [u8]>, redb::AccessGuard<'_, ()>),
+        redb::StorageError,
+    >| {
+        let (key, _) = entry.map_err(storage_error)?;
+        let key = key.value();
+        let id =
+            key.get(key.len().saturating_sub(8)..).and_then(|id| id.try_into().ok()).map(u64::from_be_bytes);
+        id.ok_or_else(|| {
+            StoreError::Internal(format!("a key of sorted index `{}` is too short", scan.index.name))
+        })
+    };
+    if scan.descending {
+        range.rev().take(limit).map(id_of).collect()
+    } else {
+        range.take(limit).map(id_of).collect()
+    }
+}
+
+/// Of two bounds on the same side, the one that lets fewer keys through: `keep` is the ordering
+/// a lower bound (`Greater`) or an upper bound (`Less`) must have to be the tighter one.
+fn tighter(current: Bound<Vec<u8>>, other: Bound<Vec<u8>>, keep: std::cmp::Ordering) -> Bound<Vec<u8>> {
+    match (&current, &other) {
+        (Bound::Unbounded, _) => other,
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
+            match b.cmp(a) {
+                ordering if ordering == keep => other,
+                std::cmp::Ordering::Equal if matches!(other, Bound::Excluded(_)) => other,
+                _ => current,
+            }
+        }
+        (_, Bound::Unbounded) => current,
+    }
+}
+
+/// The bound just past every key that starts with `prefix`: the prefix with its last byte that
+/// is not 0xFF raised by one (and the rest cut); unbounded when there is none.
+fn past(mut prefix: Vec<u8>) -> Bound<Vec<u8>> {
+    while let Some(last) = prefix.pop() {
+        if last < u8::MAX {
+            prefix.push(last + 1);
+            return Bound::Excluded(prefix);
+        }
+    }
+    Bound::Unbounded
+}
+
+/// Appends `value` in an encoding whose byte order is the values' order (integers, then strings by
+/// their bytes, then booleans, as MongoDB orders them) and in which no value's encoding is the
+/// start of another's.
+fn push_value(key: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Number(n) => {
+            key.push(0x10);
+            let n = n.as_i64().unwrap_or_default(); // only integers are sortable (checked before)
+            key.extend_from_slice(&((n as u64) ^ (1 << 63)).to_be_bytes());
+        }
+        Value::String(text) => {
+            key.push(0x20);
+            for &byte in text.as_bytes() {
+                key.push(byte);
+                if byte == 0 {
+                    key.push(0xFF);
+                }
+            }
+            key.extend_from_slice(&[0, 0]);
+        }
+        Value::Bool(flag) => key.extend_from_slice(&[0x30, u8::from(*flag)]),
+        _ => key.push(0x00), // never in an index: refused before it is written
+    }
+}
+
+/// The key of document `id` in sorted index `index`: its values, then its id; none when it is
+/// not in the index.
+fn sort_key(index: &SortedIndex, id: u64, fields: &Fields) -> Result<Option<Vec<u8>>, StoreError> {
+    let Some(values) = index.key_of(fields)? else { return Ok(None) };
+    let mut key = Vec::with_capacity(16 * values.len() + 8);
+    for value in &values {
+        push_value(&mut key, value);
+    }
+    key.extend_from_slice(&id.to_be_bytes());
+    Ok(Some(key))
 }
 
 fn version(done: Done) -> Result<u64, StoreError> {
@@ -298,7 +575,19 @@ impl Name {
     fn as_lookup(&self) -> MultimapTableDefinition<'_, &'static str, u64> {
         MultimapTableDefinition::new(&self.0)
     }
+
+    fn as_sorted(&self) -> TableDefinition<'_, &'static [u8], ()> {
+        TableDefinition::new(&self.0)
+    }
 }
+
+fn sorted_table(collection: Collection, index: &SortedIndex) -> Name {
+    Name(format!("sorted/{}/{}", collection.name, index.name))
+}
+
+/// Which fields each sorted index was filled for: `COLLECTION/NAME` → `field,field,…`.
+const SORTED_FILLED: TableDefinition<'static, &'static str, &'static str> =
+    TableDefinition::new("mortar/sorted");
 
 fn docs_table(collection: Collection) -> Name {
     Name(format!("doc/{}", collection.name))
@@ -602,6 +891,7 @@ fn apply(txn: &WriteTransaction, op: &Op) -> Result<Done, StoreError> {
                 return Err(StoreError::AlreadyExists { index: None });
             }
             check_unique(txn, *collection, *id, fields)?;
+            collection.sort_keys(fields)?;
             let record = encode(1, fields)?;
             docs.insert(*id, record.as_slice()).map_err(storage_error)?;
             add_to_indexes(txn, *collection, *id, fields)?;
@@ -618,6 +908,7 @@ fn apply(txn: &WriteTransaction, op: &Op) -> Result<Done, StoreError> {
                 return Err(StoreError::Conflict);
             }
             check_unique(txn, *collection, *id, fields)?;
+            collection.sort_keys(fields)?;
             let version = old.version + 1;
             let record = encode(version, fields)?;
             docs.insert(*id, record.as_slice()).map_err(storage_error)?;
@@ -637,7 +928,48 @@ fn apply(txn: &WriteTransaction, op: &Op) -> Result<Done, StoreError> {
             remove_from_indexes(txn, *collection, *id, &old.fields)?;
             Ok(Done::Existed(true))
         }
+        Op::Prepare { collection } => {
+            fill_sorted(txn, *collection)?;
+            Ok(Done::Existed(true))
+        }
     }
+}
+
+/// Fills each sorted index of `collection` from its documents unless it was filled for the
+/// fields it has now (a new index, or one whose fields changed).
+fn fill_sorted(txn: &WriteTransaction, collection: Collection) -> Result<(), StoreError> {
+    let mut filled = txn.open_table(SORTED_FILLED).map_err(storage_error)?;
+    for index in collection.sorted {
+        let marker = format!("{}/{}", collection.name, index.name);
+        let fields = index.fields.join(",");
+        if filled.get(marker.as_str()).map_err(storage_error)?.is_some_and(|done| done.value() == fields) {
+            continue;
+        }
+        let name = sorted_table(collection, index);
+        txn.delete_table(name.as_sorted()).map_err(storage_error)?;
+        let mut table = txn.open_table(name.as_sorted()).map_err(storage_error)?;
+        let docs_name = docs_table(collection);
+        let docs = txn.open_table(docs_name.as_def()).map_err(storage_error)?;
+        let mut added = 0_u64;
+        for entry in docs.iter().map_err(storage_error)? {
+            let (id, record) = entry.map_err(storage_error)?;
+            let doc = decode(id.value(), record.value())?;
+            // A document stored before the index existed may hold a value it does not order: it
+            // stays out of the index, as a write of it now would be refused.
+            if let Ok(Some(key)) = sort_key(index, doc.id, &doc.fields) {
+                table.insert(key.as_slice(), ()).map_err(storage_error)?;
+                added += 1;
+            }
+        }
+        filled.insert(marker.as_str(), fields.as_str()).map_err(storage_error)?;
+        tracing::info!(
+            collection = collection.name,
+            index = index.name,
+            documents = added,
+            "sorted index filled"
+        );
+    }
+    Ok(())
 }
 
 /// Refuses `fields` when a unique value is held by another document than `id`.
@@ -666,6 +998,15 @@ fn add_to_indexes(
     id: u64,
     fields: &Fields,
 ) -> Result<(), StoreError> {
+    for index in collection.sorted {
+        if let Some(key) = sort_key(index, id, fields)? {
+            let name = sorted_table(collection, index);
+            txn.open_table(name.as_sorted())
+                .map_err(storage_error)?
+                .insert(key.as_slice(), ())
+                .map_err(storage_error)?;
+        }
+    }
     for index in collection.indexes {
         let Some(key) = index_key(fields, index.field) else { continue };
         let name = index_table(collection, index.field, index.unique);
@@ -690,6 +1031,16 @@ fn remove_from_indexes(
     id: u64,
     fields: &Fields,
 ) -> Result<(), StoreError> {
+    for index in collection.sorted {
+        // A stored value no sorted index orders was never in it.
+        if let Ok(Some(key)) = sort_key(index, id, fields) {
+            let name = sorted_table(collection, index);
+            txn.open_table(name.as_sorted())
+                .map_err(storage_error)?
+                .remove(key.as_slice())
+                .map_err(storage_error)?;
+        }
+    }
     for index in collection.indexes {
         let Some(key) = index_key(fields, index.field) else { continue };
         let name = index_table(collection, index.field, index.unique);
@@ -737,6 +1088,50 @@ mod tests {
     async fn conforms() {
         let dir = TempDir::new("conformance");
         conformance::run(Arc::new(EmbeddedStore::open(&dir.0).unwrap())).await;
+    }
+
+    /// One collection as three versions of a module declare it: no sorted index, one on
+    /// `score`, the same index on `(kind, score)`.
+    const UNSORTED: Collection = Collection { name: "fill", indexes: &[], sorted: &[] };
+    const BY_SCORE: Collection =
+        Collection { name: "fill", indexes: &[], sorted: &[SortedIndex::new("top", &["score"])] };
+    const BY_KIND: Collection =
+        Collection { name: "fill", indexes: &[], sorted: &[SortedIndex::new("top", &["kind", "score"])] };
+
+    /// The ids of `collection`'s first sorted index, in its order.
+    async fn sorted_ids_of(store: &EmbeddedStore, collection: Collection) -> Vec<u64> {
+        let scan = Scan {
+            index: &collection.sorted[0],
+            equal: Vec::new(),
+            from: Bound::Unbounded,
+            to: Bound::Unbounded,
+            descending: false,
+            after: None,
+            limit: 100,
+        };
+        store.scan(collection, scan).await.unwrap().into_iter().map(|doc| doc.id).collect()
+    }
+
+    #[tokio::test]
+    async fn a_sorted_index_declared_late_is_filled_from_the_documents() {
+        let dir = TempDir::new("fill");
+        let store = EmbeddedStore::open(&dir.0).unwrap();
+        let raw = |kind: u64, score: i64| match serde_json::json!({ "kind": kind, "score": score }) {
+            serde_json::Value::Object(fields) => fields,
+            _ => unreachable!(),
+        };
+        for (id, kind, score) in [(1, 2, 30), (2, 1, 10), (3, 1, 20)] {
+            store.insert(UNSORTED, id, raw(kind, score)).await.unwrap();
+        }
+        assert_eq!(sorted_ids_of(&store, BY_SCORE).await, [2, 3, 1], "filled before the first read");
+        store.insert(BY_SCORE, 4, raw(0, 0)).await.unwrap();
+        assert_eq!(sorted_ids_of(&store, BY_SCORE).await, [4, 2, 3, 1]);
+        drop(store);
+        // The same index on other fields, in the next run: filled again for them.
+        let store = EmbeddedStore::open(&dir.0).unwrap();
+        assert_eq!(sorted_ids_of(&store, BY_KIND).await, [4, 2, 3, 1]);
+        store.insert(BY_KIND, 5, raw(1, 15)).await.unwrap();
+        assert_eq!(sorted_ids_of(&store, BY_KIND).await, [4, 2, 5, 3, 1]);
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@ use crate::config::StorageConfig;
 use futures::FutureExt as _;
 use mortar_abi::{
     future::BoxFuture,
-    store::{Collection, Fields, RawDoc, StoreBackend, StoreError},
+    store::{Collection, Fields, RawDoc, Scan, StoreBackend, StoreError},
 };
 use mortar_telemetry::metrics as m;
 use std::{sync::Arc, time::Duration, time::Instant};
@@ -149,6 +149,15 @@ impl StoreBackend for NoStore {
     ) -> BoxFuture<Result<u64, StoreError>> {
         Self::refuse()
     }
+    fn scan(&self, _: Collection, _: Scan) -> BoxFuture<Result<Vec<RawDoc>, StoreError>> {
+        Self::refuse()
+    }
+    fn count_scan(&self, _: Collection, _: Scan) -> BoxFuture<Result<u64, StoreError>> {
+        Self::refuse()
+    }
+    fn get_many(&self, _: Collection, _: Vec<u64>) -> BoxFuture<Result<Vec<RawDoc>, StoreError>> {
+        Self::refuse()
+    }
     fn backoff(&self, attempt: u32) -> BoxFuture<()> {
         backoff(attempt)
     }
@@ -183,6 +192,7 @@ impl<B: StoreBackend> Instrumented<B> {
                     StoreError::NotFound => "not_found",
                     StoreError::AlreadyExists { .. } => "already_exists",
                     StoreError::Conflict => "conflict",
+                    StoreError::Invalid(_) => "invalid",
                     StoreError::Unavailable(_) => "unavailable",
                     _ => "internal",
                 };
@@ -238,6 +248,15 @@ impl<B: StoreBackend> StoreBackend for Instrumented<B> {
         filter: Option<(&'static str, serde_json::Value)>,
     ) -> BoxFuture<Result<u64, StoreError>> {
         self.observe("count", collection, self.inner.count(collection, filter))
+    }
+    fn scan(&self, collection: Collection, scan: Scan) -> BoxFuture<Result<Vec<RawDoc>, StoreError>> {
+        self.observe("scan", collection, self.inner.scan(collection, scan))
+    }
+    fn count_scan(&self, collection: Collection, scan: Scan) -> BoxFuture<Result<u64, StoreError>> {
+        self.observe("count_scan", collection, self.inner.count_scan(collection, scan))
+    }
+    fn get_many(&self, collection: Collection, ids: Vec<u64>) -> BoxFuture<Result<Vec<RawDoc>, StoreError>> {
+        self.observe("get_many", collection, self.inner.get_many(collection, ids))
     }
     fn backoff(&self, attempt: u32) -> BoxFuture<()> {
         self.inner.backoff(attempt)

@@ -23,8 +23,9 @@ use mongodb::{
 };
 use mortar_abi::{
     future::BoxFuture,
-    store::{Collection, Fields, RawDoc, StoreBackend, StoreError},
+    store::{Collection, Fields, RawDoc, Scan, StoreBackend, StoreError},
 };
+use std::ops::Bound;
 use std::{
     collections::HashSet,
     sync::{Arc, Mutex, PoisonError},
@@ -39,6 +40,10 @@ pub struct MongoStore {
 
 struct Shared {
     db: Database,
+    /// Whether the server keeps `_id` in a compound index: a sorted index ends with it, so a page
+    /// sorted by its fields and then the id reads the index in order. (nx-27017 refuses every
+    /// write to a collection with such an index; its sorted indexes then stop at their fields.)
+    id_in_index: bool,
     /// Collections whose indexes this node has created.
     ready: Mutex<HashSet<&'static str>>,
 }
@@ -61,7 +66,13 @@ impl MongoStore {
             .await
             .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))?
             .map_err(|error| format!("the server does not answer: {error}"))?;
-        let store = Self { shared: Arc::new(Shared { db, ready: Mutex::default() }) };
+        let id_in_index = id_in_compound_index(&db).await;
+        if !id_in_index {
+            tracing::warn!(
+                "this MongoDB server cannot keep `_id` in a compound index: sorted indexes stop at their own fields, and pages sort equal keys by id in memory"
+            );
+        }
+        let store = Self { shared: Arc::new(Shared { db, id_in_index, ready: Mutex::default() }) };
         // Indexes of every declared document type exist before the node serves.
         for collection in mortar_abi::store::declared() {
             store
@@ -87,6 +98,18 @@ impl MongoStore {
                     ] } });
                 }
                 let model = IndexModel::builder().keys(doc! { index.field: 1 }).options(options).build();
+                coll.create_index(model).await.map_err(unavailable)?;
+            }
+            for index in collection.sorted {
+                let mut keys = Document::new();
+                for field in index.fields {
+                    keys.insert(*field, 1);
+                }
+                if self.shared.id_in_index {
+                    keys.insert("_id", 1);
+                }
+                let options = IndexOptions::builder().name(format!("sorted_{}", index.name)).build();
+                let model = IndexModel::builder().keys(keys).options(options).build();
                 coll.create_index(model).await.map_err(unavailable)?;
             }
             self.shared.ready.lock().unwrap_or_else(PoisonError::into_inner).insert(collection.name);
@@ -116,6 +139,19 @@ impl MongoStore {
         }
         None
     }
+}
+
+/// Whether a document can be written to a collection with an index on `(field, _id)`: tried on a
+/// scratch collection, dropped after.
+async fn id_in_compound_index(db: &Database) -> bool {
+    let scratch = db.collection::<Document>("mortar_probe_compound_id");
+    let model = IndexModel::builder().keys(doc! { "k": 1, "_id": 1 }).build();
+    let works = match scratch.create_index(model).await {
+        Ok(_) => scratch.insert_one(doc! { "_id": 1_i64, "k": 1_i64 }).await.is_ok(),
+        Err(_) => false,
+    };
+    let _ = scratch.drop().await;
+    works
 }
 
 fn unavailable(error: mongodb::error::Error) -> StoreError {
@@ -170,6 +206,73 @@ fn from_document(mut document: Document) -> Result<RawDoc, StoreError> {
     mongodb::bson::deserialize_from_bson::<Fields>(Bson::Document(document))
         .map(|fields| RawDoc { id, version, fields })
         .map_err(|error| StoreError::Internal(format!("stored document {id} does not read: {error}")))
+}
+
+fn bson(value: &serde_json::Value) -> Result<Bson, StoreError> {
+    mongodb::bson::serialize_to_bson(value)
+        .map_err(|error| StoreError::Internal(format!("query value: {error}")))
+}
+
+/// The `$type` alias of a sortable value.
+fn bson_type(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Bool(_) => "bool",
+        _ => "number",
+    }
+}
+
+/// The filter of a sorted index's `scan`: its equal fields, its range, the documents it has
+/// (every field set), and past its cursor when `with_cursor`.
+fn scan_filter(scan: &Scan, with_cursor: bool) -> Result<Document, StoreError> {
+    let mut and = Vec::new();
+    for field in scan.index.fields {
+        and.push(doc! { *field: { "$ne": Bson::Null } });
+    }
+    for (field, value) in scan.index.fields.iter().zip(&scan.equal) {
+        and.push(doc! { *field: bson(value)? });
+    }
+    let rest = scan.rest();
+    if let Some(first) = rest.first() {
+        let mut range = Document::new();
+        match &scan.from {
+            Bound::Included(value) => drop(range.insert("$gte", bson(value)?)),
+            Bound::Excluded(value) => drop(range.insert("$gt", bson(value)?)),
+            Bound::Unbounded => {}
+        }
+        match &scan.to {
+            Bound::Included(value) => drop(range.insert("$lte", bson(value)?)),
+            Bound::Excluded(value) => drop(range.insert("$lt", bson(value)?)),
+            Bound::Unbounded => {}
+        }
+        if let Some(kind) = [&scan.from, &scan.to].into_iter().find_map(|bound| match bound {
+            Bound::Included(value) | Bound::Excluded(value) => Some(bson_type(value)),
+            Bound::Unbounded => None,
+        }) {
+            // MongoDB keeps a range to its bound's type by itself; said outright for servers
+            // that compare across types (nx-27017 stores booleans as 0 and 1).
+            range.insert("$type", kind);
+            and.push(doc! { *first: range });
+        }
+    }
+    if let (true, Some(after)) = (with_cursor, &scan.after) {
+        // (a > x) or (a = x and b > y) or … or (a = x and … and _id > id), `<` when descending.
+        let beyond = if scan.descending { "$lt" } else { "$gt" };
+        let mut keys: Vec<(&str, Bson)> =
+            rest.iter().copied().zip(after.values.iter().map(bson).collect::<Result<Vec<_>, _>>()?).collect();
+        keys.push(("_id", Bson::Int64(to_i64(after.id))));
+        let mut or = Vec::with_capacity(keys.len());
+        for (at, (field, value)) in keys.iter().enumerate() {
+            let mut clause = Document::new();
+            for (same, value) in &keys[..at] {
+                clause.insert(*same, value.clone());
+            }
+            clause.insert(*field, doc! { beyond: value.clone() });
+            or.push(clause);
+        }
+        and.push(doc! { "$or": or });
+    }
+    Ok(doc! { "$and": and })
 }
 
 fn filter_value(field: &str, value: serde_json::Value) -> Result<Document, StoreError> {
@@ -307,6 +410,48 @@ impl StoreBackend for MongoStore {
             };
             let coll = store.collection(collection).await?;
             coll.count_documents(filter).await.map_err(unavailable)
+        })
+    }
+
+    fn scan(&self, collection: Collection, scan: Scan) -> BoxFuture<Result<Vec<RawDoc>, StoreError>> {
+        let store = self.clone();
+        Box::pin(async move {
+            use futures::TryStreamExt as _;
+            let coll = store.collection(collection).await?;
+            let direction = if scan.descending { -1 } else { 1 };
+            let mut sort = Document::new();
+            for field in scan.index.fields {
+                sort.insert(*field, direction);
+            }
+            sort.insert("_id", direction);
+            let cursor = coll
+                .find(scan_filter(&scan, true)?)
+                .sort(sort)
+                .limit(i64::try_from(scan.limit).unwrap_or(i64::MAX))
+                .await
+                .map_err(unavailable)?;
+            let documents: Vec<Document> = cursor.try_collect().await.map_err(unavailable)?;
+            documents.into_iter().map(from_document).collect()
+        })
+    }
+
+    fn count_scan(&self, collection: Collection, scan: Scan) -> BoxFuture<Result<u64, StoreError>> {
+        let store = self.clone();
+        Box::pin(async move {
+            let coll = store.collection(collection).await?;
+            coll.count_documents(scan_filter(&scan, false)?).await.map_err(unavailable)
+        })
+    }
+
+    fn get_many(&self, collection: Collection, ids: Vec<u64>) -> BoxFuture<Result<Vec<RawDoc>, StoreError>> {
+        let store = self.clone();
+        Box::pin(async move {
+            use futures::TryStreamExt as _;
+            let coll = store.collection(collection).await?;
+            let ids: Vec<i64> = ids.into_iter().map(to_i64).collect();
+            let cursor = coll.find(doc! { "_id": { "$in": ids } }).await.map_err(unavailable)?;
+            let documents: Vec<Document> = cursor.try_collect().await.map_err(unavailable)?;
+            documents.into_iter().map(from_document).collect()
         })
     }
 

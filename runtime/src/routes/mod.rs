@@ -597,8 +597,10 @@ mod tests {
     #[test]
     fn modules_that_keep_documents_are_served_only_at_their_home() {
         use mortar_abi::store::{Collection, DocumentDecl};
-        static BAG: DocumentDecl =
-            DocumentDecl { collection: || Collection { name: "bag", indexes: &[] }, defined_at: "p::store" };
+        static BAG: DocumentDecl = DocumentDecl {
+            collection: || Collection { name: "bag", indexes: &[], sorted: &[] },
+            defined_at: "p::store",
+        };
         let sources =
             || vec![ModuleSource { documents: vec![&BAG], ..source(&[&ECHO, &PACK], &[&SAY, &QUERY]) }];
         let anywhere = RouteTable::build(sources(), &[]).unwrap();

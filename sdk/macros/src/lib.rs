@@ -181,7 +181,9 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 ///
 /// `collection` is required (lower-case letters, digits and `_`, starting with a letter); each
-/// `index` names a field of the struct, `unique` or `lookup`; the index is on the name serde stores
+/// `index` names a field of the struct, `unique` or `lookup`; each
+/// `sorted(name = "by_score", fields("board", "score", "at"))` declares a sorted index on those
+/// fields, most significant first. An index is on the name serde stores
 /// the field under (its `#[serde(rename = "…")]`, or the struct's `rename_all`). A non-generic type is also
 /// registered (`mortar::store::declared`), so backends prepare its collection when a node starts.
 #[proc_macro_derive(Document, attributes(document))]
@@ -214,8 +216,15 @@ fn document(input: &syn::DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
         };
         fields.push((rust, stored));
     }
+    let stored_name = |field: &LitStr| match fields.iter().find(|(rust, _)| *rust == field.value()) {
+        Some((_, stored)) => Ok(LitStr::new(stored, field.span())),
+        None => {
+            Err(syn::Error::new(field.span(), format!("`{}` is not a field of this struct", field.value())))
+        }
+    };
     let mut collection: Option<LitStr> = None;
     let mut indexes = Vec::new();
+    let mut sorted: Vec<(LitStr, Vec<LitStr>)> = Vec::new();
     for attr in input.attrs.iter().filter(|attr| attr.path().is_ident("document")) {
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("collection") {
@@ -231,27 +240,52 @@ fn document(input: &syn::DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
                         return Err(index.error("expected `unique = \"field\"` or `lookup = \"field\"`"));
                     };
                     let field: LitStr = index.value()?.parse()?;
-                    let Some((_, stored)) = fields.iter().find(|(rust, _)| *rust == field.value()) else {
-                        return Err(syn::Error::new(
-                            field.span(),
-                            format!("`{}` is not a field of this struct", field.value()),
-                        ));
-                    };
-                    indexes.push((unique, LitStr::new(stored, field.span())));
+                    indexes.push((unique, stored_name(&field)?));
                     Ok(())
                 })
+            } else if meta.path.is_ident("sorted") {
+                let (mut name, mut on) = (None::<LitStr>, Vec::new());
+                meta.parse_nested_meta(|part| {
+                    if part.path.is_ident("name") {
+                        name = Some(part.value()?.parse()?);
+                        Ok(())
+                    } else if part.path.is_ident("fields") {
+                        let content;
+                        syn::parenthesized!(content in part.input);
+                        let listed =
+                            content.parse_terminated(<LitStr as syn::parse::Parse>::parse, syn::Token![,])?;
+                        for field in &listed {
+                            on.push(stored_name(field)?);
+                        }
+                        Ok(())
+                    } else {
+                        Err(part.error("expected `name = \"index\"` or `fields(\"field\", …)`"))
+                    }
+                })?;
+                let name = name.ok_or_else(|| meta.error("a sorted index needs `name = \"…\"`"))?;
+                if !valid_name(&name.value()) {
+                    return Err(syn::Error::new(
+                        name.span(),
+                        "a sorted index's name is lower-case letters, digits and `_`, starting with a letter",
+                    ));
+                }
+                if on.is_empty() {
+                    return Err(meta.error("a sorted index needs `fields(\"field\", …)`"));
+                }
+                if sorted.iter().any(|(other, _)| other.value() == name.value()) {
+                    return Err(syn::Error::new(name.span(), "two sorted indexes with one name"));
+                }
+                sorted.push((name, on));
+                Ok(())
             } else {
-                Err(meta.error("expected `collection = \"name\"` or `index(...)`"))
+                Err(meta.error("expected `collection = \"name\"`, `index(...)` or `sorted(...)`"))
             }
         })?;
     }
     let Some(collection) = collection else {
         return Err(syn::Error::new_spanned(&input.ident, "missing #[document(collection = \"name\")]"));
     };
-    let name = collection.value();
-    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if !valid {
+    if !valid_name(&collection.value()) {
         return Err(syn::Error::new(
             collection.span(),
             "a collection name is lower-case letters, digits and `_`, starting with a letter",
@@ -266,6 +300,8 @@ fn document(input: &syn::DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
             quote!(::mortar::store::Index::lookup(#field))
         }
     });
+    let sorted =
+        sorted.iter().map(|(name, on)| quote!(::mortar::store::SortedIndex::new(#name, &[#(#on),*])));
     let register = if input.generics.params.is_empty() {
         quote! {
             ::mortar::inventory::submit! {
@@ -282,9 +318,17 @@ fn document(input: &syn::DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
         impl #impl_generics ::mortar::store::Document for #ident #type_generics #where_clause {
             const COLLECTION: &'static str = #collection;
             const INDEXES: &'static [::mortar::store::Index] = &[#(#indexes),*];
+            const SORTED: &'static [::mortar::store::SortedIndex] = &[#(#sorted),*];
         }
         #register
     })
+}
+
+/// Whether `name` is lower-case letters, digits and `_`, starting with a letter: a collection's
+/// or a sorted index's.
+fn valid_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// The string of `#[serde(KEY = "…")]` among `attrs` (`rename`, `rename_all`), also in its
