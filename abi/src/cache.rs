@@ -6,7 +6,7 @@ use crate::{
     future::BoxFuture,
 };
 use bytes::Bytes;
-use std::{fmt, time::Duration};
+use std::{fmt, ops::Bound, time::Duration};
 
 /// Why a cache operation failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,4 +73,82 @@ pub trait CacheBackend: Send + Sync + 'static {
         value: Bytes,
         ttl: Option<Duration>,
     ) -> BoxFuture<Result<bool, CacheError>>;
+    /// Runs `op` on the sorted set at `key` (see [`SortedOp`]); a missing set is empty.
+    fn sorted(&self, key: String, op: SortedOp) -> BoxFuture<Result<SortedAnswer, CacheError>>;
+}
+
+/// The largest score a sorted set keeps exactly, in either sign: Redis keeps scores as 64-bit
+/// floats, exact for integers up to 2^53 − 1.
+pub const MAX_SCORE: i64 = (1 << 53) - 1;
+
+/// One operation on a sorted set: members (strings) each with an integer score, ordered by
+/// score, equal scores by member (their bytes), the whole order reversed when `descending`,
+/// as Redis orders its sorted sets. Ranks are 0-based.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SortedOp {
+    /// Sets each member's score, adding those missing: [`SortedAnswer::Count`] of added ones.
+    Add(Vec<(String, i64)>),
+    /// Adds `by` to the member's score (a missing member starts at 0): [`SortedAnswer::Score`].
+    Incr {
+        /// The member.
+        member: String,
+        /// What to add.
+        by: i64,
+    },
+    /// Removes the members: [`SortedAnswer::Count`] of removed ones.
+    Remove(Vec<String>),
+    /// The member's score: [`SortedAnswer::Score`].
+    Score(String),
+    /// The member's rank: [`SortedAnswer::Rank`].
+    Rank {
+        /// The member.
+        member: String,
+        /// Ranked from the highest score.
+        descending: bool,
+    },
+    /// Up to `count` members from rank `start`: [`SortedAnswer::Members`].
+    RangeByRank {
+        /// The first rank.
+        start: u64,
+        /// At most this many.
+        count: u64,
+        /// Ranked from the highest score.
+        descending: bool,
+    },
+    /// Up to `limit` members with a score within `min`..`max`, lowest first (highest first when
+    /// `descending`): [`SortedAnswer::Members`].
+    RangeByScore {
+        /// The lowest score.
+        min: Bound<i64>,
+        /// The highest score.
+        max: Bound<i64>,
+        /// Highest first.
+        descending: bool,
+        /// At most this many.
+        limit: u64,
+    },
+    /// How many members have a score within `min`..`max`: [`SortedAnswer::Count`].
+    Count {
+        /// The lowest score.
+        min: Bound<i64>,
+        /// The highest score.
+        max: Bound<i64>,
+    },
+    /// How many members it has: [`SortedAnswer::Count`].
+    Len,
+}
+
+/// What a [`SortedOp`] answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SortedAnswer {
+    /// A number of members.
+    Count(u64),
+    /// A score; none for a missing member.
+    Score(Option<i64>),
+    /// A 0-based rank; none for a missing member.
+    Rank(Option<u64>),
+    /// Members with their scores, in order.
+    Members(Vec<(String, i64)>),
 }

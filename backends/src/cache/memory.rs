@@ -1,19 +1,27 @@
 //! The memory cache (`cache.url = "memory"`, the default): this process only, at most
 //! `cache.max_entries` entries (the least useful are evicted first), each with its own TTL.
-//! A restart empties it. `incr` and `set_if_absent` are atomic per key.
+//! A restart empties it. `incr` and `set_if_absent` are atomic per key. Sorted sets
+//! (an order-statistic tree each) are kept beside the entries, never evicted and without expiry, until
+//! deleted.
 
+use super::ranked::Ranked;
 use bytes::Bytes;
 use moka::{Expiry, future::Cache, ops::compute::Op};
 use mortar_abi::{
-    cache::{CacheBackend, CacheError},
+    cache::{CacheBackend, CacheError, SortedAnswer, SortedOp},
     future::BoxFuture,
 };
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
 
 /// A cache in this process's memory; cheap to clone.
 #[derive(Clone)]
 pub struct MemoryCache {
     entries: Cache<String, Entry>,
+    sorted: Arc<Mutex<HashMap<String, Ranked>>>,
 }
 
 #[derive(Clone)]
@@ -45,7 +53,8 @@ impl Expiry<String, Entry> for PerEntry {
 impl MemoryCache {
     /// A cache of at most `max_entries` entries.
     pub fn new(max_entries: u64) -> Self {
-        Self { entries: Cache::builder().max_capacity(max_entries).expire_after(PerEntry).build() }
+        let entries = Cache::builder().max_capacity(max_entries).expire_after(PerEntry).build();
+        Self { entries, sorted: Arc::default() }
     }
 }
 
@@ -65,7 +74,8 @@ impl CacheBackend for MemoryCache {
 
     fn delete(&self, key: String) -> BoxFuture<Result<bool, CacheError>> {
         let entries = self.entries.clone();
-        Box::pin(async move { Ok(entries.remove(&key).await.is_some()) })
+        let set = self.sorted.lock().unwrap_or_else(PoisonError::into_inner).remove(&key).is_some();
+        Box::pin(async move { Ok(entries.remove(&key).await.is_some() || set) })
     }
 
     fn incr(&self, key: String, by: i64, ttl: Option<Duration>) -> BoxFuture<Result<i64, CacheError>> {
@@ -129,6 +139,21 @@ impl CacheBackend for MemoryCache {
                 .await;
             Ok(set)
         })
+    }
+
+    fn sorted(&self, key: String, op: SortedOp) -> BoxFuture<Result<SortedAnswer, CacheError>> {
+        let mut sets = self.sorted.lock().unwrap_or_else(PoisonError::into_inner);
+        let answer = match sets.get_mut(&key) {
+            Some(set) => set.run(&key, op),
+            None if matches!(op, SortedOp::Add(_) | SortedOp::Incr { .. }) => {
+                sets.entry(key.clone()).or_default().run(&key, op)
+            }
+            None => Ranked::default().run(&key, op),
+        };
+        if sets.get(&key).is_some_and(Ranked::is_empty) {
+            sets.remove(&key); // as Redis drops an emptied set
+        }
+        Box::pin(std::future::ready(answer))
     }
 }
 

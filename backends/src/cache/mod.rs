@@ -6,13 +6,14 @@
 //! - [`redis`]: a Redis server (`cache.url = "redis://…"`), shared by every node of a cluster.
 
 pub mod memory;
+mod ranked;
 pub mod redis;
 
 use crate::config::CacheConfig;
 use bytes::Bytes;
 use futures::FutureExt as _;
 use mortar_abi::{
-    cache::{CacheBackend, CacheError},
+    cache::{CacheBackend, CacheError, SortedAnswer, SortedOp},
     future::BoxFuture,
 };
 use mortar_telemetry::metrics as m;
@@ -74,6 +75,9 @@ impl<B: CacheBackend> CacheBackend for Instrumented<B> {
         ttl: Option<Duration>,
     ) -> BoxFuture<Result<bool, CacheError>> {
         self.observe("set_if_absent", self.1.set_if_absent(key, value, ttl))
+    }
+    fn sorted(&self, key: String, op: SortedOp) -> BoxFuture<Result<SortedAnswer, CacheError>> {
+        self.observe("sorted", self.1.sorted(key, op))
     }
 }
 
