@@ -217,6 +217,9 @@ impl EmbeddedStore {
         collection: Collection,
         op: Op,
     ) -> mortar_abi::future::BoxFuture<Result<Done, StoreError>> {
+        if collection.sorted.is_empty() {
+            return self.write(op); // nothing to fill: no extra future on the write path
+        }
         let store = self.clone();
         Box::pin(async move {
             store.prepare(collection).await?;
@@ -289,14 +292,8 @@ impl StoreBackend for EmbeddedStore {
         value: serde_json::Value,
         limit: usize,
     ) -> mortar_abi::future::BoxFuture<Result<Vec<RawDoc>, StoreError>> {
-        let found = self.read(|txn| {
-            let ids = ids_where(txn, collection, field, &value, limit)?;
-            let mut docs = Vec::with_capacity(ids.len());
-            for id in ids {
-                docs.extend(get_doc(txn, collection, id)?);
-            }
-            Ok(docs)
-        });
+        let found =
+            self.read(|txn| get_docs(txn, collection, ids_where(txn, collection, field, &value, limit)?));
         Box::pin(std::future::ready(found))
     }
 
@@ -323,14 +320,7 @@ impl StoreBackend for EmbeddedStore {
         let store = self.clone();
         Box::pin(async move {
             store.prepare(collection).await?;
-            store.read(|txn| {
-                let ids = sorted_ids(txn, collection, &scan, scan.limit)?;
-                let mut docs = Vec::with_capacity(ids.len());
-                for id in ids {
-                    docs.extend(get_doc(txn, collection, id)?);
-                }
-                Ok(docs)
-            })
+            store.read(|txn| get_docs(txn, collection, sorted_ids(txn, collection, &scan, scan.limit)?))
         })
     }
 
@@ -361,13 +351,7 @@ impl StoreBackend for EmbeddedStore {
         collection: Collection,
         ids: Vec<u64>,
     ) -> mortar_abi::future::BoxFuture<Result<Vec<RawDoc>, StoreError>> {
-        let found = self.read(|txn| {
-            let mut docs = Vec::with_capacity(ids.len());
-            for id in ids {
-                docs.extend(get_doc(txn, collection, id)?);
-            }
-            Ok(docs)
-        });
+        let found = self.read(|txn| get_docs(txn, collection, ids));
         Box::pin(std::future::ready(found))
     }
 
@@ -646,6 +630,19 @@ fn get_doc(
         Some(record) => decode(id, record.value()).map(Some),
         None => Ok(None),
     }
+}
+
+/// The documents of `ids` that exist, in that order.
+fn get_docs(
+    txn: &redb::ReadTransaction,
+    collection: Collection,
+    ids: Vec<u64>,
+) -> Result<Vec<RawDoc>, StoreError> {
+    let mut docs = Vec::with_capacity(ids.len());
+    for id in ids {
+        docs.extend(get_doc(txn, collection, id)?);
+    }
+    Ok(docs)
 }
 
 /// Ids whose indexed `field` equals `value`, ascending, at most `limit`.
