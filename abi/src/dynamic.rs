@@ -15,6 +15,7 @@
 
 use crate::{
     config::ConfigDecl,
+    job::JobDecl,
     layer::Layer,
     module::{self, Module, ModuleDecl, ModuleError, Protos},
     route::Route,
@@ -34,8 +35,8 @@ pub const ENTRY_SIGNATURE: &str = "extern \"C\" fn() -> &'static LibraryEntry";
 
 /// The version of [`Declaration`]'s layout, bumped whenever it or a type it holds changes (4: a
 /// route's handler answers a [`Failure`](crate::code::Failure), a code with a reason, not a bare code;
-/// the declaration lists the library's document types).
-pub const LAYOUT_VERSION: u32 = 5;
+/// the declaration lists the library's document types; 6: jobs, an async `on_start` hook, `Host::log`).
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// This build's ABI fingerprint: a library is loaded only by a host whose fingerprint is equal.
 pub const FINGERPRINT: &str = concat!(
@@ -47,7 +48,7 @@ pub const FINGERPRINT: &str = concat!(
     env!("MORTAR_ABI_RUSTC"),
     "; target ",
     env!("MORTAR_ABI_TARGET"),
-    "; declaration layout 5; entry extern \"C\" fn() -> &'static LibraryEntry",
+    "; declaration layout 6; entry extern \"C\" fn() -> &'static LibraryEntry",
 );
 
 /// What the entry point returns. `#[repr(C)]`, and its first two fields never change under
@@ -83,6 +84,8 @@ pub struct Declaration {
     pub configs: Vec<&'static ConfigDecl>,
     /// Its document types.
     pub documents: Vec<&'static DocumentDecl>,
+    /// Its scheduled jobs.
+    pub jobs: Vec<&'static JobDecl>,
 }
 
 static ENTRY: LibraryEntry = LibraryEntry {
@@ -114,6 +117,7 @@ fn declare() -> Declaration {
         tables: crate::table::registered().collect(),
         configs: crate::config::registered().collect(),
         documents: crate::store::registered().collect(),
+        jobs: crate::job::registered().collect(),
     }
 }
 

@@ -69,6 +69,25 @@ pub enum PanicSite {
     Task,
     /// In a module's `on_online` or `on_offline` hook: the hook ended.
     Hook,
+    /// In a module's `on_start` hook: the node does not start.
+    Start,
+    /// In a scheduled job: its run failed, and is tried again.
+    Job,
+}
+
+/// How much a line of a module's log matters (see [`Host::log`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// Something failed and someone should look.
+    Error,
+    /// Something looks wrong but was handled.
+    Warn,
+    /// What happened, for operators.
+    Info,
+    /// Detail for whoever debugs the module.
+    Debug,
+    /// Even more detail.
+    Trace,
 }
 
 /// What the host does for module code. Implemented by the host; module code reaches it through
@@ -141,6 +160,11 @@ pub trait Host: Send + Sync + 'static {
 
     /// The current wall-clock time.
     fn now(&self) -> SystemTime;
+
+    /// Writes `message` to the node's log at `level`, with the request's route, session, user and
+    /// trace id: the one way module code in a library reaches the host's log (its own copy of
+    /// `tracing` has no subscriber).
+    fn log(&self, request: &Request, level: Level, message: &str);
 
     /// Module code running for `request` panicked with `message`: a handler, answered
     /// `INTERNAL`, or a task it spawned or an `on_offline` hook, ended. For the host's log and metrics.

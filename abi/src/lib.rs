@@ -16,6 +16,7 @@
 //!   serving it, as module code receives it.
 //! - [`route`], [`layer`], [`module`]: the declarations of routes, layers (with [`layer::Next`], the
 //!   chain the host runs) and modules (the [`module::Module`] trait, presence hooks, protos).
+//! - [`job`]: scheduled jobs, declared.
 //! - [`config`], [`table`]: module config sections and game config tables, declared and decoded.
 //! - [`store`], [`cache`]: document types and the backends' traits.
 //! - [`dynamic`]: a library's entry point, its [`dynamic::Declaration`] and the fingerprint.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod dynamic;
 pub mod future;
 pub mod host;
+pub mod job;
 pub mod layer;
 pub mod module;
 #[doc(hidden)]

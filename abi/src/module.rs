@@ -18,14 +18,6 @@ pub trait Module: Any + Send + Sync + 'static {
     /// The module's name: the `main` of its routes. Lower-case.
     fn name(&self) -> &'static str;
 
-    /// Runs once when a node that enables the module starts, before it serves any request.
-    ///
-    /// # Errors
-    /// An error stops the node's start, with this module's name and the error.
-    fn on_start(&self) -> Result<(), ModuleError> {
-        Ok(())
-    }
-
     /// Runs once when the node stops, after it has stopped serving requests.
     fn on_stop(&self) {}
 
@@ -59,7 +51,14 @@ pub struct ModuleDecl {
     pub on_online: Option<PresenceHook>,
     /// Runs when a player goes offline, behind its glue (see `mortar::module!`).
     pub on_offline: Option<PresenceHook>,
+    /// Runs once when a node that enables the module starts, before it serves any request, behind
+    /// its glue (see `mortar::module!`). An error stops the node's start.
+    pub on_start: Option<StartHook>,
 }
+
+/// An `on_start` hook behind its glue: gets a context of the node (no session, no user; its
+/// route is `MODULE.on_start`).
+pub type StartHook = fn(Invocation) -> BoxFuture<Result<(), ModuleError>>;
 
 /// An `on_online` or `on_offline` hook behind its glue: gets the context of the player's session
 /// (the one that logged in, or the one that ended; its user is the player) and the player's user
@@ -115,12 +114,6 @@ struct Guarded {
 impl Module for Guarded {
     fn name(&self) -> &'static str {
         self.name
-    }
-
-    fn on_start(&self) -> Result<(), ModuleError> {
-        catch_unwind(AssertUnwindSafe(|| self.module.on_start())).unwrap_or_else(|panic| {
-            Err(ModuleError(format!("on_start panicked: {}", crate::panic::message(&*panic))))
-        })
     }
 
     fn on_stop(&self) {

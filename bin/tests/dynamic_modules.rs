@@ -55,6 +55,15 @@ async fn a_stock_mortar_serves_a_library_module_like_a_linked_one() {
     contract.add_from_gateway(&mut ws).await.unwrap();
     assert!(contract.knows("dyntest", "hello"));
 
+    // Its async start hook ran with a context, and its log line reached the host's log.
+    let log = node.log();
+    let started =
+        log.lines().find(|line| line.contains("dyntest started on dev")).unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        started.contains("route=\"dyntest.on_start\"") && started.contains("module=dyntest"),
+        "{started}"
+    );
+
     let hello = call(&mut ws, &contract, "dyntest.hello", r#"{"text":"ws"}"#).await;
     assert_eq!(hello, serde_json::json!({"code": "OK", "data": {"text": "hello ws from a library"}}));
     // Sleeping, spawning and calling another (linked) module's internal route, all through Ctx.

@@ -60,7 +60,7 @@ fn noop(_: Invocation, _: Bytes) -> HandlerFuture {
 
 /// Twenty modules, `module0` to `module19`: `ModuleDecl::build` is a plain fn, so one per name.
 macro_rules! modules {
-    ($($n:literal),*) => { [$(ModuleDecl { build: || Box::new(Named(concat!("module", $n))), defined_at: "bench", on_online: None, on_offline: None }),*] };
+    ($($n:literal),*) => { [$(ModuleDecl { build: || Box::new(Named(concat!("module", $n))), defined_at: "bench", on_online: None, on_offline: None, on_start: None }),*] };
 }
 static MODULES: [ModuleDecl; 20] =
     modules!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19);
@@ -88,6 +88,7 @@ fn route_lookup(c: &mut Criterion) {
         tables: Vec::new(),
         configs: Vec::new(),
         documents: Vec::new(),
+        jobs: Vec::new(),
     };
     let table = RouteTable::build(vec![source], &[]).expect("route table");
     c.bench_function("route lookup (200 routes)", |b| {

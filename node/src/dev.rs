@@ -45,7 +45,7 @@ pub async fn run(
     backends.players = Arc::new(StorePlayers { store: sessions.clone(), gateways: local.clone() });
     let health = Health::with_store(backends.store_writable.clone());
     let worker = Worker::new(config.node.id.clone(), routes, backends);
-    worker.start()?;
+    worker.start(&config.worker).await?;
     let api = crate::admin::api::Api::new(worker.clone(), &config.admin);
     let admin = AdminTask::spawn(listeners.admin, &health, &config.admin, api);
     let reloading = CancellationToken::new();

@@ -8,7 +8,7 @@ use mortar_abi::{
     Code, Failure,
     cache::CacheBackend,
     future::BoxFuture,
-    host::{Host, Invocation, PanicSite, Pushed, Request},
+    host::{Host, Invocation, Level, PanicSite, Pushed, Request},
     store::StoreBackend,
 };
 use mortar_telemetry::metrics as m;
@@ -173,12 +173,42 @@ impl Host for Core {
         SystemTime::now()
     }
 
+    fn log(&self, request: &Request, level: Level, message: &str) {
+        // One target for every module, so `RUST_LOG=module=debug` selects them all; the module is
+        // the route's `main`.
+        let module = request.route.split_once('.').map_or(request.route, |(main, _)| main);
+        macro_rules! event {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "module",
+                    $level,
+                    node = %self.node_id,
+                    module = %module,
+                    route = request.route,
+                    session = request.session.id,
+                    user = request.session.user,
+                    trace = %trace::display(request.trace_id),
+                    "{message}"
+                )
+            };
+        }
+        match level {
+            Level::Error => event!(tracing::Level::ERROR),
+            Level::Warn => event!(tracing::Level::WARN),
+            Level::Info => event!(tracing::Level::INFO),
+            Level::Debug => event!(tracing::Level::DEBUG),
+            Level::Trace => event!(tracing::Level::TRACE),
+        }
+    }
+
     fn panicked(&self, request: &Request, site: PanicSite, message: &str) {
         metrics::counter!(m::HANDLER_PANICS, "route" => request.route).increment(1);
         let what = match site {
             PanicSite::Handler => "handler panicked; answered INTERNAL",
             PanicSite::Task => "task spawned by a handler panicked; it ended",
             PanicSite::Hook => "on_online or on_offline hook panicked; it ended",
+            PanicSite::Start => "on_start hook panicked; the node does not start",
+            PanicSite::Job => "scheduled job panicked; its run is tried again",
         };
         tracing::error!(
             node = %self.node_id,

@@ -14,12 +14,14 @@
 //!   serves the [`WorkerRpc`] tarpc
 //!   service, runs internal calls between modules (here, or on the worker of the cluster that
 //!   serves the callee's module) and the modules' `on_online` / `on_offline` hooks.
+//! - [`jobs`]: the modules' scheduled jobs, run under a lease in the store.
 //! - `system`: what the admin API does through the worker.
 
 pub mod config;
 pub mod directory;
 pub mod gateways;
 mod host;
+pub mod jobs;
 pub mod library;
 pub mod players;
 pub mod routes;
@@ -143,6 +145,8 @@ struct Core {
     tasks: tokio_util::task::TaskTracker,
     /// Per-route metric handles, registered once (a labelled lookup per request costs).
     metrics: HashMap<&'static str, RouteMetrics>,
+    /// Cancelled when the worker stops: the job runners end.
+    jobs_stop: tokio_util::sync::CancellationToken,
 }
 
 struct RouteMetrics {
@@ -177,6 +181,7 @@ impl Worker {
             blocking: Arc::new(tokio::sync::Semaphore::new(backends.blocking_threads.max(1))),
             tasks: tokio_util::task::TaskTracker::new(),
             metrics,
+            jobs_stop: tokio_util::sync::CancellationToken::new(),
         });
         Self { core }
     }
@@ -217,18 +222,54 @@ impl Worker {
         &self.core.routes
     }
 
-    /// Runs every enabled module's `on_start`, in no particular order.
+    /// Runs every enabled module's `on_start` hook, one after the other, each by
+    /// `config.start_timeout_ms`; then starts the runners of the enabled modules' scheduled jobs
+    /// (see [`jobs`]), which [`Worker::stop`] ends.
     ///
     /// # Errors
-    /// The first module that fails; modules started before it are stopped again.
-    pub fn start(&self) -> Result<(), StartError> {
-        let mut started = Vec::new();
-        for (origin, module) in self.core.routes.modules_with_origin() {
-            if let Err(source) = module.on_start() {
-                started.into_iter().for_each(|m: &dyn mortar_abi::module::Module| m.on_stop());
-                return Err(StartError { module: module.name(), origin: origin.clone(), source });
+    /// The first module that fails, or does not start in time; every module is stopped again.
+    pub async fn start(&self, config: &config::WorkerConfig) -> Result<(), StartError> {
+        for &(path, hook) in self.core.routes.start_hooks() {
+            let deadline = Instant::now() + config.start_timeout();
+            let request = Request {
+                session: Session {
+                    id: 0,
+                    user: None,
+                    ip: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                    gateway: String::new(),
+                },
+                route: path,
+                seq: 0,
+                trace_id: trace::new_trace_id(),
+                depth: 0,
+                deadline,
+            };
+            let ran =
+                tokio::time::timeout_at(deadline.into(), hook(Invocation::new(request, self.core.clone())))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(ModuleError(format!(
+                            "on_start did not end within {:?} (worker.start_timeout_ms)",
+                            config.start_timeout()
+                        )))
+                    });
+            if let Err(source) = ran {
+                let module = path.split_once('.').map_or(path, |(main, _)| main);
+                let (origin, module) = self
+                    .core
+                    .routes
+                    .modules_with_origin()
+                    .find(|(_, m)| m.name() == module)
+                    .map(|(origin, m)| (origin.clone(), m.name()))
+                    .unwrap_or((Origin::Linked, module));
+                self.core.routes.modules().for_each(|m| m.on_stop());
+                return Err(StartError { module, origin, source });
             }
-            started.push(module);
+        }
+        let timing = config.job_timing();
+        for &job in self.core.routes.jobs() {
+            let (core, stop) = (self.core.clone(), self.core.jobs_stop.clone());
+            self.core.tasks.spawn(jobs::run(core, job, timing, stop));
         }
         Ok(())
     }
@@ -237,6 +278,7 @@ impl Worker {
     /// every enabled module's `on_stop`. A stopped worker's modules write nothing more to its
     /// store, so the next node may open it at once.
     pub async fn stop(&self, grace: Duration) {
+        self.core.jobs_stop.cancel();
         let tasks = &self.core.tasks;
         tasks.close();
         if tokio::time::timeout(grace, tasks.wait()).await.is_err() {

@@ -17,7 +17,7 @@ use std::{
 
 pub use mortar_abi::{
     future::BoxFuture,
-    host::{Host, Invocation, PanicSite, Pushed, Request, Session},
+    host::{Host, Invocation, Level, PanicSite, Pushed, Request, Session},
 };
 
 /// The handle a handler receives: the request's session and route, and the host's services.
@@ -295,6 +295,33 @@ impl Ctx {
     /// The current wall-clock time.
     pub fn now(&self) -> SystemTime {
         self.0.host().now()
+    }
+
+    /// Writes `message` to the node's log at `level`, with this request's route, session, user and
+    /// trace id (target `module`: `RUST_LOG=module=debug` shows every module's debug lines). The
+    /// way to log from module code: a module loaded from a library has its own copy of `tracing`,
+    /// which reaches no subscriber.
+    ///
+    /// ```ignore
+    /// ctx.log(Level::Info, format_args!("board {board} closed period {period}"));
+    /// ```
+    pub fn log(&self, level: Level, message: impl fmt::Display) {
+        self.0.host().log(self.0.request(), level, &message.to_string());
+    }
+
+    /// [`Ctx::log`] at [`Level::Info`].
+    pub fn info(&self, message: impl fmt::Display) {
+        self.log(Level::Info, message);
+    }
+
+    /// [`Ctx::log`] at [`Level::Warn`].
+    pub fn warn(&self, message: impl fmt::Display) {
+        self.log(Level::Warn, message);
+    }
+
+    /// [`Ctx::log`] at [`Level::Error`].
+    pub fn error(&self, message: impl fmt::Display) {
+        self.log(Level::Error, message);
     }
 
     /// Reports a panic of this request's handler to the host.

@@ -38,6 +38,7 @@
 //! - [`config`](mod@config): a module's own config section, `[modules.<name>]` ([`config!`]),
 //!   through [`Ctx::config`].
 //! - [`cache`]: values, counters and locks with TTLs, through [`Ctx::cache`].
+//! - [`job`](mod@job): scheduled jobs, once per period on one worker of the cluster ([`job!`]).
 //! - [`table`](mod@table): game config tables, rows of JSON files typed in Rust ([`table!`]),
 //!   through [`Ctx::table`].
 //! - [`store`]: documents ([`store::Document`]), versions and compare-and-set, through
@@ -55,6 +56,7 @@ pub mod config;
 pub mod ctx;
 pub mod dynamic;
 pub mod future;
+pub mod job;
 pub mod layer;
 pub mod module;
 pub mod route;
@@ -62,7 +64,7 @@ pub mod store;
 pub mod table;
 
 pub use code::{Code, Failure};
-pub use ctx::{Ctx, Session};
+pub use ctx::{Ctx, Level, Session};
 pub use module::Module;
 pub use mortar_macros::{Document, handler};
 pub use mortar_pb as pb;

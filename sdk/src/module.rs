@@ -8,7 +8,7 @@ use mortar_abi::{
 };
 
 pub use mortar_abi::module::{
-    Module, ModuleDecl, ModuleError, Named, PresenceHook, Protos, build, protos, registered,
+    Module, ModuleDecl, ModuleError, Named, PresenceHook, Protos, StartHook, build, protos, registered,
 };
 
 /// The glue [`module!`](macro@crate::module) generates for an `on_online` or `on_offline` hook:
@@ -23,6 +23,27 @@ where
         let reporter = invocation.clone();
         if let Err(message) = panic::catch(hook(Ctx::from(invocation), user)).await {
             reporter.panicked(PanicSite::Hook, &message);
+        }
+    })
+}
+
+/// The glue [`module!`](macro@crate::module) generates for an `on_start` hook: runs it, and turns
+/// a panic into an error (reported to the host) on this side of a library boundary.
+#[doc(hidden)]
+pub fn start_hook<F, Fut, E>(invocation: Invocation, hook: F) -> BoxFuture<Result<(), ModuleError>>
+where
+    F: FnOnce(Ctx) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    Box::pin(async move {
+        let reporter = invocation.clone();
+        match panic::catch(hook(Ctx::from(invocation))).await {
+            Ok(result) => result.map_err(|error| ModuleError(error.to_string())),
+            Err(message) => {
+                reporter.panicked(PanicSite::Start, &message);
+                Err(ModuleError(format!("on_start panicked: {message}")))
+            }
         }
     })
 }
@@ -59,8 +80,15 @@ macro_rules! include_proto {
 /// declares one whose type implements [`Module`] and [`Default`], for modules with start and stop
 /// hooks.
 ///
-/// Either form takes, in this order, `on_online = f` and `on_offline = g`, each an
-/// `async fn(ctx: Ctx, user: u64)`. `on_online` runs each time a player logs in (the session is
+/// Either form takes, in this order, `on_start = s`, an `async fn(ctx: Ctx) -> Result<(), E>`
+/// (`E: Display`), then `on_online = f` and `on_offline = g`, each an `async fn(ctx: Ctx, user: u64)`.
+///
+/// `on_start` runs once on each node that enables the module, before the node serves any
+/// request, with a context of the node: no session or user, its route `MODULE.on_start`, the
+/// module's store, cache, tables, config and instance (`ctx.module`), and
+/// `worker.start_timeout_ms` as its deadline. An error stops the node's start, naming the module
+/// and the error.
+/// `on_online` runs each time a player logs in (the session is
 /// bound, `Ctx::bind_user`); `on_offline` once each time a player goes offline: their session
 /// ended while it was still their login (not when a newer login replaced it). Each runs on one
 /// node serving the module (chosen by user), with the context of the player's session; what it
@@ -82,23 +110,26 @@ macro_rules! include_proto {
 /// ```
 #[macro_export]
 macro_rules! module {
-    ($name:literal $(, on_online = $online:path)? $(, on_offline = $offline:path)? $(,)?) => {
+    ($name:literal $(, on_start = $start:path)? $(, on_online = $online:path)? $(, on_offline = $offline:path)? $(,)?) => {
         $crate::module!(@submit || ::std::boxed::Box::new($crate::module::Named($name)),
-            [$($online)?], [$($offline)?]);
+            [$($start)?], [$($online)?], [$($offline)?]);
     };
-    ($module:ty $(, on_online = $online:path)? $(, on_offline = $offline:path)? $(,)?) => {
+    ($module:ty $(, on_start = $start:path)? $(, on_online = $online:path)? $(, on_offline = $offline:path)? $(,)?) => {
         $crate::module!(@submit || ::std::boxed::Box::new(<$module as ::std::default::Default>::default()),
-            [$($online)?], [$($offline)?]);
+            [$($start)?], [$($online)?], [$($offline)?]);
     };
     (@hook) => { None };
     (@hook $hook:path) => { Some(|invocation, user| $crate::module::presence_hook(invocation, user, $hook)) };
-    (@submit $build:expr, [$($online:path)?], [$($offline:path)?]) => {
+    (@start) => { None };
+    (@start $hook:path) => { Some(|invocation| $crate::module::start_hook(invocation, $hook)) };
+    (@submit $build:expr, [$($start:path)?], [$($online:path)?], [$($offline:path)?]) => {
         $crate::inventory::submit! {
             $crate::module::ModuleDecl {
                 build: $build,
                 defined_at: module_path!(),
                 on_online: $crate::module!(@hook $($online)?),
                 on_offline: $crate::module!(@hook $($offline)?),
+                on_start: $crate::module!(@start $($start)?),
             }
         }
     };

@@ -69,6 +69,11 @@ pub const REQUESTS: &str = "mortar_requests_total";
 pub const REQUEST_DURATION: &str = "mortar_request_duration_seconds";
 /// Counter: handlers (or tasks they spawned) that panicked, by `route`.
 pub const HANDLER_PANICS: &str = "mortar_handler_panics_total";
+/// Counter: runs of scheduled jobs on this node, by `job` and `code` (`OK`, or `INTERNAL` for a
+/// failed run).
+pub const JOB_RUNS: &str = "mortar_job_runs_total";
+/// Histogram: seconds a run of a scheduled job took, by `job`.
+pub const JOB_DURATION: &str = "mortar_job_duration_seconds";
 
 /// Histogram buckets in seconds: 50 µs to 10 s.
 const BUCKETS: [f64; 16] = [

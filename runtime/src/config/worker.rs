@@ -40,6 +40,16 @@ pub struct WorkerConfig {
     pub drain_quiet_ms: u64,
     /// On shutdown, how long in-flight requests get to finish before the worker exits anyway.
     pub shutdown_grace_ms: u64,
+    /// How long a module's `on_start` hook may take (its `Ctx::deadline`) before the start fails.
+    pub start_timeout_ms: u64,
+    /// How long a worker's lease on a scheduled job lasts without renewal: how soon another worker
+    /// takes over the job of a worker that died (see `mortar::job`).
+    pub job_lease_ms: u64,
+    /// A scheduled job's deadline, from the start of a run; a run still going then is cut short
+    /// and tried again.
+    pub job_timeout_ms: u64,
+    /// How long after a failed run of a scheduled job it is tried again.
+    pub job_retry_ms: u64,
 }
 
 impl Default for WorkerConfig {
@@ -56,6 +66,10 @@ impl Default for WorkerConfig {
             tags: Vec::new(),
             drain_quiet_ms: 200,
             shutdown_grace_ms: 10_000,
+            start_timeout_ms: 30_000,
+            job_lease_ms: 10_000,
+            job_timeout_ms: 60_000,
+            job_retry_ms: 5_000,
         }
     }
 }
@@ -64,6 +78,20 @@ impl WorkerConfig {
     /// [`WorkerConfig::drain_quiet_ms`] as a duration.
     pub fn drain_quiet(&self) -> Duration {
         Duration::from_millis(self.drain_quiet_ms)
+    }
+
+    /// How the worker runs its modules' scheduled jobs.
+    pub fn job_timing(&self) -> crate::jobs::JobTiming {
+        crate::jobs::JobTiming {
+            lease: Duration::from_millis(self.job_lease_ms.max(300)),
+            timeout: Duration::from_millis(self.job_timeout_ms.max(1)),
+            retry: Duration::from_millis(self.job_retry_ms),
+        }
+    }
+
+    /// [`WorkerConfig::start_timeout_ms`] as a duration.
+    pub fn start_timeout(&self) -> Duration {
+        Duration::from_millis(self.start_timeout_ms)
     }
 
     /// [`WorkerConfig::shutdown_grace_ms`] as a duration.

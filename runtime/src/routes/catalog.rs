@@ -5,6 +5,7 @@
 use crate::library::Library;
 use mortar_abi::{
     config::ConfigDecl,
+    job::JobDecl,
     layer::Layer,
     module::Module,
     module::{ModuleDecl, ModuleError},
@@ -52,6 +53,8 @@ pub struct ModuleSource {
     pub configs: Vec<&'static ConfigDecl>,
     /// The document types: the modules of their crates keep documents.
     pub documents: Vec<&'static DocumentDecl>,
+    /// The scheduled jobs.
+    pub jobs: Vec<&'static JobDecl>,
 }
 
 /// Which modules that keep documents a node may serve.
@@ -100,6 +103,7 @@ impl ModuleSource {
             tables: mortar_abi::table::registered().collect(),
             configs: mortar_abi::config::registered().collect(),
             documents: mortar_abi::store::registered().collect(),
+            jobs: mortar_abi::job::registered().collect(),
         }
     }
 
@@ -116,6 +120,7 @@ impl ModuleSource {
             tables: declaration.tables.clone(),
             configs: declaration.configs.clone(),
             documents: declaration.documents.clone(),
+            jobs: declaration.jobs.clone(),
         }
     }
 

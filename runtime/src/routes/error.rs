@@ -40,6 +40,38 @@ pub enum RouteError {
         /// Where its handler is defined.
         defined_at: String,
     },
+    /// A job's module part names no module declared beside it.
+    #[error(
+        "job `{name}` (defined at {defined_at}) belongs to no module: its name is `MODULE.NAME`, and `mortar::module!(\"{module}\")` must be declared in its crate"
+    )]
+    OrphanJob {
+        /// The job.
+        name: &'static str,
+        /// Its module part.
+        module: &'static str,
+        /// Where it is declared.
+        defined_at: String,
+    },
+    /// A job's period is shorter than a second.
+    #[error("job `{name}` (defined at {defined_at}) runs every {every:?}: the shortest period is one second")]
+    JobPeriod {
+        /// The job.
+        name: &'static str,
+        /// Its period.
+        every: std::time::Duration,
+        /// Where it is declared.
+        defined_at: String,
+    },
+    /// Two jobs share a name.
+    #[error("job `{name}` is declared twice: in {first} and in {second}")]
+    DuplicateJob {
+        /// The job.
+        name: &'static str,
+        /// Where it is declared first.
+        first: String,
+        /// Where it is declared again.
+        second: String,
+    },
     /// Two layers share a name.
     #[error("layer `{name}` is declared twice: in {first} and in {second}")]
     DuplicateLayer {

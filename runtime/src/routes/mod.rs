@@ -24,9 +24,10 @@ use contract::{check_rpc, served_set};
 pub use error::{LoadError, RouteError};
 use mortar_abi::{
     config::ConfigDecl,
+    job::JobDecl,
     layer::{Layer, LayerFn},
     module::Module,
-    module::PresenceHook,
+    module::{PresenceHook, StartHook},
     route::{Access, Route},
     table::TableDecl,
 };
@@ -48,6 +49,11 @@ pub struct RouteTable {
     public: std::collections::HashSet<&'static str>,
     /// The enabled modules' `on_online` and `on_offline` hooks, by module and status.
     hooks: HashMap<(&'static str, Status), Hook>,
+    /// The enabled modules' `on_start` hooks, with the route their context names
+    /// (`MODULE.on_start`).
+    starts: Vec<(&'static str, StartHook)>,
+    /// The enabled modules' scheduled jobs.
+    jobs: Vec<&'static JobDecl>,
     /// Every declared layer, by name, and where it is declared.
     layers: BTreeMap<&'static str, (&'static Layer, String)>,
     /// The layers of each route that has any, outermost first.
@@ -161,6 +167,7 @@ impl RouteTable {
     ) -> Result<Self, RouteError> {
         let mut declared: HashMap<&'static str, (String, Origin, Box<dyn Module>)> = HashMap::new();
         let mut hooks = HashMap::new();
+        let mut starts = Vec::new();
         let mut layers: BTreeMap<&'static str, (&'static Layer, String)> = BTreeMap::new();
         for source in &sources {
             for layer in &source.layers {
@@ -241,6 +248,11 @@ impl RouteTable {
                         hooks.insert((name, status), Hook { path, run });
                     }
                 }
+                if let Some(run) = decl.on_start {
+                    // Once per module a node enables, for the life of the process.
+                    let path: &'static str = Box::leak(format!("{name}.on_start").into_boxed_str());
+                    starts.push((path, run));
+                }
                 names.insert(name);
             }
             own.push(names);
@@ -320,8 +332,35 @@ impl RouteTable {
                 })?;
             }
         }
+        let mut jobs: BTreeMap<&'static str, (&'static JobDecl, String)> = BTreeMap::new();
+        for (source, own) in sources.iter().zip(&own) {
+            for job in &source.jobs {
+                let place = source.place(job.defined_at);
+                let module = job.name.split_once('.').map_or(job.name, |(main, _)| main);
+                if !own.contains(module) {
+                    return Err(RouteError::OrphanJob { name: job.name, module, defined_at: place });
+                }
+                if job.every < std::time::Duration::from_secs(1) {
+                    return Err(RouteError::JobPeriod {
+                        name: job.name,
+                        every: job.every,
+                        defined_at: place,
+                    });
+                }
+                if let Some((_, first)) = jobs.get(job.name) {
+                    return Err(RouteError::DuplicateJob {
+                        name: job.name,
+                        first: first.clone(),
+                        second: place,
+                    });
+                }
+                jobs.insert(job.name, (job, place));
+            }
+        }
+        let jobs = jobs.into_values().map(|(job, _)| job).filter(|job| is_enabled(job.module())).collect();
         table.retain(|main, _| is_enabled(main));
         hooks.retain(|(main, _), _| is_enabled(main));
+        starts.retain(|(path, _)| is_enabled(path.split_once('.').map_or(*path, |(main, _)| main)));
         let descriptors = served_set(&all, &served_files);
         let pushes = all
             .services()
@@ -350,6 +389,8 @@ impl RouteTable {
             descriptors,
             public: Default::default(),
             hooks,
+            starts,
+            jobs,
             layers,
             chains: HashMap::new(),
             tables,
@@ -441,6 +482,16 @@ impl RouteTable {
     /// The layers route `path` runs through, outermost first; none when it has none.
     pub fn layers_of(&self, path: &str) -> Option<&Arc<[LayerFn]>> {
         self.chains.get(path)
+    }
+
+    /// The enabled modules' `on_start` hooks, each with the route its context names.
+    pub fn start_hooks(&self) -> &[(&'static str, StartHook)] {
+        &self.starts
+    }
+
+    /// The enabled modules' scheduled jobs, by name.
+    pub fn jobs(&self) -> &[&'static JobDecl] {
+        &self.jobs
     }
 
     /// The route `main.sub`, if an enabled module serves it.
@@ -558,10 +609,20 @@ mod tests {
     static MISTYPED: Route =
         Route { path: "echo.say", access: Access::Client, handler, types: wrong_types, defined_at: "a::say" };
 
-    static ECHO: ModuleDecl =
-        ModuleDecl { build: || Box::new(Named("echo")), defined_at: "a", on_online: None, on_offline: None };
-    static PACK: ModuleDecl =
-        ModuleDecl { build: || Box::new(Named("pack")), defined_at: "p", on_online: None, on_offline: None };
+    static ECHO: ModuleDecl = ModuleDecl {
+        build: || Box::new(Named("echo")),
+        defined_at: "a",
+        on_online: None,
+        on_offline: None,
+        on_start: None,
+    };
+    static PACK: ModuleDecl = ModuleDecl {
+        build: || Box::new(Named("pack")),
+        defined_at: "p",
+        on_online: None,
+        on_offline: None,
+        on_start: None,
+    };
 
     static PROTOS: LazyLock<&'static [u8]> =
         LazyLock::new(|| synthetic_protos(&["echo.say", "echo.secret", "pack.query"]).leak());
@@ -577,6 +638,7 @@ mod tests {
             tables: Vec::new(),
             configs: Vec::new(),
             documents: Vec::new(),
+            jobs: Vec::new(),
         }
     }
 
@@ -674,6 +736,43 @@ mod tests {
     fn route_without_module_is_refused() {
         let error = table(&[&ECHO], &[&SAY, &QUERY], &[]).err().unwrap();
         assert!(matches!(error, RouteError::Orphan { route: "pack.query", .. }), "{error}");
+    }
+
+    fn job(_: Invocation, _: u64) -> mortar_abi::future::BoxFuture<Result<(), mortar_abi::Failure>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    const fn job_decl(name: &'static str, secs: u64, defined_at: &'static str) -> JobDecl {
+        JobDecl { name, every: std::time::Duration::from_secs(secs), run: job, defined_at }
+    }
+
+    static TICK: JobDecl = job_decl("echo.tick", 1, "a::tick");
+    static TICK_AGAIN: JobDecl = job_decl("echo.tick", 5, "b::tick");
+    static FAST: JobDecl = job_decl("echo.fast", 0, "a::fast");
+    static STRAY: JobDecl = job_decl("pack.close", 60, "p::close");
+
+    #[test]
+    fn jobs_are_served_with_their_module_and_checked() {
+        let with = |jobs: &[&'static JobDecl]| ModuleSource {
+            jobs: jobs.to_vec(),
+            ..source(&[&ECHO, &PACK], &[&SAY])
+        };
+        let table = RouteTable::build(vec![with(&[&TICK])], &[]).unwrap();
+        assert_eq!(table.jobs().iter().map(|job| job.name).collect::<Vec<_>>(), ["echo.tick"]);
+        let table = RouteTable::build(vec![with(&[&TICK])], &["pack".into()]).unwrap();
+        assert!(table.jobs().is_empty(), "a job runs only where its module is enabled");
+
+        let error = RouteTable::build(vec![with(&[&TICK, &TICK_AGAIN])], &[]).err().unwrap();
+        assert_eq!(error.to_string(), "job `echo.tick` is declared twice: in a::tick and in b::tick");
+        let error = RouteTable::build(vec![with(&[&FAST])], &[]).err().unwrap();
+        assert!(error.to_string().contains("the shortest period is one second"), "{error}");
+        let error = RouteTable::build(
+            vec![source(&[&ECHO], &[]), ModuleSource { jobs: vec![&STRAY], ..source(&[], &[]) }],
+            &[],
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(error, RouteError::OrphanJob { name: "pack.close", .. }), "{error}");
     }
 
     #[test]

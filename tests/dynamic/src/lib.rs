@@ -15,7 +15,7 @@ pub mod dyntest {
 
 use dyntest::{CalleeContext, Empty, Nap, Napped, Text};
 
-mortar::module!(Dyntest, on_offline = went_offline);
+mortar::module!(Dyntest, on_start = started, on_offline = went_offline);
 mortar::export_module!();
 
 /// The module, for its start hook and the count `dyntest.count` keeps in it.
@@ -28,13 +28,16 @@ impl Module for Dyntest {
     fn name(&self) -> &'static str {
         "dyntest"
     }
+}
 
-    /// Refuses to start when `DYNTEST_FAIL_START` is set: how the tests make a library module's
-    /// start fail.
-    fn on_start(&self) -> Result<(), mortar::module::ModuleError> {
-        match std::env::var("DYNTEST_FAIL_START") {
-            Ok(reason) => Err(mortar::module::ModuleError(reason)),
-            Err(_) => Ok(()),
+/// Refuses to start when `DYNTEST_FAIL_START` is set: how the tests make a library module's
+/// start fail. Logs through the host otherwise.
+async fn started(ctx: Ctx) -> Result<(), String> {
+    match std::env::var("DYNTEST_FAIL_START") {
+        Ok(reason) => Err(reason),
+        Err(_) => {
+            ctx.info(format_args!("dyntest started on {}", ctx.node_id()));
+            Ok(())
         }
     }
 }
