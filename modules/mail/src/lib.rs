@@ -124,6 +124,24 @@ impl Letter {
 pub struct Mailbox {
     /// The mails, oldest first.
     pub mails: Vec<Letter>,
+    /// The `dedup_key`s of the last [`MAX_SENT_KEYS`] mails sent with one, with their mail ids,
+    /// oldest first.
+    #[serde(default)]
+    pub keys: Vec<(String, u64)>,
+}
+
+/// How many `dedup_key`s a mailbox remembers.
+pub const MAX_SENT_KEYS: usize = 256;
+
+/// What [`Mailbox::deliver`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Delivered {
+    /// A new mail, with this id.
+    New(u64),
+    /// The mailbox took a mail with the same key before: this id.
+    Before(u64),
+    /// The mailbox is full of unclaimed attachments.
+    Full,
 }
 
 impl Mailbox {
@@ -151,6 +169,23 @@ impl Mailbox {
         let id = letter.id;
         self.mails.push(letter);
         Some(id)
+    }
+
+    /// [`Mailbox::deliver`], once per `key` (none: always).
+    fn deliver_once(&mut self, letter: Letter, max: usize, key: &str) -> Delivered {
+        if !key.is_empty()
+            && let Some((_, id)) = self.keys.iter().find(|(seen, _)| seen == key)
+        {
+            return Delivered::Before(*id);
+        }
+        let Some(id) = self.deliver(letter, max) else { return Delivered::Full };
+        if !key.is_empty() {
+            if self.keys.len() >= MAX_SENT_KEYS {
+                self.keys.remove(0);
+            }
+            self.keys.push((key.to_owned(), id));
+        }
+        Delivered::New(id)
     }
 }
 
@@ -316,28 +351,45 @@ async fn send(ctx: Ctx, req: SendReq) -> Result<SendResp, Failure> {
     };
     let store = ctx.store::<Mailbox>();
     let max = config.max_mails;
-    let delivered: Vec<Result<u64, Code>> = futures::stream::iter(req.to_users.iter().copied())
+    let key = req.dedup_key.as_str();
+    let delivered: Vec<Result<Delivered, Code>> = futures::stream::iter(req.to_users.iter().copied())
         .map(|user| {
             let (store, letter) = (store.clone(), letter.clone());
             async move {
-                let (_, id) = store
-                    .upsert(user, |mailbox| Ok(mailbox.deliver(letter.clone(), max)))
+                let (_, delivered) = store
+                    .upsert(user, |mailbox| Ok(mailbox.deliver_once(letter.clone(), max, key)))
                     .await
                     .map_err(|error| error.code())?;
-                Ok(id.unwrap_or(0))
+                Ok(delivered)
             }
         })
         .buffered(32)
         .collect()
         .await;
-    let mail_ids = delivered.into_iter().collect::<Result<Vec<u64>, Code>>()?;
-    if mail_ids.iter().all(|&id| id == 0) {
+    let delivered = delivered.into_iter().collect::<Result<Vec<Delivered>, Code>>()?;
+    if delivered.iter().all(|d| *d == Delivered::Full) {
         return Err(MAILBOX_FULL.because("every recipient's mailbox is full of unclaimed attachments"));
     }
+    let mail_ids: Vec<u64> = delivered
+        .iter()
+        .map(|d| match d {
+            Delivered::New(id) | Delivered::Before(id) => *id,
+            Delivered::Full => 0,
+        })
+        .collect();
     // The mails are saved: a push that does not arrive takes nothing from them.
     let title = &letter.title;
-    futures::stream::iter(req.to_users.iter().zip(&mail_ids).filter(|(_, id)| **id != 0))
-        .for_each_concurrent(32, |(&user, &mail_id)| {
+    let new: Vec<(u64, u64)> = req
+        .to_users
+        .iter()
+        .zip(&delivered)
+        .filter_map(|(&user, d)| match d {
+            Delivered::New(id) => Some((user, *id)),
+            _ => None,
+        })
+        .collect();
+    futures::stream::iter(new.iter())
+        .for_each_concurrent(32, |&(user, mail_id)| {
             let (ctx, new) = (&ctx, New { mail_id, title: title.clone() });
             async move {
                 let _ = ctx.push(&[user], "mail.new", &new).await;
@@ -360,6 +412,9 @@ fn check_send(req: &SendReq, config: &MailConfig) -> Result<(), Failure> {
     let mut seen = std::collections::HashSet::with_capacity(req.to_users.len());
     if let Some(twice) = req.to_users.iter().find(|&&user| !seen.insert(user)) {
         return bad(format!("toUsers: {twice} is named twice (one mail each)"));
+    }
+    if chars(&req.dedup_key) > 128 {
+        return bad("dedupKey: at most 128 characters".into());
     }
     if req.title.trim().is_empty() || chars(&req.title) > config.max_title_chars {
         return bad(format!("title: 1–{} characters, not only spaces", config.max_title_chars));
@@ -410,6 +465,24 @@ mod tests {
     }
 
     #[test]
+    fn a_key_delivers_once_and_the_oldest_keys_are_forgotten() {
+        let mut mailbox = Mailbox::default();
+        let Delivered::New(first) = mailbox.deliver_once(letter(&[(1, 5)], 0), 1000, "k") else { panic!() };
+        assert_eq!(mailbox.deliver_once(letter(&[(1, 5)], 0), 1000, "k"), Delivered::Before(first));
+        assert_eq!(mailbox.mails.len(), 1);
+        assert!(matches!(mailbox.deliver_once(letter(&[], 0), 1000, ""), Delivered::New(_)));
+        assert!(
+            matches!(mailbox.deliver_once(letter(&[], 0), 1000, ""), Delivered::New(_)),
+            "no key: always"
+        );
+        for n in 0..MAX_SENT_KEYS {
+            mailbox.deliver_once(letter(&[], 0), 1000, &n.to_string());
+        }
+        assert_eq!(mailbox.keys.len(), MAX_SENT_KEYS);
+        assert!(matches!(mailbox.deliver_once(letter(&[], 0), 1000, "k"), Delivered::New(_)), "forgotten");
+    }
+
+    #[test]
     fn a_full_mailbox_drops_the_oldest_mail_with_nothing_to_claim() {
         let mut mailbox = Mailbox::default();
         let unclaimed = mailbox.deliver(letter(&[(1, 5)], 0), 3).unwrap();
@@ -435,8 +508,10 @@ mod tests {
             title: "Hello".into(),
             body: "line\n\tindented".into(),
             attachments: vec![],
+            dedup_key: String::new(),
         };
         assert_eq!(why(ok()), None);
+        assert!(why(SendReq { dedup_key: "k".repeat(129), ..ok() }).unwrap().starts_with("dedupKey"));
         assert_eq!(why(SendReq { to_users: vec![], ..ok() }).as_deref(), Some("toUsers: 1–1000 recipients"));
         assert_eq!(
             why(SendReq { to_users: vec![7, 0], ..ok() }).as_deref(),
