@@ -143,6 +143,9 @@ impl NodeConfig {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
+        for warning in stray_env_vars(std::env::vars_os().filter_map(|(name, _)| name.into_string().ok())) {
+            tracing::warn!("{warning}");
+        }
         let env = Env::prefixed("MORTAR_").filter(|key| key.as_str().contains("__")).split("__");
         let figment = figment.merge(env);
         let config: NodeConfig = figment.extract().map_err(Box::new)?;
@@ -325,6 +328,45 @@ fn is_address(address: &str) -> bool {
             .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
+/// What to say of each of `names` (environment variables) that looks like a config override but is
+/// not read: `MORTAR_…` without the `__` between section and key (`MORTAR_WORKER_DYNAMIC_MODULES`),
+/// with the closest key's variable when one is near. `MORTAR_TEST_…` variables are the tests' own.
+pub fn stray_env_vars(names: impl IntoIterator<Item = String>) -> Vec<String> {
+    fn walk(prefix: &str, dict: &figment::value::Dict, out: &mut Vec<String>) {
+        for (key, value) in dict {
+            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}__{key}") };
+            match value {
+                figment::value::Value::Dict(_, inner) if !inner.is_empty() => walk(&path, inner, out),
+                _ => out.push(path),
+            }
+        }
+    }
+    let mut known = Vec::new();
+    if let Ok(data) = figment::Provider::data(&Serialized::defaults(NodeConfig::default())) {
+        data.values().for_each(|dict| walk("", dict, &mut known));
+    }
+    let known: Vec<String> = known.iter().map(|key| format!("MORTAR_{}", key.to_uppercase())).collect();
+    let mut warnings: Vec<String> = names
+        .into_iter()
+        .filter(|name| name.starts_with("MORTAR_") && !name.contains("__") && !name.starts_with("MORTAR_TEST_"))
+        .map(|name| {
+            // Written with one underscore for two: the same letters once the separators are alike.
+            let flat = |key: &str| key.replace("__", "_");
+            let near = known
+                .iter()
+                .find(|key| flat(key) == name)
+                .map(String::as_str)
+                .or_else(|| mortar_cluster::suggest::closest(&name, known.iter().map(String::as_str)));
+            let hint = near.map(|key| format!(" (did you mean {key}?)")).unwrap_or_default();
+            format!(
+                "environment variable {name} is not read: overrides are MORTAR_<SECTION>__<KEY>, with two underscores between section and key{hint}"
+            )
+        })
+        .collect();
+    warnings.sort();
+    warnings
+}
+
 /// Where `key`'s value came from, for error messages: ` in FILE`, ` from MORTAR_…`, or nothing
 /// for a default.
 fn origin(figment: &Figment, key: &str) -> String {
@@ -416,6 +458,29 @@ mod tests {
         }
         out.sort();
         out
+    }
+
+    #[test]
+    fn stray_environment_variables_are_named_with_the_closest_key() {
+        let names = [
+            "MORTAR_WORKER_DYNAMIC_MODULES",
+            "MORTAR_GATEWAY__LISTEN",
+            "MORTAR_TEST_NX_27017",
+            "PATH",
+            "MORTAR_NOTHING",
+        ];
+        let warnings = stray_env_vars(names.map(String::from));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[1].contains("MORTAR_WORKER_DYNAMIC_MODULES is not read")
+                && warnings[1].ends_with("(did you mean MORTAR_WORKER__DYNAMIC_MODULES?)"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[0].starts_with("environment variable MORTAR_NOTHING is not read")
+                && !warnings[0].contains("did you mean"),
+            "{warnings:?}"
+        );
     }
 
     #[test]

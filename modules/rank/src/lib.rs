@@ -231,7 +231,8 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn id(board: &str, period: u64, user: u64) -> u64 {
+    /// The id of `user`'s entry on `board` in `period`.
+    pub fn id(board: &str, period: u64, user: u64) -> u64 {
         hash(&[board.as_bytes(), &period.to_be_bytes(), &user.to_be_bytes()])
     }
 
@@ -332,9 +333,18 @@ async fn submit(ctx: Ctx, req: SubmitReq) -> Result<SubmitResp, Failure> {
     let now = now_ms(&ctx);
     let period = board.period_at(now);
     let id = Entry::id(&board.id, period, user);
+    let store = ctx.store::<Entry>();
+    // Most submits to a "best" board do not beat the player's best: nothing to write.
+    if board.operator == Operator::Best
+        && let Some(current) = store.try_get(id).await?
+        && current.doc.user == user
+        && !board.better(submitted, current.doc.score)
+    {
+        let rank = rank_of(&ctx, &board, &current.doc).await?;
+        return Ok(SubmitResp { score: current.doc.score, rank: rank_u32(rank) });
+    }
     let mut before: Option<Entry> = None;
-    let (saved, ()) = ctx
-        .store::<Entry>()
+    let (saved, ()) = store
         .upsert(id, |entry| {
             let fresh = entry.board.is_empty();
             before = (!fresh).then(|| entry.clone());

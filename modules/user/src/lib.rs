@@ -447,26 +447,16 @@ pub const MAX_LOOKUP: usize = 1000;
 /// `BAD_REQUEST` past [`MAX_LOOKUP`] ids.
 #[mortar::handler("user.lookup", internal)]
 async fn lookup(ctx: Ctx, req: LookupReq) -> Result<LookupResp, Code> {
-    use futures::StreamExt as _;
     if req.user_ids.len() > MAX_LOOKUP {
         return Err(Code::BAD_REQUEST);
     }
-    let store = ctx.store::<Account>();
-    let found: Vec<Result<Option<Player>, Code>> = futures::stream::iter(req.user_ids)
-        .map(|user| {
-            let store = store.clone();
-            async move {
-                if user == 0 {
-                    return Ok(None);
-                }
-                let account = store.try_get(user).await.map_err(|error| error.code())?;
-                Ok(account.map(|account| Player { user_id: user, name: display_name(user, &account.doc) }))
-            }
-        })
-        .buffered(32)
-        .collect()
-        .await;
-    let users = found.into_iter().filter_map(Result::transpose).collect::<Result<_, _>>()?;
+    // One read of the store for the whole list, in the order asked (each id once).
+    let ids: Vec<u64> = req.user_ids.into_iter().filter(|&user| user != 0).collect();
+    let accounts = ctx.store::<Account>().get_many(&ids).await?;
+    let users = accounts
+        .into_iter()
+        .map(|account| Player { user_id: account.id, name: display_name(account.id, &account.doc) })
+        .collect();
     Ok(LookupResp { users })
 }
 
