@@ -92,6 +92,9 @@ enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
     },
+    /// Print the version, the ABI fingerprint a module library must carry to be loaded by this
+    /// binary, and the modules linked into it.
+    Version,
 }
 
 fn main() -> ExitCode {
@@ -230,6 +233,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("no reply within {timeout} s"))??;
             println!("{}", contract.reply_json(&reply, false));
             Ok(if reply.code == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Version => {
+            println!("mortar {}", env!("CARGO_PKG_VERSION"));
+            println!("ABI fingerprint: {}", mortar::abi::dynamic::FINGERPRINT);
+            println!(
+                "A module library (worker.dynamic_modules) loads only when its fingerprint is this one: built against the same mortar-abi source (this mortar's checkout or release, with its Cargo.lock), by the same rustc, for the same target. See docs/dynamic-modules.md."
+            );
+            println!("Linked modules: {}", mortar_cli::modules::names().join(", "));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bot(options) => {
             let runtime = runtime(options.threads, CLIENT_GLOBAL_QUEUE_INTERVAL)?;

@@ -255,3 +255,58 @@ fn client_refuses_a_bad_timeout_and_says_a_refused_connection_once() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.matches("Connection refused").count(), 1, "{stderr}");
 }
+
+#[test]
+fn version_names_the_abi_fingerprint_and_the_linked_modules() {
+    let out = Command::new(MORTAR).arg("version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with(&format!("mortar {}\n", env!("CARGO_PKG_VERSION"))), "{text}");
+    let fingerprint = text.lines().find_map(|line| line.strip_prefix("ABI fingerprint: ")).unwrap();
+    assert!(fingerprint.starts_with("mortar-abi ") && fingerprint.contains("; rustc "), "{text}");
+    assert!(text.contains("Linked modules: echo, friend, group, mail, pack, rank, user"), "{text}");
+}
+
+#[test]
+fn a_stray_mortar_variable_is_warned_about_with_the_key_it_means() {
+    // The warning comes before the config file is read: a missing one ends the start right after.
+    let out = Command::new(MORTAR)
+        .args(["worker", "--conf", "no-such-file.toml"])
+        .env("MORTAR_WORKER_DYNAMIC_MODULES", "libx.so")
+        .env("NO_COLOR", "1")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("MORTAR_WORKER_DYNAMIC_MODULES is not read")
+            && stderr.contains("did you mean MORTAR_WORKER__DYNAMIC_MODULES?"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_refused_module_setting_points_at_its_line() {
+    let dir = std::env::temp_dir().join(format!("mortar-cli-module-line-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("dev.toml");
+    std::fs::write(
+        &conf,
+        "[gateway]\nlisten = \"127.0.0.1:0\"\n\n[modules.rank]\nclose_grace_ms = \"soon\"\n",
+    )
+    .unwrap();
+    let out = Command::new(MORTAR)
+        .args(["dev", "--conf", conf.to_str().unwrap(), "--data", dir.join("data").to_str().unwrap()])
+        .env("MORTAR_ADMIN__ENABLED", "false")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success());
+    let expected = format!(
+        "modules.rank: close_grace_ms: invalid type: string \"soon\", expected u64 ({} line 5)",
+        conf.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+}

@@ -63,6 +63,9 @@ pub struct NodeConfig {
     pub modules: std::collections::BTreeMap<String, serde_json::Value>,
     /// Metrics and health endpoints.
     pub admin: AdminConfig,
+    /// The file it was read from, for error messages that point at a line of it.
+    #[serde(skip)]
+    pub source: Option<std::path::PathBuf>,
 }
 
 /// This node's identity.
@@ -148,7 +151,8 @@ impl NodeConfig {
         }
         let env = Env::prefixed("MORTAR_").filter(|key| key.as_str().contains("__")).split("__");
         let figment = figment.merge(env);
-        let config: NodeConfig = figment.extract().map_err(Box::new)?;
+        let mut config: NodeConfig = figment.extract().map_err(Box::new)?;
+        config.source = file.map(Path::to_owned);
         config.validate().map_err(|error| match error {
             ConfigError::Invalid { key, reason, .. } => {
                 ConfigError::Invalid { key, origin: origin(&figment, key), reason }
@@ -328,6 +332,45 @@ fn is_address(address: &str) -> bool {
             .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
+impl NodeConfig {
+    /// Where key `key` of `[modules.SECTION]` (or the section, without a key) was set, for error
+    /// messages: ` (FILE line N)`, ` (from MORTAR_MODULES__SECTION__KEY)`, ` (in FILE)`, or
+    /// nothing when neither says.
+    pub fn module_origin(&self, section: &str, key: Option<&str>) -> String {
+        if let Some(key) = key {
+            let var = format!("MORTAR_MODULES__{}__{}", section.to_uppercase(), key.to_uppercase());
+            if std::env::var_os(&var).is_some() {
+                return format!(" (from {var})");
+            }
+        }
+        let Some(file) = &self.source else { return String::new() };
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        match line_of(&text, section, key) {
+            Some(line) => format!(" ({} line {line})", file.display()),
+            None => format!(" (in {})", file.display()),
+        }
+    }
+}
+
+/// The 1-based line of `text` (TOML) that sets `key` in `[modules.SECTION]`, or the section's
+/// header without a key (or when no line of the section sets it).
+fn line_of(text: &str, section: &str, key: Option<&str>) -> Option<usize> {
+    let header = format!("[modules.{section}]");
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.iter().position(|line| line.split('#').next().unwrap_or("").trim() == header)?;
+    let sets = |line: &str, key: &str| {
+        line.trim().strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
+    };
+    let found = key.and_then(|key| {
+        lines[start + 1..]
+            .iter()
+            .take_while(|line| !line.trim_start().starts_with('['))
+            .position(|line| sets(line, key))
+            .map(|at| start + 1 + at)
+    });
+    Some(found.unwrap_or(start) + 1)
+}
+
 /// What to say of each of `names` (environment variables) that looks like a config override but is
 /// not read: `MORTAR_…` without the `__` between section and key (`MORTAR_WORKER_DYNAMIC_MODULES`),
 /// with the closest key's variable when one is near. `MORTAR_TEST_…` variables are the tests' own.
@@ -461,6 +504,15 @@ mod tests {
     }
 
     #[test]
+    fn a_module_key_is_found_on_its_line() {
+        let text = "[node]\nid = \"x\"\n[modules.rank]\n# comment\nclose_grace_ms = \"soon\"\n[modules.mail]\nmax_mails = 0\n";
+        assert_eq!(line_of(text, "rank", Some("close_grace_ms")), Some(5));
+        assert_eq!(line_of(text, "rank", Some("catch_up_periods")), Some(3), "not set: the section");
+        assert_eq!(line_of(text, "mail", None), Some(6));
+        assert_eq!(line_of(text, "group", None), None);
+    }
+
+    #[test]
     fn stray_environment_variables_are_named_with_the_closest_key() {
         let names = [
             "MORTAR_WORKER_DYNAMIC_MODULES",
@@ -486,7 +538,8 @@ mod tests {
     #[test]
     fn shipped_dev_config_lists_every_key_with_its_default() {
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/dev.toml");
-        let config = NodeConfig::load(Some(&shipped)).unwrap();
+        let mut config = NodeConfig::load(Some(&shipped)).unwrap();
+        assert_eq!(config.source.take().as_deref(), Some(shipped.as_path()));
         let defaults = NodeConfig::default();
         assert_eq!(format!("{config:?}"), format!("{defaults:?}"));
         let listed = keys(&Figment::from(Toml::file_exact(&shipped)));

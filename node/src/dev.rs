@@ -16,7 +16,7 @@ use mortar_gateway::{self as gateway, Gateway, relay::Relay};
 use mortar_runtime::{
     Worker,
     players::StorePlayers,
-    routes::{DocumentHome, LoadError, RouteTable},
+    routes::{DocumentHome, RouteTable},
 };
 use std::{future::Future, sync::Arc};
 use tokio_util::sync::CancellationToken;
@@ -37,7 +37,7 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     // One node: it is the home of every module's documents.
     let mut routes = RouteTable::for_worker(&config.worker, &DocumentHome::Anywhere)?;
-    routes.configure(&config.modules).map_err(LoadError::from)?;
+    super::configure(&mut routes, &config)?;
     let tables = routes.load_tables(config.tables.path.clone())?;
     let mut backends = super::open_backends(&config).await?;
     let sessions = mortar_backends::session::open(&config.session, &config.cluster.name).await?;

@@ -70,6 +70,24 @@ pub enum NodeError {
     Config(String),
 }
 
+/// Gives the modules their config sections (see [`RouteTable::configure`]); a section a module
+/// refuses is reported with the file and line of the key (or the environment variable) it came
+/// from.
+pub(crate) fn configure(routes: &mut RouteTable, config: &NodeConfig) -> Result<(), NodeError> {
+    routes.configure(&config.modules).map_err(|error| match error {
+        mortar_runtime::routes::RouteError::Config { section, reason } => {
+            // `key: reason`, or serde's `unknown field `key`, expected …`.
+            let key = match reason.split_once(": ") {
+                Some((key, _)) if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => Some(key),
+                _ => reason.strip_prefix("unknown field `").and_then(|rest| rest.split('`').next()),
+            };
+            let origin = config.module_origin(&section, key);
+            NodeError::Config(format!("modules.{section}: {reason}{origin}"))
+        }
+        other => NodeError::Modules(LoadError::from(other)),
+    })
+}
+
 /// The store and cache `config` names for a node's worker, and no player yet (every player is
 /// offline until the node gives its worker its players).
 ///

@@ -32,7 +32,7 @@ use mortar_runtime::{
     directory::GatewayDirectory,
     gateways::GatewayPool,
     players::StorePlayers,
-    routes::{DocumentHome, LoadError, RouteTable},
+    routes::{DocumentHome, RouteTable},
 };
 use std::{future::Future, sync::Arc};
 use tokio::net::TcpListener;
@@ -61,7 +61,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let mut routes = RouteTable::for_worker(&config.worker, &DocumentHome::of(&config.storage))?;
-    routes.configure(&config.modules).map_err(LoadError::from)?;
+    super::configure(&mut routes, &config)?;
     let tables = routes.load_tables(config.tables.path.clone())?;
     if routes.modules().next().is_none() {
         return Err(NodeError::Config(

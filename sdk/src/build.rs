@@ -50,7 +50,15 @@ pub fn compile_protos_in(dir: impl AsRef<Path>) -> Result<(), Box<dyn Error>> {
         return Err(format!("{} holds no .proto file", dir.display()).into());
     }
     files.sort();
+    for file in &files {
+        let path = dir.join(file);
+        let text = std::fs::read_to_string(&path)?;
+        if let Some(problem) = crate::proto_check::protoc_refuses(&text) {
+            return Err(format!("{}:{problem}", path.display()).into());
+        }
+    }
     let descriptors = protox::compile(&files, [dir])?;
+    run_protoc(dir, &files)?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join(DESCRIPTOR_FILE), descriptors.encode_to_vec())?;
     prost_build::Config::new()
@@ -59,5 +67,35 @@ pub fn compile_protos_in(dir: impl AsRef<Path>) -> Result<(), Box<dyn Error>> {
         .bytes(["."])
         .enable_type_names()
         .compile_fds(descriptors)?;
+    Ok(())
+}
+
+/// Runs Google's `protoc` on `files` when there is one (`MORTAR_PROTOC`, or `protoc` on the
+/// `PATH`), as client authors will: a file it refuses fails the build with its message. Without
+/// one, `protoc_refuses` has checked what protox and `protoc` are known to disagree on.
+fn run_protoc(dir: &Path, files: &[PathBuf]) -> Result<(), Box<dyn Error>> {
+    println!("cargo:rerun-if-env-changed=MORTAR_PROTOC");
+    let protoc =
+        std::env::var_os("MORTAR_PROTOC").filter(|path| !path.is_empty()).map(PathBuf::from).or_else(|| {
+            let paths = std::env::var_os("PATH")?;
+            std::env::split_paths(&paths).map(|dir| dir.join("protoc")).find(|path| path.is_file())
+        });
+    let Some(protoc) = protoc else { return Ok(()) };
+    let out = PathBuf::from(std::env::var("OUT_DIR")?).join("protoc-check.bin");
+    let output = std::process::Command::new(&protoc)
+        .arg(format!("-I{}", dir.display()))
+        .arg(format!("--descriptor_set_out={}", out.display()))
+        .args(files)
+        .output()
+        .map_err(|error| format!("cannot run {}: {error}", protoc.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "Google's protoc ({}) refuses the protos in {}, as it would for a client author:\n{}",
+            protoc.display(),
+            dir.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+        .into());
+    }
     Ok(())
 }

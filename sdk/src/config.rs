@@ -63,11 +63,32 @@ pub trait Config: DeserializeOwned + Default + Send + Sync + 'static {
 /// Why the section is refused: a key or value serde refuses, or `check`'s reason.
 pub fn decode<T: Config>(json: Option<&str>) -> Result<Values, String> {
     let values: T = match json {
-        Some(json) => serde_json::from_str(json).map_err(|error| error.to_string())?,
+        Some(json) => serde_json::from_str(json).map_err(|error| describe(json, &error))?,
         None => T::default(),
     };
     values.check()?;
     Ok(Arc::new(values))
+}
+
+/// serde's reason for refusing `json`, led by the key it was reading (`close_grace_ms: invalid
+/// type: …`) rather than followed by a position in `json`, which is the node's internal form of
+/// the section and means nothing to whoever wrote the file.
+fn describe(json: &str, error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let reason = text.rfind(" at line ").map_or(text.as_str(), |at| &text[..at]);
+    if reason.starts_with("unknown field") || reason.starts_with("missing field") {
+        return reason.to_owned();
+    }
+    // The key whose value was being read: the last `"key":` before the error's column.
+    let read = json.get(..error.column().min(json.len())).unwrap_or(json);
+    let key = read.rfind("\":").and_then(|end| {
+        let start = read[..end].rfind('"')?;
+        Some(&read[start + 1..end])
+    });
+    match key {
+        Some(key) => format!("{key}: {reason}"),
+        None => reason.to_owned(),
+    }
 }
 
 /// Declares a module's config type (see the [module docs](self)):

@@ -59,6 +59,8 @@ pub mod future;
 pub mod job;
 pub mod layer;
 pub mod module;
+#[doc(hidden)]
+pub mod proto_check;
 pub mod route;
 pub mod store;
 pub mod table;
