@@ -84,6 +84,11 @@ pub(crate) fn configure(routes: &mut RouteTable, config: &NodeConfig) -> Result<
             let origin = config.module_origin(&section, key);
             NodeError::Config(format!("modules.{section}: {reason}{origin}"))
         }
+        mortar_runtime::routes::RouteError::UnknownConfig { section, available } => {
+            let origin = config.module_origin(&section, None);
+            let error = mortar_runtime::routes::RouteError::UnknownConfig { section, available };
+            NodeError::Config(format!("{error}{origin}"))
+        }
         other => NodeError::Modules(LoadError::from(other)),
     })
 }
