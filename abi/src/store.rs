@@ -377,3 +377,18 @@ pub trait StoreBackend: Send + Sync + 'static {
 
 /// The largest id every backend can store (MongoDB's integers are signed).
 pub const MAX_ID: u64 = i64::MAX as u64;
+
+/// A document id made from `parts` (names, numbers as bytes): the same parts give the same id on
+/// every node and in every release, within 1..=[`MAX_ID`]. A 63-bit FNV-1a hash, so two different
+/// part lists may collide (about once in 10^10 for a million ids): keep the parts in the document
+/// too and check them when reading it.
+pub fn stable_id(parts: &[&[u8]]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    for part in parts {
+        // A separator no UTF-8 text holds, so ["ab", "c"] and ["a", "bc"] differ.
+        for &byte in part.iter().chain(&[0xff]) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    (hash & MAX_ID).max(1)
+}

@@ -44,13 +44,9 @@ pub struct JobTiming {
 /// The collection of the jobs' leases.
 const LEASES: Collection = Collection { name: "mortar_jobs", indexes: &[], sorted: &[] };
 
-/// The lease document's id for job `name`: a stable hash (FNV-1a) within the ids every backend
-/// stores; its `name` field tells a collision apart.
+/// The lease document's id for job `name`; its `name` field tells a collision apart.
 fn lease_id(name: &str) -> u64 {
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    (hash & mortar_abi::store::MAX_ID).max(1)
+    mortar_abi::store::stable_id(&[name.as_bytes()])
 }
 
 /// A job's lease as its document holds it.

@@ -58,7 +58,7 @@ use std::{
 
 pub use mortar_abi::store::{
     Collection, Document, DocumentDecl, Fields, Index, MAX_ID, Position, RawDoc, Scan, SortedIndex,
-    StoreBackend, StoreError, declared, registered,
+    StoreBackend, StoreError, declared, registered, stable_id,
 };
 
 /// A stored document with its id and version.

@@ -195,20 +195,9 @@ mortar::inventory::submit! {
     }
 }
 
-/// A stable 63-bit hash (FNV-1a) of `parts`: the ids of boards and entries.
-fn hash(parts: &[&[u8]]) -> u64 {
-    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
-    for part in parts {
-        for &byte in part.iter().chain(&[0xff]) {
-            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    (hash & mortar::store::MAX_ID).max(1)
-}
-
 /// The id of board `id`'s row in `boards.json`, and of its [`Closed`] document.
 pub fn board_key(id: &str) -> u64 {
-    hash(&[id.as_bytes()])
+    mortar::store::stable_id(&[id.as_bytes()])
 }
 
 /// A player's score on a board in one period: the store's truth.
@@ -233,7 +222,7 @@ pub struct Entry {
 impl Entry {
     /// The id of `user`'s entry on `board` in `period`.
     pub fn id(board: &str, period: u64, user: u64) -> u64 {
-        hash(&[board.as_bytes(), &period.to_be_bytes(), &user.to_be_bytes()])
+        mortar::store::stable_id(&[board.as_bytes(), &period.to_be_bytes(), &user.to_be_bytes()])
     }
 
     /// Its member in the board's sorted set: `TIE:USER`, with `TIE` fixed-width so that the set's
