@@ -75,9 +75,10 @@ async fn seed(data: &Path, count: u64) -> Duration {
             async move {
                 let user = SEEDED_FROM + n;
                 let score = Scores(n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1).next();
-                let at = 1_700_000_000_000 + n as i64;
+                let at_ms = 1_700_000_000_000 + n as i64;
+                let tie = -at_ms * 1000;
                 let entry =
-                    Entry { board: "alltime".into(), period: 0, user, score, tie: -at, reached_at_ms: at };
+                    Entry { board: "alltime".into(), period: 0, user, score, tie, reached_at_ms: at_ms };
                 store.insert(Entry::id("alltime", 0, user), entry).await.unwrap();
             }
         })

@@ -31,7 +31,10 @@ use futures::StreamExt as _;
 use mortar::{job::Run, prelude::*, store::Cursor};
 use serde::{Deserialize, Serialize};
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
     time::{Duration, UNIX_EPOCH},
 };
 
@@ -213,7 +216,8 @@ pub struct Entry {
     /// The score after the operator.
     pub score: i64,
     /// Orders equal scores in the board's direction, who reached it first first: minus the time
-    /// for a descending board, the time for an ascending one.
+    /// in microseconds for a descending board, the time for an ascending one. The times one node
+    /// hands out only grow, so of two submits it serves one after the other the first ranks first.
     pub tie: i64,
     /// When the player reached this score, ms since the Unix epoch.
     pub reached_at_ms: i64,
@@ -254,6 +258,20 @@ fn now_ms(ctx: &Ctx) -> i64 {
         .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The time a score is reached, in µs since the Unix epoch, strictly later than any this node
+/// handed out before: two submits in one millisecond (or one microsecond) still order as served.
+fn reached_at_us(ctx: &Ctx) -> i64 {
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = ctx
+        .now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| i64::try_from(since.as_micros()).unwrap_or(i64::MAX));
+    let previous = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(now.max(last.saturating_add(1))))
+        .unwrap_or_else(|last| last);
+    now.max(previous.saturating_add(1))
+}
+
 impl Board {
     fn period_at(&self, ms: i64) -> u64 {
         match self.reset_every_s {
@@ -266,8 +284,8 @@ impl Board {
         self.order == Order::Desc
     }
 
-    fn tie(&self, reached_at_ms: i64) -> i64 {
-        if self.descending() { -reached_at_ms } else { reached_at_ms }
+    fn tie(&self, reached_at_us: i64) -> i64 {
+        if self.descending() { -reached_at_us } else { reached_at_us }
     }
 
     /// Whether `a` is a better score than `b` on this board.
@@ -355,7 +373,7 @@ async fn submit(ctx: Ctx, req: SubmitReq) -> Result<SubmitResp, Failure> {
                     period,
                     user,
                     score,
-                    tie: board.tie(now),
+                    tie: board.tie(reached_at_us(&ctx)),
                     reached_at_ms: now,
                 };
             }
