@@ -1,5 +1,6 @@
-//! Compiles `proto/friend.proto` (pure Rust, no system `protoc`).
+//! Compiles `proto/friend.proto` (pure Rust, no system `protoc`), and the user module's protos
+//! for its typed client (`user.lookup`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    mortar::build::compile_protos()
+    mortar::build::Protos::new().import("../user/proto").compile()
 }

@@ -1,5 +1,6 @@
-//! Compiles `proto/user.proto` (pure Rust, no system `protoc`).
+//! Compiles `proto/user.proto` (pure Rust, no system `protoc`), and the pack module's protos for
+//! its typed client (`pack.add_items`, the starter items).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    mortar::build::compile_protos()
+    mortar::build::Protos::new().import("../pack/proto").compile()
 }

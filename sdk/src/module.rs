@@ -75,6 +75,28 @@ macro_rules! include_proto {
     };
 }
 
+/// Includes the Rust types and typed clients generated for proto package `package` of another
+/// module, imported by the crate's build script (`mortar::build::Protos::new().import(…)`),
+/// without registering them: the module that serves them does.
+///
+/// ```ignore
+/// pub mod user {
+///     mortar::import_proto!("user");
+/// }
+/// // In a handler:
+/// let found = user::UserClient(&ctx).lookup(&user::LookupReq { user_ids }).await?;
+/// ```
+#[macro_export]
+macro_rules! import_proto {
+    ($package:literal) => {
+        #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+        mod generated {
+            include!(concat!(env!("OUT_DIR"), "/", $package, ".rs"));
+        }
+        pub use generated::*;
+    };
+}
+
 ///
 /// `mortar::module!("echo");` declares a module with routes only. `mortar::module!(Pack);`
 /// declares one whose type implements [`Module`] and [`Default`], for modules with start and stop

@@ -32,9 +32,13 @@ pub mod friend {
     mortar::include_proto!("friend");
 }
 
+/// The user module's messages and typed client (`user.lookup`).
+pub mod user {
+    mortar::import_proto!("user");
+}
+
 use friend::{
-    Accepted, BlockedByReq, BlockedByResp, Done, Found, ListReq, ListResp, Listed, Lookup, Presence, Request,
-    State, Target,
+    Accepted, BlockedByReq, BlockedByResp, Done, ListReq, ListResp, Listed, Presence, Request, State, Target,
 };
 
 mortar::module!("friend", on_online = came_online, on_offline = went_offline);
@@ -132,7 +136,7 @@ fn pair(ctx: &Ctx, target: &Target) -> Result<(u64, u64), Failure> {
 async fn names(ctx: &Ctx, users: &[u64]) -> Result<Vec<String>, Code> {
     let mut names = std::collections::HashMap::new();
     for chunk in users.chunks(1000) {
-        let found: Found = ctx.call("user.lookup", &Lookup { user_ids: chunk.to_vec() }).await?;
+        let found = user::UserClient(ctx).lookup(&user::LookupReq { user_ids: chunk.to_vec() }).await?;
         names.extend(found.users.into_iter().map(|player| (player.user_id, player.name)));
     }
     Ok(users.iter().map(|user| names.get(user).cloned().unwrap_or_default()).collect())

@@ -37,9 +37,19 @@ pub mod group {
     mortar::include_proto!("group");
 }
 
+/// The user module's messages and typed client (`user.lookup`).
+pub mod user {
+    mortar::import_proto!("user");
+}
+
+/// The friend module's messages and typed client (`friend.blocked_by`).
+pub mod friend {
+    mortar::import_proto!("friend");
+}
+
 use group::{
-    BlockedByReq, BlockedByResp, CreateReq, CreateResp, Done, Found, GroupReq, Joined, KickReq, Lookup,
-    Member, MembersResp, MineReq, MineResp, Role, Said, SayReq,
+    CreateReq, CreateResp, Done, GroupReq, Joined, KickReq, Member, MembersResp, MineReq, MineResp, Role,
+    Said, SayReq,
 };
 
 mortar::module!(Group);
@@ -445,7 +455,7 @@ async fn kick(ctx: Ctx, req: KickReq) -> Result<Done, Code> {
 async fn names(ctx: &Ctx, users: &[u64]) -> Result<Vec<String>, Code> {
     let mut names = HashMap::new();
     for chunk in users.chunks(1000) {
-        let found: Found = ctx.call("user.lookup", &Lookup { user_ids: chunk.to_vec() }).await?;
+        let found = user::UserClient(ctx).lookup(&user::LookupReq { user_ids: chunk.to_vec() }).await?;
         names.extend(found.users.into_iter().map(|player| (player.user_id, player.name)));
     }
     Ok(users.iter().map(|user| names.get(user).cloned().unwrap_or_default()).collect())
@@ -519,7 +529,7 @@ async fn say(ctx: Ctx, req: SayReq) -> Result<Done, Code> {
         return Err(Code::PERMISSION_DENIED);
     }
     let blocking = async {
-        match ctx.call::<_, BlockedByResp>("friend.blocked_by", &BlockedByReq { user_id: me }).await {
+        match friend::FriendClient(&ctx).blocked_by(&friend::BlockedByReq { user_id: me }).await {
             Ok(blocked) => Ok(blocked.user_ids),
             // No friend module served: no one blocks anyone.
             Err(Code::NO_ROUTE) => Ok(Vec::new()),

@@ -23,10 +23,25 @@ pub mod mail {
     mortar::include_proto!("mail");
 }
 
+/// The pack module's messages and typed client (`pack.add_items`, `pack.check_items`).
+pub mod pack {
+    mortar::import_proto!("pack");
+}
+
+/// The user module's messages and typed client (`user.lookup`).
+pub mod user {
+    mortar::import_proto!("user");
+}
+
 use mail::{
-    Attachment, ClaimReq, ClaimResp, DeleteReq, DeleteResp, Grant, Granted, ItemsCheck, ItemsChecked,
-    ListReq, ListResp, LookedUp, Lookup, New, ReadReq, ReadResp, SendReq, SendResp, Summary,
+    Attachment, ClaimReq, ClaimResp, DeleteReq, DeleteResp, ListReq, ListResp, New, ReadReq, ReadResp,
+    SendReq, SendResp, Summary,
 };
+
+/// Attachments as the pack module's items.
+fn pack_items(attachments: &[Attachment]) -> Vec<pack::Item> {
+    attachments.iter().map(|item| pack::Item { item_id: item.item_id, count: item.count }).collect()
+}
 
 mortar::module!("mail");
 mortar::export_module!();
@@ -270,8 +285,12 @@ async fn claim(ctx: Ctx, req: ClaimReq) -> Result<ClaimResp, Code> {
         return Err(Code::ALREADY_EXISTS);
     }
     let items = letter.attachments();
-    let grant = Grant { grant_id: format!("mail:{}", letter.id), items: items.clone(), user_id: user };
-    let granted: Granted = ctx.call("pack.add_items", &grant).await?;
+    let grant = pack::AddItemsReq {
+        grant_id: format!("mail:{}", letter.id),
+        items: pack_items(&items),
+        user_id: user,
+    };
+    let granted = pack::PackClient(&ctx).add_items(&grant).await?;
     let now = now_ms(&ctx);
     // A failed mark loses nothing: the grant is done, and the next claim finds it so (adding
     // nothing) and marks the mail then.
@@ -325,14 +344,14 @@ async fn send(ctx: Ctx, req: SendReq) -> Result<SendResp, Failure> {
     let config = ctx.config::<MailConfig>();
     check_send(&req, &config)?;
     if !req.attachments.is_empty() {
-        let check = ItemsCheck { items: req.attachments.clone() };
-        let checked: ItemsChecked = ctx.call("pack.check_items", &check).await?;
+        let check = pack::CheckItemsReq { items: pack_items(&req.attachments) };
+        let checked = pack::PackClient(&ctx).check_items(&check).await?;
         if let Some(rest) = checked.problem.strip_prefix("items") {
             return Err(Code::BAD_REQUEST.because(format!("attachments{rest}")));
         }
     }
     // A game whose accounts are not the user module's (no worker serves it) checks its own.
-    match ctx.call::<_, LookedUp>("user.lookup", &Lookup { user_ids: req.to_users.clone() }).await {
+    match user::UserClient(&ctx).lookup(&user::LookupReq { user_ids: req.to_users.clone() }).await {
         Ok(known) => {
             let has_account = |user: &&u64| known.users.iter().any(|known| known.user_id == **user);
             if let Some(unknown) = req.to_users.iter().find(|user| !has_account(user)) {

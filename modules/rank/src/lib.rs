@@ -43,9 +43,24 @@ pub mod rank {
     mortar::include_proto!("rank");
 }
 
+/// The user module's messages and typed client (`user.lookup`).
+pub mod user {
+    mortar::import_proto!("user");
+}
+
+/// The friend module's messages and typed client (`friend.list`).
+pub mod friend {
+    mortar::import_proto!("friend");
+}
+
+/// The mail module's messages and typed client (`mail.send`).
+pub mod mail {
+    mortar::import_proto!("mail");
+}
+
 use rank::{
-    AroundReq, AroundResp, Entry as Ranked, FriendList, Friends, FriendsReq, FriendsResp, LookedUp, Lookup,
-    MeReq, MeResp, RewardMail, RewardMailed, SubmitReq, SubmitResp, TopReq, TopResp,
+    AroundReq, AroundResp, Entry as Ranked, FriendsReq, FriendsResp, MeReq, MeResp, SubmitReq, SubmitResp,
+    TopReq, TopResp,
 };
 
 mortar::module!("rank");
@@ -494,7 +509,7 @@ async fn rebuild(ctx: &Ctx, board: &Board, period: u64) -> Result<u64, Failure> 
 async fn names(ctx: &Ctx, users: &[u64]) -> Result<Vec<String>, Code> {
     let mut names = std::collections::HashMap::new();
     for chunk in users.chunks(1000) {
-        match ctx.call::<_, LookedUp>("user.lookup", &Lookup { user_ids: chunk.to_vec() }).await {
+        match user::UserClient(ctx).lookup(&user::LookupReq { user_ids: chunk.to_vec() }).await {
             Ok(found) => names.extend(found.users.into_iter().map(|player| (player.user_id, player.name))),
             Err(Code::NO_ROUTE) => break,
             Err(code) => return Err(code),
@@ -600,11 +615,10 @@ async fn friends(ctx: Ctx, req: FriendsReq) -> Result<FriendsResp, Failure> {
     let board = board(&ctx, &req.board_id)?;
     let period = board.period_at(now_ms(&ctx));
     let mut friend_names = std::collections::HashMap::new();
-    match ctx.call::<_, Friends>("friend.list", &FriendList {}).await {
-        // friend.State FRIEND.
+    match friend::FriendClient(&ctx).list(&friend::ListReq {}).await {
         Ok(list) => {
-            friend_names
-                .extend(list.friends.into_iter().filter(|f| f.state == 1).map(|f| (f.user_id, f.name)));
+            let friends = list.friends.into_iter().filter(|f| f.state() == friend::State::Friend);
+            friend_names.extend(friends.map(|f| (f.user_id, f.name)));
         }
         Err(Code::NO_ROUTE) => {}
         Err(code) => return Err(code.into()),
@@ -727,17 +741,17 @@ async fn mail_reward(
     user: u64,
     items: Vec<RewardItem>,
 ) -> Result<(), Failure> {
-    let mail = RewardMail {
+    let mail = mail::SendReq {
         to_users: vec![user],
         title: format!("{}: rank {rank}", board.id),
         body: format!("You finished period {period} of the {} board at rank {rank}.", board.id),
         attachments: items
             .iter()
-            .map(|item| rank::reward_mail::Item { item_id: item.item_id, count: item.count })
+            .map(|item| mail::Attachment { item_id: item.item_id, count: item.count })
             .collect(),
         dedup_key: format!("rank:{}:{period}:{rank}", board.id),
     };
-    match ctx.call::<_, RewardMailed>("mail.send", &mail).await {
+    match mail::MailClient(ctx).send(&mail).await {
         Ok(_) => Ok(()),
         Err(code)
             if matches!(code, Code::NOT_FOUND | Code::BAD_REQUEST | Code::NO_ROUTE) || code.get() >= 1000 =>

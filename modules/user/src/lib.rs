@@ -33,9 +33,14 @@ pub mod user {
     mortar::include_proto!("user");
 }
 
+/// The pack module's messages and typed client (`pack.add_items`).
+pub mod pack {
+    mortar::import_proto!("pack");
+}
+
 use user::{
     LoginReq, LoginResp, LookupReq, LookupResp, Player, ProfileReq, ProfileResp, RegisterReq, RegisterResp,
-    RenameReq, RenameResp, ResumeReq, ResumeResp, StarterGrant, StarterGranted, StarterItem,
+    RenameReq, RenameResp, ResumeReq, ResumeResp,
 };
 
 mortar::module!(User);
@@ -229,14 +234,14 @@ fn now_ms(ctx: &Ctx) -> i64 {
 
 /// Grants the starter items once (grant id `starter`), and marks the account when done.
 async fn grant_starter(ctx: &Ctx, user: u64) -> Result<(), Code> {
-    let items: Vec<StarterItem> = ctx
+    let items: Vec<pack::Item> = ctx
         .table::<StarterRow>()
         .iter()
-        .map(|row| StarterItem { item_id: row.item_id, count: row.count })
+        .map(|row| pack::Item { item_id: row.item_id, count: row.count })
         .collect();
     if !items.is_empty() {
-        let grant = StarterGrant { grant_id: "starter".into(), items, user_id: user };
-        let _: StarterGranted = ctx.call("pack.add_items", &grant).await?;
+        let grant = pack::AddItemsReq { grant_id: "starter".into(), items, user_id: user };
+        pack::PackClient(ctx).add_items(&grant).await?;
     }
     let now = now_ms(ctx);
     ctx.store::<Account>()
