@@ -48,7 +48,7 @@ ALLOWED = {
 # Crate -> the mortar crates it may name behind a feature (never in a default build).
 OPTIONAL = {"mortar-backends": {"mortar"}}
 # Crates that may name both the gateway and the runtime (the composition root and above).
-ABOVE_NODE = {"mortar-node", "mortar-cli", "mortar-tests", "mortar-fuzz"}
+ABOVE_NODE = {"mortar-node", "mortar-cli", "mortar-testing", "mortar-tests", "mortar-fuzz"}
 
 
 def metadata():

@@ -46,3 +46,8 @@ export MORTAR_TEST_NX_27017="$PWD/$nx_venv/bin/nx-27017"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 cargo test --workspace --locked "$@"
+
+# The module walkthrough of docs/writing-a-module.md, built as written outside the repository: the
+# module's own test with mortar_testing, and a game server binary linking it (its own target dir).
+# (Skipped when the command was given test names or cargo arguments.)
+[ $# -gt 0 ] || python3 scripts/walkthrough.py

@@ -185,19 +185,22 @@ struct Clients;
 impl prost_build::ServiceGenerator for Clients {
     fn generate(&mut self, service: prost_build::Service, buf: &mut String) {
         use std::fmt::Write as _;
-        let main = service.proto_name.to_ascii_lowercase();
+        let (main, name) = (service.proto_name.to_ascii_lowercase(), &service.name);
         let _ = write!(
             buf,
-            "\n/// Calls the routes of module `{main}` (service `{}`) with their types, through\n\
-             /// [`Ctx::call`](::mortar::Ctx::call): the deadline, trace and caller are the context's.\n\
-             #[derive(Clone, Copy)]\n\
-             pub struct {}Client<'a>(pub &'a ::mortar::Ctx);\n\n\
-             impl {}Client<'_> {{\n",
-            service.proto_name, service.name, service.name
+            r"
+/// Calls the routes of module `{main}` (service `{proto}`) with their types, through a
+/// [`Caller`](::mortar::Caller): `{name}Client(&ctx)` in a module (the deadline, trace and caller
+/// are the context's), `{name}Client(&player)` in a test.
+pub struct {name}Client<'a, C: ?Sized = ::mortar::Ctx>(pub &'a C);
+
+impl<C: ::mortar::Caller + ?Sized> {name}Client<'_, C> {{
+",
+            proto = service.proto_name,
         );
-        for method in
-            service.methods.iter().filter(|method| !method.server_streaming && !method.client_streaming)
-        {
+        let requests =
+            service.methods.iter().filter(|method| !method.server_streaming && !method.client_streaming);
+        for method in requests {
             let route = format!("{main}.{}", mortar_pb::snake_case(&method.proto_name));
             let _ = writeln!(buf, "    /// Calls `{route}`.");
             if !method.comments.leading.is_empty() {
@@ -208,10 +211,16 @@ impl prost_build::ServiceGenerator for Clients {
             }
             let _ = write!(
                 buf,
-                "    ///\n    /// # Errors\n    /// As [`Ctx::call`](::mortar::Ctx::call).\n\
-                 \x20   pub async fn {}(&self, req: &{}) -> ::core::result::Result<{}, ::mortar::Code> {{\n\
-                 \x20       self.0.call(\"{route}\", req).await\n    }}\n",
-                method.name, method.input_type, method.output_type
+                r#"    ///
+    /// # Errors
+    /// As the caller's [`call`](::mortar::Caller::call).
+    pub async fn {rust}(&self, req: &{input}) -> ::core::result::Result<{output}, C::Error> {{
+        self.0.call("{route}", req).await
+    }}
+"#,
+                rust = method.name,
+                input = method.input_type,
+                output = method.output_type,
             );
         }
         buf.push_str("}\n");

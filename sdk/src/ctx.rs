@@ -171,6 +171,37 @@ impl Ctx {
     }
 }
 
+/// What calls routes by name: [`Ctx`] from a module (errors are [`Code`]s), a test client from a
+/// test (`mortar_testing`, errors are [`Failure`](crate::Failure)s with their reasons). The typed
+/// clients generated for each service (`UserClient(&ctx).lookup(&req)`, see
+/// `mortar::build::Protos`, feature `build`) call through it.
+pub trait Caller {
+    /// What a failed call answers.
+    type Error;
+
+    /// Sends `req` to `route` (`main.sub`) and decodes the reply as `Resp`.
+    fn call<Req, Resp>(
+        &self,
+        route: &str,
+        req: &Req,
+    ) -> impl Future<Output = Result<Resp, Self::Error>> + Send
+    where
+        Req: Message,
+        Resp: Message + Default;
+}
+
+impl Caller for Ctx {
+    type Error = Code;
+
+    fn call<Req, Resp>(&self, route: &str, req: &Req) -> impl Future<Output = Result<Resp, Code>> + Send
+    where
+        Req: Message,
+        Resp: Message + Default,
+    {
+        Ctx::call(self, route, req)
+    }
+}
+
 /// Players: login, pushes, kicks and presence, the same in `mortar dev` and across a cluster.
 impl Ctx {
     /// Logs this request's session in as `user` (after the module checked the credentials). From

@@ -66,7 +66,7 @@ pub mod store;
 pub mod table;
 
 pub use code::{Code, Failure};
-pub use ctx::{Ctx, Level, Session};
+pub use ctx::{Caller, Ctx, Level, Session};
 pub use module::Module;
 pub use mortar_macros::{Document, handler};
 pub use mortar_pb as pb;
