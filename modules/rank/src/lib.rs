@@ -476,49 +476,28 @@ async fn rebuild(ctx: &Ctx, board: &Board, period: u64) -> Result<u64, Failure> 
     let page_size = ctx.config::<RankConfig>().rebuild_page;
     let store = ctx.store::<Entry>();
     let set = ctx.cache().sorted_set(&board.set_key(period));
-    let fetch = |after: Option<Cursor>| {
+    let (mut after, mut read): (Option<Cursor>, u64) = (None, 0);
+    loop {
         let mut query = store.sorted("standing").eq(&board.id).eq(period).limit(page_size);
         if let Some(cursor) = &after {
             query = query.after(cursor);
         }
-        query.page()
-    };
-    let mut page = fetch(None).await?;
-    let mut read = 0;
-    loop {
-        // The next page is read while this one goes into the set.
-        let after = page.next.clone().filter(|_| !page.items.is_empty());
-        let next = async {
-            match after {
-                Some(after) => fetch(Some(after)).await.map(Some),
-                None => Ok(None),
-            }
-        };
-        let apply = async {
-            set.add_many(page.items.iter().map(|entry| (entry.doc.member(), entry.doc.score)).collect())
-                .await?;
-            // A submit that changed an entry after this page was read has added its new member;
-            // the old one just added back goes again.
-            let ids: Vec<u64> = page.items.iter().map(|entry| entry.id).collect();
-            let now: std::collections::HashMap<u64, u64> = store
-                .get_many(&ids)
-                .await?
-                .into_iter()
-                .map(|current| (current.id, current.version))
-                .collect();
-            for entry in &page.items {
-                if now.get(&entry.id) != Some(&entry.version) {
-                    set.remove(&entry.doc.member()).await?;
-                }
-            }
-            Ok::<_, Failure>(())
-        };
-        let (applied, next) = futures::join!(apply, next);
-        applied?;
+        let page = query.page().await?;
         read += page.items.len() as u64;
-        match next? {
-            Some(next) => page = next,
-            None => break,
+        set.add_many(page.items.iter().map(|entry| (entry.doc.member(), entry.doc.score)).collect()).await?;
+        // A submit that changed an entry after this page was read has added its new member; the
+        // old one just added back goes again.
+        let ids: Vec<u64> = page.items.iter().map(|entry| entry.id).collect();
+        let now: std::collections::HashMap<u64, u64> =
+            store.get_many(&ids).await?.into_iter().map(|current| (current.id, current.version)).collect();
+        for entry in &page.items {
+            if now.get(&entry.id) != Some(&entry.version) {
+                set.remove(&entry.doc.member()).await?;
+            }
+        }
+        match page.next {
+            Some(next) if !page.items.is_empty() => after = Some(next),
+            _ => break,
         }
     }
     ctx.cache().set(&board.ready_key(period), &1u8, None).await?;
