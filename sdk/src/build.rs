@@ -48,8 +48,9 @@ pub fn compile_protos_in(dir: impl AsRef<Path>) -> Result<(), Box<dyn Error>> {
 ///
 /// For each package, the Rust file holds the messages and, per service, a typed client: for
 /// `service User { rpc Lookup(LookupReq) returns (LookupResp); }` a `UserClient(&ctx)` whose
-/// `lookup(&req)` calls route `user.lookup` through [`Ctx::call`](crate::Ctx::call) and answers a
-/// `LookupResp` (push rpcs, which stream, have no method). A crate calling another module imports
+/// `lookup(&req)` calls route `user.lookup` and answers a `LookupResp` (push rpcs, which stream,
+/// have no method). It calls through any [`Caller`](crate::Caller): a `Ctx` in a module, a test
+/// player of `mortar_testing` in a test. A crate calling another module imports
 /// that module's folder and includes its package with [`import_proto!`](crate::import_proto),
 /// which does not register it: the module's own crate does, where it is served.
 ///

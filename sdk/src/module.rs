@@ -60,11 +60,7 @@ where
 #[macro_export]
 macro_rules! include_proto {
     ($package:literal) => {
-        #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
-        mod generated {
-            include!(concat!(env!("OUT_DIR"), "/", $package, ".rs"));
-        }
-        pub use generated::*;
+        $crate::import_proto!($package);
 
         $crate::inventory::submit! {
             $crate::module::Protos {

@@ -25,3 +25,11 @@ async fn players_log_in_by_id_and_failures_carry_code_and_reason() {
     player.close().await;
     node.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_node_that_cannot_start_says_why() {
+    let start = tokio::spawn(TestNode::builder().modules(["no_such_module"]).start());
+    let panic = start.await.unwrap_err().into_panic();
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("no_such_module"), "the panic names the module: {message}");
+}
