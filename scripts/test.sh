@@ -8,11 +8,14 @@ cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "scripts/test.sh: cargo is required (https://rustup.rs)" >&2; exit 1; }
 
 # Debian packages the tests need: redis-server (the cluster, cache and registry tests start their
-# own Redis servers on free loopback ports) and protobuf-compiler (Google's protoc, which must accept
-# every .proto of the repo, as client authors run it).
+# own Redis servers on free loopback ports), protobuf-compiler (Google's protoc, which must accept
+# every .proto of the repo, as client authors run it, and generates the TypeScript client's code)
+# and chromium (the TypeScript client's browser tests).
 packages=()
 command -v redis-server >/dev/null || packages+=(redis-server)
 command -v protoc >/dev/null || packages+=(protobuf-compiler)
+# chromium: the TypeScript client's browser tests (clients/ts) drive Debian's Chromium headless.
+command -v chromium >/dev/null || packages+=(chromium)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "scripts/test.sh: installing ${packages[*]} (Debian packages)" >&2
   sudo=""
@@ -51,3 +54,18 @@ cargo test --workspace --locked "$@"
 # module's own test with mortar_testing, and a game server binary linking it (its own target dir).
 # (Skipped when the command was given test names or cargo arguments.)
 [ $# -gt 0 ] || python3 scripts/walkthrough.py
+
+# The TypeScript client (clients/ts): its generated code is current, it builds as its README says,
+# and its tests run in Node and in headless Chromium against a real `mortar dev` (the debug binary
+# cargo test built, also for `mortar routes`). Needs Node.js >= 18 with npm.
+if [ $# -eq 0 ]; then
+  command -v npm >/dev/null || { echo "scripts/test.sh: Node.js (>= 18) with npm is required for clients/ts" >&2; exit 1; }
+  (
+    cd clients/ts
+    export MORTAR_BIN="$PWD/../../target/debug/mortar" CHROMIUM="$(command -v chromium)"
+    npm ci --no-audit --no-fund --loglevel=error
+    npm run --silent check-gen
+    npm run --silent build
+    npm test
+  )
+fi

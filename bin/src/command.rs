@@ -95,6 +95,10 @@ enum Command {
     /// Print the version, the ABI fingerprint a module library must carry to be loaded by this
     /// binary, and the modules linked into it.
     Version,
+    /// Print the routes of the modules linked into this binary as one JSON document, for client
+    /// generators (clients/ts): `{"routes":[{"route","access","request","reply"}]}`, sorted by
+    /// route; `access` is `client` (logged-in players), `public` or `internal` (modules only).
+    Routes,
 }
 
 /// Runs the `mortar` command with this process's arguments, and every module linked into the
@@ -254,6 +258,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 "A module library (worker.dynamic_modules) loads only when its fingerprint is this one: built against the same mortar-abi source (this mortar's checkout or release, with its Cargo.lock), by the same rustc, for the same target. See docs/dynamic-modules.md."
             );
             println!("Linked modules: {}", crate::modules::names().join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Routes => {
+            println!("{}", crate::modules::routes_json());
             Ok(ExitCode::SUCCESS)
         }
         Command::Bot(options) => {

@@ -10,6 +10,27 @@ pub fn names() -> Vec<&'static str> {
     names
 }
 
+/// The routes linked into this binary as `{"routes":[{"route","access","request","reply"}]}`,
+/// sorted by route (what `mortar routes` prints).
+pub fn routes_json() -> serde_json::Value {
+    use mortar::route::Access;
+    let mut routes: Vec<_> = mortar::route::registered().collect();
+    routes.sort_unstable_by_key(|route| route.path);
+    let routes: Vec<_> = routes
+        .into_iter()
+        .map(|route| {
+            let (request, reply) = (route.types)();
+            let access = match route.access {
+                Access::Client => "client",
+                Access::Public => "public",
+                Access::Internal => "internal",
+            };
+            serde_json::json!({ "route": route.path, "access": access, "request": request, "reply": reply })
+        })
+        .collect();
+    serde_json::json!({ "routes": routes })
+}
+
 #[cfg(test)]
 mod tests {
     /// Each crate under modules/ declares its modules in its own crate (`mortar_echo::…`), and

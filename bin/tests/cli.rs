@@ -268,6 +268,25 @@ fn version_names_the_abi_fingerprint_and_the_linked_modules() {
 }
 
 #[test]
+fn routes_lists_every_linked_route_with_who_may_call_it() {
+    let out = Command::new(MORTAR).arg("routes").output().unwrap();
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let routes = doc["routes"].as_array().unwrap();
+    let find = |route: &str| {
+        routes.iter().find(|r| r["route"] == route).unwrap_or_else(|| panic!("{route} missing"))
+    };
+    assert_eq!(
+        find("pack.use"),
+        &serde_json::json!({"route": "pack.use", "access": "client", "request": "pack.UseReq", "reply": "pack.UseResp"})
+    );
+    assert_eq!(find("user.login")["access"], "public");
+    assert_eq!(find("pack.add_items")["access"], "internal");
+    let names: Vec<&str> = routes.iter().map(|r| r["route"].as_str().unwrap()).collect();
+    assert!(names.windows(2).all(|pair| pair[0] < pair[1]), "sorted: {names:?}");
+}
+
+#[test]
 fn a_stray_mortar_variable_is_warned_about_with_the_key_it_means() {
     // The warning comes before the config file is read: a missing one ends the start right after.
     let out = Command::new(MORTAR)

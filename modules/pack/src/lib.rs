@@ -145,14 +145,17 @@ async fn query(ctx: Ctx, _req: QueryReq) -> Result<QueryResp, Code> {
 /// Uses `count` of an item the table marks usable: `BAD_REQUEST` for a count of 0, an unknown
 /// item or one that is not usable; `NOT_ENOUGH_ITEMS` when the pack has fewer.
 #[mortar::handler("pack.use")]
-async fn use_item(ctx: Ctx, req: UseReq) -> Result<UseResp, Code> {
+async fn use_item(ctx: Ctx, req: UseReq) -> Result<UseResp, Failure> {
     let user = ctx.user_id().ok_or(Code::NOT_LOGGED_IN)?;
     if req.count == 0 {
-        return Err(Code::BAD_REQUEST);
+        return Err(Code::BAD_REQUEST.because("count must be at least 1"));
     }
-    let usable = ctx.table::<Item>().get(u64::from(req.item_id)).is_some_and(|item| item.usable);
-    if !usable {
-        return Err(Code::BAD_REQUEST);
+    match ctx.table::<Item>().get(u64::from(req.item_id)) {
+        None => return Err(Code::BAD_REQUEST.because(format!("no item {}", req.item_id))),
+        Some(item) if !item.usable => {
+            return Err(Code::BAD_REQUEST.because(format!("item {} is not usable", req.item_id)));
+        }
+        Some(_) => {}
     }
     let used = ctx
         .store::<PackDoc>()
@@ -165,8 +168,8 @@ async fn use_item(ctx: Ctx, req: UseReq) -> Result<UseResp, Code> {
     match used {
         Ok((_, remaining)) => Ok(UseResp { item_id: req.item_id, remaining }),
         // No pack yet: nothing to use.
-        Err(UpdateError::Store(mortar::store::StoreError::NotFound)) => Err(NOT_ENOUGH_ITEMS),
-        Err(error) => Err(store_code(error)),
+        Err(UpdateError::Store(mortar::store::StoreError::NotFound)) => Err(NOT_ENOUGH_ITEMS.into()),
+        Err(error) => Err(store_code(error).into()),
     }
 }
 

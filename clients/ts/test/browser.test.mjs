@@ -1,0 +1,138 @@
+// The client in headless Chromium (Debian's `chromium`, driven by playwright-core) against a real
+// `mortar dev`: the built package bundled for the browser, then the demo page clicked through.
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { createServer } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { build } from "esbuild";
+import { chromium } from "playwright-core";
+import { serveDemo } from "../examples/web/serve.mjs";
+import { account, DevNode } from "./dev-node.mjs";
+
+const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+if (!existsSync(executablePath)) {
+  throw new Error(`no Chromium at ${executablePath}: install Debian's chromium (scripts/test.sh does) or set CHROMIUM`);
+}
+
+let node;
+let browser;
+let page;
+let server;
+
+before(async () => {
+  node = await DevNode.start();
+  browser = await chromium.launch({ executablePath, args: ["--no-sandbox"] });
+  // The package as a browser loads it: dist/index.js bundled (its `ws` import is Node's only).
+  const bundle = await build({
+    stdin: { contents: 'import * as mortar from "./dist/index.js"; window.mortar = mortar;', resolveDir: fileURLToPath(new URL("..", import.meta.url)) },
+    bundle: true,
+    format: "esm",
+    platform: "browser",
+    external: ["ws"],
+    write: false,
+  });
+  const js = bundle.outputFiles[0].contents;
+  server = createServer((req, res) => {
+    if (req.url === "/mortar.js") res.writeHead(200, { "content-type": "text/javascript" }).end(js);
+    else res.writeHead(200, { "content-type": "text/html" }).end('<!doctype html><script type="module" src="/mortar.js"></script>');
+  });
+  await new Promise((ready) => server.listen(0, "127.0.0.1", ready));
+  page = await browser.newPage();
+  page.on("pageerror", (error) => console.error("page error:", error));
+  await page.goto(`http://127.0.0.1:${server.address().port}/`);
+  await page.waitForFunction(() => window.mortar !== undefined);
+});
+
+after(async () => {
+  await browser?.close();
+  await new Promise((done) => (server ? server.close(done) : done()));
+  await node?.close();
+});
+
+test("in Chromium: typed calls, a push between two clients, an error with its reason", async () => {
+  const result = await page.evaluate(
+    async ({ url, a, b }) => {
+      const { connect, MortarError } = window.mortar;
+      const password = "correct horse battery";
+      const join = async (name) => {
+        const client = await connect(url);
+        await client.user.register({ account: name, password });
+        const login = await client.request("user.login", { account: name, password });
+        return { client, userId: login.userId };
+      };
+      const alice = await join(a);
+      const bob = await join(b);
+      const pack = await alice.client.pack.query();
+      const pushed = new Promise((resolve) => bob.client.on("friend.request", resolve));
+      await alice.client.friend.request({ userId: BigInt(bob.userId) });
+      const push = await pushed;
+      let error;
+      try {
+        await alice.client.request("pack.use", { itemId: 1, count: 1 });
+      } catch (e) {
+        error = { isMortar: e instanceof MortarError, code: e.code, name: e.name, reason: e.reason };
+      }
+      await alice.client.close();
+      await bob.client.close();
+      return { items: pack.items.length, from: push.userId, alice: alice.userId, error, socket: typeof WebSocket };
+    },
+    { url: node.url, a: account("web"), b: account("web") },
+  );
+  assert.ok(result.items > 0);
+  assert.equal(result.from, result.alice);
+  assert.deepEqual(result.error, { isMortar: true, code: 2, name: "BAD_REQUEST", reason: "item 1 is not usable" });
+});
+
+test("the demo page: log in, chat, a friend with an online dot, a potion", async () => {
+  const demo = await serveDemo({ port: 0, gateway: node.url });
+  const tabs = [];
+  const login = async (name) => {
+    const tab = await browser.newPage({ viewport: { width: 1100, height: 560 } });
+    tabs.push(tab);
+    tab.on("pageerror", (error) => console.error("demo page error:", error));
+    await tab.goto(demo.url);
+    await tab.waitForSelector("#status:text('connected')");
+    await tab.fill("#account", name);
+    await tab.fill("#password", "correct horse battery");
+    await tab.click("#enter");
+    await tab.waitForSelector("#items li");
+    return tab;
+  };
+  try {
+    const ana = await login(account("ana"));
+    const ben = await login(account("ben"));
+    // Ana opens a group and says hello; it shows in her chat.
+    await ana.fill("#text", "hello from the demo");
+    await ana.click("#say");
+    await ana.waitForSelector("#messages div:has-text('hello from the demo')");
+    // Ben joins it by id and answers; Ana sees it through the group.message push.
+    const groupId = /#(\d+)/.exec(await ana.textContent("#group-label"))[1];
+    await ben.fill("#group-id", groupId);
+    await ben.click("#join");
+    await ben.waitForSelector(`#group-label:has-text('${groupId}')`);
+    await ben.fill("#text", "hi ana");
+    await ben.click("#say");
+    await ana.waitForSelector("#messages div:has-text('hi ana')");
+    // Ana asks Ben to be friends; Ben accepts; Ana's list shows him with a green (online) dot.
+    await ana.fill("#friend-id", await ben.textContent("#my-id"));
+    await ana.click("#add-friend");
+    await ben.click("#friends li button:text('Accept')");
+    await ana.waitForSelector("#friends li .dot.on");
+    // Ana uses a potion: the pack answers and the count drops.
+    const potions = await ana.textContent("#items li:has-text('Small Potion')");
+    await ana.click("#items li:has-text('Small Potion') button");
+    await ana.waitForFunction((text) => !document.querySelector("#items").textContent.includes(text), potions);
+    // What README.md shows (MORTAR_DEMO_SCREENSHOT=docs/demo.png npm test to renew it).
+    const shot = process.env.MORTAR_DEMO_SCREENSHOT ?? join(tmpdir(), "mortar-demo.png");
+    await ana.screenshot({ path: shot });
+    // Ben leaves: his dot on Ana's list goes grey from the friend.offline push.
+    await ben.close();
+    await ana.waitForSelector("#friends li .dot:not(.on)");
+  } finally {
+    for (const tab of tabs) await tab.close();
+    await demo.close();
+  }
+});
