@@ -243,7 +243,15 @@ export class MortarClient implements TypedCaller {
 
   /** A typed push handler (what `client.<module>.on<Push>()` calls). Returns an unsubscribe. */
   onMessage<T extends DescMessage>(route: string, schema: T, handler: (push: MessageShape<T>) => void): () => void {
-    return this.listen(route, (message) => handler(fromBinary(schema, message.data)));
+    return this.listen(route, (message) => {
+      let push: MessageShape<T>;
+      try {
+        push = fromBinary(schema, message.data);
+      } catch {
+        return; // not the route's message: nothing a handler could use
+      }
+      handler(push);
+    });
   }
 
   /** `reconnected`: back after a lost connection (resumed when there was a token). */
@@ -266,9 +274,12 @@ export class MortarClient implements TypedCaller {
     }
     return this.listen(name, (message) => {
       void this.pushSchema(name).then((schema) => {
-        const json = schema
-          ? toJson(schema, fromBinary(schema, message.data), { alwaysEmitImplicit: true })
-          : ({} as JsonObject);
+        let json: JsonObject = {};
+        try {
+          if (schema) json = toJson(schema, fromBinary(schema, message.data), { alwaysEmitImplicit: true }) as JsonObject;
+        } catch {
+          return; // not the route's message: nothing a handler could use
+        }
         (handler as (push: unknown) => void)(json);
       });
     });
@@ -397,6 +408,10 @@ export class MortarClient implements TypedCaller {
         await this.openSocket();
       } catch {
         continue;
+      }
+      if (this.closedByUser) {
+        this.ws?.close(1000, "bye");
+        return this.finish(lastClose);
       }
       let event: ReconnectedEvent = { resumed: false };
       if (this.token) {
@@ -652,7 +667,10 @@ export class MortarClient implements TypedCaller {
         const set = fromBinary(DescriptorsSchema, reply.data).fileDescriptorSet;
         return createFileRegistry(fromBinary(FileDescriptorSetSchema, set));
       })
-      .catch(() => undefined);
+      .catch(() => {
+        this.registry = undefined; // ask again next time
+        return undefined;
+      });
     return this.registry;
   }
 }

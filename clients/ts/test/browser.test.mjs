@@ -86,6 +86,60 @@ test("in Chromium: typed calls, a push between two clients, an error with its re
   assert.deepEqual(result.error, { isMortar: true, code: 2, name: "BAD_REQUEST", reason: "item 1 is not usable" });
 });
 
+test("in Chromium: a request timing out, a restarted node resumed, a kick on a second login", async () => {
+  const name = account("web");
+  const setup = await page.evaluate(
+    async ({ url, name }) => {
+      const { connect } = window.mortar;
+      const client = await connect(url, { reconnect: { minDelayMs: 100, maxDelayMs: 500 }, pingIntervalMs: 0 });
+      await client.user.register({ account: name, password: "correct horse battery" });
+      const login = await client.user.login({ account: name, password: "correct horse battery" });
+      window.events = [];
+      client.on("kick", (kick) => window.events.push(`kick ${kick.name}`));
+      client.on("reconnected", (event) => window.events.push(`reconnected ${event.resumed}`));
+      client.on("closed", (event) => window.events.push(`closed ${event.code}`));
+      window.player = client;
+      return { userId: login.userId.toString() };
+    },
+    { url: node.url, name },
+  );
+
+  // A frozen node: the request times out in the page.
+  node.pause();
+  let timedOut;
+  try {
+    timedOut = await page.evaluate(() =>
+      window.player.echo.say({ text: "late" }, { timeoutMs: 300 }).then(
+        () => "answered",
+        (error) => `${error.name}: ${error.reason}`,
+      ),
+    );
+  } finally {
+    node.resume();
+  }
+  assert.equal(timedOut, "TIMEOUT: no reply within 300 ms");
+
+  // The node restarts: the page's client is kicked (shutdown), reconnects, resumes, and calls on.
+  await node.restart();
+  await page.waitForFunction(() => window.events.includes("reconnected true"), null, { timeout: 10_000 });
+  const profile = await page.evaluate(() => window.player.user.profile().then((p) => p.userId.toString()));
+  assert.equal(profile, setup.userId);
+
+  // A second login of the same account elsewhere: the first is kicked and stays closed.
+  await page.evaluate(
+    async ({ url, name }) => {
+      const other = await window.mortar.connect(url);
+      await other.user.login({ account: name, password: "correct horse battery" });
+      window.other = other;
+    },
+    { url: node.url, name },
+  );
+  await page.waitForFunction(() => window.events.includes("closed 1008"), null, { timeout: 10_000 });
+  const events = await page.evaluate(() => window.events);
+  assert.deepEqual(events, ["kick SERVER_SHUTDOWN", "reconnected true", "kick LOGGED_IN_ELSEWHERE", "closed 1008"]);
+  await page.evaluate(() => window.other.close());
+});
+
 test("the demo page: log in, chat, a friend with an online dot, a potion", async () => {
   const demo = await serveDemo({ port: 0, gateway: node.url });
   const tabs = [];

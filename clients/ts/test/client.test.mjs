@@ -1,7 +1,7 @@
 // The client in Node against a real `mortar dev` (started here, on loopback).
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { connect, ErrorCode, MortarError } from "../dist/index.js";
+import { connect, ErrorCode, MortarError, requests } from "../dist/index.js";
 import { account, DevNode } from "./dev-node.mjs";
 
 let node;
@@ -48,6 +48,10 @@ test("typed calls and generic requests in proto3 JSON", async () => {
   assert.equal(profile.userId, userId.toString());
   const echoed = await client.request("echo.say", { text: "hi" });
   assert.deepEqual(echoed, { text: "hi" });
+  // Internal routes (module to module) are not generated: the gateway would refuse them.
+  assert.equal(client.pack.addItems, undefined);
+  assert.equal("pack.add_items" in requests, false);
+  assert.equal(typeof client.pack.use, "function");
   await client.close();
 });
 
