@@ -28,11 +28,17 @@ const args = process.argv.slice(2);
 let check = false;
 const extraProtos = [];
 let mortar = process.env.MORTAR_BIN ? `"${process.env.MORTAR_BIN}" routes` : "cargo run -q -p mortar-cli -- routes";
+// The default runs in the repository (cargo finds the workspace); a --mortar command runs where
+// it was typed, so its relative paths mean what they say.
+let mortarCwd = process.env.MORTAR_BIN ? process.cwd() : repo;
 for (let i = 0; i < args.length; i++) {
   const arg = args[i];
   if (arg === "--check") check = true;
   else if (arg === "--proto" && args[i + 1]) extraProtos.push(resolve(args[++i]));
-  else if (arg === "--mortar" && args[i + 1]) mortar = args[++i];
+  else if (arg === "--mortar" && args[i + 1]) {
+    mortar = args[++i];
+    mortarCwd = process.cwd();
+  }
   else {
     console.error(`gen: unknown argument ${arg}\nusage: node scripts/gen.mjs [--check] [--proto DIR]... [--mortar "COMMAND"]`);
     process.exit(2);
@@ -70,16 +76,17 @@ try {
   const { services, messages } = readDescriptors(folders, files);
 
   // 3. Which routes clients may call.
-  const routes = JSON.parse(execSync(mortar, { cwd: repo, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })).routes;
+  const routes = JSON.parse(execSync(mortar, { cwd: mortarCwd, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })).routes;
   writeFileSync(join(out, "routes.ts"), routesTs(services, messages, routes));
 
   if (check) {
     const stale = diff(out, join(pkg, "src/gen"));
     if (stale.length) {
       console.error(`gen: src/gen is stale (${stale.join(", ")}); run \`npm run gen\` in clients/ts and commit it`);
-      process.exit(1);
+      process.exitCode = 1;
+    } else {
+      console.log("gen: src/gen is up to date");
     }
-    console.log("gen: src/gen is up to date");
   } else {
     rmSync(join(pkg, "src/gen"), { recursive: true, force: true });
     cpSync(out, join(pkg, "src/gen"), { recursive: true });
