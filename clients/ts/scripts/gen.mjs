@@ -1,16 +1,17 @@
 #!/usr/bin/env node
-// Regenerates src/gen/: the protobuf-es message code of every proto folder (Google's `protoc` with
-// `protoc-gen-es`), and routes.ts, the typed route table of the routes clients may call.
+// Regenerates src/gen/ of this package: the protobuf-es message code of every proto folder
+// (Google's `protoc` with `protoc-gen-es`), and routes.ts, the typed route table of the routes
+// clients may call.
 //
-//   node scripts/gen.mjs [--check] [--proto DIR]... [--mortar "COMMAND"]
+//   node scripts/gen.mjs [--check] [--repo DIR] [--proto DIR]... [--mortar "COMMAND"]
 //
-// Proto folders: the repository's pb/proto and modules/*/proto, and each --proto DIR (a team's own
-// modules). Which routes clients may call comes from the server binary (`mortar routes`, which
-// knows the internal ones): by default `$MORTAR_BIN routes` when MORTAR_BIN is set, else `cargo run
-// -q -p mortar-cli -- routes` in the repository;
-// --mortar names another command, e.g. a game's own binary linking its modules
-// (`--mortar "target/release/game-server routes"` — the whole command, `routes` included).
-// --check regenerates into a scratch folder and fails when src/gen differs (CI).
+// Proto folders: pb/proto and modules/*/proto of the mortar checkout (--repo, default the one this
+// package sits in), and each --proto DIR (a game's own modules). Which routes clients may call
+// comes from the server binary (`mortar routes`, which knows the internal ones): `$MORTAR_BIN
+// routes` when MORTAR_BIN is set, else `cargo run --release -q -p mortar-cli -- routes` in the
+// checkout; --mortar names another command, e.g. a game's own binary linking its modules
+// (`--mortar "../game-server/target/release/game-server routes"`, the whole command, run where
+// gen is run). --check regenerates into a scratch folder and fails when src/gen differs (CI).
 
 import { fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
@@ -22,28 +23,31 @@ import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const pkg = resolve(here, "..");
-const repo = resolve(pkg, "../..");
 
 const args = process.argv.slice(2);
 let check = false;
+let repo = resolve(pkg, "../..");
 const extraProtos = [];
-let mortar = process.env.MORTAR_BIN ? `"${process.env.MORTAR_BIN}" routes` : "cargo run -q -p mortar-cli -- routes";
-// The default runs in the repository (cargo finds the workspace); a --mortar command runs where
-// it was typed, so its relative paths mean what they say.
-let mortarCwd = process.env.MORTAR_BIN ? process.cwd() : repo;
+let mortar = process.env.MORTAR_BIN ? `"${process.env.MORTAR_BIN}" routes` : undefined;
 for (let i = 0; i < args.length; i++) {
   const arg = args[i];
   if (arg === "--check") check = true;
+  else if (arg === "--repo" && args[i + 1]) repo = resolve(args[++i]);
   else if (arg === "--proto" && args[i + 1]) extraProtos.push(resolve(args[++i]));
-  else if (arg === "--mortar" && args[i + 1]) {
-    mortar = args[++i];
-    mortarCwd = process.cwd();
-  }
+  else if (arg === "--mortar" && args[i + 1]) mortar = args[++i];
   else {
-    console.error(`gen: unknown argument ${arg}\nusage: node scripts/gen.mjs [--check] [--proto DIR]... [--mortar "COMMAND"]`);
+    console.error(`gen: unknown argument ${arg}\nusage: node scripts/gen.mjs [--check] [--repo DIR] [--proto DIR]... [--mortar "COMMAND"]`);
     process.exit(2);
   }
 }
+if (!existsSync(join(repo, "pb/proto/mortar.proto"))) {
+  console.error(`gen: ${repo} is not a mortar checkout (no pb/proto/mortar.proto); pass --repo DIR`);
+  process.exit(2);
+}
+// The default runs in the checkout (cargo finds the workspace there); a command given runs where
+// gen runs, so its relative paths mean what they say.
+const mortarCwd = mortar ? process.cwd() : repo;
+mortar ??= "cargo run --release -q -p mortar-cli -- routes";
 
 const folders = [join(repo, "pb/proto")];
 for (const module of readdirSync(join(repo, "modules")).sort()) {
@@ -77,6 +81,13 @@ try {
 
   // 3. Which routes clients may call.
   const routes = JSON.parse(execSync(mortar, { cwd: mortarCwd, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })).routes;
+  const served = new Set(routes.map((r) => r.route.slice(0, r.route.indexOf("."))));
+  for (const service of services) {
+    const module = service.name.toLowerCase();
+    if (module !== "sys" && !served.has(module) && service.methods.some((m) => !m.push)) {
+      console.warn(`gen: \`${mortar}\` serves no route of module ${module}: only its pushes are generated (pass --mortar with a binary that links it)`);
+    }
+  }
   writeFileSync(join(out, "routes.ts"), routesTs(services, messages, routes));
 
   if (check) {

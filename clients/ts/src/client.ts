@@ -379,7 +379,7 @@ export class MortarClient implements TypedCaller {
     }
     this.inFlight.clear();
     if (this.reconnecting) return; // the reconnect loop tries again
-    this.emit("disconnected", event);
+    if (!this.closedByUser) this.emit("disconnected", event);
     if (this.closedByUser || this.kicked || !this.reconnect) {
       this.finish(event);
       return;

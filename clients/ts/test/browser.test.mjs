@@ -156,14 +156,15 @@ test("the demo page: log in, chat, a friend with an online dot, a potion", async
     return tab;
   };
   try {
-    const ana = await login(account("ana"));
+    const anaName = account("ana");
+    const ana = await login(anaName);
     const ben = await login(account("ben"));
     // Ana opens a group and says hello; it shows in her chat.
     await ana.fill("#text", "hello from the demo");
     await ana.click("#say");
     await ana.waitForSelector("#messages div:has-text('hello from the demo')");
     // Ben joins it by id and answers; Ana sees it through the group.message push.
-    const groupId = /#(\d+)/.exec(await ana.textContent("#group-label"))[1];
+    const groupId = /id (\d+)/.exec(await ana.textContent("#group-label"))[1];
     await ben.fill("#group-id", groupId);
     await ben.click("#join");
     await ben.waitForSelector(`#group-label:has-text('${groupId}')`);
@@ -185,6 +186,9 @@ test("the demo page: log in, chat, a friend with an online dot, a potion", async
     // Ben leaves: his dot on Ana's list goes grey from the friend.offline push.
     await ben.close();
     await ana.waitForSelector("#friends li .dot:not(.on)");
+    // Ana logs in in another tab: this one says it was kicked and why.
+    await login(anaName);
+    await ana.waitForSelector("#status:text('kicked: LOGGED_IN_ELSEWHERE (reload to play here)')");
   } finally {
     for (const tab of tabs) await tab.close();
     await demo.close();

@@ -168,7 +168,11 @@ async fn use_item(ctx: Ctx, req: UseReq) -> Result<UseResp, Failure> {
     match used {
         Ok((_, remaining)) => Ok(UseResp { item_id: req.item_id, remaining }),
         // No pack yet: nothing to use.
-        Err(UpdateError::Store(mortar::store::StoreError::NotFound)) => Err(NOT_ENOUGH_ITEMS.into()),
+        Err(UpdateError::Store(mortar::store::StoreError::NotFound))
+        | Err(UpdateError::Refused(NOT_ENOUGH_ITEMS)) => {
+            Err(NOT_ENOUGH_ITEMS
+                .because(format!("fewer than {} of item {} in the pack", req.count, req.item_id)))
+        }
         Err(error) => Err(store_code(error).into()),
     }
 }

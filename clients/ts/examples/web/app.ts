@@ -9,6 +9,7 @@ const ITEM_NAMES: Record<number, string> = { 1: "Gold", 2: "Gem", 100: "Small Po
 
 let client: Client;
 let groupId: bigint | undefined;
+let kickedBy: string | undefined;
 
 function show(id: string, error: unknown) {
   $(id).textContent = error instanceof MortarError ? `${error.name}: ${error.reason || "no reason given"}` : String(error);
@@ -22,8 +23,15 @@ async function start() {
     $("status").textContent = event.resumed ? "connected (session resumed)" : "connected (log in again)";
     if (event.resumed) void refresh();
   });
-  client.on("kick", (kick) => ($("status").textContent = `kicked: ${kick.name}`));
-  client.on("closed", () => ($("status").textContent = "disconnected"));
+  client.on("kick", (kick) => {
+    kickedBy = kick.name;
+    $("status").textContent = `kicked: ${kick.name}`;
+  });
+  client.on("closed", () => {
+    // After a kick (another login of this account, say) or a lost connection for good.
+    $("status").textContent = kickedBy ? `kicked: ${kickedBy} (reload to play here)` : "disconnected (reload to try again)";
+    document.body.classList.add("gone");
+  });
   client.pack.onChanged(() => void loadPack());
   client.on("friend.request", () => void loadFriends());
   client.friend.onAccepted(() => void loadFriends());
@@ -45,13 +53,20 @@ async function enter() {
   const account = value("account");
   const password = value("password");
   try {
+    let registered = true;
     try {
       await client.user.register({ account, password });
     } catch (error) {
       if (!(error instanceof MortarError && error.name === "ALREADY_EXISTS")) throw error;
+      registered = false;
     }
     const login = await client.user.login({ account, password });
-    $("who").textContent = login.name;
+    let name = login.name;
+    if (registered) {
+      // New players are `Player` and 8 digits: take the account's name when nobody has it.
+      name = await client.user.rename({ name: account }).then((renamed) => renamed.name, () => name);
+    }
+    $("who").textContent = name;
     $("my-id").textContent = login.userId.toString();
     $("login").hidden = true;
     $("game").hidden = false;
@@ -91,7 +106,8 @@ async function loadFriends() {
     const li = document.createElement("li");
     li.dataset.userId = friend.userId.toString();
     const dot = document.createElement("span");
-    dot.className = friend.online ? "dot on" : "dot";
+    // Online dots for friends only (state 1); a pending request has none.
+    dot.className = friend.state === 1 ? (friend.online ? "dot on" : "dot") : "dot none";
     const name = document.createElement("span");
     name.textContent = friend.name;
     li.append(dot, name);
@@ -120,7 +136,7 @@ async function loadGroup() {
 
 function useGroup(id: bigint, name: string) {
   groupId = id;
-  $("group-label").textContent = `${name} (#${id})`;
+  $("group-label").textContent = `${name} · id ${id}`;
 }
 
 async function say() {
@@ -143,20 +159,33 @@ $("text").onkeydown = (event) => event.key === "Enter" && void say();
 $("say").onclick = () => void say();
 /** The number typed in `id`, or an error shown in `errorId`. */
 function idIn(id: string, errorId: string): bigint | undefined {
-  if (/^\d{1,20}$/.test(value(id))) return BigInt(value(id));
+  const text = value(id).replace(/^#/, "");
+  if (/^\d{1,20}$/.test(text)) return BigInt(text);
   $(errorId).textContent = "type a number";
   return undefined;
 }
 
 $("add-friend").onclick = () => {
   const userId = idIn("friend-id", "friend-error");
-  if (userId !== undefined) client.friend.request({ userId }).then(loadFriends, (error) => show("friend-error", error));
+  if (userId === undefined) return;
+  client.friend.request({ userId }).then(
+    () => {
+      $<HTMLInputElement>("friend-id").value = "";
+      return loadFriends();
+    },
+    (error) => show("friend-error", error),
+  );
 };
 $("create").onclick = () =>
   client.group.create({ name: "lobby" }).then((created) => useGroup(created.groupId, "lobby"), (error) => show("chat-error", error));
 $("join").onclick = () => {
   const id = idIn("group-id", "chat-error");
-  if (id !== undefined) client.group.join({ groupId: id }).then(() => useGroup(id, "group"), (error) => show("chat-error", error));
+  if (id === undefined) return;
+  client.group
+    .join({ groupId: id })
+    .then(() => client.group.mine())
+    .then(({ groups }) => useGroup(id, groups.find((group) => group.groupId === id)?.name ?? "group"))
+    .catch((error) => show("chat-error", error));
 };
 
 start().catch((error) => ($("status").textContent = `cannot connect to ${gateway}: ${error}`));

@@ -66,12 +66,20 @@ async function main() {
     if (!(await listening("127.0.0.1", 4000))) {
       const repo = resolve(here, "../../../..");
       console.log("demo: starting mortar dev (cargo run --release -p mortar-cli -- dev) in", repo);
+      // Its own process group, so that stopping the demo stops cargo and the node it runs.
       const dev = spawn("cargo", ["run", "--release", "-p", "mortar-cli", "--", "dev"], {
         cwd: repo,
         stdio: ["ignore", "pipe", "inherit"],
+        detached: true,
       });
-      process.on("exit", () => dev.kill());
-      process.on("SIGINT", () => process.exit(0));
+      process.on("exit", () => {
+        try {
+          process.kill(-dev.pid, "SIGTERM");
+        } catch {
+          // already gone
+        }
+      });
+      for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) process.on(signal, () => process.exit(0));
       await new Promise((ready, fail) => {
         dev.on("exit", (code) => fail(new Error(`mortar dev exited (${code})`)));
         dev.stdout.on("data", (chunk) => {
