@@ -77,7 +77,7 @@ try {
   );
 
   // 2. The services and messages of those protos, read back from protoc as a descriptor set.
-  const { services, messages } = readDescriptors(folders, files);
+  const { services, messages, codes } = readDescriptors(folders, files);
 
   // 3. Which routes clients may call.
   const routes = JSON.parse(execSync(mortar, { cwd: mortarCwd, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] })).routes;
@@ -88,7 +88,7 @@ try {
       console.warn(`gen: \`${mortar}\` serves no route of module ${module}: only its pushes are generated (pass --mortar with a binary that links it)`);
     }
   }
-  writeFileSync(join(out, "routes.ts"), routesTs(services, messages, routes));
+  writeFileSync(join(out, "routes.ts"), routesTs(services, messages, codes, routes));
 
   if (check) {
     const stale = diff(out, join(pkg, "src/gen"));
@@ -115,6 +115,7 @@ function readDescriptors(folders, files) {
   rmSync(set);
   const services = [];
   const messages = new Map(); // full name → { file, package }
+  const codes = new Map(); // module → [[number, name]] of its proto's `enum ModuleCode`
   for (const file of fromBinary(FileDescriptorSetSchema, bytes).file) {
     const where = { file: file.name.replace(/\.proto$/, ""), package: file.package };
     const walk = (prefix, list) => {
@@ -124,7 +125,14 @@ function readDescriptors(folders, files) {
       }
     };
     walk(file.package ? `${file.package}.` : "", file.messageType);
+    const moduleCode = file.enumType.find((e) => e.name === "ModuleCode");
     for (const service of file.service) {
+      if (moduleCode) {
+        codes.set(
+          service.name.toLowerCase(),
+          moduleCode.value.filter((v) => v.number >= 1000).map((v) => [v.number, v.name]),
+        );
+      }
       services.push({
         name: service.name,
         methods: service.method.map((m) => ({
@@ -136,7 +144,7 @@ function readDescriptors(folders, files) {
       });
     }
   }
-  return { services, messages };
+  return { services, messages, codes };
 }
 
 /** `AddItems` → `add_items`: a route's `sub` from its method's name. */
@@ -161,7 +169,7 @@ function ident(file) {
   return `$${file.replace(/[^A-Za-z0-9_]/g, "_")}`;
 }
 
-function routesTs(services, byType, routes) {
+function routesTs(services, byType, codes, routes) {
   const clientRoutes = new Map(routes.filter((r) => r.access !== "internal").map((r) => [r.route, r]));
 
   const imports = new Set();
@@ -238,6 +246,11 @@ ${pushRows.join("\n")}
 } as const;
 
 ${classes.join("\n\n")}
+
+/** Each module's own codes (1000 and up), from the \`enum ModuleCode\` of its proto. */
+export const moduleCodes: Readonly<Record<string, Readonly<Record<number, string>>>> = {
+${[...codes].sort(([a], [b]) => a.localeCompare(b)).map(([module, values]) => `  ${module}: { ${values.map(([n, name]) => `${n}: ${JSON.stringify(name)}`).join(", ")} },`).join("\n")}
+};
 
 /** The typed route classes, one per module, as properties of a client. */
 export interface Modules {

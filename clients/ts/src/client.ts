@@ -13,7 +13,7 @@ import {
   toJson,
 } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
-import { MortarError } from "./error.js";
+import { codeName, MortarError } from "./error.js";
 import {
   DescriptorsSchema,
   EmptySchema,
@@ -187,8 +187,8 @@ export class MortarClient implements TypedCaller {
     Object.assign(this, modules(this));
   }
 
-  /** The session token the client resumes with after a reconnect: the last `user.login` or
-   * `user.resume` token, or {@link setToken}'s. */
+  /** The session token the client resumes with after a reconnect: the `connect` option's, the
+   * last `user.login` reply's, or {@link setToken}'s. */
   get sessionToken(): string | undefined {
     return this.token;
   }
@@ -301,14 +301,13 @@ export class MortarClient implements TypedCaller {
 
   // --- connection ---------------------------------------------------------------------------
 
-  /** The first connection: rejects instead of retrying. */
+  /** The first connection (what {@link connect} calls): rejects instead of retrying. */
   async open(): Promise<void> {
     await this.openSocket();
     if (this.token) {
       try {
         await this.resume();
       } catch (error) {
-        this.reconnectOff();
         await this.close();
         throw error;
       }
@@ -316,10 +315,6 @@ export class MortarClient implements TypedCaller {
     this.startPings();
     this.ready = true;
     this.pump();
-  }
-
-  private reconnectOff(): void {
-    this.closedByUser = true;
   }
 
   private openSocket(): Promise<void> {
@@ -611,7 +606,7 @@ export class MortarClient implements TypedCaller {
     if (route === "sys.kick") {
       const kick = fromBinary(KickSchema, message.data);
       if (kick.reason !== ErrorCode.SERVER_SHUTDOWN) this.kicked = true;
-      this.emit("kick", { code: kick.reason, name: ErrorCode[kick.reason] ?? `CODE_${kick.reason}` });
+      this.emit("kick", { code: kick.reason, name: codeName(kick.reason) });
       return;
     }
     for (const listener of this.listeners.get(route) ?? []) {

@@ -16,4 +16,4 @@ export {
   type WebSocketConstructor,
 } from "./client.js";
 export { codeName, ErrorCode, MortarError } from "./error.js";
-export { type Modules, pushes, type RequestOptions, requests } from "./gen/routes.js";
+export { type Modules, moduleCodes, pushes, type RequestOptions, requests } from "./gen/routes.js";

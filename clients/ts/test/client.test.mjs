@@ -48,6 +48,13 @@ test("typed calls and generic requests in proto3 JSON", async () => {
   assert.equal(profile.userId, userId.toString());
   const echoed = await client.request("echo.say", { text: "hi" });
   assert.deepEqual(echoed, { text: "hi" });
+  // A module's own code is named by its proto's enum ModuleCode.
+  await assert.rejects(client.pack.use({ itemId: 100, count: 999 }), (error) => {
+    assert.equal(error.code, 1001);
+    assert.equal(error.name, "NOT_ENOUGH_ITEMS");
+    assert.equal(error.reason, "fewer than 999 of item 100 in the pack");
+    return true;
+  });
   // Internal routes (module to module) are not generated: the gateway would refuse them.
   assert.equal(client.pack.addItems, undefined);
   assert.equal("pack.add_items" in requests, false);

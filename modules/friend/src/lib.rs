@@ -45,11 +45,11 @@ mortar::module!("friend", on_online = came_online, on_offline = went_offline);
 mortar::export_module!();
 
 /// I, or the other player, already have `max_friends` friends.
-pub const FRIEND_LIMIT: Code = Code::module(1001);
+pub const FRIEND_LIMIT: Code = Code::module(friend::ModuleCode::FriendLimit as i32);
 /// I already have `max_pending` requests of mine waiting for an answer.
-pub const PENDING_LIMIT: Code = Code::module(1002);
+pub const PENDING_LIMIT: Code = Code::module(friend::ModuleCode::PendingLimit as i32);
 /// I already block `max_blocked` players.
-pub const BLOCK_LIMIT: Code = Code::module(1003);
+pub const BLOCK_LIMIT: Code = Code::module(friend::ModuleCode::BlockLimit as i32);
 
 /// Never sent: a change closure's way to say that nothing needs writing.
 const UNCHANGED: Code = Code::module(1999);

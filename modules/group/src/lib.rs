@@ -68,9 +68,9 @@ impl Module for Group {
 }
 
 /// The group already has `max_members` members.
-pub const GROUP_FULL: Code = Code::module(1001);
+pub const GROUP_FULL: Code = Code::module(group::ModuleCode::GroupFull as i32);
 /// The player is in `max_groups_per_user` groups already.
-pub const GROUP_LIMIT: Code = Code::module(1002);
+pub const GROUP_LIMIT: Code = Code::module(group::ModuleCode::GroupLimit as i32);
 
 /// `[modules.group]`: the sizes of groups, names and messages.
 #[derive(Clone, Debug, Deserialize)]

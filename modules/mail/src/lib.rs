@@ -47,7 +47,7 @@ mortar::module!("mail");
 mortar::export_module!();
 
 /// `mail.send` found every recipient's mailbox full of unclaimed attachments: nothing was sent.
-pub const MAILBOX_FULL: Code = Code::module(1001);
+pub const MAILBOX_FULL: Code = Code::module(mail::ModuleCode::MailboxFull as i32);
 
 /// `[modules.mail]`: the limits of a mailbox and of one mail.
 #[derive(Clone, Debug, Deserialize)]

@@ -26,9 +26,9 @@ mortar::module!("pack");
 mortar::export_module!();
 
 /// Not as many of the item as asked for.
-pub const NOT_ENOUGH_ITEMS: Code = Code::module(1001);
+pub const NOT_ENOUGH_ITEMS: Code = Code::module(pack::ModuleCode::NotEnoughItems as i32);
 /// A grant would take an item past its `max_stack`; nothing was added.
-pub const PACK_FULL: Code = Code::module(1002);
+pub const PACK_FULL: Code = Code::module(pack::ModuleCode::PackFull as i32);
 
 /// How many grant ids a pack remembers: a grant retried after more than this many later grants
 /// to the same player would be added again.

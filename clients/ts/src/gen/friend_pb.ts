@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file friend.proto.
  */
 export const file_friend: GenFile = /*@__PURE__*/
-  fileDesc("CgxmcmllbmQucHJvdG8SBmZyaWVuZCIZCgZUYXJnZXQSDwoHdXNlcl9pZBgBIAEoBCIGCgREb25lIgkKB0xpc3RSZXEiKwoITGlzdFJlc3ASHwoHZnJpZW5kcxgBIAMoCzIOLmZyaWVuZC5MaXN0ZWQiVQoGTGlzdGVkEg8KB3VzZXJfaWQYASABKAQSDAoEbmFtZRgCIAEoCRIcCgVzdGF0ZRgDIAEoDjINLmZyaWVuZC5TdGF0ZRIOCgZvbmxpbmUYBCABKAgiKAoHUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgEEgwKBG5hbWUYAiABKAkiKQoIQWNjZXB0ZWQSDwoHdXNlcl9pZBgBIAEoBBIMCgRuYW1lGAIgASgJIhsKCFByZXNlbmNlEg8KB3VzZXJfaWQYASABKAQiHwoMQmxvY2tlZEJ5UmVxEg8KB3VzZXJfaWQYASABKAQiIQoNQmxvY2tlZEJ5UmVzcBIQCgh1c2VyX2lkcxgBIAMoBCpfCgVTdGF0ZRIVChFTVEFURV9VTlNQRUNJRklFRBAAEgoKBkZSSUVORBABEhAKDFJFUVVFU1RfU0VOVBACEhQKEFJFUVVFU1RfUkVDRUlWRUQQAxILCgdCTE9DS0VEEAQy9AMKBkZyaWVuZBIqCgdSZXF1ZXN0Eg4uZnJpZW5kLlRhcmdldBoPLmZyaWVuZC5SZXF1ZXN0EiYKBkFjY2VwdBIOLmZyaWVuZC5UYXJnZXQaDC5mcmllbmQuRG9uZRImCgZSZWplY3QSDi5mcmllbmQuVGFyZ2V0GgwuZnJpZW5kLkRvbmUSJgoGUmVtb3ZlEg4uZnJpZW5kLlRhcmdldBoMLmZyaWVuZC5Eb25lEiUKBUJsb2NrEg4uZnJpZW5kLlRhcmdldBoMLmZyaWVuZC5Eb25lEicKB1VuYmxvY2sSDi5mcmllbmQuVGFyZ2V0GgwuZnJpZW5kLkRvbmUSKQoETGlzdBIPLmZyaWVuZC5MaXN0UmVxGhAuZnJpZW5kLkxpc3RSZXNwEjgKCUJsb2NrZWRCeRIULmZyaWVuZC5CbG9ja2VkQnlSZXEaFS5mcmllbmQuQmxvY2tlZEJ5UmVzcBIwCghBY2NlcHRlZBIQLmZyaWVuZC5BY2NlcHRlZBoQLmZyaWVuZC5BY2NlcHRlZDABEi4KBk9ubGluZRIQLmZyaWVuZC5QcmVzZW5jZRoQLmZyaWVuZC5QcmVzZW5jZTABEi8KB09mZmxpbmUSEC5mcmllbmQuUHJlc2VuY2UaEC5mcmllbmQuUHJlc2VuY2UwAWIGcHJvdG8z");
+  fileDesc("CgxmcmllbmQucHJvdG8SBmZyaWVuZCIZCgZUYXJnZXQSDwoHdXNlcl9pZBgBIAEoBCIGCgREb25lIgkKB0xpc3RSZXEiKwoITGlzdFJlc3ASHwoHZnJpZW5kcxgBIAMoCzIOLmZyaWVuZC5MaXN0ZWQiVQoGTGlzdGVkEg8KB3VzZXJfaWQYASABKAQSDAoEbmFtZRgCIAEoCRIcCgVzdGF0ZRgDIAEoDjINLmZyaWVuZC5TdGF0ZRIOCgZvbmxpbmUYBCABKAgiKAoHUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgEEgwKBG5hbWUYAiABKAkiKQoIQWNjZXB0ZWQSDwoHdXNlcl9pZBgBIAEoBBIMCgRuYW1lGAIgASgJIhsKCFByZXNlbmNlEg8KB3VzZXJfaWQYASABKAQiHwoMQmxvY2tlZEJ5UmVxEg8KB3VzZXJfaWQYASABKAQiIQoNQmxvY2tlZEJ5UmVzcBIQCgh1c2VyX2lkcxgBIAMoBCpfCgVTdGF0ZRIVChFTVEFURV9VTlNQRUNJRklFRBAAEgoKBkZSSUVORBABEhAKDFJFUVVFU1RfU0VOVBACEhQKEFJFUVVFU1RfUkVDRUlWRUQQAxILCgdCTE9DS0VEEAQqYgoKTW9kdWxlQ29kZRIbChdNT0RVTEVfQ09ERV9VTlNQRUNJRklFRBAAEhEKDEZSSUVORF9MSU1JVBDpBxISCg1QRU5ESU5HX0xJTUlUEOoHEhAKC0JMT0NLX0xJTUlUEOsHMvQDCgZGcmllbmQSKgoHUmVxdWVzdBIOLmZyaWVuZC5UYXJnZXQaDy5mcmllbmQuUmVxdWVzdBImCgZBY2NlcHQSDi5mcmllbmQuVGFyZ2V0GgwuZnJpZW5kLkRvbmUSJgoGUmVqZWN0Eg4uZnJpZW5kLlRhcmdldBoMLmZyaWVuZC5Eb25lEiYKBlJlbW92ZRIOLmZyaWVuZC5UYXJnZXQaDC5mcmllbmQuRG9uZRIlCgVCbG9jaxIOLmZyaWVuZC5UYXJnZXQaDC5mcmllbmQuRG9uZRInCgdVbmJsb2NrEg4uZnJpZW5kLlRhcmdldBoMLmZyaWVuZC5Eb25lEikKBExpc3QSDy5mcmllbmQuTGlzdFJlcRoQLmZyaWVuZC5MaXN0UmVzcBI4CglCbG9ja2VkQnkSFC5mcmllbmQuQmxvY2tlZEJ5UmVxGhUuZnJpZW5kLkJsb2NrZWRCeVJlc3ASMAoIQWNjZXB0ZWQSEC5mcmllbmQuQWNjZXB0ZWQaEC5mcmllbmQuQWNjZXB0ZWQwARIuCgZPbmxpbmUSEC5mcmllbmQuUHJlc2VuY2UaEC5mcmllbmQuUHJlc2VuY2UwARIvCgdPZmZsaW5lEhAuZnJpZW5kLlByZXNlbmNlGhAuZnJpZW5kLlByZXNlbmNlMAFiBnByb3RvMw");
 
 /**
  * friend.request, friend.accept, friend.reject, friend.remove, friend.block, friend.unblock: the
@@ -418,12 +418,57 @@ export const StateSchema: GenEnum<State, StateJson> = /*@__PURE__*/
   enumDesc(file_friend, 0);
 
 /**
+ * The module's own codes (UserMessage.code, 1000 and up), named for clients.
+ *
+ * @generated from enum friend.ModuleCode
+ */
+export enum ModuleCode {
+  /**
+   * @generated from enum value: MODULE_CODE_UNSPECIFIED = 0;
+   */
+  MODULE_CODE_UNSPECIFIED = 0,
+
+  /**
+   * I, or the other player, already have max_friends friends.
+   *
+   * @generated from enum value: FRIEND_LIMIT = 1001;
+   */
+  FRIEND_LIMIT = 1001,
+
+  /**
+   * max_pending requests of mine wait for an answer.
+   *
+   * @generated from enum value: PENDING_LIMIT = 1002;
+   */
+  PENDING_LIMIT = 1002,
+
+  /**
+   * I already block max_blocked players.
+   *
+   * @generated from enum value: BLOCK_LIMIT = 1003;
+   */
+  BLOCK_LIMIT = 1003,
+}
+
+/**
+ * The module's own codes (UserMessage.code, 1000 and up), named for clients.
+ *
+ * @generated from enum friend.ModuleCode
+ */
+export type ModuleCodeJson = "MODULE_CODE_UNSPECIFIED" | "FRIEND_LIMIT" | "PENDING_LIMIT" | "BLOCK_LIMIT";
+
+/**
+ * Describes the enum friend.ModuleCode.
+ */
+export const ModuleCodeSchema: GenEnum<ModuleCode, ModuleCodeJson> = /*@__PURE__*/
+  enumDesc(file_friend, 1);
+
+/**
  * Routes friend.request, friend.accept, friend.reject, friend.remove, friend.block,
  * friend.unblock, friend.list (logged-in players), the internal friend.blocked_by, and the pushes
- * friend.request, friend.accepted, friend.online, friend.offline. Module codes: FRIEND_LIMIT =
- * 1001 (I or they have max_friends), PENDING_LIMIT = 1002 (max_pending requests of mine wait;
- * requests waiting for the other player never refuse mine: past max_incoming their oldest gives
- * way), BLOCK_LIMIT = 1003.
+ * friend.request, friend.accepted, friend.online, friend.offline. Module codes: ModuleCode
+ * (requests waiting for the other player never refuse mine: past max_incoming their oldest gives
+ * way).
  *
  * @generated from service friend.Friend
  */

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file group.proto.
  */
 export const file_group: GenFile = /*@__PURE__*/
-  fileDesc("Cgtncm91cC5wcm90bxIFZ3JvdXAiGQoJQ3JlYXRlUmVxEgwKBG5hbWUYASABKAkiHgoKQ3JlYXRlUmVzcBIQCghncm91cF9pZBgBIAEoBCIcCghHcm91cFJlcRIQCghncm91cF9pZBgBIAEoBCIsCgdLaWNrUmVxEhAKCGdyb3VwX2lkGAEgASgEEg8KB3VzZXJfaWQYAiABKAQiBgoERG9uZSItCgtNZW1iZXJzUmVzcBIeCgdtZW1iZXJzGAEgAygLMg0uZ3JvdXAuTWVtYmVyIlIKBk1lbWJlchIPCgd1c2VyX2lkGAEgASgEEgwKBG5hbWUYAiABKAkSGQoEcm9sZRgDIAEoDjILLmdyb3VwLlJvbGUSDgoGb25saW5lGAQgASgIIgkKB01pbmVSZXEiKQoITWluZVJlc3ASHQoGZ3JvdXBzGAEgAygLMg0uZ3JvdXAuSm9pbmVkIkMKBkpvaW5lZBIQCghncm91cF9pZBgBIAEoBBIMCgRuYW1lGAIgASgJEhkKBHJvbGUYAyABKA4yCy5ncm91cC5Sb2xlIigKBlNheVJlcRIQCghncm91cF9pZBgBIAEoBBIMCgR0ZXh0GAIgASgJIlMKBFNhaWQSEAoIZ3JvdXBfaWQYASABKAQSDAoEZnJvbRgCIAEoBBIMCgRuYW1lGAMgASgJEgwKBHRleHQYBCABKAkSDwoHc2VudF9hdBgFIAEoAyozCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABIJCgVPV05FUhABEgoKBk1FTUJFUhACMssCCgVHcm91cBItCgZDcmVhdGUSEC5ncm91cC5DcmVhdGVSZXEaES5ncm91cC5DcmVhdGVSZXNwEiQKBEpvaW4SDy5ncm91cC5Hcm91cFJlcRoLLmdyb3VwLkRvbmUSJQoFTGVhdmUSDy5ncm91cC5Hcm91cFJlcRoLLmdyb3VwLkRvbmUSIwoES2ljaxIOLmdyb3VwLktpY2tSZXEaCy5ncm91cC5Eb25lEi4KB01lbWJlcnMSDy5ncm91cC5Hcm91cFJlcRoSLmdyb3VwLk1lbWJlcnNSZXNwEicKBE1pbmUSDi5ncm91cC5NaW5lUmVxGg8uZ3JvdXAuTWluZVJlc3ASIQoDU2F5Eg0uZ3JvdXAuU2F5UmVxGgsuZ3JvdXAuRG9uZRIlCgdNZXNzYWdlEgsuZ3JvdXAuU2FpZBoLLmdyb3VwLlNhaWQwAWIGcHJvdG8z");
+  fileDesc("Cgtncm91cC5wcm90bxIFZ3JvdXAiGQoJQ3JlYXRlUmVxEgwKBG5hbWUYASABKAkiHgoKQ3JlYXRlUmVzcBIQCghncm91cF9pZBgBIAEoBCIcCghHcm91cFJlcRIQCghncm91cF9pZBgBIAEoBCIsCgdLaWNrUmVxEhAKCGdyb3VwX2lkGAEgASgEEg8KB3VzZXJfaWQYAiABKAQiBgoERG9uZSItCgtNZW1iZXJzUmVzcBIeCgdtZW1iZXJzGAEgAygLMg0uZ3JvdXAuTWVtYmVyIlIKBk1lbWJlchIPCgd1c2VyX2lkGAEgASgEEgwKBG5hbWUYAiABKAkSGQoEcm9sZRgDIAEoDjILLmdyb3VwLlJvbGUSDgoGb25saW5lGAQgASgIIgkKB01pbmVSZXEiKQoITWluZVJlc3ASHQoGZ3JvdXBzGAEgAygLMg0uZ3JvdXAuSm9pbmVkIkMKBkpvaW5lZBIQCghncm91cF9pZBgBIAEoBBIMCgRuYW1lGAIgASgJEhkKBHJvbGUYAyABKA4yCy5ncm91cC5Sb2xlIigKBlNheVJlcRIQCghncm91cF9pZBgBIAEoBBIMCgR0ZXh0GAIgASgJIlMKBFNhaWQSEAoIZ3JvdXBfaWQYASABKAQSDAoEZnJvbRgCIAEoBBIMCgRuYW1lGAMgASgJEgwKBHRleHQYBCABKAkSDwoHc2VudF9hdBgFIAEoAyozCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABIJCgVPV05FUhABEgoKBk1FTUJFUhACKkwKCk1vZHVsZUNvZGUSGwoXTU9EVUxFX0NPREVfVU5TUEVDSUZJRUQQABIPCgpHUk9VUF9GVUxMEOkHEhAKC0dST1VQX0xJTUlUEOoHMssCCgVHcm91cBItCgZDcmVhdGUSEC5ncm91cC5DcmVhdGVSZXEaES5ncm91cC5DcmVhdGVSZXNwEiQKBEpvaW4SDy5ncm91cC5Hcm91cFJlcRoLLmdyb3VwLkRvbmUSJQoFTGVhdmUSDy5ncm91cC5Hcm91cFJlcRoLLmdyb3VwLkRvbmUSIwoES2ljaxIOLmdyb3VwLktpY2tSZXEaCy5ncm91cC5Eb25lEi4KB01lbWJlcnMSDy5ncm91cC5Hcm91cFJlcRoSLmdyb3VwLk1lbWJlcnNSZXNwEicKBE1pbmUSDi5ncm91cC5NaW5lUmVxGg8uZ3JvdXAuTWluZVJlc3ASIQoDU2F5Eg0uZ3JvdXAuU2F5UmVxGgsuZ3JvdXAuRG9uZRIlCgdNZXNzYWdlEgsuZ3JvdXAuU2FpZBoLLmdyb3VwLlNhaWQwAWIGcHJvdG8z");
 
 /**
  * group.create: the group's name (1 to max_name_chars characters).
@@ -519,9 +519,47 @@ export const RoleSchema: GenEnum<Role, RoleJson> = /*@__PURE__*/
   enumDesc(file_group, 0);
 
 /**
+ * The module's own codes (UserMessage.code, 1000 and up), named for clients.
+ *
+ * @generated from enum group.ModuleCode
+ */
+export enum ModuleCode {
+  /**
+   * @generated from enum value: MODULE_CODE_UNSPECIFIED = 0;
+   */
+  MODULE_CODE_UNSPECIFIED = 0,
+
+  /**
+   * The group already has max_members members.
+   *
+   * @generated from enum value: GROUP_FULL = 1001;
+   */
+  GROUP_FULL = 1001,
+
+  /**
+   * The player is in max_groups_per_user groups already.
+   *
+   * @generated from enum value: GROUP_LIMIT = 1002;
+   */
+  GROUP_LIMIT = 1002,
+}
+
+/**
+ * The module's own codes (UserMessage.code, 1000 and up), named for clients.
+ *
+ * @generated from enum group.ModuleCode
+ */
+export type ModuleCodeJson = "MODULE_CODE_UNSPECIFIED" | "GROUP_FULL" | "GROUP_LIMIT";
+
+/**
+ * Describes the enum group.ModuleCode.
+ */
+export const ModuleCodeSchema: GenEnum<ModuleCode, ModuleCodeJson> = /*@__PURE__*/
+  enumDesc(file_group, 1);
+
+/**
  * Routes group.create, group.join, group.leave, group.kick, group.members, group.mine,
- * group.say (logged-in players), and the push group.message. Module codes: GROUP_FULL = 1001
- * (the group has max_members), GROUP_LIMIT = 1002 (I am in max_groups_per_user groups).
+ * group.say (logged-in players), and the push group.message. Module codes: ModuleCode.
  *
  * @generated from service group.Group
  */

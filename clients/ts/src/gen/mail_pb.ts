@@ -4,15 +4,15 @@
 // @generated from file mail.proto (package mail, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file mail.proto.
  */
 export const file_mail: GenFile = /*@__PURE__*/
-  fileDesc("CgptYWlsLnByb3RvEgRtYWlsIiwKCkF0dGFjaG1lbnQSDwoHaXRlbV9pZBgBIAEoDRINCgVjb3VudBgCIAEoDSIJCgdMaXN0UmVxIigKCExpc3RSZXNwEhwKBW1haWxzGAEgAygLMg0ubWFpbC5TdW1tYXJ5InIKB1N1bW1hcnkSDwoHbWFpbF9pZBgBIAEoBBINCgV0aXRsZRgCIAEoCRIMCgRyZWFkGAMgASgIEg8KB2NsYWltZWQYBCABKAgSFwoPaGFzX2F0dGFjaG1lbnRzGAUgASgIEg8KB3NlbnRfYXQYBiABKAMiGgoHUmVhZFJlcRIPCgdtYWlsX2lkGAEgASgEInAKCFJlYWRSZXNwEg8KB21haWxfaWQYASABKAQSDQoFdGl0bGUYAiABKAkSDAoEYm9keRgDIAEoCRIlCgthdHRhY2htZW50cxgEIAMoCzIQLm1haWwuQXR0YWNobWVudBIPCgdjbGFpbWVkGAUgASgIIhsKCENsYWltUmVxEg8KB21haWxfaWQYASABKAQiLAoJQ2xhaW1SZXNwEh8KBWl0ZW1zGAEgAygLMhAubWFpbC5BdHRhY2htZW50IhwKCURlbGV0ZVJlcRIPCgdtYWlsX2lkGAEgASgEIgwKCkRlbGV0ZVJlc3AicgoHU2VuZFJlcRIQCgh0b191c2VycxgBIAMoBBINCgV0aXRsZRgCIAEoCRIMCgRib2R5GAMgASgJEiUKC2F0dGFjaG1lbnRzGAQgAygLMhAubWFpbC5BdHRhY2htZW50EhEKCWRlZHVwX2tleRgFIAEoCSIcCghTZW5kUmVzcBIQCghtYWlsX2lkcxgBIAMoBCIlCgNOZXcSDwoHbWFpbF9pZBgBIAEoBBINCgV0aXRsZRgCIAEoCTLxAQoETWFpbBIlCgRMaXN0Eg0ubWFpbC5MaXN0UmVxGg4ubWFpbC5MaXN0UmVzcBIlCgRSZWFkEg0ubWFpbC5SZWFkUmVxGg4ubWFpbC5SZWFkUmVzcBIoCgVDbGFpbRIOLm1haWwuQ2xhaW1SZXEaDy5tYWlsLkNsYWltUmVzcBIrCgZEZWxldGUSDy5tYWlsLkRlbGV0ZVJlcRoQLm1haWwuRGVsZXRlUmVzcBIlCgRTZW5kEg0ubWFpbC5TZW5kUmVxGg4ubWFpbC5TZW5kUmVzcBIdCgNOZXcSCS5tYWlsLk5ldxoJLm1haWwuTmV3MAFiBnByb3RvMw");
+  fileDesc("CgptYWlsLnByb3RvEgRtYWlsIiwKCkF0dGFjaG1lbnQSDwoHaXRlbV9pZBgBIAEoDRINCgVjb3VudBgCIAEoDSIJCgdMaXN0UmVxIigKCExpc3RSZXNwEhwKBW1haWxzGAEgAygLMg0ubWFpbC5TdW1tYXJ5InIKB1N1bW1hcnkSDwoHbWFpbF9pZBgBIAEoBBINCgV0aXRsZRgCIAEoCRIMCgRyZWFkGAMgASgIEg8KB2NsYWltZWQYBCABKAgSFwoPaGFzX2F0dGFjaG1lbnRzGAUgASgIEg8KB3NlbnRfYXQYBiABKAMiGgoHUmVhZFJlcRIPCgdtYWlsX2lkGAEgASgEInAKCFJlYWRSZXNwEg8KB21haWxfaWQYASABKAQSDQoFdGl0bGUYAiABKAkSDAoEYm9keRgDIAEoCRIlCgthdHRhY2htZW50cxgEIAMoCzIQLm1haWwuQXR0YWNobWVudBIPCgdjbGFpbWVkGAUgASgIIhsKCENsYWltUmVxEg8KB21haWxfaWQYASABKAQiLAoJQ2xhaW1SZXNwEh8KBWl0ZW1zGAEgAygLMhAubWFpbC5BdHRhY2htZW50IhwKCURlbGV0ZVJlcRIPCgdtYWlsX2lkGAEgASgEIgwKCkRlbGV0ZVJlc3AicgoHU2VuZFJlcRIQCgh0b191c2VycxgBIAMoBBINCgV0aXRsZRgCIAEoCRIMCgRib2R5GAMgASgJEiUKC2F0dGFjaG1lbnRzGAQgAygLMhAubWFpbC5BdHRhY2htZW50EhEKCWRlZHVwX2tleRgFIAEoCSIcCghTZW5kUmVzcBIQCghtYWlsX2lkcxgBIAMoBCIlCgNOZXcSDwoHbWFpbF9pZBgBIAEoBBINCgV0aXRsZRgCIAEoCSo8CgpNb2R1bGVDb2RlEhsKF01PRFVMRV9DT0RFX1VOU1BFQ0lGSUVEEAASEQoMTUFJTEJPWF9GVUxMEOkHMvEBCgRNYWlsEiUKBExpc3QSDS5tYWlsLkxpc3RSZXEaDi5tYWlsLkxpc3RSZXNwEiUKBFJlYWQSDS5tYWlsLlJlYWRSZXEaDi5tYWlsLlJlYWRSZXNwEigKBUNsYWltEg4ubWFpbC5DbGFpbVJlcRoPLm1haWwuQ2xhaW1SZXNwEisKBkRlbGV0ZRIPLm1haWwuRGVsZXRlUmVxGhAubWFpbC5EZWxldGVSZXNwEiUKBFNlbmQSDS5tYWlsLlNlbmRSZXEaDi5tYWlsLlNlbmRSZXNwEh0KA05ldxIJLm1haWwuTmV3GgkubWFpbC5OZXcwAWIGcHJvdG8z");
 
 /**
  * A number of one item (the fields of pack.Item).
@@ -560,6 +560,38 @@ export type NewJson = {
  */
 export const NewSchema: GenMessage<New, {jsonType: NewJson}> = /*@__PURE__*/
   messageDesc(file_mail, 12);
+
+/**
+ * The module's own codes (UserMessage.code, 1000 and up), named for clients.
+ *
+ * @generated from enum mail.ModuleCode
+ */
+export enum ModuleCode {
+  /**
+   * @generated from enum value: MODULE_CODE_UNSPECIFIED = 0;
+   */
+  MODULE_CODE_UNSPECIFIED = 0,
+
+  /**
+   * mail.send found every recipient's mailbox full of unclaimed attachments: nothing was sent.
+   *
+   * @generated from enum value: MAILBOX_FULL = 1001;
+   */
+  MAILBOX_FULL = 1001,
+}
+
+/**
+ * The module's own codes (UserMessage.code, 1000 and up), named for clients.
+ *
+ * @generated from enum mail.ModuleCode
+ */
+export type ModuleCodeJson = "MODULE_CODE_UNSPECIFIED" | "MAILBOX_FULL";
+
+/**
+ * Describes the enum mail.ModuleCode.
+ */
+export const ModuleCodeSchema: GenEnum<ModuleCode, ModuleCodeJson> = /*@__PURE__*/
+  enumDesc(file_mail, 0);
 
 /**
  * Routes mail.list, mail.read, mail.claim, mail.delete (logged-in players), the internal

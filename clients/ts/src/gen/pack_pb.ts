@@ -4,15 +4,15 @@
 // @generated from file pack.proto (package pack, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file pack.proto.
  */
 export const file_pack: GenFile = /*@__PURE__*/
-  fileDesc("CgpwYWNrLnByb3RvEgRwYWNrIiYKBEl0ZW0SDwoHaXRlbV9pZBgBIAEoDRINCgVjb3VudBgCIAEoDSIKCghRdWVyeVJlcSI3CglRdWVyeVJlc3ASGQoFaXRlbXMYASADKAsyCi5wYWNrLkl0ZW0SDwoHdmVyc2lvbhgCIAEoBCIoCgZVc2VSZXESDwoHaXRlbV9pZBgBIAEoDRINCgVjb3VudBgCIAEoDSItCgdVc2VSZXNwEg8KB2l0ZW1faWQYASABKA0SEQoJcmVtYWluaW5nGAIgASgNIksKC0FkZEl0ZW1zUmVxEhAKCGdyYW50X2lkGAEgASgJEhkKBWl0ZW1zGAIgAygLMgoucGFjay5JdGVtEg8KB3VzZXJfaWQYAyABKAQiHwoMQWRkSXRlbXNSZXNwEg8KB2dyYW50ZWQYASABKAgiKgoNQ2hlY2tJdGVtc1JlcRIZCgVpdGVtcxgBIAMoCzIKLnBhY2suSXRlbSIhCg5DaGVja0l0ZW1zUmVzcBIPCgdwcm9ibGVtGAEgASgJIiQKB0NoYW5nZWQSGQoFaXRlbXMYASADKAsyCi5wYWNrLkl0ZW0y6wEKBFBhY2sSKAoFUXVlcnkSDi5wYWNrLlF1ZXJ5UmVxGg8ucGFjay5RdWVyeVJlc3ASIgoDVXNlEgwucGFjay5Vc2VSZXEaDS5wYWNrLlVzZVJlc3ASMQoIQWRkSXRlbXMSES5wYWNrLkFkZEl0ZW1zUmVxGhIucGFjay5BZGRJdGVtc1Jlc3ASNwoKQ2hlY2tJdGVtcxITLnBhY2suQ2hlY2tJdGVtc1JlcRoULnBhY2suQ2hlY2tJdGVtc1Jlc3ASKQoHQ2hhbmdlZBINLnBhY2suQ2hhbmdlZBoNLnBhY2suQ2hhbmdlZDABYgZwcm90bzM");
+  fileDesc("CgpwYWNrLnByb3RvEgRwYWNrIiYKBEl0ZW0SDwoHaXRlbV9pZBgBIAEoDRINCgVjb3VudBgCIAEoDSIKCghRdWVyeVJlcSI3CglRdWVyeVJlc3ASGQoFaXRlbXMYASADKAsyCi5wYWNrLkl0ZW0SDwoHdmVyc2lvbhgCIAEoBCIoCgZVc2VSZXESDwoHaXRlbV9pZBgBIAEoDRINCgVjb3VudBgCIAEoDSItCgdVc2VSZXNwEg8KB2l0ZW1faWQYASABKA0SEQoJcmVtYWluaW5nGAIgASgNIksKC0FkZEl0ZW1zUmVxEhAKCGdyYW50X2lkGAEgASgJEhkKBWl0ZW1zGAIgAygLMgoucGFjay5JdGVtEg8KB3VzZXJfaWQYAyABKAQiHwoMQWRkSXRlbXNSZXNwEg8KB2dyYW50ZWQYASABKAgiKgoNQ2hlY2tJdGVtc1JlcRIZCgVpdGVtcxgBIAMoCzIKLnBhY2suSXRlbSIhCg5DaGVja0l0ZW1zUmVzcBIPCgdwcm9ibGVtGAEgASgJIiQKB0NoYW5nZWQSGQoFaXRlbXMYASADKAsyCi5wYWNrLkl0ZW0qUAoKTW9kdWxlQ29kZRIbChdNT0RVTEVfQ09ERV9VTlNQRUNJRklFRBAAEhUKEE5PVF9FTk9VR0hfSVRFTVMQ6QcSDgoJUEFDS19GVUxMEOoHMusBCgRQYWNrEigKBVF1ZXJ5Eg4ucGFjay5RdWVyeVJlcRoPLnBhY2suUXVlcnlSZXNwEiIKA1VzZRIMLnBhY2suVXNlUmVxGg0ucGFjay5Vc2VSZXNwEjEKCEFkZEl0ZW1zEhEucGFjay5BZGRJdGVtc1JlcRoSLnBhY2suQWRkSXRlbXNSZXNwEjcKCkNoZWNrSXRlbXMSEy5wYWNrLkNoZWNrSXRlbXNSZXEaFC5wYWNrLkNoZWNrSXRlbXNSZXNwEikKB0NoYW5nZWQSDS5wYWNrLkNoYW5nZWQaDS5wYWNrLkNoYW5nZWQwAWIGcHJvdG8z");
 
 /**
  * A number of one item.
@@ -399,8 +399,47 @@ export const ChangedSchema: GenMessage<Changed, {jsonType: ChangedJson}> = /*@__
   messageDesc(file_pack, 9);
 
 /**
+ * The module's own codes (UserMessage.code, 1000 and up), named for clients.
+ *
+ * @generated from enum pack.ModuleCode
+ */
+export enum ModuleCode {
+  /**
+   * @generated from enum value: MODULE_CODE_UNSPECIFIED = 0;
+   */
+  MODULE_CODE_UNSPECIFIED = 0,
+
+  /**
+   * Not as many of the item as asked for.
+   *
+   * @generated from enum value: NOT_ENOUGH_ITEMS = 1001;
+   */
+  NOT_ENOUGH_ITEMS = 1001,
+
+  /**
+   * A grant would take an item past its max_stack; nothing was added.
+   *
+   * @generated from enum value: PACK_FULL = 1002;
+   */
+  PACK_FULL = 1002,
+}
+
+/**
+ * The module's own codes (UserMessage.code, 1000 and up), named for clients.
+ *
+ * @generated from enum pack.ModuleCode
+ */
+export type ModuleCodeJson = "MODULE_CODE_UNSPECIFIED" | "NOT_ENOUGH_ITEMS" | "PACK_FULL";
+
+/**
+ * Describes the enum pack.ModuleCode.
+ */
+export const ModuleCodeSchema: GenEnum<ModuleCode, ModuleCodeJson> = /*@__PURE__*/
+  enumDesc(file_pack, 0);
+
+/**
  * Routes `pack.query` and `pack.use` (logged-in players), the internal `pack.add_items` and
- * `pack.check_items`, and the push `pack.changed`. Module codes: NOT_ENOUGH_ITEMS = 1001, PACK_FULL = 1002.
+ * `pack.check_items`, and the push `pack.changed`. Module codes: ModuleCode.
  *
  * @generated from service pack.Pack
  */

@@ -303,6 +303,14 @@ export class UserRoutes {
   }
 }
 
+/** Each module's own codes (1000 and up), from the `enum ModuleCode` of its proto. */
+export const moduleCodes: Readonly<Record<string, Readonly<Record<number, string>>>> = {
+  friend: { 1001: "FRIEND_LIMIT", 1002: "PENDING_LIMIT", 1003: "BLOCK_LIMIT" },
+  group: { 1001: "GROUP_FULL", 1002: "GROUP_LIMIT" },
+  mail: { 1001: "MAILBOX_FULL" },
+  pack: { 1001: "NOT_ENOUGH_ITEMS", 1002: "PACK_FULL" },
+};
+
 /** The typed route classes, one per module, as properties of a client. */
 export interface Modules {
   readonly echo: EchoRoutes;
