@@ -38,6 +38,10 @@ pub struct Route {
     pub types: fn() -> MessageTypes,
     /// Where the handler is defined (`crate::module::fn`), for error messages.
     pub defined_at: &'static str,
+    /// The request field whose value routes it (`#[handler("arena.move", key = room_id)]`):
+    /// requests with one value of the field reach one worker among those serving the module,
+    /// whoever sends them, instead of the sender's worker. `None`: routed by the player.
+    pub key: Option<&'static str>,
 }
 
 impl Route {

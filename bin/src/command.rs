@@ -96,8 +96,9 @@ enum Command {
     /// binary, and the modules linked into it.
     Version,
     /// Print the routes of the modules linked into this binary as one JSON document, for client
-    /// generators (clients/ts): `{"routes":[{"route","access","request","reply"}]}`, sorted by
-    /// route; `access` is `client` (logged-in players), `public` or `internal` (modules only).
+    /// generators (clients/ts): `{"routes":[{"route","access","request","reply","key"?}]}`, sorted
+    /// by route; `access` is `client` (logged-in players), `public` or `internal` (modules only);
+    /// `key`, the request field a route is routed by (`#[handler(…, key = field)]`).
     Routes,
 }
 

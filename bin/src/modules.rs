@@ -10,8 +10,9 @@ pub fn names() -> Vec<&'static str> {
     names
 }
 
-/// The routes linked into this binary as `{"routes":[{"route","access","request","reply"}]}`,
-/// sorted by route (what `mortar routes` prints).
+/// The routes linked into this binary as `{"routes":[{"route","access","request","reply","key"?}]}`,
+/// sorted by route (what `mortar routes` prints); `key` names the request field a keyed route is
+/// routed by.
 pub fn routes_json() -> serde_json::Value {
     use mortar::route::Access;
     let mut routes: Vec<_> = mortar::route::registered().collect();
@@ -25,7 +26,11 @@ pub fn routes_json() -> serde_json::Value {
                 Access::Public => "public",
                 Access::Internal => "internal",
             };
-            serde_json::json!({ "route": route.path, "access": access, "request": request, "reply": reply })
+            let mut json = serde_json::json!({ "route": route.path, "access": access, "request": request, "reply": reply });
+            if let Some(key) = route.key {
+                json["key"] = key.into();
+            }
+            json
         })
         .collect();
     serde_json::json!({ "routes": routes })

@@ -282,6 +282,8 @@ fn routes_lists_every_linked_route_with_who_may_call_it() {
     );
     assert_eq!(find("user.login")["access"], "public");
     assert_eq!(find("pack.add_items")["access"], "internal");
+    assert_eq!(find("echo.room")["key"], "room", "a keyed route names its field");
+    assert!(find("echo.say").get("key").is_none());
     let names: Vec<&str> = routes.iter().map(|r| r["route"].as_str().unwrap()).collect();
     assert!(names.windows(2).all(|pair| pair[0] < pair[1]), "sorted: {names:?}");
 }

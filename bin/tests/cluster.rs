@@ -6,9 +6,9 @@
 mod support;
 
 use mortar_cli::client::Client;
-use mortar_echo::echo::NodeResp;
+use mortar_echo::echo::{NodeResp, RoomReq};
 use mortar_pb::{ErrorCode, Kick};
-use prost::Message as _;
+use prost::Message;
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{
@@ -178,6 +178,58 @@ async fn collect(
         all.extend(task.await.unwrap());
     }
     all
+}
+
+/// Sends `echo.room {room}`; the node that holds the room.
+async fn room_node(client: &mut Client, room: &str) -> String {
+    let body = RoomReq { room: room.to_owned() }.encode_to_vec().into();
+    let reply = client.request("echo", "room", body, |_| {}).await.unwrap();
+    assert_eq!(reply.code, 0, "{}", reply.reason);
+    NodeResp::decode(reply.data).unwrap().node
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_route_reaches_one_worker_per_key_whoever_sends_and_moves_when_it_dies() {
+    let dir = TempDir::new("keyed");
+    let w1 = worker(&dir, "worker-1", "127.0.0.1:0", ECHO, &[]);
+    let w2 = worker(&dir, "worker-2", "127.0.0.1:0", ECHO, &[]);
+    let gw = gateway(&dir, "gateway-1", &static_registry(&[&w1, &w2]), &[]);
+    wait_live(&gw, 2);
+    let mut players = Vec::new();
+    for _ in 0..12 {
+        players.push(Client::connect(&gw.addr).await.unwrap());
+    }
+    // Players' own requests spread over both workers (by player) ...
+    let mut own = BTreeSet::new();
+    for player in &mut players {
+        own.insert(where_ran(player).await.1);
+    }
+    assert_eq!(own.len(), 2, "players spread: {own:?}");
+    // ... but every request for one room, from any of them, reaches one worker; rooms spread.
+    let mut holders = BTreeMap::new();
+    for room in (0..20).map(|n| format!("room-{n}")) {
+        let mut seen = BTreeSet::new();
+        for player in &mut players {
+            seen.insert(room_node(player, &room).await);
+        }
+        assert_eq!(seen.len(), 1, "{room} is held by one worker: {seen:?}");
+        holders.insert(room, seen.into_iter().next().unwrap());
+    }
+    let by_worker: BTreeSet<&String> = holders.values().collect();
+    assert_eq!(by_worker.len(), 2, "rooms spread over both workers: {holders:?}");
+
+    // The holder of room-0 dies: its rooms move to the other worker; the others stay.
+    let dead = holders["room-0"].clone();
+    let doomed = if dead == "worker-1" { &w1 } else { &w2 };
+    doomed.signal("KILL");
+    wait_live(&gw, 1);
+    for (room, holder) in &holders {
+        let now = room_node(&mut players[0], room).await;
+        assert_ne!(now, dead, "{room} moved off the dead worker");
+        if *holder != dead {
+            assert_eq!(&now, holder, "{room} stayed where it was");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

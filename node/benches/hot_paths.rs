@@ -71,8 +71,14 @@ fn route_lookup(c: &mut Criterion) {
         .flat_map(|m| (0..10).map(move |r| (m, r)))
         .map(|(m, r)| {
             let path: &'static str = format!("module{m}.route{r}").leak();
-            let route =
-                Route { path, access: Access::Client, handler: noop, types: synthetic, defined_at: "bench" };
+            let route = Route {
+                path,
+                access: Access::Client,
+                handler: noop,
+                types: synthetic,
+                defined_at: "bench",
+                key: None,
+            };
             &*Box::leak(Box::new(route))
         })
         .collect();

@@ -192,12 +192,17 @@ pub(crate) fn identity(
         "" => rpc_addr.to_string(),
         given => given.to_owned(),
     };
-    let (mut modules, online_hooks, offline_hooks, documents): (Vec<String>, _, _, _) = match routes {
+    let (mut modules, online_hooks, offline_hooks, documents, keyed): (Vec<String>, _, _, _, _) = match routes
+    {
         Some(routes) => (
             routes.modules().map(|module| module.name().to_owned()).collect(),
             routes.hook_modules(Status::Online),
             routes.hook_modules(Status::Offline),
             routes.document_modules(),
+            routes
+                .keyed_routes()
+                .map(|(route, field)| mortar_cluster::registry::KeyedRoute { route: route.to_owned(), field })
+                .collect(),
         ),
         None => Default::default(),
     };
@@ -213,6 +218,7 @@ pub(crate) fn identity(
         modules,
         online_hooks,
         offline_hooks,
+        keyed,
         documents,
         store,
         sessions: mortar_backends::session::identity(&config.session),

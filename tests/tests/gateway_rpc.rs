@@ -43,6 +43,7 @@ fn worker_identity(secret: &str) -> Identity {
         modules: Vec::new(),
         online_hooks: Vec::new(),
         offline_hooks: Vec::new(),
+        keyed: Vec::new(),
         documents: Vec::new(),
         store: String::new(),
         sessions: mortar_backends::session::identity(&Default::default()),

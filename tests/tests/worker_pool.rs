@@ -27,6 +27,7 @@ fn entry(id: &str, kind: NodeKind, addr: String) -> NodeEntry {
         modules: Vec::new(),
         online_hooks: Vec::new(),
         offline_hooks: Vec::new(),
+        keyed: Vec::new(),
         documents: Vec::new(),
         store: String::new(),
         sessions: mortar_backends::session::identity(&Default::default()),

@@ -60,6 +60,9 @@ pub struct NodeEntry {
     /// The modules among them with an `on_offline` hook.
     #[serde(default)]
     pub offline_hooks: Vec<String>,
+    /// The routes among theirs that are routed by a request field (`#[handler(…, key = field)]`).
+    #[serde(default)]
+    pub keyed: Vec<KeyedRoute>,
     /// The modules among them that keep documents (`#[derive(Document)]` types in their crate).
     #[serde(default)]
     pub documents: Vec<String>,
@@ -79,6 +82,16 @@ pub struct NodeEntry {
     pub tags: Vec<String>,
     /// When it started, milliseconds since the Unix epoch.
     pub started_at_ms: u64,
+}
+
+/// A route whose requests are routed by the value of one of their fields, not by the player: every
+/// request with one value reaches one worker among those serving the module.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyedRoute {
+    /// `main.sub`.
+    pub route: String,
+    /// The number of the request's field that holds the key.
+    pub field: u32,
 }
 
 impl NodeEntry {
@@ -303,6 +316,7 @@ pub(crate) mod tests {
             modules: modules.iter().map(|m| (*m).to_owned()).collect(),
             online_hooks: Vec::new(),
             offline_hooks: Vec::new(),
+            keyed: Vec::new(),
             documents: Vec::new(),
             store: String::new(),
             sessions: String::new(),

@@ -42,6 +42,7 @@ impl StaticRegistry {
                         modules: Vec::new(),
                         online_hooks: Vec::new(),
                         offline_hooks: Vec::new(),
+                        keyed: Vec::new(),
                         documents: Vec::new(),
                         store: String::new(),
                         sessions: String::new(),

@@ -8,9 +8,7 @@
 
 /// The per-node half of the hash, computed once per node from its id.
 pub fn node_hash(id: &str) -> u64 {
-    // FNV-1a: stable across processes and builds, so every gateway of a cluster agrees.
-    id.bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
+    fnv(id.as_bytes())
 }
 
 /// The score of a node (by its [`node_hash`] and weight) for `key`; the highest wins.
@@ -32,6 +30,65 @@ pub fn pick(key: u64, candidates: impl IntoIterator<Item = (u64, u32)>) -> Optio
         .map(|(index, _)| index)
 }
 
+/// The rendezvous key of a request routed by field `field`: an FNV-1a hash of the field's bytes (a
+/// string, bytes, fixed32 or fixed64 field) or its varint value (an integer field), read from the
+/// encoded request without decoding the rest; the last occurrence wins, as protobuf decoders do.
+/// A request without the field (its value is the default: `""` or 0) gets key 0. `None` when
+/// `data` is not a well-formed message.
+pub fn field_key(data: &[u8], field: u32) -> Option<u64> {
+    let mut rest = data;
+    let mut key = 0;
+    while !rest.is_empty() {
+        let tag = varint(&mut rest)?;
+        let number = tag >> 3;
+        let value: Option<u64> = match tag & 7 {
+            0 => Some(varint(&mut rest)?),
+            1 => Some(fnv(take(&mut rest, 8)?)),
+            2 => {
+                let len = usize::try_from(varint(&mut rest)?).ok()?;
+                Some(fnv(take(&mut rest, len)?))
+            }
+            5 => Some(fnv(take(&mut rest, 4)?)),
+            _ => return None, // groups (proto2) or not a wire type at all
+        };
+        if number == u64::from(field) {
+            key = value?;
+        }
+    }
+    Some(key)
+}
+
+/// Reads a base-128 varint off the front of `rest`.
+fn varint(rest: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, tail) = rest.split_first()?;
+        *rest = tail;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// Takes `len` bytes off the front of `rest`.
+fn take<'a>(rest: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
+    if rest.len() < len {
+        return None;
+    }
+    let (head, tail) = rest.split_at(len);
+    *rest = tail;
+    Some(head)
+}
+
+/// FNV-1a: stable across processes and builds, so every gateway of a cluster agrees.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// splitmix64's finaliser: every input bit affects every output bit.
 fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -43,6 +100,32 @@ fn mix(mut x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_key_depends_only_on_that_fields_value() {
+        // Field 1 "room-1", field 2 = 150 (varint), in either order and beside other fields.
+        let room = |name: &[u8], extra: &[u8]| {
+            let mut data = vec![0x0a, u8::try_from(name.len()).unwrap()];
+            data.extend_from_slice(name);
+            data.extend_from_slice(extra);
+            data
+        };
+        let key = field_key(&room(b"room-1", &[]), 1).unwrap();
+        assert_eq!(
+            field_key(&room(b"room-1", &[0x10, 0x96, 0x01]), 1),
+            Some(key),
+            "other fields do not count"
+        );
+        assert_ne!(field_key(&room(b"room-2", &[]), 1), Some(key));
+        assert_eq!(field_key(&room(b"room-1", &[0x10, 0x96, 0x01]), 2), Some(150), "an integer is its value");
+        assert_eq!(field_key(&[], 1), Some(0), "absent: the default value's key");
+        let mut twice = room(b"room-2", &[]);
+        twice.extend(room(b"room-1", &[]));
+        assert_eq!(field_key(&twice, 1), Some(key), "the last occurrence wins");
+        assert_eq!(field_key(&[0x0a, 9, b'x'], 1), None, "a length past the end");
+        assert_eq!(field_key(&[0x0b], 1), None, "a group");
+        assert_eq!(field_key(&[0x10, 0x96], 2), None, "a cut varint");
+    }
 
     fn winners(nodes: &[(&str, u32)], keys: u64) -> Vec<usize> {
         let candidates: Vec<_> = nodes.iter().map(|(id, weight)| (node_hash(id), *weight)).collect();

@@ -161,6 +161,8 @@ struct Live {
     started_at_ms: u64,
     online_hooks: Arc<[String]>,
     offline_hooks: Arc<[String]>,
+    /// Its routes that are routed by a request field, with the field's number.
+    keyed: Arc<[(String, u32)]>,
     client: WorkerRpcClient,
     generation: u64,
     latency: metrics::Histogram,
@@ -272,7 +274,8 @@ impl WorkerPool {
     /// serving (or that may serve) the module, or the worker's connection failed (it is marked
     /// down at once); `TIMEOUT`: the deadline passed.
     pub async fn relay(&self, msg: AgentMessage, timeout: Duration) -> Reply {
-        let key = msg.user.unwrap_or(msg.session);
+        let key =
+            self.route_key(&msg.main, &msg.sub, &msg.data).unwrap_or_else(|| msg.user.unwrap_or(msg.session));
         let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
         let main: fn(&AgentMessage) -> &str = |msg| msg.main.as_str();
         let sent = self
@@ -304,7 +307,9 @@ impl WorkerPool {
     /// passed.
     pub async fn call(&self, call: InternalCall, deadline: Instant) -> Reply {
         self.connect_for(&call.main, deadline).await;
-        let key = call.user.unwrap_or(call.session);
+        let key = self
+            .route_key(&call.main, &call.sub, &call.data)
+            .unwrap_or_else(|| call.user.unwrap_or(call.session));
         let trace_id = call.trace_id;
         let main: fn(&InternalCall) -> &str = |call| call.main.as_str();
         let sent = self
@@ -556,6 +561,21 @@ impl WorkerPool {
         self.inner.view.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
+    /// The rendezvous key of a request for a route routed by a request field (see
+    /// [`KeyedRoute`](crate::registry::KeyedRoute)): the field's value read from the encoded
+    /// request, as the live workers serving the module declare it. `None` for other routes (they
+    /// go by player), and for a body that does not parse (the worker answers it `BAD_REQUEST`).
+    fn route_key(&self, main: &str, sub: &str, data: &[u8]) -> Option<u64> {
+        let view = self.view();
+        let field = view.iter().filter(|live| !live.keyed.is_empty()).find_map(|live| {
+            live.keyed.iter().find_map(|(route, field)| {
+                let (m, s) = route.split_once('.')?;
+                (m == main && s == sub).then_some(*field)
+            })
+        })?;
+        rendezvous::field_key(data, field)
+    }
+
     /// The live worker for `key` among those serving `main`, but for those in `skip`.
     fn pick(&self, main: &str, key: u64, skip: &[Arc<str>]) -> Option<Live> {
         let view = self.view();
@@ -709,6 +729,7 @@ impl WorkerPool {
                             started_at_ms: worker.started_at_ms,
                             online_hooks: worker.online_hooks.into(),
                             offline_hooks: worker.offline_hooks.into(),
+                            keyed: worker.keyed.into_iter().map(|keyed| (keyed.route, keyed.field)).collect(),
                             client: client.clone(),
                             generation,
                             latency: metrics::histogram!(m::RPC_DURATION, "peer" => entry.id.clone()),

@@ -1,5 +1,6 @@
 //! The echo demo module: `echo.say` answers the text it is sent; `echo.node` says which worker
-//! node ran the request; the internal `echo.upper` and `echo.context` are there for other modules
+//! node ran the request, `echo.room` which one holds a room (routed by the room, not the player);
+//! the internal `echo.upper` and `echo.context` are there for other modules
 //! to call. It is how small a module is: this file, `proto/echo.proto` and a one-line
 //! `build.rs`.
 
@@ -10,7 +11,7 @@ pub mod echo {
     mortar::include_proto!("echo");
 }
 
-use echo::{ContextReq, ContextResp, EchoReq, EchoResp, NodeReq, NodeResp};
+use echo::{ContextReq, ContextResp, EchoReq, EchoResp, NodeReq, NodeResp, RoomReq};
 
 mortar::module!("echo");
 mortar::export_module!();
@@ -24,6 +25,13 @@ pub async fn say(_ctx: Ctx, req: EchoReq) -> Result<EchoResp, Code> {
 /// Answers the id of the node that ran the request: where a player's requests land.
 #[mortar::handler("echo.node", public)]
 pub async fn node(ctx: Ctx, _req: NodeReq) -> Result<NodeResp, Code> {
+    Ok(NodeResp { node: ctx.node_id().to_owned() })
+}
+
+/// Answers the id of the node that holds room `room`: requests for one room reach one worker
+/// among those serving echo, whoever sends them (`key = room`).
+#[mortar::handler("echo.room", public, key = room)]
+pub async fn room(ctx: Ctx, _req: RoomReq) -> Result<NodeResp, Code> {
     Ok(NodeResp { node: ctx.node_id().to_owned() })
 }
 

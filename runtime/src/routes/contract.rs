@@ -7,12 +7,13 @@ use prost::Message as _;
 use prost_reflect::DescriptorPool;
 use std::collections::BTreeSet;
 
-/// Checks `route` against its rpc in `pool` and answers the name of the file declaring it.
+/// Checks `route` against its rpc in `pool` and answers the name of the file declaring it, and the
+/// number of its key field when it is routed by one.
 pub(super) fn check_rpc(
     pool: &DescriptorPool,
     route: &'static Route,
     place: &str,
-) -> Result<String, RouteError> {
+) -> Result<(String, Option<u32>), RouteError> {
     let (main, sub) = route.path.split_once('.').unwrap_or((route.path, ""));
     let Some(method) = mortar_pb::route_method(pool, main, sub) else {
         return Err(RouteError::NoRpc {
@@ -35,7 +36,39 @@ pub(super) fn check_rpc(
             ),
         });
     }
-    Ok(method.parent_file().name().to_owned())
+    let key = match route.key {
+        None => None,
+        Some(name) => Some(key_field(&method.input(), name).ok_or_else(|| RouteError::Key {
+            route: route.path,
+            defined_at: place.to_owned(),
+            field: name,
+            message: method.input().full_name().to_owned(),
+        })?),
+    };
+    Ok((method.parent_file().name().to_owned(), key))
+}
+
+/// The number of field `name` of `message` when it can route requests: a single (not repeated)
+/// string, bytes or integer field, whose value a gateway reads from the encoded request.
+fn key_field(message: &prost_reflect::MessageDescriptor, name: &str) -> Option<u32> {
+    use prost_reflect::Kind;
+    let field = message.get_field_by_name(name)?;
+    let scalar = matches!(
+        field.kind(),
+        Kind::String
+            | Kind::Bytes
+            | Kind::Int32
+            | Kind::Int64
+            | Kind::Uint32
+            | Kind::Uint64
+            | Kind::Sint32
+            | Kind::Sint64
+            | Kind::Fixed32
+            | Kind::Fixed64
+            | Kind::Sfixed32
+            | Kind::Sfixed64
+    );
+    (scalar && !field.is_list() && !field.is_map()).then(|| field.number())
 }
 
 /// `add_items` → `AddItems`: the proto name a route part comes from.

@@ -17,6 +17,20 @@ pub enum RouteError {
         /// Where the second handler is defined.
         second: String,
     },
+    /// A route's `key = field` names no field its request can be routed by.
+    #[error(
+        "route `{route}` (defined at {defined_at}) is routed by `key = {field}`, but its request `{message}` has no single string, bytes or integer field `{field}`"
+    )]
+    Key {
+        /// The route.
+        route: &'static str,
+        /// Where its handler is defined.
+        defined_at: String,
+        /// The field it names.
+        field: &'static str,
+        /// Its request type.
+        message: String,
+    },
     /// Two modules share a name.
     #[error("module `{name}` is declared twice: in {first} and in {second}")]
     DuplicateModule {

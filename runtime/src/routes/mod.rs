@@ -67,6 +67,8 @@ pub struct RouteTable {
     /// Every route the loaded protos declare, with the full name of the message a push on it
     /// carries: a server-streaming rpc's output (a push route), or a request route's reply type.
     pushes: HashMap<String, String>,
+    /// The served routes routed by a request field (`key = field`), with the field's number.
+    keyed: BTreeMap<&'static str, u32>,
     /// The modules' config sections as this node read them (see [`RouteTable::configure`]).
     configured: HashMap<&'static str, mortar_abi::config::Values>,
     /// The game config tables as this node loads them (see [`RouteTable::load_tables`]).
@@ -295,6 +297,7 @@ impl RouteTable {
         let mut table: HashMap<&'static str, HashMap<&'static str, &'static Route>> = HashMap::new();
         let mut places: HashMap<&'static str, String> = HashMap::new();
         let mut served_files = BTreeSet::new();
+        let mut keyed = BTreeMap::new();
         let mut all = DescriptorPool::new();
         for (source, own) in sources.iter().zip(&own) {
             let pool = mortar_pb::contract(source.protos.iter().copied()).map_err(|error| {
@@ -310,9 +313,12 @@ impl RouteTable {
                     });
                 }
                 let place = source.place(route.defined_at);
-                let file = check_rpc(&pool, route, &place)?;
+                let (file, key) = check_rpc(&pool, route, &place)?;
                 if is_enabled(main) {
                     served_files.insert(file);
+                    if let Some(field) = key {
+                        keyed.insert(route.path, field);
+                    }
                 }
                 let subs = table.entry(main).or_default();
                 if subs.insert(sub, route).is_some() {
@@ -397,6 +403,7 @@ impl RouteTable {
             configs,
             documents,
             pushes,
+            keyed,
             configured: HashMap::new(),
             loaded_tables: None,
         };
@@ -555,6 +562,11 @@ impl RouteTable {
         self.documents.iter().map(|name| (*name).to_owned()).collect()
     }
 
+    /// The served routes routed by a request field, with the field's number, sorted by route.
+    pub fn keyed_routes(&self) -> impl Iterator<Item = (&'static str, u32)> + '_ {
+        self.keyed.iter().map(|(route, field)| (*route, *field))
+    }
+
     /// Every served route.
     pub fn routes(&self) -> impl Iterator<Item = &'static Route> + '_ {
         self.routes.values().flat_map(|subs| subs.values().copied())
@@ -598,7 +610,7 @@ mod tests {
     }
 
     const fn route(path: &'static str, access: Access, defined_at: &'static str) -> Route {
-        Route { path, access, handler, types, defined_at }
+        Route { path, access, handler, types, defined_at, key: None }
     }
 
     static SAY: Route = route("echo.say", Access::Client, "a::say");
@@ -606,8 +618,16 @@ mod tests {
     static SECRET: Route = route("echo.secret", Access::Internal, "a::secret");
     static QUERY: Route = route("pack.query", Access::Client, "p::query");
     static UNDECLARED: Route = route("echo.shout", Access::Client, "a::shout");
-    static MISTYPED: Route =
-        Route { path: "echo.say", access: Access::Client, handler, types: wrong_types, defined_at: "a::say" };
+    static MISTYPED: Route = Route {
+        path: "echo.say",
+        access: Access::Client,
+        handler,
+        types: wrong_types,
+        defined_at: "a::say",
+        key: None,
+    };
+    static KEYED_BY_NOTHING: Route =
+        Route { key: Some("room"), ..route("echo.say", Access::Client, "a::say") };
 
     static ECHO: ModuleDecl = ModuleDecl {
         build: || Box::new(Named("echo")),
@@ -808,6 +828,17 @@ mod tests {
             error.to_string(),
             "route `echo.say` (defined at a::say): the handler takes `google.protobuf.UInt32Value` and returns `synthetic.Msg`, but its rpc `synthetic.Echo.Say` takes `synthetic.Msg` and returns `synthetic.Msg`"
         );
+    }
+
+    #[test]
+    fn a_route_keyed_by_a_field_its_request_lacks_is_refused() {
+        let error = table(&[&ECHO], &[&KEYED_BY_NOTHING], &[]).err().unwrap();
+        assert_eq!(
+            error.to_string(),
+            "route `echo.say` (defined at a::say) is routed by `key = room`, but its request `synthetic.Msg` has no single string, bytes or integer field `room`"
+        );
+        let served = table(&[&ECHO], &[&SAY], &[]).unwrap();
+        assert_eq!(served.keyed_routes().count(), 0);
     }
 
     fn pass(

@@ -10,36 +10,40 @@ use syn::{
 };
 
 /// `#[handler("main.sub")]`, `#[handler("main.sub", public)]` or
-/// `#[handler("main.sub", internal)]` on an `async fn(Ctx, Req) -> Result<Resp, Code>` (or
-/// `Result<Resp, Failure>`).
+/// `#[handler("main.sub", internal)]`, each optionally with `key = field` (routed by that request
+/// field), on an `async fn(Ctx, Req) -> Result<Resp, Code>` (or `Result<Resp, Failure>`).
 struct HandlerArgs {
     route: LitStr,
     internal: bool,
     public: bool,
+    key: Option<Ident>,
 }
 
 impl Parse for HandlerArgs {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let route: LitStr = input.parse()?;
-        let (mut internal, mut public) = (false, false);
-        if input.peek(Token![,]) {
+        let mut args = Self { route, internal: false, public: false, key: None };
+        while input.peek(Token![,]) {
             input.parse::<Token![,]>()?;
             let flag: Ident = input.parse()?;
-            if flag == "internal" {
-                internal = true;
-            } else if flag == "public" {
-                public = true;
+            if flag == "internal" && !args.public {
+                args.internal = true;
+            } else if flag == "public" && !args.internal {
+                args.public = true;
+            } else if flag == "key" && args.key.is_none() {
+                input.parse::<Token![=]>()?;
+                args.key = Some(input.parse()?);
             } else {
                 return Err(syn::Error::new(
                     flag.span(),
-                    "expected `public` (clients need not be logged in), `internal` (only other modules), or nothing",
+                    "expected `public` (clients need not be logged in) or `internal` (only other modules), and `key = field` (routed by that request field), each at most once",
                 ));
             }
         }
         if !input.is_empty() {
             return Err(input.error("unexpected tokens after the route"));
         }
-        Ok(Self { route, internal, public })
+        Ok(args)
     }
 }
 
@@ -118,7 +122,11 @@ fn last_segment(ty: &syn::Type) -> Option<&syn::PathSegment> {
 ///
 /// `#[handler("pack.query")]` makes a client route for logged-in sessions (others get
 /// `NOT_LOGGED_IN`); `#[handler("user.login", public)]` one every client may call;
-/// `#[handler("pack.add_items", internal)]` a route only other modules can call. The function stays as written; the macro adds the glue that
+/// `#[handler("pack.add_items", internal)]` a route only other modules can call.
+/// `#[handler("arena.move", key = room_id)]` routes by the request's `room_id` field: every
+/// request with one value reaches one worker among those serving the module (a room's state lives
+/// there), whoever sends it; the node refuses to start when the request has no such string or
+/// integer field. The function stays as written; the macro adds the glue that
 /// decodes the request (answering `BAD_REQUEST` without calling the function when it does not
 /// decode) and encodes the reply, and submits the route to the SDK's route registry.
 #[proc_macro_attribute]
@@ -138,6 +146,14 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
     let name = &function.sig.ident;
     let route = &args.route;
+    let key = match &args.key {
+        Some(field) => {
+            let field = field.to_string();
+            let field = field.strip_prefix("r#").unwrap_or(&field);
+            quote!(::core::option::Option::Some(#field))
+        }
+        None => quote!(::core::option::Option::None),
+    };
     let access = if args.internal {
         quote!(::mortar::route::Access::Internal)
     } else if args.public {
@@ -165,6 +181,7 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
                     handler: shim,
                     types,
                     defined_at: concat!(module_path!(), "::", stringify!(#name)),
+                    key: #key,
                 }
             }
         };

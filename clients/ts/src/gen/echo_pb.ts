@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file echo.proto.
  */
 export const file_echo: GenFile = /*@__PURE__*/
-  fileDesc("CgplY2hvLnByb3RvEgRlY2hvIhcKB0VjaG9SZXESDAoEdGV4dBgBIAEoCSIYCghFY2hvUmVzcBIMCgR0ZXh0GAEgASgJIgkKB05vZGVSZXEiGAoITm9kZVJlc3ASDAoEbm9kZRgBIAEoCSIMCgpDb250ZXh0UmVxInMKC0NvbnRleHRSZXNwEgwKBG5vZGUYASABKAkSDAoEdXNlchgCIAEoBBIPCgdzZXNzaW9uGAMgASgEEg8KB2dhdGV3YXkYBCABKAkSFAoMcmVtYWluaW5nX21zGAUgASgEEhAKCHRyYWNlX2lkGAYgASgJMqsBCgRFY2hvEiQKA1NheRINLmVjaG8uRWNob1JlcRoOLmVjaG8uRWNob1Jlc3ASJQoETm9kZRINLmVjaG8uTm9kZVJlcRoOLmVjaG8uTm9kZVJlc3ASJgoFVXBwZXISDS5lY2hvLkVjaG9SZXEaDi5lY2hvLkVjaG9SZXNwEi4KB0NvbnRleHQSEC5lY2hvLkNvbnRleHRSZXEaES5lY2hvLkNvbnRleHRSZXNwYgZwcm90bzM");
+  fileDesc("CgplY2hvLnByb3RvEgRlY2hvIhcKB0VjaG9SZXESDAoEdGV4dBgBIAEoCSIYCghFY2hvUmVzcBIMCgR0ZXh0GAEgASgJIgkKB05vZGVSZXEiGAoITm9kZVJlc3ASDAoEbm9kZRgBIAEoCSIXCgdSb29tUmVxEgwKBHJvb20YASABKAkiDAoKQ29udGV4dFJlcSJzCgtDb250ZXh0UmVzcBIMCgRub2RlGAEgASgJEgwKBHVzZXIYAiABKAQSDwoHc2Vzc2lvbhgDIAEoBBIPCgdnYXRld2F5GAQgASgJEhQKDHJlbWFpbmluZ19tcxgFIAEoBBIQCgh0cmFjZV9pZBgGIAEoCTLSAQoERWNobxIkCgNTYXkSDS5lY2hvLkVjaG9SZXEaDi5lY2hvLkVjaG9SZXNwEiUKBE5vZGUSDS5lY2hvLk5vZGVSZXEaDi5lY2hvLk5vZGVSZXNwEiUKBFJvb20SDS5lY2hvLlJvb21SZXEaDi5lY2hvLk5vZGVSZXNwEiYKBVVwcGVyEg0uZWNoby5FY2hvUmVxGg4uZWNoby5FY2hvUmVzcBIuCgdDb250ZXh0EhAuZWNoby5Db250ZXh0UmVxGhEuZWNoby5Db250ZXh0UmVzcGIGcHJvdG8z");
 
 /**
  * @generated from message echo.EchoReq
@@ -123,6 +123,39 @@ export const NodeRespSchema: GenMessage<NodeResp, {jsonType: NodeRespJson}> = /*
   messageDesc(file_echo, 3);
 
 /**
+ * echo.room: which worker holds a room. Routed by `room`: every request naming one room reaches
+ * one worker, whoever sends it.
+ *
+ * @generated from message echo.RoomReq
+ */
+export type RoomReq = Message<"echo.RoomReq"> & {
+  /**
+   * @generated from field: string room = 1;
+   */
+  room: string;
+};
+
+/**
+ * echo.room: which worker holds a room. Routed by `room`: every request naming one room reaches
+ * one worker, whoever sends it.
+ *
+ * @generated from message echo.RoomReq
+ */
+export type RoomReqJson = {
+  /**
+   * @generated from field: string room = 1;
+   */
+  room?: string;
+};
+
+/**
+ * Describes the message echo.RoomReq.
+ * Use `create(RoomReqSchema)` to create a new message.
+ */
+export const RoomReqSchema: GenMessage<RoomReq, {jsonType: RoomReqJson}> = /*@__PURE__*/
+  messageDesc(file_echo, 4);
+
+/**
  * echo.context: no fields.
  *
  * @generated from message echo.ContextReq
@@ -143,7 +176,7 @@ export type ContextReqJson = {
  * Use `create(ContextReqSchema)` to create a new message.
  */
 export const ContextReqSchema: GenMessage<ContextReq, {jsonType: ContextReqJson}> = /*@__PURE__*/
-  messageDesc(file_echo, 4);
+  messageDesc(file_echo, 5);
 
 /**
  * What a module called by another sees of the call: the caller's session, trace and deadline
@@ -250,10 +283,10 @@ export type ContextRespJson = {
  * Use `create(ContextRespSchema)` to create a new message.
  */
 export const ContextRespSchema: GenMessage<ContextResp, {jsonType: ContextRespJson}> = /*@__PURE__*/
-  messageDesc(file_echo, 5);
+  messageDesc(file_echo, 6);
 
 /**
- * Routes `echo.say`, `echo.node` and the internal `echo.upper` and `echo.context`.
+ * Routes `echo.say`, `echo.node`, `echo.room` and the internal `echo.upper` and `echo.context`.
  *
  * @generated from service echo.Echo
  */
@@ -272,6 +305,14 @@ export const Echo: GenService<{
   node: {
     methodKind: "unary";
     input: typeof NodeReqSchema;
+    output: typeof NodeRespSchema;
+  },
+  /**
+   * @generated from rpc echo.Echo.Room
+   */
+  room: {
+    methodKind: "unary";
+    input: typeof RoomReqSchema;
     output: typeof NodeRespSchema;
   },
   /**

@@ -34,6 +34,7 @@ export interface TypedCaller {
 export const requests = {
   "echo.say": { request: $echo.EchoReqSchema, reply: $echo.EchoRespSchema },
   "echo.node": { request: $echo.NodeReqSchema, reply: $echo.NodeRespSchema },
+  "echo.room": { request: $echo.RoomReqSchema, reply: $echo.NodeRespSchema },
   "friend.request": { request: $friend.TargetSchema, reply: $friend.RequestSchema },
   "friend.accept": { request: $friend.TargetSchema, reply: $friend.DoneSchema },
   "friend.reject": { request: $friend.TargetSchema, reply: $friend.DoneSchema },
@@ -90,6 +91,11 @@ export class EchoRoutes {
   /** `echo.node` (public: no login needed). */
   node(request: MessageInitShape<typeof $echo.NodeReqSchema> = {}, options?: RequestOptions): Promise<MessageShape<typeof $echo.NodeRespSchema>> {
     return this.client.call("echo.node", $echo.NodeReqSchema, $echo.NodeRespSchema, request, options);
+  }
+
+  /** `echo.room` (public: no login needed). */
+  room(request: MessageInitShape<typeof $echo.RoomReqSchema> = {}, options?: RequestOptions): Promise<MessageShape<typeof $echo.NodeRespSchema>> {
+    return this.client.call("echo.room", $echo.RoomReqSchema, $echo.NodeRespSchema, request, options);
   }
 }
 
