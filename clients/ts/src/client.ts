@@ -158,6 +158,12 @@ export class MortarClient implements TypedCaller {
   private ready = false;
   private closedByUser = false;
   private kicked = false;
+  /** A reconnect loop runs: a close while it resumes is its to handle. */
+  private reconnecting = false;
+  /** `closed` was emitted; nothing more goes out. */
+  private finished = false;
+  /** Who the last `user.resume` answered. */
+  private resumedAs?: { userId: string; name: string };
   private pausedUntil = 0;
   private pumpTimer?: ReturnType<typeof setTimeout>;
   private pingTimer?: ReturnType<typeof setInterval>;
@@ -359,8 +365,6 @@ export class MortarClient implements TypedCaller {
     this.resumedAs = { userId: resumed.userId.toString(), name: resumed.name };
   }
 
-  private resumedAs?: { userId: string; name: string };
-
   private onClose(event: CloseEvent): void {
     this.ws = null;
     this.ready = false;
@@ -391,8 +395,6 @@ export class MortarClient implements TypedCaller {
       this.reconnecting = false;
     }
   }
-
-  private reconnecting = false;
 
   private async reconnectAttempts(policy: Required<ReconnectOptions>, lastClose: CloseEvent): Promise<void> {
     for (let attempt = 0; attempt < policy.maxAttempts; attempt++) {
@@ -446,8 +448,6 @@ export class MortarClient implements TypedCaller {
     this.inFlight.clear();
     this.emit("closed", event);
   }
-
-  private finished = false;
 
   private startPings(): void {
     const every = this.options.pingIntervalMs ?? 20_000;
