@@ -60,6 +60,18 @@ pub struct Pushed {
     pub undelivered: usize,
 }
 
+/// What became of a push to sessions ([`Host::push_sessions`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionsPushed {
+    /// Sessions it was queued for.
+    pub delivered: usize,
+    /// The indexes, among the sessions asked, of those that have ended (or whose gateway cannot
+    /// be reached): nothing was sent to them.
+    pub gone: Vec<usize>,
+    /// Sessions it did not reach that still are: their client does not read (its queue is full).
+    pub undelivered: usize,
+}
+
 /// Where module code panicked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PanicSite {
@@ -132,15 +144,29 @@ pub trait Host: Send + Sync + 'static {
         body: Bytes,
     ) -> BoxFuture<Result<Pushed, Code>>;
 
-    /// Pushes `route` with `body`, an encoded `message`, to the session of `from`, logged in or
-    /// not; false when the session has ended. `BAD_REQUEST` as for [`Host::push`].
-    fn push_session(
+    /// Pushes `route` with `body`, an encoded `message`, to each of sessions `to`, logged in or
+    /// not, wherever they are: one batch per gateway, with no session-store lookup.
+    /// `BAD_REQUEST` as for [`Host::push`].
+    fn push_sessions(
         &self,
         from: &Invocation,
+        to: Vec<Session>,
         route: &str,
         message: &str,
         body: Bytes,
-    ) -> BoxFuture<Result<bool, Code>>;
+    ) -> BoxFuture<Result<SessionsPushed, Code>>;
+
+    /// Has the gateway of each of `sessions` hold `will` for it under `key`: the push `(route,
+    /// message, body)` it sends the session if it loses this node (it died); none drops the
+    /// session's will under `key`. `BAD_REQUEST` as for [`Host::push`]; `UNAVAILABLE` when a
+    /// gateway cannot be reached.
+    fn wills(
+        &self,
+        from: &Invocation,
+        sessions: Vec<Session>,
+        key: &str,
+        will: Option<(&str, &str, Bytes)>,
+    ) -> BoxFuture<Result<(), Code>>;
 
     /// Kicks `user`'s session, wherever it is, with `reason`; false when `user` is offline.
     fn kick(&self, from: &Invocation, user: u64, reason: Code) -> BoxFuture<Result<bool, Code>>;
@@ -165,6 +191,10 @@ pub trait Host: Send + Sync + 'static {
     /// trace id: the one way module code in a library reaches the host's log (its own copy of
     /// `tracing` has no subscriber).
     fn log(&self, request: &Request, level: Level, message: &str);
+
+    /// A room of module `module` (see `mortar::room`) ticked `late` after its time; `overran`
+    /// when the tick's work took longer than the room's period. For the host's metrics.
+    fn room_tick(&self, module: &str, late: Duration, overran: bool);
 
     /// Module code running for `request` panicked with `message`: a handler, answered
     /// `INTERNAL`, or a task it spawned or an `on_offline` hook, ended. For the host's log and metrics.

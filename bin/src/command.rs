@@ -69,7 +69,7 @@ enum Command {
     },
     /// Load a gateway with N WebSocket clients running a scenario; report throughput, errors by
     /// code and latency percentiles.
-    Bot(crate::bot::BotOptions),
+    Bot(Box<crate::bot::BotOptions>),
     /// Run a gateway node of a cluster: holds clients, relays to workers found in the registry.
     Gateway {
         /// Node config file (TOML).
@@ -266,9 +266,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bot(options) => {
+            let options = *options;
             let runtime = runtime(options.threads, CLIENT_GLOBAL_QUEUE_INTERVAL)?;
             match options.scenario.as_str() {
                 "push" => println!("{}", runtime.block_on(crate::bot::run_push(options))?),
+                "match" => println!("{}", runtime.block_on(crate::bot::run_match(options))?),
                 _ => println!("{}", runtime.block_on(crate::bot::run(options))?),
             }
             Ok(ExitCode::SUCCESS)

@@ -264,7 +264,10 @@ fn version_names_the_abi_fingerprint_and_the_linked_modules() {
     assert!(text.starts_with(&format!("mortar {}\n", env!("CARGO_PKG_VERSION"))), "{text}");
     let fingerprint = text.lines().find_map(|line| line.strip_prefix("ABI fingerprint: ")).unwrap();
     assert!(fingerprint.starts_with("mortar-abi ") && fingerprint.contains("; rustc "), "{text}");
-    assert!(text.contains("Linked modules: echo, friend, group, mail, pack, rank, user"), "{text}");
+    assert!(
+        text.contains("Linked modules: arena, echo, friend, group, mail, matchmake, pack, rank, user"),
+        "{text}"
+    );
 }
 
 #[test]

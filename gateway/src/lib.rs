@@ -219,6 +219,30 @@ impl Gateway {
         report
     }
 
+    /// Has each of `wills.sessions` hold its push (or drop it) for the loss of its worker (see
+    /// [`Wills`](mortar_cluster::rpc::Wills)); how many of them are live.
+    pub fn wills(&self, wills: mortar_cluster::rpc::Wills) -> usize {
+        let frame = wills.push.map(|(main, sub, data)| {
+            let msg = UserMessage { main_type: main, sub_type: sub, data, ..Default::default() };
+            Bytes::from(msg.encode_to_vec())
+        });
+        let sessions = &self.shared.sessions;
+        wills
+            .sessions
+            .iter()
+            .filter(|&&session| sessions.will(session, &wills.worker, &wills.key, frame.as_ref()))
+            .count()
+    }
+
+    /// This gateway lost its connection to `worker` (it died, froze or drains): the sessions
+    /// holding wills for it get them.
+    pub fn worker_lost(&self, worker: &str) {
+        let sent = self.shared.sessions.worker_lost(worker);
+        if sent > 0 {
+            tracing::info!(node = %self.shared.node_id, worker, sent, "worker lost: its wills sent to their sessions");
+        }
+    }
+
     /// Kicks session `session`: it answers the requests it has read, gets `sys.kick` with
     /// `reason` and is closed. False when no such session is connected.
     pub fn kick(&self, session: u64, reason: Code) -> bool {

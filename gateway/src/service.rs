@@ -7,6 +7,7 @@ use mortar_abi::Code;
 use mortar_backends::session::Location;
 use mortar_cluster::rpc::{
     Claim, GatewayRpc, GatewayRpcRequest, GatewayRpcResponse, Login, PushBatch, PushReport, UsersPushed,
+    Wills,
 };
 use tarpc::server::{BaseChannel, Channel as _};
 
@@ -52,6 +53,10 @@ impl GatewayRpc for GatewayServer {
 
     async fn locate(self, _: tarpc::context::Context, users: Vec<u64>) -> Vec<Option<Location>> {
         self.0.locate(&users)
+    }
+
+    async fn wills(self, _: tarpc::context::Context, wills: Wills) -> usize {
+        self.0.wills(wills)
     }
 
     async fn ping(self, _: tarpc::context::Context) {}

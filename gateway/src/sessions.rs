@@ -10,7 +10,7 @@ use mortar_cluster::rpc::PushReport;
 use std::{
     collections::HashMap,
     sync::{
-        Arc, PoisonError, RwLock,
+        Arc, Mutex, PoisonError, RwLock,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -53,14 +53,27 @@ struct Entry {
 /// Shards of the table: connects and disconnects of different sessions rarely share a lock.
 const SHARDS: usize = 16;
 
+/// The most wills one session holds (see [`SessionTable::will`]); a new one beyond drops the
+/// oldest.
+pub const MAX_WILLS: usize = 16;
+
+/// A will a session holds: a push sent to it when the gateway loses `worker`.
+struct Will {
+    worker: Arc<str>,
+    key: String,
+    frame: Bytes,
+}
+
 /// Live sessions by id, each with its writer's queue.
 pub struct SessionTable {
     shards: [RwLock<HashMap<u64, Entry>>; SHARDS],
+    /// The wills of the sessions holding any (few: the members of rooms), by session.
+    wills: Mutex<HashMap<u64, Vec<Will>>>,
 }
 
 impl Default for SessionTable {
     fn default() -> Self {
-        Self { shards: std::array::from_fn(|_| RwLock::default()) }
+        Self { shards: std::array::from_fn(|_| RwLock::default()), wills: Mutex::default() }
     }
 }
 
@@ -131,9 +144,50 @@ impl SessionTable {
         true
     }
 
-    /// Forgets `session`; pushes to it count as offline from now on.
+    /// Forgets `session` and its wills; pushes to it count as offline from now on.
     pub fn remove(&self, session: u64) {
         self.shard(session).write().unwrap_or_else(PoisonError::into_inner).remove(&session);
+        self.wills.lock().unwrap_or_else(PoisonError::into_inner).remove(&session);
+    }
+
+    /// Has live `session` hold `frame` (or, for none, drop what it holds) under `key` of
+    /// `worker`, until the gateway loses that worker ([`SessionTable::worker_lost`]) or the
+    /// session ends; false when it is not live.
+    pub fn will(&self, session: u64, worker: &str, key: &str, frame: Option<&Bytes>) -> bool {
+        let live = self.shard(session).read().unwrap_or_else(PoisonError::into_inner).contains_key(&session);
+        let mut wills = self.wills.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = wills.entry(session).or_default();
+        held.retain(|will| !(&*will.worker == worker && will.key == key));
+        if let (Some(frame), true) = (frame, live) {
+            if held.len() >= MAX_WILLS {
+                held.remove(0);
+            }
+            held.push(Will { worker: worker.into(), key: key.to_owned(), frame: frame.clone() });
+        }
+        if held.is_empty() {
+            wills.remove(&session);
+        }
+        live
+    }
+
+    /// The gateway lost `worker`: queues the wills left for it to their sessions and forgets
+    /// them; how many were queued.
+    pub fn worker_lost(&self, worker: &str) -> usize {
+        let mut due = Vec::new();
+        {
+            let mut wills = self.wills.lock().unwrap_or_else(PoisonError::into_inner);
+            wills.retain(|session, held| {
+                held.retain(|will| match &*will.worker == worker {
+                    true => {
+                        due.push((*session, will.frame.clone()));
+                        false
+                    }
+                    false => true,
+                });
+                !held.is_empty()
+            });
+        }
+        due.iter().map(|(session, frame)| self.push(&[*session], frame).delivered).sum()
     }
 
     /// Live sessions.
@@ -153,7 +207,10 @@ impl SessionTable {
             let shard = self.shard(session).read().unwrap_or_else(PoisonError::into_inner);
             match shard.get(&session).map(|entry| entry.queue.try_send(Outbound::Frame(frame.clone()))) {
                 Some(Ok(())) => report.delivered += 1,
-                None => report.offline += 1,
+                None => {
+                    report.offline += 1;
+                    report.gone.push(session);
+                }
                 Some(Err(TrySendError::Full(_) | TrySendError::Closed(_))) => report.dropped += 1,
             }
         }
@@ -166,6 +223,32 @@ mod tests {
     use super::*;
 
     const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn a_lost_worker_sends_its_wills_once_and_no_one_elses() {
+        let table = SessionTable::default();
+        let (one, mut one_rx) = mpsc::channel(8);
+        let (two, mut two_rx) = mpsc::channel(8);
+        table.insert(1, one, oneshot::channel().0, Arc::default(), LOOPBACK);
+        table.insert(2, two, oneshot::channel().0, Arc::default(), LOOPBACK);
+        let (a, b) = (Bytes::from_static(b"room a ended"), Bytes::from_static(b"room b ended"));
+        assert!(table.will(1, "worker-1", "a", Some(&a)));
+        assert!(table.will(1, "worker-1", "a", Some(&a)), "a second will under one key replaces the first");
+        assert!(table.will(2, "worker-1", "a", Some(&a)));
+        assert!(table.will(2, "worker-2", "b", Some(&b)));
+        assert!(!table.will(3, "worker-1", "a", Some(&a)), "no such session: nothing held");
+        assert!(table.will(2, "worker-1", "a", None), "dropped (left the room)");
+
+        assert_eq!(table.worker_lost("worker-1"), 1);
+        let Ok(Outbound::Frame(got)) = one_rx.try_recv() else { panic!("no will sent") };
+        assert_eq!(got, a);
+        assert!(one_rx.try_recv().is_err() && two_rx.try_recv().is_err());
+        assert_eq!(table.worker_lost("worker-1"), 0, "sent once");
+
+        table.remove(2);
+        assert_eq!(table.worker_lost("worker-2"), 0, "an ended session's wills are gone with it");
+        assert!(table.wills.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn a_push_reaches_live_sessions_and_reports_the_rest() {
@@ -181,7 +264,7 @@ mod tests {
 
         let frame = Bytes::from_static(b"push");
         let report = table.push(&[1, 2, 3, 4], &frame);
-        assert_eq!(report, PushReport { delivered: 1, offline: 1, dropped: 2 });
+        assert_eq!(report, PushReport { delivered: 1, offline: 1, gone: vec![4], dropped: 2 });
         let Ok(Outbound::Frame(got)) = live_rx.try_recv() else { panic!("no frame queued") };
         // The same bytes, not a copy.
         assert_eq!(got.as_ptr(), frame.as_ptr());

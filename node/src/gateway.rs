@@ -74,6 +74,15 @@ pub async fn run(
         // this gateway's previous run left.
         Gateway::new(config.gateway.clone(), config.node.id.clone(), relay)
     };
+    // A worker's connection lost: the sessions holding wills for it (room members) get them.
+    pool.on_down(Box::new({
+        let gateway = gateway.downgrade();
+        move |worker| {
+            if let Some(gateway) = gateway.upgrade() {
+                gateway.worker_lost(worker);
+            }
+        }
+    }));
     let resync_stop = CancellationToken::new();
     let resync = (config.session.url != "memory")
         .then(|| gateway::resync::spawn(gateway.downgrade(), config.session.resync(), resync_stop.clone()));

@@ -4,7 +4,9 @@
 
 use bytes::Bytes;
 use mortar_abi::{Code, future::BoxFuture};
-use mortar_cluster::rpc::{AgentMessage, Logins, LoginsAnswer, Presence, PushBatch, PushReport, Reply};
+use mortar_cluster::rpc::{
+    AgentMessage, Logins, LoginsAnswer, Presence, PushBatch, PushReport, Reply, Wills,
+};
 use mortar_gateway::{Gateway, WeakGateway, relay::Upstream};
 use mortar_runtime::{Worker, gateways::Gateways};
 use std::{sync::OnceLock, time::Instant};
@@ -74,5 +76,9 @@ impl Gateways for LocalGateway {
             .get(gateway)
             .map(|gateway| gateway.push(&batch.sessions, &batch.main, &batch.sub, batch.data));
         Box::pin(std::future::ready(report))
+    }
+
+    fn wills(&self, gateway: &str, wills: Wills) -> BoxFuture<Result<usize, Code>> {
+        Box::pin(std::future::ready(self.get(gateway).map(|gateway| gateway.wills(wills))))
     }
 }

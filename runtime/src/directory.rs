@@ -23,10 +23,10 @@ use futures::future::join_all;
 use mortar_abi::{
     Code,
     future::BoxFuture,
-    host::{Pushed, Session},
+    host::{Pushed, Session, SessionsPushed},
 };
 use mortar_backends::session::Location;
-use mortar_cluster::rpc::{Claim, Login, Logins, LoginsAnswer};
+use mortar_cluster::rpc::{Claim, Login, Logins, LoginsAnswer, Wills};
 use std::{collections::HashSet, sync::Arc};
 
 /// Players found by asking the gateways.
@@ -105,15 +105,18 @@ impl Players for GatewayDirectory {
         })
     }
 
-    fn push_session(
+    fn push_sessions(
         &self,
-        gateway: String,
-        session: u64,
+        sessions: Vec<(String, u64)>,
         main: String,
         sub: String,
         body: Bytes,
-    ) -> BoxFuture<Result<bool, Code>> {
-        super::players::push_session(Arc::new(self.pool.clone()), gateway, session, main, sub, body)
+    ) -> BoxFuture<Result<SessionsPushed, Code>> {
+        Box::pin(super::players::push_sessions(Arc::new(self.pool.clone()), sessions, main, sub, body))
+    }
+
+    fn wills(&self, sessions: Vec<(String, u64)>, wills: Wills) -> BoxFuture<Result<(), Code>> {
+        Box::pin(super::players::send_wills(Arc::new(self.pool.clone()), sessions, wills))
     }
 
     fn kick(&self, user: u64, reason: Code) -> BoxFuture<Result<bool, Code>> {

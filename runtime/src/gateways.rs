@@ -16,7 +16,8 @@ use mortar_cluster::config::RpcConfig;
 use mortar_cluster::registry::{Change, NodeKind, Registry};
 use mortar_cluster::rpc::workers::code_of;
 use mortar_cluster::rpc::{
-    Claim, GatewayRpcClient, Login, PushBatch, PushReport, UsersPushed, codec, handshake, handshake::Identity,
+    Claim, GatewayRpcClient, Login, PushBatch, PushReport, UsersPushed, Wills, codec, handshake,
+    handshake::Identity,
 };
 use std::{
     collections::HashMap,
@@ -33,6 +34,8 @@ pub trait Gateways: Send + Sync + 'static {
     fn kick(&self, gateway: &str, session: u64, reason: Code) -> BoxFuture<Result<bool, Code>>;
     /// Pushes `batch` to its sessions on `gateway`.
     fn push(&self, gateway: &str, batch: PushBatch) -> BoxFuture<Result<PushReport, Code>>;
+    /// Has `gateway` hold (or drop) `wills` for its sessions.
+    fn wills(&self, gateway: &str, wills: Wills) -> BoxFuture<Result<usize, Code>>;
 }
 
 /// No gateway at all (tests and benches of a bare worker): every call is `UNAVAILABLE`.
@@ -48,6 +51,10 @@ impl Gateways for NoGateways {
     }
 
     fn push(&self, _: &str, _: PushBatch) -> BoxFuture<Result<PushReport, Code>> {
+        Box::pin(std::future::ready(Err(Code::UNAVAILABLE)))
+    }
+
+    fn wills(&self, _: &str, _: Wills) -> BoxFuture<Result<usize, Code>> {
         Box::pin(std::future::ready(Err(Code::UNAVAILABLE)))
     }
 }
@@ -327,5 +334,10 @@ impl Gateways for GatewayPool {
     fn push(&self, gateway: &str, batch: PushBatch) -> BoxFuture<Result<PushReport, Code>> {
         let (pool, gateway) = (self.clone(), gateway.to_owned());
         Box::pin(async move { pool.call(&gateway, async |client, cx| client.push(cx, batch).await).await })
+    }
+
+    fn wills(&self, gateway: &str, wills: Wills) -> BoxFuture<Result<usize, Code>> {
+        let (pool, gateway) = (self.clone(), gateway.to_owned());
+        Box::pin(async move { pool.call(&gateway, async |client, cx| client.wills(cx, wills).await).await })
     }
 }

@@ -4,13 +4,16 @@
 
 use super::{Core, InternalCall, MAX_CALL_DEPTH};
 use bytes::Bytes;
+use mortar_abi::route::Route;
 use mortar_abi::{
     Code, Failure,
     cache::CacheBackend,
     future::BoxFuture,
-    host::{Host, Invocation, Level, PanicSite, Pushed, Request},
+    host::{Host, Invocation, Level, PanicSite, Pushed, Request, Session, SessionsPushed},
     store::StoreBackend,
 };
+use mortar_cluster::rpc::Wills;
+use mortar_cluster::rpc::rendezvous;
 use mortar_telemetry::metrics as m;
 use mortar_telemetry::trace;
 use std::{
@@ -42,55 +45,32 @@ impl Host for Core {
             return Box::pin(std::future::ready(Err(Code::NO_ROUTE.into())));
         };
         let deadline = request.deadline;
-        if let Some(route) = self.routes.get(main, sub) {
-            // The same path as a call from another node: layers, span, metrics. A panic in the
-            // handler is caught by the SDK's glue, on the module's side of a library boundary,
-            // and answered INTERNAL (see `Host::panicked`).
-            let Some(core) = self.me.upgrade() else {
-                return Box::pin(std::future::ready(Err(Code::UNAVAILABLE.into())));
-            };
-            let span = tracing::debug_span!(
-                "call",
-                node = %self.node_id,
-                route = route.path,
-                session = request.session.id,
-                user = request.session.user,
-                trace = %trace::display(request.trace_id),
-            );
-            let ctx = from.for_call(route.path);
+        let local = self.routes.get(main, sub);
+        // A route routed by a request field runs on the worker owning the field's value among
+        // all serving its module, this one included: where gateways relay the same value.
+        let owner = match (local, &self.workers) {
+            (Some(route), Some(workers)) => self
+                .routes
+                .key_field(route.path)
+                .and_then(|field| rendezvous::field_key(&body, field))
+                .map(|key| (workers.clone(), key)),
+            _ => None,
+        };
+        if let Some((workers, key)) = owner {
+            let remote = self.remote_call(request, main, sub, body.clone());
+            let local = self.local_call(from, local, body);
+            let main = main.to_owned();
             return Box::pin(async move {
-                match tokio::time::timeout_at(deadline.into(), core.run(route, ctx, body, span)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(Code::TIMEOUT.into()),
+                match workers.owns(&main, key, deadline).await {
+                    true => local.await,
+                    false => remote.await,
                 }
             });
         }
-        let Some(workers) = self.workers.clone() else {
-            tracing::warn!(%caller, callee = %path, "internal call to a route this node does not serve");
-            return Box::pin(std::future::ready(Err(Code::NO_ROUTE.into())));
-        };
-        let call = InternalCall {
-            main: main.to_owned(),
-            sub: sub.to_owned(),
-            data: body,
-            session: request.session.id,
-            user: request.session.user,
-            client_ip: request.session.ip,
-            gateway: request.session.gateway.clone(),
-            trace_id: request.trace_id,
-            depth: request.depth + 1,
-        };
-        Box::pin(async move {
-            if Instant::now() >= deadline {
-                return Err(Code::TIMEOUT.into());
-            }
-            let reply = workers.call(call, deadline).await;
-            match (reply.code, reply.reason) {
-                (0, _) => Ok(reply.data),
-                (code, reason) if reason.is_empty() => Err(Code::from_wire(code).into()),
-                (code, reason) => Err(Code::from_wire(code).because(reason)),
-            }
-        })
+        if local.is_some() {
+            return self.local_call(from, local, body);
+        }
+        self.remote_call(request, main, sub, body)
     }
 
     fn bind_user(&self, from: &Invocation, user: u64) -> BoxFuture<Result<(), Code>> {
@@ -123,18 +103,38 @@ impl Host for Core {
         self.players.push(users, main.to_owned(), sub.to_owned(), body)
     }
 
-    fn push_session(
+    fn push_sessions(
         &self,
         from: &Invocation,
+        to: Vec<Session>,
         route: &str,
         message: &str,
         body: Bytes,
-    ) -> BoxFuture<Result<bool, Code>> {
+    ) -> BoxFuture<Result<SessionsPushed, Code>> {
         let Some((main, sub)) = self.declared_push(from, route, message) else {
             return Box::pin(std::future::ready(Err(Code::BAD_REQUEST)));
         };
-        let session = &from.request().session;
-        self.players.push_session(session.gateway.clone(), session.id, main.to_owned(), sub.to_owned(), body)
+        let to = to.into_iter().map(|session| (session.gateway, session.id)).collect();
+        self.players.push_sessions(to, main.to_owned(), sub.to_owned(), body)
+    }
+
+    fn wills(
+        &self,
+        from: &Invocation,
+        sessions: Vec<Session>,
+        key: &str,
+        will: Option<(&str, &str, Bytes)>,
+    ) -> BoxFuture<Result<(), Code>> {
+        let push = match will {
+            Some((route, message, body)) => match self.declared_push(from, route, message) {
+                Some((main, sub)) => Some((main.to_owned(), sub.to_owned(), body)),
+                None => return Box::pin(std::future::ready(Err(Code::BAD_REQUEST))),
+            },
+            None => None,
+        };
+        let to = sessions.into_iter().map(|session| (session.gateway, session.id)).collect();
+        let wills = Wills { worker: self.node_id.clone(), key: key.to_owned(), sessions: Vec::new(), push };
+        self.players.wills(to, wills)
     }
 
     fn kick(&self, _: &Invocation, user: u64, reason: Code) -> BoxFuture<Result<bool, Code>> {
@@ -201,6 +201,13 @@ impl Host for Core {
         }
     }
 
+    fn room_tick(&self, module: &str, late: Duration, overran: bool) {
+        metrics::histogram!(m::ROOM_TICK_LATE, "module" => module.to_owned()).record(late);
+        if overran {
+            metrics::counter!(m::ROOM_TICK_OVERRUNS, "module" => module.to_owned()).increment(1);
+        }
+    }
+
     fn panicked(&self, request: &Request, site: PanicSite, message: &str) {
         metrics::counter!(m::HANDLER_PANICS, "route" => request.route).increment(1);
         let what = match site {
@@ -226,6 +233,75 @@ static UNDECLARED_PUSHES: mortar_telemetry::log_limit::LogLimit =
     mortar_telemetry::log_limit::LogLimit::new(Duration::from_secs(1));
 
 impl Core {
+    /// Runs `route` (served here; `None` answers `NO_ROUTE`) for an internal call from `from`:
+    /// the same path as a call from another node (layers, span, metrics). A panic in the handler
+    /// is caught by the SDK's glue, on the module's side of a library boundary, and answered
+    /// INTERNAL (see `Host::panicked`).
+    fn local_call(
+        &self,
+        from: &Invocation,
+        route: Option<&'static Route>,
+        body: Bytes,
+    ) -> BoxFuture<Result<Bytes, Failure>> {
+        let (Some(route), Some(core)) = (route, self.me.upgrade()) else {
+            return Box::pin(std::future::ready(Err(Code::UNAVAILABLE.into())));
+        };
+        let request = from.request();
+        let span = tracing::debug_span!(
+            "call",
+            node = %self.node_id,
+            route = route.path,
+            session = request.session.id,
+            user = request.session.user,
+            trace = %trace::display(request.trace_id),
+        );
+        let (ctx, deadline) = (from.for_call(route.path), request.deadline);
+        Box::pin(async move {
+            match tokio::time::timeout_at(deadline.into(), core.run(route, ctx, body, span)).await {
+                Ok(result) => result,
+                Err(_) => Err(Code::TIMEOUT.into()),
+            }
+        })
+    }
+
+    /// Runs `main.sub` for an internal call of `request` on a worker of the cluster serving
+    /// `main`; `NO_ROUTE` on a node without one.
+    fn remote_call(
+        &self,
+        request: &Request,
+        main: &str,
+        sub: &str,
+        body: Bytes,
+    ) -> BoxFuture<Result<Bytes, Failure>> {
+        let Some(workers) = self.workers.clone() else {
+            tracing::warn!(caller = %request.route, callee = %format_args!("{main}.{sub}"), "internal call to a route this node does not serve");
+            return Box::pin(std::future::ready(Err(Code::NO_ROUTE.into())));
+        };
+        let call = InternalCall {
+            main: main.to_owned(),
+            sub: sub.to_owned(),
+            data: body,
+            session: request.session.id,
+            user: request.session.user,
+            client_ip: request.session.ip,
+            gateway: request.session.gateway.clone(),
+            trace_id: request.trace_id,
+            depth: request.depth + 1,
+        };
+        let deadline = request.deadline;
+        Box::pin(async move {
+            if Instant::now() >= deadline {
+                return Err(Code::TIMEOUT.into());
+            }
+            let reply = workers.call(call, deadline).await;
+            match (reply.code, reply.reason) {
+                (0, _) => Ok(reply.data),
+                (code, reason) if reason.is_empty() => Err(Code::from_wire(code).into()),
+                (code, reason) => Err(Code::from_wire(code).because(reason)),
+            }
+        })
+    }
+
     /// `route` split in `main` and `sub` when a loaded proto declares it with `message` as its
     /// rpc's output (a server-streaming rpc, or a request route whose push shares its reply
     /// type); else logs the module's mistake.

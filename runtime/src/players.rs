@@ -15,10 +15,10 @@ use bytes::Bytes;
 use mortar_abi::{
     Code,
     future::BoxFuture,
-    host::{Pushed, Session},
+    host::{Pushed, Session, SessionsPushed},
 };
 use mortar_backends::session::{Location, SessionError, SessionStore};
-use mortar_cluster::rpc::{Logins, LoginsAnswer, PushBatch};
+use mortar_cluster::rpc::{Logins, LoginsAnswer, PushBatch, Wills};
 use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
 /// Where logged-in players are and how to reach them: what `Ctx::bind_user`, `Ctx::push`,
@@ -37,15 +37,18 @@ pub trait Players: Send + Sync + 'static {
         body: Bytes,
     ) -> BoxFuture<Result<Pushed, Code>>;
 
-    /// Pushes `main.sub` with `body` to session `session` of `gateway`; false when it ended.
-    fn push_session(
+    /// Pushes `main.sub` with `body` to each of `sessions` (gateway, session id there), one batch
+    /// per gateway.
+    fn push_sessions(
         &self,
-        gateway: String,
-        session: u64,
+        sessions: Vec<(String, u64)>,
         main: String,
         sub: String,
         body: Bytes,
-    ) -> BoxFuture<Result<bool, Code>>;
+    ) -> BoxFuture<Result<SessionsPushed, Code>>;
+
+    /// Has the gateway of each of `sessions` (gateway, session id) hold `wills` (or drop them).
+    fn wills(&self, sessions: Vec<(String, u64)>, wills: Wills) -> BoxFuture<Result<(), Code>>;
 
     /// Kicks `user` wherever they are; false when they are offline.
     fn kick(&self, user: u64, reason: Code) -> BoxFuture<Result<bool, Code>>;
@@ -94,15 +97,18 @@ impl Players for StorePlayers {
         Box::pin(push(self.store.clone(), self.gateways.clone(), users, main, sub, body))
     }
 
-    fn push_session(
+    fn push_sessions(
         &self,
-        gateway: String,
-        session: u64,
+        sessions: Vec<(String, u64)>,
         main: String,
         sub: String,
         body: Bytes,
-    ) -> BoxFuture<Result<bool, Code>> {
-        push_session(self.gateways.clone(), gateway, session, main, sub, body)
+    ) -> BoxFuture<Result<SessionsPushed, Code>> {
+        Box::pin(push_sessions(self.gateways.clone(), sessions, main, sub, body))
+    }
+
+    fn wills(&self, sessions: Vec<(String, u64)>, wills: Wills) -> BoxFuture<Result<(), Code>> {
+        Box::pin(send_wills(self.gateways.clone(), sessions, wills))
     }
 
     fn kick(&self, user: u64, reason: Code) -> BoxFuture<Result<bool, Code>> {
@@ -175,20 +181,63 @@ async fn restore(
     }
 }
 
-/// Pushes `main.sub` with `body` to session `session` of `gateway` through `gateways`; false when
-/// it ended.
-pub(super) fn push_session(
+/// Pushes `main.sub` with `body` to each of `sessions` (gateway, session id) through `gateways`:
+/// one batch per gateway, sent at once.
+pub(super) async fn push_sessions(
     gateways: Arc<dyn Gateways>,
-    gateway: String,
-    session: u64,
+    sessions: Vec<(String, u64)>,
     main: String,
     sub: String,
     body: Bytes,
-) -> BoxFuture<Result<bool, Code>> {
-    Box::pin(async move {
-        let batch = PushBatch { sessions: vec![session], main, sub, data: body };
-        Ok(gateways.push(&gateway, batch).await?.delivered == 1)
-    })
+) -> Result<SessionsPushed, Code> {
+    // Each gateway's sessions, with their indexes among those asked.
+    let mut by_gateway: HashMap<String, (Vec<u64>, Vec<usize>)> = HashMap::new();
+    for (index, (gateway, session)) in sessions.into_iter().enumerate() {
+        let (ids, indexes) = by_gateway.entry(gateway).or_default();
+        ids.push(session);
+        indexes.push(index);
+    }
+    let sends = by_gateway.into_iter().map(|(gateway, (ids, indexes))| {
+        let batch =
+            PushBatch { sessions: ids.clone(), main: main.clone(), sub: sub.clone(), data: body.clone() };
+        let gateways = gateways.clone();
+        async move { (ids, indexes, gateways.push(&gateway, batch).await) }
+    });
+    let mut pushed = SessionsPushed::default();
+    for (ids, indexes, report) in futures::future::join_all(sends).await {
+        match report {
+            Ok(report) => {
+                pushed.delivered += report.delivered;
+                pushed.undelivered += report.dropped;
+                let gone = ids.iter().zip(&indexes).filter(|(id, _)| report.gone.contains(id));
+                pushed.gone.extend(gone.map(|(_, index)| *index));
+            }
+            Err(_) => pushed.gone.extend(indexes),
+        }
+    }
+    pushed.gone.sort_unstable();
+    Ok(pushed)
+}
+
+/// Sends `wills` for `sessions` (gateway, session id) to their gateways, one message each.
+///
+/// # Errors
+/// `UNAVAILABLE` when a gateway could not be reached (the others got theirs).
+pub(super) async fn send_wills(
+    gateways: Arc<dyn Gateways>,
+    sessions: Vec<(String, u64)>,
+    wills: Wills,
+) -> Result<(), Code> {
+    let mut by_gateway: HashMap<String, Vec<u64>> = HashMap::new();
+    for (gateway, session) in sessions {
+        by_gateway.entry(gateway).or_default().push(session);
+    }
+    let sends = by_gateway.into_iter().map(|(gateway, sessions)| {
+        let (gateways, wills) = (gateways.clone(), Wills { sessions, ..wills.clone() });
+        async move { gateways.wills(&gateway, wills).await }
+    });
+    let results = futures::future::join_all(sends).await;
+    results.into_iter().try_fold((), |(), result| result.map(drop))
 }
 
 /// Binds `session` to `user`. Steps:

@@ -17,7 +17,7 @@ use std::{
 
 pub use mortar_abi::{
     future::BoxFuture,
-    host::{Host, Invocation, Level, PanicSite, Pushed, Request, Session},
+    host::{Host, Invocation, Level, PanicSite, Pushed, Request, Session, SessionsPushed},
 };
 
 /// The handle a handler receives: the request's session and route, and the host's services.
@@ -171,6 +171,25 @@ impl Ctx {
     }
 }
 
+/// A push a session's gateway holds for it and sends if it loses the worker that left it (see
+/// [`Ctx::leave_will`]): a room's "this room ended" for its members.
+#[derive(Clone, Debug)]
+pub struct Will {
+    /// Its route, `main.sub`, declared as a push.
+    pub route: String,
+    /// The full name of its message.
+    pub message: String,
+    /// The encoded message.
+    pub body: Bytes,
+}
+
+impl Will {
+    /// The push `msg` as `route`.
+    pub fn new<M: Message + Name>(route: &str, msg: &M) -> Self {
+        Will { route: route.to_owned(), message: M::full_name(), body: Bytes::from(msg.encode_to_vec()) }
+    }
+}
+
 /// What calls routes by name: [`Ctx`] from a module (errors are [`Code`]s), a test client from a
 /// test (`mortar_testing`, errors are [`Failure`](crate::Failure)s with their reasons). The typed
 /// clients generated for each service (`UserClient(&ctx).lookup(&req)`, see
@@ -244,8 +263,49 @@ impl Ctx {
     /// `BAD_REQUEST` as for [`Ctx::push`]; `UNAVAILABLE` when the session's gateway cannot be
     /// reached.
     pub async fn push_session<M: Message + Name>(&self, route: &str, msg: &M) -> Result<bool, Code> {
+        let pushed = self.push_sessions(std::slice::from_ref(&self.request().session), route, msg).await?;
+        Ok(pushed.delivered == 1)
+    }
+
+    /// Pushes `msg` as route `route` (`seq` 0) to each of `sessions` (kept from the requests
+    /// that came from them: `ctx.request().session`), logged in or not: one message per gateway
+    /// holding any, without looking anyone up in the session store. The way a room reaches its
+    /// members; the answer says which sessions have ended ([`SessionsPushed::gone`]).
+    ///
+    /// # Errors
+    /// `BAD_REQUEST` as for [`Ctx::push`].
+    pub async fn push_sessions<M: Message + Name>(
+        &self,
+        sessions: &[Session],
+        route: &str,
+        msg: &M,
+    ) -> Result<SessionsPushed, Code> {
         let body = Bytes::from(msg.encode_to_vec());
-        self.0.host().push_session(&self.0, route, &M::full_name(), body).await
+        self.0.host().push_sessions(&self.0, sessions.to_vec(), route, &M::full_name(), body).await
+    }
+
+    /// Has this request's session hold `will` under `key` at its gateway: the gateway pushes it to
+    /// the session if it loses this worker (it died) before the will is dropped
+    /// ([`Ctx::revoke_wills`]) or the session ends. A room leaves one for each member (see
+    /// [`crate::room`]). A failure (the gateway cannot be reached, a route no proto declares) is
+    /// logged: the session then learns of a lost worker only by its own requests' `UNAVAILABLE`.
+    pub async fn leave_will(&self, key: &str, will: &Will) {
+        let (route, message, body) = (&*will.route, &*will.message, will.body.clone());
+        let sessions = vec![self.request().session.clone()];
+        if let Err(code) = self.0.host().wills(&self.0, sessions, key, Some((route, message, body))).await {
+            self.warn(format_args!("cannot leave will {key} at the session's gateway: {code:?}"));
+        }
+    }
+
+    /// Drops the wills `sessions` hold under `key` for this worker (see [`Ctx::leave_will`]).
+    /// A failure is logged.
+    pub async fn revoke_wills(&self, key: &str, sessions: &[Session]) {
+        if sessions.is_empty() {
+            return;
+        }
+        if let Err(code) = self.0.host().wills(&self.0, sessions.to_vec(), key, None).await {
+            self.warn(format_args!("cannot drop will {key} at the gateways: {code:?}"));
+        }
     }
 
     /// Kicks `user`'s session with `reason` (it gets `sys.kick` and is closed); false when `user`

@@ -38,6 +38,7 @@
 //! - [`config`](mod@config): a module's own config section, `[modules.<name>]` ([`config!`]),
 //!   through [`Ctx::config`].
 //! - [`cache`]: values, counters and locks with TTLs, through [`Ctx::cache`].
+//! - [`room`]: rooms, live game state on one worker with a tick and members ([`room::Rooms`]).
 //! - [`job`](mod@job): scheduled jobs, once per period on one worker of the cluster ([`job!`]).
 //! - [`table`](mod@table): game config tables, rows of JSON files typed in Rust ([`table!`]),
 //!   through [`Ctx::table`].
@@ -61,6 +62,7 @@ pub mod layer;
 pub mod module;
 #[doc(hidden)]
 pub mod proto_check;
+pub mod room;
 pub mod route;
 pub mod store;
 pub mod table;

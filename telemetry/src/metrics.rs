@@ -69,6 +69,10 @@ pub const REQUESTS: &str = "mortar_requests_total";
 pub const REQUEST_DURATION: &str = "mortar_request_duration_seconds";
 /// Counter: handlers (or tasks they spawned) that panicked, by `route`.
 pub const HANDLER_PANICS: &str = "mortar_handler_panics_total";
+/// Histogram, seconds: how late a room's tick ran after its time, by `module`.
+pub const ROOM_TICK_LATE: &str = "mortar_room_tick_late_seconds";
+/// Counter: ticks whose work took longer than the room's period, by `module`.
+pub const ROOM_TICK_OVERRUNS: &str = "mortar_room_tick_overruns_total";
 /// Counter: runs of scheduled jobs on this node, by `job` and `code` (`OK`, or `INTERNAL` for a
 /// failed run).
 pub const JOB_RUNS: &str = "mortar_job_runs_total";

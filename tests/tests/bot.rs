@@ -26,6 +26,8 @@ fn options(url: String, json: std::path::PathBuf) -> BotOptions {
         fanout: None,
         window: 1,
         senders: 1,
+        mode: "squad".into(),
+        metrics: None,
     }
 }
 

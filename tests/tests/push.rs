@@ -53,7 +53,7 @@ async fn one_push_reaches_every_addressed_session_and_no_other() {
     let mut addressed = ids.clone();
     addressed.push(987_654); // never connected
     let report = gateway.push(&addressed, "chat", "message", body);
-    assert_eq!(report, PushReport { delivered: 50, offline: 1, dropped: 0 });
+    assert_eq!(report, PushReport { delivered: 50, offline: 1, gone: vec![987_654], dropped: 0 });
 
     for client in &mut clients {
         let push = tokio::time::timeout(Duration::from_secs(5), client.next()).await.unwrap().unwrap();

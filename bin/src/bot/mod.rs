@@ -6,6 +6,7 @@
 //! - [`scenario`]: what a client does (`echo`, `idle`, `login`, `pack`; add one by implementing
 //!   [`Scenario`]).
 //! - [`fanout`]: the `push` scenario, where one client's request pushes to all of them.
+//! - [`rooms`]: the `match` scenario, Nakama's authoritative-match workload on the arena.
 //! - `wire`: the client side of each wire protocol (mortar's `UserMessage`, Pinus packets).
 //! - [`pinus`]: the Pomelo/Pinus packet format.
 //! - [`report`]: the HDR histogram and the report.
@@ -13,6 +14,7 @@
 pub mod fanout;
 pub mod pinus;
 pub mod report;
+pub mod rooms;
 pub mod scenario;
 mod wire;
 
@@ -90,8 +92,9 @@ pub struct BotOptions {
     pub duration: Duration,
     /// What each client does: `echo` (echo.say in a loop), `idle` (hold the connection), `login`
     /// (register once, then user.login in a loop), `pack` (register and log in, then pack.use of
-    /// `--item` in a loop) or `push` (one client's `--fanout` request pushes to every client,
-    /// again and again).
+    /// `--item` in a loop), `push` (one client's `--fanout` request pushes to every client,
+    /// again and again) or `match` (matchmake into arena rooms, then echo and broadcast every
+    /// 0.5 s: docs/benchmarks.md).
     #[arg(long, default_value = "echo")]
     pub scenario: String,
     /// push: the requests each client sends once to log in, as `ROUTE JSON`, several separated by
@@ -140,6 +143,13 @@ pub struct BotOptions {
     /// Replace the repeated request's body: JSON of the route's request type.
     #[arg(long)]
     pub body: Option<String>,
+    /// match: the game mode to queue for (conf/tables/modes.json; `squad` makes rooms of 10).
+    #[arg(long, default_value = "squad")]
+    pub mode: String,
+    /// match: the servers' admin listeners (`HOST:PORT`, several comma-separated) whose tick
+    /// lateness (`mortar_room_tick_late_seconds`) the report gives.
+    #[arg(long)]
+    pub metrics: Option<String>,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -213,6 +223,20 @@ async fn contract(options: &BotOptions) -> Contract {
 pub async fn run_push(options: BotOptions) -> Result<fanout::FanoutReport, BotError> {
     let contract = Arc::new(contract(&options).await);
     fanout::run(&options, contract).await
+}
+
+/// Runs the `match` scenario (see [`rooms`]).
+///
+/// # Errors
+/// See [`rooms::run`]; a JSON report that cannot be written.
+pub async fn run_match(options: BotOptions) -> Result<rooms::MatchReport, BotError> {
+    let report = rooms::run(&options).await?;
+    if let Some(path) = &options.json {
+        let text = serde_json::to_string_pretty(&report).expect("the report serializes");
+        std::fs::write(path, text + "\n")
+            .map_err(|source| BotError::Report { path: path.clone(), source })?;
+    }
+    Ok(report)
 }
 
 /// Runs the bot: connects every client (ramping up as asked), runs the scenario on all of them

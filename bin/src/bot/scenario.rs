@@ -131,8 +131,9 @@ pub fn by_name(name: &str, payload: usize, item: u32) -> Result<Box<dyn Scenario
         "login" => Ok(Box::new(Login)),
         "pack" => Ok(Box::new(Pack { item })),
         "push" => Err(BotError::Scenario("the push scenario runs through `bot::run_push`".into())),
+        "match" => Err(BotError::Scenario("the match scenario runs through `bot::run_match`".into())),
         other => Err(BotError::Scenario(format!(
-            "unknown scenario `{other}`; available: echo, idle, login, pack, push"
+            "unknown scenario `{other}`; available: echo, idle, login, pack, push, match"
         ))),
     }
 }

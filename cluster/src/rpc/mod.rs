@@ -265,8 +265,26 @@ pub trait GatewayRpc {
     async fn kick_user(user: u64, reason: i32) -> bool;
     /// Session directory: where each of `users` is logged in here.
     async fn locate(users: Vec<u64>) -> Vec<Option<Location>>;
+    /// Holds (or, without a push, drops) the wills of `wills.sessions` under the key of worker
+    /// `wills.worker`; says how many of the sessions are live here.
+    async fn wills(wills: Wills) -> usize;
     /// Answers at once: a liveness check.
     async fn ping();
+}
+
+/// Pushes a gateway holds for some of its sessions on behalf of a worker and sends them when it
+/// loses that worker's connection (it died): how a room's members learn that its worker is gone
+/// (`mortar::room`). One will per session, worker and key; a new one replaces the old.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wills {
+    /// The worker whose loss sends them.
+    pub worker: String,
+    /// What they are about (a room's id).
+    pub key: String,
+    /// The gateway's sessions.
+    pub sessions: Vec<u64>,
+    /// The push as `(main, sub, data)`; none drops the wills.
+    pub push: Option<(String, String, Bytes)>,
 }
 
 /// One login: when it happened (by the worker's clock), on which gateway and session. Ordered by
@@ -302,12 +320,14 @@ pub struct UsersPushed {
 }
 
 /// What became of one push, by session.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushReport {
     /// Queued for the session's client.
     pub delivered: usize,
     /// No such session on this gateway (it ended, or never was).
     pub offline: usize,
+    /// Which: the ids of the sessions counted in `offline`.
+    pub gone: Vec<u64>,
     /// The session's outgoing queue was full (its client does not read) or closing: not sent.
     pub dropped: usize,
 }

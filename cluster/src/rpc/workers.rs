@@ -88,7 +88,12 @@ struct Inner {
     follower: Mutex<Option<JoinHandle<()>>>,
     /// The base of [`Live::used`].
     born: Instant,
+    /// Told the id of each worker whose connection went down (see [`WorkerPool::on_down`]).
+    on_down: std::sync::OnceLock<OnDown>,
 }
+
+/// What a pool tells of a worker whose connection went down (see [`WorkerPool::on_down`]).
+pub type OnDown = Box<dyn Fn(&str) + Send + Sync>;
 
 /// A worker the pool connects to.
 struct Peer {
@@ -218,6 +223,7 @@ impl WorkerPool {
             peers: Mutex::default(),
             follower: Mutex::default(),
             born: Instant::now(),
+            on_down: std::sync::OnceLock::new(),
         });
         let pool = Self { inner };
         let mut watcher = registry.watch();
@@ -246,6 +252,13 @@ impl WorkerPool {
         let peers = std::mem::take(&mut *self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner));
         peers.into_values().filter_map(|peer| peer.task).for_each(|task| task.abort());
         self.rebuild();
+    }
+
+    /// Has `on_down` told the id of each worker whose connection goes down from now on (closed,
+    /// unanswered pings, a request that found it gone or draining; not an idle close): a gateway
+    /// sends the wills its sessions hold for that worker. Set once; later calls are ignored.
+    pub fn on_down(&self, on_down: OnDown) {
+        let _ = self.inner.on_down.set(on_down);
     }
 
     /// Workers connected now.
@@ -513,6 +526,40 @@ impl WorkerPool {
         }
     }
 
+    /// Whether this worker owns `key` among all the live workers serving `main`, itself included:
+    /// where a call to a route of `main` routed by a request field (see
+    /// [`KeyedRoute`](crate::registry::KeyedRoute)) runs, so that it reaches the worker a gateway
+    /// relays the same key to. On demand, first connects to every worker that may serve `main`
+    /// (waiting, by `deadline`, for the dials under way to end), since the owner may be any of
+    /// them.
+    pub async fn owns(&self, main: &str, key: u64, deadline: Instant) -> bool {
+        if self.inner.dialing == Dialing::OnDemand {
+            loop {
+                let changed = self.inner.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                self.dial_for(main);
+                let dialing = {
+                    let peers = self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner);
+                    peers
+                        .values()
+                        .any(|peer| peer.may_serve(main) && peer.task.is_some() && peer.generation.is_none())
+                };
+                if !dialing || tokio::time::timeout_at(deadline.into(), changed).await.is_err() {
+                    break;
+                }
+            }
+        }
+        let view = self.view();
+        let me = &self.inner.me.entry;
+        let serving = view.iter().filter(|live| live.modules.iter().any(|m| m == main));
+        let candidates = serving.map(|live| (live.hash, live.weight));
+        let mine = (rendezvous::node_hash(&me.id), me.weight.max(1));
+        // I am the last candidate: I win unless another scores higher.
+        let count = view.iter().filter(|live| live.modules.iter().any(|m| m == main)).count();
+        rendezvous::pick(key, candidates.chain([mine])) == Some(count)
+    }
+
     /// Starts a peer task for each worker that may serve `main`, has none, and is not waiting
     /// out its backoff; whether any such worker is being dialled or connected now.
     fn dial_for(&self, main: &str) -> bool {
@@ -747,6 +794,9 @@ impl WorkerPool {
                         tracing::debug!(peer = %entry.id, idle_ms = config.peer_idle_ms, "no call for a while: connection closed");
                     } else {
                         tracing::warn!(peer = %entry.id, reason, "worker down");
+                        if let Some(on_down) = self.inner.on_down.get() {
+                            on_down(&entry.id);
+                        }
                     }
                     if on_demand {
                         return self.ended(&entry.id, false);

@@ -567,6 +567,11 @@ impl RouteTable {
         self.keyed.iter().map(|(route, field)| (*route, *field))
     }
 
+    /// The number of the request field served route `path` is routed by, if it is keyed.
+    pub fn key_field(&self, path: &str) -> Option<u32> {
+        self.keyed.get(path).copied()
+    }
+
     /// Every served route.
     pub fn routes(&self) -> impl Iterator<Item = &'static Route> + '_ {
         self.routes.values().flat_map(|subs| subs.values().copied())
