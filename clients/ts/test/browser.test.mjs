@@ -194,3 +194,51 @@ test("the demo page: log in, chat, a friend with an online dot, a potion", async
     await demo.close();
   }
 });
+
+test("the demo's arena: two tabs matchmake into one duel, see each other move, and one wins", async () => {
+  const demo = await serveDemo({ port: 0, gateway: node.url });
+  const tabs = [];
+  const login = async (name) => {
+    const tab = await browser.newPage({ viewport: { width: 1300, height: 560 } });
+    tabs.push(tab);
+    tab.on("pageerror", (error) => console.error("demo page error:", error));
+    await tab.goto(demo.url);
+    await tab.waitForSelector("#status:text('connected')");
+    await tab.fill("#account", name);
+    await tab.fill("#password", "correct horse battery");
+    await tab.click("#enter");
+    await tab.waitForSelector("#items li");
+    return tab;
+  };
+  try {
+    const red = await login(account("red"));
+    const blue = await login(account("blue"));
+    await red.click("#find-duel");
+    await red.waitForSelector("#arena-status:text('waiting for an opponent…')");
+    await blue.click("#find-duel");
+    // Both are matched into one room and see both players on the board, each in their own colour.
+    for (const tab of [red, blue]) {
+      await tab.waitForSelector("#arena-status:has-text('in the room')");
+      await tab.waitForSelector("#board div.me");
+      await tab.waitForSelector("#board div.them");
+    }
+    assert.equal(await red.textContent("#room-label"), await blue.textContent("#room-label"));
+    // Red walks toward blue with the pad; blue's board shows red's moves (the 10 Hz state).
+    const column = (tab, who) => tab.$eval(`#board div.${who}`, (cell) => Number(cell.dataset.x));
+    const start = await column(blue, "them");
+    const toward = (await column(red, "them")) > (await column(red, "me")) ? "→" : "←";
+    await red.click(`#pad button:text('${toward}')`);
+    await blue.waitForFunction((x) => Number(document.querySelector("#board div.them")?.dataset.x) !== x, start);
+    // Then into blue three times: red wins, blue loses.
+    for (let hit = 0; hit < 3; hit++) {
+      await red.click(`#pad button:text('${toward}')`);
+      await red.waitForTimeout(250);
+    }
+    await red.waitForSelector("#arena-status:text('You won!')");
+    await blue.waitForSelector("#arena-status:text('You lost.')");
+    await red.waitForSelector("#find-duel:visible");
+  } finally {
+    for (const tab of tabs) await tab.close();
+    await demo.close();
+  }
+});

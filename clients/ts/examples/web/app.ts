@@ -1,4 +1,5 @@
-// The demo: log in, the pack, friends with online dots from pushes, group chat. Built by
+// The demo: log in, the pack, friends with online dots from pushes, group chat, and a duel in the
+// arena (matchmake, then moves on a grid at the room's 10 Hz). Built by
 // serve.mjs with esbuild; the gateway is `?gateway=ws://…` (default: `mortar dev`'s).
 import { type Client, connect, MortarError } from "../../src/index.js";
 
@@ -10,6 +11,10 @@ const ITEM_NAMES: Record<number, string> = { 1: "Gold", 2: "Gem", 100: "Small Po
 let client: Client;
 let groupId: bigint | undefined;
 let kickedBy: string | undefined;
+let myId: bigint | undefined;
+/** The arena: the ticket while queued, the room while playing. */
+let ticketId: string | undefined;
+let roomId: string | undefined;
 
 function show(id: string, error: unknown) {
   $(id).textContent = error instanceof MortarError ? `${error.name}: ${error.reason || "no reason given"}` : String(error);
@@ -37,6 +42,15 @@ async function start() {
   client.friend.onAccepted(() => void loadFriends());
   client.friend.onOnline((p) => setDot(p.userId, true));
   client.friend.onOffline((p) => setDot(p.userId, false));
+  client.matchmake.onMatched((matched) => void play(matched.roomId));
+  client.arena.onState((state) => state.roomId === roomId && drawBoard(state.players));
+  client.arena.onEnded((ended) => {
+    if (ended.roomId !== roomId) return;
+    roomId = undefined;
+    const verdict =
+      ended.reason === "won" ? (ended.winner === myId ? "You won!" : "You lost.") : `The room ended: ${ended.reason}.`;
+    arenaState(verdict, false);
+  });
   client.group.onMessage((said) => {
     if (said.groupId !== groupId) return;
     const line = document.createElement("div");
@@ -68,6 +82,7 @@ async function enter() {
     }
     $("who").textContent = name;
     $("my-id").textContent = login.userId.toString();
+    myId = login.userId;
     $("login").hidden = true;
     $("game").hidden = false;
     await refresh();
@@ -152,6 +167,87 @@ async function say() {
     show("chat-error", error);
   }
 }
+
+/** Shows `text` as the arena's status; `playing` shows the move pad. */
+function arenaState(text: string, playing: boolean) {
+  $("arena-status").textContent = text;
+  $("pad").hidden = !playing;
+  $("find-duel").hidden = playing || ticketId !== undefined;
+  $("cancel-duel").hidden = ticketId === undefined;
+  $("room-label").textContent = roomId ?? "";
+}
+
+async function findDuel() {
+  $("arena-error").textContent = "";
+  try {
+    ticketId = (await client.matchmake.join({ mode: "duel" })).ticketId;
+    arenaState("waiting for an opponent…", false);
+  } catch (error) {
+    show("arena-error", error);
+  }
+}
+
+async function cancelDuel() {
+  const ticket = ticketId;
+  ticketId = undefined;
+  arenaState("not playing", false);
+  if (ticket) await client.matchmake.cancel({ ticketId: ticket }).catch((error) => show("arena-error", error));
+}
+
+async function play(room: string) {
+  ticketId = undefined;
+  roomId = room;
+  try {
+    const joined = await client.arena.join({ roomId: room });
+    arenaState("in the room: walk into your opponent three times", true);
+    drawBoard(joined.players);
+  } catch (error) {
+    roomId = undefined;
+    arenaState("not playing", false);
+    show("arena-error", error);
+  }
+}
+
+type Player = { userId: bigint; x: number; y: number; hp: number };
+
+function drawBoard(players: Player[]) {
+  const board = $("board");
+  if (board.childElementCount !== 400) {
+    board.replaceChildren(...Array.from({ length: 400 }, () => document.createElement("div")));
+  }
+  for (const cell of Array.from(board.children)) {
+    cell.className = "";
+    cell.textContent = "";
+    delete (cell as HTMLElement).dataset.user;
+  }
+  for (const player of players) {
+    const cell = board.children[player.y * 20 + player.x] as HTMLElement | undefined;
+    if (!cell) continue;
+    cell.className = player.hp <= 0 ? "out" : player.userId === myId ? "me" : "them";
+    cell.textContent = String(player.hp);
+    cell.dataset.user = player.userId.toString();
+    cell.dataset.x = String(player.x);
+  }
+}
+
+function move(dx: number, dy: number) {
+  if (roomId === undefined) return;
+  client.arena.move({ roomId, dx, dy }).catch((error) => show("arena-error", error));
+}
+
+$("find-duel").onclick = () => void findDuel();
+$("cancel-duel").onclick = () => void cancelDuel();
+for (const button of Array.from($("pad").querySelectorAll("button"))) {
+  button.onclick = () => move(Number(button.dataset.dx), Number(button.dataset.dy));
+}
+document.addEventListener("keydown", (event) => {
+  const arrows: Record<string, [number, number]> = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+  const step = arrows[event.key];
+  if (step && roomId !== undefined && !(event.target instanceof HTMLInputElement)) {
+    event.preventDefault();
+    move(...step);
+  }
+});
 
 $("enter").onclick = () => void enter();
 $("password").onkeydown = (event) => event.key === "Enter" && void enter();
