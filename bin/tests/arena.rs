@@ -223,11 +223,11 @@ fn the_match_bot_plays_rooms_of_ten_and_reports_what_it_measured() {
     ];
     let node = Node::start("dev", &dir, &["dev", "--listen", "127.0.0.1:0", "--data", "data"], &env);
     let json = dir.0.join("match.json");
-    let admin = node.admin.unwrap().to_string();
+    let (admin, pid) = (node.admin.unwrap().to_string(), node.pid().to_string());
     let args = ["bot", "--scenario", "match", "--url", &node.addr, "--clients", "40", "--duration", "2s"];
     let out = std::process::Command::new(support::MORTAR)
         .args(args)
-        .args(["--metrics", &admin, "--quiet", "--json", json.to_str().unwrap()])
+        .args(["--metrics", &admin, "--server-pid", &pid, "--quiet", "--json", json.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -239,6 +239,8 @@ fn the_match_bot_plays_rooms_of_ten_and_reports_what_it_measured() {
     assert!(report["broadcasts_per_sec"].as_f64().unwrap() > 0.0, "{report}");
     assert!(report["states_per_sec"].as_f64().unwrap() > 100.0, "{report}");
     assert!(report["ticks"]["ticks"].as_u64().unwrap() >= 40, "{report}");
+    assert!(report["servers"]["cores"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["servers"]["rss_growth_kib"].as_u64().unwrap() > 0, "{report}");
 }
 
 /// Two workers serve arena and matchmake behind one gateway. Rooms spread over both; all of a

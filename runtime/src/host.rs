@@ -44,33 +44,24 @@ impl Host for Core {
         let Some((main, sub)) = path.split_once('.') else {
             return Box::pin(std::future::ready(Err(Code::NO_ROUTE.into())));
         };
-        let deadline = request.deadline;
-        let local = self.routes.get(main, sub);
+        let Some(route) = self.routes.get(main, sub) else {
+            return self.remote_call(request, main, sub, body);
+        };
         // A route routed by a request field runs on the worker owning the field's value among
         // all serving its module, this one included: where gateways relay the same value.
-        let owner = match (local, &self.workers) {
-            (Some(route), Some(workers)) => self
-                .routes
-                .key_field(route.path)
-                .and_then(|field| rendezvous::field_key(&body, field))
-                .map(|key| (workers.clone(), key)),
-            _ => None,
+        let key = self.routes.key_field(route.path).and_then(|field| rendezvous::field_key(&body, field));
+        let (Some(key), Some(workers)) = (key, self.workers.clone()) else {
+            return self.local_call(from, route, body);
         };
-        if let Some((workers, key)) = owner {
-            let remote = self.remote_call(request, main, sub, body.clone());
-            let local = self.local_call(from, local, body);
-            let main = main.to_owned();
-            return Box::pin(async move {
-                match workers.owns(&main, key, deadline).await {
-                    true => local.await,
-                    false => remote.await,
-                }
-            });
-        }
-        if local.is_some() {
-            return self.local_call(from, local, body);
-        }
-        self.remote_call(request, main, sub, body)
+        let remote = self.remote_call(request, main, sub, body.clone());
+        let local = self.local_call(from, route, body);
+        let (main, deadline) = (main.to_owned(), request.deadline);
+        Box::pin(async move {
+            match workers.owns(&main, key, deadline).await {
+                true => local.await,
+                false => remote.await,
+            }
+        })
     }
 
     fn bind_user(&self, from: &Invocation, user: u64) -> BoxFuture<Result<(), Code>> {
@@ -233,17 +224,17 @@ static UNDECLARED_PUSHES: mortar_telemetry::log_limit::LogLimit =
     mortar_telemetry::log_limit::LogLimit::new(Duration::from_secs(1));
 
 impl Core {
-    /// Runs `route` (served here; `None` answers `NO_ROUTE`) for an internal call from `from`:
+    /// Runs `route`, served here, for an internal call from `from`:
     /// the same path as a call from another node (layers, span, metrics). A panic in the handler
     /// is caught by the SDK's glue, on the module's side of a library boundary, and answered
     /// INTERNAL (see `Host::panicked`).
     fn local_call(
         &self,
         from: &Invocation,
-        route: Option<&'static Route>,
+        route: &'static Route,
         body: Bytes,
     ) -> BoxFuture<Result<Bytes, Failure>> {
-        let (Some(route), Some(core)) = (route, self.me.upgrade()) else {
+        let Some(core) = self.me.upgrade() else {
             return Box::pin(std::future::ready(Err(Code::UNAVAILABLE.into())));
         };
         let request = from.request();

@@ -28,6 +28,7 @@ fn options(url: String, json: std::path::PathBuf) -> BotOptions {
         senders: 1,
         mode: "squad".into(),
         metrics: None,
+        server_pid: None,
     }
 }
 

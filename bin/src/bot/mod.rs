@@ -150,6 +150,10 @@ pub struct BotOptions {
     /// lateness (`mortar_room_tick_late_seconds`) the report gives.
     #[arg(long)]
     pub metrics: Option<String>,
+    /// match: the server processes (pids, comma-separated; Linux) whose CPU time over the run and
+    /// memory growth from before the first client connected the report gives, per player.
+    #[arg(long)]
+    pub server_pid: Option<String>,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -34,6 +34,8 @@ const ECHO_BYTES: usize = 44;
 const BROADCAST_BYTES: usize = 35;
 /// How often a client sends, alternating echo and broadcast.
 const EVERY: Duration = Duration::from_millis(500);
+/// States are counted from this far into the run.
+const STATES_FROM: Duration = Duration::from_secs(1);
 
 /// What the run measured.
 #[derive(Debug, Serialize)]
@@ -58,12 +60,46 @@ pub struct MatchReport {
     pub broadcast_ms: Latency,
     /// Broadcasts delivered per second (one per member).
     pub broadcasts_per_sec: f64,
-    /// `arena.state` pushes received per second, all clients.
+    /// `arena.state` pushes received per second, all clients, after the run's first second (the
+    /// states queued for a client while the others were still being matched arrive at once).
     pub states_per_sec: f64,
     /// The largest step between two ticks one member saw (1 = no tick missed).
     pub max_tick_gap: u64,
     /// The servers' tick lateness over the run, when `--metrics` named their admin listeners.
     pub ticks: Option<TickLateness>,
+    /// The servers' CPU and memory, when `--server-pid` named them.
+    pub servers: Option<ServerCost>,
+}
+
+/// What the server processes spent (Linux `/proc`).
+#[derive(Debug, Serialize)]
+pub struct ServerCost {
+    /// CPU time over the measured run, in cores (1.0 = one core busy all along).
+    pub cores: f64,
+    /// CPU time per player over the run, in µs per second.
+    pub cpu_us_per_player_s: f64,
+    /// Resident memory growth from before the first client connected to the run's start, KiB.
+    pub rss_growth_kib: u64,
+    /// That growth per room (its players' connections, sessions and logins included), KiB.
+    pub kib_per_room: f64,
+}
+
+/// CPU seconds (user + system) and resident KiB of process `pid`, from `/proc`.
+fn usage(pid: &str) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces) in parentheses; utime and stime are the
+    // 14th and 15th fields, in clock ticks (100 a second on Linux).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?;
+    let kib = rss.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some((ticks / 100.0, kib))
+}
+
+/// The summed [`usage`] of `pids`.
+fn usage_of(pids: &[String]) -> (f64, u64) {
+    pids.iter().filter_map(|pid| usage(pid)).fold((0.0, 0), |(cpu, rss), (c, r)| (cpu + c, rss + r))
 }
 
 /// The servers' `mortar_room_tick_late_seconds` over the run.
@@ -108,6 +144,9 @@ impl Seen {
 /// # Errors
 /// No client logging in and joining a room.
 pub async fn run(options: &BotOptions) -> Result<MatchReport, BotError> {
+    let pids: Vec<String> =
+        options.server_pid.iter().flat_map(|p| p.split(',')).map(|p| p.trim().to_owned()).collect();
+    let idle = usage_of(&pids);
     let origin = std::time::Instant::now();
     let started = Instant::now();
     let limit = Arc::new(Semaphore::new(256));
@@ -153,6 +192,7 @@ pub async fn run(options: &BotOptions) -> Result<MatchReport, BotError> {
     };
     let metrics: Vec<String> = options.metrics.iter().flat_map(|m| m.split(',')).map(str::to_owned).collect();
     let before = scrape(&metrics).await;
+    let at_start = usage_of(&pids);
     let playing = players.len();
     let measured = Instant::now();
     let deadline = measured + options.duration;
@@ -160,7 +200,7 @@ pub async fn run(options: &BotOptions) -> Result<MatchReport, BotError> {
     for (index, (client, room)) in players.into_iter().enumerate() {
         // Each client's own phase within the period, so sends do not come in bursts.
         let phase = EVERY.mul_f64(index as f64 / playing as f64);
-        running.spawn(play(client, room, origin, measured + phase, deadline));
+        running.spawn(play(client, room, origin, measured + phase, measured + STATES_FROM, deadline));
     }
     let mut seen = Seen::new();
     while let Some(joined) = running.join_next().await {
@@ -170,7 +210,18 @@ pub async fn run(options: &BotOptions) -> Result<MatchReport, BotError> {
         }
     }
     let elapsed = measured.elapsed().as_secs_f64().max(f64::EPSILON);
+    let at_end = usage_of(&pids);
     let after = scrape(&metrics).await;
+    let servers = (!pids.is_empty()).then(|| {
+        let cores = (at_end.0 - at_start.0) / elapsed;
+        let growth = at_start.1.saturating_sub(idle.1);
+        ServerCost {
+            cores,
+            cpu_us_per_player_s: cores * 1e6 / playing as f64,
+            rss_growth_kib: growth,
+            kib_per_room: growth as f64 / rooms.max(1) as f64,
+        }
+    });
     let ticks = (!metrics.is_empty()).then(|| lateness(&before, &after));
     Ok(MatchReport {
         clients: options.clients,
@@ -183,9 +234,10 @@ pub async fn run(options: &BotOptions) -> Result<MatchReport, BotError> {
         echo_ms: Latency::of(&seen.echo),
         broadcast_ms: Latency::of(&seen.broadcast),
         broadcasts_per_sec: seen.broadcast.len() as f64 / elapsed,
-        states_per_sec: seen.states as f64 / elapsed,
+        states_per_sec: seen.states as f64 / (elapsed - STATES_FROM.as_secs_f64()).max(f64::EPSILON),
         max_tick_gap: seen.max_gap,
         ticks,
+        servers,
     })
 }
 
@@ -254,12 +306,13 @@ fn ok(reply: &UserMessage, route: &str) -> Result<(), String> {
 }
 
 /// Plays until `deadline`: sends from `first` every [`EVERY`], alternating echo and broadcast,
-/// and measures what comes back.
+/// and measures what comes back (states from `count_states`).
 async fn play(
     mut client: Client,
     room: String,
     origin: std::time::Instant,
     first: Instant,
+    count_states: Instant,
     deadline: Instant,
 ) -> Seen {
     let mut seen = Seen::new();
@@ -322,7 +375,9 @@ async fn play(
                     }
                     ("arena", "state") => {
                         if let Ok(state) = State::decode(msg.data) {
-                            seen.states += 1;
+                            if Instant::now() >= count_states {
+                                seen.states += 1;
+                            }
                             if let Some(last) = last_tick {
                                 seen.max_gap = seen.max_gap.max(state.tick.saturating_sub(last));
                             }
@@ -417,6 +472,13 @@ impl fmt::Display for MatchReport {
             self.broadcasts_per_sec
         )?;
         write!(f, "  states/s      {:.0}  (largest tick gap {})", self.states_per_sec, self.max_tick_gap)?;
+        if let Some(servers) = &self.servers {
+            write!(
+                f,
+                "\n  servers       {:.2} cores, {:.1} µs CPU per player-second, +{} KiB ({:.1} KiB per room with its players)",
+                servers.cores, servers.cpu_us_per_player_s, servers.rss_growth_kib, servers.kib_per_room
+            )?;
+        }
         if let Some(ticks) = &self.ticks {
             write!(
                 f,
