@@ -17,10 +17,13 @@
 #   6. logins and pack writes at 100 players, in `mortar dev` and through a gateway + worker
 #      (scripts/bench-login.sh), beside the bare echo at 100 connections;
 #   7. group chat: `group.say` to a group of 1,000 online members, as 5. (STAGES=group; not in the
-#      default set).
+#      default set);
+#   8. rooms: Nakama's authoritative-match workload on the arena module, in `mortar dev` at several
+#      player counts and over two gateways and two workers (scripts/bench-match.sh; STAGES=match,
+#      not in the default set).
 # Each row is the median of RUNS runs of SECONDS seconds. Results (one JSON per run and a summary
 # table) go to target/bench/<time>/.
-# Usage: [STAGES="dev idle pinus cluster push login group"] scripts/bench.sh [SECONDS=20] [RUNS=3]
+# Usage: [STAGES="dev idle pinus cluster push login group match"] scripts/bench.sh [SECONDS=20] [RUNS=3]
 #   (needs cargo, node and npm; python3 for the tables)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -140,6 +143,10 @@ fi
 
 if want login; then
   scripts/bench-login.sh "$bin" "$out" "$seconds" "$runs"
+fi
+
+if want match; then
+  scripts/bench-match.sh "$bin" "$out" "$seconds" "$runs"
 fi
 
 python3 - "$out" <<'PY'

@@ -192,6 +192,10 @@ pub trait Host: Send + Sync + 'static {
     /// `tracing` has no subscriber).
     fn log(&self, request: &Request, level: Level, message: &str);
 
+    /// Whether the node is stopping: tasks module code spawned should end now (the node waits
+    /// `worker.shutdown_grace_ms` for them).
+    fn stopping(&self) -> bool;
+
     /// A room of module `module` (see `mortar::room`) ticked `late` after its time; `overran`
     /// when the tick's work took longer than the room's period. For the host's metrics.
     fn room_tick(&self, module: &str, late: Duration, overran: bool);

@@ -210,6 +210,29 @@ async fn a_duel_is_matched_played_and_won_in_dev() {
     assert_eq!(duel[1].call::<_, LeaveResp>("arena.leave", leave).await, Err(ErrorCode::NotFound as i32));
 }
 
+/// A node stopping with rooms in play ends them at their next tick (`shutdown`), so it stops at
+/// once rather than waiting out `worker.shutdown_grace_ms` for their tick tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_rooms_in_play_stops_at_once() {
+    let dir = TempDir::new("arena-stop");
+    let env = [("MORTAR_ADMIN__LISTEN", "127.0.0.1:0"), FAST_HASH];
+    let mut node = Node::start("dev", &dir, &["dev", "--listen", "127.0.0.1:0", "--data", "data"], &env);
+    let mut duel =
+        vec![Player::login(&node.addr, "stopper_a").await, Player::login(&node.addr, "stopper_b").await];
+    let matched = matchmake(&mut duel, "duel").await;
+    for player in &mut duel {
+        let _: JoinResp =
+            player.call("arena.join", JoinReq { room_id: matched[0].room_id.clone() }).await.unwrap();
+    }
+    let _: State = duel[0].push("arena.state", Duration::from_secs(2)).await;
+    let stopping = std::time::Instant::now();
+    node.signal("TERM");
+    assert_eq!(node.wait_exit(Duration::from_secs(8)), Some(0), "{}", node.log());
+    assert!(stopping.elapsed() < Duration::from_secs(5), "stopped after {:?}", stopping.elapsed());
+    assert!(!node.log().contains("still running after the shutdown grace"), "{}", node.log());
+    assert!(node.log().contains("ended: shutdown"), "{}", node.log());
+}
+
 /// `mortar bot --scenario match` against `mortar dev`: forty players matched into rooms of ten,
 /// echo and broadcast measured, the servers' tick lateness read from the admin listener.
 #[test]

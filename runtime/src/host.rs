@@ -192,6 +192,10 @@ impl Host for Core {
         }
     }
 
+    fn stopping(&self) -> bool {
+        self.jobs_stop.is_cancelled()
+    }
+
     fn room_tick(&self, module: &str, late: Duration, overran: bool) {
         metrics::histogram!(m::ROOM_TICK_LATE, "module" => module.to_owned()).record(late);
         if overran {

@@ -378,6 +378,12 @@ impl Ctx {
         }
     }
 
+    /// Whether the node is stopping: a task from [`Ctx::spawn`] that loops (a room's tick, a
+    /// poller) checks it and ends, or the node's stop waits `worker.shutdown_grace_ms` for it.
+    pub fn stopping(&self) -> bool {
+        self.0.host().stopping()
+    }
+
     /// Completes after `duration`.
     pub async fn sleep(&self, duration: Duration) {
         self.0.host().sleep(duration).await;

@@ -35,8 +35,8 @@
 //!   after the game's code returns, outside the room's lock: one message per gateway holding any
 //!   recipient.
 //! - **End.** A room ends when the game says so ([`Outbox::end`]), when it has had no member
-//!   present for [`RoomSpec::empty_for`], when the module ends it ([`Room::end`]), or when its
-//!   tick panics. [`Game::ended`] is told why, so it can tell the members; then the room is gone
+//!   present for [`RoomSpec::empty_for`], when the module ends it ([`Room::end`]), when its
+//!   tick panics, or at its next tick once the node is stopping. [`Game::ended`] is told why, so it can tell the members; then the room is gone
 //!   from [`Rooms`] and requests for it find nothing (`NOT_FOUND` is the usual answer).
 //! - **Not persisted.** A room lives in its worker's memory only: when the worker stops or dies,
 //!   its rooms are gone. Its members' gateways then deliver the room's [`Game::will`] to them (a
@@ -90,15 +90,18 @@ pub enum Ending {
     Empty,
     /// Its tick panicked.
     Failed,
+    /// Its node is stopping.
+    Shutdown,
 }
 
 impl Ending {
-    /// A short word for it: the game's reason, `empty` or `failed`.
+    /// A short word for it: the game's reason, `empty`, `failed` or `shutdown`.
     pub fn reason(&self) -> &str {
         match self {
             Ending::Over(reason) => reason,
             Ending::Empty => "empty",
             Ending::Failed => "failed",
+            Ending::Shutdown => "shutdown",
         }
     }
 }
@@ -144,7 +147,9 @@ struct Outgoing {
     body: Bytes,
 }
 
-/// What a [`Game`]'s code sends; pushed once its code has returned.
+/// What a [`Game`]'s code sends; pushed once its code has returned. `Outbox::default()` is an
+/// empty one, to call a game's methods in a unit test.
+#[derive(Default)]
 pub struct Outbox {
     members: Vec<u64>,
     out: Vec<Outgoing>,
@@ -465,6 +470,8 @@ impl<G: Game> Room<G> {
                 let mut out = state.outbox();
                 let ending = if let Some(reason) = state.closing.take() {
                     Some(Ending::Over(reason))
+                } else if ctx.stopping() && !state.ended {
+                    Some(Ending::Shutdown)
                 } else if state.ended {
                     return;
                 } else {

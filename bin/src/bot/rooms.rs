@@ -63,6 +63,9 @@ pub struct MatchReport {
     /// `arena.state` pushes received per second, all clients, after the run's first second (the
     /// states queued for a client while the others were still being matched arrive at once).
     pub states_per_sec: f64,
+    /// Frames the clients received per second (replies and pushes), counted as states are: what
+    /// the server's sockets carried, to set beside the bare echo's frames per second.
+    pub frames_per_sec: f64,
     /// The largest step between two ticks one member saw (1 = no tick missed).
     pub max_tick_gap: u64,
     /// The servers' tick lateness over the run, when `--metrics` named their admin listeners.
@@ -120,13 +123,22 @@ struct Seen {
     sent: u64,
     errors: u64,
     states: u64,
+    frames: u64,
     max_gap: u64,
 }
 
 impl Seen {
     fn new() -> Self {
         let histogram = || Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
-        Self { echo: histogram(), broadcast: histogram(), sent: 0, errors: 0, states: 0, max_gap: 0 }
+        Self {
+            echo: histogram(),
+            broadcast: histogram(),
+            sent: 0,
+            errors: 0,
+            states: 0,
+            frames: 0,
+            max_gap: 0,
+        }
     }
 
     fn merge(&mut self, other: Seen) {
@@ -135,6 +147,7 @@ impl Seen {
         self.sent += other.sent;
         self.errors += other.errors;
         self.states += other.states;
+        self.frames += other.frames;
         self.max_gap = self.max_gap.max(other.max_gap);
     }
 }
@@ -235,6 +248,7 @@ pub async fn run(options: &BotOptions) -> Result<MatchReport, BotError> {
         broadcast_ms: Latency::of(&seen.broadcast),
         broadcasts_per_sec: seen.broadcast.len() as f64 / elapsed,
         states_per_sec: seen.states as f64 / (elapsed - STATES_FROM.as_secs_f64()).max(f64::EPSILON),
+        frames_per_sec: seen.frames as f64 / (elapsed - STATES_FROM.as_secs_f64()).max(f64::EPSILON),
         max_tick_gap: seen.max_gap,
         ticks,
         servers,
@@ -356,6 +370,9 @@ async fn play(
                     seen.errors += 1;
                     break;
                 };
+                if Instant::now() >= count_states {
+                    seen.frames += 1;
+                }
                 if msg.seq != 0 {
                     if msg.code != 0 {
                         seen.errors += 1;
@@ -471,7 +488,11 @@ impl fmt::Display for MatchReport {
             line(&self.broadcast_ms),
             self.broadcasts_per_sec
         )?;
-        write!(f, "  states/s      {:.0}  (largest tick gap {})", self.states_per_sec, self.max_tick_gap)?;
+        write!(
+            f,
+            "  states/s      {:.0}  (largest tick gap {}); frames received/s {:.0}",
+            self.states_per_sec, self.max_tick_gap, self.frames_per_sec
+        )?;
         if let Some(servers) = &self.servers {
             write!(
                 f,

@@ -192,8 +192,12 @@ impl Game for Match {
         }
     }
 
+    /// A player who leaves (or whose connection stayed lost past the rejoin grace) forfeits: out
+    /// of the game, as if hit to 0.
     fn left(&mut self, user: u64, _: &mut Outbox) {
-        self.players.remove(&user);
+        if let Some(player) = self.players.get_mut(&user) {
+            player.hp = 0;
+        }
         self.moves.remove(&user);
     }
 
@@ -352,5 +356,13 @@ mod tests {
         let mut game = game(&[1, 2]);
         assert_eq!(game.join(3).unwrap_err(), Code::PERMISSION_DENIED);
         assert_eq!(game.join(2).unwrap().players.len(), 2, "joining again changes nothing");
+    }
+
+    #[test]
+    fn a_player_who_leaves_forfeits() {
+        let mut game = game(&[1, 2]);
+        game.left(2, &mut Outbox::default());
+        assert_eq!(game.players[&2].hp, 0);
+        assert_eq!(game.join(2).unwrap().players.iter().find(|p| p.user_id == 2).unwrap().hp, 0, "still out");
     }
 }

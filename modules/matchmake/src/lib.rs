@@ -326,6 +326,10 @@ async fn forming(ctx: Ctx, mm: Arc<Matchmaker>, mode: String) {
     loop {
         let config = ctx.config::<MatchmakeConfig>();
         ctx.sleep(Duration::from_millis(config.form_every_ms)).await;
+        if ctx.stopping() {
+            // The queue is this node's memory: it goes with it.
+            return;
+        }
         let Some(row) = ctx.table::<Mode>().get(mode_key(&mode)).cloned() else {
             // The mode left the table: its tickets go.
             mm.queues().remove(&mode);
