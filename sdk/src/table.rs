@@ -74,6 +74,12 @@ impl<T: Row> Rows<T> {
         self.by_id.get(&id).map(|&at| &self.rows[at])
     }
 
+    /// The row whose id field is `id`: a string id (`"duel"`) or an integer, as [`RowId`] maps
+    /// it to the row's id.
+    pub fn find<I: RowId + ?Sized>(&self, id: &I) -> Option<&T> {
+        self.get(id.row_id())
+    }
+
     /// Whether a row has id `id`.
     pub fn contains(&self, id: u64) -> bool {
         self.by_id.contains_key(&id)
@@ -92,6 +98,37 @@ impl<T: Row> Rows<T> {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+}
+
+/// What a row's id field may be (`id = field` in [`table!`](crate::table!)): an integer, whose
+/// value is the row's id, or a string, whose row id is its [`stable_id`](crate::store::stable_id).
+pub trait RowId {
+    /// The row id.
+    fn row_id(&self) -> u64;
+}
+
+macro_rules! integer_row_ids {
+    ($($int:ty),*) => {
+        $(impl RowId for $int {
+            fn row_id(&self) -> u64 {
+                *self as u64
+            }
+        })*
+    };
+}
+
+integer_row_ids!(u8, u16, u32, u64, usize, i32, i64);
+
+impl RowId for str {
+    fn row_id(&self) -> u64 {
+        crate::store::stable_id(&[self.as_bytes()])
+    }
+}
+
+impl RowId for String {
+    fn row_id(&self) -> u64 {
+        self.as_str().row_id()
     }
 }
 
@@ -129,7 +166,7 @@ pub type RefField<T> = (&'static str, &'static str, fn(&T) -> u64);
 /// Declares a game config table of row type `T` (see the [module docs](self)):
 ///
 /// `mortar::table!(Item, file = "items", id = id);` — rows from `items.json`, whose field `id`
-/// (an integer) is the row's id. Optional, in this order: `default = "…"` (the rows to use when
+/// (an integer, or a string: see [`RowId`]; [`Rows::find`] looks a row up by it) is the row's id. Optional, in this order: `default = "…"` (the rows to use when
 /// the file is missing, e.g. `include_str!("../tables/items.json")`), `check = f`, a
 /// `fn(&T) -> Result<(), String>` run on every row, and `refs = [item_id => "items", …]`:
 /// integer fields naming rows of other tables, which the node checks exist (also across module
@@ -141,7 +178,7 @@ macro_rules! table {
             impl $crate::table::Row for $row {
                 const FILE: &'static str = $file;
                 fn id(&self) -> u64 {
-                    self.$id as u64
+                    $crate::table::RowId::row_id(&self.$id)
                 }
                 $(
                     fn check(&self) -> ::std::result::Result<(), ::std::string::String> {
@@ -204,5 +241,22 @@ mod tests {
         let checked = rows(r#"[{"id": 1, "max": 0}]"#).err().unwrap();
         assert_eq!(checked.to_string(), "things.json row 1: max must be at least 1");
         assert!(rows("{}").err().unwrap().reason.starts_with("not a JSON array"));
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Mode {
+        id: String,
+    }
+
+    crate::table!(Mode, file = "modes", id = id);
+
+    #[test]
+    fn a_string_id_is_found_by_its_name() {
+        let decoded = decode::<Mode>("modes.json", r#"[{"id": "duel"}, {"id": "squad"}]"#, &[]).unwrap();
+        let loaded = decoded.rows.downcast::<Rows<Mode>>().unwrap();
+        assert_eq!(loaded.find("squad").map(|mode| mode.id.as_str()), Some("squad"));
+        assert!(loaded.find("chess").is_none());
+        assert_eq!("duel".row_id(), crate::store::stable_id(&[b"duel"]));
+        assert_eq!(loaded.find(&7u32).map(|mode| mode.id.as_str()), None);
     }
 }

@@ -140,21 +140,24 @@ test("in Chromium: a request timing out, a restarted node resumed, a kick on a s
   await page.evaluate(() => window.other.close());
 });
 
+/** Opens the demo page served by `demo` in a new tab (kept in `tabs`) and logs `name` in. */
+async function demoLogin(demo, tabs, name, width = 1100) {
+  const tab = await browser.newPage({ viewport: { width, height: 560 } });
+  tabs.push(tab);
+  tab.on("pageerror", (error) => console.error("demo page error:", error));
+  await tab.goto(demo.url);
+  await tab.waitForSelector("#status:text('connected')");
+  await tab.fill("#account", name);
+  await tab.fill("#password", "correct horse battery");
+  await tab.click("#enter");
+  await tab.waitForSelector("#items li");
+  return tab;
+}
+
 test("the demo page: log in, chat, a friend with an online dot, a potion", async () => {
   const demo = await serveDemo({ port: 0, gateway: node.url });
   const tabs = [];
-  const login = async (name) => {
-    const tab = await browser.newPage({ viewport: { width: 1100, height: 560 } });
-    tabs.push(tab);
-    tab.on("pageerror", (error) => console.error("demo page error:", error));
-    await tab.goto(demo.url);
-    await tab.waitForSelector("#status:text('connected')");
-    await tab.fill("#account", name);
-    await tab.fill("#password", "correct horse battery");
-    await tab.click("#enter");
-    await tab.waitForSelector("#items li");
-    return tab;
-  };
+  const login = (name) => demoLogin(demo, tabs, name);
   try {
     const anaName = account("ana");
     const ana = await login(anaName);
@@ -198,18 +201,7 @@ test("the demo page: log in, chat, a friend with an online dot, a potion", async
 test("the demo's arena: two tabs matchmake into one duel, see each other move, and one wins", async () => {
   const demo = await serveDemo({ port: 0, gateway: node.url });
   const tabs = [];
-  const login = async (name) => {
-    const tab = await browser.newPage({ viewport: { width: 1300, height: 560 } });
-    tabs.push(tab);
-    tab.on("pageerror", (error) => console.error("demo page error:", error));
-    await tab.goto(demo.url);
-    await tab.waitForSelector("#status:text('connected')");
-    await tab.fill("#account", name);
-    await tab.fill("#password", "correct horse battery");
-    await tab.click("#enter");
-    await tab.waitForSelector("#items li");
-    return tab;
-  };
+  const login = (name) => demoLogin(demo, tabs, name, 1300);
   try {
     const red = await login(account("red"));
     const blue = await login(account("blue"));

@@ -111,41 +111,27 @@ pub struct Mode {
     pub module: String,
 }
 
-impl mortar::table::Row for Mode {
-    const FILE: &'static str = "modes";
-
-    fn id(&self) -> u64 {
-        mode_key(&self.id)
+fn check_mode(mode: &Mode) -> Result<(), String> {
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if mode.id.is_empty() || mode.id.len() > 32 || !mode.id.chars().all(valid) {
+        return Err(format!("id {:?}: 1–32 characters of a–z, A–Z, 0–9, _ and -", mode.id));
     }
-
-    fn check(&self) -> Result<(), String> {
-        let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-        if self.id.is_empty() || self.id.len() > 32 || !self.id.chars().all(valid) {
-            return Err(format!("id {:?}: 1–32 characters of a–z, A–Z, 0–9, _ and -", self.id));
-        }
-        if self.min == 0 || self.min > self.max || self.max > 1000 {
-            return Err(format!("mode {}: 1 ≤ min ≤ max ≤ 1000", self.id));
-        }
-        if self.module.is_empty() || !self.module.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-            return Err(format!("mode {}: module must be a module's name (a–z and _)", self.id));
-        }
-        Ok(())
+    if mode.min == 0 || mode.min > mode.max || mode.max > 1000 {
+        return Err(format!("mode {}: 1 ≤ min ≤ max ≤ 1000", mode.id));
     }
+    if mode.module.is_empty() || !mode.module.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+        return Err(format!("mode {}: module must be a module's name (a–z and _)", mode.id));
+    }
+    Ok(())
 }
 
-mortar::inventory::submit! {
-    mortar::table::TableDecl {
-        file: "modes",
-        default: Some(include_str!("../tables/modes.json")),
-        decode: |file, text| mortar::table::decode::<Mode>(file, text, &[]),
-        defined_at: module_path!(),
-    }
-}
-
-/// The id of mode `id`'s row in `modes.json`.
-pub fn mode_key(id: &str) -> u64 {
-    mortar::store::stable_id(&[id.as_bytes()])
-}
+mortar::table!(
+    Mode,
+    file = "modes",
+    id = id,
+    default = include_str!("../tables/modes.json"),
+    check = check_mode
+);
 
 /// A mode's queue on the worker holding it.
 #[derive(Default)]
@@ -241,7 +227,7 @@ impl Matchmaker {
 #[mortar::handler("matchmake.join", key = mode)]
 pub async fn join(ctx: Ctx, req: JoinReq) -> Result<JoinResp, Failure> {
     let user = ctx.user_id().ok_or(Code::NOT_LOGGED_IN)?;
-    let mode = ctx.table::<Mode>().get(mode_key(&req.mode)).cloned();
+    let mode = ctx.table::<Mode>().find(&req.mode).cloned();
     let mode =
         mode.filter(|mode| mode.id == req.mode).ok_or_else(|| Code::NOT_FOUND.because("no such mode"))?;
     let mut users = vec![user];
@@ -330,7 +316,7 @@ async fn forming(ctx: Ctx, mm: Arc<Matchmaker>, mode: String) {
             // The queue is this node's memory: it goes with it.
             return;
         }
-        let Some(row) = ctx.table::<Mode>().get(mode_key(&mode)).cloned() else {
+        let Some(row) = ctx.table::<Mode>().find(&mode).cloned() else {
             // The mode left the table: its tickets go.
             mm.queues().remove(&mode);
             return;

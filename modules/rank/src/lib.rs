@@ -168,54 +168,42 @@ pub struct Board {
 /// The most ranks rewards may cover: the close reads them in one page.
 pub const MAX_REWARDED_RANK: u32 = 10_000;
 
-impl mortar::table::Row for Board {
-    const FILE: &'static str = "boards";
-
-    fn id(&self) -> u64 {
-        board_key(&self.id)
+fn check_board(board: &Board) -> Result<(), String> {
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if board.id.is_empty() || board.id.len() > 32 || !board.id.chars().all(valid) {
+        return Err(format!("id {:?}: 1–32 characters of a–z, A–Z, 0–9, _ and -", board.id));
     }
-
-    fn check(&self) -> Result<(), String> {
-        let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-        if self.id.is_empty() || self.id.len() > 32 || !self.id.chars().all(valid) {
-            return Err(format!("id {:?}: 1–32 characters of a–z, A–Z, 0–9, _ and -", self.id));
+    for (at, reward) in board.rewards.iter().enumerate() {
+        if reward.from_rank == 0 || reward.from_rank > reward.to_rank || reward.to_rank > MAX_REWARDED_RANK {
+            return Err(format!("rewards[{at}]: 1 ≤ fromRank ≤ toRank ≤ {MAX_REWARDED_RANK}"));
         }
-        for (at, reward) in self.rewards.iter().enumerate() {
-            if reward.from_rank == 0
-                || reward.from_rank > reward.to_rank
-                || reward.to_rank > MAX_REWARDED_RANK
-            {
-                return Err(format!("rewards[{at}]: 1 ≤ fromRank ≤ toRank ≤ {MAX_REWARDED_RANK}"));
-            }
-            if reward.items.is_empty() || reward.items.iter().any(|item| item.count == 0) {
-                return Err(format!("rewards[{at}]: at least one item, each with a count of at least 1"));
-            }
-            if self.rewards[..at]
-                .iter()
-                .any(|other| other.to_rank >= reward.from_rank && other.from_rank <= reward.to_rank)
-            {
-                return Err(format!("rewards[{at}]: its ranks overlap another tier's"));
-            }
+        if reward.items.is_empty() || reward.items.iter().any(|item| item.count == 0) {
+            return Err(format!("rewards[{at}]: at least one item, each with a count of at least 1"));
         }
-        if !self.rewards.is_empty() && self.reset_every_s == 0 {
-            return Err("rewards need a period: set reset_every_s".into());
+        if board.rewards[..at]
+            .iter()
+            .any(|other| other.to_rank >= reward.from_rank && other.from_rank <= reward.to_rank)
+        {
+            return Err(format!("rewards[{at}]: its ranks overlap another tier's"));
         }
-        Ok(())
     }
+    if !board.rewards.is_empty() && board.reset_every_s == 0 {
+        return Err("rewards need a period: set reset_every_s".into());
+    }
+    Ok(())
 }
 
-mortar::inventory::submit! {
-    mortar::table::TableDecl {
-        file: "boards",
-        default: Some(include_str!("../tables/boards.json")),
-        decode: |file, text| mortar::table::decode::<Board>(file, text, &[]),
-        defined_at: module_path!(),
-    }
-}
+mortar::table!(
+    Board,
+    file = "boards",
+    id = id,
+    default = include_str!("../tables/boards.json"),
+    check = check_board
+);
 
 /// The id of board `id`'s row in `boards.json`, and of its [`Closed`] document.
 pub fn board_key(id: &str) -> u64 {
-    mortar::store::stable_id(&[id.as_bytes()])
+    mortar::table::RowId::row_id(id)
 }
 
 /// A player's score on a board in one period: the store's truth.
@@ -321,7 +309,7 @@ impl Board {
 /// The board named by a request; `NOT_FOUND` with the reason when there is none.
 fn board(ctx: &Ctx, id: &str) -> Result<Arc<Board>, Failure> {
     let boards = ctx.table::<Board>();
-    match boards.get(board_key(id)) {
+    match boards.find(id) {
         Some(board) if board.id == id => Ok(Arc::new(board.clone())),
         _ => Err(Code::NOT_FOUND.because(format!("boardId: no board {id:?}"))),
     }
