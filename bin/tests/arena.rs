@@ -300,8 +300,9 @@ async fn a_room_lives_on_one_worker_and_its_members_are_told_when_it_dies() {
         (false, true) => "worker-2",
         other => panic!("room {room} created on {other:?}"),
     };
+    // Rooms spread over both workers (ten by rendezvous on random ids: all on one is a 1-in-512
+    // chance, which the test survives: it kills the holder of the first room either way).
     let held: BTreeMap<&str, &str> = rooms.iter().map(|room| (*room, holder(room))).collect();
-    assert_eq!(held.values().collect::<BTreeSet<_>>().len(), 2, "rooms on both workers: {held:?}");
 
     for (player, matched) in players.iter_mut().zip(&matched) {
         let _: JoinResp =
@@ -323,11 +324,16 @@ async fn a_room_lives_on_one_worker_and_its_members_are_told_when_it_dies() {
     }
     assert_eq!(ticks.len(), 10, "each player saw its own room's states");
 
-    // worker-2 dies: the members of its rooms are told within 2 s; the others play on.
+    // The holder of the first room dies: the members of its rooms are told within 2 s; the
+    // others play on.
+    let (dead, survivor) = match held[matched[0].room_id.as_str()] {
+        "worker-1" => (&w1, &w2),
+        _ => (&w2, &w1),
+    };
     let doomed: BTreeSet<&str> =
-        held.iter().filter(|(_, w)| **w == "worker-2").map(|(room, _)| *room).collect();
+        held.iter().filter(|(_, w)| **w == dead.name).map(|(room, _)| *room).collect();
     let killed = std::time::Instant::now();
-    w2.signal("KILL");
+    dead.signal("KILL");
     for (player, matched) in players.iter_mut().zip(&matched) {
         if doomed.contains(matched.room_id.as_str()) {
             let ended: Ended = player.push("arena.ended", Duration::from_secs(2)).await;
@@ -342,7 +348,7 @@ async fn a_room_lives_on_one_worker_and_its_members_are_told_when_it_dies() {
         if !doomed.contains(matched.room_id.as_str()) {
             player.pushes.clear();
             let state: State = player.push("arena.state", Duration::from_secs(2)).await;
-            assert_eq!(state.room_id, matched.room_id, "a room of worker-1 plays on");
+            assert_eq!(state.room_id, matched.room_id, "a room of the survivor plays on");
         }
     }
 
@@ -358,7 +364,7 @@ async fn a_room_lives_on_one_worker_and_its_members_are_told_when_it_dies() {
     }
     let again = matchmake(&mut lost, "duel").await;
     for (player, matched) in lost.iter_mut().zip(&again) {
-        assert!(w1.log().contains(&format!("room {} created", matched.room_id)));
+        assert!(survivor.log().contains(&format!("room {} created", matched.room_id)));
         let _: JoinResp =
             player.call("arena.join", JoinReq { room_id: matched.room_id.clone() }).await.unwrap();
     }
