@@ -126,8 +126,14 @@ pub(super) async fn run(
         limiter,
         user,
     };
+    // Re-armed only when it fires: resetting a timer on every frame costs more than reading the
+    // clock. `active` is when the client last sent or got something.
     let idle = tokio::time::sleep(config.read_timeout());
     tokio::pin!(idle);
+    let mut active = Instant::now();
+    // Registered once with the shutdown token, not on every turn of the loop.
+    let shutdown = shutdown.cancelled();
+    tokio::pin!(shutdown);
     // Boxed and only while the outgoing queue is full: most connections never need it.
     let mut stalled: Option<Pin<Box<Sleep>>> = None;
 
@@ -139,7 +145,7 @@ pub(super) async fn run(
         }
         tokio::select! {
             biased;
-            () = shutdown.cancelled() => break End::Shutdown,
+            () = &mut shutdown => break End::Shutdown,
             kick = &mut kicked, if kick_live => match kick {
                 Ok(reason) => break End::Kicked(reason),
                 Err(_) => kick_live = false,
@@ -147,7 +153,7 @@ pub(super) async fn run(
             Some(reply) = agent.running.next(), if !agent.running.is_empty() && agent.socket.has_room() => {
                 agent.reply(reply);
                 agent.start_ready();
-                idle.as_mut().reset(Instant::now() + config.read_timeout());
+                active = Instant::now();
             }
             Some(push) = pushes.recv(), if agent.socket.has_room() => agent.socket.queue(push),
             io = agent.socket.io() => {
@@ -157,7 +163,7 @@ pub(super) async fn run(
                     Io::Room => continue,
                     Io::WriteFailed => break End::Gone("error"),
                 };
-                idle.as_mut().reset(Instant::now() + config.read_timeout());
+                active = Instant::now();
                 let handled = match frame {
                     Some(Ok(Message::Binary(data))) => agent.accept(data),
                     Some(Ok(Message::Text(_))) => Err(End::Close(
@@ -180,7 +186,13 @@ pub(super) async fn run(
                     break end;
                 }
             }
-            () = &mut idle => break End::Close(close(CloseCode::Normal, "idle timeout"), "idle"),
+            () = &mut idle => {
+                let until = active + config.read_timeout();
+                if until <= Instant::now() {
+                    break End::Close(close(CloseCode::Normal, "idle timeout"), "idle");
+                }
+                idle.as_mut().reset(until);
+            }
             () = expired(&mut stalled) => {
                 agent.does_not_read();
                 break End::Gone("queue_full");

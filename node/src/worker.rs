@@ -26,7 +26,7 @@ use crate::admin::Health;
 use crate::config::NodeConfig;
 use mortar_cluster::registry::{self, Change, NodeEntry, NodeKind, Registry, keeper::Keeper};
 use mortar_cluster::rpc::workers::{Dialing, WorkerPool};
-use mortar_cluster::rpc::{codec, handshake::Hello, listener};
+use mortar_cluster::rpc::{handshake::Hello, listener};
 use mortar_runtime::{
     Worker,
     directory::GatewayDirectory,
@@ -110,7 +110,7 @@ pub async fn run(
                 // this worker learns the gateways it pushes through and the workers it calls.
                 registry.learn(hello.entry, true);
                 hello.known.into_iter().for_each(|entry| registry.learn(entry, false));
-                worker.clone().serve(codec::transport(frames))
+                worker.clone().serve_connection(frames)
             },
         )
     });

@@ -33,6 +33,10 @@ use mortar_cluster::rpc::{
     AgentMessage, Called, Handled, InternalCall, Logins, LoginsAnswer, Presence, Reply, WorkerRpc,
     WorkerRpcRequest, WorkerRpcResponse,
 };
+use mortar_cluster::rpc::{
+    codec::Frames,
+    stream::{self, RelayHandler},
+};
 use mortar_telemetry::metrics as m;
 
 use bytes::Bytes;
@@ -440,6 +444,21 @@ impl Worker {
             })
             .await;
     }
+
+    /// Serves a peer's connection after the handshake until the peer hangs up: its client
+    /// requests on the relay stream (see [`stream`]), the rest of the worker's service on tarpc.
+    pub async fn serve_connection(self, frames: Frames) {
+        let server = WorkerServer(self);
+        stream::serve(frames, Arc::new(server.clone()), |tarpc| async move {
+            BaseChannel::with_defaults(tarpc)
+                .execute(server.serve())
+                .for_each(|request| async {
+                    tokio::spawn(request);
+                })
+                .await;
+        })
+        .await;
+    }
 }
 
 impl Core {
@@ -522,6 +541,16 @@ impl WorkerRpc for WorkerServer {
 
     async fn descriptors(self, _: tarpc::context::Context) -> Bytes {
         self.0.routes().descriptors()
+    }
+}
+
+impl RelayHandler for WorkerServer {
+    fn handle(&self, msg: AgentMessage, deadline: Instant) -> futures::future::BoxFuture<'static, Handled> {
+        let server = self.clone();
+        Box::pin(async move {
+            let Some(_running) = server.arrive() else { return Handled::Draining(Box::new(msg)) };
+            Handled::Reply(server.0.handle(msg, deadline).await)
+        })
     }
 }
 

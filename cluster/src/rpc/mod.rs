@@ -8,6 +8,7 @@
 //! - [`codec`]: the postcard serde format over length-delimited frames.
 //! - [`handshake`]: the first exchange on every connection (cluster secret, who is who).
 //! - [`listener`]: accepting peer connections with a cap, the handshake, then a service.
+//! - [`stream`]: client requests pipelined on a worker connection, beside tarpc's messages.
 //! - [`workers`]: a node's connections to the workers, and the choice of one for each request.
 //! - [`rendezvous`]: weighted rendezvous hashing, so a player sticks to one worker.
 
@@ -15,6 +16,7 @@ pub mod codec;
 pub mod handshake;
 pub mod listener;
 pub mod rendezvous;
+pub mod stream;
 pub mod workers;
 
 use bytes::Bytes;

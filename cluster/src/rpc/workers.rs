@@ -28,8 +28,9 @@ use crate::config::RpcConfig;
 use crate::registry::{Change, NodeEntry, NodeKind, Registry};
 use crate::rpc::{
     AgentMessage, Called, Handled, InternalCall, Logins, LoginsAnswer, Presence, Reply, Status,
-    WorkerRpcClient, codec,
+    WorkerRpcClient,
     handshake::{self, Identity},
+    stream::RelayStream,
 };
 use crate::suggest;
 use bytes::Bytes;
@@ -169,6 +170,8 @@ struct Live {
     /// Its routes that are routed by a request field, with the field's number.
     keyed: Arc<[(String, u32)]>,
     client: WorkerRpcClient,
+    /// The same connection's relay stream, for client requests.
+    stream: RelayStream,
     generation: u64,
     latency: metrics::Histogram,
     /// When a call last went to it, in ms since the pool was made (the idle close of an
@@ -292,11 +295,14 @@ impl WorkerPool {
         let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
         let main: fn(&AgentMessage) -> &str = |msg| msg.main.as_str();
         let sent = self
-            .attempt(main, key, Instant::now() + timeout, trace_id, msg, |client, cx, msg| async move {
-                Ok(match client.handle(cx, msg).await? {
-                    Handled::Reply(reply) => Sent::Reply(reply),
-                    Handled::Draining(msg) => Sent::Draining(*msg),
-                })
+            .attempt(main, key, Instant::now() + timeout, trace_id, msg, |worker, cx, msg| {
+                let stream = worker.stream.clone();
+                async move {
+                    Ok(match stream.handle(msg, cx.deadline).await? {
+                        Handled::Reply(reply) => Sent::Reply(reply),
+                        Handled::Draining(msg) => Sent::Draining(*msg),
+                    })
+                }
             })
             .await;
         match sent {
@@ -326,11 +332,14 @@ impl WorkerPool {
         let trace_id = call.trace_id;
         let main: fn(&InternalCall) -> &str = |call| call.main.as_str();
         let sent = self
-            .attempt(main, key, deadline, trace_id, call, |client, cx, call| async move {
-                Ok(match client.call(cx, call).await? {
-                    Called::Reply(reply) => Sent::Reply(reply),
-                    Called::Draining(call) => Sent::Draining(*call),
-                })
+            .attempt(main, key, deadline, trace_id, call, |worker, cx, call| {
+                let client = worker.client.clone();
+                async move {
+                    Ok(match client.call(cx, call).await? {
+                        Called::Reply(reply) => Sent::Reply(reply),
+                        Called::Draining(call) => Sent::Draining(*call),
+                    })
+                }
             })
             .await;
         sent.unwrap_or_else(|call| {
@@ -418,14 +427,15 @@ impl WorkerPool {
         send: F,
     ) -> Result<Reply, M>
     where
-        F: Fn(WorkerRpcClient, tarpc::context::Context, M) -> Fut,
+        F: Fn(&Live, tarpc::context::Context, M) -> Fut,
         Fut: std::future::Future<Output = Result<Sent<M>, RpcError>>,
     {
         // Workers that handed this message back: the view drops them once their peer task
         // runs, which under load may be after the next attempt.
         let mut draining: Vec<Arc<str>> = Vec::new();
         for _ in 0..MAX_ATTEMPTS {
-            let Some(worker) = self.pick(main(&msg), key, &draining) else { return Err(msg) };
+            let view = self.view();
+            let Some(worker) = pick(&view, main(&msg), key, &draining) else { return Err(msg) };
             let mut cx = tarpc::context::current();
             cx.deadline = deadline;
             cx.trace_context.trace_id = trace_id.into();
@@ -433,12 +443,12 @@ impl WorkerPool {
             if self.inner.dialing == Dialing::OnDemand {
                 worker.used.store(self.since_born(started), Ordering::Relaxed);
             }
-            let result = send(worker.client.clone(), cx, msg).await;
+            let result = send(worker, cx, msg).await;
             worker.latency.record(started.elapsed());
             match result {
                 Ok(Sent::Reply(reply)) => return Ok(reply),
                 Ok(Sent::Draining(unhandled)) => {
-                    self.mark_down(&worker, "draining");
+                    self.mark_down(worker, "draining");
                     draining.push(worker.id.clone());
                     msg = unhandled;
                 }
@@ -446,7 +456,7 @@ impl WorkerPool {
                     let reply = reply_of(&error);
                     let code = Code::from_wire(reply.code);
                     if code == Code::UNAVAILABLE {
-                        self.mark_down(&worker, "call failed");
+                        self.mark_down(worker, "call failed");
                     }
                     metrics::counter!(m::RPC_ERRORS, "peer" => worker.id.to_string(), "code" => m::code_label(code.get()))
                         .increment(1);
@@ -623,15 +633,6 @@ impl WorkerPool {
         rendezvous::field_key(data, field)
     }
 
-    /// The live worker for `key` among those serving `main`, but for those in `skip`.
-    fn pick(&self, main: &str, key: u64, skip: &[Arc<str>]) -> Option<Live> {
-        let view = self.view();
-        let serving =
-            || view.iter().filter(|live| !skip.contains(&live.id) && live.modules.iter().any(|m| m == main));
-        let winner = rendezvous::pick(key, serving().map(|live| (live.hash, live.weight)))?;
-        serving().nth(winner).cloned()
-    }
-
     /// Takes `worker`'s connection out of the view (see [`WorkerPool::take_out`]) and logs why.
     fn mark_down(&self, worker: &Live, reason: &'static str) {
         if self.take_out(&worker.id, worker.generation) {
@@ -742,17 +743,18 @@ impl WorkerPool {
                     // Each session bounds its own in-flight requests; the client need not queue on top.
                     client_config.max_in_flight_requests = usize::MAX;
                     client_config.pending_request_buffer = 1024;
-                    let new = WorkerRpcClient::new(client_config, codec::transport(frames));
-                    // The dispatch outlives this connection's time in the view: requests already
+                    let (stream, tarpc, driver) = RelayStream::connect(frames);
+                    let new = WorkerRpcClient::new(client_config, tarpc);
+                    tokio::spawn(new.dispatch);
+                    // The connection outlives this connection's time in the view: requests already
                     // sent on it finish (or time out) after the worker is marked down.
                     // The moment the connection ends, before the peer task runs: no request is
                     // sent to a closed connection in between.
                     let mut dispatch = tokio::spawn({
                         let (pool, id) = (self.clone(), entry.id.clone());
                         async move {
-                            let ended = new.dispatch.await;
+                            driver.await;
                             pool.take_out(&id, generation);
-                            ended
                         }
                     });
                     let client = new.client;
@@ -778,6 +780,7 @@ impl WorkerPool {
                             offline_hooks: worker.offline_hooks.into(),
                             keyed: worker.keyed.into_iter().map(|keyed| (keyed.route, keyed.field)).collect(),
                             client: client.clone(),
+                            stream,
                             generation,
                             latency: metrics::histogram!(m::RPC_DURATION, "peer" => entry.id.clone()),
                             used: used.clone(),
@@ -899,6 +902,14 @@ fn eligible(live: &Live, view: &[Live]) -> Arc<[String]> {
         return live.serves.clone();
     }
     live.serves.iter().filter(|module| !loses(module)).cloned().collect()
+}
+
+/// The live worker of `view` for `key` among those serving `main`, but for those in `skip`.
+fn pick<'v>(view: &'v [Live], main: &str, key: u64, skip: &[Arc<str>]) -> Option<&'v Live> {
+    let serving =
+        || view.iter().filter(|live| !skip.contains(&live.id) && live.modules.iter().any(|m| m == main));
+    let winner = rendezvous::pick(key, serving().map(|live| (live.hash, live.weight)))?;
+    serving().nth(winner)
 }
 
 /// Pings until a ping fails; says how.

@@ -1,0 +1,620 @@
+//! The relay stream: client requests pipelined on a worker's connection, beside its tarpc service.
+//!
+//! Every connection to a worker's RPC port carries, after the handshake, length-delimited frames
+//! whose first byte says what they are:
+//! - `TARPC`: a tarpc message (postcard), for [`WorkerRpc`](super::WorkerRpc)'s services: pings,
+//!   internal calls, presence, logins, descriptors, where tarpc's per-call features earn their
+//!   cost;
+//! - `REQUEST`: a client request relayed by a gateway: an id, the time left until its deadline,
+//!   the [`AgentMessage`] header (postcard), then its body as is;
+//! - `REPLY`: the worker's reply to request `id`: its code and reason (postcard), then the body;
+//! - `DRAINING`: the worker is shutting down and hands request `id` back, as it came.
+//!
+//! Why not tarpc for client requests: per call it costs a oneshot and a channel hop to its
+//! dispatch task, an entry in its deadline queue on both sides, a span, and a copy of the body
+//! each way; with a few hundred nanoseconds of handler that was most of what a gateway spent
+//! on a request beside the WebSocket (docs/benchmarks.md, "Where the time goes"). Here a caller
+//! writes its frame straight into the connection's outgoing buffer and waits on a oneshot; one
+//! writer per connection sends whatever piled up meanwhile in one `write`; the reader completes
+//! the waiting callers; bodies are slices of the frame read, not copies.
+//!
+//! Every request still gets exactly one answer: its reply, `Draining`, or an error when its
+//! deadline passes ([`RpcError::DeadlineExceeded`]) or the connection ends
+//! ([`RpcError::Shutdown`]) first. The worker stops a request's handler at its deadline.
+
+use super::{AgentMessage, Handled, Reply, codec::Frames, workers::TIMED_OUT};
+use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
+use futures::{Sink, Stream, StreamExt as _, future::BoxFuture};
+use mortar_abi::Code;
+use serde::{Serialize, de::DeserializeOwned};
+use std::{
+    collections::HashMap,
+    io,
+    marker::PhantomData,
+    net::IpAddr,
+    pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+use tarpc::client::RpcError;
+use tokio::{
+    io::AsyncWriteExt as _,
+    net::tcp::{OwnedReadHalf, OwnedWriteHalf},
+    sync::{Notify, mpsc, oneshot},
+};
+use tokio_util::{
+    codec::{FramedRead, LengthDelimitedCodec},
+    sync::CancellationToken,
+};
+
+const TARPC: u8 = 0;
+const REQUEST: u8 = 1;
+const REPLY: u8 = 2;
+const DRAINING: u8 = 3;
+
+/// How many tarpc messages read wait for tarpc at most; the reader waits beyond.
+const TARPC_QUEUE: usize = 1024;
+
+/// What the worker side runs for each relayed request.
+pub trait RelayHandler: Send + Sync + 'static {
+    /// Handles `msg`, whose client waits until `deadline`.
+    fn handle(&self, msg: AgentMessage, deadline: Instant) -> BoxFuture<'static, Handled>;
+}
+
+/// The tarpc side of a connection: a tarpc transport whose messages travel as `TARPC` frames.
+pub struct TarpcSide<Item, SinkItem> {
+    inbound: mpsc::Receiver<Item>,
+    outbox: Arc<Outbox>,
+    sends: PhantomData<fn(SinkItem)>,
+}
+
+impl<Item, SinkItem> Stream for TarpcSide<Item, SinkItem> {
+    type Item = Result<Item, io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inbound.poll_recv(cx).map(|item| item.map(Ok))
+    }
+}
+
+impl<Item, SinkItem: Serialize> Sink<SinkItem> for TarpcSide<Item, SinkItem> {
+    type Error = io::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
+        Poll::Ready(self.outbox.open())
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: SinkItem) -> Result<(), io::Error> {
+        self.outbox.frame(|buf| {
+            buf.put_u8(TARPC);
+            extend(buf, &item)
+        })
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A connection's outgoing frames, written by whoever has one and sent by its one writer.
+struct Outbox {
+    /// Length-prefixed frames not sent yet.
+    buf: Mutex<BytesMut>,
+    /// Wakes the writer.
+    wake: Notify,
+    /// Cancelled when the connection ends, either way.
+    closed: CancellationToken,
+}
+
+impl Outbox {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            buf: Mutex::new(BytesMut::with_capacity(16 * 1024)),
+            wake: Notify::new(),
+            closed: CancellationToken::new(),
+        })
+    }
+
+    fn open(&self) -> Result<(), io::Error> {
+        match self.closed.is_cancelled() {
+            true => Err(io::ErrorKind::BrokenPipe.into()),
+            false => Ok(()),
+        }
+    }
+
+    /// Appends one frame that `write` puts in the buffer after its length, and wakes the writer.
+    fn frame(&self, write: impl FnOnce(&mut BytesMut) -> Result<(), io::Error>) -> Result<(), io::Error> {
+        self.open()?;
+        {
+            let mut buf = self.buf.lock().unwrap_or_else(PoisonError::into_inner);
+            let start = buf.len();
+            buf.put_u32(0);
+            if let Err(error) = write(&mut buf) {
+                buf.truncate(start);
+                return Err(error);
+            }
+            let len = u32::try_from(buf.len() - start - 4).map_err(|_| io::ErrorKind::InvalidData)?;
+            buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Sends what piles up until the connection ends or a write fails.
+    async fn write(self: Arc<Self>, mut io: OwnedWriteHalf) {
+        let mut sending = BytesMut::with_capacity(16 * 1024);
+        let closed = self.closed.clone();
+        let closed = closed.cancelled();
+        tokio::pin!(closed);
+        loop {
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = &mut closed => break,
+            }
+            // Let the other tasks that are ready run first: what they write leaves in this write.
+            tokio::task::yield_now().await;
+            std::mem::swap(&mut sending, &mut *self.buf.lock().unwrap_or_else(PoisonError::into_inner));
+            if sending.is_empty() {
+                continue;
+            }
+            if let Err(error) = io.write_all(&sending).await {
+                tracing::debug!(%error, "relay stream: write failed");
+                break;
+            }
+            sending.clear();
+        }
+        self.closed.cancel();
+    }
+}
+
+/// A worker connection's sending side: relayed requests and tarpc's messages. Cheap to clone.
+#[derive(Clone)]
+pub struct RelayStream {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    outbox: Arc<Outbox>,
+    waiting: Arc<Mutex<Waiting>>,
+}
+
+impl Drop for ClientInner {
+    /// Nobody can send on the connection any more, and nobody waits on it: it closes.
+    fn drop(&mut self) {
+        self.outbox.closed.cancel();
+    }
+}
+
+#[derive(Default)]
+struct Waiting {
+    next: u64,
+    /// Requests sent, by id; none once the connection ended.
+    by_id: Option<HashMap<u64, oneshot::Sender<Handled>>>,
+}
+
+/// Removes a request from the waiting ones when its caller stops waiting before its answer
+/// (its deadline passed, or its future was dropped).
+struct Forget<'a> {
+    waiting: &'a Mutex<Waiting>,
+    id: u64,
+    answered: bool,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(by_id) = &mut waiting.by_id {
+            by_id.remove(&self.id);
+        }
+    }
+}
+
+impl RelayStream {
+    /// Takes over `frames`, a connection to a worker after the handshake: this relays requests
+    /// on it and `tarpc` is the transport for a tarpc client on it. `driver` runs the connection
+    /// and completes when it ends (the caller spawns it): it fails, the worker closes it, or every
+    /// clone of the stream is dropped; requests waiting then get [`RpcError::Shutdown`].
+    pub fn connect<Item, SinkItem>(
+        frames: Frames,
+    ) -> (Self, TarpcSide<Item, SinkItem>, BoxFuture<'static, ()>)
+    where
+        Item: DeserializeOwned + Send + 'static,
+        SinkItem: Serialize,
+    {
+        let (reader, writer) = split(frames);
+        let outbox = Outbox::new();
+        let (tarpc_in, inbound) = mpsc::channel(TARPC_QUEUE);
+        let waiting = Arc::new(Mutex::new(Waiting { next: 0, by_id: Some(HashMap::new()) }));
+        let stream =
+            Self { inner: Arc::new(ClientInner { outbox: outbox.clone(), waiting: waiting.clone() }) };
+        let tarpc = TarpcSide { inbound, outbox: outbox.clone(), sends: PhantomData };
+        // The writer ends when the connection fails, the reader ends, or every handle is dropped.
+        let driver = async move {
+            tokio::select! {
+                () = read_replies(reader, &waiting, tarpc_in) => outbox.closed.cancel(),
+                () = outbox.clone().write(writer) => {}
+            }
+            let ended = waiting.lock().unwrap_or_else(PoisonError::into_inner).by_id.take();
+            drop(ended);
+        };
+        (stream, tarpc, Box::pin(driver))
+    }
+
+    /// Relays `msg` and waits for the worker's answer until `deadline`.
+    ///
+    /// # Errors
+    /// [`RpcError::DeadlineExceeded`] when the deadline passes first; [`RpcError::Shutdown`] when
+    /// the connection ended (or ends) before the answer.
+    pub async fn handle(&self, msg: AgentMessage, deadline: Instant) -> Result<Handled, RpcError> {
+        let (answer, answered) = oneshot::channel();
+        let id = {
+            let mut waiting = self.inner.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            waiting.next += 1;
+            let id = waiting.next;
+            waiting.by_id.as_mut().ok_or(RpcError::Shutdown)?.insert(id, answer);
+            id
+        };
+        let mut forget = Forget { waiting: &self.inner.waiting, id, answered: false };
+        let budget = deadline.saturating_duration_since(Instant::now());
+        if self.inner.outbox.frame(|buf| request(buf, REQUEST, id, budget, &msg)).is_err() {
+            return Err(RpcError::Shutdown);
+        }
+        let answer = tokio::time::timeout_at(deadline.into(), answered).await;
+        match answer {
+            Ok(Ok(handled)) => {
+                forget.answered = true;
+                Ok(handled)
+            }
+            Ok(Err(_)) => Err(RpcError::Shutdown),
+            Err(_) => Err(RpcError::DeadlineExceeded),
+        }
+    }
+}
+
+/// Serves a worker's side of `frames`, a connection after the handshake: relayed requests run
+/// `handler` each on its own task; `tarpc` serves the tarpc side. Completes when the peer hangs
+/// up or the connection fails; requests still running finish, their answers are dropped.
+pub async fn serve<Item, SinkItem, F, Fut>(frames: Frames, handler: Arc<dyn RelayHandler>, tarpc: F)
+where
+    Item: DeserializeOwned + Send + 'static,
+    SinkItem: Serialize,
+    F: FnOnce(TarpcSide<Item, SinkItem>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let (reader, writer) = split(frames);
+    let outbox = Outbox::new();
+    let (tarpc_in, inbound) = mpsc::channel(TARPC_QUEUE);
+    let side = TarpcSide { inbound, outbox: outbox.clone(), sends: PhantomData };
+    let reading = read_requests(reader, handler, &outbox, tarpc_in);
+    tokio::select! {
+        ((), ()) = async { tokio::join!(reading, tarpc(side)) } => {}
+        () = outbox.clone().write(writer) => {}
+    }
+    outbox.closed.cancel();
+}
+
+type Reader = FramedRead<OwnedReadHalf, LengthDelimitedCodec>;
+
+/// The connection's read and write halves; the reader keeps what the handshake read ahead.
+fn split(frames: Frames) -> (Reader, OwnedWriteHalf) {
+    let parts = frames.into_parts();
+    let (read, write) = parts.io.into_split();
+    let mut reader = FramedRead::new(read, parts.codec);
+    reader.read_buffer_mut().extend_from_slice(&parts.read_buf);
+    (reader, write)
+}
+
+/// The gateway side's reader: completes the waiting requests, hands tarpc its messages.
+async fn read_replies<Item: DeserializeOwned>(
+    mut reader: Reader,
+    waiting: &Mutex<Waiting>,
+    tarpc: mpsc::Sender<Item>,
+) {
+    while let Some(frame) = reader.next().await {
+        let Ok(frame) = frame else { break };
+        let mut frame = frame.freeze();
+        let (id, handled) = match frame.first().copied() {
+            Some(TARPC) if to_tarpc(&tarpc, &mut frame).await => continue,
+            Some(REPLY) => match reply(frame) {
+                Ok(answer) => answer,
+                Err(_) => break,
+            },
+            Some(DRAINING) => match agent_message(frame) {
+                Ok((id, _, msg)) => (id, Handled::Draining(Box::new(msg))),
+                Err(_) => break,
+            },
+            _ => break,
+        };
+        let answer = waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_id
+            .as_mut()
+            .and_then(|by_id| by_id.remove(&id));
+        // None: its caller stopped waiting (deadline passed).
+        if let Some(answer) = answer {
+            let _ = answer.send(handled);
+        }
+    }
+}
+
+/// The worker side's reader: runs each relayed request on its own task, hands tarpc its messages.
+async fn read_requests<Item: DeserializeOwned>(
+    mut reader: Reader,
+    handler: Arc<dyn RelayHandler>,
+    outbox: &Arc<Outbox>,
+    tarpc: mpsc::Sender<Item>,
+) {
+    while let Some(frame) = reader.next().await {
+        let Ok(frame) = frame else { break };
+        let mut frame = frame.freeze();
+        match frame.first().copied() {
+            Some(TARPC) if to_tarpc(&tarpc, &mut frame).await => {}
+            Some(REQUEST) => {
+                let Ok((id, budget, msg)) = agent_message(frame) else { break };
+                let deadline = Instant::now() + budget;
+                let (handler, outbox) = (handler.clone(), outbox.clone());
+                tokio::spawn(async move {
+                    let handled = tokio::time::timeout_at(deadline.into(), handler.handle(msg, deadline))
+                        .await
+                        .unwrap_or_else(|_| Handled::Reply(Reply::because(Code::TIMEOUT, TIMED_OUT)));
+                    // An error: the connection ended; nobody waits for the answer.
+                    let _ = outbox.frame(|buf| match &handled {
+                        Handled::Reply(reply) => {
+                            buf.put_u8(REPLY);
+                            extend(buf, &(id, reply.code, &reply.reason))?;
+                            buf.extend_from_slice(&reply.data);
+                            Ok(())
+                        }
+                        Handled::Draining(msg) => request(buf, DRAINING, id, Duration::ZERO, msg),
+                    });
+                });
+            }
+            _ => break,
+        }
+    }
+}
+
+/// Hands tarpc the message of a `TARPC` frame; false when it does not decode or tarpc is gone.
+async fn to_tarpc<Item: DeserializeOwned>(tarpc: &mpsc::Sender<Item>, frame: &mut Bytes) -> bool {
+    frame.advance(1);
+    match decode(frame) {
+        Ok(item) => tarpc.send(item).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// The header of a `REQUEST` (or `DRAINING`) frame: the id, the time left in microseconds, and
+/// the message but its body, which follows.
+type Header = (u64, u64, String, String, u32, u64, Option<u64>, IpAddr, String, u128);
+
+fn request(
+    buf: &mut BytesMut,
+    tag: u8,
+    id: u64,
+    budget: Duration,
+    msg: &AgentMessage,
+) -> Result<(), io::Error> {
+    buf.put_u8(tag);
+    let budget_us = u64::try_from(budget.as_micros()).unwrap_or(u64::MAX);
+    let header = (
+        id,
+        budget_us,
+        &msg.main,
+        &msg.sub,
+        msg.seq,
+        msg.session,
+        msg.user,
+        msg.client_ip,
+        &msg.gateway,
+        msg.trace_id,
+    );
+    extend(buf, &header)?;
+    buf.extend_from_slice(&msg.data);
+    Ok(())
+}
+
+/// A `REQUEST` or `DRAINING` frame's id, time left and message; the body is a slice of `frame`.
+fn agent_message(frame: Bytes) -> Result<(u64, Duration, AgentMessage), io::Error> {
+    let (header, rest): (Header, &[u8]) = take(&frame[1..])?;
+    let data = frame.slice(frame.len() - rest.len()..);
+    let (id, budget_us, main, sub, seq, session, user, client_ip, gateway, trace_id) = header;
+    let msg = AgentMessage { main, sub, seq, data, session, user, client_ip, gateway, trace_id };
+    Ok((id, Duration::from_micros(budget_us), msg))
+}
+
+/// A `REPLY` frame's id and reply; the body is a slice of `frame`.
+fn reply(frame: Bytes) -> Result<(u64, Handled), io::Error> {
+    let ((id, code, reason), rest): ((u64, i32, String), &[u8]) = take(&frame[1..])?;
+    let data = frame.slice(frame.len() - rest.len()..);
+    Ok((id, Handled::Reply(Reply { code, data, reason })))
+}
+
+fn extend<T: Serialize>(buf: &mut BytesMut, value: &T) -> Result<(), io::Error> {
+    let out = postcard::to_extend(value, std::mem::take(buf)).map_err(invalid)?;
+    *buf = out;
+    Ok(())
+}
+
+fn take<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, &[u8]), io::Error> {
+    postcard::take_from_bytes(bytes).map_err(invalid)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, io::Error> {
+    postcard::from_bytes(bytes).map_err(invalid)
+}
+
+fn invalid(error: postcard::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::codec;
+    use tokio::net::{TcpListener, TcpStream};
+
+    #[tarpc::service]
+    trait Greet {
+        async fn greet(name: String) -> String;
+    }
+
+    #[derive(Clone)]
+    struct Greeter;
+
+    impl Greet for Greeter {
+        async fn greet(self, _: tarpc::context::Context, name: String) -> String {
+            format!("hello {name}")
+        }
+    }
+
+    /// Echoes the body after `seq` ms; hands back requests of session 0 as a draining worker does.
+    struct Echo;
+
+    impl RelayHandler for Echo {
+        fn handle(&self, msg: AgentMessage, _: Instant) -> BoxFuture<'static, Handled> {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(u64::from(msg.seq))).await;
+                match msg.session {
+                    0 => Handled::Draining(Box::new(msg)),
+                    _ => Handled::Reply(Reply::ok(msg.data)),
+                }
+            })
+        }
+    }
+
+    fn message(seq: u32, session: u64, data: &'static [u8]) -> AgentMessage {
+        AgentMessage {
+            main: "echo".into(),
+            sub: "say".into(),
+            seq,
+            data: Bytes::from_static(data),
+            session,
+            user: Some(7),
+            client_ip: [127, 0, 0, 1].into(),
+            gateway: "gateway-1".into(),
+            trace_id: 99,
+        }
+    }
+
+    /// A worker serving `Echo` and `Greeter` on a loopback port, and a client's stream and tarpc
+    /// client to it; the worker's connection task, which ends when the connection does.
+    async fn connected() -> (RelayStream, GreetClient, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let worker = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            serve(codec::frames(socket, 1 << 20), Arc::new(Echo), |tarpc| async move {
+                use futures::StreamExt as _;
+                use tarpc::server::{BaseChannel, Channel as _};
+                BaseChannel::with_defaults(tarpc)
+                    .execute(Greeter.serve())
+                    .for_each(|call| async {
+                        tokio::spawn(call);
+                    })
+                    .await;
+            })
+            .await;
+        });
+        let frames = codec::frames(TcpStream::connect(addr).await.unwrap(), 1 << 20);
+        let (stream, tarpc, driver) = RelayStream::connect(frames);
+        tokio::spawn(driver);
+        let client = GreetClient::new(tarpc::client::Config::default(), tarpc).spawn();
+        (stream, client, worker)
+    }
+
+    fn in_ms(ms: u64) -> Instant {
+        Instant::now() + Duration::from_millis(ms)
+    }
+
+    #[tokio::test]
+    async fn requests_in_flight_together_each_get_their_own_reply_beside_tarpc_calls() {
+        let (stream, client, _worker) = connected().await;
+        // Later requests finish first: replies are matched by id, not by order.
+        let bodies: [&'static [u8]; 4] = [b"a", b"bb", b"", b"dddd"];
+        let requests = bodies.iter().enumerate().map(|(i, body)| {
+            let stream = stream.clone();
+            async move { stream.handle(message(40 - 10 * i as u32, 1, body), in_ms(2_000)).await }
+        });
+        let greeting = client.greet(tarpc::context::current(), "relay".into());
+        let (replies, greeting) = tokio::join!(futures::future::join_all(requests), greeting);
+        for (reply, body) in replies.into_iter().zip(bodies) {
+            let Ok(Handled::Reply(reply)) = reply else { panic!("a reply: {reply:?}") };
+            assert_eq!((reply.code, &reply.data[..]), (0, body));
+        }
+        assert_eq!(greeting.unwrap(), "hello relay");
+    }
+
+    #[tokio::test]
+    async fn a_draining_worker_hands_the_whole_request_back() {
+        let (stream, _client, _worker) = connected().await;
+        let sent = message(0, 0, b"body");
+        let Ok(Handled::Draining(back)) = stream.handle(sent.clone(), in_ms(2_000)).await else {
+            panic!("handed back")
+        };
+        assert_eq!((&back.main[..], &back.sub[..], back.seq, back.session), ("echo", "say", 0, 0));
+        assert_eq!(
+            (&back.data[..], back.user, back.trace_id, &back.gateway[..]),
+            (&b"body"[..], Some(7), 99, "gateway-1")
+        );
+        assert_eq!(back.client_ip, sent.client_ip);
+    }
+
+    #[tokio::test]
+    async fn a_request_past_its_deadline_fails_and_its_late_reply_is_dropped() {
+        let (stream, _client, _worker) = connected().await;
+        let late = stream.handle(message(300, 1, b"late"), in_ms(50)).await;
+        assert!(matches!(late, Err(RpcError::DeadlineExceeded)), "{late:?}");
+        // The late reply finds nobody waiting; the stream goes on.
+        let Ok(Handled::Reply(reply)) = stream.handle(message(0, 1, b"next"), in_ms(2_000)).await else {
+            panic!("a reply")
+        };
+        assert_eq!(&reply.data[..], b"next");
+        assert!(
+            stream.inner.waiting.lock().unwrap().by_id.as_ref().unwrap().is_empty(),
+            "nothing left waiting"
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_waiting_when_the_worker_goes_get_shutdown_and_later_ones_too() {
+        let (stream, _client, worker) = connected().await;
+        let waiting = tokio::spawn({
+            let stream = stream.clone();
+            async move { stream.handle(message(5_000, 1, b"x"), in_ms(10_000)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        worker.abort();
+        let waited = tokio::time::timeout(Duration::from_secs(2), waiting).await.expect("answered").unwrap();
+        assert!(matches!(waited, Err(RpcError::Shutdown)), "{waited:?}");
+        let later = stream.handle(message(0, 1, b"y"), in_ms(1_000)).await;
+        assert!(matches!(later, Err(RpcError::Shutdown)), "{later:?}");
+    }
+
+    #[tokio::test]
+    async fn dropping_every_handle_closes_the_connection() {
+        let (stream, client, worker) = connected().await;
+        drop((stream, client));
+        tokio::time::timeout(Duration::from_secs(2), worker).await.expect("the worker saw it close").unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_frame_of_unknown_kind_ends_the_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let worker = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            serve::<(), (), _, _>(codec::frames(socket, 1 << 20), Arc::new(Echo), |_| async {}).await;
+        });
+        let mut peer = TcpStream::connect(addr).await.unwrap();
+        peer.write_all(&[0, 0, 0, 2, 9, 9]).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(2), worker).await.expect("closed").unwrap();
+    }
+}
