@@ -27,8 +27,8 @@ use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use futures::{Sink, Stream, StreamExt as _, future::BoxFuture};
 use mortar_abi::Code;
 use serde::{Serialize, de::DeserializeOwned};
+use slab::Slab;
 use std::{
-    collections::HashMap,
     io,
     marker::PhantomData,
     net::IpAddr,
@@ -189,11 +189,25 @@ impl Drop for ClientInner {
     }
 }
 
-#[derive(Default)]
+/// The requests sent on a connection and not answered yet. A request's id is its slot in the
+/// slab (low 32 bits) and the slot's generation (high 32 bits), so that the late reply to a
+/// request that gave up never completes the next request in its slot.
 struct Waiting {
-    next: u64,
-    /// Requests sent, by id; none once the connection ended.
-    by_id: Option<HashMap<u64, oneshot::Sender<Handled>>>,
+    generation: u32,
+    /// Requests sent, with their generation, by slot; none once the connection ended.
+    slots: Option<Slab<(u32, oneshot::Sender<Handled>)>>,
+}
+
+impl Waiting {
+    /// Takes the waiting request `id`, if it still waits.
+    fn take(&mut self, id: u64) -> Option<oneshot::Sender<Handled>> {
+        let slots = self.slots.as_mut()?;
+        let (slot, generation) = ((id & u64::from(u32::MAX)) as usize, (id >> 32) as u32);
+        match slots.get(slot) {
+            Some((current, _)) if *current == generation => Some(slots.remove(slot).1),
+            _ => None,
+        }
+    }
 }
 
 /// Removes a request from the waiting ones when its caller stops waiting before its answer
@@ -209,10 +223,7 @@ impl Drop for Forget<'_> {
         if self.answered {
             return;
         }
-        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(by_id) = &mut waiting.by_id {
-            by_id.remove(&self.id);
-        }
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner).take(self.id);
     }
 }
 
@@ -231,7 +242,7 @@ impl RelayStream {
         let (reader, writer) = split(frames);
         let outbox = Outbox::new();
         let (tarpc_in, inbound) = mpsc::channel(TARPC_QUEUE);
-        let waiting = Arc::new(Mutex::new(Waiting { next: 0, by_id: Some(HashMap::new()) }));
+        let waiting = Arc::new(Mutex::new(Waiting { generation: 0, slots: Some(Slab::new()) }));
         let stream =
             Self { inner: Arc::new(ClientInner { outbox: outbox.clone(), waiting: waiting.clone() }) };
         let tarpc = TarpcSide { inbound, outbox: outbox.clone(), sends: PhantomData };
@@ -241,7 +252,7 @@ impl RelayStream {
                 () = read_replies(reader, &waiting, tarpc_in) => outbox.closed.cancel(),
                 () = outbox.clone().write(writer) => {}
             }
-            let ended = waiting.lock().unwrap_or_else(PoisonError::into_inner).by_id.take();
+            let ended = waiting.lock().unwrap_or_else(PoisonError::into_inner).slots.take();
             drop(ended);
         };
         (stream, tarpc, Box::pin(driver))
@@ -256,10 +267,10 @@ impl RelayStream {
         let (answer, answered) = oneshot::channel();
         let id = {
             let mut waiting = self.inner.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-            waiting.next += 1;
-            let id = waiting.next;
-            waiting.by_id.as_mut().ok_or(RpcError::Shutdown)?.insert(id, answer);
-            id
+            waiting.generation = waiting.generation.wrapping_add(1);
+            let generation = waiting.generation;
+            let slot = waiting.slots.as_mut().ok_or(RpcError::Shutdown)?.insert((generation, answer));
+            u64::from(generation) << 32 | slot as u64
         };
         let mut forget = Forget { waiting: &self.inner.waiting, id, answered: false };
         let budget = deadline.saturating_duration_since(Instant::now());
@@ -332,12 +343,7 @@ async fn read_replies<Item: DeserializeOwned>(
             },
             _ => break,
         };
-        let answer = waiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .by_id
-            .as_mut()
-            .and_then(|by_id| by_id.remove(&id));
+        let answer = waiting.lock().unwrap_or_else(PoisonError::into_inner).take(id);
         // None: its caller stopped waiting (deadline passed).
         if let Some(answer) = answer {
             let _ = answer.send(handled);
@@ -578,7 +584,7 @@ mod tests {
         };
         assert_eq!(&reply.data[..], b"next");
         assert!(
-            stream.inner.waiting.lock().unwrap().by_id.as_ref().unwrap().is_empty(),
+            stream.inner.waiting.lock().unwrap().slots.as_ref().unwrap().is_empty(),
             "nothing left waiting"
         );
     }
@@ -596,6 +602,23 @@ mod tests {
         assert!(matches!(waited, Err(RpcError::Shutdown)), "{waited:?}");
         let later = stream.handle(message(0, 1, b"y"), in_ms(1_000)).await;
         assert!(matches!(later, Err(RpcError::Shutdown)), "{later:?}");
+    }
+
+    #[test]
+    fn a_late_reply_never_completes_the_request_that_reuses_its_slot() {
+        let mut waiting = Waiting { generation: 0, slots: Some(Slab::new()) };
+        let send = |waiting: &mut Waiting| {
+            waiting.generation += 1;
+            let slot = waiting.slots.as_mut().unwrap().insert((waiting.generation, oneshot::channel().0));
+            u64::from(waiting.generation) << 32 | slot as u64
+        };
+        let gave_up = send(&mut waiting);
+        assert!(waiting.take(gave_up).is_some(), "its caller gave up");
+        let next = send(&mut waiting);
+        assert_eq!(next & 0xffff_ffff, gave_up & 0xffff_ffff, "the same slot");
+        assert!(waiting.take(gave_up).is_none(), "the late reply finds nobody");
+        assert!(waiting.take(next).is_some());
+        assert!(waiting.take(next).is_none(), "answered once");
     }
 
     #[tokio::test]

@@ -290,15 +290,16 @@ impl WorkerPool {
     /// serving (or that may serve) the module, or the worker's connection failed (it is marked
     /// down at once); `TIMEOUT`: the deadline passed.
     pub async fn relay(&self, msg: AgentMessage, timeout: Duration) -> Reply {
+        let deadline = Instant::now() + timeout;
         let key =
             self.route_key(&msg.main, &msg.sub, &msg.data).unwrap_or_else(|| msg.user.unwrap_or(msg.session));
         let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
         let main: fn(&AgentMessage) -> &str = |msg| msg.main.as_str();
         let sent = self
-            .attempt(main, key, Instant::now() + timeout, trace_id, msg, |worker, cx, msg| {
+            .attempt(main, key, trace_id, msg, |worker, msg| {
                 let stream = worker.stream.clone();
                 async move {
-                    Ok(match stream.handle(msg, cx.deadline).await? {
+                    Ok(match stream.handle(msg, deadline).await? {
                         Handled::Reply(reply) => Sent::Reply(reply),
                         Handled::Draining(msg) => Sent::Draining(*msg),
                     })
@@ -332,8 +333,11 @@ impl WorkerPool {
         let trace_id = call.trace_id;
         let main: fn(&InternalCall) -> &str = |call| call.main.as_str();
         let sent = self
-            .attempt(main, key, deadline, trace_id, call, |worker, cx, call| {
+            .attempt(main, key, trace_id, call, |worker, call| {
                 let client = worker.client.clone();
+                let mut cx = tarpc::context::current();
+                cx.deadline = deadline;
+                cx.trace_context.trace_id = trace_id.into();
                 async move {
                     Ok(match client.call(cx, call).await? {
                         Called::Reply(reply) => Sent::Reply(reply),
@@ -414,20 +418,20 @@ impl WorkerPool {
         futures::future::join_all(sends).await;
     }
 
-    /// Sends `msg` to the live worker for `key` among those serving `main` with `send`, by
-    /// `deadline`, up to [`MAX_ATTEMPTS`] workers when the first ones are draining. The message
-    /// back when no live worker serves its module (`main` reads it from the message).
+    /// Sends `msg` to the live worker for `key` among those serving `main` with `send` (which
+    /// carries the deadline; `trace_id` labels the failures logged), up to [`MAX_ATTEMPTS`] workers when the first ones are
+    /// draining. The message back when no live worker serves its module (`main` reads it from
+    /// the message).
     async fn attempt<M, F, Fut>(
         &self,
         main: fn(&M) -> &str,
         key: u64,
-        deadline: Instant,
         trace_id: u128,
         mut msg: M,
         send: F,
     ) -> Result<Reply, M>
     where
-        F: Fn(&Live, tarpc::context::Context, M) -> Fut,
+        F: Fn(&Live, M) -> Fut,
         Fut: std::future::Future<Output = Result<Sent<M>, RpcError>>,
     {
         // Workers that handed this message back: the view drops them once their peer task
@@ -436,14 +440,11 @@ impl WorkerPool {
         for _ in 0..MAX_ATTEMPTS {
             let view = self.view();
             let Some(worker) = pick(&view, main(&msg), key, &draining) else { return Err(msg) };
-            let mut cx = tarpc::context::current();
-            cx.deadline = deadline;
-            cx.trace_context.trace_id = trace_id.into();
             let started = Instant::now();
             if self.inner.dialing == Dialing::OnDemand {
                 worker.used.store(self.since_born(started), Ordering::Relaxed);
             }
-            let result = send(worker, cx, msg).await;
+            let result = send(worker, msg).await;
             worker.latency.record(started.elapsed());
             match result {
                 Ok(Sent::Reply(reply)) => return Ok(reply),
