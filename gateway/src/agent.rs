@@ -23,7 +23,7 @@
 use super::{
     Shared,
     envelope::{self, Inbound},
-    sessions::Outbound,
+    sessions::{self, Outbound},
     socket::{Io, Socket},
 };
 use bytes::Bytes;
@@ -109,6 +109,11 @@ pub(super) async fn run(
     let (kick, mut kicked) = oneshot::channel();
     let user = Arc::new(AtomicU64::new(0));
     let registered = Registered::new(&owner, session, pusher, kick, user.clone(), ip);
+    // The gateway kicks every session it knows when it shuts down (`sessions::SHUTDOWN`); one
+    // registered after that sees the token cancelled.
+    if shutdown.is_cancelled() {
+        owner.sessions.kick(session, sessions::SHUTDOWN);
+    }
     // The table holds the kick's sender while the session lives; this guards the unexpected.
     let mut kick_live = true;
     let limiter = NonZeroU32::new(config.rate_per_sec).map(|rate| {
@@ -131,9 +136,6 @@ pub(super) async fn run(
     let idle = tokio::time::sleep(config.read_timeout());
     tokio::pin!(idle);
     let mut active = Instant::now();
-    // Registered once with the shutdown token, not on every turn of the loop.
-    let shutdown = shutdown.cancelled();
-    tokio::pin!(shutdown);
     // Boxed and only while the outgoing queue is full: most connections never need it.
     let mut stalled: Option<Pin<Box<Sleep>>> = None;
 
@@ -145,8 +147,8 @@ pub(super) async fn run(
         }
         tokio::select! {
             biased;
-            () = &mut shutdown => break End::Shutdown,
             kick = &mut kicked, if kick_live => match kick {
+                Ok(sessions::SHUTDOWN) => break End::Shutdown,
                 Ok(reason) => break End::Kicked(reason),
                 Err(_) => kick_live = false,
             },

@@ -383,7 +383,9 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, shutdown: impl Futur
         }
     }
     drop(listener);
+    // Sessions registered from now on see the token cancelled; those before get the kick.
     stop.cancel();
+    shared.sessions.shutdown();
     let deadline = tokio::time::Instant::now() + shared.config.shutdown_grace();
     let all_ended = async { while sessions.join_next().await.is_some() {} };
     if tokio::time::timeout_at(deadline, all_ended).await.is_err() {

@@ -50,6 +50,12 @@ struct Entry {
     login_at_ms: AtomicU64,
 }
 
+/// The kick that tells a session the gateway shuts down (no reply code is negative): it ends as
+/// on shutdown, with `SERVER_SHUTDOWN` and a 1001 close. Sessions learn of a shutdown through
+/// their kick, which the agent polls anyway, rather than from the gateway's shutdown token,
+/// whose every poll takes a lock that all sessions share.
+pub const SHUTDOWN: i32 = i32::MIN;
+
 /// Shards of the table: connects and disconnects of different sessions rarely share a lock.
 const SHARDS: usize = 16;
 
@@ -142,6 +148,16 @@ impl SessionTable {
             let _ = kick.send(reason);
         }
         true
+    }
+
+    /// Kicks every live session with [`SHUTDOWN`] (a session kicked already keeps its reason).
+    pub fn shutdown(&self) {
+        for shard in &self.shards {
+            let mut shard = shard.write().unwrap_or_else(PoisonError::into_inner);
+            for kick in shard.values_mut().filter_map(|entry| entry.kick.take()) {
+                let _ = kick.send(SHUTDOWN);
+            }
+        }
     }
 
     /// Forgets `session` and its wills; pushes to it count as offline from now on.
@@ -283,5 +299,18 @@ mod tests {
         assert!(table.kick(7, 13));
         assert!(!table.kick(8, 12));
         assert_eq!(kicked.await, Ok(12));
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_kicks_every_session_but_those_kicked_already() {
+        let table = SessionTable::default();
+        let (kicks, kicked): (Vec<_>, Vec<_>) = (0..3).map(|_| oneshot::channel()).unzip();
+        for (session, kick) in (1..).zip(kicks) {
+            table.insert(session, mpsc::channel(1).0, kick, Arc::default(), LOOPBACK);
+        }
+        table.kick(2, 12);
+        table.shutdown();
+        let reasons: Vec<_> = futures::future::join_all(kicked).await;
+        assert_eq!(reasons, [Ok(SHUTDOWN), Ok(12), Ok(SHUTDOWN)]);
     }
 }
