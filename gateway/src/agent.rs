@@ -23,6 +23,7 @@
 use super::{
     Shared,
     envelope::{self, Inbound},
+    mailbox::Mailbox,
     sessions::{self, Outbound},
     socket::{Io, Socket},
 };
@@ -48,7 +49,7 @@ use std::{
 };
 use tokio::{
     net::TcpStream,
-    sync::{mpsc, oneshot},
+    sync::oneshot,
     time::{Instant, Sleep},
 };
 use tokio_tungstenite::{
@@ -105,10 +106,10 @@ pub(super) async fn run(
 ) {
     let owner = shared.clone();
     let config = &owner.config;
-    let (pusher, mut pushes) = mpsc::channel(config.outbound_queue);
+    let mailbox = Arc::new(Mailbox::new(config.outbound_queue));
     let (kick, mut kicked) = oneshot::channel();
     let user = Arc::new(AtomicU64::new(0));
-    let registered = Registered::new(&owner, session, pusher, kick, user.clone(), ip);
+    let registered = Registered::new(&owner, session, mailbox.clone(), kick, user.clone(), ip);
     // The gateway kicks every session it knows when it shuts down (`sessions::SHUTDOWN`); one
     // registered after that sees the token cancelled.
     if shutdown.is_cancelled() {
@@ -157,7 +158,7 @@ pub(super) async fn run(
                 agent.start_ready();
                 active = Instant::now();
             }
-            Some(push) = pushes.recv(), if agent.socket.has_room() => agent.socket.queue(push),
+            push = mailbox.next(), if agent.socket.has_room() => agent.socket.queue(Outbound::Frame(push)),
             io = agent.socket.io() => {
                 let frame = match io {
                     Io::Read(frame) => frame,
@@ -465,12 +466,12 @@ impl<'a> Registered<'a> {
     fn new(
         shared: &'a Shared,
         session: u64,
-        queue: mpsc::Sender<Outbound>,
+        mailbox: Arc<Mailbox>,
         kick: oneshot::Sender<i32>,
         user: Arc<AtomicU64>,
         ip: IpAddr,
     ) -> Self {
-        shared.sessions.insert(session, queue, kick, user, ip);
+        shared.sessions.insert(session, mailbox, kick, user, ip);
         Self { shared, session }
     }
 }

@@ -5,6 +5,7 @@
 //! - [`admission`]: connection limits (total, per IP, in handshake).
 //! - `agent`: one task per connection: reads requests, relays them, writes replies and pushes.
 //! - `socket`: a connection's WebSocket with its bounded outgoing queue.
+//! - [`mailbox`]: a session's pushes waiting for its agent, allocated on the first push.
 //! - [`envelope`]: the first check of each client frame.
 //! - [`sessions`]: the live sessions, through which pushes reach clients.
 //! - [`directory`]: the players logged in here, when the gateways are the cluster's session
@@ -18,6 +19,7 @@ mod agent;
 pub mod config;
 pub mod directory;
 pub mod envelope;
+pub mod mailbox;
 pub mod relay;
 pub mod resync;
 pub mod service;

@@ -1,10 +1,11 @@
 //! The gateway's live sessions: how a push finds a session's outgoing queue.
 //!
-//! Each agent registers its writer's queue here for as long as its connection lives. A push
-//! encodes its message once and hands the same bytes (reference-counted, never copied) to every
-//! addressed session's queue without waiting: a session whose queue is full does not read, so its
-//! copy is dropped and counted rather than holding up the others.
+//! Each agent registers its mailbox here for as long as its connection lives. A push encodes its
+//! message once and hands the same bytes (reference-counted, never copied) to every addressed
+//! session's mailbox without waiting: a session whose mailbox is full does not read, so its copy
+//! is dropped and counted rather than holding up the others.
 
+use crate::mailbox::Mailbox;
 use bytes::Bytes;
 use mortar_cluster::rpc::PushReport;
 use std::{
@@ -14,16 +15,12 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
 };
-use tokio::sync::{
-    mpsc::{self, error::TrySendError},
-    oneshot,
-};
+use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 /// What a session's agent queues for its client (its socket writes them: see `socket`).
 ///
-/// An encoded frame rather than a tungstenite `Message`: the queue's first block (32 items) is
-/// allocated for every connection, idle or not, so items are kept small.
+/// An encoded frame rather than a tungstenite `Message`, so items are small.
 #[derive(Debug)]
 pub enum Outbound {
     /// One binary frame: an encoded `UserMessage` (a reply or a push).
@@ -32,13 +29,13 @@ pub enum Outbound {
     Close(CloseFrame),
 }
 
-/// A live session's ways in: its outgoing queue, and its kick (taken by the first kick).
+/// A live session's ways in: its mailbox for pushes, and its kick (taken by the first kick).
 ///
-/// The kick is a oneshot, not a message in the queue: it is never lost to a full queue, and the
+/// The kick is a oneshot, not a message in the mailbox: it is never lost to a full one, and the
 /// agent polls it on every turn of its loop, where a oneshot costs a load and a `Notify` cost a
 /// lock (measured: 1.5% of a gateway's CPU at 1,000 clients).
 struct Entry {
-    queue: mpsc::Sender<Outbound>,
+    mailbox: Arc<Mailbox>,
     kick: Option<oneshot::Sender<i32>>,
     /// The logged-in user (0: none), shared with the session's agent, which puts it in every
     /// request it relays.
@@ -89,12 +86,12 @@ impl SessionTable {
         &self.shards[(session % SHARDS as u64) as usize]
     }
 
-    /// Registers `session` with its writer's queue, the sender of its kick, its user slot and its
+    /// Registers `session` with its mailbox, the sender of its kick, its user slot and its
     /// client's address, replacing any earlier entry of that id.
     pub fn insert(
         &self,
         session: u64,
-        queue: mpsc::Sender<Outbound>,
+        mailbox: Arc<Mailbox>,
         kick: oneshot::Sender<i32>,
         user: Arc<AtomicU64>,
         ip: std::net::IpAddr,
@@ -102,7 +99,7 @@ impl SessionTable {
         self.shard(session)
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(session, Entry { queue, kick: Some(kick), user, ip, login_at_ms: AtomicU64::new(0) });
+            .insert(session, Entry { mailbox, kick: Some(kick), user, ip, login_at_ms: AtomicU64::new(0) });
     }
 
     /// Marks `session` as logged in as `user` (not 0): its client's address, or none when no
@@ -221,13 +218,13 @@ impl SessionTable {
         let mut report = PushReport::default();
         for &session in sessions {
             let shard = self.shard(session).read().unwrap_or_else(PoisonError::into_inner);
-            match shard.get(&session).map(|entry| entry.queue.try_send(Outbound::Frame(frame.clone()))) {
+            match shard.get(&session).map(|entry| entry.mailbox.push(frame.clone())) {
                 Some(Ok(())) => report.delivered += 1,
                 None => {
                     report.offline += 1;
                     report.gone.push(session);
                 }
-                Some(Err(TrySendError::Full(_) | TrySendError::Closed(_))) => report.dropped += 1,
+                Some(Err(_)) => report.dropped += 1,
             }
         }
         report
@@ -240,13 +237,16 @@ mod tests {
 
     const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
+    fn mailbox(capacity: usize) -> Arc<Mailbox> {
+        Arc::new(Mailbox::new(capacity))
+    }
+
     #[test]
     fn a_lost_worker_sends_its_wills_once_and_no_one_elses() {
         let table = SessionTable::default();
-        let (one, mut one_rx) = mpsc::channel(8);
-        let (two, mut two_rx) = mpsc::channel(8);
-        table.insert(1, one, oneshot::channel().0, Arc::default(), LOOPBACK);
-        table.insert(2, two, oneshot::channel().0, Arc::default(), LOOPBACK);
+        let (one, two) = (mailbox(8), mailbox(8));
+        table.insert(1, one.clone(), oneshot::channel().0, Arc::default(), LOOPBACK);
+        table.insert(2, two.clone(), oneshot::channel().0, Arc::default(), LOOPBACK);
         let (a, b) = (Bytes::from_static(b"room a ended"), Bytes::from_static(b"room b ended"));
         assert!(table.will(1, "worker-1", "a", Some(&a)));
         assert!(table.will(1, "worker-1", "a", Some(&a)), "a second will under one key replaces the first");
@@ -256,9 +256,8 @@ mod tests {
         assert!(table.will(2, "worker-1", "a", None), "dropped (left the room)");
 
         assert_eq!(table.worker_lost("worker-1"), 1);
-        let Ok(Outbound::Frame(got)) = one_rx.try_recv() else { panic!("no will sent") };
-        assert_eq!(got, a);
-        assert!(one_rx.try_recv().is_err() && two_rx.try_recv().is_err());
+        assert_eq!(one.try_next(), Some(a), "the will sent");
+        assert!(one.try_next().is_none() && two.try_next().is_none());
         assert_eq!(table.worker_lost("worker-1"), 0, "sent once");
 
         table.remove(2);
@@ -269,32 +268,28 @@ mod tests {
     #[test]
     fn a_push_reaches_live_sessions_and_reports_the_rest() {
         let table = SessionTable::default();
-        let (live, mut live_rx) = mpsc::channel(4);
-        let (full, _full_rx) = mpsc::channel(1);
-        let (closed, closed_rx) = mpsc::channel(4);
-        drop(closed_rx);
-        table.insert(1, live, oneshot::channel().0, Arc::default(), LOOPBACK);
+        let (live, full) = (mailbox(4), mailbox(1));
+        table.insert(1, live.clone(), oneshot::channel().0, Arc::default(), LOOPBACK);
         table.insert(2, full.clone(), oneshot::channel().0, Arc::default(), LOOPBACK);
-        table.insert(3, closed, oneshot::channel().0, Arc::default(), LOOPBACK);
-        full.try_send(Outbound::Frame(Bytes::new())).unwrap();
+        full.push(Bytes::new()).unwrap();
 
         let frame = Bytes::from_static(b"push");
-        let report = table.push(&[1, 2, 3, 4], &frame);
-        assert_eq!(report, PushReport { delivered: 1, offline: 1, gone: vec![4], dropped: 2 });
-        let Ok(Outbound::Frame(got)) = live_rx.try_recv() else { panic!("no frame queued") };
+        let report = table.push(&[1, 2, 4], &frame);
+        assert_eq!(report, PushReport { delivered: 1, offline: 1, gone: vec![4], dropped: 1 });
+        let got = live.try_next().expect("a frame queued");
         // The same bytes, not a copy.
         assert_eq!(got.as_ptr(), frame.as_ptr());
 
         table.remove(1);
         assert_eq!(table.push(&[1], &frame).offline, 1);
-        assert_eq!(table.len(), 2);
+        assert_eq!(table.len(), 1);
     }
 
     #[tokio::test]
     async fn a_kick_reaches_its_session_once_with_the_first_reason() {
         let table = SessionTable::default();
         let (kick, kicked) = oneshot::channel();
-        table.insert(7, mpsc::channel(1).0, kick, Arc::default(), LOOPBACK);
+        table.insert(7, mailbox(1), kick, Arc::default(), LOOPBACK);
         assert!(table.kick(7, 12));
         assert!(table.kick(7, 13));
         assert!(!table.kick(8, 12));
@@ -306,7 +301,7 @@ mod tests {
         let table = SessionTable::default();
         let (kicks, kicked): (Vec<_>, Vec<_>) = (0..3).map(|_| oneshot::channel()).unzip();
         for (session, kick) in (1..).zip(kicks) {
-            table.insert(session, mpsc::channel(1).0, kick, Arc::default(), LOOPBACK);
+            table.insert(session, mailbox(1), kick, Arc::default(), LOOPBACK);
         }
         table.kick(2, 12);
         table.shutdown();

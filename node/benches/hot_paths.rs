@@ -16,7 +16,8 @@ use mortar_echo as _;
 use mortar_echo::echo::EchoReq;
 use mortar_gateway::{
     envelope::{Inbound, inspect},
-    sessions::{Outbound, SessionTable},
+    mailbox::Mailbox,
+    sessions::SessionTable,
 };
 use mortar_pb::UserMessage;
 use mortar_runtime::{
@@ -131,17 +132,17 @@ fn dispatch(c: &mut Criterion) {
 /// work; the writers' socket writes are not included), then the writers take their frames.
 fn push_fan_out(c: &mut Criterion) {
     let table = SessionTable::default();
-    let mut queues = Vec::new();
+    let mut mailboxes = Vec::new();
     for session in 1..=1_000u64 {
-        let (queue, frames) = tokio::sync::mpsc::channel(4);
+        let mailbox = std::sync::Arc::new(Mailbox::new(4));
         table.insert(
             session,
-            queue,
+            mailbox.clone(),
             tokio::sync::oneshot::channel().0,
             Default::default(),
             std::net::Ipv4Addr::LOCALHOST.into(),
         );
-        queues.push(frames);
+        mailboxes.push(mailbox);
     }
     let sessions: Vec<u64> = (1..=1_000).collect();
     let body: Bytes = EchoReq { text: "0123456789abcdef".into() }.encode_to_vec().into();
@@ -155,8 +156,8 @@ fn push_fan_out(c: &mut Criterion) {
             };
             let frame = Bytes::from(msg.encode_to_vec());
             let report = table.push(black_box(&sessions), &frame);
-            for frames in &mut queues {
-                let Ok(Outbound::Frame(frame)) = frames.try_recv() else { unreachable!("queued") };
+            for mailbox in &mailboxes {
+                let Some(frame) = mailbox.try_next() else { unreachable!("queued") };
                 black_box(frame);
             }
             report.delivered
