@@ -32,12 +32,16 @@ client() {
 
 secret=bench-cluster-secret
 # Starts a worker: id port; sets W_PID. Node and client share the machine: one runtime thread each.
+# Each worker its own data directory (two cannot share one embedded store), serving `echo` only:
+# modules that keep documents must not live on two embedded stores (the second worker refuses).
 start_worker() {
   MORTAR_NODE__ID=$1 MORTAR_CLUSTER__SECRET=$secret MORTAR_ADMIN__ENABLED=false MORTAR_NODE__WORKER_THREADS=1 NO_COLOR=1 \
+  MORTAR_STORAGE__PATH="$out/$1-data" MORTAR_WORKER__MODULES='["echo"]' \
     "$bin" worker --rpc-listen "127.0.0.1:$2" >"$out/$1.out" 2>"$out/$1.err" &
   W_PID=$!
   pids+=("$W_PID")
   for _ in $(seq 100); do grep -q "listening on" "$out/$1.out" 2>/dev/null && break; sleep 0.1; done
+  kill -0 "$W_PID" 2>/dev/null || { echo "bench-cluster: worker $1 did not start:" >&2; tail -3 "$out/$1.err" >&2; exit 1; }
 }
 # Starts the gateway with the static worker list $1 (TOML array); sets G_PID, G_URL, G_ADMIN.
 start_gateway() {
