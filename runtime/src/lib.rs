@@ -448,16 +448,8 @@ impl Worker {
     /// Serves a peer's connection after the handshake until the peer hangs up: its client
     /// requests on the relay stream (see [`stream`]), the rest of the worker's service on tarpc.
     pub async fn serve_connection(self, frames: Frames) {
-        let server = WorkerServer(self);
-        stream::serve(frames, Arc::new(server.clone()), |tarpc| async move {
-            BaseChannel::with_defaults(tarpc)
-                .execute(server.serve())
-                .for_each(|request| async {
-                    tokio::spawn(request);
-                })
-                .await;
-        })
-        .await;
+        let relay = Arc::new(WorkerServer(self.clone()));
+        stream::serve(frames, relay, |tarpc| self.serve(tarpc)).await;
     }
 }
 
