@@ -105,7 +105,7 @@ test("in Chromium: a request timing out, a restarted node resumed, a kick on a s
   );
 
   // A frozen node: the request times out in the page.
-  node.pause();
+  await node.pause();
   let timedOut;
   try {
     timedOut = await page.evaluate(() =>

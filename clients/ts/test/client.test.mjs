@@ -127,7 +127,7 @@ test("pipelined requests stay in order inside a bounded window", async () => {
 
 test("a request with no reply in time rejects with TIMEOUT", async () => {
   const { client } = await player({ pingIntervalMs: 0 });
-  node.pause();
+  await node.pause();
   try {
     await assert.rejects(client.echo.say({ text: "late" }, { timeoutMs: 300 }), (error) => {
       assert.equal(error.code, ErrorCode.TIMEOUT);
@@ -167,7 +167,7 @@ test("the token option resumes a session at connect; a bad token rejects", async
 
 test("a lost connection: a sent request rejects UNAVAILABLE unless marked idempotent, which is sent again", async () => {
   const { client } = await player({ pingIntervalMs: 0, reconnect: { minDelayMs: 100, maxDelayMs: 500 } });
-  node.pause();
+  await node.pause();
   const once = client.echo.say({ text: "once" }).then(
     () => assert.fail("a request whose reply was lost must not be sent again"),
     (error) => error,

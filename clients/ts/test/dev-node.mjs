@@ -1,7 +1,7 @@
 // Starts a real `mortar dev` for the tests: the repository's debug binary (or $MORTAR_BIN), its
 // store in a scratch folder, the gateway and the admin listener on free loopback ports.
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -64,9 +64,26 @@ export class DevNode {
     await this.spawn(this.listen);
   }
 
-  /** Freezes / thaws the process (a node that stops answering without closing anything). */
-  pause() {
+  /**
+   * Freezes the process (a node that stops answering without closing anything), and waits until
+   * every one of its threads is stopped: a thread busy on another core stops a moment after the
+   * signal, and a request sent in that moment would still be answered.
+   */
+  async pause() {
     this.child.kill("SIGSTOP");
+    const tasks = `/proc/${this.child.pid}/task`;
+    if (!existsSync(tasks)) return new Promise((resolve) => setTimeout(resolve, 50));
+    const stopped = () =>
+      readdirSync(tasks).every((task) => {
+        try {
+          // The state follows the command name, which is in parentheses.
+          const stat = readFileSync(`${tasks}/${task}/stat`, "utf8");
+          return /^[tT]/.test(stat.slice(stat.lastIndexOf(")") + 2));
+        } catch {
+          return true; // the thread ended
+        }
+      });
+    while (!stopped()) await new Promise((resolve) => setTimeout(resolve, 1));
   }
 
   resume() {
