@@ -419,9 +419,9 @@ impl WorkerPool {
     }
 
     /// Sends `msg` to the live worker for `key` among those serving `main` with `send` (which
-    /// carries the deadline; `trace_id` labels the failures logged), up to [`MAX_ATTEMPTS`] workers when the first ones are
-    /// draining. The message back when no live worker serves its module (`main` reads it from
-    /// the message).
+    /// carries the deadline; `trace_id` labels the failures logged), up to [`MAX_ATTEMPTS`]
+    /// workers when the first ones are draining. The message back when no live worker serves its
+    /// module (`main` reads it from the message).
     async fn attempt<M, F, Fut>(
         &self,
         main: fn(&M) -> &str,
@@ -747,10 +747,10 @@ impl WorkerPool {
                     let (stream, tarpc, driver) = RelayStream::connect(frames);
                     let new = WorkerRpcClient::new(client_config, tarpc);
                     tokio::spawn(new.dispatch);
-                    // The connection outlives this connection's time in the view: requests already
-                    // sent on it finish (or time out) after the worker is marked down.
-                    // The moment the connection ends, before the peer task runs: no request is
-                    // sent to a closed connection in between.
+                    // The connection outlives its time in the view: requests already sent on it
+                    // finish (or time out) after the worker is marked down. It leaves the view
+                    // the moment it ends, before the peer task runs: no request is sent to a
+                    // closed connection in between.
                     let mut dispatch = tokio::spawn({
                         let (pool, id) = (self.clone(), entry.id.clone());
                         async move {
