@@ -23,7 +23,7 @@
 use super::{
     Shared,
     envelope::{self, Inbound},
-    mailbox::Mailbox,
+    mailbox::{Delivery, Mailbox},
     sessions::{self, Outbound},
     socket::{Io, Socket},
 };
@@ -49,7 +49,6 @@ use std::{
 };
 use tokio::{
     net::TcpStream,
-    sync::oneshot,
     time::{Instant, Sleep},
 };
 use tokio_tungstenite::{
@@ -107,16 +106,13 @@ pub(super) async fn run(
     let owner = shared.clone();
     let config = &owner.config;
     let mailbox = Arc::new(Mailbox::new(config.outbound_queue));
-    let (kick, mut kicked) = oneshot::channel();
     let user = Arc::new(AtomicU64::new(0));
-    let registered = Registered::new(&owner, session, mailbox.clone(), kick, user.clone(), ip);
+    let registered = Registered::new(&owner, session, mailbox.clone(), user.clone(), ip);
     // The gateway kicks every session it knows when it shuts down (`sessions::SHUTDOWN`); one
     // registered after that sees the token cancelled.
     if shutdown.is_cancelled() {
         owner.sessions.kick(session, sessions::SHUTDOWN);
     }
-    // The table holds the kick's sender while the session lives; this guards the unexpected.
-    let mut kick_live = true;
     let limiter = NonZeroU32::new(config.rate_per_sec).map(|rate| {
         let burst = NonZeroU32::new(config.rate_burst).unwrap_or(rate);
         RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
@@ -148,17 +144,17 @@ pub(super) async fn run(
         }
         tokio::select! {
             biased;
-            kick = &mut kicked, if kick_live => match kick {
-                Ok(sessions::SHUTDOWN) => break End::Shutdown,
-                Ok(reason) => break End::Kicked(reason),
-                Err(_) => kick_live = false,
-            },
             Some(reply) = agent.running.next(), if !agent.running.is_empty() && agent.socket.has_room() => {
                 agent.reply(reply);
                 agent.start_ready();
                 active = Instant::now();
             }
-            push = mailbox.next(), if agent.socket.has_room() => agent.socket.queue(Outbound::Frame(push)),
+            // Before reading more requests: a kick ends the session before it reads another.
+            delivery = mailbox.next(agent.socket.has_room()) => match delivery {
+                Delivery::Kicked(sessions::SHUTDOWN) => break End::Shutdown,
+                Delivery::Kicked(reason) => break End::Kicked(reason),
+                Delivery::Push(push) => agent.socket.queue(Outbound::Frame(push)),
+            },
             io = agent.socket.io() => {
                 let frame = match io {
                     Io::Read(frame) => frame,
@@ -467,11 +463,10 @@ impl<'a> Registered<'a> {
         shared: &'a Shared,
         session: u64,
         mailbox: Arc<Mailbox>,
-        kick: oneshot::Sender<i32>,
         user: Arc<AtomicU64>,
         ip: IpAddr,
     ) -> Self {
-        shared.sessions.insert(session, mailbox, kick, user, ip);
+        shared.sessions.insert(session, mailbox, user, ip);
         Self { shared, session }
     }
 }

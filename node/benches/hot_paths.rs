@@ -135,13 +135,7 @@ fn push_fan_out(c: &mut Criterion) {
     let mut mailboxes = Vec::new();
     for session in 1..=1_000u64 {
         let mailbox = std::sync::Arc::new(Mailbox::new(4));
-        table.insert(
-            session,
-            mailbox.clone(),
-            tokio::sync::oneshot::channel().0,
-            Default::default(),
-            std::net::Ipv4Addr::LOCALHOST.into(),
-        );
+        table.insert(session, mailbox.clone(), Default::default(), std::net::Ipv4Addr::LOCALHOST.into());
         mailboxes.push(mailbox);
     }
     let sessions: Vec<u64> = (1..=1_000).collect();
