@@ -69,6 +69,12 @@ echo_pid=$!
 pids+=("$echo_pid")
 sleep 0.5
 for conns in 100 1000; do client bare-echo "$conns" --proto raw --url ws://127.0.0.1:9601/ --threads 1 --pids "server=$echo_pid"; done
+# Its CPU per request at the open-loop load the gateway gets below (the bot's echo.say frames
+# come back unchanged, which the bot takes for a reply): the yardstick of the gateway's figure.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+b0=$(ticks "$echo_pid")
+"$bin" bot --url ws://127.0.0.1:9601/ --clients 100 --rate 200 --duration "${seconds}s" --threads 1 --quiet --json "$out/bare-cpu.json" >/dev/null
+b1=$(ticks "$echo_pid")
 stop "$echo_pid"
 
 one='[{id="worker-1",addr="127.0.0.1:7301"}]'
@@ -85,20 +91,23 @@ for conns in 100 1000; do client mortar-gw2w "$conns" --proto mortar --url "$G_U
 stop "$G_PID"
 
 # CPU per request at a fixed open-loop load: 100 clients x 200 req/s = 20k req/s, gateway + 1 worker.
-echo "== CPU per request at 20k req/s, gateway + 1 worker"
+echo "== CPU per request at 20k req/s, gateway + 1 worker (and the bare echo server at the same load)"
 start_gateway "$one"
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 g0=$(ticks "$G_PID") w0=$(ticks "$w1")
 "$bin" bot --url "$G_URL" --clients 100 --rate 200 --duration "${seconds}s" --threads 1 --quiet --json "$out/cluster-cpu.json" >/dev/null
 g1=$(ticks "$G_PID") w1t=$(ticks "$w1")
-python3 - "$out/cluster-cpu.json" "$((g1 - g0))" "$((w1t - w0))" "$(getconf CLK_TCK)" <<'PY'
+python3 - "$out/cluster-cpu.json" "$((g1 - g0))" "$((w1t - w0))" "$(getconf CLK_TCK)" "$out/bare-cpu.json" "$((b1 - b0))" <<'PY'
 import json, sys
-report = json.load(open(sys.argv[1]))
-ok, hz = max(report["ok"], 1), int(sys.argv[4])
-gateway, worker = (int(t) / hz * 1e6 / ok for t in sys.argv[2:4])
+report, bare = json.load(open(sys.argv[1])), json.load(open(sys.argv[5]))
+hz = int(sys.argv[4])
+per_request = lambda ticks, ok: int(ticks) / hz * 1e6 / max(ok, 1)
+gateway, worker = (per_request(t, report["ok"]) for t in sys.argv[2:4])
+bare_us = per_request(sys.argv[6], bare["ok"])
 report["gateway_cpu_us_per_request"], report["worker_cpu_us_per_request"] = round(gateway, 2), round(worker, 2)
+report["bare_cpu_us_per_request"] = round(bare_us, 2)
 json.dump(report, open(sys.argv[1], "w"), indent=2)
-print(f"  {report['requests_per_sec']:.0f} req/s: gateway {gateway:.1f} µs, worker {worker:.1f} µs of CPU per request")
+print(f"  {report['requests_per_sec']:.0f} req/s: gateway {gateway:.1f} µs ({gateway / bare_us:.2f}× the bare server's "
+      f"{bare_us:.1f} µs at {bare['requests_per_sec']:.0f} req/s), worker {worker:.1f} µs of CPU per request")
 PY
 stop "$G_PID"
 

@@ -23,8 +23,9 @@
 #      not in the default set).
 # Each row is the median of RUNS runs of SECONDS seconds. Results (one JSON per run and a summary
 # table) go to target/bench/<time>/.
-# Usage: [STAGES="dev idle pinus cluster push login group match"] scripts/bench.sh [SECONDS=20] [RUNS=3]
-#   (needs cargo, node and npm; python3 for the tables)
+# Usage: [STAGES="dev idle pinus cluster push login group match"] [MORTAR_BIN=…] scripts/bench.sh [SECONDS=20] [RUNS=3]
+#   (needs cargo, node and npm; python3 for the tables). MORTAR_BIN measures that build instead of
+#   this tree's (a build from before a change, for the before/after rows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-20}
@@ -33,8 +34,8 @@ stages=" ${STAGES:-dev idle pinus cluster push login} "
 want() { [[ "$stages" == *" $1 "* ]]; }
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-cargo build --release --locked -p mortar-cli
-bin=target/release/mortar
+[ -n "${MORTAR_BIN:-}" ] || cargo build --release --locked -p mortar-cli
+bin=${MORTAR_BIN:-target/release/mortar}
 out=target/bench/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out"
 pids=()
