@@ -16,7 +16,7 @@
 //! not reached every client by then is not counted, its pushes are.
 
 use super::{BotError, BotOptions, report::Latency};
-use crate::client::{self, Contract};
+use crate::client::{self, Contract, ws_config};
 use futures::{SinkExt as _, StreamExt as _};
 use hdrhistogram::Histogram;
 use mortar_pb::{ErrorCode, UserMessage};
@@ -182,7 +182,9 @@ async fn connect(
     client: usize,
     prepared: &str,
 ) -> Result<Socket, String> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| e.to_string())?;
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config()), true)
+        .await
+        .map_err(|e| e.to_string())?;
     // The first client prepared: it skips what names the preparation's answer.
     let login = login.iter().filter(|request| !(prepared.is_empty() && request.json.contains("{prepared}")));
     for (seq, request) in (1..).zip(login) {

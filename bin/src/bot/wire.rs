@@ -4,7 +4,7 @@
 use super::{
     BotOptions, Progress, Protocol, pinus, record, report::ClientStats, scenario::Scenario, scenario::Step,
 };
-use crate::client::{self, Contract};
+use crate::client::{self, Contract, ws_config};
 use bytes::Bytes;
 use futures::{
     SinkExt as _, StreamExt as _,
@@ -14,10 +14,7 @@ use mortar_pb::{ErrorCode, UserMessage};
 use prost::Message as _;
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 use tokio::{net::TcpStream, time::Instant};
-use tokio_tungstenite::{
-    MaybeTlsStream, WebSocketStream,
-    tungstenite::{Message, protocol::WebSocketConfig},
-};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -71,9 +68,8 @@ impl Conn {
         contract: Arc<Contract>,
         client: usize,
     ) -> Result<Self, String> {
-        let config = WebSocketConfig::default().read_buffer_size(4096);
         let (ws, _) =
-            tokio_tungstenite::connect_async_with_config(options.url_for(client), Some(config), true)
+            tokio_tungstenite::connect_async_with_config(options.url_for(client), Some(ws_config()), true)
                 .await
                 .map_err(|error| error.to_string())?;
         let (sink, stream) = ws.split();
