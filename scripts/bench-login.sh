@@ -29,9 +29,11 @@ json.dump(items, open(sys.argv[1], "w"), indent=1)
 PY
 echo '[{"id": 1, "item_id": 100, "count": 4000000000}]' >"$tables/starter_items.json"
 # The bot's 100 players register from one address at once: the user module's limits per address
-# and in all off, and room for all of them in the registrations' hashing queue.
+# and in all off, and room for all of them in the hashing queues (the logins the login run left
+# waiting when it stopped still run when the pack run's 100 log in).
 common=(MORTAR_GATEWAY__RATE_PER_SEC=0 MORTAR_GATEWAY__MAX_CONNECTIONS_PER_IP=0 MORTAR_NODE__WORKER_THREADS=1
   MORTAR_MODULES__USER__REGISTER_PER_IP=0 MORTAR_MODULES__USER__REGISTER_PER_SEC=0 MORTAR_MODULES__USER__REGISTER_QUEUE=1000
+  MORTAR_MODULES__USER__LOGIN_QUEUE=1000
   MORTAR_ADMIN__ENABLED=false MORTAR_TABLES__PATH=$tables NO_COLOR=1)
 
 # Runs the bot: label url scenario; appends {label, scenario, report} lines to $jsonl.

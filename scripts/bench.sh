@@ -36,6 +36,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 [ -n "${MORTAR_BIN:-}" ] || cargo build --release --locked -p mortar-cli
 bin=${MORTAR_BIN:-target/release/mortar}
+unset MORTAR_BIN # the nodes warn of a MORTAR_ variable that is not a setting
 out=target/bench/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out"
 pids=()

@@ -5,7 +5,7 @@
 //! - [`admission`]: connection limits (total, per IP, in handshake).
 //! - `agent`: one task per connection: reads requests, relays them, writes replies and pushes.
 //! - `socket`: a connection's WebSocket with its bounded outgoing queue.
-//! - [`mailbox`]: a session's pushes waiting for its agent, allocated on the first push.
+//! - [`mailbox`]: a session's pushes waiting for its agent (allocated on the first push), and its kick.
 //! - [`envelope`]: the first check of each client frame.
 //! - [`sessions`]: the live sessions, through which pushes reach clients.
 //! - [`directory`]: the players logged in here, when the gateways are the cluster's session

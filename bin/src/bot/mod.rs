@@ -328,7 +328,7 @@ pub async fn run(options: BotOptions) -> Result<Report, BotError> {
     ticker.abort();
     bar.finish_and_clear();
 
-    let report = Report::new(
+    let mut report = Report::new(
         scenario.name(),
         options.protocol.as_str(),
         &options.url,
@@ -337,6 +337,7 @@ pub async fn run(options: BotOptions) -> Result<Report, BotError> {
         elapsed,
         &total,
     );
+    report.connect_error = first_error.map(|error| error.to_string());
     if let Some(path) = &options.json {
         let text = serde_json::to_string_pretty(&report).expect("the report serializes");
         std::fs::write(path, text + "\n")

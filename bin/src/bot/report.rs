@@ -99,6 +99,9 @@ pub struct Report {
     pub ok: u64,
     /// Failures by code or kind.
     pub errors: BTreeMap<String, u64>,
+    /// Why the first client that could not connect (or finish its setup) failed, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_error: Option<String>,
     /// Replies (OK and error codes) per second.
     pub requests_per_sec: f64,
     /// Latency of all replies.
@@ -129,6 +132,7 @@ impl Report {
             sent: stats.sent,
             ok: stats.ok,
             errors: stats.errors.clone(),
+            connect_error: None,
             requests_per_sec: h.len() as f64 / seconds,
             latency_ms: latency,
         }
@@ -150,6 +154,9 @@ impl fmt::Display for Report {
         } else {
             let errors: Vec<_> = self.errors.iter().map(|(kind, n)| format!("{kind} {n}")).collect();
             writeln!(f, "  errors      {}", errors.join(", "))?;
+        }
+        if let Some(error) = &self.connect_error {
+            writeln!(f, "  first client that did not connect: {error}")?;
         }
         write!(
             f,
