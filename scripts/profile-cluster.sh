@@ -2,8 +2,9 @@
 # Where a relayed request's CPU goes: `perf record` of a gateway and its one worker (separate
 # processes over TCP, one runtime thread each, as scripts/bench-cluster.sh runs them) under the
 # yardstick client's closed-loop echo, built with frame pointers so the call graphs unwind.
-# Prints the top entries by self time and by inclusive time of each process; the perf data and
-# the full reports stay in OUT_DIR. docs/benchmarks.md ("Where the time goes") has the results.
+# Prints the top entries by self time and the kernel share of each process; the perf data and
+# the full reports (self and inclusive) stay in OUT_DIR. docs/benchmarks.md ("The relay stream",
+# "Profiling") has the results.
 # Usage: [MORTAR_BIN=…] scripts/profile-cluster.sh [CONNS=100] [SECONDS=10] [TARGET=gw1w|dev]
 #   (needs perf; MORTAR_BIN profiles that binary instead of building this tree's)
 set -euo pipefail
