@@ -158,10 +158,42 @@ impl fmt::Display for Report {
         if let Some(error) = &self.connect_error {
             writeln!(f, "  first client that did not connect: {error}")?;
         }
+        if self.errors.contains_key("RATE_LIMITED") {
+            // Error replies count in requests/s: say why they came before the figure is quoted.
+            writeln!(
+                f,
+                "  RATE_LIMITED: the node limits each session's requests per second; for a load test \
+                 start it with MORTAR_GATEWAY__RATE_PER_SEC=0"
+            )?;
+        }
         write!(
             f,
             "  latency ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  mean {:.3}",
             l.p50, l.p90, l.p99, l.p999, l.max, l.mean
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limited_run_says_how_to_lift_the_limit() {
+        let mut stats = ClientStats::new();
+        stats.error("RATE_LIMITED");
+        let report =
+            Report::new("echo", "mortar", "ws://127.0.0.1:4000/ws", 1, 1, Duration::from_secs(1), &stats);
+        assert!(report.to_string().contains("MORTAR_GATEWAY__RATE_PER_SEC=0"), "{report}");
+        let quiet = Report::new(
+            "echo",
+            "mortar",
+            "ws://127.0.0.1:4000/ws",
+            1,
+            1,
+            Duration::from_secs(1),
+            &ClientStats::new(),
+        );
+        assert!(!quiet.to_string().contains("RATE_PER_SEC"), "{quiet}");
     }
 }
