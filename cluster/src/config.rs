@@ -113,8 +113,13 @@ pub struct RpcConfig {
     /// A ping unanswered this long marks the worker down (frozen or overloaded): new requests
     /// go elsewhere; requests already sent keep their own deadlines.
     pub ping_timeout_ms: u64,
-    /// Largest RPC frame either side accepts; a larger one closes the connection.
+    /// Largest RPC frame either side accepts; a larger one closes the connection. A worker
+    /// whose reply would be larger sends `INTERNAL` instead.
     pub max_frame_bytes: usize,
+    /// A gateway's requests to a worker that wait unsent (the worker does not read: frozen, or
+    /// far behind) at most: beyond, requests to it fail at once with `UNAVAILABLE` and it is
+    /// marked down, instead of piling up in memory.
+    pub max_queued_bytes: usize,
     /// Peer connections a node accepts at once; more are closed at once.
     pub max_connections: usize,
     /// Largest frame a connection may send before its handshake is accepted (the hello, with
@@ -141,6 +146,7 @@ impl Default for RpcConfig {
             ping_interval_ms: 500,
             ping_timeout_ms: 1_000,
             max_frame_bytes: 16 << 20,
+            max_queued_bytes: 64 << 20,
             max_connections: 1_024,
             max_handshake_bytes: 64 << 10,
             max_handshakes: 64,

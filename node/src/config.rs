@@ -258,6 +258,7 @@ impl NodeConfig {
         within("rpc.ping_timeout_ms", rpc.ping_timeout_ms, 10, 60_000)?;
         // A relayed request carries a whole client frame, plus its envelope.
         within("rpc.max_frame_bytes", rpc.max_frame_bytes, g.max_frame_bytes + 4096, 1 << 30)?;
+        within("rpc.max_queued_bytes", rpc.max_queued_bytes, 64 << 10, 1 << 36)?;
         within("rpc.max_connections", rpc.max_connections, 1, 100_000)?;
         within("rpc.max_handshake_bytes", rpc.max_handshake_bytes, 4096, 16 << 20)?;
         within("rpc.max_handshakes", rpc.max_handshakes, 1, rpc.max_connections)?;

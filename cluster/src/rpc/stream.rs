@@ -108,14 +108,36 @@ struct Outbox {
     wake: Notify,
     /// Cancelled when the connection ends, either way.
     closed: CancellationToken,
+    /// The largest relayed frame sent: this side's own limit on frames read, since the nodes of
+    /// a cluster share `rpc.max_frame_bytes`. A larger one would make the peer close the
+    /// connection, failing every request on it.
+    max_frame: usize,
+    /// Relayed requests are refused while this many bytes wait behind the one being written:
+    /// the worker does not read, and its requests would otherwise pile up without bound.
+    max_queued: usize,
+}
+
+/// Why a relayed frame was not queued.
+#[derive(Debug)]
+enum Unsent {
+    /// The connection ended.
+    Closed,
+    /// The frame would be this many bytes, over [`Outbox::max_frame`].
+    TooLarge(usize),
+    /// [`Outbox::max_queued`] bytes wait to be sent already.
+    Backlog,
+    /// It did not encode.
+    Invalid(io::Error),
 }
 
 impl Outbox {
-    fn new() -> Arc<Self> {
+    fn new(max_frame: usize, max_queued: usize) -> Arc<Self> {
         Arc::new(Self {
             buf: Mutex::new(BytesMut::with_capacity(16 * 1024)),
             wake: Notify::new(),
             closed: CancellationToken::new(),
+            max_frame,
+            max_queued,
         })
     }
 
@@ -129,18 +151,52 @@ impl Outbox {
     /// Appends one frame that `write` puts in the buffer after its length, and wakes the writer.
     fn frame(&self, write: impl FnOnce(&mut BytesMut) -> Result<(), io::Error>) -> Result<(), io::Error> {
         self.open()?;
-        {
-            let mut buf = self.buf.lock().unwrap_or_else(PoisonError::into_inner);
-            let start = buf.len();
-            buf.put_u32(0);
-            if let Err(error) = write(&mut buf) {
-                buf.truncate(start);
-                return Err(error);
-            }
-            let len = u32::try_from(buf.len() - start - 4).map_err(|_| io::ErrorKind::InvalidData)?;
-            buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
-        }
+        // Not limited: tarpc has no way to fail one message, only its whole connection.
+        self.append(usize::MAX, usize::MAX, write).map_err(|unsent| match unsent {
+            Unsent::Invalid(error) => error,
+            _ => io::ErrorKind::InvalidData.into(),
+        })?;
         self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Appends one relayed frame as [`Outbox::frame`] does, unless it is larger than
+    /// `max_frame`, or (a request, `limited`) `max_queued` bytes wait already.
+    fn relayed(
+        &self,
+        limited: bool,
+        write: impl FnOnce(&mut BytesMut) -> Result<(), io::Error>,
+    ) -> Result<(), Unsent> {
+        if self.closed.is_cancelled() {
+            return Err(Unsent::Closed);
+        }
+        self.append(if limited { self.max_queued } else { usize::MAX }, self.max_frame, write)?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    fn append(
+        &self,
+        max_queued: usize,
+        max_frame: usize,
+        write: impl FnOnce(&mut BytesMut) -> Result<(), io::Error>,
+    ) -> Result<(), Unsent> {
+        let mut buf = self.buf.lock().unwrap_or_else(PoisonError::into_inner);
+        let start = buf.len();
+        if start >= max_queued {
+            return Err(Unsent::Backlog);
+        }
+        buf.put_u32(0);
+        if let Err(error) = write(&mut buf) {
+            buf.truncate(start);
+            return Err(Unsent::Invalid(error));
+        }
+        let len = buf.len() - start - 4;
+        let Some(prefix) = u32::try_from(len).ok().filter(|_| len <= max_frame) else {
+            buf.truncate(start);
+            return Err(Unsent::TooLarge(len));
+        };
+        buf[start..start + 4].copy_from_slice(&prefix.to_be_bytes());
         Ok(())
     }
 
@@ -231,16 +287,19 @@ impl RelayStream {
     /// Takes over `frames`, a connection to a worker after the handshake: this relays requests
     /// on it and `tarpc` is the transport for a tarpc client on it. `driver` runs the connection
     /// and completes when it ends (the caller spawns it): it fails, the worker closes it, or every
-    /// clone of the stream is dropped; requests waiting then get [`RpcError::Shutdown`].
+    /// clone of the stream is dropped; requests waiting then get [`RpcError::Shutdown`]. While
+    /// `max_queued` bytes wait to be sent (the worker does not read), requests fail at once with
+    /// [`RpcError::Send`] instead of piling up.
     pub fn connect<Item, SinkItem>(
         frames: Frames,
+        max_queued: usize,
     ) -> (Self, TarpcSide<Item, SinkItem>, BoxFuture<'static, ()>)
     where
         Item: DeserializeOwned + Send + 'static,
         SinkItem: Serialize,
     {
-        let (reader, writer) = split(frames);
-        let outbox = Outbox::new();
+        let (reader, writer, max_frame) = split(frames);
+        let outbox = Outbox::new(max_frame, max_queued);
         let (tarpc_in, inbound) = mpsc::channel(TARPC_QUEUE);
         let waiting = Arc::new(Mutex::new(Waiting { generation: 0, slots: Some(Slab::new()) }));
         let stream =
@@ -262,7 +321,9 @@ impl RelayStream {
     ///
     /// # Errors
     /// [`RpcError::DeadlineExceeded`] when the deadline passes first; [`RpcError::Shutdown`] when
-    /// the connection ended (or ends) before the answer.
+    /// the connection ended (or ends) before the answer; [`RpcError::Send`] when the connection's
+    /// backlog is full; [`RpcError::Server`] when the request is larger than the connection's
+    /// frame limit (`rpc.max_frame_bytes`) and was not sent.
     pub async fn handle(&self, msg: AgentMessage, deadline: Instant) -> Result<Handled, RpcError> {
         let (answer, answered) = oneshot::channel();
         let id = {
@@ -274,8 +335,21 @@ impl RelayStream {
         };
         let mut forget = Forget { waiting: &self.inner.waiting, id, answered: false };
         let budget = deadline.saturating_duration_since(Instant::now());
-        if self.inner.outbox.frame(|buf| request(buf, REQUEST, id, budget, &msg)).is_err() {
-            return Err(RpcError::Shutdown);
+        match self.inner.outbox.relayed(true, |buf| request(buf, REQUEST, id, budget, &msg)) {
+            Ok(()) => {}
+            Err(Unsent::Closed) => return Err(RpcError::Shutdown),
+            Err(Unsent::Backlog) => {
+                let backlog =
+                    format!("over rpc.max_queued_bytes ({}) wait unsent", self.inner.outbox.max_queued);
+                return Err(RpcError::Send(backlog.into()));
+            }
+            Err(Unsent::TooLarge(len)) => {
+                let detail = format!("a request of {len} bytes is over rpc.max_frame_bytes");
+                return Err(RpcError::Server(tarpc::ServerError::new(io::ErrorKind::FileTooLarge, detail)));
+            }
+            Err(Unsent::Invalid(error)) => {
+                return Err(RpcError::Server(tarpc::ServerError::new(error.kind(), error.to_string())));
+            }
         }
         let answer = tokio::time::timeout_at(deadline.into(), answered).await;
         match answer {
@@ -299,8 +373,9 @@ where
     F: FnOnce(TarpcSide<Item, SinkItem>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let (reader, writer) = split(frames);
-    let outbox = Outbox::new();
+    let (reader, writer, max_frame) = split(frames);
+    // Replies are not limited but by size: the gateway's requests in flight bound them.
+    let outbox = Outbox::new(max_frame, usize::MAX);
     let (tarpc_in, inbound) = mpsc::channel(TARPC_QUEUE);
     let side = TarpcSide { inbound, outbox: outbox.clone(), sends: PhantomData };
     let reading = read_requests(reader, handler, &outbox, tarpc_in);
@@ -313,13 +388,15 @@ where
 
 type Reader = FramedRead<OwnedReadHalf, LengthDelimitedCodec>;
 
-/// The connection's read and write halves; the reader keeps what the handshake read ahead.
-fn split(frames: Frames) -> (Reader, OwnedWriteHalf) {
+/// The connection's read and write halves, and its frame limit; the reader keeps what the
+/// handshake read ahead.
+fn split(frames: Frames) -> (Reader, OwnedWriteHalf, usize) {
     let parts = frames.into_parts();
+    let max_frame = parts.codec.max_frame_length();
     let (read, write) = parts.io.into_split();
     let mut reader = FramedRead::new(read, parts.codec);
     reader.read_buffer_mut().extend_from_slice(&parts.read_buf);
-    (reader, write)
+    (reader, write, max_frame)
 }
 
 /// The gateway side's reader: completes the waiting requests, hands tarpc its messages.
@@ -368,19 +445,11 @@ async fn read_requests<Item: DeserializeOwned>(
                 let deadline = Instant::now() + budget;
                 let (handler, outbox) = (handler.clone(), outbox.clone());
                 tokio::spawn(async move {
+                    let (session, seq) = (msg.session, msg.seq);
                     let handled = tokio::time::timeout_at(deadline.into(), handler.handle(msg, deadline))
                         .await
                         .unwrap_or_else(|_| Handled::Reply(Reply::because(Code::TIMEOUT, TIMED_OUT)));
-                    // An error: the connection ended; nobody waits for the answer.
-                    let _ = outbox.frame(|buf| match &handled {
-                        Handled::Reply(reply) => {
-                            buf.put_u8(REPLY);
-                            extend(buf, &(id, reply.code, &reply.reason))?;
-                            buf.extend_from_slice(&reply.data);
-                            Ok(())
-                        }
-                        Handled::Draining(msg) => request(buf, DRAINING, id, Duration::ZERO, msg),
-                    });
+                    send_answer(&outbox, id, (session, seq), &handled);
                 });
             }
             _ => break,
@@ -394,6 +463,31 @@ async fn to_tarpc<Item: DeserializeOwned>(tarpc: &mpsc::Sender<Item>, frame: &mu
     match decode(frame) {
         Ok(item) => tarpc.send(item).await.is_ok(),
         Err(_) => false,
+    }
+}
+
+/// Queues the answer to request `id` (of `session`, `seq`). One over the frame limit becomes
+/// `INTERNAL`: sent, it would close the connection and fail every request on it. When the
+/// connection is closed, nobody waits for the answer.
+fn send_answer(outbox: &Outbox, id: u64, (session, seq): (u64, u32), handled: &Handled) {
+    if let Err(Unsent::TooLarge(len)) = outbox.relayed(false, |buf| answer(buf, id, handled)) {
+        tracing::warn!(session, seq, len, "reply over rpc.max_frame_bytes; the client gets INTERNAL");
+        let reason = format!("the reply of {len} bytes is over the cluster's frame limit");
+        let internal = Handled::Reply(Reply::because(Code::INTERNAL, reason));
+        let _ = outbox.relayed(false, |buf| answer(buf, id, &internal));
+    }
+}
+
+/// Writes the `REPLY` or `DRAINING` frame of request `id`.
+fn answer(buf: &mut BytesMut, id: u64, handled: &Handled) -> Result<(), io::Error> {
+    match handled {
+        Handled::Reply(reply) => {
+            buf.put_u8(REPLY);
+            extend(buf, &(id, reply.code, &reply.reason))?;
+            buf.extend_from_slice(&reply.data);
+            Ok(())
+        }
+        Handled::Draining(msg) => request(buf, DRAINING, id, Duration::ZERO, msg),
     }
 }
 
@@ -481,7 +575,8 @@ mod tests {
         }
     }
 
-    /// Echoes the body after `seq` ms; hands back requests of session 0 as a draining worker does.
+    /// Echoes the body after `seq` ms; hands back requests of session 0 as a draining worker does;
+    /// answers session 2 with a body of as many KiB as the request's.
     struct Echo;
 
     impl RelayHandler for Echo {
@@ -490,6 +585,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(u64::from(msg.seq))).await;
                 match msg.session {
                     0 => Handled::Draining(Box::new(msg)),
+                    2 => Handled::Reply(Reply::ok(vec![7; msg.data.len() << 10].into())),
                     _ => Handled::Reply(Reply::ok(msg.data)),
                 }
             })
@@ -530,7 +626,7 @@ mod tests {
             .await;
         });
         let frames = codec::frames(TcpStream::connect(addr).await.unwrap(), 1 << 20);
-        let (stream, tarpc, driver) = RelayStream::connect(frames);
+        let (stream, tarpc, driver) = RelayStream::connect(frames, 1 << 20);
         tokio::spawn(driver);
         let client = GreetClient::new(tarpc::client::Config::default(), tarpc).spawn();
         (stream, client, worker)
@@ -619,6 +715,56 @@ mod tests {
         assert!(waiting.take(gave_up).is_none(), "the late reply finds nobody");
         assert!(waiting.take(next).is_some());
         assert!(waiting.take(next).is_none(), "answered once");
+    }
+
+    #[tokio::test]
+    async fn a_reply_over_the_frame_limit_becomes_internal_and_the_connection_stays() {
+        let (stream, _client, _worker) = connected().await;
+        // 1 MiB of body plus its header is over the 1 MiB frame limit; 1,000 KiB is not.
+        let Ok(Handled::Reply(big)) = stream.handle(message(0, 2, &[0; 1024]), in_ms(2_000)).await else {
+            panic!("a reply")
+        };
+        assert_eq!(big.code, Code::INTERNAL.get());
+        assert!(big.reason.contains("over the cluster's frame limit"), "{}", big.reason);
+        let Ok(Handled::Reply(fits)) = stream.handle(message(0, 2, &[0; 1000]), in_ms(2_000)).await else {
+            panic!("a reply")
+        };
+        assert_eq!((fits.code, fits.data.len()), (0, 1000 << 10));
+    }
+
+    #[tokio::test]
+    async fn requests_to_a_worker_that_does_not_read_fail_at_once_past_the_backlog() {
+        // A "worker" that completes the connection and never reads it.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _silent = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(socket);
+        });
+        let frames = codec::frames(TcpStream::connect(addr).await.unwrap(), 1 << 20);
+        let (stream, _tarpc, driver) = RelayStream::connect::<(), ()>(frames, 256 << 10);
+        tokio::spawn(driver);
+        static BODY: [u8; 60 << 10] = [1; 60 << 10];
+        // The socket buffers take some; then the backlog fills and requests fail before their
+        // deadline instead of piling up.
+        let waiting = futures::stream::FuturesUnordered::new();
+        for _ in 0..2_000 {
+            let sender = stream.clone();
+            let mut request =
+                Box::pin(async move { sender.handle(message(0, 1, &BODY), in_ms(30_000)).await });
+            match futures::poll!(request.as_mut()) {
+                Poll::Pending => waiting.push(request),
+                Poll::Ready(refused) => {
+                    assert!(matches!(refused, Err(RpcError::Send(_))), "{refused:?}");
+                    let queued = stream.inner.outbox.buf.lock().unwrap().len();
+                    assert!(queued < (256 + 61) << 10, "{queued} bytes queued");
+                    return;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("{} requests queued and none refused", waiting.len());
     }
 
     #[tokio::test]

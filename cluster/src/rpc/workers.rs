@@ -744,7 +744,7 @@ impl WorkerPool {
                     // Each session bounds its own in-flight requests; the client need not queue on top.
                     client_config.max_in_flight_requests = usize::MAX;
                     client_config.pending_request_buffer = 1024;
-                    let (stream, tarpc, driver) = RelayStream::connect(frames);
+                    let (stream, tarpc, driver) = RelayStream::connect(frames, config.max_queued_bytes);
                     let new = WorkerRpcClient::new(client_config, tarpc);
                     tokio::spawn(new.dispatch);
                     // The connection outlives its time in the view: requests already sent on it
