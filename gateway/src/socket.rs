@@ -37,12 +37,16 @@ pub(super) struct Socket {
     unflushed: bool,
     /// Frames the queue holds before reading pauses.
     capacity: usize,
+    /// The WebSocket's last read found no whole frame: it is read again only once the socket is
+    /// readable. A read costs more than a readiness check (tungstenite zero-fills its read
+    /// buffer first), and most of a session's wake-ups are for its replies and pushes.
+    drained: bool,
 }
 
 impl Socket {
     /// `ws` with an outgoing queue that pauses reading at `capacity` frames.
     pub(super) fn new(ws: WebSocketStream<TcpStream>, capacity: usize) -> Self {
-        Self { ws, outgoing: VecDeque::new(), unflushed: false, capacity }
+        Self { ws, outgoing: VecDeque::new(), unflushed: false, capacity, drained: false }
     }
 
     /// Queues a frame. The agent checks [`Socket::has_room`] before taking more work, so the queue
@@ -67,10 +71,17 @@ impl Socket {
             if full && self.has_room() {
                 return Poll::Ready(Io::Room);
             }
-            if self.has_room()
-                && let Poll::Ready(frame) = self.ws.poll_next_unpin(cx)
-            {
-                return Poll::Ready(Io::Read(frame));
+            if self.has_room() {
+                if self.drained && self.ws.get_ref().poll_read_ready(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                match self.ws.poll_next_unpin(cx) {
+                    Poll::Ready(frame) => {
+                        self.drained = false;
+                        return Poll::Ready(Io::Read(frame));
+                    }
+                    Poll::Pending => self.drained = true,
+                }
             }
             Poll::Pending
         })
