@@ -12,6 +12,8 @@ use mortar_abi::future::BoxFuture;
 use redis::{Script, aio::ConnectionManager};
 use serde::{Deserialize, Serialize};
 use std::{
+    borrow::Cow,
+    fmt::Write as _,
     sync::{Arc, LazyLock},
     time::Duration,
 };
@@ -121,11 +123,13 @@ return ARGV[1]
     )
 });
 
-/// A location as stored.
+/// A location as stored; read without copying its strings (a push reads a thousand at once).
 #[derive(Serialize, Deserialize)]
-struct Stored {
-    gateway: String,
-    session: String,
+struct Stored<'a> {
+    #[serde(borrow)]
+    gateway: Cow<'a, str>,
+    #[serde(borrow)]
+    session: Cow<'a, str>,
     login_at_ms: u64,
 }
 
@@ -177,19 +181,19 @@ impl RedisSessions {
 
 fn encode(location: &Location) -> String {
     let stored = Stored {
-        gateway: location.gateway.clone(),
-        session: location.session.to_string(),
+        gateway: Cow::Borrowed(&location.gateway),
+        session: Cow::Owned(location.session.to_string()),
         login_at_ms: location.login_at_ms,
     };
     serde_json::to_string(&stored).unwrap_or_default()
 }
 
-fn decode(text: &str) -> Result<Location, SessionError> {
+fn decode(text: &[u8]) -> Result<Location, SessionError> {
     let stored: Stored =
-        serde_json::from_str(text).map_err(|error| SessionError::Corrupt(error.to_string()))?;
+        serde_json::from_slice(text).map_err(|error| SessionError::Corrupt(error.to_string()))?;
     let session =
         stored.session.parse().map_err(|_| SessionError::Corrupt(format!("session {:?}", stored.session)))?;
-    Ok(Location { gateway: stored.gateway, session, login_at_ms: stored.login_at_ms })
+    Ok(Location { gateway: stored.gateway.into_owned(), session, login_at_ms: stored.login_at_ms })
 }
 
 impl SessionStore for RedisSessions {
@@ -203,9 +207,9 @@ impl SessionStore for RedisSessions {
                 .arg(&location.gateway)
                 .arg(user)
                 .arg(&shared.gateways);
-            Box::pin(async move { invocation.invoke_async::<Option<String>>(&mut conn).await })
+            Box::pin(async move { invocation.invoke_async::<Option<Vec<u8>>>(&mut conn).await })
         });
-        Box::pin(async move { call.await?.map(|old: String| decode(&old)).transpose() })
+        Box::pin(async move { call.await?.map(|old: Vec<u8>| decode(&old)).transpose() })
     }
 
     fn unbind(&self, user: u64, gateway: String, session: u64) -> BoxFuture<Result<bool, SessionError>> {
@@ -228,10 +232,16 @@ impl SessionStore for RedisSessions {
             return Box::pin(std::future::ready(Ok(Vec::new())));
         }
         let call = self.run(move |shared, mut conn| {
-            let keys: Vec<String> = users.iter().map(|user| format!("{}{user}", shared.users)).collect();
-            Box::pin(async move {
-                redis::cmd("MGET").arg(keys).query_async::<Vec<Option<String>>>(&mut conn).await
-            })
+            // The command keeps its arguments in one buffer: one key buffer reused, not a String
+            // per user.
+            let mut mget = redis::cmd("MGET");
+            let mut key = shared.users.clone();
+            for user in &users {
+                key.truncate(shared.users.len());
+                let _ = write!(key, "{user}");
+                mget.arg(key.as_str());
+            }
+            Box::pin(async move { mget.query_async::<Vec<Option<Vec<u8>>>>(&mut conn).await })
         });
         Box::pin(async move {
             call.await?.into_iter().map(|found| found.map(|text| decode(&text)).transpose()).collect()
@@ -248,9 +258,9 @@ impl SessionStore for RedisSessions {
                 .arg(&location.gateway)
                 .arg(location.session.to_string())
                 .arg(user);
-            Box::pin(async move { invocation.invoke_async::<Option<String>>(&mut conn).await })
+            Box::pin(async move { invocation.invoke_async::<Option<Vec<u8>>>(&mut conn).await })
         });
-        Box::pin(async move { call.await?.map(|held: String| decode(&held)).transpose() })
+        Box::pin(async move { call.await?.map(|held: Vec<u8>| decode(&held)).transpose() })
     }
 
     fn generation(&self) -> BoxFuture<Result<String, SessionError>> {
