@@ -13,10 +13,11 @@ fn next() -> u32 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-/// A `mortar dev` process, killed on drop.
+/// A `mortar dev` process, killed on drop, its data directory removed.
 struct DevProcess {
     child: Child,
     url: String,
+    data: std::path::PathBuf,
 }
 
 impl DevProcess {
@@ -26,9 +27,10 @@ impl DevProcess {
 
     /// Starts `mortar dev` with extra environment variables and stderr going to `stderr`.
     fn start_with(env: &[(&str, &str)], stderr: Stdio) -> Self {
+        let data = std::env::temp_dir().join(format!("mortar-cli-data-{}-{}", std::process::id(), next()));
         let mut child = Command::new(MORTAR)
             .args(["dev", "--listen", "127.0.0.1:0", "--data"])
-            .arg(std::env::temp_dir().join(format!("mortar-cli-data-{}-{}", std::process::id(), next())))
+            .arg(&data)
             .env("MORTAR_ADMIN__LISTEN", "127.0.0.1:0")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -45,7 +47,7 @@ impl DevProcess {
             .unwrap_or_else(|| panic!("unexpected readiness line {line:?}"))
             .to_owned();
         assert!(url.starts_with("ws://127.0.0.1:") && url.ends_with("/ws"), "{url}");
-        Self { child, url }
+        Self { child, url, data }
     }
 
     fn client(&self, args: &[&str]) -> (i32, String, String) {
@@ -63,6 +65,7 @@ impl Drop for DevProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
     }
 }
 

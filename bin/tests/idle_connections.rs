@@ -15,12 +15,14 @@ use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
 
 const CONNECTIONS: usize = 5_000;
 
-struct Node(Child);
+/// The `mortar dev` process and its data directory, killed and removed on drop.
+struct Node(Child, std::path::PathBuf);
 
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 
@@ -51,7 +53,7 @@ async fn five_thousand_idle_connections_hold() {
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).expect("readiness line");
     let url = line.trim().rsplit(' ').next().expect("url").to_owned();
-    let node = Node(child);
+    let node = Node(child, data);
     let pid = node.0.id();
 
     // Small client buffers so 5,000 clients fit in this test process too.

@@ -110,6 +110,22 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("mortar-{name}-{}-{n}", std::process::id()))
 }
 
+/// A fresh [`temp_dir`] path, removed with whatever is in it when this is dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// A fresh path named after `name` (not created).
+    pub fn new(name: &str) -> Self {
+        Self(temp_dir(name))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A raw WebSocket connection, for sending what a well-behaved client would not.
 pub type RawSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 

@@ -26,7 +26,6 @@ fn config(id: &str) -> NodeConfig {
     config.node.id = id.into();
     config.cluster.secret = SECRET.into();
     config.admin.enabled = false;
-    config.storage.path = mortar_tests::temp_dir("store");
     config
 }
 
@@ -61,8 +60,11 @@ async fn workers_push_to_and_kick_a_gateways_sessions() {
     let worker_rpc = bind().await;
     let worker_addr = worker_rpc.local_addr().unwrap();
     let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
+    let store = mortar_tests::TempDir::new("store");
+    let mut worker_config = config("worker-1");
+    worker_config.storage.path = store.0.clone();
     let worker = tokio::spawn(mortar_node::worker::run(
-        config("worker-1"),
+        worker_config,
         WorkerListeners { rpc: worker_rpc, admin: None },
         || {},
         async move {

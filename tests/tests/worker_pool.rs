@@ -63,12 +63,18 @@ fn whoami(session: u64) -> AgentMessage {
 /// address, the sender that stops it, and its task.
 async fn start_worker(
     id: &str,
-) -> (String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), mortar_node::NodeError>>) {
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), mortar_node::NodeError>>,
+    mortar_tests::TempDir,
+) {
+    let store = mortar_tests::TempDir::new("store");
     let mut config = NodeConfig::default();
     config.node.id = id.into();
     config.cluster.secret = SECRET.into();
     config.admin.enabled = false;
-    config.storage.path = mortar_tests::temp_dir("store");
+    config.storage.path = store.0.clone();
     let rpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = rpc.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -76,7 +82,7 @@ async fn start_worker(
         tokio::spawn(mortar_node::worker::run(config, WorkerListeners { rpc, admin: None }, || {}, async {
             let _ = stopped.await;
         }));
-    (addr, stop, worker)
+    (addr, stop, worker, store)
 }
 
 async fn until(what: &str, condition: impl Fn() -> bool) {
@@ -90,7 +96,7 @@ async fn until(what: &str, condition: impl Fn() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_follows_the_registry() {
     mortar_telemetry::metrics::install();
-    let (addr, stop, worker) = start_worker("worker-1").await;
+    let (addr, stop, worker, _store) = start_worker("worker-1").await;
 
     let registry = Arc::new(MemoryRegistry::default());
     let health = Health::default();
@@ -157,7 +163,7 @@ async fn the_pool_follows_the_registry() {
 /// in between: a pool that took the worker out only there kept choosing it.)
 #[tokio::test(flavor = "current_thread")]
 async fn a_dead_connection_leaves_the_choice_before_the_next_pick() {
-    let (real, stop, worker) = start_worker("worker-2").await;
+    let (real, stop, worker, _store) = start_worker("worker-2").await;
 
     // worker-1 takes the handshake, serves testkit by its entry, and never answers a request.
     let fake = TcpListener::bind("127.0.0.1:0").await.unwrap();
