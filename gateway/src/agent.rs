@@ -322,7 +322,7 @@ impl Agent {
             return Box::pin(std::future::ready(reply));
         }
         let relay = self.shared.relay.clone();
-        let agent_message = AgentMessage {
+        let agent_message = Box::new(AgentMessage {
             main: main_type.clone(),
             sub: sub_type.clone(),
             seq,
@@ -335,7 +335,7 @@ impl Agent {
             client_ip: self.ip,
             gateway: self.shared.node_id.clone(),
             trace_id: trace::new_trace_id(),
-        };
+        });
         Box::pin(async move {
             let reply = relay.relay(agent_message).await;
             envelope::relayed(main_type, sub_type, seq, reply)

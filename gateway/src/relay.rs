@@ -79,12 +79,12 @@ impl Relay {
     /// # Errors
     /// None: failures are replies with `TIMEOUT` (deadline passed), `UNAVAILABLE` (the worker is
     /// gone) or `INTERNAL`, the first two with a reason that says so.
-    pub async fn relay(&self, msg: AgentMessage) -> Reply {
+    pub async fn relay(&self, msg: Box<AgentMessage>) -> Reply {
         let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
         match &self.target {
             Target::Local(worker) => {
                 let deadline = Instant::now() + self.timeout;
-                match tokio::time::timeout_at(deadline.into(), worker.handle(msg, deadline)).await {
+                match tokio::time::timeout_at(deadline.into(), worker.handle(*msg, deadline)).await {
                     Ok(reply) => {
                         tracing::debug!(session, seq, trace = %trace::display(trace_id), code = %m::code_label(reply.code), "relayed");
                         reply
@@ -100,7 +100,9 @@ impl Relay {
                 let mut cx = tarpc::context::current();
                 cx.deadline = started + self.timeout;
                 cx.trace_context.trace_id = trace_id.into();
-                let result = worker.handle(cx, msg).await;
+                // Boxed: tarpc's call future is about 4 KiB, and every request's future would
+                // be that large for it (a session boxes one per request).
+                let result = Box::pin(worker.handle(cx, *msg)).await;
                 latency.record(started.elapsed());
                 match result {
                     Ok(Handled::Reply(reply)) => {
@@ -179,5 +181,85 @@ impl Relay {
             Target::Cluster(pool) => pool.descriptors(self.timeout).await?,
         };
         Ok(mortar_pb::merge_descriptor_sets(&sets))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mortar_cluster::{
+        config::RpcConfig,
+        registry::{NodeEntry, NodeKind, memory::MemoryRegistry},
+        rpc::{handshake::Identity, workers::Dialing},
+    };
+
+    /// Answers nothing: the test only builds its futures.
+    struct Nowhere;
+
+    impl Upstream for Nowhere {
+        fn handle(&self, _: AgentMessage, _: Instant) -> BoxFuture<Reply> {
+            Box::pin(std::future::pending())
+        }
+        fn presence(&self, _: Presence, _: Instant) -> BoxFuture<()> {
+            Box::pin(std::future::ready(()))
+        }
+        fn logins(&self, _: Logins) -> BoxFuture<Result<LoginsAnswer, Code>> {
+            Box::pin(std::future::ready(Err(Code::UNAVAILABLE)))
+        }
+        fn descriptors(&self) -> Bytes {
+            Bytes::new()
+        }
+    }
+
+    fn message() -> AgentMessage {
+        AgentMessage {
+            main: "echo".into(),
+            sub: "say".into(),
+            seq: 1,
+            data: Bytes::new(),
+            session: 1,
+            user: None,
+            client_ip: [127, 0, 0, 1].into(),
+            gateway: "gateway-1".into(),
+            trace_id: 1,
+        }
+    }
+
+    /// A session boxes one relay future per request: one of several KiB was a large allocation
+    /// per request (the allocator's slow path, and as many cache lines touched).
+    #[tokio::test]
+    async fn a_relayed_request_boxes_less_than_a_kib() {
+        let entry = NodeEntry {
+            id: "gateway-1".into(),
+            kind: NodeKind::Gateway,
+            addr: "127.0.0.1:1".into(),
+            modules: Vec::new(),
+            online_hooks: Vec::new(),
+            offline_hooks: Vec::new(),
+            keyed: Vec::new(),
+            documents: Vec::new(),
+            store: String::new(),
+            sessions: String::new(),
+            version: String::new(),
+            weight: 1,
+            tags: Vec::new(),
+            started_at_ms: 0,
+        };
+        let me = Arc::new(Identity { cluster: "c".into(), secret: "s".into(), entry });
+        let pool = WorkerPool::start(
+            me,
+            RpcConfig::default(),
+            Arc::new(MemoryRegistry::default()),
+            None,
+            Dialing::Always,
+        );
+        let timeout = Duration::from_secs(1);
+        for (target, relay) in
+            [("cluster", Relay::cluster(pool, timeout)), ("local", Relay::local(Arc::new(Nowhere), timeout))]
+        {
+            let size = std::mem::size_of_val(&relay.relay(Box::new(message())));
+            eprintln!("{target}: {size} bytes");
+            assert!(size < 1024, "{target}: {size} bytes");
+        }
     }
 }

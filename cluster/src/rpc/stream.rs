@@ -268,13 +268,13 @@ impl Waiting {
 
 /// Removes a request from the waiting ones when its caller stops waiting before its answer
 /// (its deadline passed, or its future was dropped).
-struct Forget<'a> {
-    waiting: &'a Mutex<Waiting>,
+struct Forget {
+    waiting: Arc<Mutex<Waiting>>,
     id: u64,
     answered: bool,
 }
 
-impl Drop for Forget<'_> {
+impl Drop for Forget {
     fn drop(&mut self) {
         if self.answered {
             return;
@@ -317,14 +317,40 @@ impl RelayStream {
         (stream, tarpc, Box::pin(driver))
     }
 
-    /// Relays `msg` and waits for the worker's answer until `deadline`.
+    /// Relays `msg` at once, and the future waits for the worker's answer until `deadline`. It
+    /// holds no copy of `msg`: a session boxes one such future per request, whose size is an
+    /// allocation each time.
     ///
     /// # Errors
     /// [`RpcError::DeadlineExceeded`] when the deadline passes first; [`RpcError::Shutdown`] when
     /// the connection ended (or ends) before the answer; [`RpcError::Send`] when the connection's
     /// backlog is full; [`RpcError::Server`] when the request is larger than the connection's
     /// frame limit (`rpc.max_frame_bytes`) and was not sent.
-    pub async fn handle(&self, msg: AgentMessage, deadline: Instant) -> Result<Handled, RpcError> {
+    pub fn handle(
+        &self,
+        msg: &AgentMessage,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Handled, RpcError>> + Send + use<> {
+        let sent = self.send(msg, deadline);
+        async move {
+            let (mut forget, answered) = sent?;
+            match tokio::time::timeout_at(deadline.into(), answered).await {
+                Ok(Ok(handled)) => {
+                    forget.answered = true;
+                    Ok(handled)
+                }
+                Ok(Err(_)) => Err(RpcError::Shutdown),
+                Err(_) => Err(RpcError::DeadlineExceeded),
+            }
+        }
+    }
+
+    /// Writes `msg`'s frame and enters it among the waiting requests.
+    fn send(
+        &self,
+        msg: &AgentMessage,
+        deadline: Instant,
+    ) -> Result<(Forget, oneshot::Receiver<Handled>), RpcError> {
         let (answer, answered) = oneshot::channel();
         let id = {
             let mut waiting = self.inner.waiting.lock().unwrap_or_else(PoisonError::into_inner);
@@ -333,32 +359,25 @@ impl RelayStream {
             let slot = waiting.slots.as_mut().ok_or(RpcError::Shutdown)?.insert((generation, answer));
             u64::from(generation) << 32 | slot as u64
         };
-        let mut forget = Forget { waiting: &self.inner.waiting, id, answered: false };
+        // Dropped on an error below, or with the future before the answer: the request leaves
+        // the waiting ones.
+        let forget = Forget { waiting: self.inner.waiting.clone(), id, answered: false };
         let budget = deadline.saturating_duration_since(Instant::now());
-        match self.inner.outbox.relayed(true, |buf| request(buf, REQUEST, id, budget, &msg)) {
-            Ok(()) => {}
-            Err(Unsent::Closed) => return Err(RpcError::Shutdown),
+        match self.inner.outbox.relayed(true, |buf| request(buf, REQUEST, id, budget, msg)) {
+            Ok(()) => Ok((forget, answered)),
+            Err(Unsent::Closed) => Err(RpcError::Shutdown),
             Err(Unsent::Backlog) => {
                 let backlog =
                     format!("over rpc.max_queued_bytes ({}) wait unsent", self.inner.outbox.max_queued);
-                return Err(RpcError::Send(backlog.into()));
+                Err(RpcError::Send(backlog.into()))
             }
             Err(Unsent::TooLarge(len)) => {
                 let detail = format!("a request of {len} bytes is over rpc.max_frame_bytes");
-                return Err(RpcError::Server(tarpc::ServerError::new(io::ErrorKind::FileTooLarge, detail)));
+                Err(RpcError::Server(tarpc::ServerError::new(io::ErrorKind::FileTooLarge, detail)))
             }
             Err(Unsent::Invalid(error)) => {
-                return Err(RpcError::Server(tarpc::ServerError::new(error.kind(), error.to_string())));
+                Err(RpcError::Server(tarpc::ServerError::new(error.kind(), error.to_string())))
             }
-        }
-        let answer = tokio::time::timeout_at(deadline.into(), answered).await;
-        match answer {
-            Ok(Ok(handled)) => {
-                forget.answered = true;
-                Ok(handled)
-            }
-            Ok(Err(_)) => Err(RpcError::Shutdown),
-            Err(_) => Err(RpcError::DeadlineExceeded),
         }
     }
 }
@@ -643,7 +662,7 @@ mod tests {
         let bodies: [&'static [u8]; 4] = [b"a", b"bb", b"", b"dddd"];
         let requests = bodies.iter().enumerate().map(|(i, body)| {
             let stream = stream.clone();
-            async move { stream.handle(message(40 - 10 * i as u32, 1, body), in_ms(2_000)).await }
+            async move { stream.handle(&message(40 - 10 * i as u32, 1, body), in_ms(2_000)).await }
         });
         let greeting = client.greet(tarpc::context::current(), "relay".into());
         let (replies, greeting) = tokio::join!(futures::future::join_all(requests), greeting);
@@ -658,7 +677,7 @@ mod tests {
     async fn a_draining_worker_hands_the_whole_request_back() {
         let (stream, _client, _worker) = connected().await;
         let sent = message(0, 0, b"body");
-        let Ok(Handled::Draining(back)) = stream.handle(sent.clone(), in_ms(2_000)).await else {
+        let Ok(Handled::Draining(back)) = stream.handle(&sent, in_ms(2_000)).await else {
             panic!("handed back")
         };
         assert_eq!((&back.main[..], &back.sub[..], back.seq, back.session), ("echo", "say", 0, 0));
@@ -672,10 +691,10 @@ mod tests {
     #[tokio::test]
     async fn a_request_past_its_deadline_fails_and_its_late_reply_is_dropped() {
         let (stream, _client, _worker) = connected().await;
-        let late = stream.handle(message(300, 1, b"late"), in_ms(50)).await;
+        let late = stream.handle(&message(300, 1, b"late"), in_ms(50)).await;
         assert!(matches!(late, Err(RpcError::DeadlineExceeded)), "{late:?}");
         // The late reply finds nobody waiting; the stream goes on.
-        let Ok(Handled::Reply(reply)) = stream.handle(message(0, 1, b"next"), in_ms(2_000)).await else {
+        let Ok(Handled::Reply(reply)) = stream.handle(&message(0, 1, b"next"), in_ms(2_000)).await else {
             panic!("a reply")
         };
         assert_eq!(&reply.data[..], b"next");
@@ -690,13 +709,13 @@ mod tests {
         let (stream, _client, worker) = connected().await;
         let waiting = tokio::spawn({
             let stream = stream.clone();
-            async move { stream.handle(message(5_000, 1, b"x"), in_ms(10_000)).await }
+            async move { stream.handle(&message(5_000, 1, b"x"), in_ms(10_000)).await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         worker.abort();
         let waited = tokio::time::timeout(Duration::from_secs(2), waiting).await.expect("answered").unwrap();
         assert!(matches!(waited, Err(RpcError::Shutdown)), "{waited:?}");
-        let later = stream.handle(message(0, 1, b"y"), in_ms(1_000)).await;
+        let later = stream.handle(&message(0, 1, b"y"), in_ms(1_000)).await;
         assert!(matches!(later, Err(RpcError::Shutdown)), "{later:?}");
     }
 
@@ -721,12 +740,12 @@ mod tests {
     async fn a_reply_over_the_frame_limit_becomes_internal_and_the_connection_stays() {
         let (stream, _client, _worker) = connected().await;
         // 1 MiB of body plus its header is over the 1 MiB frame limit; 1,000 KiB is not.
-        let Ok(Handled::Reply(big)) = stream.handle(message(0, 2, &[0; 1024]), in_ms(2_000)).await else {
+        let Ok(Handled::Reply(big)) = stream.handle(&message(0, 2, &[0; 1024]), in_ms(2_000)).await else {
             panic!("a reply")
         };
         assert_eq!(big.code, Code::INTERNAL.get());
         assert!(big.reason.contains("over the cluster's frame limit"), "{}", big.reason);
-        let Ok(Handled::Reply(fits)) = stream.handle(message(0, 2, &[0; 1000]), in_ms(2_000)).await else {
+        let Ok(Handled::Reply(fits)) = stream.handle(&message(0, 2, &[0; 1000]), in_ms(2_000)).await else {
             panic!("a reply")
         };
         assert_eq!((fits.code, fits.data.len()), (0, 1000 << 10));
@@ -752,7 +771,7 @@ mod tests {
         for _ in 0..2_000 {
             let sender = stream.clone();
             let mut request =
-                Box::pin(async move { sender.handle(message(0, 1, &BODY), in_ms(30_000)).await });
+                Box::pin(async move { sender.handle(&message(0, 1, &BODY), in_ms(30_000)).await });
             match futures::poll!(request.as_mut()) {
                 Poll::Pending => waiting.push(request),
                 Poll::Ready(refused) => {

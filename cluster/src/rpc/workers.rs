@@ -34,6 +34,7 @@ use crate::rpc::{
 };
 use crate::suggest;
 use bytes::Bytes;
+use futures::FutureExt as _;
 use mortar_abi::Code;
 use mortar_telemetry::metrics as m;
 use mortar_telemetry::trace;
@@ -289,21 +290,25 @@ impl WorkerPool {
     /// "gret" (did you mean "greet"?)`); `UNAVAILABLE`: no worker is live, or none of those
     /// serving (or that may serve) the module, or the worker's connection failed (it is marked
     /// down at once); `TIMEOUT`: the deadline passed.
-    pub async fn relay(&self, msg: AgentMessage, timeout: Duration) -> Reply {
+    pub async fn relay(&self, msg: impl Into<Box<AgentMessage>>, timeout: Duration) -> Reply {
+        // Boxed, the message moves from future to nested future as a pointer: each level of
+        // an async call keeps its own copy of what it was given.
+        let msg: Box<AgentMessage> = msg.into();
         let deadline = Instant::now() + timeout;
         let key =
             self.route_key(&msg.main, &msg.sub, &msg.data).unwrap_or_else(|| msg.user.unwrap_or(msg.session));
         let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
-        let main: fn(&AgentMessage) -> &str = |msg| msg.main.as_str();
+        let main: fn(&Box<AgentMessage>) -> &str = |msg| msg.main.as_str();
         let sent = self
             .attempt(main, key, trace_id, msg, |worker, msg| {
-                let stream = worker.stream.clone();
-                async move {
-                    Ok(match stream.handle(msg, deadline).await? {
+                // Sent now; a draining worker hands the message back whole. A combinator, not
+                // an async block: that would hold the answer's future twice.
+                worker.stream.handle(&msg, deadline).map(|answer| {
+                    Ok(match answer? {
                         Handled::Reply(reply) => Sent::Reply(reply),
-                        Handled::Draining(msg) => Sent::Draining(*msg),
+                        Handled::Draining(msg) => Sent::Draining(msg),
                     })
-                }
+                })
             })
             .await;
         match sent {
