@@ -229,22 +229,7 @@ mod tests {
     /// per request (the allocator's slow path, and as many cache lines touched).
     #[tokio::test]
     async fn a_relayed_request_boxes_less_than_a_kib() {
-        let entry = NodeEntry {
-            id: "gateway-1".into(),
-            kind: NodeKind::Gateway,
-            addr: "127.0.0.1:1".into(),
-            modules: Vec::new(),
-            online_hooks: Vec::new(),
-            offline_hooks: Vec::new(),
-            keyed: Vec::new(),
-            documents: Vec::new(),
-            store: String::new(),
-            sessions: String::new(),
-            version: String::new(),
-            weight: 1,
-            tags: Vec::new(),
-            started_at_ms: 0,
-        };
+        let entry = NodeEntry::new("gateway-1", NodeKind::Gateway, "127.0.0.1:1");
         let me = Arc::new(Identity { cluster: "c".into(), secret: "s".into(), entry });
         let pool = WorkerPool::start(
             me,

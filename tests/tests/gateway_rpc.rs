@@ -36,20 +36,8 @@ async fn bind() -> TcpListener {
 /// A worker posing node, as the test introduces itself to the gateway.
 fn worker_identity(secret: &str) -> Identity {
     let entry = NodeEntry {
-        id: "test-worker".into(),
-        kind: NodeKind::Worker,
-        addr: "127.0.0.1:1".into(),
-        modules: Vec::new(),
-        online_hooks: Vec::new(),
-        offline_hooks: Vec::new(),
-        keyed: Vec::new(),
-        documents: Vec::new(),
-        store: String::new(),
         sessions: mortar_backends::session::identity(&Default::default()),
-        version: String::new(),
-        weight: 1,
-        tags: Vec::new(),
-        started_at_ms: 0,
+        ..NodeEntry::new("test-worker", NodeKind::Worker, "127.0.0.1:1")
     };
     Identity { cluster: "mortar".into(), secret: secret.into(), entry }
 }

@@ -21,20 +21,8 @@ const SECRET: &str = "worker-pool-test";
 
 fn entry(id: &str, kind: NodeKind, addr: String) -> NodeEntry {
     NodeEntry {
-        id: id.into(),
-        kind,
-        addr,
-        modules: Vec::new(),
-        online_hooks: Vec::new(),
-        offline_hooks: Vec::new(),
-        keyed: Vec::new(),
-        documents: Vec::new(),
-        store: String::new(),
         sessions: mortar_backends::session::identity(&Default::default()),
-        version: String::new(),
-        weight: 1,
-        tags: Vec::new(),
-        started_at_ms: 0,
+        ..NodeEntry::new(id, kind, addr)
     }
 }
 

@@ -95,6 +95,27 @@ pub struct KeyedRoute {
 }
 
 impl NodeEntry {
+    /// Node `id` of `kind` at `addr`, serving nothing known yet, of weight 1: a peer as a static
+    /// list names it before its handshake tells the rest.
+    pub fn new(id: impl Into<String>, kind: NodeKind, addr: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            kind,
+            addr: addr.into(),
+            modules: Vec::new(),
+            online_hooks: Vec::new(),
+            offline_hooks: Vec::new(),
+            keyed: Vec::new(),
+            documents: Vec::new(),
+            store: String::new(),
+            sessions: String::new(),
+            version: String::new(),
+            weight: 1,
+            tags: Vec::new(),
+            started_at_ms: 0,
+        }
+    }
+
     /// Why this node and `other` must not be in one cluster, if they must not: they keep players'
     /// sessions in different places, so pushes and kicks between them would be lost. An entry
     /// that does not say (an older node, or a static list's) passes.
@@ -310,20 +331,9 @@ pub(crate) mod tests {
 
     pub(crate) fn entry(id: &str, modules: &[&str]) -> NodeEntry {
         NodeEntry {
-            id: id.into(),
-            kind: NodeKind::Worker,
-            addr: "127.0.0.1:1".into(),
             modules: modules.iter().map(|m| (*m).to_owned()).collect(),
-            online_hooks: Vec::new(),
-            offline_hooks: Vec::new(),
-            keyed: Vec::new(),
-            documents: Vec::new(),
-            store: String::new(),
-            sessions: String::new(),
             version: "test".into(),
-            weight: 1,
-            tags: Vec::new(),
-            started_at_ms: 0,
+            ..NodeEntry::new(id, NodeKind::Worker, "127.0.0.1:1")
         }
     }
 

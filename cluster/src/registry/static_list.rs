@@ -35,23 +35,7 @@ impl StaticRegistry {
                 .iter()
                 .map(|node| {
                     let kind = if node.kind == "gateway" { NodeKind::Gateway } else { NodeKind::Worker };
-                    let entry = NodeEntry {
-                        id: node.id.clone(),
-                        kind,
-                        addr: node.addr.clone(),
-                        modules: Vec::new(),
-                        online_hooks: Vec::new(),
-                        offline_hooks: Vec::new(),
-                        keyed: Vec::new(),
-                        documents: Vec::new(),
-                        store: String::new(),
-                        sessions: String::new(),
-                        version: String::new(),
-                        weight: 1,
-                        tags: Vec::new(),
-                        started_at_ms: 0,
-                    };
-                    (node.id.clone(), entry)
+                    (node.id.clone(), NodeEntry::new(node.id.clone(), kind, node.addr.clone()))
                 })
                 .collect(),
         );
