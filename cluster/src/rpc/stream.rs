@@ -775,7 +775,8 @@ mod tests {
             match futures::poll!(request.as_mut()) {
                 Poll::Pending => waiting.push(request),
                 Poll::Ready(refused) => {
-                    assert!(matches!(refused, Err(RpcError::Send(_))), "{refused:?}");
+                    let Err(RpcError::Send(cause)) = refused else { panic!("refused: {refused:?}") };
+                    assert!(cause.to_string().contains("over rpc.max_queued_bytes"), "{cause}");
                     let queued = stream.inner.outbox.buf.lock().unwrap().len();
                     assert!(queued < (256 + 61) << 10, "{queued} bytes queued");
                     return;

@@ -466,7 +466,10 @@ impl WorkerPool {
                     }
                     metrics::counter!(m::RPC_ERRORS, "peer" => worker.id.to_string(), "code" => m::code_label(code.get()))
                         .increment(1);
-                    tracing::warn!(peer = %worker.id, trace = %trace::display(trace_id), %error, ?code, "call to worker failed");
+                    // tarpc's errors keep their detail (a full backlog, …) as their source.
+                    let cause =
+                        std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default();
+                    tracing::warn!(peer = %worker.id, trace = %trace::display(trace_id), %error, cause, ?code, "call to worker failed");
                     return Ok(reply);
                 }
             }
