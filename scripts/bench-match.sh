@@ -7,8 +7,11 @@
 #                 client at 1,000 connections (a round trip is two frames);
 #   dev           `mortar dev`, at each player count of MATCH_CLIENTS;
 #   cluster       two `mortar gateway`s + two `mortar worker`s (the example cluster's files: both
-#                 workers serve arena and matchmake, worker 1 the accounts), players on both.
-# The bot runs on one thread; the servers on their defaults (one runtime thread per core). It
+#                 workers serve arena and matchmake, worker 1 the accounts), players on both; one
+#                 runtime thread per node, as in the other cluster benchmarks (four nodes share two
+#                 cores: with one thread per core each, their eight threads woke and preempted each
+#                 other: broadcasts' p99 at 3,000 players was 235–292 ms against 46–73 ms, same CPU).
+# The bot runs on one thread; `mortar dev` on its default (one runtime thread per core). It
 # reports the servers' tick lateness (from their admin listeners), their CPU and memory
 # (--server-pid), echo and broadcast delivery latency and the frames the clients received.
 # Usage: scripts/bench-match.sh MORTAR_BIN OUT_DIR SECONDS RUNS
@@ -65,14 +68,14 @@ for n in $cluster_clients; do
   for run in $(seq "$runs"); do
     node_pids=()
     for w in 1 2; do
-      env "${common[@]}" "$bin" worker --conf "conf/worker_$w.toml" --data "$out/match-w$w-data-$n-$run" \
+      env "${common[@]}" MORTAR_NODE__WORKER_THREADS=1 "$bin" worker --conf "conf/worker_$w.toml" --data "$out/match-w$w-data-$n-$run" \
         >"$out/match-w$w.out" 2>"$out/match-w$w.err" &
       node_pids+=("$!")
       ready "$out/match-w$w.out" >/dev/null
     done
-    env "${common[@]}" "$bin" gateway --conf conf/gateway_1.toml >"$out/match-g1.out" 2>"$out/match-g1.err" &
+    env "${common[@]}" MORTAR_NODE__WORKER_THREADS=1 "$bin" gateway --conf conf/gateway_1.toml >"$out/match-g1.out" 2>"$out/match-g1.err" &
     node_pids+=("$!")
-    env "${common[@]}" MORTAR_NODE__ID=gateway-2 MORTAR_GATEWAY__LISTEN=127.0.0.1:4001 \
+    env "${common[@]}" MORTAR_NODE__WORKER_THREADS=1 MORTAR_NODE__ID=gateway-2 MORTAR_GATEWAY__LISTEN=127.0.0.1:4001 \
       MORTAR_GATEWAY__RPC_LISTEN=127.0.0.1:7001 MORTAR_ADMIN__LISTEN=127.0.0.1:9103 \
       "$bin" gateway --conf conf/gateway_1.toml >"$out/match-g2.out" 2>"$out/match-g2.err" &
     node_pids+=("$!")

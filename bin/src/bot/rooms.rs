@@ -12,6 +12,9 @@
 //! - **broadcast delivery**: from sending `arena.broadcast` until each member (the sender too)
 //!   has its `arena.broadcasted`;
 //! - **states** per second and the largest gap in a member's tick sequence;
+//! - echo, broadcast and states are counted from the run's first second on: until then each
+//!   client reads through the states its room pushed while the other clients were setting up (it
+//!   reads nothing while it waits for them), which would count as a late echo;
 //! - **tick lateness** on the servers: `mortar_room_tick_late_seconds` read from each
 //!   `--metrics` admin listener before and after the run (the share of ticks within 10 ms, and the
 //!   histogram bucket holding the 99th percentile).
@@ -34,8 +37,8 @@ const ECHO_BYTES: usize = 44;
 const BROADCAST_BYTES: usize = 35;
 /// How often a client sends, alternating echo and broadcast.
 const EVERY: Duration = Duration::from_millis(500);
-/// States are counted from this far into the run.
-const STATES_FROM: Duration = Duration::from_secs(1);
+/// Echoes, broadcasts, states and frames are counted from this far into the run.
+const MEASURED_FROM: Duration = Duration::from_secs(1);
 
 /// What the run measured.
 #[derive(Debug, Serialize)]
@@ -54,9 +57,9 @@ pub struct MatchReport {
     pub sent: u64,
     /// Replies other than OK, and connections lost.
     pub errors: u64,
-    /// Send to `arena.echoed`.
+    /// Send to `arena.echoed`, from the run's first second on.
     pub echo_ms: Latency,
-    /// Send to each member's `arena.broadcasted`.
+    /// Send to each member's `arena.broadcasted`, from the run's first second on.
     pub broadcast_ms: Latency,
     /// Broadcasts delivered per second (one per member).
     pub broadcasts_per_sec: f64,
@@ -213,7 +216,7 @@ pub async fn run(options: &BotOptions) -> Result<MatchReport, BotError> {
     for (index, (client, room)) in players.into_iter().enumerate() {
         // Each client's own phase within the period, so sends do not come in bursts.
         let phase = EVERY.mul_f64(index as f64 / playing as f64);
-        running.spawn(play(client, room, origin, measured + phase, measured + STATES_FROM, deadline));
+        running.spawn(play(client, room, origin, measured + phase, measured + MEASURED_FROM, deadline));
     }
     let mut seen = Seen::new();
     while let Some(joined) = running.join_next().await {
@@ -247,8 +250,8 @@ pub async fn run(options: &BotOptions) -> Result<MatchReport, BotError> {
         echo_ms: Latency::of(&seen.echo),
         broadcast_ms: Latency::of(&seen.broadcast),
         broadcasts_per_sec: seen.broadcast.len() as f64 / elapsed,
-        states_per_sec: seen.states as f64 / (elapsed - STATES_FROM.as_secs_f64()).max(f64::EPSILON),
-        frames_per_sec: seen.frames as f64 / (elapsed - STATES_FROM.as_secs_f64()).max(f64::EPSILON),
+        states_per_sec: seen.states as f64 / (elapsed - MEASURED_FROM.as_secs_f64()).max(f64::EPSILON),
+        frames_per_sec: seen.frames as f64 / (elapsed - MEASURED_FROM.as_secs_f64()).max(f64::EPSILON),
         max_tick_gap: seen.max_gap,
         ticks,
         servers,
@@ -320,13 +323,13 @@ fn ok(reply: &UserMessage, route: &str) -> Result<(), String> {
 }
 
 /// Plays until `deadline`: sends from `first` every [`EVERY`], alternating echo and broadcast,
-/// and measures what comes back (states from `count_states`).
+/// and measures what comes back from `measure_from` on.
 async fn play(
     mut client: Client,
     room: String,
     origin: std::time::Instant,
     first: Instant,
-    count_states: Instant,
+    measure_from: Instant,
     deadline: Instant,
 ) -> Seen {
     let mut seen = Seen::new();
@@ -370,7 +373,8 @@ async fn play(
                     seen.errors += 1;
                     break;
                 };
-                if Instant::now() >= count_states {
+                let measuring = Instant::now() >= measure_from;
+                if measuring {
                     seen.frames += 1;
                 }
                 if msg.seq != 0 {
@@ -380,19 +384,19 @@ async fn play(
                     continue;
                 }
                 match (msg.main_type.as_str(), msg.sub_type.as_str()) {
-                    ("arena", "echoed") => {
+                    ("arena", "echoed") if measuring => {
                         if let Some(micros) = Echoed::decode(msg.data).ok().and_then(|e| age(&e.payload)) {
                             let _ = seen.echo.record(micros);
                         }
                     }
-                    ("arena", "broadcasted") => {
+                    ("arena", "broadcasted") if measuring => {
                         if let Some(micros) = Broadcasted::decode(msg.data).ok().and_then(|b| age(&b.payload)) {
                             let _ = seen.broadcast.record(micros);
                         }
                     }
                     ("arena", "state") => {
                         if let Ok(state) = State::decode(msg.data) {
-                            if Instant::now() >= count_states {
+                            if measuring {
                                 seen.states += 1;
                             }
                             if let Some(last) = last_tick {
