@@ -22,7 +22,11 @@
 //! deadline passes ([`RpcError::DeadlineExceeded`]) or the connection ends
 //! ([`RpcError::Shutdown`]) first. The worker stops a request's handler at its deadline.
 
-use super::{AgentMessage, Handled, Reply, codec::Frames, workers::TIMED_OUT};
+use super::{
+    AgentMessage, Handled, Reply,
+    codec::{Frames, Instead, Oversized, Refused},
+    workers::TIMED_OUT,
+};
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use futures::{Sink, Stream, StreamExt as _, future::BoxFuture};
 use mortar_abi::Code;
@@ -63,32 +67,49 @@ pub trait RelayHandler: Send + Sync + 'static {
 }
 
 /// The tarpc side of a connection: a tarpc transport whose messages travel as `TARPC` frames.
+///
+/// A message over the peer's frame limit is not sent: see [`codec::Transport`](super::codec::Transport).
 pub struct TarpcSide<Item, SinkItem> {
     inbound: mpsc::Receiver<Item>,
     outbox: Arc<Outbox>,
+    /// Answers to requests that were too large to send, read before the next message.
+    refused: Refused<Item>,
     sends: PhantomData<fn(SinkItem)>,
 }
+
+// Nothing of it is pinned: the messages it holds are moved in and out.
+impl<Item, SinkItem> Unpin for TarpcSide<Item, SinkItem> {}
 
 impl<Item, SinkItem> Stream for TarpcSide<Item, SinkItem> {
     type Item = Result<Item, io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(answer) = self.refused.pop(cx) {
+            return Poll::Ready(Some(Ok(answer)));
+        }
         self.inbound.poll_recv(cx).map(|item| item.map(Ok))
     }
 }
 
-impl<Item, SinkItem: Serialize> Sink<SinkItem> for TarpcSide<Item, SinkItem> {
+impl<Item, SinkItem: Serialize + Oversized<Item>> Sink<SinkItem> for TarpcSide<Item, SinkItem> {
     type Error = io::Error;
 
     fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
         Poll::Ready(self.outbox.open())
     }
 
-    fn start_send(self: Pin<&mut Self>, item: SinkItem) -> Result<(), io::Error> {
-        self.outbox.frame(|buf| {
-            buf.put_u8(TARPC);
-            extend(buf, &item)
-        })
+    fn start_send(mut self: Pin<&mut Self>, item: SinkItem) -> Result<(), io::Error> {
+        let len = match self.outbox.tarpc(&item) {
+            Err(Unsent::TooLarge(len)) => len,
+            sent => return sent.map_err(Unsent::into_io),
+        };
+        match item.instead(len, self.outbox.max_frame) {
+            Instead::Send(smaller) => self.outbox.tarpc(&smaller).map_err(Unsent::into_io),
+            Instead::Read(answer) => {
+                self.refused.push(answer);
+                Ok(())
+            }
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
@@ -130,6 +151,17 @@ enum Unsent {
     Invalid(io::Error),
 }
 
+impl Unsent {
+    /// The error a tarpc transport fails with.
+    fn into_io(self) -> io::Error {
+        match self {
+            Self::Closed => io::ErrorKind::BrokenPipe.into(),
+            Self::Invalid(error) => error,
+            Self::TooLarge(_) | Self::Backlog => io::ErrorKind::InvalidData.into(),
+        }
+    }
+}
+
 impl Outbox {
     fn new(max_frame: usize, max_queued: usize) -> Arc<Self> {
         Arc::new(Self {
@@ -148,13 +180,12 @@ impl Outbox {
         }
     }
 
-    /// Appends one frame that `write` puts in the buffer after its length, and wakes the writer.
-    fn frame(&self, write: impl FnOnce(&mut BytesMut) -> Result<(), io::Error>) -> Result<(), io::Error> {
-        self.open()?;
-        // Not limited: tarpc has no way to fail one message, only its whole connection.
-        self.append(usize::MAX, usize::MAX, write).map_err(|unsent| match unsent {
-            Unsent::Invalid(error) => error,
-            _ => io::ErrorKind::InvalidData.into(),
+    /// Appends one tarpc message, unless it is larger than `max_frame`, and wakes the writer.
+    fn tarpc(&self, message: &impl Serialize) -> Result<(), Unsent> {
+        self.open().map_err(|_| Unsent::Closed)?;
+        self.append(usize::MAX, self.max_frame, |buf| {
+            buf.put_u8(TARPC);
+            extend(buf, message)
         })?;
         self.wake.notify_one();
         Ok(())
@@ -304,7 +335,8 @@ impl RelayStream {
         let waiting = Arc::new(Mutex::new(Waiting { generation: 0, slots: Some(Slab::new()) }));
         let stream =
             Self { inner: Arc::new(ClientInner { outbox: outbox.clone(), waiting: waiting.clone() }) };
-        let tarpc = TarpcSide { inbound, outbox: outbox.clone(), sends: PhantomData };
+        let tarpc =
+            TarpcSide { inbound, outbox: outbox.clone(), refused: Refused::default(), sends: PhantomData };
         // The writer ends when the connection fails, the reader ends, or every handle is dropped.
         let driver = async move {
             tokio::select! {
@@ -396,7 +428,7 @@ where
     // Replies are not limited but by size: the gateway's requests in flight bound them.
     let outbox = Outbox::new(max_frame, usize::MAX);
     let (tarpc_in, inbound) = mpsc::channel(TARPC_QUEUE);
-    let side = TarpcSide { inbound, outbox: outbox.clone(), sends: PhantomData };
+    let side = TarpcSide { inbound, outbox: outbox.clone(), refused: Refused::default(), sends: PhantomData };
     let reading = read_requests(reader, handler, &outbox, tarpc_in);
     tokio::select! {
         ((), ()) = async { tokio::join!(reading, tarpc(side)) } => {}
@@ -577,22 +609,11 @@ fn invalid(error: postcard::Error) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::codec;
+    use crate::rpc::codec::{
+        self,
+        tests::{GreetClient, refused_at_once, serve_greeter},
+    };
     use tokio::net::{TcpListener, TcpStream};
-
-    #[tarpc::service]
-    trait Greet {
-        async fn greet(name: String) -> String;
-    }
-
-    #[derive(Clone)]
-    struct Greeter;
-
-    impl Greet for Greeter {
-        async fn greet(self, _: tarpc::context::Context, name: String) -> String {
-            format!("hello {name}")
-        }
-    }
 
     /// Echoes the body after `seq` ms; hands back requests of session 0 as a draining worker does;
     /// answers session 2 with a body of as many KiB as the request's.
@@ -632,17 +653,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let worker = tokio::spawn(async move {
             let (socket, _) = listener.accept().await.unwrap();
-            serve(codec::frames(socket, 1 << 20), Arc::new(Echo), |tarpc| async move {
-                use futures::StreamExt as _;
-                use tarpc::server::{BaseChannel, Channel as _};
-                BaseChannel::with_defaults(tarpc)
-                    .execute(Greeter.serve())
-                    .for_each(|call| async {
-                        tokio::spawn(call);
-                    })
-                    .await;
-            })
-            .await;
+            serve(codec::frames(socket, 1 << 20), Arc::new(Echo), serve_greeter).await;
         });
         let frames = codec::frames(TcpStream::connect(addr).await.unwrap(), 1 << 20);
         let (stream, tarpc, driver) = RelayStream::connect(frames, 1 << 20);
@@ -749,6 +760,20 @@ mod tests {
             panic!("a reply")
         };
         assert_eq!((fits.code, fits.data.len()), (0, 1000 << 10));
+    }
+
+    #[tokio::test]
+    async fn a_tarpc_message_over_the_frame_limit_fails_its_own_call_and_the_connection_stays() {
+        let (stream, client, worker) = connected().await;
+        refused_at_once(client.greet(tarpc::context::current(), "y".repeat(1 << 20)), "request of").await;
+        refused_at_once(client.fill(tarpc::context::current(), 1 << 20), "reply of").await;
+        let greeting = client.greet(tarpc::context::current(), "again".into()).await;
+        assert_eq!(greeting.unwrap(), "hello again");
+        let Ok(Handled::Reply(reply)) = stream.handle(&message(0, 1, b"relayed"), in_ms(2_000)).await else {
+            panic!("a reply")
+        };
+        assert_eq!(&reply.data[..], b"relayed");
+        assert!(!worker.is_finished(), "the connection stays open");
     }
 
     #[tokio::test]
