@@ -12,7 +12,7 @@ use std::{
     io,
     marker::PhantomData,
     pin::Pin,
-    task::{Context, Poll, Waker},
+    task::{Context, Poll},
 };
 use tarpc::tokio_serde::{Deserializer, Serializer};
 use tokio::net::TcpStream;
@@ -105,33 +105,31 @@ pub enum Instead<SinkItem, Item> {
     Read(Item),
 }
 
-/// Messages a transport reads instead of the answers to requests it did not send.
-pub(super) struct Refused<Item> {
-    answers: VecDeque<Item>,
-    /// The task reading, woken when an answer waits.
-    reader: Option<Waker>,
-}
+/// Answers a transport reads instead of the replies to requests it did not send.
+///
+/// The task that sent them reads them: tarpc reads and writes a connection from one task, and
+/// flushes after sending, which wakes that task while one waits ([`Refused::wake`]).
+pub(super) struct Refused<Item>(VecDeque<Item>);
 
 impl<Item> Default for Refused<Item> {
     fn default() -> Self {
-        Self { answers: VecDeque::new(), reader: None }
+        Self(VecDeque::new())
     }
 }
 
 impl<Item> Refused<Item> {
-    /// The next answer waiting, or none, and then `cx`'s task is woken by the next [`Refused::push`].
-    pub(super) fn pop(&mut self, cx: &Context<'_>) -> Option<Item> {
-        let answer = self.answers.pop_front();
-        if answer.is_none() && !self.reader.as_ref().is_some_and(|reader| reader.will_wake(cx.waker())) {
-            self.reader = Some(cx.waker().clone());
-        }
-        answer
+    pub(super) fn pop(&mut self) -> Option<Item> {
+        self.0.pop_front()
     }
 
     pub(super) fn push(&mut self, answer: Item) {
-        self.answers.push_back(answer);
-        if let Some(reader) = &self.reader {
-            reader.wake_by_ref();
+        self.0.push_back(answer);
+    }
+
+    /// Wakes the task of `cx` if an answer waits to be read.
+    pub(super) fn wake(&self, cx: &Context<'_>) {
+        if !self.0.is_empty() {
+            cx.waker().wake_by_ref();
         }
     }
 }
@@ -169,7 +167,7 @@ impl<Item: DeserializeOwned, SinkItem> Stream for Transport<Item, SinkItem> {
     type Item = Result<Item, io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if let Some(answer) = self.refused.pop(cx) {
+        if let Some(answer) = self.refused.pop() {
             return Poll::Ready(Some(Ok(answer)));
         }
         match Pin::new(&mut self.frames).poll_next(cx) {
@@ -207,6 +205,7 @@ where
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
+        self.refused.wake(cx);
         if self.dirty && !self.yielded {
             // Tokio runs a task that woke itself after the tasks already waiting.
             self.yielded = true;

@@ -84,7 +84,7 @@ impl<Item, SinkItem> Stream for TarpcSide<Item, SinkItem> {
     type Item = Result<Item, io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if let Some(answer) = self.refused.pop(cx) {
+        if let Some(answer) = self.refused.pop() {
             return Poll::Ready(Some(Ok(answer)));
         }
         self.inbound.poll_recv(cx).map(|item| item.map(Ok))
@@ -112,7 +112,8 @@ impl<Item, SinkItem: Serialize + Oversized<Item>> Sink<SinkItem> for TarpcSide<I
         }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
+        self.refused.wake(cx);
         Poll::Ready(Ok(()))
     }
 
