@@ -1,5 +1,5 @@
 //! The gateway's own RPC service over real TCP: a worker (here, the test posing as one after a
-//! real handshake) pushes to a session and kicks it. Gateway and worker run in this process with
+//! real handshake) pushes to a session (a push over the frame limit fails alone) and kicks it. Gateway and worker run in this process with
 //! the testkit module, on loopback sockets.
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
@@ -111,6 +111,19 @@ async fn workers_push_to_and_kick_a_gateways_sessions() {
     .unwrap();
     assert_eq!(entry.kind, NodeKind::Gateway);
     let gateway_rpc = GatewayRpcClient::new(Default::default(), codec::transport(frames)).spawn();
+
+    // A push over the cluster's frame limit (a module's bug) is not sent: its call fails alone,
+    // and the connection carries the next push (the gateway would have closed it, failing every
+    // push and kick on it).
+    let oversized = PushBatch {
+        sessions: vec![session],
+        main: "testkit".into(),
+        sub: "note".into(),
+        data: vec![0; gateway_config.rpc.max_frame_bytes].into(),
+    };
+    let refused = gateway_rpc.push(tarpc::context::current(), oversized).await;
+    let Err(tarpc::client::RpcError::Server(error)) = refused else { panic!("refused: {refused:?}") };
+    assert!(error.detail.contains("over the cluster's frame limit"), "{}", error.detail);
 
     let batch = PushBatch {
         sessions: vec![session, 999_999],
