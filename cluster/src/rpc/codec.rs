@@ -4,7 +4,7 @@
 //! `Bytes` body as an array of numbers). postcard is maintained, compact (varints, bytes as
 //! length + raw) and fast; docs/cluster.md has the measurement that chose it.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{Sink, Stream};
 use serde::{Serialize, de::DeserializeOwned};
 use std::{
@@ -14,37 +14,11 @@ use std::{
     pin::Pin,
     task::{Context, Poll},
 };
-use tarpc::tokio_serde::{Deserializer, Serializer};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-/// Encodes `SinkItem`s and decodes `Item`s with postcard.
-pub struct Postcard<Item, SinkItem>(PhantomData<Directions<Item, SinkItem>>);
-
-/// Items come out, sink items go in: the codec owns neither (and is `Send` whatever they are).
+/// Items come out, sink items go in: the transport owns neither (and is `Send` whatever they are).
 type Directions<Item, SinkItem> = (fn() -> Item, fn(SinkItem));
-
-impl<Item, SinkItem> Default for Postcard<Item, SinkItem> {
-    fn default() -> Self {
-        Self(PhantomData)
-    }
-}
-
-impl<Item, SinkItem: Serialize> Serializer<SinkItem> for Postcard<Item, SinkItem> {
-    type Error = io::Error;
-
-    fn serialize(self: Pin<&mut Self>, item: &SinkItem) -> Result<Bytes, io::Error> {
-        encode(item)
-    }
-}
-
-impl<Item: DeserializeOwned, SinkItem> Deserializer<Item> for Postcard<Item, SinkItem> {
-    type Error = io::Error;
-
-    fn deserialize(self: Pin<&mut Self>, src: &BytesMut) -> Result<Item, io::Error> {
-        decode(src)
-    }
-}
 
 /// A TCP connection after the handshake: length-delimited frames.
 pub type Frames = Framed<TcpStream, LengthDelimitedCodec>;
@@ -230,16 +204,16 @@ pub fn frames(stream: TcpStream, max_frame_bytes: usize) -> Frames {
     Framed::new(stream, LengthDelimitedCodec::builder().max_frame_length(max_frame_bytes).new_codec())
 }
 
-/// Encodes one frame. Starting with room for a typical relayed request saves the buffer's
+/// Encodes one message as the transports do. Starting with room for a typical relayed request saves the buffer's
 /// regrowth: a quarter of the encoding time measured (docs/cluster.md).
-pub(super) fn encode<T: Serialize>(value: &T) -> Result<Bytes, io::Error> {
+pub fn encode<T: Serialize>(value: &T) -> Result<Bytes, io::Error> {
     postcard::to_extend(value, Vec::with_capacity(256))
         .map(Bytes::from)
         .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
 }
 
-/// Decodes one frame.
-pub(super) fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, io::Error> {
+/// Decodes one message as the transports do.
+pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, io::Error> {
     postcard::from_bytes(frame).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
 }
 
