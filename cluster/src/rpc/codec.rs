@@ -204,8 +204,8 @@ pub fn frames(stream: TcpStream, max_frame_bytes: usize) -> Frames {
     Framed::new(stream, LengthDelimitedCodec::builder().max_frame_length(max_frame_bytes).new_codec())
 }
 
-/// Encodes one message as the transports do. Starting with room for a typical relayed request saves the buffer's
-/// regrowth: a quarter of the encoding time measured (docs/cluster.md).
+/// Encodes one message as the transports do. Starting with room for a typical relayed request
+/// saves the buffer's regrowth: a quarter of the encoding time measured (docs/cluster.md).
 pub fn encode<T: Serialize>(value: &T) -> Result<Bytes, io::Error> {
     postcard::to_extend(value, Vec::with_capacity(256))
         .map(Bytes::from)
