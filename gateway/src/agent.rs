@@ -323,8 +323,8 @@ impl Agent {
         }
         let relay = self.shared.relay.clone();
         let agent_message = Box::new(AgentMessage {
-            main: main_type.clone(),
-            sub: sub_type.clone(),
+            main: main_type,
+            sub: sub_type,
             seq,
             data,
             session: self.session,
@@ -337,8 +337,9 @@ impl Agent {
             trace_id: trace::new_trace_id(),
         });
         Box::pin(async move {
-            let reply = relay.relay(agent_message).await;
-            envelope::relayed(main_type, sub_type, seq, reply)
+            let reply = relay.relay(&agent_message).await;
+            let AgentMessage { main, sub, .. } = *agent_message;
+            envelope::relayed(main, sub, seq, reply)
         })
     }
 

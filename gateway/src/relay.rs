@@ -79,12 +79,12 @@ impl Relay {
     /// # Errors
     /// None: failures are replies with `TIMEOUT` (deadline passed), `UNAVAILABLE` (the worker is
     /// gone) or `INTERNAL`, the first two with a reason that says so.
-    pub async fn relay(&self, msg: Box<AgentMessage>) -> Reply {
+    pub async fn relay(&self, msg: &AgentMessage) -> Reply {
         let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
         match &self.target {
             Target::Local(worker) => {
                 let deadline = Instant::now() + self.timeout;
-                match tokio::time::timeout_at(deadline.into(), worker.handle(*msg, deadline)).await {
+                match tokio::time::timeout_at(deadline.into(), worker.handle(msg.clone(), deadline)).await {
                     Ok(reply) => {
                         tracing::debug!(session, seq, trace = %trace::display(trace_id), code = %m::code_label(reply.code), "relayed");
                         reply
@@ -102,7 +102,7 @@ impl Relay {
                 cx.trace_context.trace_id = trace_id.into();
                 // Boxed: tarpc's call future is about 4 KiB, and every request's future would
                 // be that large for it (a session boxes one per request).
-                let result = Box::pin(worker.handle(cx, *msg)).await;
+                let result = Box::pin(worker.handle(cx, msg.clone())).await;
                 latency.record(started.elapsed());
                 match result {
                     Ok(Handled::Reply(reply)) => {
@@ -242,7 +242,8 @@ mod tests {
         for (target, relay) in
             [("cluster", Relay::cluster(pool, timeout)), ("local", Relay::local(Arc::new(Nowhere), timeout))]
         {
-            let size = std::mem::size_of_val(&relay.relay(Box::new(message())));
+            let message = message();
+            let size = std::mem::size_of_val(&relay.relay(&message));
             eprintln!("{target}: {size} bytes");
             assert!(size < 1024, "{target}: {size} bytes");
         }

@@ -102,7 +102,7 @@ async fn the_pool_follows_the_registry() {
     );
     assert!(!health.is_ready(), "no worker yet");
     let timeout = Duration::from_secs(5);
-    let reply = pool.relay(whoami(1), timeout).await;
+    let reply = pool.relay(&whoami(1), timeout).await;
     assert_eq!(
         (reply.code, reply.reason.as_str()),
         (ErrorCode::Unavailable as i32, "no worker is up; retry later")
@@ -111,25 +111,25 @@ async fn the_pool_follows_the_registry() {
     registry.register(&entry("worker-1", NodeKind::Worker, addr)).await.unwrap();
     until("the registered worker is live", || pool.live_count() == 1).await;
     assert!(health.is_ready());
-    let reply = pool.relay(whoami(2), timeout).await;
+    let reply = pool.relay(&whoami(2), timeout).await;
     assert_eq!((reply.code, EchoResp::decode(reply.data).unwrap().text.as_str()), (0, "2"));
     assert_eq!(reply.reason, "");
     // Every registered worker is known and none serves the module: NO_ROUTE, with a suggestion
     // when the name is close to a module one serves.
     let typo = AgentMessage { main: "testkti".into(), ..whoami(4) };
-    let reply = pool.relay(typo, timeout).await;
+    let reply = pool.relay(&typo, timeout).await;
     assert_eq!(
         (reply.code, reply.reason.as_str()),
         (ErrorCode::NoRoute as i32, r#"no worker serves module "testkti" (did you mean "testkit"?)"#)
     );
     let unknown = AgentMessage { main: "nothing".into(), ..whoami(4) };
-    let reply = pool.relay(unknown, timeout).await;
+    let reply = pool.relay(&unknown, timeout).await;
     assert_eq!(
         (reply.code, reply.reason.as_str()),
         (ErrorCode::NoRoute as i32, r#"no worker serves module "nothing""#)
     );
     // The worker answers for its own routes.
-    let reply = pool.relay(AgentMessage { sub: "whoamI".into(), ..whoami(5) }, timeout).await;
+    let reply = pool.relay(&AgentMessage { sub: "whoamI".into(), ..whoami(5) }, timeout).await;
     assert_eq!(
         (reply.code, reply.reason.as_str()),
         (ErrorCode::NoRoute as i32, r#"module "testkit" has no route "whoamI" (did you mean "whoami"?)"#)
@@ -138,7 +138,7 @@ async fn the_pool_follows_the_registry() {
     registry.deregister("worker-1").await.unwrap();
     until("the deregistered worker is dropped", || pool.live_count() == 0).await;
     assert!(!health.is_ready());
-    assert_eq!(pool.relay(whoami(3), timeout).await.code, ErrorCode::Unavailable as i32);
+    assert_eq!(pool.relay(&whoami(3), timeout).await.code, ErrorCode::Unavailable as i32);
 
     pool.close();
     let _ = stop.send(());
@@ -181,7 +181,8 @@ async fn a_dead_connection_leaves_the_choice_before_the_next_pick() {
     // A session whose requests go to worker-1: they time out.
     let mut session = 0;
     for candidate in 1..100 {
-        if pool.relay(whoami(candidate), Duration::from_millis(200)).await.code == ErrorCode::Timeout as i32 {
+        if pool.relay(&whoami(candidate), Duration::from_millis(200)).await.code == ErrorCode::Timeout as i32
+        {
             session = candidate;
             break;
         }
@@ -192,7 +193,7 @@ async fn a_dead_connection_leaves_the_choice_before_the_next_pick() {
     drop(connection);
     let mut codes = Vec::new();
     for _ in 0..16 {
-        codes.push(pool.relay(whoami(session), Duration::from_secs(5)).await.code);
+        codes.push(pool.relay(&whoami(session), Duration::from_secs(5)).await.code);
     }
     let unavailable = codes.iter().filter(|&&code| code == ErrorCode::Unavailable as i32).count();
     assert_eq!(unavailable, 1, "one request met the dead connection, the rest moved: {codes:?}");

@@ -268,6 +268,8 @@ pub struct RelayStream {
 struct ClientInner {
     outbox: Arc<Outbox>,
     waiting: Arc<Mutex<Waiting>>,
+    /// Tells [`expire`] of a request due sooner than it planned to look.
+    sooner: Arc<Notify>,
 }
 
 impl Drop for ClientInner {
@@ -280,20 +282,83 @@ impl Drop for ClientInner {
 /// The requests sent on a connection and not answered yet. A request's id is its slot in the
 /// slab (low 32 bits) and the slot's generation (high 32 bits), so that the late reply to a
 /// request that gave up never completes the next request in its slot.
+///
+/// Their deadlines are kept here too, and one task per connection ([`expire`]) answers those
+/// whose deadline passes: a timer per request cost its registration in the runtime's timer wheel
+/// and its removal, under a lock each, about a twentieth of a gateway's instructions per relayed
+/// request.
 struct Waiting {
     generation: u32,
-    /// Requests sent, with their generation, by slot; none once the connection ended.
-    slots: Option<Slab<(u32, oneshot::Sender<Handled>)>>,
+    /// Requests sent, by slot; none once the connection ended.
+    slots: Option<Slab<Pending>>,
+    /// When [`expire`] looks at the deadlines next: none while it waits for a request.
+    next_expiry: Option<Instant>,
+}
+
+/// A request sent and not answered yet.
+struct Pending {
+    generation: u32,
+    deadline: Instant,
+    /// Its answer, or none when its deadline passed.
+    answer: oneshot::Sender<Option<Handled>>,
 }
 
 impl Waiting {
+    fn new() -> Self {
+        Self { generation: 0, slots: Some(Slab::new()), next_expiry: None }
+    }
+
+    /// Enters a request due by `deadline`: its id, and whether [`expire`] must look at the
+    /// deadlines earlier than it planned. `None` once the connection ended.
+    fn insert(&mut self, deadline: Instant, answer: oneshot::Sender<Option<Handled>>) -> Option<(u64, bool)> {
+        self.generation = self.generation.wrapping_add(1);
+        let generation = self.generation;
+        let slot = self.slots.as_mut()?.insert(Pending { generation, deadline, answer });
+        let sooner = self.next_expiry.is_none_or(|next| deadline < next);
+        if sooner {
+            self.next_expiry = Some(deadline);
+        }
+        Some((u64::from(generation) << 32 | slot as u64, sooner))
+    }
+
     /// Takes the waiting request `id`, if it still waits.
-    fn take(&mut self, id: u64) -> Option<oneshot::Sender<Handled>> {
+    fn take(&mut self, id: u64) -> Option<oneshot::Sender<Option<Handled>>> {
         let slots = self.slots.as_mut()?;
         let (slot, generation) = ((id & u64::from(u32::MAX)) as usize, (id >> 32) as u32);
         match slots.get(slot) {
-            Some((current, _)) if *current == generation => Some(slots.remove(slot).1),
+            Some(pending) if pending.generation == generation => Some(slots.remove(slot).answer),
             _ => None,
+        }
+    }
+
+    /// Takes the requests whose deadline is `now` or earlier, and plans the next look at the
+    /// earliest deadline left.
+    fn expired(&mut self, now: Instant) -> Vec<oneshot::Sender<Option<Handled>>> {
+        let Some(slots) = self.slots.as_mut() else { return Vec::new() };
+        let due: Vec<usize> =
+            slots.iter().filter(|(_, pending)| pending.deadline <= now).map(|(slot, _)| slot).collect();
+        self.next_expiry =
+            slots.iter().map(|(_, pending)| pending.deadline).filter(|deadline| *deadline > now).min();
+        due.into_iter().map(|slot| slots.remove(slot).answer).collect()
+    }
+}
+
+/// Answers the requests of a connection whose deadline passes before their reply (with `None`),
+/// looking at their deadlines only when the earliest one is due or a request due sooner than that
+/// arrives (`sooner`).
+async fn expire(waiting: &Mutex<Waiting>, sooner: &Notify) {
+    loop {
+        let next = waiting.lock().unwrap_or_else(PoisonError::into_inner).next_expiry;
+        match next {
+            Some(next) => tokio::select! {
+                () = tokio::time::sleep_until(next.into()) => {}
+                () = sooner.notified() => {}
+            },
+            None => sooner.notified().await,
+        }
+        let expired = waiting.lock().unwrap_or_else(PoisonError::into_inner).expired(Instant::now());
+        for answer in expired {
+            let _ = answer.send(None);
         }
     }
 }
@@ -333,9 +398,10 @@ impl RelayStream {
         let (reader, writer, max_frame) = split(frames);
         let outbox = Outbox::new(max_frame, max_queued);
         let (tarpc_in, inbound) = mpsc::channel(TARPC_QUEUE);
-        let waiting = Arc::new(Mutex::new(Waiting { generation: 0, slots: Some(Slab::new()) }));
-        let stream =
-            Self { inner: Arc::new(ClientInner { outbox: outbox.clone(), waiting: waiting.clone() }) };
+        let waiting = Arc::new(Mutex::new(Waiting::new()));
+        let sooner = Arc::new(Notify::new());
+        let inner = ClientInner { outbox: outbox.clone(), waiting: waiting.clone(), sooner: sooner.clone() };
+        let stream = Self { inner: Arc::new(inner) };
         let tarpc =
             TarpcSide { inbound, outbox: outbox.clone(), refused: Refused::default(), sends: PhantomData };
         // The writer ends when the connection fails, the reader ends, or every handle is dropped.
@@ -343,6 +409,7 @@ impl RelayStream {
             tokio::select! {
                 () = read_replies(reader, &waiting, tarpc_in) => outbox.closed.cancel(),
                 () = outbox.clone().write(writer) => {}
+                () = expire(&waiting, &sooner) => {}
             }
             let ended = waiting.lock().unwrap_or_else(PoisonError::into_inner).slots.take();
             drop(ended);
@@ -367,13 +434,12 @@ impl RelayStream {
         let sent = self.send(msg, deadline);
         async move {
             let (mut forget, answered) = sent?;
-            match tokio::time::timeout_at(deadline.into(), answered).await {
-                Ok(Ok(handled)) => {
-                    forget.answered = true;
-                    Ok(handled)
-                }
-                Ok(Err(_)) => Err(RpcError::Shutdown),
-                Err(_) => Err(RpcError::DeadlineExceeded),
+            let answer = answered.await;
+            forget.answered = true;
+            match answer {
+                Ok(Some(handled)) => Ok(handled),
+                Ok(None) => Err(RpcError::DeadlineExceeded),
+                Err(_) => Err(RpcError::Shutdown),
             }
         }
     }
@@ -383,15 +449,14 @@ impl RelayStream {
         &self,
         msg: &AgentMessage,
         deadline: Instant,
-    ) -> Result<(Forget, oneshot::Receiver<Handled>), RpcError> {
+    ) -> Result<(Forget, oneshot::Receiver<Option<Handled>>), RpcError> {
         let (answer, answered) = oneshot::channel();
-        let id = {
-            let mut waiting = self.inner.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-            waiting.generation = waiting.generation.wrapping_add(1);
-            let generation = waiting.generation;
-            let slot = waiting.slots.as_mut().ok_or(RpcError::Shutdown)?.insert((generation, answer));
-            u64::from(generation) << 32 | slot as u64
-        };
+        let entered =
+            self.inner.waiting.lock().unwrap_or_else(PoisonError::into_inner).insert(deadline, answer);
+        let (id, sooner) = entered.ok_or(RpcError::Shutdown)?;
+        if sooner {
+            self.inner.sooner.notify_one();
+        }
         // Dropped on an error below, or with the future before the answer: the request leaves
         // the waiting ones.
         let forget = Forget { waiting: self.inner.waiting.clone(), id, answered: false };
@@ -475,7 +540,7 @@ async fn read_replies<Item: DeserializeOwned>(
         let answer = waiting.lock().unwrap_or_else(PoisonError::into_inner).take(id);
         // None: its caller stopped waiting (deadline passed).
         if let Some(answer) = answer {
-            let _ = answer.send(handled);
+            let _ = answer.send(Some(handled));
         }
     }
 }
@@ -590,9 +655,30 @@ fn reply(frame: Bytes) -> Result<(u64, Handled), io::Error> {
 }
 
 fn extend<T: Serialize>(buf: &mut BytesMut, value: &T) -> Result<(), io::Error> {
-    let out = postcard::to_extend(value, std::mem::take(buf)).map_err(invalid)?;
-    *buf = out;
-    Ok(())
+    postcard::serialize_with_flavor(value, Appended(buf)).map_err(invalid)
+}
+
+/// Postcard's output appended to a buffer a slice at a time (its `to_extend` goes through
+/// `Extend<u8>`, which `BytesMut` takes a byte at a time: a tenth of a gateway's instructions per
+/// relayed request went there).
+struct Appended<'a>(&'a mut BytesMut);
+
+impl postcard::ser_flavors::Flavor for Appended<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.put_u8(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 fn take<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, &[u8]), io::Error> {
@@ -733,12 +819,8 @@ mod tests {
 
     #[test]
     fn a_late_reply_never_completes_the_request_that_reuses_its_slot() {
-        let mut waiting = Waiting { generation: 0, slots: Some(Slab::new()) };
-        let send = |waiting: &mut Waiting| {
-            waiting.generation += 1;
-            let slot = waiting.slots.as_mut().unwrap().insert((waiting.generation, oneshot::channel().0));
-            u64::from(waiting.generation) << 32 | slot as u64
-        };
+        let mut waiting = Waiting::new();
+        let send = |waiting: &mut Waiting| waiting.insert(in_ms(1_000), oneshot::channel().0).unwrap().0;
         let gave_up = send(&mut waiting);
         assert!(waiting.take(gave_up).is_some(), "its caller gave up");
         let next = send(&mut waiting);
@@ -746,6 +828,43 @@ mod tests {
         assert!(waiting.take(gave_up).is_none(), "the late reply finds nobody");
         assert!(waiting.take(next).is_some());
         assert!(waiting.take(next).is_none(), "answered once");
+    }
+
+    #[test]
+    fn deadlines_are_looked_at_when_the_earliest_is_due() {
+        let mut waiting = Waiting::new();
+        let now = Instant::now();
+        let at = |ms| now + Duration::from_millis(ms);
+        let (first, sooner) = waiting.insert(at(500), oneshot::channel().0).unwrap();
+        assert!(sooner, "the first request sets when to look");
+        assert!(!waiting.insert(at(900), oneshot::channel().0).unwrap().1, "later: no need to look sooner");
+        assert!(waiting.insert(at(100), oneshot::channel().0).unwrap().1, "due sooner than planned");
+        assert_eq!(waiting.next_expiry, Some(at(100)));
+        assert!(waiting.take(first).is_some(), "answered before its deadline");
+        assert_eq!(waiting.expired(at(100)).len(), 1, "the one due");
+        assert_eq!(waiting.next_expiry, Some(at(900)), "the earliest left");
+        assert!(waiting.expired(at(899)).is_empty());
+        assert_eq!(waiting.expired(at(900)).len(), 1);
+        assert_eq!(waiting.next_expiry, None, "nothing left to look at");
+        assert!(waiting.insert(at(2_000), oneshot::channel().0).unwrap().1, "the next request sets it again");
+    }
+
+    #[tokio::test]
+    async fn a_request_due_sooner_than_those_waiting_fails_at_its_own_deadline() {
+        let (stream, _client, _worker) = connected().await;
+        // The worker answers each after `seq` ms.
+        let patient = tokio::spawn({
+            let stream = stream.clone();
+            async move { stream.handle(&message(1_500, 1, b"patient"), in_ms(10_000)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let hasty = stream.handle(&message(1_500, 3, b"hasty"), in_ms(50));
+        let hasty = tokio::time::timeout(Duration::from_millis(1_000), hasty)
+            .await
+            .expect("failed at its deadline, before the earlier request's reply");
+        assert!(matches!(hasty, Err(RpcError::DeadlineExceeded)), "{hasty:?}");
+        let Ok(Handled::Reply(reply)) = patient.await.unwrap() else { panic!("the earlier one is answered") };
+        assert_eq!(&reply.data[..], b"patient");
     }
 
     #[tokio::test]

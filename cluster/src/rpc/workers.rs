@@ -144,6 +144,25 @@ impl Down {
     }
 }
 
+/// A client request on its way to a worker: the caller's own, borrowed (the gateway builds its
+/// reply from its route; cloning its strings cost two allocations per request), or the one a
+/// draining worker handed back.
+enum Relayed<'a> {
+    Caller(&'a AgentMessage),
+    HandedBack(Box<AgentMessage>),
+}
+
+impl std::ops::Deref for Relayed<'_> {
+    type Target = AgentMessage;
+
+    fn deref(&self) -> &AgentMessage {
+        match self {
+            Self::Caller(msg) => msg,
+            Self::HandedBack(msg) => msg,
+        }
+    }
+}
+
 /// What a worker did with a message the pool sent.
 enum Sent<M> {
     Reply(Reply),
@@ -168,8 +187,8 @@ struct Live {
     started_at_ms: u64,
     online_hooks: Arc<[String]>,
     offline_hooks: Arc<[String]>,
-    /// Its routes that are routed by a request field, with the field's number.
-    keyed: Arc<[(String, u32)]>,
+    /// Its routes that are routed by a request field, as `main`, `sub` and the field's number.
+    keyed: Arc<[(String, String, u32)]>,
     client: WorkerRpcClient,
     /// The same connection's relay stream, for client requests.
     stream: RelayStream,
@@ -290,23 +309,20 @@ impl WorkerPool {
     /// "gret" (did you mean "greet"?)`); `UNAVAILABLE`: no worker is live, or none of those
     /// serving (or that may serve) the module, or the worker's connection failed (it is marked
     /// down at once); `TIMEOUT`: the deadline passed.
-    pub async fn relay(&self, msg: impl Into<Box<AgentMessage>>, timeout: Duration) -> Reply {
-        // Boxed, the message moves from future to nested future as a pointer: each level of
-        // an async call keeps its own copy of what it was given.
-        let msg: Box<AgentMessage> = msg.into();
+    pub async fn relay(&self, msg: &AgentMessage, timeout: Duration) -> Reply {
         let deadline = Instant::now() + timeout;
         let key =
             self.route_key(&msg.main, &msg.sub, &msg.data).unwrap_or_else(|| msg.user.unwrap_or(msg.session));
         let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
-        let main: fn(&Box<AgentMessage>) -> &str = |msg| msg.main.as_str();
+        let main: for<'m> fn(&'m Relayed<'_>) -> &'m str = |msg| msg.main.as_str();
         let sent = self
-            .attempt(main, key, trace_id, msg, |worker, msg| {
+            .attempt(main, key, trace_id, Relayed::Caller(msg), |worker, msg| {
                 // Sent now; a draining worker hands the message back whole. A combinator, not
                 // an async block: that would hold the answer's future twice.
                 worker.stream.handle(&msg, deadline).map(|answer| {
                     Ok(match answer? {
                         Handled::Reply(reply) => Sent::Reply(reply),
-                        Handled::Draining(msg) => Sent::Draining(msg),
+                        Handled::Draining(msg) => Sent::Draining(Relayed::HandedBack(msg)),
                     })
                 })
             })
@@ -634,10 +650,7 @@ impl WorkerPool {
     fn route_key(&self, main: &str, sub: &str, data: &[u8]) -> Option<u64> {
         let view = self.view();
         let field = view.iter().filter(|live| !live.keyed.is_empty()).find_map(|live| {
-            live.keyed.iter().find_map(|(route, field)| {
-                let (m, s) = route.split_once('.')?;
-                (m == main && s == sub).then_some(*field)
-            })
+            live.keyed.iter().find_map(|(m, s, field)| (m == main && s == sub).then_some(*field))
         })?;
         rendezvous::field_key(data, field)
     }
@@ -787,7 +800,14 @@ impl WorkerPool {
                             started_at_ms: worker.started_at_ms,
                             online_hooks: worker.online_hooks.into(),
                             offline_hooks: worker.offline_hooks.into(),
-                            keyed: worker.keyed.into_iter().map(|keyed| (keyed.route, keyed.field)).collect(),
+                            keyed: worker
+                                .keyed
+                                .into_iter()
+                                .filter_map(|keyed| {
+                                    let (main, sub) = keyed.route.split_once('.')?;
+                                    Some((main.to_owned(), sub.to_owned(), keyed.field))
+                                })
+                                .collect(),
                             client: client.clone(),
                             stream,
                             generation,
