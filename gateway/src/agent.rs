@@ -337,9 +337,8 @@ impl Agent {
             trace_id: trace::new_trace_id(),
         });
         Box::pin(async move {
-            let reply = relay.relay(&agent_message).await;
-            let AgentMessage { main, sub, .. } = *agent_message;
-            envelope::relayed(main, sub, seq, reply)
+            let answered = relay.relay(agent_message).await;
+            envelope::relayed(answered.main, answered.sub, seq, answered.reply)
         })
     }
 

@@ -29,6 +29,16 @@ pub trait Upstream: Send + Sync + 'static {
     fn descriptors(&self) -> Bytes;
 }
 
+/// A worker's reply to a relayed request, and the request's route.
+pub struct Answered {
+    /// The module part of the request's route.
+    pub main: String,
+    /// The handler part of the request's route.
+    pub sub: String,
+    /// What the worker answered, or the failure that stands for its answer.
+    pub reply: Reply,
+}
+
 /// Relays client requests to a worker. Cheap to clone.
 #[derive(Clone)]
 pub struct Relay {
@@ -70,7 +80,8 @@ impl Relay {
         Self { target: Target::Cluster(pool), timeout }
     }
 
-    /// Relays `msg` to the worker.
+    /// Relays `msg` to the worker; the reply comes back with the request's route, for the
+    /// client's reply (a worker over TCP only borrows the message, so its route is not copied).
     ///
     /// Completes when the worker replies or the deadline passes, whichever comes first, so the
     /// client always receives exactly one reply. Dropping the future cancels the request (the
@@ -79,12 +90,24 @@ impl Relay {
     /// # Errors
     /// None: failures are replies with `TIMEOUT` (deadline passed), `UNAVAILABLE` (the worker is
     /// gone) or `INTERNAL`, the first two with a reason that says so.
-    pub async fn relay(&self, msg: &AgentMessage) -> Reply {
+    pub async fn relay(&self, msg: Box<AgentMessage>) -> Answered {
+        if let Target::Cluster(pool) = &self.target {
+            let reply = pool.relay(&msg, self.timeout).await;
+            let AgentMessage { main, sub, .. } = *msg;
+            return Answered { main, sub, reply };
+        }
+        let (main, sub) = (msg.main.clone(), msg.sub.clone());
+        let reply = self.hand_over(msg).await;
+        Answered { main, sub, reply }
+    }
+
+    /// Relays `msg` to a worker that takes it whole: the node's own, or one tarpc client.
+    async fn hand_over(&self, msg: Box<AgentMessage>) -> Reply {
         let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
         match &self.target {
             Target::Local(worker) => {
                 let deadline = Instant::now() + self.timeout;
-                match tokio::time::timeout_at(deadline.into(), worker.handle(msg.clone(), deadline)).await {
+                match tokio::time::timeout_at(deadline.into(), worker.handle(*msg, deadline)).await {
                     Ok(reply) => {
                         tracing::debug!(session, seq, trace = %trace::display(trace_id), code = %m::code_label(reply.code), "relayed");
                         reply
@@ -102,7 +125,7 @@ impl Relay {
                 cx.trace_context.trace_id = trace_id.into();
                 // Boxed: tarpc's call future is about 4 KiB, and every request's future would
                 // be that large for it (a session boxes one per request).
-                let result = Box::pin(worker.handle(cx, msg.clone())).await;
+                let result = Box::pin(worker.handle(cx, *msg)).await;
                 latency.record(started.elapsed());
                 match result {
                     Ok(Handled::Reply(reply)) => {
@@ -120,7 +143,7 @@ impl Relay {
                     }
                 }
             }
-            Target::Cluster(pool) => pool.relay(msg, self.timeout).await,
+            Target::Cluster(pool) => pool.relay(&msg, self.timeout).await,
         }
     }
 
@@ -242,8 +265,7 @@ mod tests {
         for (target, relay) in
             [("cluster", Relay::cluster(pool, timeout)), ("local", Relay::local(Arc::new(Nowhere), timeout))]
         {
-            let message = message();
-            let size = std::mem::size_of_val(&relay.relay(&message));
+            let size = std::mem::size_of_val(&relay.relay(Box::new(message())));
             eprintln!("{target}: {size} bytes");
             assert!(size < 1024, "{target}: {size} bytes");
         }
