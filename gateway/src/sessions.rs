@@ -63,7 +63,7 @@ struct Will {
 
 /// Live sessions by id, each with its writer's queue.
 pub struct SessionTable {
-    shards: [RwLock<HashMap<u64, Entry>>; SHARDS],
+    shards: [RwLock<foldhash::HashMap<u64, Entry>>; SHARDS],
     /// The wills of the sessions holding any (few: the members of rooms), by session.
     wills: Mutex<HashMap<u64, Vec<Will>>>,
 }
@@ -75,7 +75,7 @@ impl Default for SessionTable {
 }
 
 impl SessionTable {
-    fn shard(&self, session: u64) -> &RwLock<HashMap<u64, Entry>> {
+    fn shard(&self, session: u64) -> &RwLock<foldhash::HashMap<u64, Entry>> {
         // Session ids are sequential, so the low bits spread them evenly.
         &self.shards[(session % SHARDS as u64) as usize]
     }

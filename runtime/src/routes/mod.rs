@@ -41,12 +41,12 @@ use std::{
 
 /// The enabled modules and their routes.
 pub struct RouteTable {
-    routes: HashMap<&'static str, HashMap<&'static str, &'static Route>>,
+    routes: foldhash::HashMap<&'static str, foldhash::HashMap<&'static str, &'static Route>>,
     modules: Vec<(Origin, Box<dyn Module>)>,
     /// The served modules' protos, encoded as one `FileDescriptorSet` (without `mortar.proto`).
     descriptors: bytes::Bytes,
     /// Client routes the config makes public (`worker.public_routes`).
-    public: std::collections::HashSet<&'static str>,
+    public: foldhash::HashSet<&'static str>,
     /// The enabled modules' `on_online` and `on_offline` hooks, by module and status.
     hooks: HashMap<(&'static str, Status), Hook>,
     /// The enabled modules' `on_start` hooks, with the route their context names
@@ -57,7 +57,7 @@ pub struct RouteTable {
     /// Every declared layer, by name, and where it is declared.
     layers: BTreeMap<&'static str, (&'static Layer, String)>,
     /// The layers of each route that has any, outermost first.
-    chains: HashMap<&'static str, Arc<[LayerFn]>>,
+    chains: foldhash::HashMap<&'static str, Arc<[LayerFn]>>,
     /// Every declared game config table, by file, and where it is declared.
     tables: BTreeMap<&'static str, (&'static TableDecl, String)>,
     /// Every declared module config section, by name, and where it is declared.
@@ -294,7 +294,8 @@ impl RouteTable {
             );
         }
 
-        let mut table: HashMap<&'static str, HashMap<&'static str, &'static Route>> = HashMap::new();
+        let mut table: foldhash::HashMap<&'static str, foldhash::HashMap<&'static str, &'static Route>> =
+            Default::default();
         let mut places: HashMap<&'static str, String> = HashMap::new();
         let mut served_files = BTreeSet::new();
         let mut keyed = BTreeMap::new();
@@ -398,7 +399,7 @@ impl RouteTable {
             starts,
             jobs,
             layers,
-            chains: HashMap::new(),
+            chains: Default::default(),
             tables,
             configs,
             documents,
@@ -515,7 +516,7 @@ impl RouteTable {
     /// route): the reason of its `NO_ROUTE`, suggesting the closest module or route a client may
     /// reach when the name looks like a typo.
     pub fn no_route_reason(&self, main: &str, sub: &str) -> String {
-        let for_clients = |subs: &HashMap<&'static str, &'static Route>| {
+        let for_clients = |subs: &foldhash::HashMap<&'static str, &'static Route>| {
             subs.iter().filter(|(_, route)| route.is_for_clients()).map(|(sub, _)| *sub).collect::<Vec<_>>()
         };
         match self.routes.get(main).map(for_clients) {
