@@ -14,9 +14,11 @@
 //! dispatch task, an entry in its deadline queue on both sides, a span, and a copy of the body
 //! each way; with a few hundred nanoseconds of handler that was most of what a gateway spent
 //! on a request beside the WebSocket (docs/benchmarks.md, "Where the time goes"). Here a caller
-//! writes its frame straight into the connection's outgoing buffer and waits on a oneshot; one
-//! writer per connection sends whatever piled up meanwhile in one `write`; the reader completes
-//! the waiting callers; bodies are slices of the frame read, not copies.
+//! writes its frame straight into the connection's outgoing buffer and waits for its answer in
+//! its slot of the connection's waiting requests; one writer per connection sends whatever piled
+//! up meanwhile in one `write`; the reader leaves each reply in its slot and wakes its caller; one
+//! task per connection answers those whose deadline passes; bodies are slices of the frame read,
+//! not copies.
 //!
 //! Every request still gets exactly one answer: its reply, `Draining`, or an error when its
 //! deadline passes ([`RpcError::DeadlineExceeded`]) or the connection ends
@@ -38,14 +40,14 @@ use std::{
     net::IpAddr,
     pin::Pin,
     sync::{Arc, Mutex, PoisonError},
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 use tarpc::client::RpcError;
 use tokio::{
     io::AsyncWriteExt as _,
     net::tcp::{OwnedReadHalf, OwnedWriteHalf},
-    sync::{Notify, mpsc, oneshot},
+    sync::{Notify, mpsc},
 };
 use tokio_util::{
     codec::{FramedRead, LengthDelimitedCodec},
@@ -289,31 +291,45 @@ impl Drop for ClientInner {
 /// request.
 struct Waiting {
     generation: u32,
-    /// Requests sent, by slot; none once the connection ended.
-    slots: Option<Slab<Pending>>,
+    /// Requests sent, by slot.
+    slots: Slab<Pending>,
+    /// The connection ended: no request is sent any more, and those waiting got `Shutdown`.
+    ended: bool,
     /// When [`expire`] looks at the deadlines next: none while it waits for a request.
     next_expiry: Option<Instant>,
 }
 
-/// A request sent and not answered yet.
+/// A request sent and not answered yet, or answered and not yet taken by its caller.
 struct Pending {
     generation: u32,
     deadline: Instant,
-    /// Its answer, or none when its deadline passed.
-    answer: oneshot::Sender<Option<Handled>>,
+    answer: Answer,
+}
+
+/// Where a request's answer is. It waits in the request's slot, where its caller looks for it
+/// when woken: a oneshot channel per request was an allocation more.
+enum Answer {
+    /// Not here yet; the waker of the caller once it looked.
+    Waiting(Option<Waker>),
+    /// The reply, or none when the deadline passed first.
+    Done(Option<Handled>),
 }
 
 impl Waiting {
     fn new() -> Self {
-        Self { generation: 0, slots: Some(Slab::new()), next_expiry: None }
+        Self { generation: 0, slots: Slab::new(), ended: false, next_expiry: None }
     }
 
     /// Enters a request due by `deadline`: its id, and whether [`expire`] must look at the
     /// deadlines earlier than it planned. `None` once the connection ended.
-    fn insert(&mut self, deadline: Instant, answer: oneshot::Sender<Option<Handled>>) -> Option<(u64, bool)> {
+    fn insert(&mut self, deadline: Instant) -> Option<(u64, bool)> {
+        if self.ended {
+            return None;
+        }
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
-        let slot = self.slots.as_mut()?.insert(Pending { generation, deadline, answer });
+        let answer = Answer::Waiting(None);
+        let slot = self.slots.insert(Pending { generation, deadline, answer });
         let sooner = self.next_expiry.is_none_or(|next| deadline < next);
         if sooner {
             self.next_expiry = Some(deadline);
@@ -321,25 +337,83 @@ impl Waiting {
         Some((u64::from(generation) << 32 | slot as u64, sooner))
     }
 
-    /// Takes the waiting request `id`, if it still waits.
-    fn take(&mut self, id: u64) -> Option<oneshot::Sender<Option<Handled>>> {
-        let slots = self.slots.as_mut()?;
+    /// Request `id`'s slot, if it is still there (its generation tells a later request in the same
+    /// slot apart).
+    fn get(&mut self, id: u64) -> Option<&mut Pending> {
         let (slot, generation) = ((id & u64::from(u32::MAX)) as usize, (id >> 32) as u32);
-        match slots.get(slot) {
-            Some(pending) if pending.generation == generation => Some(slots.remove(slot).answer),
-            _ => None,
+        self.slots.get_mut(slot).filter(|pending| pending.generation == generation)
+    }
+
+    /// Forgets request `id`: its caller stopped waiting.
+    fn forget(&mut self, id: u64) {
+        if self.get(id).is_some() {
+            self.slots.remove((id & u64::from(u32::MAX)) as usize);
         }
     }
 
-    /// Takes the requests whose deadline is `now` or earlier, and plans the next look at the
-    /// earliest deadline left.
-    fn expired(&mut self, now: Instant) -> Vec<oneshot::Sender<Option<Handled>>> {
-        let Some(slots) = self.slots.as_mut() else { return Vec::new() };
-        let due: Vec<usize> =
-            slots.iter().filter(|(_, pending)| pending.deadline <= now).map(|(slot, _)| slot).collect();
-        self.next_expiry =
-            slots.iter().map(|(_, pending)| pending.deadline).filter(|deadline| *deadline > now).min();
-        due.into_iter().map(|slot| slots.remove(slot).answer).collect()
+    /// Leaves request `id` its answer (none: its deadline passed), unless it has one already or
+    /// nobody waits for it; the waker of its caller, to wake once the lock is released.
+    fn answer(&mut self, id: u64, handled: Option<Handled>) -> Option<Waker> {
+        let pending = self.get(id)?;
+        match std::mem::replace(&mut pending.answer, Answer::Done(handled)) {
+            Answer::Waiting(waker) => waker,
+            done @ Answer::Done(_) => {
+                pending.answer = done;
+                None
+            }
+        }
+    }
+
+    /// Request `id`'s answer once it has one, taking its slot; `Shutdown` when the connection ended
+    /// before its answer came.
+    fn poll_answer(&mut self, id: u64, cx: &Context<'_>) -> Poll<Result<Handled, RpcError>> {
+        let Some(pending) = self.get(id) else { return Poll::Ready(Err(RpcError::Shutdown)) };
+        match &mut pending.answer {
+            Answer::Waiting(Some(waker)) if waker.will_wake(cx.waker()) => return Poll::Pending,
+            Answer::Waiting(waker) => {
+                *waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            Answer::Done(_) => {}
+        }
+        match self.slots.remove((id & u64::from(u32::MAX)) as usize).answer {
+            Answer::Done(Some(handled)) => Poll::Ready(Ok(handled)),
+            _ => Poll::Ready(Err(RpcError::DeadlineExceeded)),
+        }
+    }
+
+    /// Answers the requests whose deadline is `now` or earlier with none, and plans the next look
+    /// at the earliest deadline left; the wakers of their callers.
+    fn expired(&mut self, now: Instant) -> Vec<Waker> {
+        let mut wakers = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (_, pending) in self.slots.iter_mut() {
+            let Answer::Waiting(waker) = &mut pending.answer else { continue };
+            if pending.deadline > now {
+                next = Some(next.map_or(pending.deadline, |next| next.min(pending.deadline)));
+                continue;
+            }
+            wakers.extend(waker.take());
+            pending.answer = Answer::Done(None);
+        }
+        self.next_expiry = next;
+        wakers
+    }
+
+    /// The connection ended: the requests still waiting lose their slots, and their callers,
+    /// whose wakers this returns, find `Shutdown`; answers that came already stay for their
+    /// callers.
+    fn end(&mut self) -> Vec<Waker> {
+        self.ended = true;
+        let mut wakers = Vec::new();
+        self.slots.retain(|_, pending| match &mut pending.answer {
+            Answer::Waiting(waker) => {
+                wakers.extend(waker.take());
+                false
+            }
+            Answer::Done(_) => true,
+        });
+        wakers
     }
 }
 
@@ -357,9 +431,7 @@ async fn expire(waiting: &Mutex<Waiting>, sooner: &Notify) {
             None => sooner.notified().await,
         }
         let expired = waiting.lock().unwrap_or_else(PoisonError::into_inner).expired(Instant::now());
-        for answer in expired {
-            let _ = answer.send(None);
-        }
+        expired.into_iter().for_each(Waker::wake);
     }
 }
 
@@ -376,7 +448,7 @@ impl Drop for Forget {
         if self.answered {
             return;
         }
-        self.waiting.lock().unwrap_or_else(PoisonError::into_inner).take(self.id);
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner).forget(self.id);
     }
 }
 
@@ -411,8 +483,8 @@ impl RelayStream {
                 () = outbox.clone().write(writer) => {}
                 () = expire(&waiting, &sooner) => {}
             }
-            let ended = waiting.lock().unwrap_or_else(PoisonError::into_inner).slots.take();
-            drop(ended);
+            let ended = waiting.lock().unwrap_or_else(PoisonError::into_inner).end();
+            ended.into_iter().for_each(Waker::wake);
         };
         (stream, tarpc, Box::pin(driver))
     }
@@ -433,26 +505,19 @@ impl RelayStream {
     ) -> impl Future<Output = Result<Handled, RpcError>> + Send + use<> {
         let sent = self.send(msg, deadline);
         async move {
-            let (mut forget, answered) = sent?;
-            let answer = answered.await;
+            let mut forget = sent?;
+            let answer = std::future::poll_fn(|cx| {
+                forget.waiting.lock().unwrap_or_else(PoisonError::into_inner).poll_answer(forget.id, cx)
+            })
+            .await;
             forget.answered = true;
-            match answer {
-                Ok(Some(handled)) => Ok(handled),
-                Ok(None) => Err(RpcError::DeadlineExceeded),
-                Err(_) => Err(RpcError::Shutdown),
-            }
+            answer
         }
     }
 
     /// Writes `msg`'s frame and enters it among the waiting requests.
-    fn send(
-        &self,
-        msg: &AgentMessage,
-        deadline: Instant,
-    ) -> Result<(Forget, oneshot::Receiver<Option<Handled>>), RpcError> {
-        let (answer, answered) = oneshot::channel();
-        let entered =
-            self.inner.waiting.lock().unwrap_or_else(PoisonError::into_inner).insert(deadline, answer);
+    fn send(&self, msg: &AgentMessage, deadline: Instant) -> Result<Forget, RpcError> {
+        let entered = self.inner.waiting.lock().unwrap_or_else(PoisonError::into_inner).insert(deadline);
         let (id, sooner) = entered.ok_or(RpcError::Shutdown)?;
         if sooner {
             self.inner.sooner.notify_one();
@@ -462,7 +527,7 @@ impl RelayStream {
         let forget = Forget { waiting: self.inner.waiting.clone(), id, answered: false };
         let budget = deadline.saturating_duration_since(Instant::now());
         match self.inner.outbox.relayed(true, |buf| request(buf, REQUEST, id, budget, msg)) {
-            Ok(()) => Ok((forget, answered)),
+            Ok(()) => Ok(forget),
             Err(Unsent::Closed) => Err(RpcError::Shutdown),
             Err(Unsent::Backlog) => {
                 let backlog =
@@ -537,10 +602,10 @@ async fn read_replies<Item: DeserializeOwned>(
             },
             _ => break,
         };
-        let answer = waiting.lock().unwrap_or_else(PoisonError::into_inner).take(id);
-        // None: its caller stopped waiting (deadline passed).
-        if let Some(answer) = answer {
-            let _ = answer.send(Some(handled));
+        // Nobody waits when the caller stopped waiting (its deadline passed, or it left).
+        let waker = waiting.lock().unwrap_or_else(PoisonError::into_inner).answer(id, Some(handled));
+        if let Some(waker) = waker {
+            waker.wake();
         }
     }
 }
@@ -796,10 +861,7 @@ mod tests {
             panic!("a reply")
         };
         assert_eq!(&reply.data[..], b"next");
-        assert!(
-            stream.inner.waiting.lock().unwrap().slots.as_ref().unwrap().is_empty(),
-            "nothing left waiting"
-        );
+        assert!(stream.inner.waiting.lock().unwrap().slots.is_empty(), "nothing left waiting");
     }
 
     #[tokio::test]
@@ -820,33 +882,58 @@ mod tests {
     #[test]
     fn a_late_reply_never_completes_the_request_that_reuses_its_slot() {
         let mut waiting = Waiting::new();
-        let send = |waiting: &mut Waiting| waiting.insert(in_ms(1_000), oneshot::channel().0).unwrap().0;
+        let cx = Context::from_waker(Waker::noop());
+        let send = |waiting: &mut Waiting| waiting.insert(in_ms(1_000)).unwrap().0;
         let gave_up = send(&mut waiting);
-        assert!(waiting.take(gave_up).is_some(), "its caller gave up");
+        waiting.forget(gave_up);
         let next = send(&mut waiting);
         assert_eq!(next & 0xffff_ffff, gave_up & 0xffff_ffff, "the same slot");
-        assert!(waiting.take(gave_up).is_none(), "the late reply finds nobody");
-        assert!(waiting.take(next).is_some());
-        assert!(waiting.take(next).is_none(), "answered once");
+        assert!(waiting.poll_answer(next, &cx).is_pending());
+        let _ = waiting.answer(gave_up, Some(Handled::Reply(Reply::ok(Bytes::from_static(b"late")))));
+        assert!(waiting.poll_answer(next, &cx).is_pending(), "the late reply finds nobody");
+        let _ = waiting.answer(next, Some(Handled::Reply(Reply::ok(Bytes::from_static(b"next")))));
+        let _ = waiting.answer(next, None);
+        let Poll::Ready(Ok(Handled::Reply(reply))) = waiting.poll_answer(next, &cx) else {
+            panic!("answered")
+        };
+        assert_eq!(&reply.data[..], b"next", "the first answer stays");
+        assert!(waiting.slots.is_empty(), "taken once");
     }
 
     #[test]
     fn deadlines_are_looked_at_when_the_earliest_is_due() {
         let mut waiting = Waiting::new();
+        let cx = Context::from_waker(Waker::noop());
         let now = Instant::now();
         let at = |ms| now + Duration::from_millis(ms);
-        let (first, sooner) = waiting.insert(at(500), oneshot::channel().0).unwrap();
+        let (first, sooner) = waiting.insert(at(500)).unwrap();
         assert!(sooner, "the first request sets when to look");
-        assert!(!waiting.insert(at(900), oneshot::channel().0).unwrap().1, "later: no need to look sooner");
-        assert!(waiting.insert(at(100), oneshot::channel().0).unwrap().1, "due sooner than planned");
+        let (second, sooner) = waiting.insert(at(900)).unwrap();
+        assert!(!sooner, "later: no need to look sooner");
+        let (third, sooner) = waiting.insert(at(100)).unwrap();
+        assert!(sooner, "due sooner than planned");
         assert_eq!(waiting.next_expiry, Some(at(100)));
-        assert!(waiting.take(first).is_some(), "answered before its deadline");
-        assert_eq!(waiting.expired(at(100)).len(), 1, "the one due");
+        assert!(waiting.poll_answer(third, &cx).is_pending(), "its caller waits");
+        waiting.forget(first);
+        assert_eq!(waiting.expired(at(100)).len(), 1, "the one due, whose caller waits, is woken");
+        assert!(matches!(waiting.poll_answer(third, &cx), Poll::Ready(Err(RpcError::DeadlineExceeded))));
         assert_eq!(waiting.next_expiry, Some(at(900)), "the earliest left");
         assert!(waiting.expired(at(899)).is_empty());
-        assert_eq!(waiting.expired(at(900)).len(), 1);
+        assert!(waiting.expired(at(900)).is_empty(), "expired, but nobody looked yet to wake");
+        assert!(matches!(waiting.poll_answer(second, &cx), Poll::Ready(Err(RpcError::DeadlineExceeded))));
         assert_eq!(waiting.next_expiry, None, "nothing left to look at");
-        assert!(waiting.insert(at(2_000), oneshot::channel().0).unwrap().1, "the next request sets it again");
+        assert!(waiting.insert(at(2_000)).unwrap().1, "the next request sets it again");
+        let (last, _) = waiting.insert(at(3_000)).unwrap();
+        assert!(waiting.poll_answer(last, &cx).is_pending());
+        let (answered, _) = waiting.insert(at(3_000)).unwrap();
+        let _ = waiting.answer(answered, Some(Handled::Reply(Reply::ok(Bytes::from_static(b"in time")))));
+        assert_eq!(waiting.end().len(), 1, "the connection ended: the caller still waiting is woken");
+        assert!(matches!(waiting.poll_answer(last, &cx), Poll::Ready(Err(RpcError::Shutdown))));
+        let Poll::Ready(Ok(Handled::Reply(reply))) = waiting.poll_answer(answered, &cx) else {
+            panic!("an answer that came before the end stays")
+        };
+        assert_eq!(&reply.data[..], b"in time");
+        assert!(waiting.insert(at(4_000)).is_none(), "nothing is sent after the end");
     }
 
     #[tokio::test]
