@@ -71,14 +71,14 @@ impl Waiting {
     /// Request `id`'s slot, if it is still there (its generation tells a later request in the same
     /// slot apart).
     fn get(&mut self, id: u64) -> Option<&mut Pending> {
-        let (slot, generation) = ((id & u64::from(u32::MAX)) as usize, (id >> 32) as u32);
-        self.slots.get_mut(slot).filter(|pending| pending.generation == generation)
+        let generation = (id >> 32) as u32;
+        self.slots.get_mut(slot_of(id)).filter(|pending| pending.generation == generation)
     }
 
     /// Forgets request `id`: its caller stopped waiting.
     pub(super) fn forget(&mut self, id: u64) {
         if self.get(id).is_some() {
-            self.slots.remove((id & u64::from(u32::MAX)) as usize);
+            self.slots.remove(slot_of(id));
         }
     }
 
@@ -107,7 +107,7 @@ impl Waiting {
             }
             Answer::Done(_) => {}
         }
-        match self.slots.remove((id & u64::from(u32::MAX)) as usize).answer {
+        match self.slots.remove(slot_of(id)).answer {
             Answer::Done(Some(handled)) => Poll::Ready(Ok(handled)),
             _ => Poll::Ready(Err(RpcError::DeadlineExceeded)),
         }
@@ -148,6 +148,11 @@ impl Waiting {
     }
 }
 
+/// The slot of request `id` (see [`Waiting`]).
+fn slot_of(id: u64) -> usize {
+    (id & u64::from(u32::MAX)) as usize
+}
+
 /// Answers the requests of a connection whose deadline passes before their reply (with `None`),
 /// looking at their deadlines only when the earliest one is due or a request due sooner than that
 /// arrives (`sooner`).
@@ -166,8 +171,8 @@ pub(super) async fn expire(waiting: &Mutex<Waiting>, sooner: &Notify) {
     }
 }
 
-/// Removes a request from the waiting ones when its caller stops waiting before its answer
-/// (its deadline passed, or its future was dropped).
+/// Removes a request from the waiting ones when its caller's future is dropped before it took its
+/// answer.
 pub(super) struct Forget {
     pub(super) waiting: Arc<Mutex<Waiting>>,
     pub(super) id: u64,
