@@ -22,17 +22,18 @@
 
 use super::{
     Shared,
-    envelope::{self, Inbound},
+    envelope::{self, Envelope, Inbound},
     mailbox::{Delivery, Mailbox},
     sessions::{self, Outbound},
     socket::{Io, Socket},
 };
 use bytes::Bytes;
+use bytestring::ByteString;
 use futures::{StreamExt as _, stream::FuturesOrdered};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use mortar_abi::Code;
 use mortar_cluster::rpc::AgentMessage;
-use mortar_pb::{Descriptors, Kick, UserMessage};
+use mortar_pb::{Descriptors, Kick};
 use mortar_telemetry::metrics as m;
 use mortar_telemetry::trace;
 use prost::Message as _;
@@ -61,7 +62,7 @@ use tokio_tungstenite::{
 };
 use tokio_util::sync::CancellationToken;
 
-type PendingReply = Pin<Box<dyn Future<Output = UserMessage> + Send>>;
+type PendingReply = Pin<Box<dyn Future<Output = Envelope> + Send>>;
 
 /// Why the agent's loop ended.
 enum End {
@@ -84,7 +85,7 @@ struct Agent {
     ip: IpAddr,
     socket: Socket,
     /// Requests read and admitted, not started yet, in arrival order.
-    waiting: VecDeque<UserMessage>,
+    waiting: VecDeque<Envelope>,
     /// Requests started, yielding replies in arrival order.
     running: FuturesOrdered<PendingReply>,
     limiter: Option<DefaultDirectRateLimiter>,
@@ -281,18 +282,23 @@ impl Agent {
     }
 
     /// The reply to one request: answered here for `sys.*`, relayed to a worker otherwise.
-    fn request(&self, msg: UserMessage) -> PendingReply {
-        let UserMessage { main_type, sub_type, data, seq, .. } = msg;
+    fn request(&self, msg: Envelope) -> PendingReply {
+        let Envelope { main_type, sub_type, data, seq, .. } = msg;
         if main_type == "sys" {
-            let reply = match sub_type.as_str() {
-                "ping" => UserMessage { main_type, sub_type: "pong".into(), seq, ..Default::default() },
+            let reply = match &*sub_type {
+                "ping" => Envelope {
+                    main_type,
+                    sub_type: ByteString::from_static("pong"),
+                    seq,
+                    ..Default::default()
+                },
                 "descriptors" if self.shared.config.serve_descriptors => {
                     let relay = self.shared.relay.clone();
                     return Box::pin(async move {
                         match relay.descriptors().await {
                             Ok(set) => {
                                 let body = Descriptors { file_descriptor_set: set };
-                                UserMessage {
+                                Envelope {
                                     main_type,
                                     sub_type,
                                     seq,
@@ -343,9 +349,9 @@ impl Agent {
     }
 
     /// Queues a reply for the client.
-    fn reply(&mut self, reply: UserMessage) {
+    fn reply(&mut self, reply: Envelope) {
         self.shared.count_reply(reply.code);
-        self.socket.queue(Outbound::Frame(encode(&reply)));
+        self.socket.queue(Outbound::Frame(reply.encode()));
     }
 
     /// Counts and logs a client disconnected because it does not read.
@@ -378,7 +384,7 @@ impl Agent {
     }
 
     /// The next reply of the requests started, writing what is queued meanwhile.
-    async fn next_reply(&mut self) -> Option<UserMessage> {
+    async fn next_reply(&mut self) -> Option<Envelope> {
         poll_fn(|cx| {
             // Write errors surface at the next `make_room` or flush.
             let _ = self.socket.poll_write(cx);
@@ -438,10 +444,10 @@ impl Agent {
             return self.abandon().await;
         }
         if let Some(reason) = kick {
-            let kick = push("sys", "kick", Kick { reason: reason.get() }.encode_to_vec());
+            let kick = Kick { reason: reason.get() }.encode_to_vec();
             metrics::counter!(m::KICKS, "reason" => m::code_label(reason.get())).increment(1);
             metrics::counter!(m::PUSHES, "route" => "sys.kick").increment(1);
-            self.socket.queue(Outbound::Frame(encode(&kick)));
+            self.socket.queue(Outbound::Frame(envelope::encode("sys", "kick", 0, &kick, 0, "")));
         }
         self.socket.queue(Outbound::Close(frame));
         let write_timeout = self.shared.config.write_timeout();
@@ -477,15 +483,6 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// A server push: `seq` 0.
-fn push(main: &str, sub: &str, data: Vec<u8>) -> UserMessage {
-    UserMessage { main_type: main.into(), sub_type: sub.into(), data: data.into(), ..Default::default() }
-}
-
-fn encode(msg: &UserMessage) -> Bytes {
-    Bytes::from(msg.encode_to_vec())
-}
-
 /// A close frame; the reason is cut to the 123 bytes the protocol allows.
 fn close(code: CloseCode, reason: &str) -> CloseFrame {
     let mut end = reason.len().min(123);
@@ -505,13 +502,5 @@ mod tests {
         let frame = close(CloseCode::Invalid, &reason);
         assert_eq!(frame.reason.len(), 122);
         assert_eq!(close(CloseCode::Normal, "idle timeout").reason.as_str(), "idle timeout");
-    }
-
-    #[test]
-    fn frames_encode_as_user_messages() {
-        let kick = push("sys", "kick", Kick { reason: Code::SERVER_SHUTDOWN.get() }.encode_to_vec());
-        let decoded = UserMessage::decode(encode(&kick)).unwrap();
-        assert_eq!((decoded.seq, decoded.code), (0, 0));
-        assert_eq!(Kick::decode(decoded.data).unwrap().reason, 13);
     }
 }

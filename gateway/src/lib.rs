@@ -32,9 +32,7 @@ use bytes::Bytes;
 use directory::Directory;
 use mortar_abi::Code;
 use mortar_cluster::rpc::{Claim, Login, Logins, LoginsAnswer, PushReport, UsersPushed};
-use mortar_pb::UserMessage;
 use mortar_telemetry::metrics as m;
-use prost::Message as _;
 use relay::Relay;
 use sessions::SessionTable;
 use std::{
@@ -209,8 +207,7 @@ impl Gateway {
     /// full (its client does not read) misses this push, which is counted in
     /// `mortar_gateway_pushes_dropped_total`.
     pub fn push(&self, sessions: &[u64], main: &str, sub: &str, data: Bytes) -> PushReport {
-        let msg = UserMessage { main_type: main.into(), sub_type: sub.into(), data, ..Default::default() };
-        let frame = Bytes::from(msg.encode_to_vec());
+        let frame = envelope::encode(main, sub, 0, &data, 0, "");
         let report = self.shared.sessions.push(sessions, &frame);
         let route = format!("{main}.{sub}");
         metrics::counter!(m::PUSHES, "route" => route.clone()).increment(report.delivered as u64);
@@ -224,10 +221,7 @@ impl Gateway {
     /// Has each of `wills.sessions` hold its push (or drop it) for the loss of its worker (see
     /// [`Wills`](mortar_cluster::rpc::Wills)); how many of them are live.
     pub fn wills(&self, wills: mortar_cluster::rpc::Wills) -> usize {
-        let frame = wills.push.map(|(main, sub, data)| {
-            let msg = UserMessage { main_type: main, sub_type: sub, data, ..Default::default() };
-            Bytes::from(msg.encode_to_vec())
-        });
+        let frame = wills.push.map(|(main, sub, data)| envelope::encode(&main, &sub, 0, &data, 0, ""));
         let sessions = &self.shared.sessions;
         wills
             .sessions

@@ -3,6 +3,7 @@
 //! failures turned into codes.
 
 use bytes::Bytes;
+use bytestring::ByteString;
 use mortar_abi::{Code, future::BoxFuture};
 use mortar_cluster::rpc::workers::{self, WorkerPool, code_of};
 use mortar_cluster::rpc::{
@@ -32,9 +33,9 @@ pub trait Upstream: Send + Sync + 'static {
 /// A worker's reply to a relayed request, and the request's route.
 pub struct Answered {
     /// The module part of the request's route.
-    pub main: String,
+    pub main: ByteString,
     /// The handler part of the request's route.
-    pub sub: String,
+    pub sub: ByteString,
     /// What the worker answered, or the failure that stands for its answer.
     pub reply: Reply,
 }

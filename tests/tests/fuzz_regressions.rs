@@ -41,8 +41,8 @@ async fn dispatch_regressions() {
     for (name, input) in inputs("dispatch") {
         let Ok(msg) = mortar_pb::UserMessage::decode(input.as_slice()) else { continue };
         let agent_message = AgentMessage {
-            main: msg.main_type,
-            sub: msg.sub_type,
+            main: msg.main_type.into(),
+            sub: msg.sub_type.into(),
             seq: msg.seq,
             data: msg.data,
             session: 1,

@@ -20,6 +20,7 @@ pub mod stream;
 pub mod workers;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 use mortar_abi::{Code, Failure};
 use mortar_backends::session::Location;
 use serde::{Deserialize, Serialize};
@@ -28,10 +29,10 @@ use std::net::IpAddr;
 /// A client request relayed by a gateway to a worker.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AgentMessage {
-    /// Module part of the route.
-    pub main: String,
+    /// Module part of the route (a view of the client's frame on the gateway: no copy).
+    pub main: ByteString,
     /// Handler part of the route.
-    pub sub: String,
+    pub sub: ByteString,
     /// The client's request id.
     pub seq: u32,
     /// The request body, as the client sent it.

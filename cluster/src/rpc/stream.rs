@@ -30,6 +30,7 @@ use super::{
     workers::TIMED_OUT,
 };
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
+use bytestring::ByteString;
 use futures::{Sink, Stream, StreamExt as _, future::BoxFuture};
 use mortar_abi::Code;
 use serde::{Serialize, de::DeserializeOwned};
@@ -506,8 +507,8 @@ fn answer(buf: &mut BytesMut, id: u64, handled: &Handled) -> Result<(), io::Erro
 }
 
 /// The header of a `REQUEST` (or `DRAINING`) frame: the id, the time left in microseconds, and
-/// the message but its body, which follows.
-type Header = (u64, u64, String, String, u32, u64, Option<u64>, IpAddr, String, u128);
+/// the message but its body, which follows. The route is read in place (see [`agent_message`]).
+type Header<'f> = (u64, u64, &'f str, &'f str, u32, u64, Option<u64>, IpAddr, String, u128);
 
 fn request(
     buf: &mut BytesMut,
@@ -537,9 +538,11 @@ fn request(
 
 /// A `REQUEST` or `DRAINING` frame's id, time left and message; the body is a slice of `frame`.
 fn agent_message(frame: Bytes) -> Result<(u64, Duration, AgentMessage), io::Error> {
-    let (header, rest): (Header, &[u8]) = take(&frame[1..])?;
+    let (header, rest): (Header, &[u8]) = postcard::take_from_bytes(&frame[1..]).map_err(invalid)?;
     let data = frame.slice(frame.len() - rest.len()..);
     let (id, budget_us, main, sub, seq, session, user, client_ip, gateway, trace_id) = header;
+    // The route as slices of the frame, like the body: no copy.
+    let (main, sub) = (in_place(&frame, main)?, in_place(&frame, sub)?);
     let msg = AgentMessage { main, sub, seq, data, session, user, client_ip, gateway, trace_id };
     Ok((id, Duration::from_micros(budget_us), msg))
 }
@@ -549,6 +552,13 @@ fn reply(frame: Bytes) -> Result<(u64, Handled), io::Error> {
     let ((id, code, reason), rest): ((u64, i32, String), &[u8]) = take(&frame[1..])?;
     let data = frame.slice(frame.len() - rest.len()..);
     Ok((id, Handled::Reply(Reply { code, data, reason })))
+}
+
+/// `text`, a string read from `frame`, as a slice of it (checked as UTF-8 again: a few
+/// instructions for a route, and no `unsafe`).
+fn in_place(frame: &Bytes, text: &str) -> Result<ByteString, io::Error> {
+    ByteString::try_from(frame.slice_ref(text.as_bytes()))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 fn extend<T: Serialize>(buf: &mut BytesMut, value: &T) -> Result<(), io::Error> {

@@ -314,7 +314,7 @@ impl WorkerPool {
         let key =
             self.route_key(&msg.main, &msg.sub, &msg.data).unwrap_or_else(|| msg.user.unwrap_or(msg.session));
         let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
-        let main: for<'m> fn(&'m Relayed<'_>) -> &'m str = |msg| msg.main.as_str();
+        let main: for<'m> fn(&'m Relayed<'_>) -> &'m str = |msg| &msg.main;
         let sent = self
             .attempt(main, key, trace_id, Relayed::Caller(msg), |worker, msg| {
                 // Sent now; a draining worker hands the message back whole. A combinator, not
