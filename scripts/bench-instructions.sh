@@ -25,7 +25,7 @@ bin=${MORTAR_BIN:-target/release/mortar} bot=target/release/mortar ws=target/wsb
 out=target/bench/instructions-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out"
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; }
+cleanup() { for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
 node=(MORTAR_GATEWAY__RATE_PER_SEC=0 MORTAR_GATEWAY__MAX_CONNECTIONS_PER_IP=0 MORTAR_ADMIN__ENABLED=false
   MORTAR_NODE__WORKER_THREADS=1 NO_COLOR=1)

@@ -24,12 +24,12 @@ use super::{
     Shared,
     envelope::{self, Envelope, Inbound},
     mailbox::{Delivery, Mailbox},
+    running::{PendingReply, Running},
     sessions::{self, Outbound},
     socket::{Io, Socket},
 };
 use bytes::Bytes;
 use bytestring::ByteString;
-use futures::{StreamExt as _, stream::FuturesOrdered};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use mortar_abi::Code;
 use mortar_cluster::rpc::AgentMessage;
@@ -39,7 +39,7 @@ use mortar_telemetry::trace;
 use prost::Message as _;
 use std::{
     collections::VecDeque,
-    future::{Future, poll_fn},
+    future::poll_fn,
     net::IpAddr,
     num::NonZeroU32,
     pin::Pin,
@@ -61,8 +61,6 @@ use tokio_tungstenite::{
     },
 };
 use tokio_util::sync::CancellationToken;
-
-type PendingReply = Pin<Box<dyn Future<Output = Envelope> + Send>>;
 
 /// Why the agent's loop ended.
 enum End {
@@ -87,7 +85,7 @@ struct Agent {
     /// Requests read and admitted, not started yet, in arrival order.
     waiting: VecDeque<Envelope>,
     /// Requests started, yielding replies in arrival order.
-    running: FuturesOrdered<PendingReply>,
+    running: Running,
     limiter: Option<DefaultDirectRateLimiter>,
     /// The logged-in user (0: none), set through the session table by a worker's bind.
     user: Arc<AtomicU64>,
@@ -125,7 +123,7 @@ pub(super) async fn run(
         ip,
         socket,
         waiting: VecDeque::new(),
-        running: FuturesOrdered::new(),
+        running: Running::new(config.session_concurrency),
         limiter,
         user,
     };
@@ -388,7 +386,7 @@ impl Agent {
         poll_fn(|cx| {
             // Write errors surface at the next `make_room` or flush.
             let _ = self.socket.poll_write(cx);
-            self.running.poll_next_unpin(cx)
+            self.running.poll_next(cx)
         })
         .await
     }

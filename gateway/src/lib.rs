@@ -22,6 +22,7 @@ pub mod envelope;
 pub mod mailbox;
 pub mod relay;
 pub mod resync;
+mod running;
 pub mod service;
 pub mod sessions;
 mod socket;
