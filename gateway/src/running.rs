@@ -36,7 +36,8 @@ impl Running {
     /// Room for a session that runs up to `concurrency` requests at once.
     pub(crate) fn new(concurrency: usize) -> Self {
         if concurrency <= POLL_ALL_UP_TO {
-            Self::Few(VecDeque::with_capacity(concurrency))
+            // Allocated on the first request (see `push_back`): most connections are idle.
+            Self::Few(VecDeque::new())
         } else {
             Self::Many(FuturesOrdered::new())
         }
@@ -57,7 +58,14 @@ impl Running {
     /// Starts (queues, to be polled) a request after those already started.
     pub(crate) fn push_back(&mut self, reply: PendingReply) {
         match self {
-            Self::Few(slots) => slots.push_back(Slot::Running(reply)),
+            Self::Few(slots) => {
+                // Room for one: a `VecDeque` would take four slots (half a KiB) at first,
+                // and most sessions run one request at a time.
+                if slots.capacity() == 0 {
+                    slots.reserve_exact(1);
+                }
+                slots.push_back(Slot::Running(reply));
+            }
             Self::Many(running) => running.push_back(reply),
         }
     }
