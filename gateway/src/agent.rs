@@ -326,7 +326,7 @@ impl Agent {
             return Box::pin(std::future::ready(reply));
         }
         let relay = self.shared.relay.clone();
-        let agent_message = Box::new(AgentMessage {
+        let msg = AgentMessage {
             main: main_type,
             sub: sub_type,
             seq,
@@ -339,10 +339,10 @@ impl Agent {
             client_ip: self.ip,
             gateway: self.shared.node_id.clone(),
             trace_id: trace::new_trace_id(),
-        });
+        };
         Box::pin(async move {
-            let answered = relay.relay(agent_message).await;
-            envelope::relayed(answered.main, answered.sub, seq, answered.reply)
+            let reply = relay.relay(&msg).await;
+            envelope::relayed(msg.main, msg.sub, seq, reply)
         })
     }
 

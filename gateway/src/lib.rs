@@ -30,6 +30,7 @@ mod socket;
 use crate::config::GatewayConfig;
 use admission::{Admission, Refusal};
 use bytes::Bytes;
+use bytestring::ByteString;
 use directory::Directory;
 use mortar_abi::Code;
 use mortar_cluster::rpc::{Claim, Login, Logins, LoginsAnswer, PushReport, UsersPushed};
@@ -90,7 +91,8 @@ pub struct Gateway {
 
 struct Shared {
     config: GatewayConfig,
-    node_id: String,
+    /// Also each relayed request's `gateway`: a `ByteString` clones without allocating.
+    node_id: ByteString,
     relay: Relay,
     admission: Arc<Admission>,
     next_session: AtomicU64,
@@ -114,7 +116,8 @@ impl Shared {
     /// the store). A session replaced by a newer login of its user runs no hook: the player is
     /// still online.
     fn unbind(&self, user: u64, session: u64, client_ip: std::net::IpAddr) {
-        let (directory, node, relay) = (self.directory.clone(), self.node_id.clone(), self.relay.clone());
+        let (directory, node, relay) =
+            (self.directory.clone(), String::from(&*self.node_id), self.relay.clone());
         self.background.spawn(async move {
             let ended = match directory {
                 Some(directory) => Ok(directory.release(user, session)),
@@ -188,7 +191,7 @@ impl Gateway {
         let sessions = SessionTable::default();
         let shared = Shared {
             config,
-            node_id,
+            node_id: node_id.into(),
             relay,
             admission,
             next_session,
@@ -253,7 +256,7 @@ impl Gateway {
         let Some(client_ip) = (user != 0).then(|| self.shared.sessions.bind(session, user)).flatten() else {
             return false;
         };
-        let (relay, gateway) = (self.shared.relay.clone(), self.shared.node_id.clone());
+        let (relay, gateway) = (self.shared.relay.clone(), String::from(&*self.shared.node_id));
         let presence = mortar_cluster::rpc::Presence {
             status: mortar_cluster::rpc::Status::Online,
             user,
@@ -272,7 +275,7 @@ impl Gateway {
     /// directory.
     pub fn claim(&self, session: u64, user: u64, at_ms: u64) -> Claim {
         let Some(directory) = &self.shared.directory else { return Claim::Gone };
-        let login = Login { at_ms, gateway: self.shared.node_id.clone(), session };
+        let login = Login { at_ms, gateway: String::from(&*self.shared.node_id), session };
         match directory.claim(user, login) {
             Err(()) => return Claim::Superseded,
             Ok(Some(replaced)) => {

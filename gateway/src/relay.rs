@@ -3,7 +3,6 @@
 //! failures turned into codes.
 
 use bytes::Bytes;
-use bytestring::ByteString;
 use mortar_abi::{Code, future::BoxFuture};
 use mortar_cluster::rpc::workers::{self, WorkerPool, code_of};
 use mortar_cluster::rpc::{
@@ -28,16 +27,6 @@ pub trait Upstream: Send + Sync + 'static {
     fn logins(&self, change: Logins) -> BoxFuture<Result<LoginsAnswer, Code>>;
     /// The protos of the routes it serves, as one encoded `FileDescriptorSet`.
     fn descriptors(&self) -> Bytes;
-}
-
-/// A worker's reply to a relayed request, and the request's route.
-pub struct Answered {
-    /// The module part of the request's route.
-    pub main: ByteString,
-    /// The handler part of the request's route.
-    pub sub: ByteString,
-    /// What the worker answered, or the failure that stands for its answer.
-    pub reply: Reply,
 }
 
 /// Relays client requests to a worker. Cheap to clone.
@@ -81,8 +70,9 @@ impl Relay {
         Self { target: Target::Cluster(pool), timeout }
     }
 
-    /// Relays `msg` to the worker; the reply comes back with the request's route, for the
-    /// client's reply (a worker over TCP only borrows the message, so its route is not copied).
+    /// Relays `msg` to the worker, borrowed: the caller keeps it (its route is the reply's), and a
+    /// worker over TCP copies it straight into the connection's write buffer. This node's own
+    /// worker and a tarpc client take a clone (reference counts, no copy of its strings or body).
     ///
     /// Completes when the worker replies or the deadline passes, whichever comes first, so the
     /// client always receives exactly one reply. Dropping the future cancels the request (the
@@ -91,24 +81,13 @@ impl Relay {
     /// # Errors
     /// None: failures are replies with `TIMEOUT` (deadline passed), `UNAVAILABLE` (the worker is
     /// gone) or `INTERNAL`, the first two with a reason that says so.
-    pub async fn relay(&self, msg: Box<AgentMessage>) -> Answered {
-        if let Target::Cluster(pool) = &self.target {
-            let reply = pool.relay(&msg, self.timeout).await;
-            let AgentMessage { main, sub, .. } = *msg;
-            return Answered { main, sub, reply };
-        }
-        let (main, sub) = (msg.main.clone(), msg.sub.clone());
-        let reply = self.hand_over(msg).await;
-        Answered { main, sub, reply }
-    }
-
-    /// Relays `msg` to a worker that takes it whole: the node's own, or one tarpc client.
-    async fn hand_over(&self, msg: Box<AgentMessage>) -> Reply {
+    pub async fn relay(&self, msg: &AgentMessage) -> Reply {
         let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
         match &self.target {
+            Target::Cluster(pool) => pool.relay(msg, self.timeout).await,
             Target::Local(worker) => {
                 let deadline = Instant::now() + self.timeout;
-                match tokio::time::timeout_at(deadline.into(), worker.handle(*msg, deadline)).await {
+                match tokio::time::timeout_at(deadline.into(), worker.handle(msg.clone(), deadline)).await {
                     Ok(reply) => {
                         tracing::debug!(session, seq, trace = %trace::display(trace_id), code = %m::code_label(reply.code), "relayed");
                         reply
@@ -126,7 +105,7 @@ impl Relay {
                 cx.trace_context.trace_id = trace_id.into();
                 // Boxed: tarpc's call future is about 4 KiB, and every request's future would
                 // be that large for it (a session boxes one per request).
-                let result = Box::pin(worker.handle(cx, *msg)).await;
+                let result = Box::pin(worker.handle(cx, msg.clone())).await;
                 latency.record(started.elapsed());
                 match result {
                     Ok(Handled::Reply(reply)) => {
@@ -144,7 +123,6 @@ impl Relay {
                     }
                 }
             }
-            Target::Cluster(pool) => pool.relay(&msg, self.timeout).await,
         }
     }
 
@@ -266,7 +244,13 @@ mod tests {
         for (target, relay) in
             [("cluster", Relay::cluster(pool, timeout)), ("local", Relay::local(Arc::new(Nowhere), timeout))]
         {
-            let size = std::mem::size_of_val(&relay.relay(Box::new(message())));
+            // What a session boxes per relayed request (see `Agent::request`).
+            let msg = message();
+            let request = async move {
+                let reply = relay.relay(&msg).await;
+                (msg.main, msg.sub, reply)
+            };
+            let size = std::mem::size_of_val(&request);
             eprintln!("{target}: {size} bytes");
             assert!(size < 1024, "{target}: {size} bytes");
         }

@@ -58,7 +58,7 @@ pub fn spawn(gateway: WeakGateway, every: Duration, stop: CancellationToken) -> 
                 () = tokio::time::sleep(wait) => {}
             }
             let Some(gateway) = gateway.upgrade() else { return };
-            let node = gateway.shared.node_id.clone();
+            let node = String::from(&*gateway.shared.node_id);
             if !purged {
                 let below = gateway.shared.first_session;
                 match gateway.shared.relay.logins(Logins::Purge { gateway: node.clone(), below }).await {
@@ -112,7 +112,7 @@ pub fn spawn(gateway: WeakGateway, every: Duration, stop: CancellationToken) -> 
 /// kicked because a newer login held their user.
 async fn restore(gateway: &Gateway) -> Result<(usize, usize), Code> {
     let shared = &gateway.shared;
-    let node = shared.node_id.clone();
+    let node = String::from(&*shared.node_id);
     let outcomes: Vec<_> = futures::stream::iter(shared.sessions.logged_in())
         .map(|(session, user, login_at_ms)| {
             let location = Location { gateway: node.clone(), session, login_at_ms };
@@ -125,7 +125,7 @@ async fn restore(gateway: &Gateway) -> Result<(usize, usize), Code> {
                     None if shared.sessions.holds(session, user) => Ok((1, 0)),
                     None => {
                         // It ended or was kicked while its location went back: take it out again.
-                        let node = shared.node_id.clone();
+                        let node = String::from(&*shared.node_id);
                         shared.relay.logins(Logins::Ended { user, gateway: node, session }).await?;
                         Ok((0, 0))
                     }

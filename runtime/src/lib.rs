@@ -323,7 +323,12 @@ impl Worker {
         );
         let trace_id = msg.trace_id;
         let request = Request {
-            session: Session { id: msg.session, user: msg.user, ip: msg.client_ip, gateway: msg.gateway },
+            session: Session {
+                id: msg.session,
+                user: msg.user,
+                ip: msg.client_ip,
+                gateway: msg.gateway.into(),
+            },
             route: route.path,
             seq: msg.seq,
             trace_id,

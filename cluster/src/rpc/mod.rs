@@ -44,7 +44,7 @@ pub struct AgentMessage {
     /// The client's IP address.
     pub client_ip: IpAddr,
     /// The id of the gateway holding the session.
-    pub gateway: String,
+    pub gateway: ByteString,
     /// The request's trace id (see `trace`), shared by its log lines in every process.
     pub trace_id: u128,
 }

@@ -541,8 +541,10 @@ fn agent_message(frame: Bytes) -> Result<(u64, Duration, AgentMessage), io::Erro
     let (header, rest): (Header, &[u8]) = postcard::take_from_bytes(&frame[1..]).map_err(invalid)?;
     let data = frame.slice(frame.len() - rest.len()..);
     let (id, budget_us, main, sub, seq, session, user, client_ip, gateway, trace_id) = header;
-    // The route as slices of the frame, like the body: no copy.
-    let (main, sub) = (in_place(&frame, main)?, in_place(&frame, sub)?);
+    // The route as slices of the frame, like the body: no copy. The gateway's id is the
+    // session's, which the runtime keeps as a `String`: read as one, it becomes one again
+    // without a copy.
+    let (main, sub, gateway) = (in_place(&frame, main)?, in_place(&frame, sub)?, gateway.into());
     let msg = AgentMessage { main, sub, seq, data, session, user, client_ip, gateway, trace_id };
     Ok((id, Duration::from_micros(budget_us), msg))
 }
