@@ -22,8 +22,9 @@ pub(crate) enum Running {
     /// request a session runs at a time by default this costs less than a `FuturesOrdered`,
     /// which allocates a task node per request and wakes through it.
     Few(VecDeque<Slot>),
-    /// Each polled only when woken, for sessions that run many requests at once.
-    Many(FuturesOrdered<PendingReply>),
+    /// Each polled only when woken, for sessions that run many requests at once. Boxed: every
+    /// connection's task holds a `Running`, and this form is the rare one.
+    Many(Box<FuturesOrdered<PendingReply>>),
 }
 
 /// A request of [`Running::Few`]: still running, or answered and waiting for those before it.
@@ -39,7 +40,7 @@ impl Running {
             // Allocated on the first request (see `push_back`): most connections are idle.
             Self::Few(VecDeque::new())
         } else {
-            Self::Many(FuturesOrdered::new())
+            Self::Many(Box::default())
         }
     }
 
