@@ -144,6 +144,7 @@ seen = datetime.datetime.fromisoformat(stamp[:26]).replace(tzinfo=datetime.timez
 print(f"{seen - sent:.3f}")' "$sent" "$line"
 }
 killed=$(down_after "$w1" KILL worker-1)
+wait "$w1" 2>/dev/null || true   # reaped here: bash would print its "Killed" notice later
 echo "  SIGKILL: worker marked down after ${killed} s"
 frozen=$(down_after "$w2" STOP worker-2)
 echo "  SIGSTOP: worker marked down after ${frozen} s"
