@@ -4,9 +4,11 @@
 //! - this file: [`Gateway`] and [`serve`], the accept loop with its shutdown.
 //! - [`admission`]: connection limits (total, per IP, in handshake).
 //! - `agent`: one task per connection: reads requests, relays them, writes replies and pushes.
+//! - `running`: the requests a session has started, whose replies leave in request order.
 //! - `socket`: a connection's WebSocket with its bounded outgoing queue.
 //! - [`mailbox`]: a session's pushes waiting for its agent (allocated on the first push), and its kick.
-//! - [`envelope`]: the first check of each client frame.
+//! - [`envelope`]: the first check of each client frame, and the `UserMessage` as the gateway
+//!   holds it (its route a slice of the frame).
 //! - [`sessions`]: the live sessions, through which pushes reach clients.
 //! - [`directory`]: the players logged in here, when the gateways are the cluster's session
 //!   directory (`session.url = "memory"`).
