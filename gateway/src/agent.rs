@@ -445,7 +445,7 @@ impl Agent {
             let kick = Kick { reason: reason.get() }.encode_to_vec();
             metrics::counter!(m::KICKS, "reason" => m::code_label(reason.get())).increment(1);
             metrics::counter!(m::PUSHES, "route" => "sys.kick").increment(1);
-            self.socket.queue(Outbound::Frame(envelope::encode("sys", "kick", 0, &kick, 0, "")));
+            self.socket.queue(Outbound::Frame(envelope::push("sys", "kick", &kick)));
         }
         self.socket.queue(Outbound::Close(frame));
         let write_timeout = self.shared.config.write_timeout();

@@ -117,6 +117,11 @@ pub fn encode(main_type: &str, sub_type: &str, code: i32, data: &[u8], seq: u32,
     Bytes::from(buf)
 }
 
+/// A server push `main_type.sub_type` with body `data`, encoded (`seq` 0, no code).
+pub fn push(main_type: &str, sub_type: &str, data: &[u8]) -> Bytes {
+    encode(main_type, sub_type, 0, data, 0, "")
+}
+
 /// What a frame turned out to be.
 #[derive(Debug)]
 pub enum Inbound {

@@ -213,7 +213,7 @@ impl Gateway {
     /// full (its client does not read) misses this push, which is counted in
     /// `mortar_gateway_pushes_dropped_total`.
     pub fn push(&self, sessions: &[u64], main: &str, sub: &str, data: Bytes) -> PushReport {
-        let frame = envelope::encode(main, sub, 0, &data, 0, "");
+        let frame = envelope::push(main, sub, &data);
         let report = self.shared.sessions.push(sessions, &frame);
         let route = format!("{main}.{sub}");
         metrics::counter!(m::PUSHES, "route" => route.clone()).increment(report.delivered as u64);
@@ -227,7 +227,7 @@ impl Gateway {
     /// Has each of `wills.sessions` hold its push (or drop it) for the loss of its worker (see
     /// [`Wills`](mortar_cluster::rpc::Wills)); how many of them are live.
     pub fn wills(&self, wills: mortar_cluster::rpc::Wills) -> usize {
-        let frame = wills.push.map(|(main, sub, data)| envelope::encode(&main, &sub, 0, &data, 0, ""));
+        let frame = wills.push.map(|(main, sub, data)| envelope::push(&main, &sub, &data));
         let sessions = &self.shared.sessions;
         wills
             .sessions
