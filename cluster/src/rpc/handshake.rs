@@ -24,9 +24,10 @@ use tokio::net::TcpStream;
 /// The version of the node-to-node protocol; a peer speaking another is refused. Bumped whenever
 /// a message changes shape (2: a worker's `Reply` carries a `reason`; a hello carries the
 /// dialler's entry, the nodes it knows and where its sessions live; 3: a worker connection carries
-/// the relay stream beside tarpc, see [`stream`](super::stream)), so nodes of two builds refuse
-/// each other at the handshake instead of misreading each other's frames.
-pub const PROTOCOL: u32 = 3;
+/// the relay stream beside tarpc, see [`stream`](super::stream); 4: the relay stream's headers
+/// have a fixed layout instead of postcard's), so nodes of two builds refuse each other at the
+/// handshake instead of misreading each other's frames.
+pub const PROTOCOL: u32 = 4;
 
 /// What a dialling node says first.
 #[derive(Debug, Serialize, Deserialize)]

@@ -6,8 +6,8 @@
 //!   internal calls, presence, logins, descriptors, where tarpc's per-call features earn their
 //!   cost;
 //! - `REQUEST`: a client request relayed by a gateway: an id, the time left until its deadline,
-//!   the [`AgentMessage`] header (postcard), then its body as is;
-//! - `REPLY`: the worker's reply to request `id`: its code and reason (postcard), then the body;
+//!   the [`AgentMessage`] but its body (a fixed layout, see `header`), then its body as is;
+//! - `REPLY`: the worker's reply to request `id`: its code and reason, then the body;
 //! - `DRAINING`: the worker is shutting down and hands request `id` back, as it came.
 //!
 //! Why not tarpc for client requests: per call it costs a oneshot and a channel hop to its
@@ -30,14 +30,12 @@ use super::{
     workers::TIMED_OUT,
 };
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
-use bytestring::ByteString;
 use futures::{Sink, Stream, StreamExt as _, future::BoxFuture};
 use mortar_abi::Code;
 use serde::{Serialize, de::DeserializeOwned};
 use std::{
     io,
     marker::PhantomData,
-    net::IpAddr,
     pin::Pin,
     sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll, Waker},
@@ -54,6 +52,7 @@ use tokio_util::{
     sync::CancellationToken,
 };
 
+mod header;
 mod waiting;
 
 use waiting::{Forget, Waiting, expire};
@@ -498,18 +497,13 @@ fn answer(buf: &mut BytesMut, id: u64, handled: &Handled) -> Result<(), io::Erro
     match handled {
         Handled::Reply(reply) => {
             buf.put_u8(REPLY);
-            extend(buf, &(id, reply.code, &reply.reason))?;
-            buf.extend_from_slice(&reply.data);
-            Ok(())
+            header::put_reply(buf, id, reply)
         }
         Handled::Draining(msg) => request(buf, DRAINING, id, Duration::ZERO, msg),
     }
 }
 
-/// The header of a `REQUEST` (or `DRAINING`) frame: the id, the time left in microseconds, and
-/// the message but its body, which follows. The route is read in place (see [`agent_message`]).
-type Header<'f> = (u64, u64, &'f str, &'f str, u32, u64, Option<u64>, IpAddr, String, u128);
-
+/// Writes the `REQUEST` (or `DRAINING`) frame of request `id`, which has `budget` left.
 fn request(
     buf: &mut BytesMut,
     tag: u8,
@@ -518,49 +512,19 @@ fn request(
     msg: &AgentMessage,
 ) -> Result<(), io::Error> {
     buf.put_u8(tag);
-    let budget_us = u64::try_from(budget.as_micros()).unwrap_or(u64::MAX);
-    let header = (
-        id,
-        budget_us,
-        &msg.main,
-        &msg.sub,
-        msg.seq,
-        msg.session,
-        msg.user,
-        msg.client_ip,
-        &msg.gateway,
-        msg.trace_id,
-    );
-    extend(buf, &header)?;
-    buf.extend_from_slice(&msg.data);
-    Ok(())
+    header::put_request(buf, id, budget, msg)
 }
 
-/// A `REQUEST` or `DRAINING` frame's id, time left and message; the body is a slice of `frame`.
+/// A `REQUEST` or `DRAINING` frame's id, time left and message; the route and body are slices of
+/// `frame`.
 fn agent_message(frame: Bytes) -> Result<(u64, Duration, AgentMessage), io::Error> {
-    let (header, rest): (Header, &[u8]) = postcard::take_from_bytes(&frame[1..]).map_err(invalid)?;
-    let data = frame.slice(frame.len() - rest.len()..);
-    let (id, budget_us, main, sub, seq, session, user, client_ip, gateway, trace_id) = header;
-    // The route as slices of the frame, like the body: no copy. The gateway's id is the
-    // session's, which the runtime keeps as a `String`: read as one, it becomes one again
-    // without a copy.
-    let (main, sub, gateway) = (in_place(&frame, main)?, in_place(&frame, sub)?, gateway.into());
-    let msg = AgentMessage { main, sub, seq, data, session, user, client_ip, gateway, trace_id };
-    Ok((id, Duration::from_micros(budget_us), msg))
+    header::request(&frame)
 }
 
 /// A `REPLY` frame's id and reply; the body is a slice of `frame`.
 fn reply(frame: Bytes) -> Result<(u64, Handled), io::Error> {
-    let ((id, code, reason), rest): ((u64, i32, String), &[u8]) = take(&frame[1..])?;
-    let data = frame.slice(frame.len() - rest.len()..);
-    Ok((id, Handled::Reply(Reply { code, data, reason })))
-}
-
-/// `text`, a string read from `frame`, as a slice of it (checked as UTF-8 again: a few
-/// instructions for a route, and no `unsafe`).
-fn in_place(frame: &Bytes, text: &str) -> Result<ByteString, io::Error> {
-    ByteString::try_from(frame.slice_ref(text.as_bytes()))
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    let (id, reply) = header::reply(&frame)?;
+    Ok((id, Handled::Reply(reply)))
 }
 
 fn extend<T: Serialize>(buf: &mut BytesMut, value: &T) -> Result<(), io::Error> {
@@ -588,10 +552,6 @@ impl postcard::ser_flavors::Flavor for Appended<'_> {
     fn finalize(self) -> postcard::Result<()> {
         Ok(())
     }
-}
-
-fn take<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, &[u8]), io::Error> {
-    postcard::take_from_bytes(bytes).map_err(invalid)
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, io::Error> {
