@@ -300,11 +300,14 @@ async fn bind(addr: SocketAddr, what: &str, key: &str) -> anyhow::Result<TcpList
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen for {what} on {addr} (set {key})"))
 }
 
-/// The admin listener, when enabled; logs its address.
+/// The admin listener, when enabled; logs its address. Installs the metrics recorder only then:
+/// `/metrics` is the one way to read what it records, and the admin server is what drains its
+/// histograms (with nobody draining them, every request's latency sample would be kept).
 async fn admin_listener(config: &NodeConfig) -> anyhow::Result<Option<TcpListener>> {
     if !config.admin.enabled {
         return Ok(None);
     }
+    mortar_telemetry::metrics::install();
     let admin = bind(config.admin.listen, "admin", "admin.listen or admin.enabled = false").await?;
     tracing::info!("admin listening on http://{}/metrics", admin.local_addr()?);
     Ok(Some(admin))
@@ -319,7 +322,6 @@ fn ready_line(line: String) {
 /// `mortar gateway`: binds the listeners, prints the readiness line once it serves, runs until
 /// Ctrl-C/SIGTERM.
 async fn gateway(config: NodeConfig) -> anyhow::Result<ExitCode> {
-    mortar_telemetry::metrics::install();
     let clients = bind(config.gateway.listen, "clients", "gateway.listen or --listen").await?;
     let rpc = bind(config.gateway.rpc_listen, "workers", "gateway.rpc_listen").await?;
     let admin = admin_listener(&config).await?;
@@ -333,7 +335,6 @@ async fn gateway(config: NodeConfig) -> anyhow::Result<ExitCode> {
 /// `mortar worker`: binds the listeners, prints the readiness line once registered, runs until
 /// Ctrl-C/SIGTERM.
 async fn worker(config: NodeConfig) -> anyhow::Result<ExitCode> {
-    mortar_telemetry::metrics::install();
     let rpc = bind(config.worker.listen, "gateways", "worker.listen or --rpc-listen").await?;
     let admin = admin_listener(&config).await?;
     let line = format!("mortar: worker {} listening on tcp://{}", config.node.id, rpc.local_addr()?);
@@ -345,7 +346,6 @@ async fn worker(config: NodeConfig) -> anyhow::Result<ExitCode> {
 
 /// `mortar dev`: binds the listeners, prints the readiness line and runs until Ctrl-C/SIGTERM.
 async fn dev(config: NodeConfig) -> anyhow::Result<ExitCode> {
-    mortar_telemetry::metrics::install();
     let gateway = bind(config.gateway.listen, "clients", "gateway.listen or --listen").await?;
     let admin = admin_listener(&config).await?;
     let line = format!("mortar: gateway listening on ws://{}/ws", gateway.local_addr()?);

@@ -52,7 +52,6 @@ use mortar_telemetry::trace;
 use players::Players;
 use routes::{Origin, RouteTable};
 use std::{
-    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
@@ -148,7 +147,7 @@ struct Core {
     /// for: a caller that stopped waiting does not stop them.
     tasks: tokio_util::task::TaskTracker,
     /// Per-route metric handles, registered once (a labelled lookup per request costs).
-    metrics: HashMap<&'static str, RouteMetrics>,
+    metrics: foldhash::HashMap<&'static str, RouteMetrics>,
     /// Cancelled when the worker stops: the job runners end.
     jobs_stop: tokio_util::sync::CancellationToken,
 }
