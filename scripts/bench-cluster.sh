@@ -143,8 +143,8 @@ sent = float(sys.argv[1]); stamp = sys.argv[2].split()[0].rstrip("Z")
 seen = datetime.datetime.fromisoformat(stamp[:26]).replace(tzinfo=datetime.timezone.utc).timestamp()
 print(f"{seen - sent:.3f}")' "$sent" "$line"
 }
+disown "$w1"   # out of the job table: bash would print a "Killed" notice for it
 killed=$(down_after "$w1" KILL worker-1)
-wait "$w1" 2>/dev/null || true   # reaped here: bash would print its "Killed" notice later
 echo "  SIGKILL: worker marked down after ${killed} s"
 frozen=$(down_after "$w2" STOP worker-2)
 echo "  SIGSTOP: worker marked down after ${frozen} s"
