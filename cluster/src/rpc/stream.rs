@@ -6,7 +6,7 @@
 //!   internal calls, presence, logins, descriptors, where tarpc's per-call features earn their
 //!   cost;
 //! - `REQUEST`: a client request relayed by a gateway: an id, the time left until its deadline,
-//!   the [`AgentMessage`] but its body (a fixed layout, see `header`), then its body as is;
+//!   the [`AgentMessage`] without its body (a fixed layout, see `header`), then the body as is;
 //! - `REPLY`: the worker's reply to request `id`: its code and reason, then the body;
 //! - `DRAINING`: the worker is shutting down and hands request `id` back, as it came.
 //!
