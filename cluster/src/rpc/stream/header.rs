@@ -18,6 +18,10 @@ use std::{
     time::Duration,
 };
 
+/// A request header's bytes besides its strings, at most: id, time left, seq, session, user
+/// (flag and id), trace id, an IPv6 address (family and octets), three string lengths.
+const REQUEST_FIXED: usize = 8 + 8 + 4 + 8 + (1 + 8) + 16 + (1 + 16) + 3 * 2;
+
 /// Appends the header of request `id` with `budget` left, and `msg`'s body after it.
 pub(super) fn put_request(
     buf: &mut BytesMut,
@@ -30,7 +34,7 @@ pub(super) fn put_request(
             .map_err(|_| invalid(format!("a string of {} bytes in a request header", text.len())))
     };
     let (main_len, sub_len, gateway_len) = (short(&msg.main)?, short(&msg.sub)?, short(&msg.gateway)?);
-    buf.reserve(64 + msg.main.len() + msg.sub.len() + msg.gateway.len() + msg.data.len());
+    buf.reserve(REQUEST_FIXED + msg.main.len() + msg.sub.len() + msg.gateway.len() + msg.data.len());
     buf.put_u64_le(id);
     buf.put_u64_le(u64::try_from(budget.as_micros()).unwrap_or(u64::MAX));
     buf.put_u32_le(msg.seq);
