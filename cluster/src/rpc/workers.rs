@@ -311,12 +311,13 @@ impl WorkerPool {
     /// down at once); `TIMEOUT`: the deadline passed.
     pub async fn relay(&self, msg: &AgentMessage, timeout: Duration) -> Reply {
         let deadline = Instant::now() + timeout;
-        let key =
-            self.route_key(&msg.main, &msg.sub, &msg.data).unwrap_or_else(|| msg.user.unwrap_or(msg.session));
+        let view = self.view();
+        let key = route_key(&view, &msg.main, &msg.sub, &msg.data)
+            .unwrap_or_else(|| msg.user.unwrap_or(msg.session));
         let (session, seq, trace_id) = (msg.session, msg.seq, msg.trace_id);
         let main: for<'m> fn(&'m Relayed<'_>) -> &'m str = |msg| &msg.main;
         let sent = self
-            .attempt(main, key, trace_id, Relayed::Caller(msg), |worker, msg| {
+            .attempt(view, main, key, trace_id, Relayed::Caller(msg), |worker, msg| {
                 // Sent now; a draining worker hands the message back whole. A combinator, not
                 // an async block: that would hold the answer's future twice.
                 worker.stream.handle(&msg, deadline).map(|answer| {
@@ -348,13 +349,13 @@ impl WorkerPool {
     /// passed.
     pub async fn call(&self, call: InternalCall, deadline: Instant) -> Reply {
         self.connect_for(&call.main, deadline).await;
-        let key = self
-            .route_key(&call.main, &call.sub, &call.data)
+        let view = self.view();
+        let key = route_key(&view, &call.main, &call.sub, &call.data)
             .unwrap_or_else(|| call.user.unwrap_or(call.session));
         let trace_id = call.trace_id;
         let main: fn(&InternalCall) -> &str = |call| call.main.as_str();
         let sent = self
-            .attempt(main, key, trace_id, call, |worker, call| {
+            .attempt(view, main, key, trace_id, call, |worker, call| {
                 let client = worker.client.clone();
                 let mut cx = tarpc::context::current();
                 cx.deadline = deadline;
@@ -441,10 +442,12 @@ impl WorkerPool {
 
     /// Sends `msg` to the live worker for `key` among those serving `main` with `send` (which
     /// carries the deadline; `trace_id` labels the failures logged), up to [`MAX_ATTEMPTS`]
-    /// workers when the first ones are draining. The message back when no live worker serves its
-    /// module (`main` reads it from the message).
+    /// workers when the first ones are draining. The first pick is from `view`, which the caller
+    /// read for the request's key; later ones read the pool's view again. The message back when
+    /// no live worker serves its module (`main` reads it from the message).
     async fn attempt<M, F, Fut>(
         &self,
+        mut view: Arc<Vec<Live>>,
         main: fn(&M) -> &str,
         key: u64,
         trace_id: u128,
@@ -458,8 +461,10 @@ impl WorkerPool {
         // Workers that handed this message back: the view drops them once their peer task
         // runs, which under load may be after the next attempt.
         let mut draining: Vec<Arc<str>> = Vec::new();
-        for _ in 0..MAX_ATTEMPTS {
-            let view = self.view();
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                view = self.view();
+            }
             let Some(worker) = pick(&view, main(&msg), key, &draining) else { return Err(msg) };
             let started = Instant::now();
             if self.inner.dialing == Dialing::OnDemand {
@@ -641,18 +646,6 @@ impl WorkerPool {
 
     fn view(&self) -> Arc<Vec<Live>> {
         self.inner.view.read().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    /// The rendezvous key of a request for a route routed by a request field (see
-    /// [`KeyedRoute`](crate::registry::KeyedRoute)): the field's value read from the encoded
-    /// request, as the live workers serving the module declare it. `None` for other routes (they
-    /// go by player), and for a body that does not parse (the worker answers it `BAD_REQUEST`).
-    fn route_key(&self, main: &str, sub: &str, data: &[u8]) -> Option<u64> {
-        let view = self.view();
-        let field = view.iter().filter(|live| !live.keyed.is_empty()).find_map(|live| {
-            live.keyed.iter().find_map(|(m, s, field)| (m == main && s == sub).then_some(*field))
-        })?;
-        rendezvous::field_key(data, field)
     }
 
     /// Takes `worker`'s connection out of the view (see [`WorkerPool::take_out`]) and logs why.
@@ -931,6 +924,17 @@ fn eligible(live: &Live, view: &[Live]) -> Arc<[String]> {
         return live.serves.clone();
     }
     live.serves.iter().filter(|module| !loses(module)).cloned().collect()
+}
+
+/// The rendezvous key of a request for a route routed by a request field (see
+/// [`KeyedRoute`](crate::registry::KeyedRoute)): the field's value read from the encoded
+/// request, as the live workers of `view` serving the module declare it. `None` for other routes (they
+/// go by player), and for a body that does not parse (the worker answers it `BAD_REQUEST`).
+fn route_key(view: &[Live], main: &str, sub: &str, data: &[u8]) -> Option<u64> {
+    let field = view.iter().filter(|live| !live.keyed.is_empty()).find_map(|live| {
+        live.keyed.iter().find_map(|(m, s, field)| (m == main && s == sub).then_some(*field))
+    })?;
+    rendezvous::field_key(data, field)
 }
 
 /// The live worker of `view` for `key` among those serving `main`, but for those in `skip`.
