@@ -424,11 +424,11 @@ async fn read_replies<Item: DeserializeOwned>(
         let mut frame = frame.freeze();
         let (id, handled) = match frame.first().copied() {
             Some(TARPC) if to_tarpc(&tarpc, &mut frame).await => continue,
-            Some(REPLY) => match reply(frame) {
+            Some(REPLY) => match reply(&frame) {
                 Ok(answer) => answer,
                 Err(_) => break,
             },
-            Some(DRAINING) => match agent_message(frame) {
+            Some(DRAINING) => match header::request(&frame) {
                 Ok((id, _, msg)) => (id, Handled::Draining(Box::new(msg))),
                 Err(_) => break,
             },
@@ -455,7 +455,7 @@ async fn read_requests<Item: DeserializeOwned>(
         match frame.first().copied() {
             Some(TARPC) if to_tarpc(&tarpc, &mut frame).await => {}
             Some(REQUEST) => {
-                let Ok((id, budget, msg)) = agent_message(frame) else { break };
+                let Ok((id, budget, msg)) = header::request(&frame) else { break };
                 let deadline = Instant::now() + budget;
                 let (handler, outbox) = (handler.clone(), outbox.clone());
                 tokio::spawn(async move {
@@ -515,15 +515,9 @@ fn request(
     header::put_request(buf, id, budget, msg)
 }
 
-/// A `REQUEST` or `DRAINING` frame's id, time left and message; the route and body are slices of
-/// `frame`.
-fn agent_message(frame: Bytes) -> Result<(u64, Duration, AgentMessage), io::Error> {
-    header::request(&frame)
-}
-
 /// A `REPLY` frame's id and reply; the body is a slice of `frame`.
-fn reply(frame: Bytes) -> Result<(u64, Handled), io::Error> {
-    let (id, reply) = header::reply(&frame)?;
+fn reply(frame: &Bytes) -> Result<(u64, Handled), io::Error> {
+    let (id, reply) = header::reply(frame)?;
     Ok((id, Handled::Reply(reply)))
 }
 

@@ -461,10 +461,7 @@ impl WorkerPool {
         // Workers that handed this message back: the view drops them once their peer task
         // runs, which under load may be after the next attempt.
         let mut draining: Vec<Arc<str>> = Vec::new();
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                view = self.view();
-            }
+        for _ in 0..MAX_ATTEMPTS {
             let Some(worker) = pick(&view, main(&msg), key, &draining) else { return Err(msg) };
             let started = Instant::now();
             if self.inner.dialing == Dialing::OnDemand {
@@ -478,6 +475,7 @@ impl WorkerPool {
                     self.mark_down(worker, "draining");
                     draining.push(worker.id.clone());
                     msg = unhandled;
+                    view = self.view();
                 }
                 Err(error) => {
                     let reply = reply_of(&error);
@@ -928,8 +926,8 @@ fn eligible(live: &Live, view: &[Live]) -> Arc<[String]> {
 
 /// The rendezvous key of a request for a route routed by a request field (see
 /// [`KeyedRoute`](crate::registry::KeyedRoute)): the field's value read from the encoded
-/// request, as the live workers of `view` serving the module declare it. `None` for other routes (they
-/// go by player), and for a body that does not parse (the worker answers it `BAD_REQUEST`).
+/// request, as the live workers of `view` serving the module declare it. `None` for other routes
+/// (they go by player), and for a body that does not parse (the worker answers it `BAD_REQUEST`).
 fn route_key(view: &[Live], main: &str, sub: &str, data: &[u8]) -> Option<u64> {
     let field = view.iter().filter(|live| !live.keyed.is_empty()).find_map(|live| {
         live.keyed.iter().find_map(|(m, s, field)| (m == main && s == sub).then_some(*field))
