@@ -25,10 +25,11 @@ use super::{
     envelope::{self, Envelope, Inbound},
     mailbox::{Delivery, Mailbox},
     running::{PendingReply, Running},
-    sessions::{self, Outbound},
-    socket::{Io, Socket},
+    sessions,
+    socket::{Close, Io, Outbound, ReadError, Socket},
+    websocket::frame::{Frame, Violation},
 };
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use mortar_abi::Code;
@@ -52,14 +53,6 @@ use tokio::{
     net::TcpStream,
     time::{Instant, Sleep},
 };
-use tokio_tungstenite::{
-    WebSocketStream,
-    tungstenite::{
-        self, Message,
-        error::CapacityError,
-        protocol::{CloseFrame, frame::coding::CloseCode},
-    },
-};
 use tokio_util::sync::CancellationToken;
 
 /// Why the agent's loop ended.
@@ -67,13 +60,14 @@ enum End {
     /// Nothing more can be sent: the client is gone, or does not read. The label is the reason.
     Gone(&'static str),
     /// Close with this frame after the pending replies. The label is the reason.
-    Close(CloseFrame, &'static str),
+    Close(Close, &'static str),
     /// The node is shutting down.
     Shutdown,
     /// The session was kicked with this reason code.
     Kicked(i32),
-    /// The client sent a close frame: it is echoed (RFC 6455 §5.5.1), nothing more is sent.
-    ClientClosed,
+    /// The client sent a close frame, with this code: it is echoed (RFC 6455 §5.5.1), nothing
+    /// more is sent.
+    ClientClosed(Option<u16>),
 }
 
 /// One session's request state.
@@ -97,7 +91,8 @@ struct Agent {
 /// a span on every poll of every connection costs more than the few events it would label.
 pub(super) async fn run(
     shared: Arc<Shared>,
-    ws: WebSocketStream<TcpStream>,
+    stream: TcpStream,
+    read: BytesMut,
     session: u64,
     ip: IpAddr,
     shutdown: CancellationToken,
@@ -116,7 +111,8 @@ pub(super) async fn run(
         let burst = NonZeroU32::new(config.rate_burst).unwrap_or(rate);
         RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
     });
-    let socket = Socket::new(ws, config.outbound_queue);
+    let socket =
+        Socket::new(stream, read, config.read_buffer_bytes, config.max_frame_bytes, config.outbound_queue);
     let mut agent = Agent {
         shared,
         session,
@@ -163,19 +159,26 @@ pub(super) async fn run(
                 };
                 active = Instant::now();
                 let handled = match frame {
-                    Some(Ok(Message::Binary(data))) => agent.accept(data),
-                    Some(Ok(Message::Text(_))) => Err(End::Close(
-                        close(CloseCode::Unsupported, "text frames are not supported: send binary UserMessage frames"),
+                    Some(Ok(Frame::Binary(data))) => agent.accept(data),
+                    Some(Ok(Frame::Text)) => Err(End::Close(
+                        close(CLOSE_UNSUPPORTED, "text frames are not supported: send binary UserMessage frames"),
                         "text_frame",
                     )),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(()),
-                    Some(Ok(Message::Close(_))) => Err(End::ClientClosed),
-                    None => Err(End::Gone("client")),
-                    Some(Err(tungstenite::Error::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
-                        let reason = format!("frame of {size} bytes exceeds the limit of {max_size}");
-                        Err(End::Close(close(CloseCode::Size, &reason), "frame_too_large"))
+                    Some(Ok(Frame::Ping(payload))) => {
+                        agent.socket.queue(Outbound::Pong(payload));
+                        Ok(())
                     }
-                    Some(Err(error)) => {
+                    Some(Ok(Frame::Pong)) => Ok(()),
+                    Some(Ok(Frame::Close(code))) => Err(End::ClientClosed(code)),
+                    None => Err(End::Gone("client")),
+                    Some(Err(ReadError::Violation(violation))) => {
+                        let label = match violation {
+                            Violation::TooLarge { .. } => "frame_too_large",
+                            Violation::Protocol(_) | Violation::NotUtf8 => "protocol_error",
+                        };
+                        Err(End::Close(close(violation.close_code(), &violation.reason()), label))
+                    }
+                    Some(Err(ReadError::Io(error))) => {
                         tracing::debug!(node = %agent.shared.node_id, session, %ip, %error, "client connection failed");
                         Err(End::Gone("error"))
                     }
@@ -187,7 +190,7 @@ pub(super) async fn run(
             () = &mut idle => {
                 let until = active + config.read_timeout();
                 if until <= Instant::now() {
-                    break End::Close(close(CloseCode::Normal, "idle timeout"), "idle");
+                    break End::Close(close(CLOSE_NORMAL, "idle timeout"), "idle");
                 }
                 idle.as_mut().reset(until);
             }
@@ -208,7 +211,7 @@ pub(super) async fn run(
         End::Gone(reason) | End::Close(_, reason) => *reason,
         End::Shutdown => "shutdown",
         End::Kicked(_) => "kicked",
-        End::ClientClosed => "client",
+        End::ClientClosed(_) => "client",
     };
     metrics::counter!(m::SESSIONS_CLOSED, "reason" => reason).increment(1);
     tracing::debug!(node = %agent.shared.node_id, session, %ip, reason, "session ending");
@@ -233,7 +236,7 @@ impl Agent {
             Inbound::Request(msg) => Ok(msg),
             Inbound::Refuse(reply) => Err(reply),
             Inbound::Malformed(reason) => {
-                return Err(End::Close(close(CloseCode::Invalid, &reason), "bad_envelope"));
+                return Err(End::Close(close(CLOSE_INVALID, &reason), "bad_envelope"));
             }
         };
         // Every frame counts against the rate, also one refused for its own fault: a client must
@@ -429,14 +432,14 @@ impl Agent {
     async fn finish(&mut self, end: End) {
         let (kick, frame) = match end {
             End::Gone(_) => return self.abandon().await,
-            End::ClientClosed => {
+            End::ClientClosed(code) => {
                 let write_timeout = self.shared.config.write_timeout();
-                let _ = tokio::time::timeout(write_timeout, self.socket.echo_close()).await;
+                let _ = tokio::time::timeout(write_timeout, self.socket.echo_close(code)).await;
                 return self.abandon().await;
             }
             End::Close(frame, _) => (None, frame),
-            End::Shutdown => (Some(Code::SERVER_SHUTDOWN), close(CloseCode::Away, "server shutdown")),
-            End::Kicked(reason) => (Some(Code::from_wire(reason)), close(CloseCode::Policy, "kicked")),
+            End::Shutdown => (Some(Code::SERVER_SHUTDOWN), close(CLOSE_AWAY, "server shutdown")),
+            End::Kicked(reason) => (Some(Code::from_wire(reason)), close(CLOSE_POLICY, "kicked")),
         };
         if !self.drain(kick).await {
             return self.abandon().await;
@@ -481,24 +484,18 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// A close frame; the reason is cut to the 123 bytes the protocol allows.
-fn close(code: CloseCode, reason: &str) -> CloseFrame {
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    CloseFrame { code, reason: reason[..end].to_owned().into() }
-}
+/// Close codes (RFC 6455 §7.4.1): normal closure (the idle timeout).
+const CLOSE_NORMAL: u16 = 1000;
+/// The server is going away (shutdown).
+const CLOSE_AWAY: u16 = 1001;
+/// A kind of data the gateway does not take (text frames).
+const CLOSE_UNSUPPORTED: u16 = 1003;
+/// A frame whose data is not what it should be (not a `UserMessage`).
+const CLOSE_INVALID: u16 = 1007;
+/// The session broke a policy (it was kicked).
+const CLOSE_POLICY: u16 = 1008;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn close_reason_is_cut_to_the_protocol_limit_on_a_char_boundary() {
-        let reason = "é".repeat(100); // 200 bytes
-        let frame = close(CloseCode::Invalid, &reason);
-        assert_eq!(frame.reason.len(), 122);
-        assert_eq!(close(CloseCode::Normal, "idle timeout").reason.as_str(), "idle timeout");
-    }
+/// A close frame (the socket cuts the reason to the 123 bytes the protocol allows).
+fn close(code: u16, reason: &str) -> Close {
+    Close { code, reason: reason.to_owned() }
 }

@@ -42,7 +42,9 @@ pub struct GatewayConfig {
     pub outbound_queue: usize,
     /// A client whose outgoing queue stays full this long (it does not read) is disconnected.
     pub write_timeout_ms: u64,
-    /// Size of each connection's read buffer. Small buffers keep idle connections cheap.
+    /// Bytes a connection's read buffer grows by when it is full (a frame larger than this gets
+    /// room for the whole frame). Allocated when the client first sends: idle connections hold
+    /// none.
     pub read_buffer_bytes: usize,
     /// A connection that sends nothing (no frame, no ping) for this long is closed (1000).
     pub read_timeout_ms: u64,

@@ -6,6 +6,7 @@
 //! - `agent`: one task per connection: reads requests, relays them, writes replies and pushes.
 //! - `running`: the requests a session has started, whose replies leave in request order.
 //! - `socket`: a connection's WebSocket with its bounded outgoing queue.
+//! - `websocket`: the WebSocket protocol's handshake and frames, server side.
 //! - [`mailbox`]: a session's pushes waiting for its agent (allocated on the first push), and its kick.
 //! - [`envelope`]: the first check of each client frame, and the `UserMessage` as the gateway
 //!   holds it (its route a slice of the frame).
@@ -28,6 +29,7 @@ mod running;
 pub mod service;
 pub mod sessions;
 mod socket;
+mod websocket;
 
 use crate::config::GatewayConfig;
 use admission::{Admission, Refusal};
@@ -50,13 +52,9 @@ use std::{
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::{
-    handshake::server::{ErrorResponse, Request, Response},
-    http::StatusCode,
-    protocol::WebSocketConfig,
-};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use websocket::handshake::Failure;
 
 /// A [`Gateway`] that may be gone (see [`Gateway::downgrade`]).
 #[derive(Clone)]
@@ -412,7 +410,7 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, shutdown: impl Futur
 ///
 /// A connection over the handshake limit is closed at once; one over the total or per-IP limit is
 /// answered HTTP 503 or 429 at the upgrade.
-async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, stop: CancellationToken) {
+async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, stop: CancellationToken) {
     let config = &shared.config;
     let handshake_slot = match shared.admission.handshake() {
         Ok(slot) => slot,
@@ -421,26 +419,20 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, st
     let admitted = shared.admission.connect(peer.ip());
     let refusal = admitted.as_ref().err().copied();
     let _ = stream.set_nodelay(true);
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(config.read_buffer_bytes)
-        .max_message_size(Some(config.max_frame_bytes))
-        .max_frame_size(Some(config.max_frame_bytes));
-    #[allow(clippy::result_large_err)] // the signature tungstenite asks for
-    let callback = move |request: &Request, response: Response| check_upgrade(request, response, refusal);
-    // Boxed: the handshake state is large and needed only until the upgrade, not for the
-    // connection's whole life (the task keeps the size of its largest state).
-    let handshake =
-        Box::pin(tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config)));
+    // Boxed: the handshake's state is needed only until the upgrade, not for the connection's
+    // whole life (the task keeps the size of its largest state).
+    let handshake = Box::pin(websocket::handshake::accept(&mut stream, refusal));
     let upgraded = tokio::select! {
         () = stop.cancelled() => return,
         upgraded = tokio::time::timeout(config.handshake_timeout(), handshake) => upgraded,
     };
     drop(handshake_slot);
-    let (ws, _connection_slot) = match (upgraded, admitted) {
-        (Ok(Ok(ws)), Ok(slot)) => (ws, slot),
-        // Refused by a limit: the callback answered 429/503, which fails the handshake.
-        (Ok(_), Err(refusal)) => return refused(refusal, peer),
-        (Ok(Err(error)), Ok(_)) => {
+    let (read, _connection_slot) = match (upgraded, admitted) {
+        (Ok(Ok(read)), Ok(slot)) => (read, slot),
+        // Refused by a limit: answered 429/503.
+        (Ok(Err(Failure::Refused(refusal))), _) => return refused(refusal, peer),
+        (Ok(Ok(_)), Err(refusal)) => return refused(refusal, peer),
+        (Ok(Err(error)), _) => {
             metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "handshake_failed").increment(1);
             tracing::debug!(%peer, %error, "websocket handshake failed");
             return;
@@ -454,34 +446,11 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, st
     let session = shared.next_session.fetch_add(1, Ordering::Relaxed);
     metrics::counter!(m::CONNECTIONS_ACCEPTED).increment(1);
     metrics::gauge!(m::CONNECTIONS).increment(1.0);
-    agent::run(shared.clone(), ws, session, peer.ip(), stop).await;
+    agent::run(shared.clone(), stream, read, session, peer.ip(), stop).await;
     metrics::gauge!(m::CONNECTIONS).decrement(1.0);
 }
 
 fn refused(refusal: Refusal, peer: SocketAddr) {
     metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => refusal.as_str()).increment(1);
     tracing::debug!(%peer, reason = refusal.as_str(), "connection refused");
-}
-
-/// Accepts the upgrade only on [`WS_PATH`], and when the connection limits admit it (429 over the
-/// per-IP limit, 503 over the total).
-#[allow(clippy::result_large_err)] // the signature tungstenite asks for
-fn check_upgrade(
-    request: &Request,
-    response: Response,
-    refusal: Option<Refusal>,
-) -> Result<Response, ErrorResponse> {
-    let (status, body) = match refusal {
-        _ if request.uri().path() != WS_PATH => {
-            (StatusCode::NOT_FOUND, format!("mortar serves WebSocket clients at {WS_PATH}\n"))
-        }
-        None => return Ok(response),
-        Some(Refusal::PerIp) => {
-            (StatusCode::TOO_MANY_REQUESTS, "too many connections from your address\n".into())
-        }
-        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "the server is full\n".into()),
-    };
-    let mut refusal = ErrorResponse::new(Some(body));
-    *refusal.status_mut() = status;
-    Err(refusal)
 }

@@ -15,18 +15,6 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
 };
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-
-/// What a session's agent queues for its client (its socket writes them: see `socket`).
-///
-/// An encoded frame rather than a tungstenite `Message`, so items are small.
-#[derive(Debug)]
-pub enum Outbound {
-    /// One binary frame: an encoded `UserMessage` (a reply or a push).
-    Frame(Bytes),
-    /// The close frame; the socket writes nothing after it.
-    Close(CloseFrame),
-}
 
 /// A live session's ways in: its mailbox, for pushes and its kick.
 struct Entry {

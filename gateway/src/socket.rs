@@ -5,48 +5,106 @@
 //! One task for both directions: a reply goes from the handler to the socket without waking
 //! another task, which measured about a tenth more requests per second than a writer task fed by
 //! a channel.
+//!
+//! The frames are the gateway's own ([`websocket::frame`]): read out of one buffer per connection
+//! (a binary frame's payload is a slice of it), written into another, so the frames queued
+//! between two writes leave in one system call.
 
-use super::sessions::Outbound;
-use futures::{SinkExt as _, StreamExt as _};
+use crate::websocket::frame::{self, Frame, Reader, Violation};
+use bytes::{Buf as _, Bytes, BytesMut};
 use std::{
     collections::VecDeque,
     future::poll_fn,
+    io,
+    pin::Pin,
     task::{Context, Poll, ready},
 };
-use tokio::net::TcpStream;
-use tokio_tungstenite::{
-    WebSocketStream,
-    tungstenite::{self, Message},
-};
+use tokio::{io::AsyncWrite as _, net::TcpStream};
+
+/// What the agent queues for its client.
+#[derive(Debug)]
+pub(super) enum Outbound {
+    /// One binary frame: an encoded `UserMessage` (a reply or a push).
+    Frame(Bytes),
+    /// The answer to the client's ping.
+    Pong(Bytes),
+    /// The close frame; the socket writes nothing after it.
+    Close(Close),
+}
+
+/// A close frame's status code and reason.
+#[derive(Debug)]
+pub(super) struct Close {
+    pub(super) code: u16,
+    pub(super) reason: String,
+}
 
 /// What the socket did.
 pub(super) enum Io {
     /// The client's next frame: `None` when it closed the connection.
-    Read(Option<Result<Message, tungstenite::Error>>),
+    Read(Option<Result<Frame, ReadError>>),
     /// The queue was full and has room again: the agent may take more work.
     Room,
     /// Writing failed: nothing more reaches the client.
     WriteFailed,
 }
 
+/// Why the client's frames cannot be read.
+#[derive(Debug)]
+pub(super) enum ReadError {
+    /// The connection failed.
+    Io(io::Error),
+    /// The client sent what it may not (see [`Violation`]).
+    Violation(Violation),
+}
+
+/// Queued frames are written into the write buffer until it holds this many bytes.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// A write buffer grown past this is let go once written, so a connection that once sent a large
+/// frame does not keep its buffer.
+const KEEP_WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
 pub(super) struct Socket {
-    ws: WebSocketStream<TcpStream>,
-    /// Frames waiting for the socket, oldest first.
+    stream: TcpStream,
+    /// Bytes read and not yet taken as frames. Allocated when the client first sends something:
+    /// an idle connection holds none.
+    read: BytesMut,
+    /// What is reserved in `read` when it is full.
+    read_buffer_bytes: usize,
+    reader: Reader,
+    /// Frames encoded and not yet written.
+    write: BytesMut,
+    /// Frames waiting for the write buffer, oldest first.
     outgoing: VecDeque<Outbound>,
-    /// Frames handed to the WebSocket since its last flush.
-    unflushed: bool,
     /// Frames the queue holds before reading pauses.
     capacity: usize,
-    /// The WebSocket's last read found no whole frame: it is read again only once the socket is
-    /// readable. A read costs more than a readiness check (tungstenite zero-fills its read
-    /// buffer first), and most of a session's wake-ups are for its replies and pushes.
+    /// The last read found no whole frame: the socket is read again only once it is readable
+    /// (most of a session's wake-ups are for its replies and pushes).
     drained: bool,
 }
 
 impl Socket {
-    /// `ws` with an outgoing queue that pauses reading at `capacity` frames.
-    pub(super) fn new(ws: WebSocketStream<TcpStream>, capacity: usize) -> Self {
-        Self { ws, outgoing: VecDeque::new(), unflushed: false, capacity, drained: false }
+    /// The upgraded `stream`, with `read` the bytes the client sent after its handshake, reading
+    /// `read_buffer_bytes` at a time and frames up to `max_frame_bytes`, with an outgoing queue
+    /// that pauses reading at `capacity` frames.
+    pub(super) fn new(
+        stream: TcpStream,
+        read: BytesMut,
+        read_buffer_bytes: usize,
+        max_frame_bytes: usize,
+        capacity: usize,
+    ) -> Self {
+        Self {
+            stream,
+            drained: read.is_empty(),
+            read,
+            read_buffer_bytes: read_buffer_bytes.max(64),
+            reader: Reader::new(max_frame_bytes),
+            write: BytesMut::new(),
+            outgoing: VecDeque::new(),
+            capacity,
+        }
     }
 
     /// Queues a frame. The agent checks [`Socket::has_room`] before taking more work, so the queue
@@ -72,10 +130,10 @@ impl Socket {
                 return Poll::Ready(Io::Room);
             }
             if self.has_room() {
-                if self.drained && self.ws.get_ref().poll_read_ready(cx).is_pending() {
+                if self.drained && self.stream.poll_read_ready(cx).is_pending() {
                     return Poll::Pending;
                 }
-                match self.ws.poll_next_unpin(cx) {
+                match self.poll_read(cx) {
                     Poll::Ready(frame) => {
                         self.drained = false;
                         return Poll::Ready(Io::Read(frame));
@@ -88,8 +146,28 @@ impl Socket {
         .await
     }
 
+    /// The client's next frame, read from the buffer, or from the connection when the buffer holds
+    /// no whole frame; `None` at the end of the connection.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame, ReadError>>> {
+        loop {
+            match self.reader.read(&mut self.read) {
+                Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Ok(None) => {}
+                Err(violation) => return Poll::Ready(Some(Err(ReadError::Violation(violation)))),
+            }
+            if self.read.len() == self.read.capacity() {
+                self.read.reserve(self.read_buffer_bytes);
+            }
+            match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read)) {
+                Ok(0) => return Poll::Ready(None),
+                Ok(_) => {}
+                Err(error) => return Poll::Ready(Some(Err(ReadError::Io(error)))),
+            }
+        }
+    }
+
     /// Writes without reading until the queue has room.
-    pub(super) async fn make_room(&mut self) -> Result<(), tungstenite::Error> {
+    pub(super) async fn make_room(&mut self) -> io::Result<()> {
         poll_fn(|cx| match self.poll_write(cx) {
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
             _ if self.has_room() => Poll::Ready(Ok(())),
@@ -98,33 +176,43 @@ impl Socket {
         .await
     }
 
-    /// Writes and flushes everything queued.
-    pub(super) async fn flush(&mut self) -> Result<(), tungstenite::Error> {
+    /// Writes everything queued.
+    pub(super) async fn flush(&mut self) -> io::Result<()> {
         poll_fn(|cx| self.poll_write(cx)).await
     }
 
-    /// Sends the reply to the client's close frame, which the WebSocket queued when it read it;
-    /// nothing else may be sent after a close.
-    pub(super) async fn echo_close(&mut self) -> Result<(), tungstenite::Error> {
-        poll_fn(|cx| self.ws.poll_flush_unpin(cx)).await
+    /// Answers the client's close frame (its `code`, or 1000 when it gave none), dropping what is
+    /// queued: nothing else may be sent after a close.
+    pub(super) async fn echo_close(&mut self, code: Option<u16>) -> io::Result<()> {
+        self.outgoing.clear();
+        self.outgoing.push_back(Outbound::Close(Close { code: code.unwrap_or(1000), reason: String::new() }));
+        self.flush().await
     }
 
-    /// Makes progress writing; ready once everything queued is written and flushed.
-    pub(super) fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tungstenite::Error>> {
-        while !self.outgoing.is_empty() {
-            ready!(self.ws.poll_ready_unpin(cx))?;
-            let message = match self.outgoing.pop_front() {
-                Some(Outbound::Frame(frame)) => Message::Binary(frame),
-                Some(Outbound::Close(frame)) => Message::Close(Some(frame)),
-                None => break,
-            };
-            self.ws.start_send_unpin(message)?;
-            self.unflushed = true;
+    /// Makes progress writing; ready once everything queued is written.
+    pub(super) fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            while self.write.len() < WRITE_BATCH_BYTES {
+                match self.outgoing.pop_front() {
+                    Some(Outbound::Frame(payload)) => frame::put(&mut self.write, frame::BINARY, &payload),
+                    Some(Outbound::Pong(payload)) => frame::put(&mut self.write, frame::PONG, &payload),
+                    Some(Outbound::Close(close)) => {
+                        frame::put_close(&mut self.write, close.code, &close.reason)
+                    }
+                    None => break,
+                }
+            }
+            if self.write.is_empty() {
+                if self.write.capacity() > KEEP_WRITE_BUFFER_BYTES {
+                    self.write = BytesMut::new();
+                }
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(Pin::new(&mut self.stream).poll_write(cx, &self.write)) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(written) => self.write.advance(written),
+                Err(error) => return Poll::Ready(Err(error)),
+            }
         }
-        if self.unflushed {
-            ready!(self.ws.poll_flush_unpin(cx))?;
-            self.unflushed = false;
-        }
-        Poll::Ready(Ok(()))
     }
 }
