@@ -374,3 +374,59 @@ async fn each_node_has_its_own_module_instance() {
 async fn request_text(client: &mut Client, main: &str, sub: &str, text: &str) -> UserMessage {
     client.request(main, sub, echo_body(text), |_| {}).await.unwrap()
 }
+
+/// A client frame as bytes on the wire: `first` byte (FIN, opcode), masked with a fixed key.
+fn wire_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    assert!(payload.len() < 126, "short frames only");
+    let mut frame = vec![first, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, byte)| byte ^ mask[i % 4]));
+    frame
+}
+
+/// A server frame: its first byte (FIN, opcode) and its payload (unmasked, under 126 bytes here).
+async fn read_frame(stream: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt as _;
+    let (first, len) = (stream.read_u8().await.unwrap(), stream.read_u8().await.unwrap());
+    let mut payload = vec![0; usize::from(len)];
+    stream.read_exact(&mut payload).await.unwrap();
+    (first, payload)
+}
+
+/// The gateway's WebSocket over a bare TCP connection: the upgrade by hand, a request in two
+/// fragments with a ping between them (answered with a pong, then the reply), then a frame no
+/// client may send (unmasked), closed with 1002 and a reason.
+#[tokio::test]
+async fn fragments_pings_and_protocol_violations_on_the_wire() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let node = DevNode::start().await;
+    let mut stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let upgrade = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    stream.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(stream.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+
+    let Message::Binary(body) = request("echo.say", 7, echo_body("in two parts")) else { unreachable!() };
+    let (first, second) = body.split_at(body.len() / 2);
+    let mut wire = wire_frame(0x02, first);
+    wire.extend(wire_frame(0x89, b"are you there"));
+    wire.extend(wire_frame(0x80, second));
+    stream.write_all(&wire).await.unwrap();
+    assert_eq!(read_frame(&mut stream).await, (0x8A, b"are you there".to_vec()));
+    let (first, reply) = read_frame(&mut stream).await;
+    assert_eq!(first, 0x82);
+    let reply = UserMessage::decode(&reply[..]).unwrap();
+    assert_eq!((reply.seq, reply.code, text_of(&reply)), (7, 0, "in two parts".to_owned()));
+
+    stream.write_all(&[0x82, 0x02, 0x08, 0x01]).await.unwrap();
+    let (first, close) = read_frame(&mut stream).await;
+    assert_eq!(first, 0x88);
+    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1002);
+    assert_eq!(std::str::from_utf8(&close[2..]).unwrap(), "client frames must be masked");
+}

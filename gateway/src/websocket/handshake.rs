@@ -47,11 +47,17 @@ impl std::fmt::Display for Failure {
 /// See [`Failure`]; the client has had its answer unless the connection failed.
 pub(crate) async fn accept(stream: &mut TcpStream, refusal: Option<Refusal>) -> Result<BytesMut, Failure> {
     let mut buf = BytesMut::with_capacity(1024);
+    // Parsed once the blank line that ends the headers has come, and searched for only in what
+    // came since the last read: a client sending a byte at a time costs a scan of each byte once.
+    let mut searched: usize = 0;
     let (accept_key, len) = loop {
         if stream.read_buf(&mut buf).await.map_err(Failure::Io)? == 0 {
             return Err(Failure::Io(io::ErrorKind::UnexpectedEof.into()));
         }
-        match check(&buf, refusal) {
+        let ended = buf[searched.saturating_sub(3)..].windows(4).any(|window| window == b"\r\n\r\n");
+        searched = buf.len();
+        let checked = if ended { check(&buf, refusal) } else { Ok(None) };
+        match checked {
             Ok(Some(upgrade)) => break upgrade,
             Ok(None) if buf.len() < MAX_REQUEST_BYTES => buf.reserve(1024),
             Ok(None) => return Err(answer(stream, Failure::Rejected(431, "request headers too large")).await),
@@ -158,6 +164,42 @@ mod tests {
         let (accept, len) = check(UPGRADE.as_bytes(), None).unwrap().unwrap();
         assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(len, UPGRADE.len());
+    }
+
+    /// Over a real connection: a request sent a few bytes at a time, with the client's first frame
+    /// right behind it, is answered 101 and the frame's bytes are handed on; a bad one gets its
+    /// status.
+    #[tokio::test]
+    async fn a_trickled_request_is_upgraded_and_what_follows_it_kept() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for (request, expect) in [
+            (format!("{UPGRADE}\u{82}\u{80}"), "HTTP/1.1 101 "),
+            ("GET /x HTTP/1.1\r\n\r\n".into(), "HTTP/1.1 404 "),
+        ] {
+            let client = tokio::spawn(async move {
+                let mut client = TcpStream::connect(addr).await.unwrap();
+                client.set_nodelay(true).unwrap();
+                for piece in request.as_bytes().chunks(7) {
+                    client.write_all(piece).await.unwrap();
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                let mut answer = String::new();
+                let _ = client.read_to_string(&mut answer).await;
+                answer
+            });
+            let (mut server, _) = listener.accept().await.unwrap();
+            let accepted = accept(&mut server, None).await;
+            drop(server);
+            let answer = client.await.unwrap();
+            assert!(answer.starts_with(expect), "{answer:?}");
+            match accepted {
+                Ok(rest) => assert_eq!(&rest[..], "\u{82}\u{80}".as_bytes()),
+                Err(Failure::Rejected(404, _)) => assert!(answer.ends_with("at /ws\n")),
+                Err(other) => panic!("{other}"),
+            }
+        }
     }
 
     #[test]
