@@ -156,7 +156,13 @@ impl Socket {
                 Err(violation) => return Poll::Ready(Some(Err(ReadError::Violation(violation)))),
             }
             if self.read.len() == self.read.capacity() {
-                self.read.reserve(self.read_buffer_bytes);
+                if self.read.is_empty() {
+                    // A fresh buffer rather than the old one reclaimed: a large frame's buffer
+                    // is let go with the frame instead of staying with the connection.
+                    self.read = BytesMut::with_capacity(self.read_buffer_bytes);
+                } else {
+                    self.read.reserve(self.read_buffer_bytes);
+                }
             }
             match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read)) {
                 Ok(0) => return Poll::Ready(None),
