@@ -42,8 +42,9 @@ pub(crate) enum Frame {
 /// Why a client's frames cannot be read: the connection is closed with this code and reason.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Violation {
-    /// A frame, or a message of fragments, over the limit (1009).
-    TooLarge { size: u64, max: usize },
+    /// A frame, or a message of fragments (`fragments`: its size so far, this fragment
+    /// included), over the limit (1009).
+    TooLarge { size: u64, max: usize, fragments: bool },
     /// Not a frame a client may send (1002).
     Protocol(&'static str),
     /// A close frame whose reason is not UTF-8 (1007).
@@ -63,7 +64,12 @@ impl Violation {
     /// The close reason the client reads.
     pub(crate) fn reason(&self) -> String {
         match self {
-            Violation::TooLarge { size, max } => format!("frame of {size} bytes exceeds the limit of {max}"),
+            Violation::TooLarge { size, max, fragments: false } => {
+                format!("frame of {size} bytes exceeds the limit of {max}")
+            }
+            Violation::TooLarge { size, max, fragments: true } => {
+                format!("fragmented message of {size} bytes so far exceeds the limit of {max}")
+            }
             Violation::Protocol(reason) => (*reason).to_owned(),
             Violation::NotUtf8 => "close reason is not UTF-8".to_owned(),
         }
@@ -101,9 +107,12 @@ impl Reader {
                     return Err(Violation::Protocol("control frames must be whole and at most 125 bytes"));
                 }
             } else {
-                let before = self.partial.as_ref().map_or(0, BytesMut::len) as u64;
+                let (before, fragments) = match &self.partial {
+                    Some(partial) => (partial.len() as u64, true),
+                    None => (0, !header.fin),
+                };
                 if before + header.len > self.max as u64 {
-                    return Err(Violation::TooLarge { size: before + header.len, max: self.max });
+                    return Err(Violation::TooLarge { size: before + header.len, max: self.max, fragments });
                 }
             }
             match (header.opcode, &self.partial) {
@@ -344,21 +353,23 @@ mod tests {
         // Only the header of a frame of 101 bytes.
         let header = &client_frame(0x82, &[0; 101], MASK)[..8];
         let mut buf = BytesMut::from(header);
-        assert_eq!(reader.read(&mut buf), Err(Violation::TooLarge { size: 101, max: 100 }));
+        assert_eq!(reader.read(&mut buf), Err(Violation::TooLarge { size: 101, max: 100, fragments: false }));
         // A length of 2^62 is refused the same way, and a length with its top bit set at all.
         let mut huge = vec![0x82, 0x80 | 127];
         huge.extend_from_slice(&(1u64 << 62).to_be_bytes());
         huge.extend_from_slice(&MASK);
         assert_eq!(
             Reader::new(100).read(&mut BytesMut::from(&huge[..])),
-            Err(Violation::TooLarge { size: 1 << 62, max: 100 })
+            Err(Violation::TooLarge { size: 1 << 62, max: 100, fragments: false })
         );
         huge[2] = 0x80;
         assert!(matches!(Reader::new(100).read(&mut BytesMut::from(&huge[..])), Err(Violation::Protocol(_))));
         // Fragments count together.
         let mut bytes = client_frame(0x02, &[1; 60], MASK);
         bytes.extend(client_frame(0x80, &[2; 41], MASK));
-        assert_eq!(read_all(&mut Reader::new(100), &bytes), Err(Violation::TooLarge { size: 101, max: 100 }));
+        let over = read_all(&mut Reader::new(100), &bytes).unwrap_err();
+        assert_eq!(over, Violation::TooLarge { size: 101, max: 100, fragments: true });
+        assert_eq!(over.reason(), "fragmented message of 101 bytes so far exceeds the limit of 100");
         let message = read_all(&mut Reader::new(101), &bytes).unwrap();
         assert_eq!(message.len(), 1);
     }

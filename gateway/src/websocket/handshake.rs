@@ -87,7 +87,12 @@ fn check(buf: &[u8], refusal: Option<Refusal>) -> Result<Option<(String, usize)>
     if request.method != Some("GET") || request.version != Some(1) {
         return Err(Failure::Rejected(400, "a WebSocket upgrade is an HTTP/1.1 GET"));
     }
-    let path = request.path.unwrap_or_default();
+    let target = request.path.unwrap_or_default();
+    // The absolute form (`GET http://host/ws`) names the same path after its authority.
+    let path = match target.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |start| &rest[start..]),
+        None => target,
+    };
     if path.split('?').next() != Some(WS_PATH) {
         return Err(Failure::Rejected(404, "mortar serves WebSocket clients at /ws"));
     }
@@ -112,8 +117,11 @@ fn check(buf: &[u8], refusal: Option<Refusal>) -> Result<Option<(String, usize)>
     if header("sec-websocket-version") != Some(b"13") {
         return Err(Failure::Rejected(426, "WebSocket version 13 only"));
     }
-    let Some(key) = header("sec-websocket-key").filter(|key| !key.is_empty()) else {
-        return Err(Failure::Rejected(400, "no Sec-WebSocket-Key"));
+    // §4.1: the key is 16 random bytes in base64.
+    let Some(key) = header("sec-websocket-key")
+        .filter(|key| STANDARD.decode(key.trim_ascii()).is_ok_and(|nonce| nonce.len() == 16))
+    else {
+        return Err(Failure::Rejected(400, "no Sec-WebSocket-Key of 16 bytes in base64"));
     };
     Ok(Some((accept_key(key), len)))
 }
@@ -219,7 +227,14 @@ mod tests {
         assert_eq!(status("\x16\x03\x01 not http\r\n\r\n".into()), 400);
         let many: String = (0..MAX_HEADERS).map(|i| format!("X-{i}: y\r\n")).collect();
         assert_eq!(status(UPGRADE.replace("Host: localhost\r\n", &many)), 431);
-        // A query string is not part of the path.
+        assert_eq!(status(UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "short")), 400);
+        // Neither a query string nor the absolute form's scheme and authority are part of the path.
+        assert!(
+            check(UPGRADE.replace("GET /ws", "GET http://localhost:4000/ws").as_bytes(), None)
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(status(UPGRADE.replace("GET /ws", "GET http://localhost:4000/other")), 404);
         assert!(check(UPGRADE.replace("GET /ws", "GET /ws?token=1").as_bytes(), None).unwrap().is_some());
         // Limits answer once the request is known to be an upgrade to the right path.
         assert!(matches!(
