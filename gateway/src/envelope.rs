@@ -188,13 +188,7 @@ pub fn relayed(main_type: ByteString, sub_type: ByteString, seq: u32, reply: Rep
 
 /// `reason`, cut to at most [`MAX_REASON_BYTES`] at a character boundary.
 pub fn cap_reason(mut reason: String) -> String {
-    if reason.len() > MAX_REASON_BYTES {
-        let mut end = MAX_REASON_BYTES;
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        reason.truncate(end);
-    }
+    reason.truncate(reason.floor_char_boundary(MAX_REASON_BYTES));
     reason
 }
 

@@ -260,10 +260,7 @@ pub(crate) fn put(buf: &mut BytesMut, opcode: u8, payload: &[u8]) {
 /// Writes a close frame with `code` and `reason` (cut to the 123 bytes a close frame has room
 /// for, at a character boundary) at the end of `buf`.
 pub(crate) fn put_close(buf: &mut BytesMut, code: u16, reason: &str) {
-    let mut end = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = reason.floor_char_boundary(MAX_CONTROL_PAYLOAD - 2);
     let mut payload = [0; MAX_CONTROL_PAYLOAD];
     payload[..2].copy_from_slice(&code.to_be_bytes());
     payload[2..2 + end].copy_from_slice(&reason.as_bytes()[..end]);
