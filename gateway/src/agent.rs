@@ -27,7 +27,7 @@ use super::{
     running::{PendingReply, Running},
     sessions,
     socket::{Close, Io, Outbound, ReadError, Socket},
-    websocket::frame::{Frame, Violation},
+    websocket::frame::{Frame, Violation, close_code},
 };
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
@@ -161,7 +161,7 @@ pub(super) async fn run(
                 let handled = match frame {
                     Some(Ok(Frame::Binary(data))) => agent.accept(data),
                     Some(Ok(Frame::Text)) => Err(End::Close(
-                        close(CLOSE_UNSUPPORTED, "text frames are not supported: send binary UserMessage frames"),
+                        close(close_code::UNSUPPORTED, "text frames are not supported: send binary UserMessage frames"),
                         "text_frame",
                     )),
                     Some(Ok(Frame::Ping(payload))) => {
@@ -190,7 +190,7 @@ pub(super) async fn run(
             () = &mut idle => {
                 let until = active + config.read_timeout();
                 if until <= Instant::now() {
-                    break End::Close(close(CLOSE_NORMAL, "idle timeout"), "idle");
+                    break End::Close(close(close_code::NORMAL, "idle timeout"), "idle");
                 }
                 idle.as_mut().reset(until);
             }
@@ -236,7 +236,7 @@ impl Agent {
             Inbound::Request(msg) => Ok(msg),
             Inbound::Refuse(reply) => Err(reply),
             Inbound::Malformed(reason) => {
-                return Err(End::Close(close(CLOSE_INVALID, &reason), "bad_envelope"));
+                return Err(End::Close(close(close_code::INVALID, &reason), "bad_envelope"));
             }
         };
         // Every frame counts against the rate, also one refused for its own fault: a client must
@@ -438,8 +438,8 @@ impl Agent {
                 return self.abandon().await;
             }
             End::Close(frame, _) => (None, frame),
-            End::Shutdown => (Some(Code::SERVER_SHUTDOWN), close(CLOSE_AWAY, "server shutdown")),
-            End::Kicked(reason) => (Some(Code::from_wire(reason)), close(CLOSE_POLICY, "kicked")),
+            End::Shutdown => (Some(Code::SERVER_SHUTDOWN), close(close_code::AWAY, "server shutdown")),
+            End::Kicked(reason) => (Some(Code::from_wire(reason)), close(close_code::POLICY, "kicked")),
         };
         if !self.drain(kick).await {
             return self.abandon().await;
@@ -483,17 +483,6 @@ impl Drop for Registered<'_> {
         self.shared.sessions.remove(self.session);
     }
 }
-
-/// Close codes (RFC 6455 §7.4.1): normal closure (the idle timeout).
-const CLOSE_NORMAL: u16 = 1000;
-/// The server is going away (shutdown).
-const CLOSE_AWAY: u16 = 1001;
-/// A kind of data the gateway does not take (text frames).
-const CLOSE_UNSUPPORTED: u16 = 1003;
-/// A frame whose data is not what it should be (not a `UserMessage`).
-const CLOSE_INVALID: u16 = 1007;
-/// The session broke a policy (it was kicked).
-const CLOSE_POLICY: u16 = 1008;
 
 /// A close frame (the socket cuts the reason to the 123 bytes the protocol allows).
 fn close(code: u16, reason: &str) -> Close {

@@ -10,7 +10,7 @@
 //! (a binary frame's payload is a slice of it), written into another, so the frames queued
 //! between two writes leave in one system call.
 
-use crate::websocket::frame::{self, Frame, Reader, Violation};
+use crate::websocket::frame::{self, Frame, Reader, Violation, close_code};
 use bytes::{Buf as _, Bytes, BytesMut};
 use std::{
     collections::VecDeque,
@@ -191,7 +191,10 @@ impl Socket {
     /// queued: nothing else may be sent after a close.
     pub(super) async fn echo_close(&mut self, code: Option<u16>) -> io::Result<()> {
         self.outgoing.clear();
-        self.outgoing.push_back(Outbound::Close(Close { code: code.unwrap_or(1000), reason: String::new() }));
+        self.outgoing.push_back(Outbound::Close(Close {
+            code: code.unwrap_or(close_code::NORMAL),
+            reason: String::new(),
+        }));
         self.flush().await
     }
 

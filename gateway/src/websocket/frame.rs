@@ -20,6 +20,24 @@ const PING: u8 = 0x9;
 /// The opcode of a pong frame.
 pub(crate) const PONG: u8 = 0xA;
 
+/// The close codes the gateway sends (RFC 6455 §7.4.1).
+pub(crate) mod close_code {
+    /// Normal closure (the idle timeout; the answer to a close frame without a code).
+    pub(crate) const NORMAL: u16 = 1000;
+    /// The server is going away (shutdown).
+    pub(crate) const AWAY: u16 = 1001;
+    /// A frame no client may send.
+    pub(crate) const PROTOCOL: u16 = 1002;
+    /// A kind of data the gateway does not take (text frames).
+    pub(crate) const UNSUPPORTED: u16 = 1003;
+    /// Data that is not what it should be (not a `UserMessage`, a close reason not UTF-8).
+    pub(crate) const INVALID: u16 = 1007;
+    /// The session broke a policy (it was kicked).
+    pub(crate) const POLICY: u16 = 1008;
+    /// A frame or message over the limit.
+    pub(crate) const TOO_LARGE: u16 = 1009;
+}
+
 /// The most a control frame's payload may hold.
 const MAX_CONTROL_PAYLOAD: usize = 125;
 
@@ -55,9 +73,9 @@ impl Violation {
     /// The close code this violation ends the connection with.
     pub(crate) fn close_code(&self) -> u16 {
         match self {
-            Violation::TooLarge { .. } => 1009,
-            Violation::Protocol(_) => 1002,
-            Violation::NotUtf8 => 1007,
+            Violation::TooLarge { .. } => close_code::TOO_LARGE,
+            Violation::Protocol(_) => close_code::PROTOCOL,
+            Violation::NotUtf8 => close_code::INVALID,
         }
     }
 
@@ -147,7 +165,7 @@ impl Reader {
                         return Ok(Some(Frame::Binary(message.freeze())));
                     }
                 }
-                CLOSE => return close_code(&payload).map(|code| Some(Frame::Close(code))),
+                CLOSE => return close_status(&payload).map(|code| Some(Frame::Close(code))),
                 PING => return Ok(Some(Frame::Ping(payload.freeze()))),
                 PONG => return Ok(Some(Frame::Pong)),
                 _ => unreachable!("the header refused other opcodes"),
@@ -221,7 +239,7 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 }
 
 /// The status code of a close frame's payload (none when empty).
-fn close_code(payload: &[u8]) -> Result<Option<u16>, Violation> {
+fn close_status(payload: &[u8]) -> Result<Option<u16>, Violation> {
     let Some((code, reason)) = payload.split_first_chunk::<2>() else {
         return match payload.len() {
             0 => Ok(None),
