@@ -24,7 +24,7 @@ use super::{
     Shared,
     envelope::{self, Envelope, Inbound},
     mailbox::{Delivery, Mailbox},
-    running::{PendingReply, Running},
+    running::{Local, PendingReply, Running},
     sessions,
     socket::{Close, Io, Outbound, ReadError, Socket},
     websocket::frame::{Frame, Violation, close_code},
@@ -282,7 +282,9 @@ impl Agent {
         }
     }
 
-    /// The reply to one request: answered here for `sys.*`, relayed to a worker otherwise.
+    /// The reply to one request: answered here for `sys.*`, run on this task when the node's own
+    /// worker serves it (no box around its handler's future, its deadline kept by [`Running`]),
+    /// relayed to a worker otherwise.
     fn request(&self, msg: Envelope) -> PendingReply {
         let Envelope { main_type, sub_type, data, seq, .. } = msg;
         if main_type == "sys" {
@@ -295,7 +297,7 @@ impl Agent {
                 },
                 "descriptors" if self.shared.config.serve_descriptors => {
                     let relay = self.shared.relay.clone();
-                    return Box::pin(async move {
+                    return PendingReply::Future(Box::pin(async move {
                         match relay.descriptors().await {
                             Ok(set) => {
                                 let body = Descriptors { file_descriptor_set: set };
@@ -309,7 +311,7 @@ impl Agent {
                             }
                             Err(code) => envelope::reply_code(main_type, sub_type, seq, code),
                         }
-                    });
+                    }));
                 }
                 "descriptors" => {
                     let reason = "this gateway does not serve descriptors".into();
@@ -326,9 +328,8 @@ impl Agent {
                     envelope::reply_because(main_type, sub_type, seq, Code::NO_ROUTE, reason)
                 }
             };
-            return Box::pin(std::future::ready(reply));
+            return PendingReply::Ready(reply);
         }
-        let relay = self.shared.relay.clone();
         let msg = AgentMessage {
             main: main_type,
             sub: sub_type,
@@ -343,10 +344,26 @@ impl Agent {
             gateway: self.shared.node_id.clone(),
             trace_id: trace::new_trace_id(),
         };
-        Box::pin(async move {
+        let relay = &self.shared.relay;
+        if let Some(worker) = relay.own_worker() {
+            let deadline = std::time::Instant::now() + relay.timeout();
+            let (main_type, sub_type, trace_id) = (msg.main.clone(), msg.sub.clone(), msg.trace_id);
+            let reply = worker.handle(msg, deadline);
+            return PendingReply::Local(Local {
+                main_type,
+                sub_type,
+                seq,
+                session: self.session,
+                trace_id,
+                reply,
+                deadline,
+            });
+        }
+        let relay = relay.clone();
+        PendingReply::Future(Box::pin(async move {
             let reply = relay.relay(&msg).await;
             envelope::relayed(msg.main, msg.sub, seq, reply)
-        })
+        }))
     }
 
     /// Queues a reply for the client.
@@ -406,7 +423,7 @@ impl Agent {
             for msg in std::mem::take(&mut self.waiting) {
                 let (main_type, sub_type, seq) = (msg.main_type, msg.sub_type, msg.seq);
                 let reply = envelope::reply_because(main_type, sub_type, seq, code, reason.into());
-                self.running.push_back(Box::pin(std::future::ready(reply)));
+                self.running.push_back(PendingReply::Ready(reply));
             }
         }
         loop {

@@ -70,6 +70,21 @@ impl Relay {
         Self { target: Target::Cluster(pool), timeout }
     }
 
+    /// This node's own worker, when requests go to it in-process: a session runs the handler's
+    /// future itself and keeps its deadline (see [`Relay::timeout`]) rather than through
+    /// [`Relay::relay`].
+    pub fn own_worker(&self) -> Option<&Arc<dyn Upstream>> {
+        match &self.target {
+            Target::Local(worker) => Some(worker),
+            Target::Rpc { .. } | Target::Cluster(_) => None,
+        }
+    }
+
+    /// How long a client waits for the reply to a request.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Relays `msg` to the worker, borrowed: the caller keeps it (its route is the reply's), and a
     /// worker over TCP copies it straight into the connection's write buffer. This node's own
     /// worker and a tarpc client take a clone (reference counts, no copy of its strings or body).
