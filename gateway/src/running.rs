@@ -11,7 +11,7 @@ use std::{
     collections::VecDeque,
     future::{Future, poll_fn},
     pin::Pin,
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
     time::Instant,
 };
 use tokio::time::Sleep;
@@ -103,7 +103,47 @@ pub(crate) enum Running {
 /// none running (an idle session holds none).
 pub(crate) struct Few {
     slots: VecDeque<Slot>,
-    timer: Option<Pin<Box<Sleep>>>,
+    timer: Option<Timer>,
+}
+
+/// The deadline timer of [`Few`], polled at every wake-up of its session for little: it is
+/// registered with the polling task's waker once per arming, and afterwards polled again only
+/// once it has fired (or when another task polls it), as the session task's waker wakes the same
+/// task at every poll.
+struct Timer {
+    sleep: Pin<Box<Sleep>>,
+    /// The waker it was last polled with since it was armed.
+    registered: Option<Waker>,
+}
+
+impl Timer {
+    fn new(deadline: Instant) -> Self {
+        Self { sleep: Box::pin(tokio::time::sleep_until(deadline.into())), registered: None }
+    }
+
+    fn deadline(&self) -> Instant {
+        self.sleep.deadline().into_std()
+    }
+
+    fn reset(&mut self, deadline: Instant) {
+        self.sleep.as_mut().reset(deadline.into());
+        self.registered = None;
+    }
+
+    /// Ready once the deadline has passed.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(waker) = &self.registered
+            && waker.will_wake(cx.waker())
+            && !self.sleep.is_elapsed()
+        {
+            return Poll::Pending;
+        }
+        let polled = self.sleep.as_mut().poll(cx);
+        if polled.is_pending() {
+            self.registered = Some(cx.waker().clone());
+        }
+        polled
+    }
 }
 
 /// A request of [`Running::Few`]: still running, or answered and waiting for those before it.
@@ -152,10 +192,8 @@ impl Running {
             PendingReply::Future(future) => Slot::Running(future),
             PendingReply::Local(local) => {
                 match &mut few.timer {
-                    None => few.timer = Some(Box::pin(tokio::time::sleep_until(local.deadline.into()))),
-                    Some(timer) if timer.deadline().into_std() > local.deadline => {
-                        timer.as_mut().reset(local.deadline.into());
-                    }
+                    None => few.timer = Some(Timer::new(local.deadline)),
+                    Some(timer) if timer.deadline() > local.deadline => timer.reset(local.deadline),
                     Some(_) => {}
                 }
                 Slot::Local(local)
@@ -208,7 +246,7 @@ impl Few {
     /// re-arms it at the earliest deadline still running (or drops it when none runs).
     fn keep_deadlines(&mut self, cx: &mut Context<'_>) {
         while let Some(timer) = &mut self.timer {
-            if timer.as_mut().poll(cx).is_pending() {
+            if timer.poll(cx).is_pending() {
                 return;
             }
             let now = Instant::now();
@@ -224,7 +262,7 @@ impl Few {
             }
             match earliest {
                 // Polled again at the top, which registers it.
-                Some(deadline) => timer.as_mut().reset(deadline.into()),
+                Some(deadline) => timer.reset(deadline),
                 None => self.timer = None,
             }
         }
