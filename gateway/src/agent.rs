@@ -369,7 +369,7 @@ impl Agent {
     /// Queues a reply for the client.
     fn reply(&mut self, reply: Envelope) {
         self.shared.count_reply(reply.code);
-        self.socket.queue(Outbound::Frame(reply.encode()));
+        self.socket.queue(Outbound::Reply(reply));
     }
 
     /// Counts and logs a client disconnected because it does not read.

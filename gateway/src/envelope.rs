@@ -6,7 +6,7 @@
 //! client's frame, like its body: a request's route is neither copied nor allocated on its way to
 //! the worker and back into the reply.
 
-use bytes::{BufMut as _, Bytes};
+use bytes::{BufMut, Bytes};
 use bytestring::ByteString;
 use mortar_abi::Code;
 use mortar_cluster::rpc::Reply;
@@ -76,45 +76,72 @@ impl Envelope {
     pub fn encode(&self) -> Bytes {
         encode(&self.main_type, &self.sub_type, self.code, &self.data, self.seq, &self.reason)
     }
+
+    /// The length of its encoding.
+    pub fn encoded_len(&self) -> usize {
+        encoded_len(&self.main_type, &self.sub_type, self.code, &self.data, self.seq, &self.reason)
+    }
+
+    /// Writes its encoding at the end of `buf` (as [`Envelope::encode`] encodes it).
+    pub fn encode_to(&self, buf: &mut impl BufMut) {
+        encode_to(buf, &self.main_type, &self.sub_type, self.code, &self.data, self.seq, &self.reason);
+    }
 }
 
 /// The `UserMessage` with these fields, encoded as prost encodes it (fields in tag order, those
 /// with their default value left out), into one buffer of the exact size.
 pub fn encode(main_type: &str, sub_type: &str, code: i32, data: &[u8], seq: u32, reason: &str) -> Bytes {
+    let len = encoded_len(main_type, sub_type, code, data, seq, reason);
+    let mut buf = Vec::with_capacity(len);
+    encode_to(&mut buf, main_type, sub_type, code, data, seq, reason);
+    debug_assert_eq!(buf.len(), len);
+    Bytes::from(buf)
+}
+
+/// The length of [`encode`]'s encoding of these fields.
+fn encoded_len(main_type: &str, sub_type: &str, code: i32, data: &[u8], seq: u32, reason: &str) -> usize {
     let text_len = |tag: u32, value: &[u8]| match value.len() {
         0 => 0,
         len => key_len(tag) + encoded_len_varint(len as u64) + len,
     };
     // `int32` is sign-extended to 64 bits on the wire (a negative code takes 10 bytes).
-    let (code_wide, seq_wide) = (i64::from(code) as u64, u64::from(seq));
-    let len = text_len(1, main_type.as_bytes())
+    text_len(1, main_type.as_bytes())
         + text_len(2, sub_type.as_bytes())
-        + if code == 0 { 0 } else { key_len(3) + encoded_len_varint(code_wide) }
+        + if code == 0 { 0 } else { key_len(3) + encoded_len_varint(i64::from(code) as u64) }
         + text_len(4, data)
-        + if seq == 0 { 0 } else { key_len(5) + encoded_len_varint(seq_wide) }
-        + text_len(6, reason.as_bytes());
-    let mut buf = Vec::with_capacity(len);
-    let text = |tag: u32, value: &[u8], buf: &mut Vec<u8>| {
+        + if seq == 0 { 0 } else { key_len(5) + encoded_len_varint(u64::from(seq)) }
+        + text_len(6, reason.as_bytes())
+}
+
+/// Writes [`encode`]'s encoding of these fields at the end of `buf`.
+fn encode_to(
+    buf: &mut impl BufMut,
+    main_type: &str,
+    sub_type: &str,
+    code: i32,
+    data: &[u8],
+    seq: u32,
+    reason: &str,
+) {
+    fn text(tag: u32, value: &[u8], buf: &mut impl BufMut) {
         if !value.is_empty() {
             encode_key(tag, WireType::LengthDelimited, buf);
             encode_varint(value.len() as u64, buf);
             buf.put_slice(value);
         }
-    };
-    text(1, main_type.as_bytes(), &mut buf);
-    text(2, sub_type.as_bytes(), &mut buf);
-    if code != 0 {
-        encode_key(3, WireType::Varint, &mut buf);
-        encode_varint(code_wide, &mut buf);
     }
-    text(4, data, &mut buf);
-    if seq != 0 {
-        encode_key(5, WireType::Varint, &mut buf);
-        encode_varint(seq_wide, &mut buf);
+    fn number(tag: u32, value: u64, buf: &mut impl BufMut) {
+        if value != 0 {
+            encode_key(tag, WireType::Varint, buf);
+            encode_varint(value, buf);
+        }
     }
-    text(6, reason.as_bytes(), &mut buf);
-    debug_assert_eq!(buf.len(), len);
-    Bytes::from(buf)
+    text(1, main_type.as_bytes(), buf);
+    text(2, sub_type.as_bytes(), buf);
+    number(3, i64::from(code) as u64, buf);
+    text(4, data, buf);
+    number(5, u64::from(seq), buf);
+    text(6, reason.as_bytes(), buf);
 }
 
 /// A server push `main_type.sub_type` with body `data`, encoded (`seq` 0, no code).
@@ -233,6 +260,10 @@ mod tests {
             );
             assert_eq!((envelope.seq, envelope.reason.as_str()), (msg.seq, msg.reason.as_str()));
             assert_eq!(&envelope.encode()[..], &prost[..], "{msg:?}");
+            assert_eq!(envelope.encoded_len(), prost.len(), "{msg:?}");
+            let mut appended = bytes::BytesMut::from(&b"before"[..]);
+            envelope.encode_to(&mut appended);
+            assert_eq!((&appended[..6], &appended[6..]), (&b"before"[..], &prost[..]), "{msg:?}");
         }
     }
 

@@ -10,7 +10,10 @@
 //! (a binary frame's payload is a slice of it), written into another, so the frames queued
 //! between two writes leave in one system call.
 
-use crate::websocket::frame::{self, Frame, Reader, Violation, close_code};
+use crate::{
+    envelope::Envelope,
+    websocket::frame::{self, Frame, Reader, Violation, close_code},
+};
 use bytes::{Buf as _, Bytes, BytesMut};
 use std::{
     collections::VecDeque,
@@ -24,8 +27,11 @@ use tokio::{io::AsyncWrite as _, net::TcpStream};
 /// What the agent queues for its client.
 #[derive(Debug)]
 pub(super) enum Outbound {
-    /// One binary frame: an encoded `UserMessage` (a reply or a push).
+    /// One binary frame: an encoded `UserMessage` (a push, shared by the sessions it goes to).
     Frame(Bytes),
+    /// A reply, encoded straight into the write buffer: no buffer of its own, one copy of its
+    /// body instead of two.
+    Reply(Envelope),
     /// The answer to the client's ping.
     Pong(Bytes),
     /// The close frame; the socket writes nothing after it.
@@ -64,6 +70,10 @@ const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// A write buffer grown past this is let go once written, so a connection that once sent a large
 /// frame does not keep its buffer.
 const KEEP_WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
+/// A queue grown past this many slots is let go once empty, so a connection that once had many
+/// frames queued does not keep the room for them.
+const KEEP_QUEUE_SLOTS: usize = 16;
 
 pub(super) struct Socket {
     stream: TcpStream,
@@ -204,6 +214,10 @@ impl Socket {
             while self.write.len() < WRITE_BATCH_BYTES {
                 match self.outgoing.pop_front() {
                     Some(Outbound::Frame(payload)) => frame::put(&mut self.write, frame::BINARY, &payload),
+                    Some(Outbound::Reply(reply)) => {
+                        frame::put_header(&mut self.write, frame::BINARY, reply.encoded_len());
+                        reply.encode_to(&mut self.write);
+                    }
                     Some(Outbound::Pong(payload)) => frame::put(&mut self.write, frame::PONG, &payload),
                     Some(Outbound::Close(close)) => {
                         frame::put_close(&mut self.write, close.code, &close.reason)
@@ -214,6 +228,9 @@ impl Socket {
             if self.write.is_empty() {
                 if self.write.capacity() > KEEP_WRITE_BUFFER_BYTES {
                     self.write = BytesMut::new();
+                }
+                if self.outgoing.capacity() > KEEP_QUEUE_SLOTS {
+                    self.outgoing = VecDeque::new();
                 }
                 return Poll::Ready(Ok(()));
             }

@@ -259,9 +259,16 @@ fn close_status(payload: &[u8]) -> Result<Option<u16>, Violation> {
 
 /// Writes a server frame (final, unmasked) with `opcode` and `payload` at the end of `buf`.
 pub(crate) fn put(buf: &mut BytesMut, opcode: u8, payload: &[u8]) {
-    buf.reserve(10 + payload.len());
+    put_header(buf, opcode, payload.len());
+    buf.put_slice(payload);
+}
+
+/// Writes the header of a server frame (final, unmasked) with `opcode` and a payload of `len`
+/// bytes at the end of `buf`, and reserves room for the payload, which the caller writes next.
+pub(crate) fn put_header(buf: &mut BytesMut, opcode: u8, len: usize) {
+    buf.reserve(10 + len);
     buf.put_u8(0x80 | opcode);
-    match payload.len() {
+    match len {
         len @ 0..=125 => buf.put_u8(len as u8),
         len @ 126..=0xFFFF => {
             buf.put_u8(126);
@@ -272,7 +279,6 @@ pub(crate) fn put(buf: &mut BytesMut, opcode: u8, payload: &[u8]) {
             buf.put_u64(len as u64);
         }
     }
-    buf.put_slice(payload);
 }
 
 /// Writes a close frame with `code` and `reason` (cut to the 123 bytes a close frame has room
