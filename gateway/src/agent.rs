@@ -130,6 +130,9 @@ pub(super) async fn run(
     let mut active = Instant::now();
     // Boxed and only while the outgoing queue is full: most connections never need it.
     let mut stalled: Option<Pin<Box<Sleep>>> = None;
+    // When the pushes held back go (`push_flush_ms`): boxed, made at the first push held.
+    let push_flush = config.push_flush();
+    let mut flush: Option<Pin<Box<Sleep>>> = None;
 
     let end = loop {
         if agent.socket.has_room() {
@@ -148,7 +151,17 @@ pub(super) async fn run(
             delivery = mailbox.next(agent.socket.has_room()) => match delivery {
                 Delivery::Kicked(sessions::SHUTDOWN) => break End::Shutdown,
                 Delivery::Kicked(reason) => break End::Kicked(reason),
-                Delivery::Push(push) => agent.socket.queue(Outbound::Frame(push)),
+                Delivery::Push(push) => {
+                    agent.socket.queue(Outbound::Frame(push));
+                    if let Some(delay) = push_flush && !agent.socket.is_holding() {
+                        agent.socket.hold();
+                        let until = Instant::now() + delay;
+                        match &mut flush {
+                            Some(flush) => flush.as_mut().reset(until),
+                            None => flush = Some(Box::pin(tokio::time::sleep_until(until))),
+                        }
+                    }
+                }
             },
             io = agent.socket.io() => {
                 let frame = match io {
@@ -194,6 +207,7 @@ pub(super) async fn run(
                 }
                 idle.as_mut().reset(until);
             }
+            () = expired(&mut flush), if agent.socket.is_holding() => agent.socket.release(),
             () = expired(&mut stalled) => {
                 agent.does_not_read();
                 break End::Gone("queue_full");
@@ -366,10 +380,11 @@ impl Agent {
         }))
     }
 
-    /// Queues a reply for the client.
+    /// Queues a reply for the client, which takes the pushes held before it along.
     fn reply(&mut self, reply: Envelope) {
         self.shared.count_reply(reply.code);
         self.socket.queue(Outbound::Reply(reply));
+        self.socket.release();
     }
 
     /// Counts and logs a client disconnected because it does not read.

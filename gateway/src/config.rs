@@ -42,6 +42,12 @@ pub struct GatewayConfig {
     pub outbound_queue: usize,
     /// A client whose outgoing queue stays full this long (it does not read) is disconnected.
     pub write_timeout_ms: u64,
+    /// 0: a push is written as soon as it reaches the session. Above: a push that finds nothing
+    /// else to write is held up to this long, and the pushes gathered meanwhile leave in one
+    /// write with it (as Pomelo's buffered push scheduler does, its `flushInterval`); a reply
+    /// never waits and takes the held pushes along. Fewer, larger writes for clients that get
+    /// many pushes, at the cost of that much latency on a push.
+    pub push_flush_ms: u64,
     /// Bytes a connection's read buffer grows by when it is full (a frame larger than this gets
     /// room for the whole frame). Allocated when the client first sends: idle connections hold
     /// none.
@@ -86,6 +92,7 @@ impl Default for GatewayConfig {
             max_handshakes: 1_000,
             outbound_queue: 256,
             write_timeout_ms: 5_000,
+            push_flush_ms: 0,
             read_buffer_bytes: 2048,
             read_timeout_ms: 60_000,
             handshake_timeout_ms: 10_000,
@@ -108,6 +115,11 @@ impl GatewayConfig {
     /// [`GatewayConfig::write_timeout_ms`] as a duration.
     pub fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.write_timeout_ms)
+    }
+
+    /// [`GatewayConfig::push_flush_ms`] as a duration; `None` when pushes are not held.
+    pub fn push_flush(&self) -> Option<Duration> {
+        (self.push_flush_ms > 0).then(|| Duration::from_millis(self.push_flush_ms))
     }
 
     /// [`GatewayConfig::handshake_timeout_ms`] as a duration.

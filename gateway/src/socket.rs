@@ -89,6 +89,9 @@ pub(super) struct Socket {
     outgoing: VecDeque<Outbound>,
     /// Frames the queue holds before reading pauses.
     capacity: usize,
+    /// Frames queued are left in the queue (unless it is full) until [`Socket::release`]: the
+    /// agent holds pushes back to write more of them at once (`push_flush_ms`).
+    holding: bool,
     /// The last read found no whole frame: the socket is read again only once it is readable
     /// (most of a session's wake-ups are for its replies and pushes).
     drained: bool,
@@ -114,6 +117,7 @@ impl Socket {
             write: BytesMut::new(),
             outgoing: VecDeque::new(),
             capacity,
+            holding: false,
         }
     }
 
@@ -121,6 +125,22 @@ impl Socket {
     /// passes its capacity by at most the one answer to the frame just read.
     pub(super) fn queue(&mut self, item: Outbound) {
         self.outgoing.push_back(item);
+    }
+
+    /// Leaves what is queued from now on in the queue until [`Socket::release`] (or until the
+    /// queue is full).
+    pub(super) fn hold(&mut self) {
+        self.holding = true;
+    }
+
+    /// Writes what is queued again.
+    pub(super) fn release(&mut self) {
+        self.holding = false;
+    }
+
+    /// Whether the queue is held (see [`Socket::hold`]).
+    pub(super) fn is_holding(&self) -> bool {
+        self.holding
     }
 
     /// Whether the queue is under its capacity.
@@ -192,8 +212,9 @@ impl Socket {
         .await
     }
 
-    /// Writes everything queued.
+    /// Writes everything queued, also what was held.
     pub(super) async fn flush(&mut self) -> io::Result<()> {
+        self.release();
         poll_fn(|cx| self.poll_write(cx)).await
     }
 
@@ -201,6 +222,7 @@ impl Socket {
     /// queued: nothing else may be sent after a close.
     pub(super) async fn echo_close(&mut self, code: Option<u16>) -> io::Result<()> {
         self.outgoing.clear();
+        self.release();
         self.outgoing.push_back(Outbound::Close(Close {
             code: code.unwrap_or(close_code::NORMAL),
             reason: String::new(),
@@ -208,10 +230,11 @@ impl Socket {
         self.flush().await
     }
 
-    /// Makes progress writing; ready once everything queued is written.
+    /// Makes progress writing; ready once everything queued is written (but what is held).
     pub(super) fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let take = !self.holding || !self.has_room();
         loop {
-            while self.write.len() < WRITE_BATCH_BYTES {
+            while take && self.write.len() < WRITE_BATCH_BYTES {
                 match self.outgoing.pop_front() {
                     Some(Outbound::Frame(payload)) => frame::put(&mut self.write, frame::BINARY, &payload),
                     Some(Outbound::Reply(reply)) => {
@@ -229,7 +252,7 @@ impl Socket {
                 if self.write.capacity() > KEEP_WRITE_BUFFER_BYTES {
                     self.write = BytesMut::new();
                 }
-                if self.outgoing.capacity() > KEEP_QUEUE_SLOTS {
+                if self.outgoing.is_empty() && self.outgoing.capacity() > KEEP_QUEUE_SLOTS {
                     self.outgoing = VecDeque::new();
                 }
                 return Poll::Ready(Ok(()));

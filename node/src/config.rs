@@ -189,6 +189,7 @@ impl NodeConfig {
         within("gateway.max_handshakes", g.max_handshakes, 1, 1_000_000)?;
         within("gateway.outbound_queue", g.outbound_queue, 1, 65_536)?;
         within("gateway.write_timeout_ms", g.write_timeout_ms, 1, HOUR_MS)?;
+        within("gateway.push_flush_ms", g.push_flush_ms, 0, 1_000)?;
         within("gateway.read_buffer_bytes", g.read_buffer_bytes, 512, 1 << 20)?;
         within("gateway.read_timeout_ms", g.read_timeout_ms, 100, 24 * HOUR_MS)?;
         within("gateway.handshake_timeout_ms", g.handshake_timeout_ms, 100, 600_000)?;
@@ -568,6 +569,7 @@ mod tests {
         refused("[gateway]\noutbound_queue = 3000000000000000000\n", "gateway.outbound_queue");
         refused("[gateway]\nread_buffer_bytes = 100000000000\n", "gateway.read_buffer_bytes");
         refused("[gateway]\nrequest_timeout_ms = 100000000000\n", "gateway.request_timeout_ms");
+        refused("[gateway]\npush_flush_ms = 5000\n", "gateway.push_flush_ms");
         refused("[registry]\nheartbeat_ms = 3000\n", "registry.heartbeat_ms");
         refused("[rpc]\nbackoff_min_ms = 500\nbackoff_max_ms = 100\n", "rpc.backoff_max_ms");
         refused("[rpc]\nmax_frame_bytes = 1024\n", "rpc.max_frame_bytes");

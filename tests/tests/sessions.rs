@@ -87,6 +87,27 @@ async fn pushes_reach_online_users_and_report_the_offline_ones() {
     }
 }
 
+/// With `push_flush_ms`, pushes to a client are held: they leave with its next reply, before it
+/// and in order, or when the delay ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_pushes_leave_with_the_next_reply_or_after_the_flush_delay() {
+    let node = DevNode::with_config(|config| config.gateway.push_flush_ms = 1_000).await;
+    let mut alice = logged_in(&node, 1).await;
+    let mut bob = logged_in(&node, 2).await;
+    for _ in 0..2 {
+        assert_eq!(ask(&mut alice, "testkit.push", "2").await.0, 0);
+    }
+    mortar_tests::no_push(&mut bob, "testkit.note", Duration::from_millis(300)).await;
+    let mut pushes = Vec::new();
+    assert_eq!(call(&mut bob, "testkit.me", "", &mut pushes).await, (0, "2".into()));
+    let notes: Vec<_> = pushes.iter().map(|push| EchoResp::decode(push.data.clone()).unwrap().text).collect();
+    assert_eq!(notes, ["from 1", "from 1"]);
+    // Nothing to take it along: the delay's end sends it.
+    assert_eq!(ask(&mut alice, "testkit.push", "2").await.0, 0);
+    let push = mortar_tests::push_of(&mut bob, "testkit.note").await;
+    assert_eq!(EchoResp::decode(push.data).unwrap().text, "from 1");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disconnect_unbinds_and_a_kick_closes() {
     let node = DevNode::start().await;
