@@ -124,6 +124,11 @@ impl Socket {
     /// Queues a frame. The agent checks [`Socket::has_room`] before taking more work, so the queue
     /// passes its capacity by at most the one answer to the frame just read.
     pub(super) fn queue(&mut self, item: Outbound) {
+        // Room for one at first: a reply is large (its envelope is queued, encoded when written),
+        // a `VecDeque` starts at four, and most connections have one frame queued at a time.
+        if self.outgoing.capacity() == 0 {
+            self.outgoing.reserve_exact(1);
+        }
         self.outgoing.push_back(item);
     }
 
