@@ -178,7 +178,9 @@ pub(super) async fn run(
                         "text_frame",
                     )),
                     Some(Ok(Frame::Ping(payload))) => {
+                        // An answer, like a reply: it does not wait for held pushes.
                         agent.socket.queue(Outbound::Pong(payload));
+                        agent.socket.release();
                         Ok(())
                     }
                     Some(Ok(Frame::Pong)) => Ok(()),

@@ -1,6 +1,7 @@
 //! A client's WebSocket and its outgoing queue, driven from the agent's one task: frames the agent
-//! queues are written as the socket takes them, and reading pauses while the queue is full, so a
-//! client that does not read is held back by TCP instead of buffered without end.
+//! queues are written as the socket takes them (unless the agent holds pushes back, see
+//! `gateway.push_flush_ms`), and reading pauses while the queue is full, so a client that does not
+//! read is held back by TCP instead of buffered without end.
 //!
 //! One task for both directions: a reply goes from the handler to the socket without waking
 //! another task, which measured about a tenth more requests per second than a writer task fed by
