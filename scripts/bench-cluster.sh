@@ -2,11 +2,14 @@
 # The cluster rows of scripts/bench.sh (run it through bench.sh: STAGES=cluster scripts/bench.sh).
 # One client for every row, ../shared/bench/wsbench's, so the rows compare within this run:
 #   bare-echo        its tokio-tungstenite echo server (one thread per core): the transport's ceiling;
+#   bare-relay       the same server with one hop added, each frame sent to a second process and back
+#                    (bin/examples/bare_relay.rs, one thread each): the simplest two-process relay;
 #   mortar-gw1w      mortar gateway + 1 mortar worker over TCP (static registry);
 #   mortar-gw2w      mortar gateway + 2 workers;
 #   pinus-forward    Pinus connector forwarding to a backend server (bench/peers/pinus);
 # each at 100 and 1,000 connections, echo, median of RUNS runs of SECONDS seconds. Then:
-#   cpu              gateway and worker CPU per request at a fixed open-loop load (mortar bot);
+#   cpu              gateway and worker CPU per request at a fixed open-loop load (mortar bot),
+#                    beside the bare echo server's and the bare relay's at the same load;
 #   failover         how long a SIGKILLed and a SIGSTOPped worker keep being sent requests.
 # Usage: scripts/bench-cluster.sh MORTAR_BIN OUT_DIR SECONDS RUNS
 set -euo pipefail
@@ -16,6 +19,8 @@ shared=../shared/bench/wsbench
 [ -d "$shared" ] || { echo "bench-cluster: $shared is missing (the yardstick client and server)" >&2; exit 1; }
 CARGO_TARGET_DIR=target/wsbench cargo build --release --quiet --manifest-path "$shared/Cargo.toml"
 ws=target/wsbench/release
+cargo build --release --locked --quiet --example bare_relay -p mortar-cli
+relay=target/release/examples/bare_relay
 jsonl=$out/cluster.jsonl
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; }
@@ -70,19 +75,18 @@ pids+=("$echo_pid")
 sleep 0.5
 for conns in 100 1000; do client bare-echo "$conns" --proto raw --url ws://127.0.0.1:9601/ --threads 1 --pids "server=$echo_pid"; done
 stop "$echo_pid"
-# Its CPU per request at the open-loop load the gateway gets below (the bot's echo.say frames
-# come back unchanged, which the bot takes for a reply): the yardstick of the gateway's figure.
-# On one runtime thread, as the gateway runs: with one per core its figure moved 8–15 µs between
-# runs, from how often its two threads woke each other.
-"$ws/server" --addr 127.0.0.1:9602 --cfg small --threads 1 >/dev/null 2>&1 &
-echo_pid=$!
-pids+=("$echo_pid")
+
+echo "== bare relay: the bare echo with a hop to a second process"
+"$relay" back --addr 127.0.0.1:9701 2>/dev/null &
+back_pid=$!
+pids+=("$back_pid")
+sleep 0.3
+"$relay" front --addr 127.0.0.1:9702 --back 127.0.0.1:9701 2>/dev/null &
+front_pid=$!
+pids+=("$front_pid")
 sleep 0.5
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-b0=$(ticks "$echo_pid")
-"$bin" bot --url ws://127.0.0.1:9602/ --clients 100 --rate 200 --duration "${seconds}s" --threads 1 --quiet --json "$out/bare-cpu.json" >/dev/null
-b1=$(ticks "$echo_pid")
-stop "$echo_pid"
+for conns in 100 1000; do client bare-relay "$conns" --proto raw --url ws://127.0.0.1:9702/ --threads 1 --pids "front=$front_pid,back=$back_pid"; done
+stop "$front_pid"; stop "$back_pid"
 
 one='[{id="worker-1",addr="127.0.0.1:7301"}]'
 two='[{id="worker-1",addr="127.0.0.1:7301"},{id="worker-2",addr="127.0.0.1:7302"}]'
@@ -97,26 +101,65 @@ start_gateway "$two"
 for conns in 100 1000; do client mortar-gw2w "$conns" --proto mortar --url "$G_URL" --threads 1 --pids "gateway=$G_PID,worker-1=$w1,worker-2=$w2"; done
 stop "$G_PID"
 
-# CPU per request at a fixed open-loop load: 100 clients x 200 req/s = 20k req/s, gateway + 1 worker.
-echo "== CPU per request at 20k req/s, gateway + 1 worker (and the bare echo server at the same load)"
+# CPU per request at a fixed open-loop load, 100 clients x 200 req/s = 20k req/s (the bot's echo.say
+# frames come back unchanged from the bare servers, which the bot takes for replies): the bare echo
+# server, the bare relay and gateway + 1 worker, interleaved, RUNS rounds; medians. Every server on
+# one runtime thread, as the gateway runs: with one per core the bare server's figure moved 8–15 µs
+# between runs, from how often its two threads woke each other.
+echo "== CPU per request at 20k req/s: the bare echo server, the bare relay, gateway + 1 worker"
+"$ws/server" --addr 127.0.0.1:9602 --cfg small --threads 1 >/dev/null 2>&1 &
+echo_pid=$!
+pids+=("$echo_pid")
+"$relay" back --addr 127.0.0.1:9701 2>/dev/null &
+back_pid=$!
+pids+=("$back_pid")
+sleep 0.3
+"$relay" front --addr 127.0.0.1:9702 --back 127.0.0.1:9701 2>/dev/null &
+front_pid=$!
+pids+=("$front_pid")
 start_gateway "$one"
-g0=$(ticks "$G_PID") w0=$(ticks "$w1")
-"$bin" bot --url "$G_URL" --clients 100 --rate 200 --duration "${seconds}s" --threads 1 --quiet --json "$out/cluster-cpu.json" >/dev/null
-g1=$(ticks "$G_PID") w1t=$(ticks "$w1")
-python3 - "$out/cluster-cpu.json" "$((g1 - g0))" "$((w1t - w0))" "$(getconf CLK_TCK)" "$out/bare-cpu.json" "$((b1 - b0))" <<'PY'
-import json, sys
-report, bare = json.load(open(sys.argv[1])), json.load(open(sys.argv[5]))
-hz = int(sys.argv[4])
-per_request = lambda ticks, ok: int(ticks) / hz * 1e6 / max(ok, 1)
-gateway, worker = (per_request(t, report["ok"]) for t in sys.argv[2:4])
-bare_us = per_request(sys.argv[6], bare["ok"])
-report["gateway_cpu_us_per_request"], report["worker_cpu_us_per_request"] = round(gateway, 2), round(worker, 2)
-report["bare_cpu_us_per_request"] = round(bare_us, 2)
-json.dump(report, open(sys.argv[1], "w"), indent=2)
-print(f"  {report['requests_per_sec']:.0f} req/s: gateway {gateway:.1f} µs ({gateway / bare_us:.2f}× the bare server's "
-      f"{bare_us:.1f} µs at {bare['requests_per_sec']:.0f} req/s), worker {worker:.1f} µs of CPU per request")
+sleep 0.5
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Runs the bot at 20k req/s: label url pid...; appends {label, ok, ticks: [per pid]} to cpu.jsonl.
+open_loop() {
+  local label=$1 url=$2; shift 2
+  local before=() after=() pid
+  for pid in "$@"; do before+=("$(ticks "$pid")"); done
+  "$bin" bot --url "$url" --clients 100 --rate 200 --duration "${seconds}s" --threads 1 --quiet --json "$out/cpu-run.json" >/dev/null
+  for pid in "$@"; do after+=("$(ticks "$pid")"); done
+  python3 -c 'import json, sys
+ok = json.load(open(sys.argv[1]))["ok"]; n = (len(sys.argv) - 3) // 2
+print(json.dumps({"label": sys.argv[2], "ok": ok, "ticks": [int(b) - int(a) for a, b in zip(sys.argv[3:3 + n], sys.argv[3 + n:])]}))' \
+    "$out/cpu-run.json" "$label" "${before[@]}" "${after[@]}" >>"$out/cpu.jsonl"
+}
+for _ in $(seq "$runs"); do
+  open_loop bare ws://127.0.0.1:9602/ "$echo_pid"
+  open_loop relay ws://127.0.0.1:9702/ "$front_pid" "$back_pid"
+  open_loop gateway "$G_URL" "$G_PID" "$w1"
+done
+stop "$echo_pid"; stop "$front_pid"; stop "$back_pid"; stop "$G_PID"
+python3 - "$out/cpu.jsonl" "$(getconf CLK_TCK)" "$out/cluster-cpu.json" <<'PY'
+import json, statistics, sys
+hz = int(sys.argv[2])
+runs = [json.loads(line) for line in open(sys.argv[1])]
+us = lambda r, i: r["ticks"][i] / hz * 1e6 / max(r["ok"], 1)
+rounds = list(zip(*(iter(runs),) * 3))
+ratio = lambda label, i: statistics.median(us(r[label], i) / us(r[0], 0) for r in rounds)
+med = lambda label, i: statistics.median(us(r[label], i) for r in rounds)
+report = {
+    "bare_cpu_us_per_request": round(med(0, 0), 2),
+    "bare_relay_front_cpu_us_per_request": round(med(1, 0), 2), "bare_relay_back_cpu_us_per_request": round(med(1, 1), 2),
+    "gateway_cpu_us_per_request": round(med(2, 0), 2), "worker_cpu_us_per_request": round(med(2, 1), 2),
+    "gateway_over_bare": round(ratio(2, 0), 2), "bare_relay_front_over_bare": round(ratio(1, 0), 2), "rounds": len(rounds),
+}
+json.dump(report, open(sys.argv[3], "w"), indent=2)
+for i, (bare, relay, gateway) in enumerate(rounds, 1):
+    print(f"  round {i}: bare {us(bare, 0):.1f} µs, bare relay {us(relay, 0):.1f} + {us(relay, 1):.1f} µs, "
+          f"gateway {us(gateway, 0):.1f} + worker {us(gateway, 1):.1f} µs ({us(gateway, 0) / us(bare, 0):.2f}×)")
+print(f"  medians of {len(rounds)}: gateway {report['gateway_cpu_us_per_request']} µs, {report['gateway_over_bare']}× the bare "
+      f"server's {report['bare_cpu_us_per_request']} µs (the bare relay's front {report['bare_relay_front_over_bare']}×); "
+      f"worker {report['worker_cpu_us_per_request']} µs, the bare relay's back {report['bare_relay_back_cpu_us_per_request']} µs")
 PY
-stop "$G_PID"
 
 # Failover: under load over two workers, kill -9 one, then SIGSTOP the other's replacement...
 # measured from the signal to the gateway's "worker down" line (after which no request is sent to
@@ -168,7 +211,7 @@ rows = {}
 for line in open(sys.argv[1]):
     r = json.loads(line)
     rows.setdefault((r["label"], r["conns"]), []).append(r)
-order = ["bare-echo", "mortar-gw1w", "mortar-gw2w", "pinus-forward"]
+order = ["bare-echo", "bare-relay", "mortar-gw1w", "mortar-gw2w", "pinus-forward"]
 lines = ["| target | conns | req/s (median) | p50 ms | p99 ms | bad | CPU % of a core (median) |", "|---|---:|---:|---:|---:|---:|---|"]
 def med(rs, f): return statistics.median(f(r) for r in rs)
 for (label, conns), rs in sorted(rows.items(), key=lambda kv: (order.index(kv[0][0]) if kv[0][0] in order else 9, kv[0][1])):
@@ -181,9 +224,10 @@ def rps(label, conns):
 lines.append("")
 for conns in (100, 1000):
     for mortar in ("mortar-gw1w", "mortar-gw2w"):
-        m, bare, pinus = rps(mortar, conns), rps("bare-echo", conns), rps("pinus-forward", conns)
+        m, bare, relay, pinus = (rps(label, conns) for label in (mortar, "bare-echo", "bare-relay", "pinus-forward"))
         if m and bare:
-            lines.append(f"{mortar} at {conns}: {m / bare:.2f}× the bare echo" + (f", {m / pinus:.2f}× Pinus forwarding" if pinus else ""))
+            lines.append(f"{mortar} at {conns}: {m / bare:.2f}× the bare echo" + (f", {m / relay:.2f}× the bare relay" if relay else "")
+                         + (f", {m / pinus:.2f}× Pinus forwarding" if pinus else ""))
 table = "\n".join(lines)
 open(os.path.join(sys.argv[2], "cluster-summary.md"), "w").write(table + "\n")
 print(table)
