@@ -32,11 +32,12 @@ fn main() -> std::io::Result<()> {
     let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let addr = flag("--addr").unwrap_or_else(|| "127.0.0.1:9701".into());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let listener = runtime.block_on(TcpListener::bind(&addr))?;
     // On the runtime's thread, not the one that blocks on it (as the bare server does).
     let serve = match args.first().map(String::as_str) {
-        Some("back") => runtime.spawn(back(addr)),
+        Some("back") => runtime.spawn(back(listener)),
         Some("front") => {
-            runtime.spawn(front(addr, flag("--back").unwrap_or_else(|| "127.0.0.1:9701".into())))
+            runtime.spawn(front(listener, flag("--back").unwrap_or_else(|| "127.0.0.1:9701".into())))
         }
         _ => {
             eprintln!("usage: bare_relay back --addr ADDR | front --addr ADDR --back ADDR");
@@ -47,9 +48,8 @@ fn main() -> std::io::Result<()> {
 }
 
 /// The second process: writes back every byte the relay sends.
-async fn back(addr: String) -> std::io::Result<()> {
-    let listener = TcpListener::bind(&addr).await?;
-    eprintln!("bare_relay back listening on {addr}");
+async fn back(listener: TcpListener) -> std::io::Result<()> {
+    eprintln!("bare_relay back listening on {}", listener.local_addr()?);
     loop {
         let (mut stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
@@ -65,7 +65,7 @@ async fn back(addr: String) -> std::io::Result<()> {
 }
 
 /// The WebSocket side: one relay connection shared by every client.
-async fn front(addr: String, back: String) -> std::io::Result<()> {
+async fn front(listener: TcpListener, back: String) -> std::io::Result<()> {
     let relay = TcpStream::connect(&back).await?;
     relay.set_nodelay(true)?;
     let (mut from_back, mut to_back) = relay.into_split();
@@ -105,15 +105,14 @@ async fn front(addr: String, back: String) -> std::io::Result<()> {
                 }
             }
             buf.reserve(64 * 1024);
-            match from_back.read_buf(&mut buf).await {
-                Ok(1..) => {}
-                _ => std::process::exit(1),
+            if !matches!(from_back.read_buf(&mut buf).await, Ok(1..)) {
+                eprintln!("bare_relay front: the back closed the relay connection");
+                return;
             }
         }
     });
 
-    let listener = TcpListener::bind(&addr).await?;
-    eprintln!("bare_relay front listening on {addr}, relaying to {back}");
+    eprintln!("bare_relay front listening on {}, relaying to {back}", listener.local_addr()?);
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0)
@@ -154,4 +153,34 @@ async fn front(addr: String, back: String) -> std::io::Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn frames_come_back_through_the_second_process_to_their_own_client() {
+        let back_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let back_addr = back_listener.local_addr().unwrap().to_string();
+        tokio::spawn(back(back_listener));
+        let front_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/", front_listener.local_addr().unwrap());
+        tokio::spawn(front(front_listener, back_addr));
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(tokio_tungstenite::connect_async(&url).await.unwrap().0);
+        }
+        for round in 0..20 {
+            for (i, client) in clients.iter_mut().enumerate() {
+                client.send(Message::Binary(format!("{i}:{round}").into_bytes().into())).await.unwrap();
+            }
+            for (i, client) in clients.iter_mut().enumerate() {
+                let echo = tokio::time::timeout(Duration::from_secs(10), client.next()).await;
+                let echo = echo.expect("an echo within 10 s").unwrap().unwrap();
+                assert_eq!(echo, Message::Binary(format!("{i}:{round}").into_bytes().into()));
+            }
+        }
+    }
 }
