@@ -10,7 +10,9 @@
 # each with 1 push in flight (the time until the last player has it, nothing else running), 16 in
 # flight from one sender (one player's handler, back to back: a session's requests run one after
 # another) and 16 in flight from 16 senders (16 players pushing at once): pushes delivered per
-# second. Every process runs one runtime thread, the bot too.
+# second; over the cluster also 64 in flight from 16 senders (16 are bound by a round's latency,
+# 64 by the cores), and both again with the gateways holding pushes 20 ms (gateway.push_flush_ms).
+# Every process runs one runtime thread, the bot too.
 # With KIND=group (the group stage of bench.sh, STAGES=group) the push is the group module's:
 # 1,000 players register, log in and join one group (`--prepare 'group.create …'` by the first),
 # and `group.say` reaches them all as `group.message` (a read of the group's 1,000 members,
@@ -36,7 +38,9 @@ push() {
     local how=(--login 'dyntest.login {"text":"{user}"}' --fanout 'dyntest.push {"text":"{users}"}')
     if [ "$kind" = group ]; then
       # Accounts of their own per run, as the node's store keeps the earlier ones.
-      local account="\"account\":\"b${window}_${senders}_${run}_{user}\",\"password\":\"bench-password\""
+      local tag=""
+      [[ $label == *flush* ]] && tag=f
+      local account="\"account\":\"b${tag}${window}_${senders}_${run}_{user}\",\"password\":\"bench-password\""
       how=(--login "user.register {$account} ; user.login {$account} ; group.join {\"groupId\":\"{prepared}\"}"
         --prepare 'group.create {"name":"bench"}' --fanout 'group.say {"groupId":"{prepared}","text":"hello raid"}')
     fi
@@ -76,17 +80,28 @@ cluster=("${common[@]}" MORTAR_CLUSTER__SECRET=bench-push-secret MORTAR_REGISTRY
 env "${cluster[@]}" MORTAR_NODE__ID=worker-1 "$bin" worker --rpc-listen 127.0.0.1:0 --data "$out/$kind-push-w1-data" >"$out/push-w1.out" 2>"$out/push-w1.err" &
 pids+=("$!")
 ready "$out/push-w1.out" >/dev/null
-urls=()
-for gw in 1 2; do
-  env "${cluster[@]}" MORTAR_NODE__ID=gateway-$gw MORTAR_GATEWAY__RPC_LISTEN=127.0.0.1:0 \
-    "$bin" gateway --listen 127.0.0.1:0 >"$out/push-gw$gw.out" 2>"$out/push-gw$gw.err" &
-  pids+=("$!")
-  urls+=("$(ready "$out/push-gw$gw.out")")
-done
-sleep 1 # the gateways find the worker through the registry
+# Starts the two gateways (their pushes held FLUSH ms, 0 = written at once); sets urls and gw_pids.
+start_gateways() {
+  urls=() gw_pids=()
+  for gw in 1 2; do
+    env "${cluster[@]}" MORTAR_NODE__ID=gateway-$gw MORTAR_GATEWAY__RPC_LISTEN=127.0.0.1:0 MORTAR_GATEWAY__PUSH_FLUSH_MS="$1" \
+      "$bin" gateway --listen 127.0.0.1:0 >"$out/push-gw$gw.out" 2>"$out/push-gw$gw.err" &
+    pids+=("$!") gw_pids+=("$!")
+    urls+=("$(ready "$out/push-gw$gw.out")")
+  done
+  sleep 1 # the gateways find the worker through the registry
+}
+start_gateways 0
 push cluster "${urls[0]},${urls[1]}" 1 1
 push cluster "${urls[0]},${urls[1]}" 16 1
 push cluster "${urls[0]},${urls[1]}" 16 16
+push cluster "${urls[0]},${urls[1]}" 64 16
+kill "${gw_pids[@]}"
+wait "${gw_pids[@]}" 2>/dev/null || true
+echo "== the same, gateway.push_flush_ms = 20"
+start_gateways 20
+push "cluster, push_flush_ms = 20" "${urls[0]},${urls[1]}" 16 16
+push "cluster, push_flush_ms = 20" "${urls[0]},${urls[1]}" 64 16
 
 python3 - "$jsonl" "$out/$kind-push-echo.jsonl" "$out/$kind-push-summary.md" <<'PY'
 import json, os, statistics, sys
@@ -98,7 +113,8 @@ echo = statistics.median(json.loads(line)["rps"] for line in open(sys.argv[2]))
 lines = ["| target | pushes in flight | senders | pushes/s delivered (median) | last client has it, p50 ms | p99 ms | errors | ÷ bare echo |",
          "|---|---:|---:|---:|---:|---:|---:|---:|",
          f"| bare tokio-tungstenite echo, 1,000 connections (round trips/s) | — | — | {echo:,.0f} | | | | 1.00× |"]
-for (label, window, senders), rs in sorted(rows.items(), key=lambda kv: (kv[0][0] != "dev", kv[0][1], kv[0][2])):
+order = ["dev", "cluster", "cluster, push_flush_ms = 20"]
+for (label, window, senders), rs in sorted(rows.items(), key=lambda kv: (order.index(kv[0][0]) if kv[0][0] in order else 9, kv[0][1], kv[0][2])):
     pps = statistics.median(r["pushes_per_sec"] for r in rs)
     p50 = statistics.median(r["time_to_last_ms"]["p50"] for r in rs)
     p99 = statistics.median(r["time_to_last_ms"]["p99"] for r in rs)
