@@ -76,14 +76,18 @@ sleep 0.5
 for conns in 100 1000; do client bare-echo "$conns" --proto raw --url ws://127.0.0.1:9601/ --threads 1 --pids "server=$echo_pid"; done
 stop "$echo_pid"
 
+# Starts the bare relay, its clients at ws://127.0.0.1:9702/; sets front_pid and back_pid.
+start_bare_relay() {
+  "$relay" back --addr 127.0.0.1:9701 2>/dev/null &
+  back_pid=$!
+  pids+=("$back_pid")
+  sleep 0.3
+  "$relay" front --addr 127.0.0.1:9702 --back 127.0.0.1:9701 2>/dev/null &
+  front_pid=$!
+  pids+=("$front_pid")
+}
 echo "== bare relay: the bare echo with a hop to a second process"
-"$relay" back --addr 127.0.0.1:9701 2>/dev/null &
-back_pid=$!
-pids+=("$back_pid")
-sleep 0.3
-"$relay" front --addr 127.0.0.1:9702 --back 127.0.0.1:9701 2>/dev/null &
-front_pid=$!
-pids+=("$front_pid")
+start_bare_relay
 sleep 0.5
 for conns in 100 1000; do client bare-relay "$conns" --proto raw --url ws://127.0.0.1:9702/ --threads 1 --pids "front=$front_pid,back=$back_pid"; done
 stop "$front_pid"; stop "$back_pid"
@@ -110,13 +114,7 @@ echo "== CPU per request at 20k req/s: the bare echo server, the bare relay, gat
 "$ws/server" --addr 127.0.0.1:9602 --cfg small --threads 1 >/dev/null 2>&1 &
 echo_pid=$!
 pids+=("$echo_pid")
-"$relay" back --addr 127.0.0.1:9701 2>/dev/null &
-back_pid=$!
-pids+=("$back_pid")
-sleep 0.3
-"$relay" front --addr 127.0.0.1:9702 --back 127.0.0.1:9701 2>/dev/null &
-front_pid=$!
-pids+=("$front_pid")
+start_bare_relay
 start_gateway "$one"
 sleep 0.5
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
