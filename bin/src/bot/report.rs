@@ -157,6 +157,14 @@ impl fmt::Display for Report {
         }
         if let Some(error) = &self.connect_error {
             writeln!(f, "  first client that did not connect: {error}")?;
+            if error.contains("user.register answered RATE_LIMITED") {
+                writeln!(
+                    f,
+                    "  the user module limits registrations (modules.user.register_per_ip, register_per_sec); \
+                     for a load test from one machine start the node with \
+                     MORTAR_MODULES__USER__REGISTER_PER_IP=0 MORTAR_MODULES__USER__REGISTER_PER_SEC=0"
+                )?;
+            }
         }
         if self.errors.contains_key("RATE_LIMITED") {
             // Error replies count in requests/s: say why they came before the figure is quoted.
@@ -195,5 +203,23 @@ mod tests {
             &ClientStats::new(),
         );
         assert!(!quiet.to_string().contains("RATE_PER_SEC"), "{quiet}");
+    }
+
+    #[test]
+    fn a_refused_registration_says_which_limit_to_lift() {
+        let mut report = Report::new(
+            "pack",
+            "mortar",
+            "ws://127.0.0.1:4000/ws",
+            100,
+            30,
+            Duration::from_secs(1),
+            &ClientStats::new(),
+        );
+        report.connect_error = Some("setup request user.register answered RATE_LIMITED".into());
+        let text = report.to_string();
+        assert!(text.contains("MORTAR_MODULES__USER__REGISTER_PER_IP=0"), "{text}");
+        report.connect_error = Some("connection refused".into());
+        assert!(!report.to_string().contains("REGISTER_PER_IP"), "{report}");
     }
 }
